@@ -1,0 +1,287 @@
+"""Limits, tiers and reservations.
+
+A limit is a scope (``global``, ``provider:NAME``, ``tag:NAME``) and a period (``daily``,
+``monthly``, ``per_request``). Limits come from the config and from ``set_budget`` (persisted in
+the ledger, winning over the config). Days and months begin in the configured time zone.
+
+Tiers, from how much of the tightest limit is spent or held: ``normal`` below 50%; ``cautious``
+from 50% (routing prefers cheaper models); ``restricted`` from 90% (only free models); a call
+that could push spend past 100% is refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from .config import BudgetConfig
+from .ledger import Ledger, LimitCheck, Refusal
+from .types import BudgetExceeded, InvalidInput, nusd_to_usd, usd_to_nusd
+
+__all__ = ["Period", "Tier", "Limit", "Clock", "Budget", "BudgetSnapshot", "tier_of", "parse_scope"]
+
+Period = Literal["daily", "monthly", "per_request"]
+PERIODS: tuple[Period, ...] = ("daily", "monthly", "per_request")
+Tier = Literal["normal", "cautious", "restricted", "exhausted"]
+_TIER_RANK: dict[Tier, int] = {"normal": 0, "cautious": 1, "restricted": 2, "exhausted": 3}
+OVERRIDE_REFRESH_S = 1.0
+
+
+def tier_of(fraction: float) -> Tier:
+    if fraction >= 1:
+        return "exhausted"
+    if fraction >= 0.9:
+        return "restricted"
+    if fraction >= 0.5:
+        return "cautious"
+    return "normal"
+
+
+def worst_tier(tiers: Iterable[Tier]) -> Tier:
+    return max(tiers, key=_TIER_RANK.__getitem__, default="normal")
+
+
+def parse_scope(scope: str) -> tuple[Literal["global", "provider", "tag"], str | None]:
+    if scope == "global":
+        return "global", None
+    kind, sep, name = scope.partition(":")
+    if sep and name and kind in ("provider", "tag") and len(name) <= 128:
+        return kind, name  # type: ignore[return-value]
+    raise InvalidInput("scope", f"{scope!r} is not a budget scope", allowed='"global", "provider:NAME", "tag:NAME"')
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    scope: str
+    period: Period
+    limit_nusd: int
+    source: Literal["config", "set_budget"]
+
+
+class Clock:
+    """Days and months in the budget's time zone."""
+
+    def __init__(self, tz: str) -> None:
+        self.tz_name = tz
+        self.tz = ZoneInfo(tz)
+
+    def now(self) -> datetime:
+        return datetime.now(self.tz)
+
+    def day_of(self, ts_iso: str) -> str:
+        return datetime.fromisoformat(ts_iso).astimezone(self.tz).date().isoformat()
+
+    def today(self) -> date:
+        return self.now().date()
+
+    def bounds(self, period: Period, day: date) -> tuple[str, str, str]:
+        """(first day, last day, when the period resets as an ISO time) for the period holding ``day``."""
+        if period == "monthly":
+            first = day.replace(day=1)
+            nxt = (first + timedelta(days=32)).replace(day=1)
+        else:
+            first = day
+            nxt = day + timedelta(days=1)
+        reset = datetime(nxt.year, nxt.month, nxt.day, tzinfo=self.tz)
+        return first.isoformat(), (nxt - timedelta(days=1)).isoformat(), reset.isoformat()
+
+
+@dataclass(slots=True)
+class LimitState:
+    limit: Limit
+    check: LimitCheck | None
+    spent_nusd: int = 0
+    reserved_nusd: int = 0
+
+    @property
+    def fraction(self) -> float:
+        if self.limit.limit_nusd <= 0:
+            return 1.0
+        return (self.spent_nusd + self.reserved_nusd) / self.limit.limit_nusd
+
+    @property
+    def remaining_nusd(self) -> int:
+        return max(self.limit.limit_nusd - self.spent_nusd - self.reserved_nusd, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "scope": self.limit.scope,
+            "period": self.limit.period,
+            "limit_usd": str(nusd_to_usd(self.limit.limit_nusd)),
+            "source": self.limit.source,
+        }
+        if self.check is not None:
+            d |= {
+                "spent_usd": str(nusd_to_usd(self.spent_nusd)),
+                "reserved_usd": str(nusd_to_usd(self.reserved_nusd)),
+                "remaining_usd": str(nusd_to_usd(self.remaining_nusd)),
+                "percent_used": round(self.fraction * 100, 2),
+                "tier": tier_of(self.fraction),
+                "period_start": self.check.first_day,
+                "resets_at": self.check.resets_at,
+            }
+        return d
+
+
+@dataclass(slots=True)
+class BudgetSnapshot:
+    """Spend and holds for every limit that may apply to one call, read at one moment."""
+
+    day: str
+    tag: str
+    states: list[LimitState]
+    per_request_nusd: int | None
+
+    def for_provider(self, provider: str) -> list[LimitState]:
+        return [
+            s
+            for s in self.states
+            if s.check is not None
+            and (s.check.scope_kind != "provider" or s.check.scope_name == provider)
+        ]
+
+    def tier(self, provider: str | None = None) -> Tier:
+        states = self.for_provider(provider) if provider else [
+            s for s in self.states if s.check is not None and s.check.scope_kind != "provider"
+        ]
+        return worst_tier(tier_of(s.fraction) for s in states)
+
+    def headroom(self, provider: str) -> tuple[int | None, LimitState | None]:
+        """The least any limit on this provider still allows, and which limit that is."""
+        best: tuple[int | None, LimitState | None] = (None, None)
+        for s in self.for_provider(provider):
+            if best[0] is None or s.remaining_nusd < best[0]:
+                best = (s.remaining_nusd, s)
+        return best
+
+
+class Budget:
+    def __init__(self, config: BudgetConfig, ledger: Ledger) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.clock = Clock(config.timezone)
+        self._overrides: dict[tuple[str, str], int | None] = {}
+        self._overrides_read = 0.0
+        self._config_limits = list(self._from_config())
+
+    def _from_config(self) -> Iterable[Limit]:
+        c = self.config
+        for period, value in (("daily", c.daily_usd), ("monthly", c.monthly_usd), ("per_request", c.per_request_usd)):
+            if value is not None:
+                yield Limit("global", period, usd_to_nusd(value), "config")  # type: ignore[arg-type]
+        for kind, table in (("provider", c.providers), ("tag", c.tags)):
+            for name, lim in table.items():
+                for period, value in (("daily", lim.daily_usd), ("monthly", lim.monthly_usd)):
+                    if value is not None:
+                        yield Limit(f"{kind}:{name}", period, usd_to_nusd(value), "config")  # type: ignore[arg-type]
+
+    # -- limits ---------------------------------------------------------------------------------
+
+    def _refresh(self, force: bool = False) -> None:
+        # set_budget in another process becomes visible within OVERRIDE_REFRESH_S.
+        now = time.monotonic()
+        if force or now - self._overrides_read > OVERRIDE_REFRESH_S:
+            self._overrides = self.ledger.budget_overrides()
+            self._overrides_read = now
+
+    def limits(self) -> list[Limit]:
+        self._refresh()
+        merged: dict[tuple[str, str], Limit | None] = {(lim.scope, lim.period): lim for lim in self._config_limits}
+        for (scope, period), value in self._overrides.items():
+            merged[(scope, period)] = None if value is None else Limit(scope, period, value, "set_budget")  # type: ignore[arg-type]
+        return sorted((lim for lim in merged.values() if lim is not None), key=lambda lim: (lim.scope != "global", lim.scope, PERIODS.index(lim.period)))
+
+    def set_limit(self, scope: str, period: str, limit_usd: Any) -> None:
+        """Persist a limit (None removes it). Raises InvalidInput naming the field."""
+        parse_scope(scope)
+        if period not in PERIODS:
+            raise InvalidInput("period", f"{period!r} is not a period", allowed=", ".join(PERIODS))
+        if period == "per_request" and scope != "global":
+            raise InvalidInput("period", "per_request limits apply to the global scope only", allowed="daily, monthly")
+        nusd = None
+        if limit_usd is not None:
+            try:
+                nusd = usd_to_nusd(limit_usd)
+            except Exception:
+                raise InvalidInput("limit_usd", f"{limit_usd!r} is not an amount", allowed="a number of dollars >= 0, or null") from None
+            if nusd < 0:
+                raise InvalidInput("limit_usd", "a limit cannot be negative", allowed="a number of dollars >= 0, or null")
+            if nusd > usd_to_nusd(1_000_000_000):
+                raise InvalidInput("limit_usd", "is implausibly large", allowed="at most 1e9 dollars, or null to remove the limit")
+        self.ledger.set_budget(scope, period, nusd)
+        self._refresh(force=True)
+
+    # -- reading state --------------------------------------------------------------------------
+
+    def snapshot(self, *, tag: str = "", providers: Iterable[str] | None = None) -> BudgetSnapshot:
+        """Spend and holds for the global limits, the tag's, and those of ``providers`` (all when None).
+        Synchronous: call through ``ledger.run``."""
+        today = self.clock.today()
+        wanted = None if providers is None else set(providers)
+        states: list[LimitState] = []
+        per_request: int | None = None
+        for lim in self.limits():
+            if lim.period == "per_request":
+                per_request = lim.limit_nusd
+                states.append(LimitState(lim, None))
+                continue
+            kind, name = parse_scope(lim.scope)
+            if kind == "tag" and name != tag:
+                continue
+            if kind == "provider" and wanted is not None and name not in wanted:
+                continue
+            first, last, resets = self.clock.bounds(lim.period, today)
+            check = LimitCheck(f"{lim.scope} {lim.period}", kind, name, first, last, lim.limit_nusd, resets)
+            spent, reserved = self.ledger.usage(check)
+            states.append(LimitState(lim, check, spent, reserved))
+        return BudgetSnapshot(day=today.isoformat(), tag=tag, states=states, per_request_nusd=per_request)
+
+    def all_states(self) -> list[LimitState]:
+        """Every limit, every tag and provider included (for resources and reports)."""
+        today = self.clock.today()
+        out: list[LimitState] = []
+        for lim in self.limits():
+            if lim.period == "per_request":
+                out.append(LimitState(lim, None))
+                continue
+            kind, name = parse_scope(lim.scope)
+            first, last, resets = self.clock.bounds(lim.period, today)
+            check = LimitCheck(f"{lim.scope} {lim.period}", kind, name, first, last, lim.limit_nusd, resets)
+            spent, reserved = self.ledger.usage(check)
+            out.append(LimitState(lim, check, spent, reserved))
+        return out
+
+    # -- reservations ---------------------------------------------------------------------------
+
+    def reserve(self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, request_id: str) -> str:
+        """Hold ``amount_nusd`` against every limit on this provider and tag, atomically with the
+        check. Synchronous: call through ``ledger.run``.
+
+        Raises:
+            BudgetExceeded: naming the limit, what is spent and held, and when it resets.
+        """
+        per_request = snapshot.per_request_nusd
+        if per_request is not None and amount_nusd > per_request:
+            raise BudgetExceeded(
+                limit_name="global per_request", limit_nusd=per_request, spent_nusd=0, reserved_nusd=0,
+                needed_nusd=amount_nusd, resets_at=None,
+            )
+        checks = [s.check for s in snapshot.for_provider(provider) if s.check is not None]
+        result = self.ledger.reserve(
+            checks, amount_nusd, request_id=request_id, day=snapshot.day, provider=provider, tag=snapshot.tag,
+            ttl_s=self.config.reservation_ttl_s,
+        )
+        if isinstance(result, Refusal):
+            raise BudgetExceeded(
+                limit_name=result.check.name, limit_nusd=result.check.limit_nusd, spent_nusd=result.spent_nusd,
+                reserved_nusd=result.reserved_nusd, needed_nusd=amount_nusd, resets_at=result.check.resets_at,
+            )
+        return result
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

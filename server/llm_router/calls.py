@@ -1,0 +1,152 @@
+"""The shapes of a call's arguments and results, shared by the engine and the MCP tools.
+
+Argument types are declared once here (with the descriptions an assistant sees in the tool
+schema); ``mcp_server`` uses the same annotated types for its tool signatures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .types import Quality, Strategy
+
+__all__ = [
+    "MessageIn",
+    "CompleteArgs",
+    "Period",
+    "Grouping",
+    "UsageOut",
+    "AttemptOut",
+    "CompleteResult",
+    "ExplainResult",
+    "ReportResult",
+    "BudgetResult",
+    "prompt_hash",
+]
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"] = Field(description="who spoke this turn")
+    content: str = Field(min_length=1, description="the text of the turn")
+
+
+Prompt = Annotated[str | None, Field(description="The prompt (a single user turn). Give this or messages.")]
+Messages = Annotated[
+    list[MessageIn] | None,
+    Field(description="A conversation, oldest first, ending with a user turn. Give this or prompt."),
+]
+System = Annotated[str | None, Field(description="System instructions for the model.")]
+MaxTokens = Annotated[
+    int | None,
+    Field(ge=1, le=1_000_000, description="Most tokens the answer may have; also bounds the cost reserved."),
+]
+Temperature = Annotated[float | None, Field(ge=0, le=2, description="Sampling temperature, 0 to 2.")]
+ModelChoice = Annotated[
+    str | list[str] | None,
+    Field(
+        description='Force a model ("provider:model") or an explicit fallback chain (a list). '
+        "Leave out to let the router choose."
+    ),
+]
+TaskType = Annotated[
+    str | None,
+    Field(max_length=64, description="What kind of work this is (e.g. code_generation, summarize); rules may route by it."),
+]
+QualityArg = Annotated[Quality | None, Field(description="The least model quality acceptable: low, medium, high or critical.")]
+StrategyArg = Annotated[Strategy | None, Field(description="How to rank candidates: cheapest, best, fastest or balanced.")]
+MaxCost = Annotated[Decimal | None, Field(ge=0, le=10_000, description="Refuse models whose worst-case cost is above this (USD).")]
+Tag = Annotated[str | None, Field(max_length=128, description="Who or what to bill this call to (a tag in the ledger and budgets).")]
+DeadlineS = Annotated[float | None, Field(gt=0, le=3600, description="Give up (with an error listing what was tried) after this many seconds.")]
+
+
+class CompleteArgs(BaseModel):
+    """Arguments of ``complete`` and ``route_explain``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Prompt = None
+    messages: Messages = None
+    system: System = None
+    max_tokens: MaxTokens = None
+    temperature: Temperature = None
+    model: ModelChoice = None
+    task_type: TaskType = None
+    quality: QualityArg = None
+    strategy: StrategyArg = None
+    max_cost_usd: MaxCost = None
+    tag: Tag = None
+    deadline_s: DeadlineS = None
+
+
+Period = Literal["today", "yesterday", "this_week", "this_month", "last_7_days", "last_30_days"]
+Grouping = Literal["provider", "model", "task_type", "tag", "day"]
+
+
+def prompt_hash(system: str | None, messages: list[tuple[str, str]]) -> str:
+    payload = json.dumps({"system": system, "messages": messages}, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class UsageOut(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int = 0
+    estimated: bool = Field(default=False, description="true when the provider reported no usage and it was estimated")
+
+
+class AttemptOut(BaseModel):
+    model: str
+    outcome: Literal["ok", "error", "skipped", "cancelled"]
+    error_code: str | None = None
+    error: str | None = None
+    latency_ms: int = 0
+
+
+class CompleteResult(BaseModel):
+    request_id: str
+    text: str
+    provider: str
+    model: str = Field(description='"provider:model" that answered')
+    provider_model: str = Field(description="the model name the provider reported")
+    finish_reason: str | None
+    usage: UsageOut
+    cost_usd: str = Field(description="exact cost in USD, from the provider-reported usage")
+    latency_ms: int
+    attempts: list[AttemptOut]
+    budget: dict[str, Any] = Field(description="budget tier and the tightest limits after this call")
+
+
+class ExplainResult(BaseModel):
+    chain: list[str] = Field(description="the models complete would try, in order")
+    source: str
+    strategy: str
+    quality: str
+    budget_tier: str
+    estimated_cost_usd: dict[str, Any] | None
+    candidates: list[dict[str, Any]]
+    excluded: list[dict[str, Any]]
+    steps: list[str]
+    input_tokens_estimate: int
+
+
+class ReportResult(BaseModel):
+    period: dict[str, str]
+    group_by: str
+    totals: dict[str, Any]
+    rows: list[dict[str, Any]]
+    budgets: list[dict[str, Any]]
+    projection: dict[str, Any]
+    savings: dict[str, Any] | None
+
+
+class BudgetResult(BaseModel):
+    changed: dict[str, Any]
+    budgets: list[dict[str, Any]]

@@ -1,0 +1,268 @@
+"""What we know about each configured model, and where each figure came from.
+
+Prices come from genai-prices (input, output, cache read, cache write), or from a config's
+``[providers.prices."model"]``; context windows from genai-prices or ``model_overrides``; quality
+tiers from the pattern table in ``defaults.py`` or ``model_overrides``. Everything is looked up
+once, when the catalog is built; per call only arithmetic remains.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from .config import ProviderConfig, Settings
+from .defaults import PRICING_IDS, tier_for
+from .types import NUSD_PER_USD, InvalidInput, Quality, Usage, parse_model_ref, usd_to_nusd
+
+__all__ = ["ModelEntry", "Catalog", "worst_case_input_tokens"]
+
+DEFAULT_CONTEXT_WINDOW = 128_000
+_MTOK = Decimal(1_000_000)
+
+
+def worst_case_input_tokens(text_bytes: int, n_messages: int) -> int:
+    """An upper bound on input tokens: a token is at least one byte of UTF-8 in every tokenizer in
+    use, plus a few tokens of chat framing per message. Reservations use it so they never fall short."""
+    return text_bytes + 8 * n_messages + 16
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """USD per million tokens."""
+
+    input: Decimal
+    output: Decimal
+    cache_read: Decimal
+    cache_write: Decimal
+
+
+@dataclass(slots=True)
+class ModelEntry:
+    ref: str
+    provider: str
+    model: str
+    kind: str
+    prices: Prices | None
+    price_source: str
+    context_window: int
+    context_source: str
+    tier: Quality
+    tier_source: str
+    max_output_tokens: int | None = None
+    capabilities: tuple[str, ...] = ("text", "streaming", "system_prompt")
+    _genai: Any = field(default=None, repr=False)
+    """(ModelInfo, Provider) from genai-prices, when the price comes from there."""
+
+    @property
+    def free(self) -> bool:
+        return self.prices is not None and self.prices.input == 0 and self.prices.output == 0
+
+    def cost_usd(self, usage: Usage, *, at: datetime | None = None) -> Decimal | None:
+        """Exact cost of reported usage, or None when no price is known."""
+        if self._genai is not None:
+            from genai_prices import Usage as GenaiUsage
+
+            info, provider = self._genai
+            calc = info.calc_price(
+                GenaiUsage(
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cache_read_tokens=usage.cache_read_tokens,
+                    cache_write_tokens=usage.cache_write_tokens,
+                ),
+                provider,
+                genai_request_timestamp=at,
+            )
+            return calc.total_price
+        if self.prices is None:
+            return None
+        p = self.prices
+        fresh = max(usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens, 0)
+        return (
+            fresh * p.input
+            + usage.cache_read_tokens * p.cache_read
+            + usage.cache_write_tokens * p.cache_write
+            + usage.output_tokens * p.output
+        ) / _MTOK
+
+    def cost_nusd(self, usage: Usage) -> int | None:
+        cost = self.cost_usd(usage)
+        return None if cost is None else usd_to_nusd(cost)
+
+    def worst_case_nusd(self, input_tokens: int, max_tokens: int) -> int | None:
+        """The most a call can cost: every input token uncached at the dearest input price, and all
+        ``max_tokens`` produced. Rounded up, for reservations."""
+        if self.prices is None:
+            return None
+        p = self.prices
+        dearest_in = max(p.input, p.cache_write)
+        return math.ceil((input_tokens * dearest_in + max_tokens * p.output) * NUSD_PER_USD / _MTOK)
+
+    def typical_nusd(self, input_tokens: int, output_tokens: int) -> int | None:
+        if self.prices is None:
+            return None
+        p = self.prices
+        return math.ceil((input_tokens * p.input + output_tokens * p.output) * NUSD_PER_USD / _MTOK)
+
+    def describe(self) -> dict[str, Any]:
+        p = self.prices
+        return {
+            "model": self.ref,
+            "tier": self.tier,
+            "tier_source": self.tier_source,
+            "context_window": self.context_window,
+            "context_source": self.context_source,
+            "max_output_tokens": self.max_output_tokens,
+            "price_per_mtok": None
+            if p is None
+            else {
+                "input": str(p.input),
+                "output": str(p.output),
+                "cached_input": str(p.cache_read),
+                "cache_write": str(p.cache_write),
+            },
+            "price_source": self.price_source,
+            "free": self.free,
+            "capabilities": list(self.capabilities),
+        }
+
+
+def _genai_lookup(provider_ids: list[str], model: str) -> tuple[Any, Any] | None:
+    from genai_prices.data_snapshot import get_snapshot
+
+    snapshot = get_snapshot()
+    for pid in provider_ids:
+        try:
+            provider, info = snapshot.find_provider_model(model, None, pid, None)
+        except LookupError:
+            continue
+        if info is not None:
+            return info, provider
+    return None
+
+
+def _price_of(value: Any) -> Decimal:
+    """A genai-prices price field: a Decimal, a tiered price (use its base), or None (→ 0)."""
+    if value is None:
+        return Decimal(0)
+    return Decimal(getattr(value, "base", value))
+
+
+def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
+    import genai_prices
+
+    override = cfg.model_overrides.get(model)
+    genai = None
+    prices: Prices | None = None
+    price_source = "unknown: set [providers.prices.\"%s\"] in the config" % model
+    configured = cfg.prices.get(model)
+    ids = [i for i in (cfg.pricing_provider, cfg.name, PRICING_IDS.get(cfg.kind)) if i]
+    found = _genai_lookup(list(dict.fromkeys(ids)), model)
+    if configured is not None:
+        prices = Prices(
+            input=configured.input_per_mtok,
+            output=configured.output_per_mtok,
+            cache_read=configured.cached_input_per_mtok
+            if configured.cached_input_per_mtok is not None
+            else configured.input_per_mtok,
+            cache_write=configured.cache_write_per_mtok
+            if configured.cache_write_per_mtok is not None
+            else configured.input_per_mtok,
+        )
+        price_source = "config"
+    elif found is not None:
+        info, provider = found
+        mp = info.get_prices(datetime.now(tz=UTC))
+        inp = _price_of(mp.input_mtok)
+        prices = Prices(
+            input=inp,
+            output=_price_of(mp.output_mtok),
+            cache_read=_price_of(mp.cache_read_mtok) if mp.cache_read_mtok is not None else inp,
+            cache_write=_price_of(mp.cache_write_mtok) if mp.cache_write_mtok is not None else inp,
+        )
+        genai = found
+        price_source = f"genai-prices {genai_prices.__version__}: {provider.id}/{info.id}"
+    elif cfg.kind == "ollama":
+        prices = Prices(Decimal(0), Decimal(0), Decimal(0), Decimal(0))
+        price_source = "free (local Ollama)"
+
+    if override and override.context_window:
+        context, context_source = override.context_window, "config"
+    elif found is not None and found[0].context_window:
+        context, context_source = found[0].context_window, "genai-prices"
+    else:
+        context, context_source = DEFAULT_CONTEXT_WINDOW, f"assumed ({DEFAULT_CONTEXT_WINDOW} tokens; set model_overrides)"
+
+    if override and override.tier:
+        tier, tier_source = override.tier, "config"
+    elif (pattern_tier := tier_for(model)) is not None:
+        tier, tier_source = pattern_tier, "built-in table"
+    else:
+        tier, tier_source = _tier_from_price(prices), "inferred from output price"
+
+    return ModelEntry(
+        ref=f"{cfg.name}:{model}",
+        provider=cfg.name,
+        model=model,
+        kind=cfg.kind,
+        prices=prices,
+        price_source=price_source,
+        context_window=context,
+        context_source=context_source,
+        tier=tier,
+        tier_source=tier_source,
+        max_output_tokens=override.max_output_tokens if override else None,
+        _genai=genai if configured is None else None,
+    )
+
+
+def _tier_from_price(prices: Prices | None) -> Quality:
+    if prices is None:
+        return "medium"
+    out = prices.output
+    if out >= 40:
+        return "critical"
+    if out >= 8:
+        return "high"
+    if out >= Decimal("1.5"):
+        return "medium"
+    return "low"
+
+
+class Catalog:
+    """Every configured model, by ``provider:model``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.entries: dict[str, ModelEntry] = {}
+        for cfg in settings.providers:
+            for model in cfg.models:
+                entry = _entry(cfg, model)
+                self.entries[entry.ref] = entry
+
+    def get(self, ref: str, *, field_name: str = "model") -> ModelEntry:
+        """Raises InvalidInput naming what exists ("did you mean ...") for an unknown model."""
+        entry = self.entries.get(ref)
+        if entry is not None:
+            return entry
+        import difflib
+
+        provider, _ = parse_model_ref(ref, field_name=field_name)
+        close = difflib.get_close_matches(ref, list(self.entries), n=2)
+        known_providers = sorted({e.provider for e in self.entries.values()})
+        if provider not in known_providers:
+            problem = f"unknown provider {provider!r}"
+            allowed = ", ".join(known_providers) or "no provider is configured"
+        else:
+            problem = f"unknown model {ref!r}" + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
+            allowed = ", ".join(r for r in self.entries if r.startswith(provider + ":"))
+        raise InvalidInput(field_name, problem, allowed=allowed)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.entries.values())
+
+    def __len__(self) -> int:
+        return len(self.entries)

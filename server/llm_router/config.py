@@ -1,0 +1,305 @@
+"""TOML and environment → validated settings.
+
+Where the config comes from: ``--config``, else ``$LLM_ROUTER_CONFIG``, else
+``llm-router/config.toml`` in the platform's config folder, else built-in defaults (each known
+provider enabled when its key is set). Keys are never read from the file, only the name of the
+environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .types import QUALITIES, ConfigError, Quality, Strategy, parse_model_ref
+
+__all__ = [
+    "ProviderKind",
+    "PriceOverride",
+    "ModelOverride",
+    "MockSettings",
+    "ProviderConfig",
+    "RoutingRule",
+    "RoutingConfig",
+    "ScopeLimits",
+    "BudgetConfig",
+    "LedgerConfig",
+    "LimitsConfig",
+    "Settings",
+    "load_settings",
+    "default_config_path",
+    "default_ledger_path",
+    "ledger_path",
+]
+
+ProviderKind = Literal["anthropic", "openai", "gemini", "ollama", "mock"]
+Usd = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=9)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PriceOverride(_Strict):
+    """A model's price in USD per million tokens, for models genai-prices does not know (or to override it)."""
+
+    input_per_mtok: Usd
+    output_per_mtok: Usd
+    cached_input_per_mtok: Usd | None = None
+    """Price of input tokens read from the prompt cache; defaults to the input price."""
+    cache_write_per_mtok: Usd | None = None
+    """Price of input tokens written to the prompt cache; defaults to the input price."""
+
+
+class ModelOverride(_Strict):
+    """Per-model facts that override the catalog's."""
+
+    tier: Quality | None = None
+    context_window: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+
+
+class MockSettings(_Strict):
+    """Behaviour of a ``kind = "mock"`` provider: deterministic, offline."""
+
+    latency_ms: float = Field(default=0, ge=0, le=60_000)
+    """Time to first token; the rest of the answer streams over another ``latency_ms``."""
+    failure_rate: float = Field(default=0, ge=0, le=1)
+    """Share of calls that fail, chosen deterministically from the call counter."""
+    failure: Literal["server", "overloaded", "rate_limit", "timeout", "auth", "invalid_request"] = "server"
+    imitates: str | None = None
+    """The real provider this mock stands in for; shown wherever the provider is shown."""
+
+
+class ProviderConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)
+    """The id used in model strings: ``name:model``."""
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key_env: str | None = None
+    """Name of the environment variable holding the key (keys are never read from the file)."""
+    models: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=60, gt=0, le=3600)
+    enabled: bool = True
+    pricing_provider: str | None = None
+    """The genai-prices provider id to price models by; default: this provider's name, then kind."""
+    prices: dict[str, PriceOverride] = Field(default_factory=dict)
+    model_overrides: dict[str, ModelOverride] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    mock: MockSettings | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ProviderConfig:
+        if not self.models:
+            raise ValueError("models: list at least one model this provider serves")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError("models: a model is listed twice")
+        for key in (*self.prices, *self.model_overrides):
+            if key not in self.models:
+                raise ValueError(f"prices/model_overrides name {key!r}, which is not in models {self.models}")
+        if self.mock is not None and self.kind != "mock":
+            raise ValueError('mock: settings only apply to kind = "mock"')
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url: {self.base_url!r} must start with http:// or https://")
+        return self
+
+
+class RoutingRule(_Strict):
+    task_type: str = Field(min_length=1, max_length=64)
+    chain: list[str] = Field(min_length=1)
+
+    @field_validator("chain")
+    @classmethod
+    def _refs(cls, chain: list[str]) -> list[str]:
+        for ref in chain:
+            parse_model_ref(ref, field_name="chain")
+        return chain
+
+
+class RoutingConfig(_Strict):
+    strategy: Strategy = "balanced"
+    default_quality: Quality = "medium"
+    """The quality floor when a call names none."""
+    default_max_tokens: int = Field(default=1024, gt=0, le=1_000_000)
+    max_attempts: int = Field(default=4, ge=1, le=16)
+    """How many models one ``complete`` call may try, fallbacks included."""
+    reference_model: str | None = None
+    """What "always using one model" would have cost, for the savings figure in ``cost_report``."""
+    rules: list[RoutingRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> RoutingConfig:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.task_type in seen:
+                raise ValueError(f"rules: task_type {rule.task_type!r} has two rules")
+            seen.add(rule.task_type)
+        if self.reference_model:
+            parse_model_ref(self.reference_model, field_name="reference_model")
+        return self
+
+
+class ScopeLimits(_Strict):
+    daily_usd: Usd | None = None
+    monthly_usd: Usd | None = None
+
+
+class BudgetConfig(_Strict):
+    daily_usd: Usd | None = None
+    monthly_usd: Usd | None = None
+    per_request_usd: Usd | None = None
+    timezone: str = "UTC"
+    """The time zone in which days and months begin and end."""
+    providers: dict[str, ScopeLimits] = Field(default_factory=dict)
+    tags: dict[str, ScopeLimits] = Field(default_factory=dict)
+    reservation_ttl_s: float = Field(default=900, ge=10, le=86_400)
+    """A reservation whose process stopped renewing it is reclaimed after this long."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: unknown time zone {name!r} (use an IANA name such as 'Europe/Paris')")
+        return name
+
+
+class LedgerConfig(_Strict):
+    path: str | None = None
+    store_prompts: bool = False
+    """Keep prompt text in the ledger. Off: only a SHA-256 of it is kept."""
+
+
+class LimitsConfig(_Strict):
+    max_prompt_chars: int = Field(default=400_000, gt=0)
+    max_messages: int = Field(default=500, gt=0)
+
+
+class Settings(_Strict):
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    source: str = "built-in defaults"
+    """Where these settings were read from (not a config key)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        names = [p.name for p in self.providers]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"providers: the name {sorted(dupes)[0]!r} is used twice")
+        known = set(names)
+        models = {f"{p.name}:{m}" for p in self.providers for m in p.models}
+        for rule in self.routing.rules:
+            for ref in rule.chain:
+                if ref not in models:
+                    raise ValueError(f"routing.rules: {ref!r} is not a configured model ({_hint(ref, models)})")
+        ref = self.routing.reference_model
+        if ref and ref not in models:
+            raise ValueError(f"routing.reference_model: {ref!r} is not a configured model")
+        for name in self.budget.providers:
+            if name not in known:
+                raise ValueError(f"budget.providers: {name!r} is not a configured provider")
+        return self
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        return None
+
+
+def _hint(ref: str, models: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(ref, sorted(models), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"configured: {', '.join(sorted(models)) or 'none'}"
+
+
+def default_config_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("llm-router")) / "config.toml"
+
+
+def default_ledger_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("llm-router")) / "ledger.db"
+
+
+def ledger_path(settings: Settings) -> Path:
+    """``$LLM_ROUTER_DB``, else ``[ledger] path``, else the platform's data folder."""
+    raw = os.environ.get("LLM_ROUTER_DB") or settings.ledger.path
+    return Path(raw).expanduser() if raw else default_ledger_path()
+
+
+def _format_loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    """Turn a pydantic error location into a TOML-style key (``providers[1].timeout_s`` → with names)."""
+    parts: list[str] = []
+    node: Any = data
+    for item in loc:
+        if isinstance(item, int):
+            name = node[item].get("name") if isinstance(node, list) and isinstance(node[item], dict) else None
+            parts[-1] += f"[{item}]" if name is None else f"[{item}] (name = {name!r})"
+        else:
+            if item in ("function-after", "function-before"):
+                continue
+            parts.append(str(item))
+        try:
+            node = node[item]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts)
+
+
+def settings_from_dict(data: dict[str, Any], *, source: str) -> Settings:
+    try:
+        return Settings.model_validate({**data, "source": source})
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = _format_loc(tuple(err["loc"]), data)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        more = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
+        raise ConfigError(f"{msg}{more}", file=source, key=key or None) from None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate the configuration; see the module docstring for where it is looked for.
+
+    Raises:
+        ConfigError: naming the file and key of the first problem.
+    """
+    if path is None:
+        env = os.environ.get("LLM_ROUTER_CONFIG")
+        if env:
+            path = env
+        else:
+            candidate = default_config_path()
+            if candidate.is_file():
+                path = candidate
+    if path is None:
+        from .defaults import builtin_config
+
+        return settings_from_dict(builtin_config(os.environ), source="built-in defaults")
+    file = Path(path).expanduser()
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=str(file)) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}", file=str(file)) from None
+    return settings_from_dict(data, source=str(file))
+
+

@@ -1,0 +1,610 @@
+"""One request end to end: validate → route → reserve → call with fallback → settle → record.
+
+``Engine.complete`` is the path to read first. Everything it needs is built once, in
+``Engine.__init__``: the catalog (prices looked up once), the providers (one connection pool
+each), the ledger connection, the budget and the health board.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import anyio
+
+from .budget import Budget, BudgetSnapshot, LimitState, parse_scope
+from .calls import (
+    AttemptOut,
+    BudgetResult,
+    CompleteArgs,
+    CompleteResult,
+    ExplainResult,
+    ReportResult,
+    UsageOut,
+    prompt_hash,
+)
+from .catalog import Catalog, ModelEntry, worst_case_input_tokens
+from .config import Settings, ledger_path
+from .ledger import GROUPINGS, Ledger, RequestRow
+from .providers import Provider, availability, build_provider
+from .providers.mock import estimate_tokens
+from .resilience import HealthBoard
+from .routing import Decision, RouteRequest, decide
+from .types import (
+    AllAttemptsFailed,
+    AttemptRecord,
+    BudgetExceeded,
+    Completion,
+    CompletionRequest,
+    InvalidInput,
+    Message,
+    NoRoute,
+    ProviderError,
+    Timeout,
+    Usage,
+    nusd_to_usd,
+    parse_model_ref,
+    usd_to_nusd,
+)
+
+__all__ = ["Engine", "Progress"]
+
+Progress = Callable[[float, float | None, str], Awaitable[None]]
+"""(progress, total, message) — how the engine tells the caller what it is doing."""
+
+PROGRESS_INTERVAL_S = 0.1
+DEFAULT_DEADLINE_S = 55.0  # under Claude Desktop's ~60 s patience for a tool call
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A validated call: what the provider is sent, and what routing is asked."""
+
+    request: CompletionRequest
+    route: RouteRequest
+    tag: str
+    task_type: str
+    deadline_s: float
+    prompt_hash: str
+    prompt_text: str | None
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        env: Mapping[str, str] = os.environ,
+        ledger: Ledger | None = None,
+        providers: Mapping[str, Provider] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = Catalog(settings)
+        self.ledger = ledger or Ledger(ledger_path(settings))
+        self.budget = Budget(settings.budget, self.ledger)
+        self.health = HealthBoard()
+        self.availability = {p.name: availability(p, env) for p in settings.providers}
+        self.providers: dict[str, Provider] = dict(providers) if providers is not None else {
+            p.name: build_provider(p, env) for p in settings.providers if self.availability[p.name][0]
+        }
+        self.rules = {r.task_type: tuple(r.chain) for r in settings.routing.rules}
+        ref = settings.routing.reference_model
+        self.reference: ModelEntry | None = self.catalog.entries.get(ref) if ref else None
+        self._check_timezone()
+        self.ledger.reclaim()
+
+    def _check_timezone(self) -> None:
+        """Days are stored in the budget's time zone; if it changed, re-file every row."""
+        tz = self.budget.clock.tz_name
+        stored = self.ledger.meta("timezone")
+        if stored != tz:
+            if stored is not None:
+                self.ledger.rebuild_rollups(self.budget.clock.day_of)
+            self.ledger.set_meta("timezone", tz)
+
+    async def aclose(self) -> None:
+        for p in self.providers.values():
+            await p.aclose()
+        self.ledger.close()
+
+    # -- validation -----------------------------------------------------------------------------
+
+    def prepare(self, args: CompleteArgs) -> Prepared:
+        """Turn tool arguments into a provider request and a routing request.
+
+        Raises:
+            InvalidInput: naming the field and what is allowed.
+        """
+        limits = self.settings.limits
+        if args.prompt is not None and args.messages is not None:
+            raise InvalidInput("prompt", "give prompt or messages, not both", allowed="one of prompt, messages")
+        if args.prompt is not None:
+            if not args.prompt.strip():
+                raise InvalidInput("prompt", "is empty", allowed="a non-empty string")
+            messages = (Message(role="user", content=args.prompt),)
+        elif args.messages:
+            if len(args.messages) > limits.max_messages:
+                raise InvalidInput("messages", f"{len(args.messages)} turns is too many", allowed=f"at most {limits.max_messages}")
+            if args.messages[-1].role != "user":
+                raise InvalidInput("messages", "the last turn must be the user's", allowed="a list ending with role user")
+            if not any(m.content.strip() for m in args.messages):
+                raise InvalidInput("messages", "every turn is blank", allowed="at least one non-blank turn")
+            messages = tuple(Message(role=m.role, content=m.content) for m in args.messages)
+        else:
+            raise InvalidInput("prompt", "nothing to send", allowed="a prompt string or a messages list")
+        request = CompletionRequest(
+            messages=messages,
+            system=args.system or None,
+            max_tokens=args.max_tokens or self.settings.routing.default_max_tokens,
+            temperature=args.temperature,
+        )
+        size = len(request.system or "") + sum(len(m.content) for m in messages)
+        if size > limits.max_prompt_chars:
+            raise InvalidInput("prompt", f"{size} characters is too long", allowed=f"at most {limits.max_prompt_chars} characters in all")
+
+        models: tuple[str, ...] = ()
+        if args.model is not None:
+            refs = [args.model] if isinstance(args.model, str) else list(args.model)
+            if not refs or len(refs) > 8:
+                raise InvalidInput("model", "a chain lists 1 to 8 models", allowed='"provider:model" or a list of them')
+            for ref in refs:
+                parse_model_ref(ref)
+                self.catalog.get(ref)
+            models = tuple(dict.fromkeys(refs))
+        tag = _clean_label(args.tag, "tag")
+        task_type = _clean_label(args.task_type, "task_type")
+        pairs = [(m.role, m.content) for m in messages]
+        route = RouteRequest(
+            models=models,
+            task_type=task_type or None,
+            quality=args.quality,
+            strategy=args.strategy,
+            max_cost_nusd=usd_to_nusd(args.max_cost_usd) if args.max_cost_usd is not None else None,
+            tag=tag,
+            input_tokens_bound=worst_case_input_tokens(request.text_bytes(), len(messages)),
+            input_tokens_typical=estimate_tokens(request.system or "") + sum(estimate_tokens(c) + 4 for _, c in pairs),
+            max_tokens=request.max_tokens,
+        )
+        return Prepared(
+            request=request,
+            route=route,
+            tag=tag,
+            task_type=task_type,
+            deadline_s=args.deadline_s or DEFAULT_DEADLINE_S,
+            prompt_hash=prompt_hash(request.system, pairs),
+            prompt_text=json.dumps({"system": request.system, "messages": pairs}, ensure_ascii=False)
+            if self.settings.ledger.store_prompts
+            else None,
+        )
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def _decide(self, route: RouteRequest, snapshot: BudgetSnapshot) -> Decision:
+        return decide(
+            route,
+            catalog=self.catalog,
+            rules=self.rules,
+            default_strategy=self.settings.routing.strategy,
+            default_quality=self.settings.routing.default_quality,
+            availability=self.availability,
+            circuit=self.health.allows,
+            latency_of=self.health.p50_ms,
+            budget=snapshot,
+        )
+
+    async def decision(self, prepared: Prepared) -> Decision:
+        snapshot = await self.ledger.run(self.budget.snapshot, tag=prepared.tag)
+        return self._decide(prepared.route, snapshot)
+
+    async def explain(self, args: CompleteArgs) -> ExplainResult:
+        prepared = self.prepare(args)
+        decision = await self.decision(prepared)
+        return ExplainResult(**decision.explain(), input_tokens_estimate=prepared.route.input_tokens_typical)
+
+    # -- the call -------------------------------------------------------------------------------
+
+    async def complete(self, args: CompleteArgs, *, progress: Progress | None = None) -> CompleteResult:
+        """Route, then walk the chain: reserve the worst case, call, settle to the actual cost.
+
+        Exactly one ledger row is written per call that passed validation, before this returns
+        or raises; no reservation outlives the call, whatever happens (cancellation included).
+
+        Raises:
+            InvalidInput, NoRoute, BudgetExceeded, AllAttemptsFailed.
+        """
+        prepared = self.prepare(args)
+        request_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        decision = await self.decision(prepared)
+        if not decision.chain:
+            error = self._no_route_error(decision)
+            await self._record_failure(prepared, request_id, decision, [], error, started, status="refused")
+            raise error
+
+        attempts: list[AttemptRecord] = []
+        budget_error: BudgetExceeded | None = None
+        deadline = anyio.current_time() + prepared.deadline_s
+        chain = decision.chain[: self.settings.routing.max_attempts]
+        for index, cand in enumerate(chain):
+            entry = cand.entry
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                break
+            try:
+                reservation = await self.ledger.run(
+                    self.budget.reserve, decision.budget, provider=entry.provider,
+                    amount_nusd=cand.worst_case_nusd, request_id=request_id,
+                )
+            except BudgetExceeded as e:
+                budget_error = e
+                attempts.append(AttemptRecord(entry.ref, "skipped", e.code, str(e)))
+                continue
+            if progress is not None:
+                await progress(0, None, f"asking {entry.ref} ({index + 1}/{len(chain)})")
+            t0 = time.perf_counter()
+            self.health.before_call(entry.ref)
+            try:
+                with anyio.move_on_after(remaining) as scope:
+                    completion = await self.providers[entry.provider].complete(
+                        entry.model, prepared.request, on_text=_streamer(progress) if progress else None
+                    )
+                if scope.cancelled_caught:
+                    raise Timeout(f"the call's deadline of {prepared.deadline_s:g} s passed", provider=entry.provider, model=entry.model)
+            except ProviderError as e:
+                ms = _ms(t0)
+                self.health.record(entry.ref, ok=False, latency_ms=ms)
+                attempts.append(AttemptRecord(entry.ref, "error", e.code, str(e), ms, e.status))
+                with anyio.CancelScope(shield=True):
+                    await self.ledger.run(self.ledger.release, reservation)
+                if progress is not None and index + 1 < len(chain):
+                    await progress(0, None, f"{entry.ref} failed ({e.code}); falling back")
+                continue
+            except BaseException as e:
+                # Cancelled by the client (or anything unexpected): release, record, re-raise.
+                ms = _ms(t0)
+                cancelled = isinstance(e, anyio.get_cancelled_exc_class())
+                attempts.append(AttemptRecord(entry.ref, "cancelled" if cancelled else "error", "cancelled" if cancelled else "internal", None if cancelled else repr(e), ms))
+                self.health.record(entry.ref, ok=False, latency_ms=ms, counts_against_circuit=not cancelled)
+                with anyio.CancelScope(shield=True):
+                    row = self._failure_row(prepared, request_id, decision, attempts, status="cancelled" if cancelled else "error",
+                                            error_code="cancelled" if cancelled else "internal", error=None if cancelled else repr(e), started=started)
+                    await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
+                raise
+            ms = _ms(t0)
+            self.health.record(entry.ref, ok=True, latency_ms=ms)
+            attempts.append(AttemptRecord(entry.ref, "ok", latency_ms=ms))
+            return await self._settle(prepared, request_id, decision, entry, completion, attempts, reservation, started)
+
+        deadline_hit = anyio.current_time() >= deadline or any(a.error_code == "timeout" and "deadline" in (a.error or "") for a in attempts)
+        error: Exception
+        if budget_error is not None and all(a.outcome == "skipped" for a in attempts):
+            error = budget_error
+        else:
+            error = AllAttemptsFailed(attempts, deadline_hit=deadline_hit)
+        await self._record_failure(prepared, request_id, decision, attempts, error, started)
+        raise error
+
+    async def _settle(
+        self,
+        prepared: Prepared,
+        request_id: str,
+        decision: Decision,
+        entry: ModelEntry,
+        completion: Completion,
+        attempts: list[AttemptRecord],
+        reservation: str,
+        started: float,
+    ) -> CompleteResult:
+        estimated = completion.usage is None
+        usage = completion.usage or Usage(
+            input_tokens=prepared.route.input_tokens_typical, output_tokens=estimate_tokens(completion.text)
+        )
+        cost = entry.cost_usd(usage) or Decimal(0)
+        cost_nusd = usd_to_nusd(cost)
+        ref_cost = self.reference.cost_nusd(usage) if self.reference is not None else None
+        now = datetime.now(UTC)
+        row = RequestRow(
+            id=request_id,
+            ts=now.isoformat(timespec="milliseconds"),
+            day=now.astimezone(self.budget.clock.tz).date().isoformat(),
+            status="ok",
+            tag=prepared.tag,
+            task_type=prepared.task_type,
+            provider=entry.provider,
+            model=entry.model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cost_nusd=cost_nusd,
+            cost_usd=str(nusd_to_usd(cost_nusd)),
+            cost_estimated=int(estimated),
+            prices=_prices_json(entry),
+            reference_cost_nusd=ref_cost,
+            latency_ms=_ms(started),
+            attempts=json.dumps([a.to_dict() for a in attempts]),
+            prompt_hash=prepared.prompt_hash,
+            prompt=prepared.prompt_text,
+            strategy=decision.strategy,
+        )
+        # The row is durable before the answer is returned; a cancel now must not lose it.
+        with anyio.CancelScope(shield=True):
+            await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
+        return CompleteResult(
+            request_id=request_id,
+            text=completion.text,
+            provider=entry.provider,
+            model=entry.ref,
+            provider_model=completion.model,
+            finish_reason=completion.finish_reason,
+            usage=UsageOut(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                estimated=estimated,
+            ),
+            cost_usd=row.cost_usd,
+            latency_ms=row.latency_ms,
+            attempts=[AttemptOut(**a.to_dict()) for a in attempts],
+            budget=_budget_after(decision.budget, entry.provider, cost_nusd),
+        )
+
+    def _failure_row(
+        self, prepared: Prepared, request_id: str, decision: Decision, attempts: list[AttemptRecord], *,
+        status: str, error_code: str, error: str | None, started: float,
+    ) -> RequestRow:
+        now = datetime.now(UTC)
+        last = next((a for a in reversed(attempts) if a.outcome != "skipped"), attempts[-1] if attempts else None)
+        provider, model = parse_model_ref(last.model) if last else (None, None)
+        return RequestRow(
+            id=request_id,
+            ts=now.isoformat(timespec="milliseconds"),
+            day=now.astimezone(self.budget.clock.tz).date().isoformat(),
+            status=status,
+            tag=prepared.tag,
+            task_type=prepared.task_type,
+            provider=provider,
+            model=model,
+            latency_ms=_ms(started),
+            attempts=json.dumps([a.to_dict() for a in attempts]),
+            error_code=error_code,
+            error=error[:2000] if error else None,
+            prompt_hash=prepared.prompt_hash,
+            prompt=prepared.prompt_text,
+            strategy=decision.strategy,
+        )
+
+    async def _record_failure(
+        self, prepared: Prepared, request_id: str, decision: Decision, attempts: list[AttemptRecord],
+        error: Exception, started: float, *, status: str = "error",
+    ) -> None:
+        code = getattr(error, "code", "error")
+        if isinstance(error, BudgetExceeded):
+            status = "refused"
+        row = self._failure_row(prepared, request_id, decision, attempts, status=status, error_code=code, error=str(error), started=started)
+        with anyio.CancelScope(shield=True):
+            await self.ledger.run(self.ledger.record, row)
+
+    def _no_route_error(self, decision: Decision) -> Exception:
+        """Name the limit when the budget is what left no model; otherwise list every exclusion."""
+        reasons = {e.model: f"{e.reason}: {e.detail}" for e in decision.excluded}
+        budget_reasons = [e for e in decision.excluded if e.reason in ("over_budget", "budget_restricted")]
+        if budget_reasons and len(budget_reasons) == len(decision.excluded):
+            snap = decision.budget
+            first = budget_reasons[0]
+            provider = parse_model_ref(first.model)[0]
+            entry = self.catalog.entries[first.model]
+            need = entry.worst_case_nusd(decision.request.input_tokens_bound, decision.request.max_tokens) or 0
+            room, state = snap.headroom(provider)
+            if state is not None and state.check is not None and (first.reason == "budget_restricted" or room is not None and need > room):
+                return BudgetExceeded(
+                    limit_name=state.check.name, limit_nusd=state.limit.limit_nusd, spent_nusd=state.spent_nusd,
+                    reserved_nusd=state.reserved_nusd, needed_nusd=need, resets_at=state.check.resets_at,
+                )
+            if snap.per_request_nusd is not None:
+                return BudgetExceeded(
+                    limit_name="global per_request", limit_nusd=snap.per_request_nusd, spent_nusd=0, reserved_nusd=0,
+                    needed_nusd=need, resets_at=None,
+                )
+        return NoRoute("no model can take this call", reasons)
+
+    # -- reports and budgets --------------------------------------------------------------------
+
+    def _period_days(self, period: str | None, since: str | None, until: str | None) -> tuple[str, str, str]:
+        today = self.budget.clock.today()
+        if since or until:
+            try:
+                first = datetime.fromisoformat(since).date() if since else today.replace(day=1)
+                last = datetime.fromisoformat(until).date() if until else today
+            except ValueError:
+                raise InvalidInput("since" if since else "until", "is not a date", allowed="YYYY-MM-DD") from None
+            if last < first:
+                raise InvalidInput("until", "is before since", allowed="a date on or after since")
+            return first.isoformat(), last.isoformat(), f"{first}..{last}"
+        p = period or "this_month"
+        if p == "today":
+            first = last = today
+        elif p == "yesterday":
+            first = last = today - timedelta(days=1)
+        elif p == "this_week":
+            first, last = today - timedelta(days=today.weekday()), today
+        elif p == "last_7_days":
+            first, last = today - timedelta(days=6), today
+        elif p == "last_30_days":
+            first, last = today - timedelta(days=29), today
+        elif p == "this_month":
+            first, last = today.replace(day=1), today
+        else:
+            raise InvalidInput("period", f"{p!r} is not a period", allowed="today, yesterday, this_week, this_month, last_7_days, last_30_days")
+        return first.isoformat(), last.isoformat(), p
+
+    async def cost_report(
+        self, *, period: str | None = None, group_by: str = "provider", since: str | None = None, until: str | None = None,
+        tag: str | None = None, provider: str | None = None,
+    ) -> ReportResult:
+        if group_by not in GROUPINGS:
+            raise InvalidInput("group_by", f"{group_by!r} is not a grouping", allowed=", ".join(GROUPINGS))
+        first, last, label = self._period_days(period, since, until)
+        where = {k: v for k, v in (("tag", tag), ("provider", provider)) if v is not None}
+        rows = await self.ledger.run(self.ledger.report, first, last, group_by, where=where)
+        states = await self.ledger.run(self.budget.all_states)
+        total = {k: sum(r[k] for r in rows) for k in ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "reference_cost_nusd")}
+        today = self.budget.clock.today()
+        month_first = today.replace(day=1)
+        month_rows = await self.ledger.run(self.ledger.report, month_first.isoformat(), today.isoformat(), "day", where=where)
+        month_spend = sum(r["cost_nusd"] for r in month_rows)
+        days_in_month = ((month_first + timedelta(days=32)).replace(day=1) - month_first).days
+        projection = month_spend * days_in_month // max(today.day, 1)
+        savings = None
+        if self.reference is not None:
+            savings = {
+                "reference_model": self.reference.ref,
+                "reference_cost_usd": str(nusd_to_usd(total["reference_cost_nusd"])),
+                "actual_cost_usd": str(nusd_to_usd(total["cost_nusd"])),
+                "saved_usd": str(nusd_to_usd(total["reference_cost_nusd"] - total["cost_nusd"])),
+                "note": "what the same tokens would have cost on the reference model (successful calls)",
+            }
+        return ReportResult(
+            period={"name": label, "first_day": first, "last_day": last, "timezone": self.budget.clock.tz_name},
+            group_by=group_by,
+            totals={
+                "requests": total["requests"],
+                "errors": total["errors"],
+                "input_tokens": total["input_tokens"],
+                "output_tokens": total["output_tokens"],
+                "cached_tokens": total["cached_tokens"],
+                "cost_usd": str(nusd_to_usd(total["cost_nusd"])),
+            },
+            rows=[
+                {
+                    group_by: r["key"],
+                    "requests": r["requests"],
+                    "errors": r["errors"],
+                    "input_tokens": r["input_tokens"],
+                    "output_tokens": r["output_tokens"],
+                    "cached_tokens": r["cached_tokens"],
+                    "cost_usd": str(nusd_to_usd(r["cost_nusd"])),
+                }
+                for r in rows
+            ],
+            budgets=[s.to_dict() for s in states],
+            projection={
+                "month_to_date_usd": str(nusd_to_usd(month_spend)),
+                "month_end_usd": str(nusd_to_usd(projection)),
+                "method": f"month-to-date spend × {days_in_month} / {today.day} days",
+            },
+            savings=savings,
+        )
+
+    async def set_budget(self, scope: str, period: str, limit_usd: Decimal | None) -> BudgetResult:
+        kind, name = parse_scope(scope)
+        if kind == "provider" and name not in self.availability:
+            raise InvalidInput("scope", f"unknown provider {name!r}", allowed=", ".join(f"provider:{p}" for p in self.availability))
+        await self.ledger.run(self.budget.set_limit, scope, period, limit_usd)
+        states = await self.ledger.run(self.budget.all_states)
+        return BudgetResult(
+            changed={"scope": scope, "period": period, "limit_usd": None if limit_usd is None else str(limit_usd)},
+            budgets=[s.to_dict() for s in states],
+        )
+
+    async def budgets(self) -> list[dict[str, Any]]:
+        states = await self.ledger.run(self.budget.all_states)
+        return [s.to_dict() for s in states]
+
+    def providers_status(self) -> list[dict[str, Any]]:
+        out = []
+        for cfg in self.settings.providers:
+            usable, why = self.availability[cfg.name]
+            models = [e for e in self.catalog if e.provider == cfg.name]
+            out.append(
+                {
+                    "name": cfg.name,
+                    "kind": cfg.kind,
+                    "imitates": cfg.mock.imitates if cfg.mock else None,
+                    "base_url": cfg.base_url,
+                    "usable": usable,
+                    "why": why,
+                    "models": [{**e.describe(), "health": self.health.describe(e.ref)} for e in models],
+                }
+            )
+        return out
+
+    async def ledger_rows(self, *, day: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        if day is not None:
+            try:
+                day = datetime.fromisoformat(day).date().isoformat()
+            except ValueError:
+                raise InvalidInput("date", f"{day!r} is not a date", allowed="YYYY-MM-DD") from None
+        rows = await self.ledger.run(self.ledger.rows, day=day, limit=limit)
+        for r in rows:
+            r["cost_usd"] = str(nusd_to_usd(r.pop("cost_nusd") or 0))
+            ref = r.pop("reference_cost_nusd")
+            r["reference_cost_usd"] = None if ref is None else str(nusd_to_usd(ref))
+            r["attempts"] = json.loads(r["attempts"] or "[]")
+            r["prices"] = json.loads(r["prices"]) if r["prices"] else None
+            r["cost_estimated"] = bool(r["cost_estimated"])
+        return rows
+
+
+def _clean_label(value: str | None, field_name: str) -> str:
+    if value is None:
+        return ""
+    value = value.strip()
+    if any(ord(ch) < 32 for ch in value):
+        raise InvalidInput(field_name, "contains control characters", allowed="printable text")
+    return value
+
+
+def _ms(t0: float) -> int:
+    return int((time.perf_counter() - t0) * 1000)
+
+
+def _prices_json(entry: ModelEntry) -> str:
+    p = entry.prices
+    data: dict[str, Any] = {"source": entry.price_source}
+    if p is not None:
+        data |= {
+            "input_per_mtok": str(p.input),
+            "output_per_mtok": str(p.output),
+            "cached_input_per_mtok": str(p.cache_read),
+            "cache_write_per_mtok": str(p.cache_write),
+        }
+    return json.dumps(data)
+
+
+def _budget_after(snapshot: BudgetSnapshot, provider: str, cost_nusd: int) -> dict[str, Any]:
+    """The limits touching this call, with its actual cost added (read at the call's start)."""
+    states = [
+        LimitState(s.limit, s.check, s.spent_nusd + cost_nusd, s.reserved_nusd) for s in snapshot.for_provider(provider)
+    ]
+    from .budget import worst_tier, tier_of
+
+    return {
+        "tier": worst_tier(tier_of(s.fraction) for s in states),
+        "limits": [s.to_dict() for s in sorted(states, key=lambda s: s.remaining_nusd)],
+    }
+
+
+def _streamer(progress: Progress) -> Callable[[str], Awaitable[None]]:
+    """Forward streamed text as progress, at most every PROGRESS_INTERVAL_S."""
+    parts: list[str] = []
+    last = 0.0
+
+    async def on_text(delta: str) -> None:
+        nonlocal last
+        parts.append(delta)
+        now = time.monotonic()
+        if now - last >= PROGRESS_INTERVAL_S:
+            last = now
+            text = "".join(parts)
+            await progress(len(text), None, text)
+
+    return on_text

@@ -1,0 +1,144 @@
+"""The ledger's schema, as append-only numbered migrations.
+
+Each migration is a function registered in order; ``migrate`` runs the ones a database has not
+seen, records them in ``_migrations``, and is safe to run on every open. Never edit a migration
+that has shipped: add a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlite_utils
+
+__all__ = ["MIGRATIONS", "migrate"]
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def _migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((f"{len(MIGRATIONS) + 1:03d}_{fn.__name__}", fn))
+    return fn
+
+
+@_migration
+def create_requests(db: sqlite_utils.Database) -> None:
+    """One row per ``complete`` call, whatever its outcome. Money in integer nano-dollars."""
+    db["requests"].create(
+        {
+            "id": str,
+            "ts": str,  # UTC, ISO 8601 with milliseconds
+            "day": str,  # the local day (budget time zone) the call belongs to
+            "tag": str,
+            "task_type": str,
+            "provider": str,
+            "model": str,
+            "status": str,  # ok | error | cancelled | refused
+            "input_tokens": int,
+            "output_tokens": int,
+            "cached_tokens": int,
+            "cache_write_tokens": int,
+            "cost_nusd": int,
+            "cost_usd": str,  # the same figure as an exact decimal, for people reading the file
+            "cost_estimated": int,  # 1 when the provider reported no usage and we estimated
+            "prices": str,  # JSON: the prices in force for this call, and their source
+            "reference_cost_nusd": int,  # what the reference model would have cost for this usage
+            "latency_ms": int,
+            "attempts": str,  # JSON list: every model tried, with its outcome
+            "error_code": str,
+            "error": str,
+            "prompt_hash": str,
+            "prompt": str,  # only when store_prompts = true
+            "strategy": str,
+        },
+        pk="id",
+        not_null={"id", "ts", "day", "status"},
+        defaults={"tag": "", "task_type": "", "cost_nusd": 0, "cost_estimated": 0},
+    )
+    db["requests"].create_index(["ts"])
+    db["requests"].create_index(["day"])
+
+
+@_migration
+def create_rollups(db: sqlite_utils.Database) -> None:
+    """Per-day sums kept in step with ``requests`` in the same transaction: budget checks and
+    reports read these, so they stay fast at millions of rows. ``requests`` remains the truth."""
+    db["rollups"].create(
+        {
+            "day": str,
+            "provider": str,
+            "model": str,
+            "tag": str,
+            "task_type": str,
+            "requests": int,
+            "errors": int,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cached_tokens": int,
+            "cost_nusd": int,
+            "reference_cost_nusd": int,
+        },
+        pk=("day", "provider", "model", "tag", "task_type"),
+        not_null={"day", "provider", "model", "tag", "task_type"},
+    )
+    db["rollups"].create_index(["tag", "day"])
+    db["rollups"].create_index(["provider", "day"])
+
+
+@_migration
+def create_reservations(db: sqlite_utils.Database) -> None:
+    """Money held by calls in flight. Deleted on settle or release; reclaimed when expired or
+    when the process that made it is gone."""
+    db["reservations"].create(
+        {
+            "id": str,
+            "request_id": str,
+            "created_at": float,
+            "expires_at": float,
+            "host": str,
+            "pid": int,
+            "day": str,
+            "provider": str,
+            "tag": str,
+            "amount_nusd": int,
+        },
+        pk="id",
+        not_null={"id", "day", "provider", "tag", "amount_nusd"},
+    )
+    db["reservations"].create_index(["day"])
+    db["reservations"].create_index(["expires_at"])
+
+
+@_migration
+def create_budgets(db: sqlite_utils.Database) -> None:
+    """Limits set with ``set_budget``. They override the config; a NULL limit removes one."""
+    db["budgets"].create(
+        {"scope": str, "period": str, "limit_nusd": int, "updated_at": str},
+        pk=("scope", "period"),
+        not_null={"scope", "period"},
+    )
+
+
+@_migration
+def create_events(db: sqlite_utils.Database) -> None:
+    """Things the ledger itself did that an operator should be able to see (reclaims, rebuilds)."""
+    db["events"].create({"id": int, "ts": str, "kind": str, "detail": str}, pk="id")
+    db["meta"].create({"key": str, "value": str}, pk="key")
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply what is missing; return the names applied now."""
+    if "_migrations" not in db.table_names():
+        db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+    done = {row["name"] for row in db["_migrations"].rows}
+    applied: list[str] = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        with db.conn:
+            fn(db)
+            db["_migrations"].insert({"name": name, "applied_at": datetime.now(UTC).isoformat()})
+        applied.append(name)
+    return applied

@@ -1,0 +1,197 @@
+"""Anthropic Messages API: ``POST /v1/messages``, one JSON answer or a server-sent event stream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ..types import AuthError, Completion, CompletionRequest, ContentFiltered, MalformedResponse, ProviderError, Usage
+from .base import (
+    HttpSettings,
+    ProbeResult,
+    TextCallback,
+    error_detail,
+    error_from_status,
+    iter_sse,
+    json_or_malformed,
+    make_client,
+    open_stream,
+    post_json,
+    probe_models,
+    reclassify,
+)
+
+__all__ = ["AnthropicProvider"]
+
+API_VERSION = "2023-06-01"
+_PATH = "/v1/messages"
+_MODELS_PATH = "/v1/models?limit=1000"
+
+# The HTTP status each documented error type carries; used for errors that arrive inside a
+# stream (whose HTTP status is 200) and where the type says more than the status.
+_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+_SHAPE_ERRORS = (KeyError, TypeError, AttributeError, ValueError)
+
+
+def _usage(raw: Any) -> Usage | None:
+    """Anthropic's ``input_tokens`` leaves out cache reads and writes; ours counts them."""
+    if not isinstance(raw, dict) or raw.get("input_tokens") is None or raw.get("output_tokens") is None:
+        return None
+    read = int(raw.get("cache_read_input_tokens") or 0)
+    write = int(raw.get("cache_creation_input_tokens") or 0)
+    return Usage(int(raw["input_tokens"]) + read + write, int(raw["output_tokens"]), read, write)
+
+
+@dataclass(slots=True)
+class _Stream:
+    model: str
+    parts: list[str] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)
+    response_id: str | None = None
+    stop_reason: str | None = None
+    done: bool = False
+
+
+class AnthropicProvider:
+    kind = "anthropic"
+
+    def __init__(self, settings: HttpSettings) -> None:
+        self.name = settings.name
+        self._key = settings.api_key
+        headers = {"anthropic-version": API_VERSION}
+        if settings.api_key:
+            headers["x-api-key"] = settings.api_key
+        self._client = make_client(settings, headers)
+
+    async def complete(
+        self, model: str, request: CompletionRequest, *, on_text: TextCallback | None = None
+    ) -> Completion:
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": request.max_tokens,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        }
+        if request.system:
+            body["system"] = request.system
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+
+        def to_error(status: int, text: str, headers: httpx.Headers) -> ProviderError:
+            return self._error(model, status, text, headers)
+
+        if on_text is None:
+            data = await post_json(
+                self._client, _PATH, body, provider=self.name, model=model, secret=self._key, to_error=to_error
+            )
+            return self._parse(data, model)
+        body["stream"] = True
+        async with open_stream(
+            self._client, _PATH, body, provider=self.name, model=model, secret=self._key, to_error=to_error
+        ) as response:
+            state = _Stream(model)
+            async for _event, data in iter_sse(response):
+                if state.done:
+                    continue  # read to the end so the connection goes back to the pool
+                text = self._absorb(state, data, model, response.headers)
+                if text:
+                    state.parts.append(text)
+                    await on_text(text)
+        if not state.done:
+            raise MalformedResponse(
+                f"{self.name}: the stream ended before message_stop (cut off after {len(state.parts)} text pieces)",
+                provider=self.name,
+                model=model,
+            )
+        self._check_refusal(state.stop_reason, model)
+        try:
+            usage = _usage(state.usage)
+        except _SHAPE_ERRORS:
+            raise self._malformed(f"unreadable usage: {state.usage!r}", model) from None
+        return Completion("".join(state.parts), state.model, usage, state.stop_reason, state.response_id)
+
+    def _absorb(self, state: _Stream, data: str, model: str, headers: httpx.Headers) -> str | None:
+        """Fold one event into ``state``; return its text delta, if any."""
+        event = json_or_malformed(data, provider=self.name, model=model, secret=self._key)
+        try:
+            kind = event["type"]
+            if kind == "content_block_delta":
+                delta = event["delta"]
+                return delta["text"] if delta.get("type") == "text_delta" else None
+            if kind == "message_start":
+                message = event["message"]
+                state.model = message.get("model") or state.model
+                state.response_id = message.get("id")
+                state.usage.update(message.get("usage") or {})
+            elif kind == "message_delta":
+                state.stop_reason = event.get("delta", {}).get("stop_reason") or state.stop_reason
+                # Counts here are cumulative and replace those from message_start.
+                state.usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            elif kind == "message_stop":
+                state.done = True
+            elif kind == "error":
+                raise self._error(model, 200, data, headers, in_stream=True)
+        except _SHAPE_ERRORS:
+            raise self._malformed(f"an unreadable stream event: {data[:200]!r}", model) from None
+        return None
+
+    def _parse(self, data: Any, model: str) -> Completion:
+        try:
+            text = "".join(block["text"] for block in data["content"] if block.get("type") == "text")
+            completion = Completion(
+                text, data.get("model") or model, _usage(data.get("usage")), data.get("stop_reason"), data.get("id")
+            )
+        except _SHAPE_ERRORS:
+            raise self._malformed("an answer without a readable content list", model) from None
+        self._check_refusal(completion.finish_reason, model)
+        return completion
+
+    def _check_refusal(self, stop_reason: str | None, model: str) -> None:
+        if stop_reason == "refusal":
+            raise ContentFiltered(
+                f"{self.name} refused to answer (stop_reason refusal): a safety classifier intervened",
+                provider=self.name,
+                model=model,
+            )
+
+    def _error(
+        self, model: str, status: int, body: str, headers: httpx.Headers, *, in_stream: bool = False
+    ) -> ProviderError:
+        detail = error_detail(body)
+        etype = detail.get("type")
+        if etype in _TYPE_STATUS and (in_stream or etype == "overloaded_error"):
+            status = _TYPE_STATUS[etype]
+        message = detail.get("message")
+        text = f"{etype}: {message}" if etype and message else None
+        err = error_from_status(
+            status, body, headers, provider=self.name, model=model, message=text, secret=self._key
+        )
+        return reclassify(err, AuthError) if etype == "billing_error" else err
+
+    def _malformed(self, what: str, model: str) -> MalformedResponse:
+        return MalformedResponse(f"{self.name} sent {what}", provider=self.name, model=model)
+
+    async def probe(self) -> ProbeResult:
+        return await probe_models(
+            self._client,
+            _MODELS_PATH,
+            provider=self.name,
+            secret=self._key,
+            to_error=lambda status, text, headers: self._error("", status, text, headers),
+            extract=lambda data: [m["id"] for m in data["data"]],
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

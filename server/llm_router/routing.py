@@ -1,0 +1,257 @@
+"""Candidates → filters → scores → a ``Decision`` that carries its own explanation.
+
+The order, each step recorded in ``Decision.steps``:
+1. manual override (``model``: one model or an explicit chain) — else
+2. the task-type rule for ``task_type`` — else every configured model;
+3. availability: key present, circuit not open;
+4. fit: the prompt and ``max_tokens`` fit the context window and output limit; for models not
+   named by an override or rule, the model's tier meets the requested quality;
+5. budget: a known price; the worst case within ``max_cost_usd``, the per-request limit and what
+   every daily/monthly limit still allows; from 90% of a limit only free models;
+6. score by strategy (cheapest, best, fastest, balanced). An override or rule keeps its order;
+   from 50% of a limit cheaper models go first.
+
+Pure: no I/O. ``route_explain`` shows a Decision; ``complete`` walks the very same one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .budget import BudgetSnapshot, Tier
+from .catalog import Catalog, ModelEntry
+from .types import QUALITIES, Quality, Strategy, nusd_to_usd
+
+__all__ = ["RouteRequest", "Candidate", "Excluded", "Decision", "decide", "TYPICAL_OUTPUT_TOKENS"]
+
+TYPICAL_OUTPUT_TOKENS = 500
+_RANK = {q: i for i, q in enumerate(QUALITIES)}
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    models: tuple[str, ...] = ()
+    """An explicit chain (manual override); empty when routing is left to us."""
+    task_type: str | None = None
+    quality: Quality | None = None
+    strategy: Strategy | None = None
+    max_cost_nusd: int | None = None
+    tag: str = ""
+    input_tokens_bound: int = 0
+    """A hard upper bound on input tokens (reservations)."""
+    input_tokens_typical: int = 0
+    """A realistic estimate of input tokens (context fit, typical cost)."""
+    max_tokens: int = 1024
+
+
+@dataclass(slots=True)
+class Candidate:
+    entry: ModelEntry
+    worst_case_nusd: int
+    typical_nusd: int
+    score: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)
+    budget_tier: Tier = "normal"
+
+    @property
+    def ref(self) -> str:
+        return self.entry.ref
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.ref,
+            "tier": self.entry.tier,
+            "score": round(self.score, 4),
+            "score_parts": {k: round(v, 4) for k, v in self.parts.items()},
+            "estimated_cost_usd": str(nusd_to_usd(self.typical_nusd)),
+            "worst_case_cost_usd": str(nusd_to_usd(self.worst_case_nusd)),
+            "budget_tier": self.budget_tier,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Excluded:
+    model: str
+    reason: str
+    """One of: no_key, disabled, circuit_open, context_too_small, output_limit, below_quality,
+    no_price, over_max_cost, over_budget, budget_restricted."""
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(slots=True)
+class Decision:
+    request: RouteRequest
+    source: str
+    strategy: Strategy
+    quality: Quality
+    chain: list[Candidate]
+    excluded: list[Excluded]
+    steps: list[str]
+    budget_tier: Tier
+    budget: BudgetSnapshot
+
+    def explain(self) -> dict[str, Any]:
+        head = self.chain[0] if self.chain else None
+        return {
+            "chain": [c.ref for c in self.chain],
+            "source": self.source,
+            "strategy": self.strategy,
+            "quality": self.quality,
+            "budget_tier": self.budget_tier,
+            "estimated_cost_usd": None
+            if head is None
+            else {
+                "typical": str(nusd_to_usd(head.typical_nusd)),
+                "worst_case": str(nusd_to_usd(head.worst_case_nusd)),
+                "range_over_chain": [
+                    str(nusd_to_usd(min(c.typical_nusd for c in self.chain))),
+                    str(nusd_to_usd(max(c.worst_case_nusd for c in self.chain))),
+                ],
+            },
+            "candidates": [c.to_dict() for c in self.chain],
+            "excluded": [e.to_dict() for e in self.excluded],
+            "steps": self.steps,
+        }
+
+
+Availability = Mapping[str, tuple[bool, str]]
+"""provider name → (usable, why)."""
+CircuitCheck = Callable[[str], tuple[bool, float | None]]
+"""model ref → (may call now, unix time of next try when not)."""
+LatencyOf = Callable[[str], float | None]
+
+
+def decide(
+    req: RouteRequest,
+    *,
+    catalog: Catalog,
+    rules: Mapping[str, tuple[str, ...]],
+    default_strategy: Strategy,
+    default_quality: Quality,
+    availability: Availability,
+    circuit: CircuitCheck,
+    latency_of: LatencyOf,
+    budget: BudgetSnapshot,
+) -> Decision:
+    strategy = req.strategy or default_strategy
+    quality = req.quality or default_quality
+    steps: list[str] = []
+    excluded: list[Excluded] = []
+
+    # 1-2. Where the candidates come from.
+    if req.models:
+        source = "override"
+        entries = [catalog.get(ref) for ref in req.models]
+        steps.append(f"manual override: the chain is {', '.join(req.models)}, in that order")
+    elif req.task_type and req.task_type in rules:
+        source = f"rule:{req.task_type}"
+        entries = [catalog.get(ref) for ref in rules[req.task_type]]
+        steps.append(f"task-type rule {req.task_type!r}: {', '.join(e.ref for e in entries)}, in that order")
+    else:
+        source = "catalog"
+        entries = list(catalog)
+        why = f"no rule for task_type {req.task_type!r}; " if req.task_type else ""
+        steps.append(f"{why}every configured model is a candidate ({len(entries)})")
+    ordered = source != "catalog"
+
+    # 3. Availability.
+    kept: list[ModelEntry] = []
+    for e in entries:
+        usable, why = availability.get(e.provider, (False, "not configured"))
+        if not usable:
+            excluded.append(Excluded(e.ref, "disabled" if "disabled" in why else "no_key", why))
+            continue
+        may, retry_at = circuit(e.ref)
+        if not may:
+            excluded.append(Excluded(e.ref, "circuit_open", f"circuit open after repeated failures; next try at unix {retry_at:.0f}" if retry_at else "circuit open"))
+            continue
+        kept.append(e)
+    steps.append(f"availability: {len(kept)} of {len(entries)} usable")
+
+    # 4. Fit.
+    fitting: list[ModelEntry] = []
+    need = req.input_tokens_typical + req.max_tokens
+    for e in kept:
+        if need > e.context_window:
+            excluded.append(Excluded(e.ref, "context_too_small", f"about {req.input_tokens_typical} input + {req.max_tokens} output tokens exceed its {e.context_window}-token window"))
+        elif e.max_output_tokens is not None and req.max_tokens > e.max_output_tokens:
+            excluded.append(Excluded(e.ref, "output_limit", f"max_tokens {req.max_tokens} is above its output limit of {e.max_output_tokens}"))
+        elif not ordered and _RANK[e.tier] < _RANK[quality]:
+            excluded.append(Excluded(e.ref, "below_quality", f"tier {e.tier} is below the requested quality {quality}"))
+        else:
+            fitting.append(e)
+    steps.append(f"fit (context window, output limit{'' if ordered else ', quality ≥ ' + quality}): {len(fitting)} left")
+
+    # 5. Budget.
+    candidates: list[Candidate] = []
+    for e in fitting:
+        worst = e.worst_case_nusd(req.input_tokens_bound, req.max_tokens)
+        typical = e.typical_nusd(req.input_tokens_typical, min(req.max_tokens, TYPICAL_OUTPUT_TOKENS))
+        if worst is None or typical is None:
+            excluded.append(Excluded(e.ref, "no_price", f"no price known ({e.price_source}); it cannot be budgeted"))
+            continue
+        if req.max_cost_nusd is not None and worst > req.max_cost_nusd:
+            excluded.append(Excluded(e.ref, "over_max_cost", f"worst case ${nusd_to_usd(worst)} is above max_cost_usd ${nusd_to_usd(req.max_cost_nusd)}"))
+            continue
+        if budget.per_request_nusd is not None and worst > budget.per_request_nusd:
+            excluded.append(Excluded(e.ref, "over_budget", f"worst case ${nusd_to_usd(worst)} is above the per-request limit ${nusd_to_usd(budget.per_request_nusd)}"))
+            continue
+        room, state = budget.headroom(e.provider)
+        if room is not None and state is not None and worst > room:
+            excluded.append(Excluded(e.ref, "over_budget", f"worst case ${nusd_to_usd(worst)} does not fit: {state.limit.scope} {state.limit.period} has ${nusd_to_usd(room)} left (resets {state.check.resets_at if state.check else 'never'})"))
+            continue
+        tier = budget.tier(e.provider)
+        if tier in ("restricted", "exhausted") and not e.free:
+            excluded.append(Excluded(e.ref, "budget_restricted", "a limit is 90% used or more: only free models are allowed"))
+            continue
+        candidates.append(Candidate(e, worst, typical, budget_tier=tier))
+    overall_tier = budget.tier()
+    steps.append(f"budget (tier {overall_tier}): {len(candidates)} within every limit")
+
+    # 6. Score.
+    _score(candidates, strategy, quality, latency_of)
+    if ordered:
+        steps.append("order kept as given; scores shown for information")
+    else:
+        candidates.sort(key=lambda c: (-c.score, c.typical_nusd, c.ref))
+        steps.append(f"ranked by strategy {strategy}")
+    if any(c.budget_tier == "cautious" for c in candidates):
+        candidates.sort(key=lambda c: (c.worst_case_nusd, -c.score))
+        steps.append("a limit is 50% used or more: cheaper models moved first")
+    if candidates:
+        steps.append(f"first choice: {candidates[0].ref}")
+    return Decision(req, source, strategy, quality, candidates, excluded, steps, overall_tier, budget)
+
+
+def _score(cands: list[Candidate], strategy: Strategy, quality: Quality, latency_of: LatencyOf) -> None:
+    if not cands:
+        return
+    logs = [math.log10(c.typical_nusd + 1) for c in cands]
+    lo, hi = min(logs), max(logs)
+    want = _RANK[quality]
+    for c, lg in zip(cands, logs, strict=True):
+        cost = 1.0 if hi == lo else 1 - (lg - lo) / (hi - lo)
+        rank = _RANK[c.entry.tier]
+        # Meeting the requested quality exactly is best; overshooting wastes money, undershooting is worse.
+        fit = 1 - 0.2 * (rank - want) if rank >= want else max(0.0, 0.5 - 0.25 * (want - rank))
+        p50 = latency_of(c.ref)
+        speed = 0.5 if p50 is None else 1 / (1 + p50 / 1000)
+        capability = rank / (len(QUALITIES) - 1)
+        if strategy == "cheapest":
+            c.parts = {"cost": cost, "quality_fit": fit}
+            c.score = 0.9 * cost + 0.1 * fit
+        elif strategy == "best":
+            c.parts = {"capability": capability, "cost": cost}
+            c.score = 0.9 * capability + 0.1 * cost
+        elif strategy == "fastest":
+            c.parts = {"speed": speed, "cost": cost}
+            c.score = 0.85 * speed + 0.15 * cost
+        else:
+            c.parts = {"quality_fit": fit, "cost": cost, "speed": speed}
+            c.score = 0.45 * fit + 0.4 * cost + 0.15 * speed

@@ -1,0 +1,357 @@
+"""The words every module shares: messages, requests, completions, usage, money and errors.
+
+Money is never a float. Amounts are integer nano-dollars (``nusd``, 1e-9 USD) wherever they are
+stored, summed or compared: a micro-dollar is too coarse for one short call to a cheap model
+(ten tokens at $0.05 per million tokens cost half a micro-dollar). ``Decimal`` is used at the
+edges, where a price from genai-prices meets a token count and where figures are shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "NUSD_PER_USD",
+    "Quality",
+    "QUALITIES",
+    "Strategy",
+    "Message",
+    "CompletionRequest",
+    "Usage",
+    "Completion",
+    "usd_to_nusd",
+    "nusd_to_usd",
+    "parse_model_ref",
+    "RouterError",
+    "InvalidInput",
+    "ConfigError",
+    "BudgetExceeded",
+    "NoRoute",
+    "ProviderError",
+    "AuthError",
+    "RateLimited",
+    "Overloaded",
+    "ServerError",
+    "Timeout",
+    "ConnectionFailed",
+    "InvalidRequest",
+    "ContextTooLong",
+    "ContentFiltered",
+    "MalformedResponse",
+    "AttemptRecord",
+    "AllAttemptsFailed",
+]
+
+NUSD_PER_USD = 1_000_000_000
+
+Quality = Literal["low", "medium", "high", "critical"]
+QUALITIES: tuple[Quality, ...] = ("low", "medium", "high", "critical")
+Strategy = Literal["cheapest", "best", "fastest", "balanced"]
+
+
+def usd_to_nusd(amount: Decimal | int | str, *, round_up: bool = False) -> int:
+    """Dollars as integer nano-dollars. ``round_up`` is for reservations, which must never fall short."""
+    value = Decimal(amount) * NUSD_PER_USD
+    return int(value.to_integral_value(rounding=ROUND_CEILING if round_up else ROUND_HALF_EVEN))
+
+
+def nusd_to_usd(amount: int) -> Decimal:
+    """Nano-dollars as an exact ``Decimal`` of dollars (for display and JSON), never in exponent form."""
+    if not amount:
+        return Decimal(0)
+    value = (Decimal(amount) / NUSD_PER_USD).normalize()
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
+
+
+class Message(BaseModel):
+    """One turn of a conversation. System text travels apart, in ``CompletionRequest.system``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+class CompletionRequest(BaseModel):
+    """What a provider adapter is asked to do: provider-neutral, already validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: tuple[Message, ...]
+    system: str | None = None
+    max_tokens: int
+    temperature: float | None = None
+
+    def text_bytes(self) -> int:
+        """UTF-8 size of everything sent; a hard upper bound for the input token count."""
+        total = len(self.system.encode()) if self.system else 0
+        for m in self.messages:
+            total += len(m.content.encode())
+        return total
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens as the provider reported them.
+
+    ``input_tokens`` counts every input token, cached ones included (the OpenAI and genai-prices
+    convention); ``cache_read_tokens`` and ``cache_write_tokens`` say how many of those were read
+    from or written to the provider's prompt cache. Adapters normalise to this.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A provider's answer. ``usage`` is None when the provider reported none."""
+
+    text: str
+    model: str
+    """The model name the provider says answered (may be a dated variant of the one asked for)."""
+    usage: Usage | None
+    finish_reason: str | None = None
+    response_id: str | None = None
+
+
+def parse_model_ref(ref: str, *, field_name: str = "model") -> tuple[str, str]:
+    """Split ``"provider:model"``. Model names may themselves contain ``:`` (``llama3.1:8b``)."""
+    provider, sep, model = ref.partition(":")
+    if not sep or not provider or not model:
+        raise InvalidInput(
+            field_name,
+            f"{ref!r} is not a model reference",
+            allowed='"provider:model", e.g. "anthropic:claude-haiku-4-5"',
+        )
+    return provider, model
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: one small vocabulary. Callers decide by type and attributes, never by message text.
+# ---------------------------------------------------------------------------------------------
+
+
+class RouterError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    code: str = "error"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": str(self)}
+
+
+class InvalidInput(RouterError):
+    """A caller's argument is wrong. Names the field and what it may be."""
+
+    code = "invalid_input"
+
+    def __init__(self, field_name: str, problem: str, *, allowed: str | None = None) -> None:
+        self.field = field_name
+        self.problem = problem
+        self.allowed = allowed
+        text = f"{field_name}: {problem}"
+        if allowed:
+            text += f" (allowed: {allowed})"
+        super().__init__(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field, "allowed": self.allowed}
+
+
+class ConfigError(RouterError):
+    """The configuration is wrong. Names the file and the key."""
+
+    code = "config_error"
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        where = " ".join(p for p in (file, f"[{key}]" if key else None) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class BudgetExceeded(RouterError):
+    """A call would push spend past a limit; nothing was sent."""
+
+    code = "budget_exceeded"
+
+    def __init__(
+        self,
+        *,
+        limit_name: str,
+        limit_nusd: int,
+        spent_nusd: int,
+        reserved_nusd: int,
+        needed_nusd: int,
+        resets_at: str | None,
+    ) -> None:
+        self.limit_name = limit_name
+        self.limit_nusd = limit_nusd
+        self.spent_nusd = spent_nusd
+        self.reserved_nusd = reserved_nusd
+        self.needed_nusd = needed_nusd
+        self.resets_at = resets_at
+        when = f"; it resets at {resets_at}" if resets_at else ""
+        super().__init__(
+            f"budget {limit_name} of ${nusd_to_usd(limit_nusd)} would be exceeded: "
+            f"${nusd_to_usd(spent_nusd)} spent, ${nusd_to_usd(reserved_nusd)} held by calls in flight, "
+            f"this call may cost up to ${nusd_to_usd(needed_nusd)}{when}. "
+            "Raise the limit with set_budget, lower max_tokens, or ask for a cheaper model."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "limit": self.limit_name,
+            "limit_usd": str(nusd_to_usd(self.limit_nusd)),
+            "spent_usd": str(nusd_to_usd(self.spent_nusd)),
+            "reserved_usd": str(nusd_to_usd(self.reserved_nusd)),
+            "needed_usd": str(nusd_to_usd(self.needed_nusd)),
+            "resets_at": self.resets_at,
+        }
+
+
+class NoRoute(RouterError):
+    """No candidate survived routing. ``reasons`` maps each excluded model to why."""
+
+    code = "no_route"
+
+    def __init__(self, message: str, reasons: dict[str, str] | None = None) -> None:
+        self.reasons = reasons or {}
+        detail = "; ".join(f"{m}: {r}" for m, r in self.reasons.items())
+        super().__init__(f"{message}. {detail}" if detail else message)
+
+
+class ProviderError(RouterError):
+    """A provider call failed.
+
+    ``retryable``: the same model may succeed if asked again (after ``retry_after`` seconds when
+    set). ``fallback_ok``: another model or provider may succeed where this one failed.
+    """
+
+    code = "provider_error"
+    retryable = False
+    fallback_ok = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body[:500] if body else body
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "provider": self.provider,
+            "model": self.model,
+            "status": self.status,
+            "retryable": self.retryable,
+            "retry_after_s": self.retry_after,
+        }
+
+
+class AuthError(ProviderError):
+    code = "auth"
+
+
+class RateLimited(ProviderError):
+    code = "rate_limited"
+    retryable = True
+
+
+class Overloaded(ProviderError):
+    code = "overloaded"
+    retryable = True
+
+
+class ServerError(ProviderError):
+    code = "server_error"
+    retryable = True
+
+
+class Timeout(ProviderError):
+    code = "timeout"
+    retryable = True
+
+
+class ConnectionFailed(ProviderError):
+    code = "connection"
+    retryable = True
+
+
+class InvalidRequest(ProviderError):
+    """The provider rejected the request itself; another provider may still accept it."""
+
+    code = "invalid_request"
+
+
+class ContextTooLong(ProviderError):
+    code = "context_too_long"
+
+
+class ContentFiltered(ProviderError):
+    code = "content_filtered"
+
+
+class MalformedResponse(ProviderError):
+    """The answer could not be read, or a stream ended before its end marker."""
+
+    code = "malformed_response"
+    retryable = True
+
+
+@dataclass
+class AttemptRecord:
+    """One try at one model, as the ledger and the tool result show it."""
+
+    model: str
+    outcome: Literal["ok", "error", "skipped", "cancelled"]
+    error_code: str | None = None
+    error: str | None = None
+    latency_ms: int = 0
+    status: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class AllAttemptsFailed(RouterError):
+    """Every model in the chain failed or was skipped. ``attempts`` lists them all."""
+
+    code = "all_failed"
+
+    def __init__(self, attempts: list[AttemptRecord], *, deadline_hit: bool = False) -> None:
+        self.attempts = attempts
+        self.deadline_hit = deadline_hit
+        tried = "; ".join(f"{a.model}: {a.error_code or a.outcome} ({a.error})" for a in attempts)
+        head = "the deadline passed" if deadline_hit else "every model in the chain failed"
+        super().__init__(f"{head}: {tried}" if tried else "no model could be tried")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "attempts": [a.to_dict() for a in self.attempts]}
