@@ -110,6 +110,10 @@ _DEMO_MOCKS: tuple[tuple[str, str, tuple[str, ...], float], ...] = (
 )
 
 
+# One sick provider, so the demo shows fallback: the mock Gemini is overloaded every other call.
+_DEMO_FAULTS: dict[str, dict[str, Any]] = {"gemini": {"failure_rate": 0.5, "failure": "overloaded"}}
+
+
 def demo_config(ledger_path: str) -> dict[str, Any]:
     """The built-in demo configuration: every provider is a mock that says so."""
     providers: list[dict[str, Any]] = [
@@ -118,7 +122,8 @@ def demo_config(ledger_path: str) -> dict[str, Any]:
             "kind": "mock",
             "models": list(models),
             "pricing_provider": PRICING_IDS.get(name, name),
-            "mock": {"latency_ms": latency, "imitates": f"{label} (mock: no network, real prices)"},
+            "mock": {"latency_ms": latency, "imitates": f"{label} (mock: no network, real prices)"}
+            | _DEMO_FAULTS.get(name, {}),
         }
         for name, label, models, latency in _DEMO_MOCKS
     ]

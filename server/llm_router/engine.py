@@ -396,8 +396,9 @@ class Engine:
     def _no_route_error(self, decision: Decision) -> Exception:
         """Name the limit when the budget is what left no model; otherwise list every exclusion."""
         reasons = {e.model: f"{e.reason}: {e.detail}" for e in decision.excluded}
+        # Models that fit the call but were excluded for budget: then the budget is the answer to give.
         budget_reasons = [e for e in decision.excluded if e.reason in ("over_budget", "budget_restricted")]
-        if budget_reasons and len(budget_reasons) == len(decision.excluded):
+        if budget_reasons:
             snap = decision.budget
             first = budget_reasons[0]
             provider = parse_model_ref(first.model)[0]

@@ -1,0 +1,138 @@
+"""``llm-router-mcp demo``: the server on mock providers, driven through a real MCP client over stdio.
+
+Every tool and resource is used once or more, and what an assistant would see is printed.
+No keys, no network: the providers are mocks named after real ones, priced like the real models.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+__all__ = ["run_demo"]
+
+
+def _say(title: str) -> None:
+    print(f"\n== {title}")
+
+
+def _show(text: str, width: int = 100) -> None:
+    for line in text.splitlines() or [""]:
+        print(textwrap.indent(textwrap.fill(line, width) if len(line) > width else line, "   "))
+
+
+async def _drive(ledger: str) -> int:
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "llm_router", "serve", "--demo", "--ledger", ledger]
+    )
+    failures = 0
+
+    async with Client(params) as client:
+
+        async def call(name: str, arguments: dict[str, Any], *, expect_error: bool = False) -> dict[str, Any]:
+            nonlocal failures
+            seen: list[str] = []
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                # Routing news, not the streamed text (which arrives whole in the result).
+                if message and (message.startswith("asking") or "falling back" in message):
+                    seen.append(message)
+
+            print(f"-> {name}({json.dumps(arguments)})")
+            result = await client.call_tool(name, arguments, progress_callback=on_progress)
+            for msg in seen:
+                print(f"   progress: {msg}")
+            text = "".join(getattr(block, "text", "") for block in result.content)
+            _show(("ERROR: " if result.is_error else "") + text)
+            if result.is_error != expect_error:
+                failures += 1
+                print("   !! unexpected outcome")
+            return result.structured_content or {}
+
+        async def read(uri: str) -> Any:
+            result = await client.read_resource(uri)
+            return json.loads(result.contents[0].text)
+
+        print("Started llm-router-mcp over stdio with the built-in demo configuration.")
+        print("Its providers are MOCKS named after real ones (no network, no keys), priced with real prices.")
+
+        _say("tools/list — what an assistant is offered")
+        for tool in (await client.list_tools()).tools:
+            print(f"   {tool.name}: {tool.description}")
+
+        _say("resource llm-router://providers")
+        for p in (await read("llm-router://providers"))["providers"]:
+            models = ", ".join(f"{m['model'].split(':', 1)[1]} ({m['tier']})" for m in p["models"])
+            print(f"   {p['name']}: {p['imitates']} — {models}")
+
+        _say("route_explain — which model would take a quick summary, and why (nothing is spent)")
+        explained = await call("route_explain", {"prompt": "Summarise the plot of Hamlet in two lines.", "quality": "low"})
+        for c in explained.get("candidates", [])[:3]:
+            print(f"   candidate {c['model']}: score {c['score']} {c['score_parts']}, about ${c['estimated_cost_usd']}")
+
+        _say("complete — the same request, answered by the model route_explain put first")
+        done = await call("complete", {"prompt": "Summarise the plot of Hamlet in two lines.", "quality": "low", "tag": "demo"})
+        if explained.get("chain") and done.get("model") != explained["chain"][0]:
+            failures += 1
+            print("   !! complete did not follow route_explain")
+
+        _say("complete with task_type — a routing rule picks the chain")
+        await call("complete", {"prompt": "Write a Python function that reverses a string.", "task_type": "code_generation", "max_tokens": 300})
+
+        _say("complete, twice, on the summarize rule — the mock Gemini fails every other call; watch the fallback")
+        await call("complete", {"prompt": "Summarise: the meeting moved to Tuesday.", "task_type": "summarize", "max_tokens": 100})
+        second = await call("complete", {"prompt": "Summarise: the launch slipped a week.", "task_type": "summarize", "max_tokens": 100})
+        for a in second.get("attempts", []):
+            print(f"   attempt {a['model']}: {a['outcome']} {a.get('error_code') or ''}")
+
+        _say("complete with an explicit model")
+        await call("complete", {"model": "ollama:llama3.1", "prompt": "Say hello in French."})
+
+        _say("set_budget — cap today's spend at $0.002, then ask for a critical-quality answer")
+        await call("set_budget", {"scope": "global", "period": "daily", "limit_usd": 0.002})
+        await call("complete", {"prompt": "Draft a detailed migration plan.", "quality": "critical", "max_tokens": 4000}, expect_error=True)
+
+        _say("resource llm-router://budgets")
+        for b in (await read("llm-router://budgets"))["budgets"]:
+            extra = f", spent ${b['spent_usd']}, held ${b['reserved_usd']}, resets {b['resets_at']}" if "spent_usd" in b else ""
+            print(f"   {b['scope']} {b['period']}: limit ${b['limit_usd']} ({b['source']}){extra}")
+        await call("set_budget", {"scope": "global", "period": "daily", "limit_usd": 5})
+
+        _say("cost_report — today, by model")
+        report = await call("cost_report", {"period": "today", "group_by": "model"})
+        if report.get("savings"):
+            s = report["savings"]
+            print(f"   savings: ${s['saved_usd']} against always using {s['reference_model']} (${s['reference_cost_usd']})")
+
+        _say("resource llm-router://ledger — the rows behind the report")
+        for row in (await read("llm-router://ledger"))["entries"][:8]:
+            print(f"   {row['ts']} {row['status']:<8} {row['provider'] or '-'}:{row['model'] or '-'} "
+                  f"{row['input_tokens']}+{row['output_tokens']} tok ${row['cost_usd']} attempts={len(row['attempts'])}")
+        today = (await read("llm-router://budgets"))["budgets"][0].get("period_start")
+        if today:
+            day = await read(f"llm-router://ledger/{today}")
+            print(f"   llm-router://ledger/{today}: {len(day['entries'])} entries")
+
+        _say("bad input is a clear tool error, and the server keeps serving")
+        await call("complete", {"prompt": ""}, expect_error=True)
+        await call("complete", {"prompt": "hi", "model": "anthropic:claude-haiku-9"}, expect_error=True)
+        await call("set_budget", {"scope": "global", "period": "daily", "limit_usd": -1}, expect_error=True)
+
+    print("\nDemo finished" + (f" with {failures} unexpected outcome(s)." if failures else ": every tool and resource answered as expected."))
+    return 1 if failures else 0
+
+
+def run_demo(ledger: str | None = None) -> int:
+    if ledger:
+        return anyio.run(_drive, ledger)
+    with tempfile.TemporaryDirectory(prefix="llm-router-demo-") as tmp:
+        return anyio.run(_drive, str(Path(tmp) / "ledger.db"))

@@ -1,0 +1,103 @@
+"""Shared fixtures: an anyio backend, a guard against real outbound traffic, demo settings on a
+temporary ledger, an engine, and a real MCP client session bound to it in memory."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_router.config import Settings, settings_from_dict
+from llm_router.defaults import demo_config
+from llm_router.engine import Engine
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _loopback_only(address: Any) -> None:
+    if isinstance(address, tuple) and address:
+        host = address[0]
+        if host in ("localhost", "") or host.startswith("127.") or host == "::1":
+            return
+        try:
+            if ipaddress.ip_address(host.split("%")[0]).is_loopback:
+                return
+        except ValueError:
+            pass
+        raise RuntimeError(f"test tried to reach {address!r}: only loopback is allowed in tests")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_outbound_network() -> Iterator[None]:
+    """Any connection beyond 127.0.0.1 fails loudly."""
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        _loopback_only(address)
+        return _real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> Any:
+        _loopback_only(address)
+        return _real_connect_ex(self, address)
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's own config, keys or ledger."""
+    for var in ("LLM_ROUTER_CONFIG", "LLM_ROUTER_DB", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY",
+                "GOOGLE_API_KEY", "OLLAMA_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("llm_router.config.default_config_path", lambda: tmp_path / "no-such-config.toml")
+    monkeypatch.setattr("llm_router.config.default_ledger_path", lambda: tmp_path / "default-ledger.db")
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """The demo configuration on a ledger in ``tmp_path``, with top-level sections replaced or merged."""
+    data = demo_config(str(tmp_path / "ledger.db"))
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return settings_from_dict(data, source="test")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    # No mock latency and no injected failures: unit and e2e tests script their own faults.
+    data = demo_config(str(tmp_path / "ledger.db"))
+    for p in data["providers"]:
+        p["mock"] = {"imitates": p["mock"]["imitates"]}
+    return settings_from_dict(data, source="test")
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[Engine]:
+    eng = Engine(settings)
+    yield eng
+    await eng.aclose()
+
+
+@pytest.fixture
+async def client(engine: Engine) -> AsyncIterator[Any]:
+    from mcp import Client
+
+    from llm_router.mcp_server import create_server
+
+    async with Client(create_server(engine)) as c:
+        yield c

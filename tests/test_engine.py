@@ -1,0 +1,319 @@
+"""The engine end to end on mock providers: routing, fallback, budgets, the ledger row, cancellation."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from llm_router.calls import CompleteArgs
+from llm_router.config import Settings
+from llm_router.engine import Engine
+from llm_router.providers.base import ProbeResult
+from llm_router.providers.mock import MockProvider
+from llm_router.types import (
+    AllAttemptsFailed,
+    AuthError,
+    BudgetExceeded,
+    Completion,
+    CompletionRequest,
+    InvalidInput,
+    Overloaded,
+    RateLimited,
+    ServerError,
+    Usage,
+    usd_to_nusd,
+)
+
+from .conftest import make_settings
+
+pytestmark = pytest.mark.anyio
+
+
+def reservations_left(engine: Engine) -> int:
+    return engine.ledger.reservations_total()
+
+
+async def test_complete_answers_and_records_one_row_with_the_exact_cost(engine: Engine) -> None:
+    result = await engine.complete(CompleteArgs(prompt="Summarise the news in one line.", tag="team-a"))
+
+    rows = engine.ledger.rows()
+    assert len(rows) == 1
+    row = rows[0]
+    entry = engine.catalog.get(result.model)
+    usage = Usage(result.usage.input_tokens, result.usage.output_tokens)
+    assert Decimal(result.cost_usd) == entry.cost_usd(usage)
+    assert row["cost_nusd"] == usd_to_nusd(entry.cost_usd(usage))
+    assert (row["status"], row["tag"], f"{row['provider']}:{row['model']}") == ("ok", "team-a", result.model)
+    assert (row["input_tokens"], row["output_tokens"]) == (usage.input_tokens, usage.output_tokens)
+    assert json.loads(row["prices"])["source"].startswith("genai-prices")
+    assert row["prompt"] is None and len(row["prompt_hash"]) == 64
+    assert reservations_left(engine) == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"prompt": "hi"},
+        {"prompt": "hi", "quality": "low"},
+        {"prompt": "hi", "quality": "high", "strategy": "cheapest"},
+        {"prompt": "hi", "quality": "critical"},
+        {"prompt": "hi", "strategy": "best"},
+        {"prompt": "hi", "strategy": "fastest"},
+        {"prompt": "write code", "task_type": "code_generation"},
+        {"prompt": "hi", "model": ["gemini:gemini-2.5-flash", "openai:gpt-4o"]},
+    ],
+)
+async def test_complete_tries_first_the_model_route_explain_puts_first(engine: Engine, args: dict[str, Any]) -> None:
+    explained = await engine.explain(CompleteArgs(**args))
+    result = await engine.complete(CompleteArgs(**args))
+    assert result.attempts[0].model == explained.chain[0]
+
+
+async def test_a_retryable_failure_falls_back_to_the_next_model_and_lists_every_attempt(engine: Engine) -> None:
+    chain = (await engine.explain(CompleteArgs(prompt="hello"))).chain
+    first = chain[0].split(":")[0]
+    provider = engine.providers[first]
+    assert isinstance(provider, MockProvider)
+    provider.fail_next(Overloaded("mock overloaded", provider=first, status=529))
+
+    result = await engine.complete(CompleteArgs(prompt="hello"))
+
+    assert [a.outcome for a in result.attempts] == ["error", "ok"]
+    assert result.attempts[0].error_code == "overloaded"
+    assert result.model == chain[1]
+    row = engine.ledger.rows()[0]
+    assert [a["outcome"] for a in json.loads(row["attempts"])] == ["error", "ok"]
+    assert reservations_left(engine) == 0
+
+
+async def test_when_every_model_fails_the_error_lists_them_and_one_error_row_is_written(engine: Engine) -> None:
+    chain = ["anthropic:claude-haiku-4-5", "openai:gpt-4o-mini"]
+    engine.providers["anthropic"].fail_next(RateLimited("slow down", provider="anthropic", status=429, retry_after=2))  # type: ignore[attr-defined]
+    engine.providers["openai"].fail_next(AuthError("bad key", provider="openai", status=401))  # type: ignore[attr-defined]
+
+    with pytest.raises(AllAttemptsFailed) as info:
+        await engine.complete(CompleteArgs(prompt="hello", model=chain))
+
+    assert [a.model for a in info.value.attempts] == chain
+    assert "rate_limited" in str(info.value) and "auth" in str(info.value)
+    rows = engine.ledger.rows()
+    assert len(rows) == 1 and rows[0]["status"] == "error" and rows[0]["cost_nusd"] == 0
+    assert reservations_left(engine) == 0
+
+
+class _SilentProvider:
+    """Answers without reporting usage, as some OpenAI-compatible servers do."""
+
+    name = "openai"
+    kind = "openai"
+
+    async def complete(self, model: str, request: CompletionRequest, *, on_text: Any = None) -> Completion:
+        return Completion(text="an answer of some words", model=model, usage=None, finish_reason="stop")
+
+    async def probe(self) -> ProbeResult:
+        return ProbeResult(ok=True, detail="fake")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_reply_without_usage_is_recorded_with_an_estimate_marked_as_such(settings: Settings) -> None:
+    engine = Engine(settings, providers={"openai": _SilentProvider()})  # type: ignore[dict-item]
+    try:
+        result = await engine.complete(CompleteArgs(prompt="hello", model="openai:gpt-4o-mini"))
+        assert result.usage.estimated is True
+        assert engine.ledger.rows()[0]["cost_estimated"] == 1
+        assert Decimal(result.cost_usd) > 0
+    finally:
+        await engine.aclose()
+
+
+async def test_a_cancelled_call_releases_its_reservation_and_is_recorded_as_cancelled(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    engine = Engine(settings)
+    try:
+        started = anyio.Event()
+        slow = engine.providers["anthropic"]
+        assert isinstance(slow, MockProvider)
+        real = slow.complete
+
+        async def hanging(model: str, request: CompletionRequest, *, on_text: Any = None) -> Completion:
+            started.set()
+            await anyio.sleep(30)
+            return await real(model, request, on_text=on_text)
+
+        slow.complete = hanging  # type: ignore[method-assign]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.complete, CompleteArgs(prompt="hi", model="anthropic:claude-haiku-4-5"))
+            with anyio.fail_after(5):
+                await started.wait()
+            assert reservations_left(engine) > 0
+            tg.cancel_scope.cancel()
+
+        rows = engine.ledger.rows()
+        assert [r["status"] for r in rows] == ["cancelled"]
+        assert json.loads(rows[0]["attempts"])[0]["outcome"] == "cancelled"
+        assert reservations_left(engine) == 0
+    finally:
+        await engine.aclose()
+
+
+async def test_the_deadline_ends_a_hanging_call_with_an_error_listing_what_was_tried(engine: Engine) -> None:
+    provider = engine.providers["anthropic"]
+    assert isinstance(provider, MockProvider)
+
+    async def hang(model: str, request: CompletionRequest, *, on_text: Any = None) -> Completion:
+        await anyio.sleep(30)
+        raise AssertionError("unreachable")
+
+    provider.complete = hang  # type: ignore[method-assign]
+    with anyio.fail_after(5):
+        with pytest.raises(AllAttemptsFailed) as info:
+            await engine.complete(CompleteArgs(prompt="hi", model="anthropic:claude-haiku-4-5", deadline_s=0.2))
+    assert info.value.deadline_hit
+    assert info.value.attempts[0].error_code == "timeout"
+    assert reservations_left(engine) == 0
+
+
+async def test_hundred_concurrent_calls_never_push_spend_past_the_daily_limit(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, budget={"daily_usd": 0.2, "monthly_usd": None, "per_request_usd": None})
+    data_providers = []
+    for p in settings.providers:
+        data_providers.append(p.model_copy(update={"mock": p.mock.model_copy(update={"latency_ms": 20, "failure_rate": 0})}))
+    settings = settings.model_copy(update={"providers": data_providers})
+    engine = Engine(settings)
+    model = "anthropic:claude-sonnet-4-5"
+    worst = engine.catalog.get(model).worst_case_nusd(100, 1000)
+    results: list[Any] = []
+    refused: list[BudgetExceeded] = []
+
+    async def one(i: int) -> None:
+        try:
+            results.append(await engine.complete(CompleteArgs(prompt=f"question {i}", model=model, max_tokens=1000)))
+        except BudgetExceeded as e:
+            refused.append(e)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(100):
+                tg.start_soon(one, i)
+        limit = usd_to_nusd(Decimal("0.2"))
+        totals = engine.ledger.totals()
+        reported = sum(usd_to_nusd(Decimal(r.cost_usd)) for r in results)
+        assert len(results) + len(refused) == 100
+        assert refused and results, "the limit should fit some calls but not all"
+        assert totals["cost_nusd"] == reported <= limit
+        assert len(results) >= limit // worst
+        assert totals["requests"] == 100  # refused calls are rows too
+        assert reservations_left(engine) == 0
+        assert all(e.limit_name == "global daily" for e in refused)
+    finally:
+        await engine.aclose()
+
+
+async def test_a_refusal_names_the_limit_what_is_spent_and_when_it_resets(engine: Engine) -> None:
+    await engine.set_budget("global", "daily", Decimal("0.000001"))
+    with pytest.raises(BudgetExceeded) as info:
+        await engine.complete(CompleteArgs(prompt="hello", model="anthropic:claude-opus-4-5"))
+    message = str(info.value)
+    assert "global daily" in message and "spent" in message and "resets at" in message
+    assert engine.ledger.rows()[0]["status"] == "refused"
+
+
+async def test_from_ninety_percent_of_a_limit_only_free_models_are_used(engine: Engine) -> None:
+    await engine.set_budget("global", "daily", Decimal("0.01"))
+    await _spend(engine, Decimal("0.0095"))
+    explained = await engine.explain(CompleteArgs(prompt="hello", quality="low"))
+    assert explained.budget_tier == "restricted"
+    assert explained.chain == ["ollama:llama3.1"]
+    assert {e["reason"] for e in explained.excluded} >= {"budget_restricted"}
+
+
+async def test_from_half_a_limit_cheaper_models_go_first(engine: Engine) -> None:
+    await engine.set_budget("global", "daily", Decimal("1"))
+    normal = await engine.explain(CompleteArgs(prompt="hello", quality="high", strategy="best"))
+    await _spend(engine, Decimal("0.6"))
+    cautious = await engine.explain(CompleteArgs(prompt="hello", quality="high", strategy="best"))
+    assert cautious.budget_tier == "cautious"
+    costs = [Decimal(c["worst_case_cost_usd"]) for c in cautious.candidates]
+    assert costs == sorted(costs)
+    assert normal.chain != cautious.chain
+
+
+async def test_a_provider_scoped_limit_excludes_only_that_provider(engine: Engine) -> None:
+    await engine.set_budget("provider:anthropic", "daily", Decimal("0"))
+    explained = await engine.explain(CompleteArgs(prompt="hello", quality="low"))
+    assert not any(m.startswith("anthropic:") for m in explained.chain)
+    assert any(e["model"].startswith("anthropic:") and e["reason"] == "over_budget" for e in explained.excluded)
+
+
+async def test_set_budget_survives_a_restart(settings: Settings) -> None:
+    first = Engine(settings)
+    await first.set_budget("tag:research", "monthly", Decimal("12.5"))
+    await first.set_budget("global", "daily", None)
+    await first.aclose()
+    second = Engine(settings)
+    try:
+        limits = {(b["scope"], b["period"]): b for b in await second.budgets()}
+        assert limits[("tag:research", "monthly")]["limit_usd"] == "12.5"
+        assert ("global", "daily") not in limits  # removed, though the config sets one
+        assert limits[("global", "monthly")]["source"] == "config"
+    finally:
+        await second.aclose()
+
+
+async def test_three_failures_in_a_row_open_the_circuit_and_routing_skips_the_model(engine: Engine) -> None:
+    model = "gemini:gemini-2.5-flash"
+    provider = engine.providers["gemini"]
+    assert isinstance(provider, MockProvider)
+    for _ in range(3):
+        provider.fail_next(ServerError("boom", provider="gemini", status=500))
+        with pytest.raises(AllAttemptsFailed):
+            await engine.complete(CompleteArgs(prompt="x", model=model))
+    explained = await engine.explain(CompleteArgs(prompt="x", model=[model, "openai:gpt-4o"]))
+    assert explained.chain == ["openai:gpt-4o"]
+    assert explained.excluded[0]["reason"] == "circuit_open"
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "   "}, "prompt"),
+        ({}, "prompt"),
+        ({"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, "prompt"),
+        ({"messages": [{"role": "assistant", "content": "b"}]}, "messages"),
+        ({"prompt": "a", "model": "nosuch:model"}, "model"),
+        ({"prompt": "a", "model": "anthropic:claude-nine"}, "model"),
+        ({"prompt": "a", "model": "anthropic"}, "model"),
+        ({"prompt": "a", "model": []}, "model"),
+        ({"prompt": "a", "tag": "bad\x00tag"}, "tag"),
+        ({"prompt": "x" * 400_001}, "prompt"),
+    ],
+)
+async def test_bad_input_names_the_field_and_leaves_no_trace(engine: Engine, args: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        await engine.complete(CompleteArgs(**args))
+    assert info.value.field == field
+    assert engine.ledger.rows() == [] and reservations_left(engine) == 0
+
+
+async def _spend(engine: Engine, amount: Decimal) -> None:
+    """Record an already-paid call of ``amount`` today."""
+    from datetime import UTC, datetime
+
+    from llm_router.ledger import RequestRow
+
+    now = datetime.now(UTC)
+    nusd = usd_to_nusd(amount)
+    engine.ledger.record(
+        RequestRow(
+            id=f"seed-{nusd}", ts=now.isoformat(), day=now.astimezone(engine.budget.clock.tz).date().isoformat(),
+            status="ok", provider="openai", model="gpt-4o", cost_nusd=nusd, cost_usd=str(amount),
+        )
+    )
