@@ -1,0 +1,181 @@
+"""Routing as a pure function: candidates → filters → scores → a Decision that explains itself."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_router.budget import BudgetSnapshot, Limit, LimitState
+from llm_router.catalog import Catalog
+from llm_router.ledger import LimitCheck
+from llm_router.routing import Decision, RouteRequest, decide
+from llm_router.types import InvalidInput, usd_to_nusd
+
+from .conftest import make_settings
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    return Catalog(make_settings(tmp_path))
+
+
+RULES = {"code_generation": ("anthropic:claude-sonnet-4-5", "openai:gpt-4o", "ollama:llama3.1")}
+ALL_UP = {"anthropic": (True, "ok"), "openai": (True, "ok"), "gemini": (True, "ok"), "ollama": (True, "ok")}
+
+
+def snapshot(*states: LimitState, per_request: int | None = None) -> BudgetSnapshot:
+    return BudgetSnapshot(day="2026-11-23", tag="", states=list(states), per_request_nusd=per_request)
+
+
+def state(scope: str, limit: str, spent: str, reserved: str = "0") -> LimitState:
+    kind, _, name = scope.partition(":")
+    check = LimitCheck(f"{scope} daily", kind if name else "global", name or None, "2026-11-23", "2026-11-23",  # type: ignore[arg-type]
+                       usd_to_nusd(limit), "2026-11-24T00:00:00+00:00")
+    return LimitState(Limit(scope, "daily", usd_to_nusd(limit), "config"), check, usd_to_nusd(spent), usd_to_nusd(reserved))
+
+
+def route(catalog: Catalog, budget: BudgetSnapshot | None = None, *, availability: Any = None,
+          circuit: Any = None, latency: Any = None, **kw: Any) -> Decision:
+    req = RouteRequest(**{"input_tokens_bound": 200, "input_tokens_typical": 50, "max_tokens": 500, **kw})
+    return decide(
+        req, catalog=catalog, rules=RULES, default_strategy="balanced", default_quality="medium",
+        availability=availability or ALL_UP, circuit=circuit or (lambda ref: (True, None)),
+        latency_of=latency or (lambda ref: None), budget=budget or snapshot(),
+    )
+
+
+def reasons(d: Decision) -> dict[str, str]:
+    return {e.model: e.reason for e in d.excluded}
+
+
+def test_a_manual_override_is_tried_in_the_order_given(catalog: Catalog) -> None:
+    d = route(catalog, models=("openai:gpt-4o", "anthropic:claude-haiku-4-5"))
+    assert [c.ref for c in d.chain] == ["openai:gpt-4o", "anthropic:claude-haiku-4-5"]
+    assert d.source == "override" and d.steps[0].startswith("manual override")
+
+
+def test_an_override_beats_a_task_type_rule(catalog: Catalog) -> None:
+    d = route(catalog, models=("gemini:gemini-2.5-flash",), task_type="code_generation")
+    assert [c.ref for c in d.chain] == ["gemini:gemini-2.5-flash"]
+
+
+def test_a_task_type_rule_gives_the_chain_and_keeps_its_order(catalog: Catalog) -> None:
+    d = route(catalog, task_type="code_generation", strategy="cheapest")
+    assert [c.ref for c in d.chain] == list(RULES["code_generation"])
+    assert d.source == "rule:code_generation"
+
+
+def test_an_unknown_task_type_falls_back_to_every_model_and_says_so(catalog: Catalog) -> None:
+    d = route(catalog, task_type="poetry")
+    assert d.source == "catalog" and "no rule for task_type 'poetry'" in d.steps[0]
+
+
+def test_an_unknown_model_in_an_override_is_an_input_error_with_suggestions(catalog: Catalog) -> None:
+    with pytest.raises(InvalidInput) as info:
+        route(catalog, models=("openai:gpt-4-o",))
+    assert info.value.field == "model" and "did you mean" in str(info.value)
+
+
+def test_providers_without_a_key_and_open_circuits_are_excluded_with_reasons(catalog: Catalog) -> None:
+    availability = {**ALL_UP, "openai": (False, "no API key: set the environment variable OPENAI_API_KEY")}
+    d = route(catalog, availability=availability,
+              circuit=lambda ref: (False, 1_900_000_000.0) if ref.startswith("gemini:") else (True, None))
+    r = reasons(d)
+    assert r["openai:gpt-4o"] == "no_key" and r["gemini:gemini-2.5-flash"] == "circuit_open"
+    assert not any(c.ref.startswith(("openai:", "gemini:")) for c in d.chain)
+    assert "next try at unix 1900000000" in next(e.detail for e in d.excluded if e.model == "gemini:gemini-2.5-flash")
+
+
+def test_models_whose_window_is_too_small_are_skipped(catalog: Catalog) -> None:
+    d = route(catalog, input_tokens_typical=199_800, input_tokens_bound=800_000, quality="low")
+    r = reasons(d)
+    assert r["anthropic:claude-haiku-4-5"] == "context_too_small"  # 200k window
+    assert all(c.entry.context_window >= 200_300 for c in d.chain)
+
+
+def test_the_quality_floor_excludes_weaker_models_unless_named(catalog: Catalog) -> None:
+    d = route(catalog, quality="high")
+    assert all(c.entry.tier in ("high", "critical") for c in d.chain)
+    assert reasons(d)["openai:gpt-4o-mini"] == "below_quality"
+    named = route(catalog, quality="critical", models=("openai:gpt-4o-mini",))
+    assert [c.ref for c in named.chain] == ["openai:gpt-4o-mini"]
+
+
+def test_best_puts_the_most_capable_model_first(catalog: Catalog) -> None:
+    d = route(catalog, strategy="best", quality="low")
+    assert d.chain[0].ref == "anthropic:claude-opus-4-5"
+    assert set(d.chain[0].parts) == {"capability", "cost"}
+
+
+def test_cheapest_puts_the_free_local_model_first(catalog: Catalog) -> None:
+    d = route(catalog, strategy="cheapest", quality="low")
+    assert d.chain[0].ref == "ollama:llama3.1"
+    costs = [c.typical_nusd for c in d.chain]
+    assert costs == sorted(costs)
+
+
+def test_fastest_prefers_the_model_with_the_lowest_observed_latency(catalog: Catalog) -> None:
+    latency = {"gemini:gemini-2.5-flash": 80.0, "openai:gpt-4o-mini": 900.0}
+    d = route(catalog, strategy="fastest", latency=latency.get)
+    assert d.chain[0].ref == "gemini:gemini-2.5-flash"
+
+
+def test_balanced_prefers_a_model_that_meets_the_quality_without_overshooting(catalog: Catalog) -> None:
+    d = route(catalog, quality="medium")
+    assert d.chain[0].entry.tier == "medium"
+    assert set(d.chain[0].parts) == {"quality_fit", "cost", "speed"}
+
+
+def test_max_cost_and_the_per_request_limit_exclude_dear_models(catalog: Catalog) -> None:
+    d = route(catalog, quality="low", max_cost_nusd=usd_to_nusd("0.001"))
+    assert reasons(d)["anthropic:claude-opus-4-5"] == "over_max_cost"
+    assert all(c.worst_case_nusd <= usd_to_nusd("0.001") for c in d.chain)
+    d = route(catalog, snapshot(per_request=usd_to_nusd("0.001")), quality="low")
+    assert reasons(d)["anthropic:claude-opus-4-5"] == "over_budget"
+
+
+def test_a_model_whose_worst_case_does_not_fit_the_remaining_budget_is_excluded(catalog: Catalog) -> None:
+    d = route(catalog, snapshot(state("global", "1", "0.49", "0.5")), quality="low")  # $0.01 left, normal tier
+    detail = {e.model: e.detail for e in d.excluded}
+    assert "global daily has $0.01 left" in detail["anthropic:claude-opus-4-5"]
+    assert all(c.worst_case_nusd <= usd_to_nusd("0.01") for c in d.chain)
+
+
+def test_budget_tiers_normal_cautious_restricted(catalog: Catalog) -> None:
+    assert route(catalog, snapshot(state("global", "10", "4.9"))).budget_tier == "normal"
+    cautious = route(catalog, snapshot(state("global", "10", "5")), quality="low")
+    assert cautious.budget_tier == "cautious"
+    assert [c.worst_case_nusd for c in cautious.chain] == sorted(c.worst_case_nusd for c in cautious.chain)
+    restricted = route(catalog, snapshot(state("global", "10", "8.5", "0.5")), quality="low")
+    assert restricted.budget_tier == "restricted"
+    assert [c.ref for c in restricted.chain] == ["ollama:llama3.1"]
+
+
+def test_a_provider_limit_only_restricts_that_provider(catalog: Catalog) -> None:
+    d = route(catalog, snapshot(state("provider:anthropic", "1", "0.95")), quality="low")
+    assert d.budget_tier == "normal"
+    assert reasons(d)["anthropic:claude-haiku-4-5"] == "budget_restricted"
+    assert any(c.ref.startswith("openai:") for c in d.chain)
+
+
+def test_a_model_with_no_known_price_cannot_be_budgeted(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    providers = [p.model_dump() for p in settings.providers] + [
+        {"name": "local", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "models": ["mystery-model"]}
+    ]
+    catalog = Catalog(make_settings(tmp_path, providers=providers))
+    d = route(catalog, quality="low", availability={**ALL_UP, "local": (True, "ok")})
+    assert reasons(d)["local:mystery-model"] == "no_price"
+
+
+def test_the_explanation_carries_chain_scores_exclusions_and_costs(catalog: Catalog) -> None:
+    explained = route(catalog, quality="high").explain()
+    assert set(explained) == {"chain", "source", "strategy", "quality", "budget_tier", "estimated_cost_usd",
+                              "candidates", "excluded", "steps"}
+    head = explained["candidates"][0]
+    assert head["model"] == explained["chain"][0]
+    assert Decimal(head["estimated_cost_usd"]) <= Decimal(head["worst_case_cost_usd"])
+    assert explained["steps"][-1] == f"first choice: {explained['chain'][0]}"
