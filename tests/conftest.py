@@ -83,6 +83,8 @@ def settings(tmp_path: Path) -> Settings:
     data = demo_config(str(tmp_path / "ledger.db"))
     for p in data["providers"]:
         p["mock"] = {"imitates": p["mock"]["imitates"]}
+    # Fallback moves straight on; retry tests configure their own policy.
+    data["resilience"] = {"max_retries": 0}
     return settings_from_dict(data, source="test")
 
 

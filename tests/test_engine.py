@@ -317,3 +317,61 @@ async def _spend(engine: Engine, amount: Decimal) -> None:
             status="ok", provider="openai", model="gpt-4o", cost_nusd=nusd, cost_usd=str(amount),
         )
     )
+
+
+def _quick_retries(tmp_path: Path, **policy: Any) -> Settings:
+    settings = make_settings(tmp_path, resilience={"backoff_base_s": 0.01, "backoff_max_s": 0.05, **policy})
+    providers = [p.model_copy(update={"mock": p.mock.model_copy(update={"latency_ms": 0, "failure_rate": 0})})
+                 for p in settings.providers]
+    return settings.model_copy(update={"providers": providers})
+
+
+async def test_a_retryable_failure_is_retried_on_the_same_model_before_falling_back(tmp_path: Path) -> None:
+    engine = Engine(_quick_retries(tmp_path, max_retries=2))
+    try:
+        mock = engine.providers["openai"]
+        assert isinstance(mock, MockProvider)
+        mock.fail_next(ServerError("e1", status=500), Overloaded("e2", status=503))
+        result = await engine.complete(CompleteArgs(prompt="hi", model=["openai:gpt-4o", "anthropic:claude-haiku-4-5"]))
+        assert [(a.model, a.outcome) for a in result.attempts] == [
+            ("openai:gpt-4o", "error"), ("openai:gpt-4o", "error"), ("openai:gpt-4o", "ok")]
+    finally:
+        await engine.aclose()
+
+
+async def test_auth_and_invalid_request_errors_are_never_retried(tmp_path: Path) -> None:
+    engine = Engine(_quick_retries(tmp_path, max_retries=3))
+    try:
+        engine.providers["openai"].fail_next(AuthError("bad key", status=401))  # type: ignore[attr-defined]
+        result = await engine.complete(CompleteArgs(prompt="hi", model=["openai:gpt-4o", "anthropic:claude-haiku-4-5"]))
+        assert [(a.model, a.outcome) for a in result.attempts] == [
+            ("openai:gpt-4o", "error"), ("anthropic:claude-haiku-4-5", "ok")]
+    finally:
+        await engine.aclose()
+
+
+async def test_retry_after_is_honoured_and_a_long_one_moves_on(tmp_path: Path) -> None:
+    engine = Engine(_quick_retries(tmp_path, max_retries=1, retry_after_cap_s=1))
+    try:
+        mock = engine.providers["openai"]
+        mock.fail_next(RateLimited("wait", status=429, retry_after=0.2))  # type: ignore[attr-defined]
+        t0 = anyio.current_time()
+        result = await engine.complete(CompleteArgs(prompt="hi", model="openai:gpt-4o"))
+        assert anyio.current_time() - t0 >= 0.2
+        assert [a.outcome for a in result.attempts] == ["error", "ok"]
+
+        mock.fail_next(RateLimited("wait long", status=429, retry_after=60))  # type: ignore[attr-defined]
+        result = await engine.complete(CompleteArgs(prompt="hi", model=["openai:gpt-4o", "gemini:gemini-2.5-flash"]))
+        assert [a.model for a in result.attempts] == ["openai:gpt-4o", "gemini:gemini-2.5-flash"]
+    finally:
+        await engine.aclose()
+
+
+async def test_a_context_length_error_moves_to_a_model_with_a_larger_window(engine: Engine) -> None:
+    from llm_router.types import ContextTooLong
+
+    engine.providers["openai"].fail_next(ContextTooLong("too long", status=400))  # type: ignore[attr-defined]
+    chain = ["openai:gpt-4o", "openai:gpt-4o-mini", "gemini:gemini-2.5-flash"]  # 128k, 128k, 1M windows
+    result = await engine.complete(CompleteArgs(prompt="hi", model=chain))
+    assert [(a.model, a.outcome) for a in result.attempts] == [
+        ("openai:gpt-4o", "error"), ("openai:gpt-4o-mini", "skipped"), ("gemini:gemini-2.5-flash", "ok")]

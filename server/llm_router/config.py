@@ -9,6 +9,7 @@ environment variable that holds them.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .types import QUALITIES, ConfigError, Quality, Strategy, parse_model_ref
+from .types import QUALITIES, ConfigError, InvalidInput, Quality, Strategy, parse_model_ref
 
 __all__ = [
     "ProviderKind",
@@ -31,6 +32,7 @@ __all__ = [
     "BudgetConfig",
     "LedgerConfig",
     "LimitsConfig",
+    "ResilienceConfig",
     "Settings",
     "load_settings",
     "default_config_path",
@@ -100,14 +102,23 @@ class ProviderConfig(_Strict):
             raise ValueError("models: list at least one model this provider serves")
         if len(set(self.models)) != len(self.models):
             raise ValueError("models: a model is listed twice")
-        for key in (*self.prices, *self.model_overrides):
-            if key not in self.models:
-                raise ValueError(f"prices/model_overrides name {key!r}, which is not in models {self.models}")
+        for section, keys in (("prices", self.prices), ("model_overrides", self.model_overrides)):
+            for key in keys:
+                if key not in self.models:
+                    raise ValueError(f"{section}: {key!r} is not in models {self.models}")
         if self.mock is not None and self.kind != "mock":
             raise ValueError('mock: settings only apply to kind = "mock"')
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url: {self.base_url!r} must start with http:// or https://")
         return self
+
+
+def _check_ref(ref: str) -> None:
+    """parse_model_ref raises InvalidInput, which pydantic would let escape: make it a ValueError."""
+    try:
+        parse_model_ref(ref)
+    except InvalidInput as e:
+        raise ValueError(f"{e.problem} (write {e.allowed})") from None
 
 
 class RoutingRule(_Strict):
@@ -118,7 +129,7 @@ class RoutingRule(_Strict):
     @classmethod
     def _refs(cls, chain: list[str]) -> list[str]:
         for ref in chain:
-            parse_model_ref(ref, field_name="chain")
+            _check_ref(ref)
         return chain
 
 
@@ -141,7 +152,10 @@ class RoutingConfig(_Strict):
                 raise ValueError(f"rules: task_type {rule.task_type!r} has two rules")
             seen.add(rule.task_type)
         if self.reference_model:
-            parse_model_ref(self.reference_model, field_name="reference_model")
+            try:
+                _check_ref(self.reference_model)
+            except ValueError as e:
+                raise ValueError(f"reference_model: {e}") from None
         return self
 
 
@@ -177,6 +191,24 @@ class LedgerConfig(_Strict):
     """Keep prompt text in the ledger. Off: only a SHA-256 of it is kept."""
 
 
+class ResilienceConfig(_Strict):
+    """Retries on the same model, circuit breakers, and the whole call's deadline."""
+
+    max_retries: int = Field(default=2, ge=0, le=10)
+    """Retries of a retryable failure on the same model before moving down the chain."""
+    backoff_base_s: float = Field(default=0.5, ge=0, le=60)
+    """First backoff; doubled on each retry, with jitter."""
+    backoff_max_s: float = Field(default=8, ge=0, le=300)
+    retry_after_cap_s: float = Field(default=20, ge=0, le=600)
+    """A provider's Retry-After longer than this moves on to the next model instead of waiting."""
+    breaker_failures: int = Field(default=3, ge=1, le=100)
+    """Consecutive failures that open a model's circuit."""
+    breaker_cooldown_s: float = Field(default=30, gt=0, le=3600)
+    """How long an open circuit waits before one trial call."""
+    deadline_s: float = Field(default=55, gt=0, le=3600)
+    """The whole ``complete`` call's deadline (Claude Desktop gives up on a tool call after about 60 s)."""
+
+
 class LimitsConfig(_Strict):
     max_prompt_chars: int = Field(default=400_000, gt=0)
     max_messages: int = Field(default=500, gt=0)
@@ -188,6 +220,7 @@ class Settings(_Strict):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     source: str = "built-in defaults"
     """Where these settings were read from (not a config key)."""
 
@@ -199,10 +232,12 @@ class Settings(_Strict):
             raise ValueError(f"providers: the name {sorted(dupes)[0]!r} is used twice")
         known = set(names)
         models = {f"{p.name}:{m}" for p in self.providers for m in p.models}
-        for rule in self.routing.rules:
+        for i, rule in enumerate(self.routing.rules):
             for ref in rule.chain:
                 if ref not in models:
-                    raise ValueError(f"routing.rules: {ref!r} is not a configured model ({_hint(ref, models)})")
+                    raise ValueError(
+                        f"routing.rules[{i}].chain: {ref!r} is not a configured model ({_hint(ref, models)})"
+                    )
         ref = self.routing.reference_model
         if ref and ref not in models:
             raise ValueError(f"routing.reference_model: {ref!r} is not a configured model")
@@ -271,6 +306,16 @@ def settings_from_dict(data: dict[str, Any], *, source: str) -> Settings:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        # Our own validators start their message with the key ("routing.rules[0].chain: ..."):
+        # make it part of the key, so every error names one.
+        head, sep, rest = msg.partition(": ")
+        if sep and re.fullmatch(r"[a-z_][a-z0-9_.\[\]]*", head):
+            if not key:
+                key, msg = head, rest
+            elif key == head or key.endswith("." + head):
+                msg = rest
+            else:
+                key, msg = f"{key}.{head}", rest
         more = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
         raise ConfigError(f"{msg}{more}", file=source, key=key or None) from None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,6 +43,7 @@ from .types import (
     AttemptRecord,
     BudgetExceeded,
     Completion,
+    ContextTooLong,
     CompletionRequest,
     InvalidInput,
     Message,
@@ -60,7 +62,6 @@ Progress = Callable[[float, float | None, str], Awaitable[None]]
 """(progress, total, message) — how the engine tells the caller what it is doing."""
 
 PROGRESS_INTERVAL_S = 0.1
-DEFAULT_DEADLINE_S = 55.0  # under Claude Desktop's ~60 s patience for a tool call
 
 
 @dataclass(slots=True)
@@ -89,7 +90,7 @@ class Engine:
         self.catalog = Catalog(settings)
         self.ledger = ledger or Ledger(ledger_path(settings))
         self.budget = Budget(settings.budget, self.ledger)
-        self.health = HealthBoard()
+        self.health = HealthBoard(settings.resilience.breaker_failures, settings.resilience.breaker_cooldown_s)
         self.availability = {p.name: availability(p, env) for p in settings.providers}
         self.providers: dict[str, Provider] = dict(providers) if providers is not None else {
             p.name: build_provider(p, env) for p in settings.providers if self.availability[p.name][0]
@@ -177,7 +178,7 @@ class Engine:
             route=route,
             tag=tag,
             task_type=task_type,
-            deadline_s=args.deadline_s or DEFAULT_DEADLINE_S,
+            deadline_s=args.deadline_s or self.settings.resilience.deadline_s,
             prompt_hash=prompt_hash(request.system, pairs),
             prompt_text=json.dumps({"system": request.system, "messages": pairs}, ensure_ascii=False)
             if self.settings.ledger.store_prompts
@@ -231,12 +232,16 @@ class Engine:
         attempts: list[AttemptRecord] = []
         budget_error: BudgetExceeded | None = None
         deadline = anyio.current_time() + prepared.deadline_s
+        context_floor = 0  # after a context-length error, only larger windows are worth trying
         chain = decision.chain[: self.settings.routing.max_attempts]
         for index, cand in enumerate(chain):
             entry = cand.entry
-            remaining = deadline - anyio.current_time()
-            if remaining <= 0:
+            if anyio.current_time() >= deadline:
                 break
+            if entry.context_window <= context_floor:
+                attempts.append(AttemptRecord(entry.ref, "skipped", "context_too_small",
+                                              f"its {entry.context_window}-token window is no larger than one that was too small"))
+                continue
             try:
                 reservation = await self.ledger.run(
                     self.budget.reserve, decision.budget, provider=entry.provider,
@@ -248,41 +253,34 @@ class Engine:
                 continue
             if progress is not None:
                 await progress(0, None, f"asking {entry.ref} ({index + 1}/{len(chain)})")
-            t0 = time.perf_counter()
-            self.health.before_call(entry.ref)
             try:
-                with anyio.move_on_after(remaining) as scope:
-                    completion = await self.providers[entry.provider].complete(
-                        entry.model, prepared.request, on_text=_streamer(progress) if progress else None
-                    )
-                if scope.cancelled_caught:
-                    raise Timeout(f"the call's deadline of {prepared.deadline_s:g} s passed", provider=entry.provider, model=entry.model)
+                completion = await self._call_with_retries(entry, prepared, attempts, deadline, progress)
             except ProviderError as e:
-                ms = _ms(t0)
-                self.health.record(entry.ref, ok=False, latency_ms=ms)
-                attempts.append(AttemptRecord(entry.ref, "error", e.code, str(e), ms, e.status))
                 with anyio.CancelScope(shield=True):
                     await self.ledger.run(self.ledger.release, reservation)
+                if isinstance(e, ContextTooLong):
+                    context_floor = max(context_floor, entry.context_window)
+                if not e.fallback_ok:
+                    break
                 if progress is not None and index + 1 < len(chain):
                     await progress(0, None, f"{entry.ref} failed ({e.code}); falling back")
                 continue
             except BaseException as e:
-                # Cancelled by the client (or anything unexpected): release, record, re-raise.
-                ms = _ms(t0)
+                # Cancelled by the client (or a bug): record the call, release its hold, re-raise.
                 cancelled = isinstance(e, anyio.get_cancelled_exc_class())
-                attempts.append(AttemptRecord(entry.ref, "cancelled" if cancelled else "error", "cancelled" if cancelled else "internal", None if cancelled else repr(e), ms))
-                self.health.record(entry.ref, ok=False, latency_ms=ms, counts_against_circuit=not cancelled)
+                if cancelled:
+                    attempts.append(AttemptRecord(entry.ref, "cancelled", "cancelled"))
                 with anyio.CancelScope(shield=True):
-                    row = self._failure_row(prepared, request_id, decision, attempts, status="cancelled" if cancelled else "error",
-                                            error_code="cancelled" if cancelled else "internal", error=None if cancelled else repr(e), started=started)
+                    row = self._failure_row(
+                        prepared, request_id, decision, attempts, status="cancelled" if cancelled else "error",
+                        error_code="cancelled" if cancelled else "internal", error=None if cancelled else repr(e),
+                        started=started,
+                    )
                     await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
                 raise
-            ms = _ms(t0)
-            self.health.record(entry.ref, ok=True, latency_ms=ms)
-            attempts.append(AttemptRecord(entry.ref, "ok", latency_ms=ms))
             return await self._settle(prepared, request_id, decision, entry, completion, attempts, reservation, started)
 
-        deadline_hit = anyio.current_time() >= deadline or any(a.error_code == "timeout" and "deadline" in (a.error or "") for a in attempts)
+        deadline_hit = anyio.current_time() >= deadline
         error: Exception
         if budget_error is not None and all(a.outcome == "skipped" for a in attempts):
             error = budget_error
@@ -290,6 +288,54 @@ class Engine:
             error = AllAttemptsFailed(attempts, deadline_hit=deadline_hit)
         await self._record_failure(prepared, request_id, decision, attempts, error, started)
         raise error
+
+    async def _call_with_retries(
+        self, entry: ModelEntry, prepared: Prepared, attempts: list[AttemptRecord], deadline: float,
+        progress: Progress | None,
+    ) -> Completion:
+        """Call one model; retry a retryable failure with backoff (honouring Retry-After) while
+        retries and time remain. Every try is appended to ``attempts``.
+
+        Raises:
+            ProviderError: the last failure, when this model is given up on.
+        """
+        policy = self.settings.resilience
+        provider = self.providers[entry.provider]
+        retries = 0
+        while True:
+            t0 = time.perf_counter()
+            self.health.before_call(entry.ref)
+            try:
+                with anyio.move_on_after(deadline - anyio.current_time()) as scope:
+                    completion = await provider.complete(
+                        entry.model, prepared.request, on_text=_streamer(progress) if progress else None
+                    )
+                if scope.cancelled_caught:
+                    raise Timeout(f"the call's deadline of {prepared.deadline_s:g} s passed",
+                                  provider=entry.provider, model=entry.model)
+            except ProviderError as e:
+                ms = _ms(t0)
+                self.health.record(entry.ref, ok=False, latency_ms=ms)
+                attempts.append(AttemptRecord(entry.ref, "error", e.code, str(e), ms, e.status))
+                if not e.retryable or retries >= policy.max_retries:
+                    raise
+                if e.retry_after is not None and e.retry_after > policy.retry_after_cap_s:
+                    raise  # the provider asks for a longer wait than is worth it: move on
+                wait = e.retry_after if e.retry_after is not None else _backoff(retries, policy.backoff_base_s, policy.backoff_max_s)
+                if anyio.current_time() + wait >= deadline:
+                    raise
+                if progress is not None:
+                    await progress(0, None, f"{entry.ref} failed ({e.code}); retrying in {wait:.1f} s")
+                await anyio.sleep(wait)
+                retries += 1
+                continue
+            except BaseException:
+                self.health.record(entry.ref, ok=False, latency_ms=_ms(t0), counts_against_circuit=False)
+                raise
+            ms = _ms(t0)
+            self.health.record(entry.ref, ok=True, latency_ms=ms)
+            attempts.append(AttemptRecord(entry.ref, "ok", latency_ms=ms))
+            return completion
 
     async def _settle(
         self,
@@ -562,6 +608,11 @@ def _clean_label(value: str | None, field_name: str) -> str:
     if any(ord(ch) < 32 for ch in value):
         raise InvalidInput(field_name, "contains control characters", allowed="printable text")
     return value
+
+
+def _backoff(retries: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: between half and all of base·2^retries, capped."""
+    return min(base * (2**retries), cap) * random.uniform(0.5, 1.0)
 
 
 def _ms(t0: float) -> int:
