@@ -4,7 +4,7 @@ A limit is a scope (``global``, ``provider:NAME``, ``tag:NAME``) and a period (`
 ``monthly``, ``per_request``). Limits come from the config and from ``set_budget`` (persisted in
 the ledger, winning over the config). Days and months begin in the configured time zone.
 
-Tiers, from how much of the tightest limit is spent or held: ``normal`` below 50%; ``cautious``
+Tiers, from how much of the tightest limit is spent: ``normal`` below 50%; ``cautious``
 from 50% (routing prefers cheaper models); ``restricted`` from 90% (only free models); a call
 that could push spend past 100% is refused before anything is sent.
 """
@@ -99,9 +99,12 @@ class LimitState:
 
     @property
     def fraction(self) -> float:
+        """Share of the limit spent. Holds of calls in flight do not count toward the tier: they are
+        worst cases that settle far lower, and would make tiers flap under load. They are what
+        keeps spend under the limit, at reservation time."""
         if self.limit.limit_nusd <= 0:
             return 1.0
-        return (self.spent_nusd + self.reserved_nusd) / self.limit.limit_nusd
+        return self.spent_nusd / self.limit.limit_nusd
 
     @property
     def remaining_nusd(self) -> int:
@@ -151,11 +154,14 @@ class BudgetSnapshot:
         return worst_tier(tier_of(s.fraction) for s in states)
 
     def headroom(self, provider: str) -> tuple[int | None, LimitState | None]:
-        """The least any limit on this provider still allows, and which limit that is."""
+        """The least any limit on this provider allows beyond what is already spent, and which
+        limit that is. Holds of calls in flight are not counted: they settle to their actual cost
+        (usually far below the worst case), and a call that fits after them waits for them."""
         best: tuple[int | None, LimitState | None] = (None, None)
         for s in self.for_provider(provider):
-            if best[0] is None or s.remaining_nusd < best[0]:
-                best = (s.remaining_nusd, s)
+            room = max(s.limit.limit_nusd - s.spent_nusd, 0)
+            if best[0] is None or room < best[0]:
+                best = (room, s)
         return best
 
 
@@ -257,7 +263,9 @@ class Budget:
 
     # -- reservations ---------------------------------------------------------------------------
 
-    def reserve(self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, request_id: str) -> str:
+    def reserve(
+        self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, request_id: str, ttl_s: float | None = None
+    ) -> str:
         """Hold ``amount_nusd`` against every limit on this provider and tag, atomically with the
         check. Synchronous: call through ``ledger.run``.
 
@@ -273,7 +281,7 @@ class Budget:
         checks = [s.check for s in snapshot.for_provider(provider) if s.check is not None]
         result = self.ledger.reserve(
             checks, amount_nusd, request_id=request_id, day=snapshot.day, provider=provider, tag=snapshot.tag,
-            ttl_s=self.config.reservation_ttl_s,
+            ttl_s=ttl_s or self.config.reservation_ttl_s,
         )
         if isinstance(result, Refusal):
             raise BudgetExceeded(

@@ -62,6 +62,7 @@ Progress = Callable[[float, float | None, str], Awaitable[None]]
 """(progress, total, message) — how the engine tells the caller what it is doing."""
 
 PROGRESS_INTERVAL_S = 0.1
+HOLD_POLL_S = 0.05
 
 
 @dataclass(slots=True)
@@ -98,6 +99,7 @@ class Engine:
         self.rules = {r.task_type: tuple(r.chain) for r in settings.routing.rules}
         ref = settings.routing.reference_model
         self.reference: ModelEntry | None = self.catalog.entries.get(ref) if ref else None
+        self._freed: anyio.Event | None = None  # made on first use: an Event needs a running loop
         self._check_timezone()
         self.ledger.reclaim()
 
@@ -243,10 +245,7 @@ class Engine:
                                               f"its {entry.context_window}-token window is no larger than one that was too small"))
                 continue
             try:
-                reservation = await self.ledger.run(
-                    self.budget.reserve, decision.budget, provider=entry.provider,
-                    amount_nusd=cand.worst_case_nusd, request_id=request_id,
-                )
+                reservation = await self._reserve(decision, cand.entry, cand.worst_case_nusd, request_id, prepared, deadline)
             except BudgetExceeded as e:
                 budget_error = e
                 attempts.append(AttemptRecord(entry.ref, "skipped", e.code, str(e)))
@@ -258,6 +257,7 @@ class Engine:
             except ProviderError as e:
                 with anyio.CancelScope(shield=True):
                     await self.ledger.run(self.ledger.release, reservation)
+                self._budget_freed()
                 if isinstance(e, ContextTooLong):
                     context_floor = max(context_floor, entry.context_window)
                 if not e.fallback_ok:
@@ -277,6 +277,7 @@ class Engine:
                         started=started,
                     )
                     await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
+                self._budget_freed()
                 raise
             return await self._settle(prepared, request_id, decision, entry, completion, attempts, reservation, started)
 
@@ -288,6 +289,40 @@ class Engine:
             error = AllAttemptsFailed(attempts, deadline_hit=deadline_hit)
         await self._record_failure(prepared, request_id, decision, attempts, error, started)
         raise error
+
+    async def _reserve(
+        self, decision: Decision, entry: ModelEntry, amount_nusd: int, request_id: str, prepared: Prepared,
+        deadline: float,
+    ) -> str:
+        """Hold the worst case against every limit. When only other calls' holds stand in the way
+        (what is spent leaves room), wait for them to settle rather than refuse: they usually
+        settle far below their worst case.
+
+        Raises:
+            BudgetExceeded: when what is spent leaves no room, or the deadline comes first.
+        """
+        ttl = max(self.settings.budget.reservation_ttl_s, prepared.deadline_s + 60)
+        while True:
+            try:
+                return await self.ledger.run(
+                    self.budget.reserve, decision.budget, provider=entry.provider, amount_nusd=amount_nusd,
+                    request_id=request_id, ttl_s=ttl,
+                )
+            except BudgetExceeded as e:
+                if e.reserved_nusd == 0 or e.spent_nusd + e.needed_nusd > e.limit_nusd:
+                    raise
+                if anyio.current_time() + HOLD_POLL_S >= deadline:
+                    raise
+                # Woken by a settle or release in this process; polls for other processes.
+                if self._freed is None:
+                    self._freed = anyio.Event()
+                with anyio.move_on_after(HOLD_POLL_S):
+                    await self._freed.wait()
+
+    def _budget_freed(self) -> None:
+        if self._freed is not None:
+            self._freed.set()
+            self._freed = None
 
     async def _call_with_retries(
         self, entry: ModelEntry, prepared: Prepared, attempts: list[AttemptRecord], deadline: float,
@@ -383,6 +418,7 @@ class Engine:
         # The row is durable before the answer is returned; a cancel now must not lose it.
         with anyio.CancelScope(shield=True):
             await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
+        self._budget_freed()
         return CompleteResult(
             request_id=request_id,
             text=completion.text,
