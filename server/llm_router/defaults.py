@@ -110,8 +110,9 @@ _DEMO_MOCKS: tuple[tuple[str, str, tuple[str, ...], float], ...] = (
 )
 
 
-# One sick provider, so the demo shows fallback: the mock Gemini is overloaded every other call.
-_DEMO_FAULTS: dict[str, dict[str, Any]] = {"gemini": {"failure_rate": 0.5, "failure": "overloaded"}}
+# One sick provider, so the demo shows fallback: the mock Gemini is rate-limited every other call
+# and asks for a 1 s wait, longer than the demo's retry_after_cap_s, so the router moves on.
+_DEMO_FAULTS: dict[str, dict[str, Any]] = {"gemini": {"failure_rate": 0.5, "failure": "rate_limit"}}
 
 
 def demo_config(ledger_path: str) -> dict[str, Any]:
@@ -152,4 +153,5 @@ def demo_config(ledger_path: str) -> dict[str, Any]:
             ],
         },
         "budget": {"daily_usd": 5, "monthly_usd": 50, "per_request_usd": 0.5},
+        "resilience": {"retry_after_cap_s": 0.5},
     }

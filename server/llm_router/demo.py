@@ -88,7 +88,7 @@ async def _drive(ledger: str) -> int:
         _say("complete with task_type — a routing rule picks the chain")
         await call("complete", {"prompt": "Write a Python function that reverses a string.", "task_type": "code_generation", "max_tokens": 300})
 
-        _say("complete, twice, on the summarize rule — the mock Gemini fails every other call; watch the fallback")
+        _say("complete, twice, on the summarize rule — the mock Gemini is rate-limited every other call; watch the fallback")
         await call("complete", {"prompt": "Summarise: the meeting moved to Tuesday.", "task_type": "summarize", "max_tokens": 100})
         second = await call("complete", {"prompt": "Summarise: the launch slipped a week.", "task_type": "summarize", "max_tokens": 100})
         for a in second.get("attempts", []):

@@ -7,7 +7,16 @@ from typing import Any
 
 import httpx
 
-from ..types import AuthError, Completion, CompletionRequest, ContentFiltered, MalformedResponse, ProviderError, Usage
+from ..types import (
+    AuthError,
+    Completion,
+    CompletionRequest,
+    ContentFiltered,
+    MalformedResponse,
+    Overloaded,
+    ProviderError,
+    Usage,
+)
 from .base import (
     HttpSettings,
     ProbeResult,
@@ -43,6 +52,8 @@ _TYPE_STATUS = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
+# Types that say more than the status (an overload sent as a 500; out of credit is no bad request).
+_TYPE_CLASS: dict[str, type[ProviderError]] = {"overloaded_error": Overloaded, "billing_error": AuthError}
 _SHAPE_ERRORS = (KeyError, TypeError, AttributeError, ValueError)
 
 
@@ -94,7 +105,13 @@ class AnthropicProvider:
 
         if on_text is None:
             data = await post_json(
-                self._client, _PATH, body, provider=self.name, model=model, secret=self._key, to_error=to_error
+                self._client,
+                _PATH,
+                body,
+                provider=self.name,
+                model=model,
+                secret=self._key,
+                to_error=to_error,
             )
             return self._parse(data, model)
         body["stream"] = True
@@ -111,7 +128,8 @@ class AnthropicProvider:
                     await on_text(text)
         if not state.done:
             raise MalformedResponse(
-                f"{self.name}: the stream ended before message_stop (cut off after {len(state.parts)} text pieces)",
+                f"{self.name}: the stream ended before message_stop "
+                f"(cut off after {len(state.parts)} text pieces)",
                 provider=self.name,
                 model=model,
             )
@@ -129,7 +147,11 @@ class AnthropicProvider:
             kind = event["type"]
             if kind == "content_block_delta":
                 delta = event["delta"]
-                return delta["text"] if delta.get("type") == "text_delta" else None
+                if delta.get("type") != "text_delta":
+                    return None  # thinking and tool-input deltas are not answer text
+                if not isinstance(delta["text"], str):
+                    raise TypeError("text_delta without text")
+                return delta["text"]
             if kind == "message_start":
                 message = event["message"]
                 state.model = message.get("model") or state.model
@@ -151,7 +173,11 @@ class AnthropicProvider:
         try:
             text = "".join(block["text"] for block in data["content"] if block.get("type") == "text")
             completion = Completion(
-                text, data.get("model") or model, _usage(data.get("usage")), data.get("stop_reason"), data.get("id")
+                text,
+                data.get("model") or model,
+                _usage(data.get("usage")),
+                data.get("stop_reason"),
+                data.get("id"),
             )
         except _SHAPE_ERRORS:
             raise self._malformed("an answer without a readable content list", model) from None
@@ -171,14 +197,15 @@ class AnthropicProvider:
     ) -> ProviderError:
         detail = error_detail(body)
         etype = detail.get("type")
-        if etype in _TYPE_STATUS and (in_stream or etype == "overloaded_error"):
-            status = _TYPE_STATUS[etype]
+        if in_stream and etype in _TYPE_STATUS:
+            status = _TYPE_STATUS[etype]  # the stream's own status is 200
         message = detail.get("message")
         text = f"{etype}: {message}" if etype and message else None
         err = error_from_status(
             status, body, headers, provider=self.name, model=model, message=text, secret=self._key
         )
-        return reclassify(err, AuthError) if etype == "billing_error" else err
+        cls = _TYPE_CLASS.get(etype) if isinstance(etype, str) else None
+        return reclassify(err, cls) if cls else err
 
     def _malformed(self, what: str, model: str) -> MalformedResponse:
         return MalformedResponse(f"{self.name} sent {what}", provider=self.name, model=model)

@@ -8,7 +8,9 @@ of the ``ProviderError`` classes from ``llm_router.types``.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -113,6 +115,12 @@ class HttpSettings:
     """Replaces the network (``httpx.MockTransport`` in tests); None in production."""
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """Loading the CA bundle takes tens of milliseconds, so every client shares one context."""
+    return httpx.create_ssl_context()
+
+
 def make_client(settings: HttpSettings, headers: dict[str, str]) -> httpx.AsyncClient:
     """The one pooled client an adapter keeps for the server's lifetime."""
     return httpx.AsyncClient(
@@ -120,6 +128,7 @@ def make_client(settings: HttpSettings, headers: dict[str, str]) -> httpx.AsyncC
         headers={**headers, **settings.headers},
         timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        verify=_ssl_context() if settings.transport is None else True,
         transport=settings.transport,
     )
 
@@ -269,7 +278,12 @@ def reclassify(err: ProviderError, cls: type[ProviderError]) -> ProviderError:
     if type(err) is cls:
         return err
     return cls(
-        str(err), provider=err.provider, model=err.model, status=err.status, retry_after=err.retry_after, body=err.body
+        str(err),
+        provider=err.provider,
+        model=err.model,
+        status=err.status,
+        retry_after=err.retry_after,
+        body=err.body,
     )
 
 
@@ -337,12 +351,14 @@ async def probe_models(
         return ProbeResult(False, str(err), latency_ms=_ms_since(start))
     latency = _ms_since(start)
     if response.status_code >= 400:
-        return ProbeResult(False, str(to_error(response.status_code, response.text, response.headers)), latency_ms=latency)
+        err = to_error(response.status_code, response.text, response.headers)
+        return ProbeResult(False, str(err), latency_ms=latency)
     try:
         models = extract(json.loads(response.text))
     except (ValueError, TypeError, KeyError, AttributeError):
         shown = redact(response.text[:200], secret)
-        return ProbeResult(False, f"{provider} sent a model list that could not be read: {shown!r}", latency_ms=latency)
+        detail = f"{provider} sent a model list that could not be read: {shown!r}"
+        return ProbeResult(False, detail, latency_ms=latency)
     return ProbeResult(True, f"{provider} answered with {len(models)} models", tuple(models), latency)
 
 

@@ -9,8 +9,16 @@ from typing import Any
 
 import httpx
 
-from ..types import AuthError, Completion, CompletionRequest, ContentFiltered, ContextTooLong, MalformedResponse
-from ..types import ProviderError, Usage
+from ..types import (
+    AuthError,
+    Completion,
+    CompletionRequest,
+    ContentFiltered,
+    ContextTooLong,
+    MalformedResponse,
+    ProviderError,
+    Usage,
+)
 from .base import (
     RETRY_AFTER_CAP_S,
     HttpSettings,
@@ -169,7 +177,9 @@ class GeminiProvider:
             usage = _usage(answer.usage)
         except _SHAPE_ERRORS:
             raise self._malformed(f"unreadable usage: {answer.usage!r}", model) from None
-        return Completion("".join(answer.parts), answer.model, usage, answer.finish_reason, answer.response_id)
+        return Completion(
+            "".join(answer.parts), answer.model, usage, answer.finish_reason, answer.response_id
+        )
 
     def _error(self, model: str, status: int, text: str, headers: httpx.Headers) -> ProviderError:
         detail = error_detail(text)
@@ -199,7 +209,7 @@ class GeminiProvider:
             provider=self.name,
             secret=self._key,
             to_error=lambda status, text, headers: self._error("", status, text, headers),
-            extract=lambda data: [m["name"].removeprefix("models/") for m in data.get("models", ())],
+            extract=lambda data: [m["name"].removeprefix("models/") for m in data["models"]],
         )
 
     async def aclose(self) -> None:

@@ -55,14 +55,25 @@ class OllamaProvider:
         if request.temperature is not None:
             options["temperature"] = request.temperature
         # ``stream`` defaults to true on /api/chat, so it is always sent.
-        body: dict[str, Any] = {"model": model, "messages": messages, "stream": on_text is not None, "options": options}
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "stream": on_text is not None,
+            "options": options,
+        }
 
         def to_error(status: int, text: str, headers: httpx.Headers) -> ProviderError:
             return self._error(model, status, text, headers)
 
         if on_text is None:
             data = await post_json(
-                self._client, _PATH, body, provider=self.name, model=model, secret=self._key, to_error=to_error
+                self._client,
+                _PATH,
+                body,
+                provider=self.name,
+                model=model,
+                secret=self._key,
+                to_error=to_error,
             )
             text = self._absorb(data, model)
             if not data.get("done"):
@@ -110,8 +121,13 @@ class OllamaProvider:
     def _error(self, model: str, status: int, body: str, headers: httpx.Headers) -> ProviderError:
         message = error_detail(body).get("message")
         return error_from_status(
-            status, body, headers, provider=self.name, model=model,
-            message=message if isinstance(message, str) and message else None, secret=self._key,
+            status,
+            body,
+            headers,
+            provider=self.name,
+            model=model,
+            message=message if isinstance(message, str) and message else None,
+            secret=self._key,
         )
 
     def _malformed(self, what: str, model: str) -> MalformedResponse:

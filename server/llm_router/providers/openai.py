@@ -65,6 +65,12 @@ def _usage(raw: Any) -> Usage | None:
     )
 
 
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"text is a {type(value).__name__}")
+
+
 @dataclass(slots=True)
 class _Stream:
     model: str
@@ -95,7 +101,11 @@ class OpenAIProvider:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         if request.system:
             messages.insert(0, {"role": "system", "content": request.system})
-        body: dict[str, Any] = {"model": model, "messages": messages, self._max_tokens_field: request.max_tokens}
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            self._max_tokens_field: request.max_tokens,
+        }
         if request.temperature is not None:
             body["temperature"] = request.temperature
 
@@ -104,7 +114,13 @@ class OpenAIProvider:
 
         if on_text is None:
             data = await post_json(
-                self._client, _PATH, body, provider=self.name, model=model, secret=self._key, to_error=to_error
+                self._client,
+                _PATH,
+                body,
+                provider=self.name,
+                model=model,
+                secret=self._key,
+                to_error=to_error,
             )
             return self._parse(data, model)
         body["stream"] = True
@@ -154,7 +170,7 @@ class OpenAIProvider:
             state.finish_reason = choice.get("finish_reason") or state.finish_reason
             delta = choice.get("delta") or {}
             state.refusal = state.refusal or bool(delta.get("refusal"))
-            return delta.get("content")
+            return _text(delta.get("content"))
         except _SHAPE_ERRORS:
             raise self._malformed(f"an unreadable stream chunk: {data[:200]!r}", model) from None
 
@@ -164,7 +180,10 @@ class OpenAIProvider:
             message = choice["message"]
             finish = choice.get("finish_reason")
             completion = Completion(
-                message.get("content") or "", data.get("model") or model, _usage(data.get("usage")), finish,
+                _text(message.get("content")) or "",
+                data.get("model") or model,
+                _usage(data.get("usage")),
+                finish,
                 data.get("id"),
             )
         except _SHAPE_ERRORS:
@@ -175,9 +194,7 @@ class OpenAIProvider:
     def _check_filter(self, finish_reason: str | None, refusal: bool, model: str) -> None:
         if finish_reason == "content_filter" or refusal:
             why = "finish_reason content_filter" if finish_reason == "content_filter" else "the model refused"
-            raise ContentFiltered(
-                f"{self.name} withheld the answer ({why})", provider=self.name, model=model
-            )
+            raise ContentFiltered(f"{self.name} withheld the answer ({why})", provider=self.name, model=model)
 
     def _error(self, model: str, status: int, body: str, headers: httpx.Headers) -> ProviderError:
         detail = error_detail(body)
@@ -185,8 +202,13 @@ class OpenAIProvider:
         etype = detail.get("type")
         message = detail.get("message")
         err = error_from_status(
-            status, body, headers, provider=self.name, model=model,
-            message=message if isinstance(message, str) and message else None, secret=self._key,
+            status,
+            body,
+            headers,
+            provider=self.name,
+            model=model,
+            message=message if isinstance(message, str) and message else None,
+            secret=self._key,
         )
         cls = _CODE_CLASS.get(code) if isinstance(code, str) else None
         if cls is None and isinstance(etype, str):
