@@ -23,7 +23,8 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         ledger = getattr(args, "ledger", None) or os.environ.get("LLM_ROUTER_DB") or str(
             Path(tempfile.gettempdir()) / "llm-router-demo.db"
         )
-        return settings_from_dict(demo_config(ledger), source="built-in demo configuration")
+        # A provider whose key is set is served by its real adapter; the rest are mocks.
+        return settings_from_dict(demo_config(ledger, os.environ), source="built-in demo configuration")
     return load_settings(args.config)
 
 

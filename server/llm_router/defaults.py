@@ -82,23 +82,37 @@ def tier_for(model: str) -> Quality | None:
     return None
 
 
+# Base-URL variables honoured for the known providers, as the providers' own SDKs and tools do.
+BASE_URL_VARS = {"anthropic": "ANTHROPIC_BASE_URL", "openai": "OPENAI_BASE_URL", "gemini": "GEMINI_BASE_URL"}
+
+
+def _real_entry(name: str, env: Mapping[str, str], models: list[str]) -> dict[str, Any] | None:
+    """A known provider's real entry when its key (or, for local servers, its address) is set."""
+    kind, base_url, key_vars, _ = KNOWN_PROVIDERS[name]
+    url = env.get(BASE_URL_VARS.get(name, ""), base_url)
+    entry: dict[str, Any] = {"name": name, "kind": kind, "base_url": url, "models": models}
+    if key_vars:
+        present = next((v for v in key_vars if env.get(v)), None)
+        if present is not None:
+            return entry | {"api_key_env": present}
+        if name == "openai" and env.get("OPENAI_BASE_URL"):
+            return entry  # a keyless OpenAI-compatible server (vLLM, LM Studio, llama.cpp)
+        return None
+    host = env.get("OLLAMA_HOST")
+    if not host:
+        return None
+    return entry | {"base_url": host if host.startswith("http") else f"http://{host}"}
+
+
 def builtin_config(env: Mapping[str, str]) -> dict[str, Any]:
     """Used when no config file exists: each known provider whose key is set (Ollama: when
-    ``OLLAMA_HOST`` is set) is enabled with its default models."""
-    providers: list[dict[str, Any]] = []
-    for name, (kind, base_url, key_vars, models) in KNOWN_PROVIDERS.items():
-        entry: dict[str, Any] = {"name": name, "kind": kind, "base_url": base_url, "models": list(models)}
-        if key_vars:
-            present = next((v for v in key_vars if env.get(v)), None)
-            if present is None:
-                continue
-            entry["api_key_env"] = present
-        else:
-            host = env.get("OLLAMA_HOST")
-            if not host:
-                continue
-            entry["base_url"] = host if host.startswith("http") else f"http://{host}"
-        providers.append(entry)
+    ``OLLAMA_HOST`` is set; a keyless OpenAI-compatible server: ``OPENAI_BASE_URL``) is enabled
+    with its default models."""
+    providers = [
+        entry
+        for name, (_, _, _, models) in KNOWN_PROVIDERS.items()
+        if (entry := _real_entry(name, env, list(models))) is not None
+    ]
     return {"providers": providers}
 
 
@@ -115,29 +129,36 @@ _DEMO_MOCKS: tuple[tuple[str, str, tuple[str, ...], float], ...] = (
 _DEMO_FAULTS: dict[str, dict[str, Any]] = {"gemini": {"failure_rate": 0.5, "failure": "rate_limit"}}
 
 
-def demo_config(ledger_path: str) -> dict[str, Any]:
-    """The built-in demo configuration: every provider is a mock that says so."""
-    providers: list[dict[str, Any]] = [
-        {
-            "name": name,
-            "kind": "mock",
-            "models": list(models),
-            "pricing_provider": PRICING_IDS.get(name, name),
-            "mock": {"latency_ms": latency, "imitates": f"{label} (mock: no network, real prices)"}
-            | _DEMO_FAULTS.get(name, {}),
-        }
-        for name, label, models, latency in _DEMO_MOCKS
-    ]
-    providers.append(
-        {
-            "name": "ollama",
-            "kind": "mock",
-            "models": ["llama3.1"],
-            "prices": {"llama3.1": {"input_per_mtok": 0, "output_per_mtok": 0}},
-            "model_overrides": {"llama3.1": {"context_window": 131072}},
-            "mock": {"latency_ms": 60, "imitates": "Ollama (mock: local and free)"},
-        }
-    )
+def demo_config(ledger_path: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The built-in demo configuration. A provider whose key is in ``env`` (Ollama: ``OLLAMA_HOST``;
+    a keyless OpenAI-compatible server: ``OPENAI_BASE_URL``) is the real adapter; every other one
+    is a mock that says so. ``env=None`` (the ``demo`` command) means mocks only."""
+    env = env or {}
+    providers: list[dict[str, Any]] = []
+    for name, label, models, latency in _DEMO_MOCKS:
+        real = _real_entry(name, env, list(models))
+        providers.append(
+            real
+            or {
+                "name": name,
+                "kind": "mock",
+                "models": list(models),
+                "pricing_provider": PRICING_IDS.get(name, name),
+                "mock": {"latency_ms": latency, "imitates": f"{label} (mock: no network, real prices)"}
+                | _DEMO_FAULTS.get(name, {}),
+            }
+        )
+    ollama: dict[str, Any] = {
+        "name": "ollama",
+        "models": ["llama3.1"],
+        "prices": {"llama3.1": {"input_per_mtok": 0, "output_per_mtok": 0}},
+        "model_overrides": {"llama3.1": {"context_window": 131072}},
+    }
+    real_ollama = _real_entry("ollama", env, ["llama3.1"])
+    if real_ollama:
+        providers.append(ollama | real_ollama)
+    else:
+        providers.append(ollama | {"kind": "mock", "mock": {"latency_ms": 60, "imitates": "Ollama (mock: local and free)"}})
     return {
         "ledger": {"path": ledger_path},
         "providers": providers,

@@ -31,6 +31,8 @@ async def _drive(ledger: str) -> int:
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
 
+    # The server is started with the SDK's minimal environment (HOME, PATH, ...): no API key
+    # reaches it, so every provider is a mock and nothing leaves the machine.
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "llm_router", "serve", "--demo", "--ledger", ledger]
     )

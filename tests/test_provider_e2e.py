@@ -1,0 +1,183 @@
+"""The engine on the real adapters, each against a loopback server speaking its provider's format:
+what the ledger records is what the provider reported, call for call, and is priced from that."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_router.calls import CompleteArgs
+from llm_router.config import settings_from_dict
+from llm_router.engine import Engine
+from llm_router.types import Usage, usd_to_nusd
+
+from .fakes import FakeProvider
+from .fakes import Usage as WireUsage
+
+pytestmark = pytest.mark.anyio
+
+# A priced model per kind (Ollama is free), and how each provider reports usage on the wire.
+MODELS = {
+    "anthropic": "claude-haiku-4-5",
+    "openai": "gpt-4o-mini",
+    "gemini": "gemini-2.5-flash",
+    "ollama": "llama3.1",
+}
+
+
+def expected(kind: str, wire: WireUsage) -> Usage:
+    """Our convention: input counts every input token, cached ones included."""
+    if kind == "anthropic":
+        total = wire.input_tokens + wire.cache_read_tokens + wire.cache_write_tokens
+        return Usage(total, wire.output_tokens, wire.cache_read_tokens, wire.cache_write_tokens)
+    if kind == "ollama":
+        return Usage(wire.input_tokens, wire.output_tokens)
+    return Usage(wire.input_tokens + wire.cache_read_tokens, wire.output_tokens, wire.cache_read_tokens)
+
+
+@pytest.fixture
+def fakes() -> Iterator[dict[str, FakeProvider]]:
+    servers = {kind: FakeProvider(kind, models=[MODELS[kind]]) for kind in MODELS}
+    for s in servers.values():
+        s.start()
+    try:
+        yield servers
+    finally:
+        for s in servers.values():
+            s.stop()
+
+
+def real_settings(tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch, **extra: Any):  # type: ignore[no-untyped-def]
+    providers = []
+    for kind, fake in fakes.items():
+        entry: dict[str, Any] = {"name": kind, "kind": kind, "base_url": fake.base_url, "models": [MODELS[kind]], "timeout_s": 5}
+        if fake.api_key:
+            monkeypatch.setenv(f"TEST_{kind.upper()}_KEY", fake.api_key)
+            entry["api_key_env"] = f"TEST_{kind.upper()}_KEY"
+        providers.append(entry)
+    data = {"ledger": {"path": str(tmp_path / "ledger.db")}, "providers": providers,
+            "resilience": {"max_retries": 0}, **extra}
+    return settings_from_dict(data, source="test")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_ledger_tokens_and_cost_equal_what_each_provider_reported(
+    tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    engine = Engine(real_settings(tmp_path, fakes, monkeypatch))
+    sent: dict[str, Usage] = {}
+    try:
+        for i in range(3):
+            for kind, fake in fakes.items():
+                cached = 0 if kind == "ollama" else 7 * i
+                written = 3 * i if kind == "anthropic" else 0
+                wire = WireUsage(input_tokens=40 + i, output_tokens=9 + 2 * i, cache_read_tokens=cached, cache_write_tokens=written)
+                fake.reply(text=f"answer {i} from {kind}", usage=wire)
+                deltas: list[str] = []
+
+                async def progress(_v: float, _t: float | None, message: str) -> None:
+                    deltas.append(message)
+
+                result = await engine.complete(
+                    CompleteArgs(prompt=f"q{i}", model=f"{kind}:{MODELS[kind]}"), progress=progress if stream else None
+                )
+                assert result.text == f"answer {i} from {kind}"
+                sent[result.request_id] = expected(kind, wire)
+                if stream:
+                    assert fake.last_request.json is not None
+                    assert deltas and deltas[0].startswith("asking ")
+        rows = engine.ledger.rows(limit=100)
+        assert len(rows) == len(sent) == 12
+        for row in rows:
+            want = sent[row["id"]]
+            got = Usage(row["input_tokens"], row["output_tokens"], row["cached_tokens"], row["cache_write_tokens"])
+            assert got == want, row["provider"]
+            entry = engine.catalog.get(f"{row['provider']}:{row['model']}")
+            assert row["cost_nusd"] == usd_to_nusd(entry.cost_usd(want))
+            assert row["cost_estimated"] == 0
+            prices = json.loads(row["prices"])
+            assert prices["source"] == entry.price_source
+        totals = engine.ledger.totals()
+        assert totals["input_tokens"] == sum(u.input_tokens for u in sent.values())
+        assert totals["output_tokens"] == sum(u.output_tokens for u in sent.values())
+    finally:
+        await engine.aclose()
+
+
+async def test_cached_tokens_are_priced_at_the_cached_rate(
+    tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine(real_settings(tmp_path, fakes, monkeypatch))
+    try:
+        fakes["anthropic"].reply(usage=WireUsage(input_tokens=1000, output_tokens=100, cache_read_tokens=9000))
+        result = await engine.complete(CompleteArgs(prompt="q", model="anthropic:claude-haiku-4-5"))
+        # Haiku 4.5: $1/M input, $0.10/M cache read, $5/M output.
+        assert Decimal(result.cost_usd) == Decimal("0.001") + Decimal("0.0009") + Decimal("0.0005")
+        assert result.usage.cached_tokens == 9000 and result.usage.input_tokens == 10000
+    finally:
+        await engine.aclose()
+
+
+async def test_a_reply_without_usage_is_estimated_and_marked(
+    tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine(real_settings(tmp_path, fakes, monkeypatch))
+    try:
+        fakes["openai"].fault("no_usage")
+        result = await engine.complete(CompleteArgs(prompt="q", model="openai:gpt-4o-mini"))
+        assert result.usage.estimated
+        assert engine.ledger.rows()[0]["cost_estimated"] == 1
+    finally:
+        await engine.aclose()
+
+
+async def test_a_stream_cut_midway_is_a_failed_attempt_and_the_next_provider_answers(
+    tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine(real_settings(tmp_path, fakes, monkeypatch))
+    try:
+        fakes["anthropic"].fault("cut_stream", after_chunks=1)
+
+        async def progress(_v: float, _t: float | None, _m: str) -> None:
+            return None
+
+        result = await engine.complete(
+            CompleteArgs(prompt="q", model=["anthropic:claude-haiku-4-5", "openai:gpt-4o-mini"]), progress=progress
+        )
+        assert [(a.model, a.outcome, a.error_code) for a in result.attempts] == [
+            ("anthropic:claude-haiku-4-5", "error", "malformed_response"), ("openai:gpt-4o-mini", "ok", None)]
+        assert result.provider == "openai"
+    finally:
+        await engine.aclose()
+
+
+@pytest.mark.slow
+async def test_the_demo_configuration_routes_to_the_real_adapter_when_a_key_is_set(
+    tmp_path: Path, fakes: dict[str, FakeProvider]
+) -> None:
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    anthropic = fakes["anthropic"]
+    env = {k: v for k, v in os.environ.items() if k in ("HOME", "PATH")}
+    env |= {"ANTHROPIC_API_KEY": anthropic.api_key, "ANTHROPIC_BASE_URL": anthropic.base_url}
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "llm_router", "serve", "--demo", "--ledger", str(tmp_path / "d.db")], env=env
+    )
+    anthropic.reply(text="from the loopback Anthropic", usage=WireUsage(input_tokens=12, output_tokens=5))
+    async with Client(params) as client:
+        providers = json.loads((await client.read_resource("llm-router://providers")).contents[0].text)["providers"]
+        kinds = {p["name"]: p["kind"] for p in providers}
+        assert kinds == {"anthropic": "anthropic", "openai": "mock", "gemini": "mock", "ollama": "mock"}
+        result = await client.call_tool("complete", {"prompt": "hello", "model": "anthropic:claude-haiku-4-5"})
+        assert not result.is_error, result.content
+        assert result.structured_content["text"] == "from the loopback Anthropic"
+        assert result.structured_content["usage"]["input_tokens"] == 12
+    assert anthropic.counts["/v1/messages"] == 1
