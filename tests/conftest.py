@@ -103,3 +103,47 @@ async def client(engine: Engine) -> AsyncIterator[Any]:
 
     async with Client(create_server(engine)) as c:
         yield c
+
+
+# -- the real adapters against loopback fakes -------------------------------------------------
+
+# A priced model per kind (Ollama is free).
+FAKE_MODELS = {
+    "anthropic": "claude-haiku-4-5",
+    "openai": "gpt-4o-mini",
+    "gemini": "gemini-2.5-flash",
+    "ollama": "llama3.1",
+}
+
+
+@pytest.fixture
+def fakes() -> Iterator[dict[str, Any]]:
+    """One loopback server per provider kind, speaking that provider's wire format."""
+    from .fakes import FakeProvider
+
+    servers = {kind: FakeProvider(kind, models=[FAKE_MODELS[kind]]) for kind in FAKE_MODELS}
+    for server in servers.values():
+        server.start()
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def settings_for_fakes(
+    tmp_path: Path, fakes: dict[str, Any], monkeypatch: pytest.MonkeyPatch, *, timeout_s: float = 5,
+    base_urls: dict[str, str] | None = None, **sections: Any,
+) -> Settings:
+    """Settings whose providers are the real adapters pointed at ``fakes`` (keys set in the env)."""
+    providers = []
+    for kind, fake in fakes.items():
+        entry: dict[str, Any] = {"name": kind, "kind": kind, "base_url": (base_urls or {}).get(kind, fake.base_url),
+                                 "models": [FAKE_MODELS[kind]], "timeout_s": timeout_s}
+        if fake.api_key:
+            monkeypatch.setenv(f"TEST_{kind.upper()}_KEY", fake.api_key)
+            entry["api_key_env"] = f"TEST_{kind.upper()}_KEY"
+        providers.append(entry)
+    data = {"ledger": {"path": str(tmp_path / "ledger.db")}, "providers": providers,
+            "resilience": {"max_retries": 0}} | sections
+    return settings_from_dict(data, source="test")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,16 @@ from typing import Any
 import pytest
 
 from llm_router.calls import CompleteArgs
-from llm_router.config import settings_from_dict
 from llm_router.engine import Engine
 from llm_router.types import Usage, usd_to_nusd
 
+from .conftest import FAKE_MODELS, settings_for_fakes
 from .fakes import FakeProvider
 from .fakes import Usage as WireUsage
 
 pytestmark = pytest.mark.anyio
 
-# A priced model per kind (Ollama is free), and how each provider reports usage on the wire.
-MODELS = {
-    "anthropic": "claude-haiku-4-5",
-    "openai": "gpt-4o-mini",
-    "gemini": "gemini-2.5-flash",
-    "ollama": "llama3.1",
-}
+MODELS = FAKE_MODELS
 
 
 def expected(kind: str, wire: WireUsage) -> Usage:
@@ -42,36 +35,11 @@ def expected(kind: str, wire: WireUsage) -> Usage:
     return Usage(wire.input_tokens + wire.cache_read_tokens, wire.output_tokens, wire.cache_read_tokens)
 
 
-@pytest.fixture
-def fakes() -> Iterator[dict[str, FakeProvider]]:
-    servers = {kind: FakeProvider(kind, models=[MODELS[kind]]) for kind in MODELS}
-    for s in servers.values():
-        s.start()
-    try:
-        yield servers
-    finally:
-        for s in servers.values():
-            s.stop()
-
-
-def real_settings(tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch, **extra: Any):  # type: ignore[no-untyped-def]
-    providers = []
-    for kind, fake in fakes.items():
-        entry: dict[str, Any] = {"name": kind, "kind": kind, "base_url": fake.base_url, "models": [MODELS[kind]], "timeout_s": 5}
-        if fake.api_key:
-            monkeypatch.setenv(f"TEST_{kind.upper()}_KEY", fake.api_key)
-            entry["api_key_env"] = f"TEST_{kind.upper()}_KEY"
-        providers.append(entry)
-    data = {"ledger": {"path": str(tmp_path / "ledger.db")}, "providers": providers,
-            "resilience": {"max_retries": 0}, **extra}
-    return settings_from_dict(data, source="test")
-
-
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 async def test_ledger_tokens_and_cost_equal_what_each_provider_reported(
     tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch, stream: bool
 ) -> None:
-    engine = Engine(real_settings(tmp_path, fakes, monkeypatch))
+    engine = Engine(settings_for_fakes(tmp_path, fakes, monkeypatch))
     sent: dict[str, Usage] = {}
     try:
         for i in range(3):
@@ -114,7 +82,7 @@ async def test_ledger_tokens_and_cost_equal_what_each_provider_reported(
 async def test_cached_tokens_are_priced_at_the_cached_rate(
     tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = Engine(real_settings(tmp_path, fakes, monkeypatch))
+    engine = Engine(settings_for_fakes(tmp_path, fakes, monkeypatch))
     try:
         fakes["anthropic"].reply(usage=WireUsage(input_tokens=1000, output_tokens=100, cache_read_tokens=9000))
         result = await engine.complete(CompleteArgs(prompt="q", model="anthropic:claude-haiku-4-5"))
@@ -128,7 +96,7 @@ async def test_cached_tokens_are_priced_at_the_cached_rate(
 async def test_a_reply_without_usage_is_estimated_and_marked(
     tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = Engine(real_settings(tmp_path, fakes, monkeypatch))
+    engine = Engine(settings_for_fakes(tmp_path, fakes, monkeypatch))
     try:
         fakes["openai"].fault("no_usage")
         result = await engine.complete(CompleteArgs(prompt="q", model="openai:gpt-4o-mini"))
@@ -141,7 +109,7 @@ async def test_a_reply_without_usage_is_estimated_and_marked(
 async def test_a_stream_cut_midway_is_a_failed_attempt_and_the_next_provider_answers(
     tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = Engine(real_settings(tmp_path, fakes, monkeypatch))
+    engine = Engine(settings_for_fakes(tmp_path, fakes, monkeypatch))
     try:
         fakes["anthropic"].fault("cut_stream", after_chunks=1)
 

@@ -56,6 +56,8 @@ class ModelEntry:
     capabilities: tuple[str, ...] = ("text", "streaming", "system_prompt")
     _genai: Any = field(default=None, repr=False)
     """(ModelInfo, Provider) from genai-prices, when the price comes from there."""
+    _tiers: tuple[tuple[int, Prices], ...] = field(default=(), repr=False)
+    """Long-context prices: (start, prices) that apply to a whole call above ``start`` input tokens."""
 
     @property
     def free(self) -> bool:
@@ -99,7 +101,10 @@ class ModelEntry:
         if self.prices is None:
             return None
         p = self.prices
-        dearest_in = max(p.input, p.cache_write)
+        for start, tier_prices in self._tiers:
+            if input_tokens > start:
+                p = tier_prices
+        dearest_in = max(p.input, p.cache_write, p.cache_read)
         return math.ceil((input_tokens * dearest_in + max_tokens * p.output) * NUSD_PER_USD / _MTOK)
 
     def typical_nusd(self, input_tokens: int, output_tokens: int) -> int | None:
@@ -145,11 +150,26 @@ def _genai_lookup(provider_ids: list[str], model: str) -> tuple[Any, Any] | None
     return None
 
 
-def _price_of(value: Any) -> Decimal:
-    """A genai-prices price field: a Decimal, a tiered price (use its base), or None (→ 0)."""
+def _price_of(value: Any, input_tokens: int = 0) -> Decimal:
+    """A genai-prices price field: a Decimal, a tiered price, or None (→ 0). A tiered price is
+    its base, or the tier a call of ``input_tokens`` falls in (genai-prices' "cliff" rule)."""
     if value is None:
         return Decimal(0)
-    return Decimal(getattr(value, "base", value))
+    price = getattr(value, "base", value)
+    for tier in getattr(value, "tiers", ()):
+        if input_tokens > tier.start:
+            price = tier.price
+    return Decimal(price)
+
+
+def _genai_prices(mp: Any, input_tokens: int = 0) -> Prices:
+    inp = _price_of(mp.input_mtok, input_tokens)
+    return Prices(
+        input=inp,
+        output=_price_of(mp.output_mtok, input_tokens),
+        cache_read=_price_of(mp.cache_read_mtok, input_tokens) if mp.cache_read_mtok is not None else inp,
+        cache_write=_price_of(mp.cache_write_mtok, input_tokens) if mp.cache_write_mtok is not None else inp,
+    )
 
 
 def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
@@ -158,6 +178,7 @@ def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
     override = cfg.model_overrides.get(model)
     genai = None
     prices: Prices | None = None
+    tiers: tuple[tuple[int, Prices], ...] = ()
     price_source = "unknown: set [providers.prices.\"%s\"] in the config" % model
     configured = cfg.prices.get(model)
     ids = [i for i in (cfg.pricing_provider, cfg.name, PRICING_IDS.get(cfg.kind)) if i]
@@ -177,13 +198,15 @@ def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
     elif found is not None:
         info, provider = found
         mp = info.get_prices(datetime.now(tz=UTC))
-        inp = _price_of(mp.input_mtok)
-        prices = Prices(
-            input=inp,
-            output=_price_of(mp.output_mtok),
-            cache_read=_price_of(mp.cache_read_mtok) if mp.cache_read_mtok is not None else inp,
-            cache_write=_price_of(mp.cache_write_mtok) if mp.cache_write_mtok is not None else inp,
+        prices = _genai_prices(mp)
+        starts = sorted(
+            {
+                t.start
+                for v in (mp.input_mtok, mp.output_mtok, mp.cache_read_mtok, mp.cache_write_mtok)
+                for t in getattr(v, "tiers", ())
+            }
         )
+        tiers = tuple((start, _genai_prices(mp, start + 1)) for start in starts)
         genai = found
         price_source = f"genai-prices {genai_prices.__version__}: {provider.id}/{info.id}"
     elif cfg.kind == "ollama":
@@ -201,8 +224,10 @@ def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
         tier, tier_source = override.tier, "config"
     elif (pattern_tier := tier_for(model)) is not None:
         tier, tier_source = pattern_tier, "built-in table"
-    else:
+    elif prices is not None:
         tier, tier_source = _tier_from_price(prices), "inferred from output price"
+    else:
+        tier, tier_source = "medium", "assumed (no tier pattern and no price; set model_overrides)"
 
     return ModelEntry(
         ref=f"{cfg.name}:{model}",
@@ -217,6 +242,7 @@ def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
         tier_source=tier_source,
         max_output_tokens=override.max_output_tokens if override else None,
         _genai=genai if configured is None else None,
+        _tiers=tiers,
     )
 
 

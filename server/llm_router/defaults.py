@@ -45,6 +45,7 @@ TIER_PATTERNS: tuple[tuple[str, Quality], ...] = (
     ("*opus*", "critical"),
     ("gpt-5-pro*", "critical"),
     ("gpt-5.*-pro*", "critical"),
+    ("o1-mini*", "high"),
     ("o1*", "critical"),
     ("o3", "critical"),
     ("gemini-*-pro*", "high"),

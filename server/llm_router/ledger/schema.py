@@ -128,17 +128,37 @@ def create_events(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
 
 
-def migrate(db: sqlite_utils.Database) -> list[str]:
-    """Apply what is missing; return the names applied now."""
+def _pending(db: sqlite_utils.Database) -> list[tuple[str, Migration]]:
     if "_migrations" not in db.table_names():
-        db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+        return list(MIGRATIONS)
     done = {row["name"] for row in db["_migrations"].rows}
-    applied: list[str] = []
-    for name, fn in MIGRATIONS:
-        if name in done:
-            continue
-        with db.conn:
+    return [(name, fn) for name, fn in MIGRATIONS if name not in done]
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply what is missing; return the names applied now.
+
+    All in one ``BEGIN IMMEDIATE`` transaction, re-checked once the write lock is held: several
+    processes may open a new ledger at the same moment, and only one of them must migrate it.
+    """
+    if not _pending(db):
+        return []
+    conn = db.conn
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        if "_migrations" not in db.table_names():
+            db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+        applied: list[str] = []
+        for name, fn in _pending(db):
             fn(db)
             db["_migrations"].insert({"name": name, "applied_at": datetime.now(UTC).isoformat()})
-        applied.append(name)
+            applied.append(name)
+    except BaseException:
+        if own:
+            conn.execute("ROLLBACK")
+        raise
+    if own:
+        conn.execute("COMMIT")
     return applied

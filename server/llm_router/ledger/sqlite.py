@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -182,7 +183,7 @@ class Ledger:
         reservation id; otherwise hold nothing and return the first refusal."""
         now = time.time()
         with self._tx() as c:
-            c.execute("DELETE FROM reservations WHERE expires_at < ?", (now,))
+            self._reclaim(c, now, dead_pids=False)
             for check in checks:
                 spent, reserved = self._usage(check)
                 if spent + reserved + amount_nusd > check.limit_nusd:
@@ -225,30 +226,34 @@ class Ledger:
 
     def reclaim(self, *, dead_pids: bool = True) -> int:
         """Free reservations that expired, or (same host) whose process is gone. Logged as events."""
-        now = time.time()
         with self._tx() as c:
-            doomed = c.execute(
-                "SELECT id, request_id, pid, host, amount_nusd FROM reservations WHERE expires_at < ?", (now,)
-            ).fetchall()
-            if dead_pids:
-                for row in c.execute(
-                    "SELECT id, request_id, pid, host, amount_nusd FROM reservations WHERE host = ? AND pid != ?",
-                    (_HOST, self._pid),
-                ).fetchall():
-                    if not _alive(row[2]):
-                        doomed.append(row)
-            for rid, request_id, pid, host, amount in doomed:
-                c.execute("DELETE FROM reservations WHERE id = ?", (rid,))
-                c.execute(
-                    "INSERT INTO events (ts, kind, detail) VALUES (?, 'reservation_reclaimed', ?)",
-                    (
-                        _now_iso(),
-                        json.dumps(
-                            {"reservation": rid, "request_id": request_id, "pid": pid, "host": host, "amount_nusd": amount}
-                        ),
+            return self._reclaim(c, time.time(), dead_pids=dead_pids)
+
+    def _reclaim(self, c: sqlite3.Connection, now: float, *, dead_pids: bool) -> int:
+        doomed = c.execute(
+            "SELECT id, request_id, pid, host, amount_nusd FROM reservations WHERE expires_at < ?", (now,)
+        ).fetchall()
+        if dead_pids:
+            # Only the unexpired ones: an expired reservation of a dead process is already doomed.
+            for row in c.execute(
+                "SELECT id, request_id, pid, host, amount_nusd FROM reservations"
+                " WHERE host = ? AND pid != ? AND expires_at >= ?",
+                (_HOST, self._pid, now),
+            ).fetchall():
+                if not _alive(row[2]):
+                    doomed.append(row)
+        for rid, request_id, pid, host, amount in doomed:
+            c.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+            c.execute(
+                "INSERT INTO events (ts, kind, detail) VALUES (?, 'reservation_reclaimed', ?)",
+                (
+                    _now_iso(),
+                    json.dumps(
+                        {"reservation": rid, "request_id": request_id, "pid": pid, "host": host, "amount_nusd": amount}
                     ),
-                )
-            return len(doomed)
+                ),
+            )
+        return len(doomed)
 
     def budget_overrides(self) -> dict[tuple[str, str], int | None]:
         with self._lock:
@@ -331,7 +336,9 @@ class Ledger:
                 c.execute("UPDATE requests SET day = ? WHERE id = ?", (day_of(ts), rid))
             c.execute("DELETE FROM rollups")
             c.execute(
-                "INSERT INTO rollups SELECT day, coalesce(provider, ''), coalesce(model, ''), tag, task_type, count(*),"
+                "INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, input_tokens,"
+                " output_tokens, cached_tokens, cost_nusd, reference_cost_nusd)"
+                " SELECT day, coalesce(provider, ''), coalesce(model, ''), tag, task_type, count(*),"
                 " sum(status != 'ok'), sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cost_nusd),"
                 " sum(coalesce(reference_cost_nusd, 0)) FROM requests"
                 " GROUP BY day, coalesce(provider, ''), coalesce(model, ''), tag, task_type"
@@ -377,6 +384,9 @@ class _Transaction:
 
 
 def _alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        # There os.kill(pid, 0) does not probe: it terminates the process. Expiry reclaims instead.
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
