@@ -38,12 +38,13 @@ def state(scope: str, limit: str, spent: str, reserved: str = "0") -> LimitState
 
 
 def route(catalog: Catalog, budget: BudgetSnapshot | None = None, *, availability: Any = None,
-          circuit: Any = None, latency: Any = None, **kw: Any) -> Decision:
+          circuit: Any = None, latency: Any = None, error_rate_of: Any = None, **kw: Any) -> Decision:
     req = RouteRequest(**{"input_tokens_bound": 200, "input_tokens_typical": 50, "max_tokens": 500, **kw})
     return decide(
         req, catalog=catalog, rules=RULES, default_strategy="balanced", default_quality="medium",
         availability=availability or ALL_UP, circuit=circuit or (lambda ref: (True, None)),
         latency_of=latency or (lambda ref: None), budget=budget or snapshot(),
+        error_rate_of=error_rate_of or (lambda ref: None),
     )
 
 
@@ -126,7 +127,14 @@ def test_fastest_prefers_the_model_with_the_lowest_observed_latency(catalog: Cat
 def test_balanced_prefers_a_model_that_meets_the_quality_without_overshooting(catalog: Catalog) -> None:
     d = route(catalog, quality="medium")
     assert d.chain[0].entry.tier == "medium"
-    assert set(d.chain[0].parts) == {"quality_fit", "cost", "speed"}
+    assert set(d.chain[0].parts) == {"quality_fit", "cost", "speed", "reliability"}
+
+
+def test_recent_errors_lower_a_model_in_balanced_ranking(catalog: Catalog) -> None:
+    first = route(catalog, quality="medium").chain[0].ref
+    flaky = route(catalog, quality="medium", latency=None, error_rate_of=lambda ref: 0.9 if ref == first else 0.0)
+    assert flaky.chain[0].ref != first
+    assert next(c for c in flaky.chain if c.ref == first).parts["reliability"] == pytest.approx(0.1)
 
 
 def test_max_cost_and_the_per_request_limit_exclude_dear_models(catalog: Catalog) -> None:

@@ -199,6 +199,7 @@ class Engine:
             availability=self.availability,
             circuit=self.health.allows,
             latency_of=self.health.p50_ms,
+            error_rate_of=self.health.error_rate,
             budget=snapshot,
         )
 

@@ -125,6 +125,7 @@ Availability = Mapping[str, tuple[bool, str]]
 CircuitCheck = Callable[[str], tuple[bool, float | None]]
 """model ref → (may call now, unix time of next try when not)."""
 LatencyOf = Callable[[str], float | None]
+"""model ref → recent median latency in ms (None when unknown); also used for error rates (0..1)."""
 
 
 def decide(
@@ -138,6 +139,7 @@ def decide(
     circuit: CircuitCheck,
     latency_of: LatencyOf,
     budget: BudgetSnapshot,
+    error_rate_of: LatencyOf = lambda ref: None,
 ) -> Decision:
     strategy = req.strategy or default_strategy
     quality = req.quality or default_quality
@@ -215,7 +217,7 @@ def decide(
     steps.append(f"budget (tier {overall_tier}): {len(candidates)} within every limit")
 
     # 6. Score.
-    _score(candidates, strategy, quality, latency_of)
+    _score(candidates, strategy, quality, latency_of, error_rate_of)
     if ordered:
         steps.append("order kept as given; scores shown for information")
     else:
@@ -229,7 +231,9 @@ def decide(
     return Decision(req, source, strategy, quality, candidates, excluded, steps, overall_tier, budget)
 
 
-def _score(cands: list[Candidate], strategy: Strategy, quality: Quality, latency_of: LatencyOf) -> None:
+def _score(
+    cands: list[Candidate], strategy: Strategy, quality: Quality, latency_of: LatencyOf, error_rate_of: LatencyOf
+) -> None:
     if not cands:
         return
     logs = [math.log10(c.typical_nusd + 1) for c in cands]
@@ -243,6 +247,8 @@ def _score(cands: list[Candidate], strategy: Strategy, quality: Quality, latency
         p50 = latency_of(c.ref)
         speed = 0.5 if p50 is None else 1 / (1 + p50 / 1000)
         capability = rank / (len(QUALITIES) - 1)
+        errors = error_rate_of(c.ref)
+        reliability = 1.0 if errors is None else 1.0 - errors
         if strategy == "cheapest":
             c.parts = {"cost": cost, "quality_fit": fit}
             c.score = 0.9 * cost + 0.1 * fit
@@ -250,8 +256,8 @@ def _score(cands: list[Candidate], strategy: Strategy, quality: Quality, latency
             c.parts = {"capability": capability, "cost": cost}
             c.score = 0.9 * capability + 0.1 * cost
         elif strategy == "fastest":
-            c.parts = {"speed": speed, "cost": cost}
-            c.score = 0.85 * speed + 0.15 * cost
+            c.parts = {"speed": speed, "reliability": reliability, "cost": cost}
+            c.score = 0.7 * speed + 0.2 * reliability + 0.1 * cost
         else:
-            c.parts = {"quality_fit": fit, "cost": cost, "speed": speed}
-            c.score = 0.45 * fit + 0.4 * cost + 0.15 * speed
+            c.parts = {"quality_fit": fit, "cost": cost, "speed": speed, "reliability": reliability}
+            c.score = 0.4 * fit + 0.35 * cost + 0.1 * speed + 0.15 * reliability
