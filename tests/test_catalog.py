@@ -415,3 +415,25 @@ def test_catalog_lists_every_configured_model_once(catalog: Catalog) -> None:
         "anthropic:claude-sonnet-4-5",
         "anthropic:claude-opus-4-5",
     ]
+
+
+@hypothesis_settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    ref=st.sampled_from(["anthropic:claude-sonnet-4-5", "anthropic:claude-haiku-4-5", "openai:gpt-4o-mini",
+                         "gemini:gemini-2.5-pro", "gemini:gemini-2.5-flash"]),
+    fresh=st.integers(0, 1_500_000),
+    cached=st.integers(0, 500_000),
+    written=st.integers(0, 200_000),
+    output=st.integers(0, 100_000),
+)
+def test_our_per_call_arithmetic_always_equals_genai_prices(
+    ref: str, fresh: int, cached: int, written: int, output: int
+) -> None:
+    """The hot path prices with extracted figures; genai-prices itself is the reference."""
+    entry = _catalog().get(ref)
+    provider_id = "google" if ref.startswith("gemini:") else ref.split(":")[0]
+    if provider_id != "anthropic":
+        written = 0  # only Anthropic reports cache writes
+    usage = Usage(input_tokens=fresh + cached + written, output_tokens=output, cache_read_tokens=cached,
+                  cache_write_tokens=written)
+    assert entry.cost_usd(usage) == genai_cost(entry.model, provider_id, usage)

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from .config import BudgetConfig
 from .ledger import Ledger, LimitCheck, Refusal
-from .types import BudgetExceeded, InvalidInput, nusd_to_usd, usd_to_nusd
+from .types import BudgetExceeded, InvalidInput, usd_str, usd_to_nusd
 
 __all__ = ["Period", "Tier", "Limit", "Clock", "Budget", "BudgetSnapshot", "tier_of", "parse_scope"]
 
@@ -114,14 +114,14 @@ class LimitState:
         d: dict[str, Any] = {
             "scope": self.limit.scope,
             "period": self.limit.period,
-            "limit_usd": str(nusd_to_usd(self.limit.limit_nusd)),
+            "limit_usd": usd_str(self.limit.limit_nusd),
             "source": self.limit.source,
         }
         if self.check is not None:
             d |= {
-                "spent_usd": str(nusd_to_usd(self.spent_nusd)),
-                "reserved_usd": str(nusd_to_usd(self.reserved_nusd)),
-                "remaining_usd": str(nusd_to_usd(self.remaining_nusd)),
+                "spent_usd": usd_str(self.spent_nusd),
+                "reserved_usd": usd_str(self.reserved_nusd),
+                "remaining_usd": usd_str(self.remaining_nusd),
                 "percent_used": round(self.fraction * 100, 2),
                 "tier": tier_of(self.fraction),
                 "period_start": self.check.first_day,

@@ -89,9 +89,13 @@ Period = Literal["today", "yesterday", "this_week", "this_month", "last_7_days",
 Grouping = Literal["provider", "model", "task_type", "tag", "day"]
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once: json.dumps with
+# arguments builds a new encoder per call
+
+
 def prompt_hash(system: str | None, messages: list[tuple[str, str]]) -> str:
-    payload = json.dumps({"system": system, "messages": messages}, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()
+    """SHA-256 of the prompt, what the ledger keeps instead of the text (unless store_prompts)."""
+    return hashlib.sha256(_COMPACT.encode({"system": system, "messages": messages}).encode()).hexdigest()
 
 
 class UsageOut(BaseModel):

@@ -23,7 +23,7 @@ from typing import Any
 
 from .budget import BudgetSnapshot, Tier
 from .catalog import Catalog, ModelEntry
-from .types import QUALITIES, Quality, Strategy, nusd_to_usd
+from .types import QUALITIES, Quality, Strategy, usd_str
 
 __all__ = ["RouteRequest", "Candidate", "Excluded", "Decision", "decide", "TYPICAL_OUTPUT_TOKENS"]
 
@@ -66,8 +66,8 @@ class Candidate:
             "tier": self.entry.tier,
             "score": round(self.score, 4),
             "score_parts": {k: round(v, 4) for k, v in self.parts.items()},
-            "estimated_cost_usd": str(nusd_to_usd(self.typical_nusd)),
-            "worst_case_cost_usd": str(nusd_to_usd(self.worst_case_nusd)),
+            "estimated_cost_usd": usd_str(self.typical_nusd),
+            "worst_case_cost_usd": usd_str(self.worst_case_nusd),
             "budget_tier": self.budget_tier,
         }
 
@@ -107,11 +107,11 @@ class Decision:
             "estimated_cost_usd": None
             if head is None
             else {
-                "typical": str(nusd_to_usd(head.typical_nusd)),
-                "worst_case": str(nusd_to_usd(head.worst_case_nusd)),
+                "typical": usd_str(head.typical_nusd),
+                "worst_case": usd_str(head.worst_case_nusd),
                 "range_over_chain": [
-                    str(nusd_to_usd(min(c.typical_nusd for c in self.chain))),
-                    str(nusd_to_usd(max(c.worst_case_nusd for c in self.chain))),
+                    usd_str(min(c.typical_nusd for c in self.chain)),
+                    usd_str(max(c.worst_case_nusd for c in self.chain)),
                 ],
             },
             "candidates": [c.to_dict() for c in self.chain],
@@ -199,14 +199,14 @@ def decide(
             excluded.append(Excluded(e.ref, "no_price", f"no price known ({e.price_source}); it cannot be budgeted"))
             continue
         if req.max_cost_nusd is not None and worst > req.max_cost_nusd:
-            excluded.append(Excluded(e.ref, "over_max_cost", f"worst case ${nusd_to_usd(worst)} is above max_cost_usd ${nusd_to_usd(req.max_cost_nusd)}"))
+            excluded.append(Excluded(e.ref, "over_max_cost", f"worst case ${usd_str(worst)} is above max_cost_usd ${usd_str(req.max_cost_nusd)}"))
             continue
         if budget.per_request_nusd is not None and worst > budget.per_request_nusd:
-            excluded.append(Excluded(e.ref, "over_budget", f"worst case ${nusd_to_usd(worst)} is above the per-request limit ${nusd_to_usd(budget.per_request_nusd)}"))
+            excluded.append(Excluded(e.ref, "over_budget", f"worst case ${usd_str(worst)} is above the per-request limit ${usd_str(budget.per_request_nusd)}"))
             continue
         room, state = budget.headroom(e.provider)
         if room is not None and state is not None and worst > room:
-            excluded.append(Excluded(e.ref, "over_budget", f"worst case ${nusd_to_usd(worst)} does not fit: {state.limit.scope} {state.limit.period} has ${nusd_to_usd(room)} left (resets {state.check.resets_at if state.check else 'never'})"))
+            excluded.append(Excluded(e.ref, "over_budget", f"worst case ${usd_str(worst)} does not fit: {state.limit.scope} {state.limit.period} has ${usd_str(room)} left (resets {state.check.resets_at if state.check else 'never'})"))
             continue
         tier = budget.tier(e.provider)
         if tier in ("restricted", "exhausted") and not e.free:

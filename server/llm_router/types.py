@@ -25,6 +25,7 @@ __all__ = [
     "Completion",
     "usd_to_nusd",
     "nusd_to_usd",
+    "usd_str",
     "parse_model_ref",
     "RouterError",
     "InvalidInput",
@@ -57,6 +58,14 @@ def usd_to_nusd(amount: Decimal | int | str, *, round_up: bool = False) -> int:
     """Dollars as integer nano-dollars. ``round_up`` is for reservations, which must never fall short."""
     value = Decimal(amount) * NUSD_PER_USD
     return int(value.to_integral_value(rounding=ROUND_CEILING if round_up else ROUND_HALF_EVEN))
+
+
+def usd_str(amount: int) -> str:
+    """Nano-dollars as a plain decimal string of dollars ("0.0000001", "50", "1.25"): never in
+    exponent form, exact, and cheap (integer arithmetic only)."""
+    sign = "-" if amount < 0 else ""
+    whole, frac = divmod(abs(amount), NUSD_PER_USD)
+    return f"{sign}{whole}.{frac:09d}".rstrip("0") if frac else f"{sign}{whole}"
 
 
 def nusd_to_usd(amount: int) -> Decimal:
@@ -208,9 +217,9 @@ class BudgetExceeded(RouterError):
         self.resets_at = resets_at
         when = f"; it resets at {resets_at}" if resets_at else ""
         super().__init__(
-            f"budget {limit_name} of ${nusd_to_usd(limit_nusd)} would be exceeded: "
-            f"${nusd_to_usd(spent_nusd)} spent, ${nusd_to_usd(reserved_nusd)} held by calls in flight, "
-            f"this call may cost up to ${nusd_to_usd(needed_nusd)}{when}. "
+            f"budget {limit_name} of ${usd_str(limit_nusd)} would be exceeded: "
+            f"${usd_str(spent_nusd)} spent, ${usd_str(reserved_nusd)} held by calls in flight, "
+            f"this call may cost up to ${usd_str(needed_nusd)}{when}. "
             "Raise the limit with set_budget, lower max_tokens, or ask for a cheaper model."
         )
 
@@ -218,10 +227,10 @@ class BudgetExceeded(RouterError):
         return {
             **super().to_dict(),
             "limit": self.limit_name,
-            "limit_usd": str(nusd_to_usd(self.limit_nusd)),
-            "spent_usd": str(nusd_to_usd(self.spent_nusd)),
-            "reserved_usd": str(nusd_to_usd(self.reserved_nusd)),
-            "needed_usd": str(nusd_to_usd(self.needed_nusd)),
+            "limit_usd": usd_str(self.limit_nusd),
+            "spent_usd": usd_str(self.spent_nusd),
+            "reserved_usd": usd_str(self.reserved_nusd),
+            "needed_usd": usd_str(self.needed_nusd),
             "resets_at": self.resets_at,
         }
 
