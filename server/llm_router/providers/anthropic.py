@@ -18,17 +18,13 @@ from ..types import (
     Usage,
 )
 from .base import (
+    HttpAdapter,
     HttpSettings,
-    ProbeResult,
     TextCallback,
     error_detail,
     error_from_status,
     iter_sse,
     json_or_malformed,
-    make_client,
-    open_stream,
-    post_json,
-    probe_models,
     reclassify,
 )
 
@@ -76,16 +72,15 @@ class _Stream:
     done: bool = False
 
 
-class AnthropicProvider:
+class AnthropicProvider(HttpAdapter):
     kind = "anthropic"
+    models_path = _MODELS_PATH
 
     def __init__(self, settings: HttpSettings) -> None:
-        self.name = settings.name
-        self._key = settings.api_key
         headers = {"anthropic-version": API_VERSION}
         if settings.api_key:
             headers["x-api-key"] = settings.api_key
-        self._client = make_client(settings, headers)
+        super().__init__(settings, headers)
 
     async def complete(
         self, model: str, request: CompletionRequest, *, on_text: TextCallback | None = None
@@ -100,24 +95,12 @@ class AnthropicProvider:
         if request.temperature is not None:
             body["temperature"] = request.temperature
 
-        def to_error(status: int, text: str, headers: httpx.Headers) -> ProviderError:
-            return self._error(model, status, text, headers)
 
         if on_text is None:
-            data = await post_json(
-                self._client,
-                _PATH,
-                body,
-                provider=self.name,
-                model=model,
-                secret=self._key,
-                to_error=to_error,
-            )
+            data = await self._post(_PATH, body, model)
             return self._parse(data, model)
         body["stream"] = True
-        async with open_stream(
-            self._client, _PATH, body, provider=self.name, model=model, secret=self._key, to_error=to_error
-        ) as response:
+        async with self._stream(_PATH, body, model) as response:
             state = _Stream(model)
             async for _event, data in iter_sse(response):
                 if state.done:
@@ -192,6 +175,9 @@ class AnthropicProvider:
                 model=model,
             )
 
+    def _model_names(self, data: Any) -> list[str]:
+        return [m["id"] for m in data["data"]]
+
     def _error(
         self, model: str, status: int, body: str, headers: httpx.Headers, *, in_stream: bool = False
     ) -> ProviderError:
@@ -206,19 +192,3 @@ class AnthropicProvider:
         )
         cls = _TYPE_CLASS.get(etype) if isinstance(etype, str) else None
         return reclassify(err, cls) if cls else err
-
-    def _malformed(self, what: str, model: str) -> MalformedResponse:
-        return MalformedResponse(f"{self.name} sent {what}", provider=self.name, model=model)
-
-    async def probe(self) -> ProbeResult:
-        return await probe_models(
-            self._client,
-            _MODELS_PATH,
-            provider=self.name,
-            secret=self._key,
-            to_error=lambda status, text, headers: self._error("", status, text, headers),
-            extract=lambda data: [m["id"] for m in data["data"]],
-        )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

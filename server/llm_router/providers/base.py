@@ -13,7 +13,7 @@ import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -364,3 +364,49 @@ async def probe_models(
 
 def _ms_since(start: float) -> int:
     return int((time.perf_counter() - start) * 1000)
+
+
+class HttpAdapter:
+    """The plumbing every HTTP adapter shares: its name, its key, one pooled client, and the
+    post/stream/probe calls with failures mapped by the adapter's own ``_error``. An adapter
+    subclasses it, sets ``kind`` and ``models_path``, and writes ``complete``, ``_error`` and
+    ``_model_names``."""
+
+    kind: str
+    models_path: str
+
+    def __init__(self, settings: HttpSettings, headers: dict[str, str]) -> None:
+        self.name = settings.name
+        self._key = settings.api_key
+        self._client = make_client(settings, headers)
+
+    def _error(self, model: str, status: int, body: str, headers: httpx.Headers) -> ProviderError:
+        raise NotImplementedError
+
+    def _model_names(self, data: Any) -> list[str]:
+        raise NotImplementedError
+
+    def _mapper(self, model: str) -> ErrorMapper:
+        return lambda status, text, headers: self._error(model, status, text, headers)
+
+    async def _post(self, path: str, body: dict[str, Any], model: str) -> Any:
+        return await post_json(
+            self._client, path, body, provider=self.name, model=model, secret=self._key, to_error=self._mapper(model)
+        )
+
+    def _stream(self, path: str, body: dict[str, Any], model: str) -> AbstractAsyncContextManager[httpx.Response]:
+        return open_stream(
+            self._client, path, body, provider=self.name, model=model, secret=self._key, to_error=self._mapper(model)
+        )
+
+    def _malformed(self, what: str, model: str) -> MalformedResponse:
+        return MalformedResponse(f"{self.name} sent {what}", provider=self.name, model=model)
+
+    async def probe(self) -> ProbeResult:
+        return await probe_models(
+            self._client, self.models_path, provider=self.name, secret=self._key, to_error=self._mapper(""),
+            extract=self._model_names,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -20,18 +20,14 @@ from ..types import (
     Usage,
 )
 from .base import (
+    HttpAdapter,
     RETRY_AFTER_CAP_S,
     HttpSettings,
-    ProbeResult,
     TextCallback,
     error_detail,
     error_from_status,
     iter_sse,
     json_or_malformed,
-    make_client,
-    open_stream,
-    post_json,
-    probe_models,
     reclassify,
 )
 
@@ -81,13 +77,12 @@ class _Answer:
     candidates: bool = False
 
 
-class GeminiProvider:
+class GeminiProvider(HttpAdapter):
     kind = "gemini"
+    models_path = _MODELS_PATH
 
     def __init__(self, settings: HttpSettings) -> None:
-        self.name = settings.name
-        self._key = settings.api_key
-        self._client = make_client(settings, {"x-goog-api-key": settings.api_key} if settings.api_key else {})
+        super().__init__(settings, {"x-goog-api-key": settings.api_key} if settings.api_key else {})
 
     async def complete(
         self, model: str, request: CompletionRequest, *, on_text: TextCallback | None = None
@@ -106,15 +101,11 @@ class GeminiProvider:
             body["systemInstruction"] = {"parts": [{"text": request.system}]}
         name = model.removeprefix("models/")
 
-        def to_error(status: int, text: str, headers: httpx.Headers) -> ProviderError:
-            return self._error(model, status, text, headers)
 
         answer = _Answer(model)
         if on_text is None:
             path = f"/v1beta/models/{name}:generateContent"
-            data = await post_json(
-                self._client, path, body, provider=self.name, model=model, secret=self._key, to_error=to_error
-            )
+            data = await self._post(path, body, model)
             text = self._absorb(answer, data, model)
             if text:
                 answer.parts.append(text)
@@ -122,9 +113,7 @@ class GeminiProvider:
                 raise self._malformed("an answer with no candidates and no block reason", model)
             return self._finish(answer, model)
         path = f"/v1beta/models/{name}:streamGenerateContent?alt=sse"
-        async with open_stream(
-            self._client, path, body, provider=self.name, model=model, secret=self._key, to_error=to_error
-        ) as response:
+        async with self._stream(path, body, model) as response:
             async for _event, data in iter_sse(response):
                 chunk = json_or_malformed(data, provider=self.name, model=model, secret=self._key)
                 text = self._absorb(answer, chunk, model, response.headers)
@@ -181,6 +170,9 @@ class GeminiProvider:
             "".join(answer.parts), answer.model, usage, answer.finish_reason, answer.response_id
         )
 
+    def _model_names(self, data: Any) -> list[str]:
+        return [m["name"].removeprefix("models/") for m in data["models"]]
+
     def _error(self, model: str, status: int, text: str, headers: httpx.Headers) -> ProviderError:
         detail = error_detail(text)
         message = detail.get("message")
@@ -198,19 +190,3 @@ class GeminiProvider:
         if err.retry_after is None and status == 429:
             err.retry_after = _retry_delay(detail)
         return err
-
-    def _malformed(self, what: str, model: str) -> MalformedResponse:
-        return MalformedResponse(f"{self.name} sent {what}", provider=self.name, model=model)
-
-    async def probe(self) -> ProbeResult:
-        return await probe_models(
-            self._client,
-            _MODELS_PATH,
-            provider=self.name,
-            secret=self._key,
-            to_error=lambda status, text, headers: self._error("", status, text, headers),
-            extract=lambda data: [m["name"].removeprefix("models/") for m in data["models"]],
-        )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

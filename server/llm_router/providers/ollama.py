@@ -9,16 +9,12 @@ import httpx
 
 from ..types import Completion, CompletionRequest, MalformedResponse, ProviderError, Usage
 from .base import (
+    HttpAdapter,
     HttpSettings,
-    ProbeResult,
     TextCallback,
     error_detail,
     error_from_status,
     iter_ndjson,
-    make_client,
-    open_stream,
-    post_json,
-    probe_models,
 )
 
 __all__ = ["OllamaProvider"]
@@ -35,15 +31,13 @@ def _usage(raw: dict[str, Any]) -> Usage | None:
     return Usage(int(raw["prompt_eval_count"]), int(raw["eval_count"]))
 
 
-class OllamaProvider:
+class OllamaProvider(HttpAdapter):
     kind = "ollama"
+    models_path = _MODELS_PATH
 
     def __init__(self, settings: HttpSettings) -> None:
-        self.name = settings.name
-        self._key = settings.api_key
         # A local Ollama needs no key; one behind a proxy or on ollama.com takes a bearer token.
-        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-        self._client = make_client(settings, headers)
+        super().__init__(settings, {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {})
 
     async def complete(
         self, model: str, request: CompletionRequest, *, on_text: TextCallback | None = None
@@ -62,28 +56,16 @@ class OllamaProvider:
             "options": options,
         }
 
-        def to_error(status: int, text: str, headers: httpx.Headers) -> ProviderError:
-            return self._error(model, status, text, headers)
 
         if on_text is None:
-            data = await post_json(
-                self._client,
-                _PATH,
-                body,
-                provider=self.name,
-                model=model,
-                secret=self._key,
-                to_error=to_error,
-            )
+            data = await self._post(_PATH, body, model)
             text = self._absorb(data, model)
             if not data.get("done"):
                 raise self._malformed("an answer that is not marked done", model)
             return self._finish(text, data, model)
         parts: list[str] = []
         last: dict[str, Any] | None = None
-        async with open_stream(
-            self._client, _PATH, body, provider=self.name, model=model, secret=self._key, to_error=to_error
-        ) as response:
+        async with self._stream(_PATH, body, model) as response:
             async for chunk in iter_ndjson(response, provider=self.name, model=model, secret=self._key):
                 if last is not None:
                     continue  # read to the end so the connection goes back to the pool
@@ -118,6 +100,9 @@ class OllamaProvider:
             raise self._malformed(f"unreadable token counts in {str(final)[:200]!r}", model) from None
         return Completion(text, final.get("model") or model, usage, final.get("done_reason"), None)
 
+    def _model_names(self, data: Any) -> list[str]:
+        return [m["name"] for m in data["models"]]
+
     def _error(self, model: str, status: int, body: str, headers: httpx.Headers) -> ProviderError:
         message = error_detail(body).get("message")
         return error_from_status(
@@ -129,19 +114,3 @@ class OllamaProvider:
             message=message if isinstance(message, str) and message else None,
             secret=self._key,
         )
-
-    def _malformed(self, what: str, model: str) -> MalformedResponse:
-        return MalformedResponse(f"{self.name} sent {what}", provider=self.name, model=model)
-
-    async def probe(self) -> ProbeResult:
-        return await probe_models(
-            self._client,
-            _MODELS_PATH,
-            provider=self.name,
-            secret=self._key,
-            to_error=lambda status, text, headers: self._error("", status, text, headers),
-            extract=lambda data: [m["name"] for m in data["models"]],
-        )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

@@ -23,17 +23,13 @@ from ..types import (
     Usage,
 )
 from .base import (
+    HttpAdapter,
     HttpSettings,
-    ProbeResult,
     TextCallback,
     error_detail,
     error_from_status,
     iter_sse,
     json_or_malformed,
-    make_client,
-    open_stream,
-    post_json,
-    probe_models,
     reclassify,
 )
 
@@ -82,14 +78,12 @@ class _Stream:
     done: bool = False
 
 
-class OpenAIProvider:
+class OpenAIProvider(HttpAdapter):
     kind = "openai"
+    models_path = _MODELS_PATH
 
     def __init__(self, settings: HttpSettings) -> None:
-        self.name = settings.name
-        self._key = settings.api_key
-        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-        self._client = make_client(settings, headers)
+        super().__init__(settings, {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {})
         # OpenAI itself deprecated ``max_tokens`` (newer models reject it); compatible servers
         # mostly know only ``max_tokens``.
         official = urlsplit(settings.base_url).hostname == "api.openai.com"
@@ -109,25 +103,13 @@ class OpenAIProvider:
         if request.temperature is not None:
             body["temperature"] = request.temperature
 
-        def to_error(status: int, text: str, headers: httpx.Headers) -> ProviderError:
-            return self._error(model, status, text, headers)
 
         if on_text is None:
-            data = await post_json(
-                self._client,
-                _PATH,
-                body,
-                provider=self.name,
-                model=model,
-                secret=self._key,
-                to_error=to_error,
-            )
+            data = await self._post(_PATH, body, model)
             return self._parse(data, model)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        async with open_stream(
-            self._client, _PATH, body, provider=self.name, model=model, secret=self._key, to_error=to_error
-        ) as response:
+        async with self._stream(_PATH, body, model) as response:
             state = _Stream(model)
             async for _event, data in iter_sse(response):
                 if state.done:
@@ -196,6 +178,9 @@ class OpenAIProvider:
             why = "finish_reason content_filter" if finish_reason == "content_filter" else "the model refused"
             raise ContentFiltered(f"{self.name} withheld the answer ({why})", provider=self.name, model=model)
 
+    def _model_names(self, data: Any) -> list[str]:
+        return [m["id"] for m in data["data"]]
+
     def _error(self, model: str, status: int, body: str, headers: httpx.Headers) -> ProviderError:
         detail = error_detail(body)
         code = detail.get("code")
@@ -214,19 +199,3 @@ class OpenAIProvider:
         if cls is None and isinstance(etype, str):
             cls = _CODE_CLASS.get(etype)
         return reclassify(err, cls) if cls else err
-
-    def _malformed(self, what: str, model: str) -> MalformedResponse:
-        return MalformedResponse(f"{self.name} sent {what}", provider=self.name, model=model)
-
-    async def probe(self) -> ProbeResult:
-        return await probe_models(
-            self._client,
-            _MODELS_PATH,
-            provider=self.name,
-            secret=self._key,
-            to_error=lambda status, text, headers: self._error("", status, text, headers),
-            extract=lambda data: [m["id"] for m in data["data"]],
-        )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
