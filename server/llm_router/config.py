@@ -187,8 +187,32 @@ class BudgetConfig(_Strict):
 
 class LedgerConfig(_Strict):
     path: str | None = None
+    """The SQLite ledger file, shared by every server process on this machine (``$LLM_ROUTER_DB`` wins)."""
+    url: str | None = None
+    """A PostgreSQL ledger shared by servers on several machines, ``postgresql://user@host/db``
+    (``$LLM_ROUTER_DB_URL`` wins). Needs the ``postgres`` extra; keep the password in
+    ``PGPASSWORD`` or ``~/.pgpass`` rather than here."""
     store_prompts: bool = False
     """Keep prompt text in the ledger. Off: only a SHA-256 of it is kept."""
+    retain_days: int | None = Field(default=None, ge=1, le=36_500)
+    """Delete raw request rows older than this many days (their per-day sums are kept, so reports
+    of any period still work). None keeps every row."""
+    lease_s: float = Field(default=60, ge=5, le=3600)
+    """A running server renews its budget holds every ``lease_s / 4``; the holds of one that died
+    or froze lapse after ``lease_s`` and are reclaimed, from any machine."""
+    maintenance_interval_s: float = Field(default=60, ge=1, le=86_400)
+    """How often a running server reclaims dead processes' holds and prunes past ``retain_days``."""
+    busy_timeout_s: float = Field(default=30, gt=0, le=600)
+    """SQLite: how long a write waits for another process's write to finish before failing."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LedgerConfig:
+        if self.url is not None:
+            if not self.url.startswith(("postgresql://", "postgres://")):
+                raise ValueError(f"url: {self.url!r} must start with postgresql:// (a SQLite file goes in path)")
+            if self.path is not None:
+                raise ValueError("url: give path (SQLite) or url (PostgreSQL), not both")
+        return self
 
 
 class ResilienceConfig(_Strict):

@@ -32,8 +32,8 @@ from .calls import (
     prompt_hash,
 )
 from .catalog import Catalog, ModelEntry, worst_case_input_tokens
-from .config import Settings, ledger_path
-from .ledger import GROUPINGS, Ledger, RequestRow
+from .config import Settings
+from .ledger import GROUPINGS, Ledger, RequestRow, open_ledger
 from .providers import Provider, availability, build_provider
 from .providers.mock import estimate_tokens
 from .resilience import HealthBoard
@@ -89,7 +89,7 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.catalog = Catalog(settings)
-        self.ledger = ledger or Ledger(ledger_path(settings))
+        self.ledger = ledger or open_ledger(settings)
         self.budget = Budget(settings.budget, self.ledger)
         self.health = HealthBoard(settings.resilience.breaker_failures, settings.resilience.breaker_cooldown_s)
         self.availability = {p.name: availability(p, env) for p in settings.providers}

@@ -1,0 +1,329 @@
+"""Where ``Engine.complete`` spends its time: per-stage attribution, what-ifs, and a profile.
+
+    python bench/profile_engine.py [--calls N] [--profile cprofile|pyinstrument|none] [--top K]
+
+Same loopback upstream and config as ``bench/run.py``. Nothing under ``server/`` is changed: the
+attribution wraps engine methods with timers on one engine instance, and the what-ifs patch that
+instance only. Nothing is asserted.
+
+1. Stages, measured inside real calls (interleaved with the direct-httpx floor, as in run.py):
+   each ledger call split into its thread round trip and the SQLite work itself, the provider
+   call, prepare, routing, building the result. Measured in place, because on a small machine a
+   stage costs several times more right after an HTTP call (cold caches) than in a tight loop.
+2. What-ifs on the same machine in the same run: the ledger called on the event loop instead of
+   a worker thread; WAL checkpoints moved off the request path; both.
+3. Optionally, a cProfile (or pyinstrument) profile of N whole calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import inspect
+import io
+import pstats
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import GENAI_MODEL, MAX_TOKENS, PROMPT, floor_calls, pct, pooled_client, upstream, write_config
+
+
+def _engine(folder: Path, name: str, base_url: str, **kw: Any) -> Any:
+    from llm_router.config import load_settings
+    from llm_router.engine import Engine
+
+    return Engine(load_settings(write_config(folder, name, base_url, **kw)))
+
+
+async def _drive(engine: Any, base_url: str, n: int, warmup: int = 50) -> tuple[list[float], list[float]]:
+    """n engine calls interleaved with n floor calls; returns (engine seconds, floor seconds)."""
+    from llm_router.calls import CompleteArgs
+
+    args = CompleteArgs(prompt=PROMPT, max_tokens=MAX_TOKENS)
+    ours_t: list[float] = []
+    floor_t: list[float] = []
+    async with pooled_client(base_url) as client:
+        plain, _ = floor_calls(client)
+        for _ in range(warmup):
+            await engine.complete(args)
+            await plain()
+        for i in range(n):
+            pair = [(lambda: engine.complete(args), ours_t), (plain, floor_t)]
+            for fn, out in pair if i % 2 == 0 else pair[::-1]:
+                t0 = time.perf_counter()
+                await fn()
+                out.append(time.perf_counter() - t0)
+    return ours_t, floor_t
+
+
+# -- 1. attribution -------------------------------------------------------------------------------
+
+
+async def attribution(
+    base_url: str, folder: Path, n: int, *, genai: bool = False
+) -> tuple[dict[str, list[float]], int]:
+    import llm_router.engine as engine_mod
+
+    rec: dict[str, list[float]] = defaultdict(list)
+    active = False
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+
+            async def awrap(*a: Any, **k: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return await fn(*a, **k)
+                finally:
+                    if active:
+                        rec[name].append(time.perf_counter() - t0)
+
+            return awrap
+
+        def wrap(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                if active:
+                    rec[name].append(time.perf_counter() - t0)
+
+        return wrap
+
+    saved = {
+        k: getattr(engine_mod, k)
+        for k in ("_budget_after", "_prices_json", "CompleteResult", "prompt_hash", "decide")
+    }
+    for k, fn in saved.items():
+        setattr(engine_mod, k, timed(f"  {k}", fn))
+    try:
+        kw = {"model": GENAI_MODEL, "genai_priced": True} if genai else {}
+        engine = _engine(folder, "attr-genai" if genai else "attr", base_url, **kw)
+        ledger = engine.ledger
+
+        async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            name = getattr(fn, "__qualname__", "fn")
+            inner: list[float] = []
+
+            def job() -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    inner.append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            try:
+                return await anyio.to_thread.run_sync(job, limiter=ledger._limiter)
+            finally:
+                if active:
+                    total = time.perf_counter() - t0
+                    rec[f"ledger {name}: SQLite work"].append(inner[0])
+                    rec[f"ledger {name}: thread round trip"].append(total - inner[0])
+
+        ledger.run = run
+        for name in ("prepare", "_decide", "_call_with_retries", "_settle"):
+            setattr(engine, name, timed(name, getattr(engine, name)))
+        provider = next(iter(engine.providers.values()))
+        provider.complete = timed("provider.complete (HTTP)", provider.complete)
+        entry_cls = type(next(iter(engine.catalog)))
+        saved_cost = entry_cls.cost_usd
+        entry_cls.cost_usd = timed("  ModelEntry.cost_usd", saved_cost)
+        try:
+            from llm_router.calls import CompleteArgs
+
+            args = CompleteArgs(prompt=PROMPT, max_tokens=MAX_TOKENS)
+            async with pooled_client(base_url) as client:
+                plain, _ = floor_calls(client)
+                for _ in range(50):
+                    await engine.complete(args)
+                    await plain()
+                active = True
+                for i in range(n):
+                    t0 = time.perf_counter()
+                    await engine.complete(args)
+                    rec["Engine.complete (whole call)"].append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    await plain()
+                    rec["direct httpx (floor)"].append(time.perf_counter() - t0)
+                active = False
+        finally:
+            entry_cls.cost_usd = saved_cost
+            await engine.aclose()
+    finally:
+        for k, fn in saved.items():
+            setattr(engine_mod, k, fn)
+    r = rec
+    r["_call_with_retries minus provider.complete"] = [
+        a - b for a, b in zip(r["_call_with_retries"], r["provider.complete (HTTP)"], strict=True)
+    ]
+    r["provider.complete minus floor (paired)"] = [
+        a - b for a, b in zip(r["provider.complete (HTTP)"], r["direct httpx (floor)"], strict=True)
+    ]
+    r["OVERHEAD: whole call minus floor (paired)"] = [
+        a - b for a, b in zip(r["Engine.complete (whole call)"], r["direct httpx (floor)"], strict=True)
+    ]
+    return r, n
+
+
+def print_attribution(rec: dict[str, list[float]], n: int, title: str) -> None:
+    print(
+        f"{title} — median µs per call over {n} calls (stages overlap: indented rows are inside the row above)"
+    )
+    order = [
+        "Engine.complete (whole call)",
+        "direct httpx (floor)",
+        "OVERHEAD: whole call minus floor (paired)",
+        "ledger Budget.snapshot: thread round trip",
+        "ledger Budget.snapshot: SQLite work",
+        "ledger Budget.reserve: thread round trip",
+        "ledger Budget.reserve: SQLite work",
+        "ledger Ledger.record: thread round trip",
+        "ledger Ledger.record: SQLite work",
+        "prepare",
+        "  prompt_hash",
+        "_decide",
+        "  decide",
+        "_call_with_retries minus provider.complete",
+        "provider.complete minus floor (paired)",
+        "_settle",
+        "  ModelEntry.cost_usd",
+        "  _budget_after",
+        "  _prices_json",
+        "  CompleteResult",
+    ]
+    for k in order + sorted(set(rec) - set(order)):
+        if k in rec and rec[k] and k not in ("_call_with_retries", "provider.complete (HTTP)"):
+            v = rec[k]
+            print(f"  {k:<52} {statistics.median(v) * 1e6:9.1f} µs   (mean {statistics.fmean(v) * 1e6:8.1f})")
+    print("  (_settle includes the Ledger.record round trip and SQLite work above)\n")
+
+
+# -- 2. what-ifs ----------------------------------------------------------------------------------
+
+
+async def what_ifs(
+    base_url: str, folder: Path, n: int, rounds: int
+) -> list[tuple[str, list[float], list[float], list[float]]]:
+    variants = ["as shipped", "ledger on the event loop", "checkpoints off the path", "both"]
+    results: dict[str, tuple[list[float], list[float], list[float]]] = {v: ([], [], []) for v in variants}
+    for r in range(rounds):
+        for v in variants if r % 2 == 0 else variants[::-1]:
+            engine = _engine(folder, f"whatif-{variants.index(v)}-{r}", base_url)
+            stop = threading.Event()
+            checkpointer = None
+            if v in ("ledger on the event loop", "both"):
+
+                async def inline(fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
+                    return fn(*a, **k)
+
+                engine.ledger.run = inline
+            if v in ("checkpoints off the path", "both"):
+                engine.ledger._conn.execute("PRAGMA wal_autocheckpoint=0")
+                path = str(engine.ledger.path)
+
+                def checkpoint_loop(path: str = path, stop: threading.Event = stop) -> None:
+                    with contextlib.closing(sqlite3.connect(path, timeout=30)) as c:
+                        while not stop.wait(0.25):
+                            c.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+                checkpointer = threading.Thread(target=checkpoint_loop, daemon=True)
+                checkpointer.start()
+            try:
+                a, b = await _drive(engine, base_url, n, warmup=30)
+            finally:
+                stop.set()
+                if checkpointer is not None:
+                    checkpointer.join(5)
+                await engine.aclose()
+            results[v][0].extend(a)
+            results[v][1].extend(b)
+            results[v][2].extend(x - y for x, y in zip(a, b, strict=True))
+    return [(v, *results[v]) for v in variants]
+
+
+def print_what_ifs(rows: list[tuple[str, list[float], list[float], list[float]]]) -> None:
+    print("What-ifs, same run, same machine (this engine instance patched; nothing under server/ changed):")
+    print(
+        f"  {'variant':<28} {'engine p50':>10} {'p99':>8} {'floor p50':>10} {'overhead (paired median)':>26} {'overhead p99':>13}"
+    )
+    for v, a, b, d in rows:
+        print(
+            f"  {v:<28} {pct(a, 50) * 1e3:8.3f}ms {pct(a, 99) * 1e3:6.2f}ms {pct(b, 50) * 1e3:8.3f}ms "
+            f"{statistics.median(d) * 1e3:24.3f}ms {pct(d, 99) * 1e3:11.2f}ms"
+        )
+    print()
+
+
+# -- 3. profile -----------------------------------------------------------------------------------
+
+
+async def profile_calls(base_url: str, folder: Path, n: int, tool: str, top: int) -> str:
+    from llm_router.calls import CompleteArgs
+
+    engine = _engine(folder, "profiled", base_url)
+    args = CompleteArgs(prompt=PROMPT, max_tokens=MAX_TOKENS)
+    try:
+        for _ in range(50):
+            await engine.complete(args)
+        if tool == "pyinstrument":
+            from pyinstrument import Profiler
+
+            prof = Profiler(interval=0.0005, async_mode="enabled")
+            prof.start()
+            for _ in range(n):
+                await engine.complete(args)
+            prof.stop()
+            return prof.output_text(unicode=True, color=False)
+        pr = cProfile.Profile()
+        pr.enable()
+        for _ in range(n):
+            await engine.complete(args)
+        pr.disable()
+    finally:
+        await engine.aclose()
+    buf = io.StringIO()
+    st = pstats.Stats(pr, stream=buf)
+    st.sort_stats("cumulative").print_stats(r"llm_router|sqlite3|to_thread", top)
+    st.sort_stats("tottime").print_stats(top)
+    return buf.getvalue()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="stage attribution, what-ifs and a profile of Engine.complete")
+    p.add_argument("--calls", type=int, default=400)
+    p.add_argument("--rounds", type=int, default=2, help="what-if rounds (each runs every variant once)")
+    p.add_argument("--profile", choices=["cprofile", "pyinstrument", "none"], default="none")
+    p.add_argument("--top", type=int, default=30)
+    a = p.parse_args()
+    n = max(20, min(a.calls, 5000))
+    with tempfile.TemporaryDirectory(prefix="llm-router-profile-") as tmp, upstream() as base_url:
+        folder = Path(tmp)
+        rec, count = anyio.run(attribution, base_url, folder, n)
+        print_attribution(rec, count, "1a. Stages inside real calls, config-priced model")
+        rec, count = anyio.run(lambda: attribution(base_url, folder, n, genai=True))
+        print_attribution(rec, count, f"1b. The same on {GENAI_MODEL}, priced by genai-prices")
+        print_what_ifs(anyio.run(what_ifs, base_url, folder, n, max(1, min(a.rounds, 5))))
+        if a.profile != "none":
+            print(
+                f"3. Profile of {n} whole Engine.complete calls ({a.profile}; worker-thread time is not attributed by cProfile):"
+            )
+            print(anyio.run(profile_calls, base_url, folder, n, a.profile, a.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
