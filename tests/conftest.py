@@ -15,6 +15,9 @@ from llm_router.config import Settings, settings_from_dict
 from llm_router.defaults import demo_config
 from llm_router.engine import Engine
 
+# Each ledger backend as a fixture (``store``), PostgreSQL when a test server is given.
+pytest_plugins = ["tests.backends"]
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
@@ -59,8 +62,8 @@ def anyio_backend() -> str:
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's own config, keys or ledger."""
-    for var in ("LLM_ROUTER_CONFIG", "LLM_ROUTER_DB", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY",
-                "GOOGLE_API_KEY", "OLLAMA_HOST"):
+    for var in ("LLM_ROUTER_CONFIG", "LLM_ROUTER_DB", "LLM_ROUTER_DB_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY",
+                "GEMINI_API_KEY", "GOOGLE_API_KEY", "OLLAMA_HOST"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr("llm_router.config.default_config_path", lambda: tmp_path / "no-such-config.toml")
     monkeypatch.setattr("llm_router.config.default_ledger_path", lambda: tmp_path / "default-ledger.db")

@@ -113,7 +113,7 @@ def test_design_example_file_loads_into_the_settings_it_describes(tmp_path: Path
     }
     # Sections the file leaves out (limits, resilience, ...) are exactly their defaults.
     assert settings.model_dump(mode="json") == Settings().model_dump(mode="json") | {
-        "ledger": {"path": "~/.local/share/llm-router/ledger.db", "store_prompts": False},
+        "ledger": Settings().ledger.model_dump(mode="json") | {"path": "~/.local/share/llm-router/ledger.db"},
         "providers": [
             _provider(
                 "anthropic",

@@ -1,14 +1,16 @@
-"""ledger/: migrations, request rows and their rollups, reservations, reclaims and reports, on real
-SQLite files in ``tmp_path``."""
+"""ledger/: migrations, request rows and their rollups, reservations, leases, reclaims, retention
+and reports — each against both backends (a SQLite file in ``tmp_path``; a fresh PostgreSQL schema
+when a test server is given, see ``backends.py``)."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
+import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,9 +19,12 @@ from typing import Any
 import pytest
 import sqlite_utils
 
-from llm_router.ledger import GROUPINGS, Ledger, LimitCheck, Refusal, RequestRow
+from llm_router.ledger import GROUPINGS, Ledger, LedgerBase, LimitCheck, Refusal, RequestRow
+from llm_router.ledger import base as ledger_base
 from llm_router.ledger import sqlite as ledger_sqlite
 from llm_router.ledger.schema import MIGRATIONS, migrate
+
+from .backends import Store, columns, execute, integrity_errors, tables
 
 DAY = "2025-03-14"
 MIGRATION_NAMES = [
@@ -28,7 +33,9 @@ MIGRATION_NAMES = [
     "003_create_reservations",
     "004_create_budgets",
     "005_create_events",
+    "006_lease_reservations",
 ]
+TABLES = ["_migrations", "budgets", "events", "meta", "requests", "reservations", "rollups"]
 
 
 @pytest.fixture
@@ -37,7 +44,14 @@ def ledger_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ledger(ledger_file: Path) -> Iterator[Ledger]:
+def ledger(store: Store) -> Iterator[LedgerBase]:
+    led = store.open()
+    yield led
+    led.close()
+
+
+@pytest.fixture
+def sqlite_ledger(ledger_file: Path) -> Iterator[Ledger]:
     led = Ledger(ledger_file)
     yield led
     led.close()
@@ -85,29 +99,19 @@ def daily(limit_nusd: int, *, kind: str = "global", name: str | None = None, day
     return LimitCheck(f"{label} daily", kind, name, day, day, limit_nusd)  # type: ignore[arg-type]
 
 
-def reserve(led: Ledger, checks: list[LimitCheck], amount: int, **kw: Any) -> str | Refusal:
+def reserve(led: LedgerBase, checks: list[LimitCheck], amount: int, **kw: Any) -> str | Refusal:
     args: dict[str, Any] = {"request_id": "r", "day": DAY, "provider": "anthropic", "tag": "", "ttl_s": 900}
     return led.reserve(checks, amount, **(args | kw))
 
 
-def columns(db_path: Path, table: str) -> list[tuple[str, str]]:
-    db = sqlite_utils.Database(db_path)
-    try:
-        return [(c.name, c.type) for c in db[table].columns]
-    finally:
-        db.close()
+def rollup_table(led: LedgerBase) -> list[dict[str, Any]]:
+    return led.query("SELECT * FROM rollups ORDER BY day, provider, model, tag, task_type")
 
 
-def rollup_table(led: Ledger) -> list[dict[str, Any]]:
-    return [
-        dict(r) for r in led.db.query("SELECT * FROM rollups ORDER BY day, provider, model, tag, task_type")
-    ]
-
-
-def rollups_from_rows(led: Ledger) -> list[dict[str, Any]]:
+def rollups_from_rows(led: LedgerBase) -> list[dict[str, Any]]:
     """What the rollups must say, computed here independently from the raw rows."""
     sums: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
-    for r in led.db.query("SELECT * FROM requests"):
+    for r in led.query("SELECT * FROM requests"):
         key = (r["day"], r["provider"] or "", r["model"] or "", r["tag"], r["task_type"])
         s = sums.setdefault(
             key,
@@ -130,63 +134,84 @@ def rollups_from_rows(led: Ledger) -> list[dict[str, Any]]:
     return [sums[k] for k in sorted(sums)]
 
 
+def sqlite_columns(db_path: Path, table: str) -> list[tuple[str, str]]:
+    db = sqlite_utils.Database(db_path)
+    try:
+        return [(c.name, c.type) for c in db[table].columns]
+    finally:
+        db.close()
+
+
 # -- migrations ---------------------------------------------------------------------------------
 
+REQUEST_COLUMNS = [
+    ("id", "TEXT"),
+    ("ts", "TEXT"),
+    ("day", "TEXT"),
+    ("tag", "TEXT"),
+    ("task_type", "TEXT"),
+    ("provider", "TEXT"),
+    ("model", "TEXT"),
+    ("status", "TEXT"),
+    ("input_tokens", "INTEGER"),
+    ("output_tokens", "INTEGER"),
+    ("cached_tokens", "INTEGER"),
+    ("cache_write_tokens", "INTEGER"),
+    ("cost_nusd", "INTEGER"),
+    ("cost_usd", "TEXT"),
+    ("cost_estimated", "INTEGER"),
+    ("prices", "TEXT"),
+    ("reference_cost_nusd", "INTEGER"),
+    ("latency_ms", "INTEGER"),
+    ("attempts", "TEXT"),
+    ("error_code", "TEXT"),
+    ("error", "TEXT"),
+    ("prompt_hash", "TEXT"),
+    ("prompt", "TEXT"),
+    ("strategy", "TEXT"),
+]
+RESERVATION_COLUMNS = [
+    "id",
+    "request_id",
+    "created_at",
+    "expires_at",
+    "host",
+    "pid",
+    "day",
+    "provider",
+    "tag",
+    "amount_nusd",
+    "owner",
+    "hard_expires_at",
+]
 
-def test_blank_database_is_migrated_to_the_ledger_of_the_design(ledger: Ledger, ledger_file: Path) -> None:
+
+def test_blank_database_is_migrated_to_the_ledger_of_the_design(ledger: LedgerBase) -> None:
     assert ledger.migrations_applied == MIGRATION_NAMES
-    assert sorted(ledger.db.table_names()) == [
-        "_migrations",
-        "budgets",
-        "events",
-        "meta",
-        "requests",
-        "reservations",
-        "rollups",
+    assert tables(ledger) == TABLES
+    assert columns(ledger, "requests") == [name for name, _ in REQUEST_COLUMNS]
+    assert columns(ledger, "reservations") == RESERVATION_COLUMNS
+    assert columns(ledger, "budgets") == ["scope", "period", "limit_nusd", "updated_at"]
+    assert columns(ledger, "rollups") == [
+        "day", "provider", "model", "tag", "task_type", *ledger_base.SUM_COLUMNS,
     ]
-    assert columns(ledger_file, "requests") == [
-        ("id", "TEXT"),
-        ("ts", "TEXT"),
-        ("day", "TEXT"),
-        ("tag", "TEXT"),
-        ("task_type", "TEXT"),
-        ("provider", "TEXT"),
-        ("model", "TEXT"),
-        ("status", "TEXT"),
-        ("input_tokens", "INTEGER"),
-        ("output_tokens", "INTEGER"),
-        ("cached_tokens", "INTEGER"),
-        ("cache_write_tokens", "INTEGER"),
-        ("cost_nusd", "INTEGER"),
-        ("cost_usd", "TEXT"),
-        ("cost_estimated", "INTEGER"),
-        ("prices", "TEXT"),
-        ("reference_cost_nusd", "INTEGER"),
-        ("latency_ms", "INTEGER"),
-        ("attempts", "TEXT"),
-        ("error_code", "TEXT"),
-        ("error", "TEXT"),
-        ("prompt_hash", "TEXT"),
-        ("prompt", "TEXT"),
-        ("strategy", "TEXT"),
-    ]
-    assert [c for c, _ in columns(ledger_file, "reservations")] == [
-        "id",
-        "request_id",
-        "created_at",
-        "expires_at",
-        "host",
-        "pid",
-        "day",
-        "provider",
-        "tag",
-        "amount_nusd",
-    ]
-    assert [c for c, _ in columns(ledger_file, "budgets")] == ["scope", "period", "limit_nusd", "updated_at"]
+    assert columns(ledger, "events") == ["id", "ts", "kind", "detail"]
 
 
-def test_ledger_file_is_in_wal_mode_and_readable_by_plain_sqlite(ledger: Ledger, ledger_file: Path) -> None:
-    ledger.record(row())
+def test_sqlite_columns_have_the_types_of_the_design(sqlite_ledger: Ledger, ledger_file: Path) -> None:
+    assert sqlite_columns(ledger_file, "requests") == REQUEST_COLUMNS
+
+
+def test_both_backends_have_the_same_migrations() -> None:
+    from llm_router.ledger.postgres import MIGRATIONS as PG_MIGRATIONS
+
+    assert [name for name, _ in PG_MIGRATIONS] == [name for name, _ in MIGRATIONS] == MIGRATION_NAMES
+
+
+def test_ledger_file_is_in_wal_mode_and_readable_by_plain_sqlite(sqlite_ledger: Ledger, ledger_file: Path) -> None:
+    import sqlite3
+
+    sqlite_ledger.record(row())
 
     conn = sqlite3.connect(ledger_file)
     try:
@@ -196,18 +221,19 @@ def test_ledger_file_is_in_wal_mode_and_readable_by_plain_sqlite(ledger: Ledger,
         conn.close()
 
 
-def test_migrating_twice_is_a_no_op(ledger_file: Path) -> None:
-    Ledger(ledger_file).close()
-    before = columns(ledger_file, "requests")
+def test_migrating_twice_is_a_no_op(store: Store) -> None:
+    store.open().close()
 
-    again = Ledger(ledger_file)
+    again = store.open()
     try:
+        before = columns(again, "requests")
         assert again.migrations_applied == []
-        assert migrate(again.db) == []
-        assert [r["name"] for r in again.db["_migrations"].rows] == MIGRATION_NAMES
+        assert [r["name"] for r in again.query("SELECT name FROM _migrations ORDER BY name")] == MIGRATION_NAMES
+        if isinstance(again, Ledger):
+            assert migrate(again.db) == []
+        assert columns(again, "requests") == before
     finally:
         again.close()
-    assert columns(ledger_file, "requests") == before
 
 
 def test_database_with_only_the_first_migration_is_brought_up_to_date(ledger_file: Path) -> None:
@@ -224,15 +250,30 @@ def test_database_with_only_the_first_migration_is_brought_up_to_date(ledger_fil
     led = Ledger(ledger_file)
     try:
         assert led.migrations_applied == MIGRATION_NAMES[1:]
-        assert sorted(led.db.table_names()) == [
-            "_migrations",
-            "budgets",
-            "events",
-            "meta",
-            "requests",
-            "reservations",
-            "rollups",
-        ]
+        assert tables(led) == TABLES
+        assert led.totals() == {"requests": 1, "cost_nusd": 7, "input_tokens": 0, "output_tokens": 0}
+    finally:
+        led.close()
+
+
+@pytest.mark.postgres
+def test_postgres_schema_with_only_the_first_migration_is_brought_up_to_date(pg_url: str) -> None:
+    import psycopg
+
+    from llm_router.ledger import postgres
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE _migrations (name text PRIMARY KEY, applied_at text)")
+        name, sql = postgres.MIGRATIONS[0]
+        conn.execute(sql.encode())
+        conn.execute("INSERT INTO _migrations VALUES (%s, '2025-01-01T00:00:00+00:00')", (name,))
+        conn.execute("INSERT INTO requests (id, ts, day, status, cost_nusd) VALUES ('old-1', %s, %s, 'ok', 7)",
+                     (f"{DAY}T00:00:00+00:00", DAY))
+
+    led = postgres.PostgresLedger(pg_url)
+    try:
+        assert led.migrations_applied == MIGRATION_NAMES[1:]
+        assert tables(led) == TABLES
         assert led.totals() == {"requests": 1, "cost_nusd": 7, "input_tokens": 0, "output_tokens": 0}
     finally:
         led.close()
@@ -245,7 +286,7 @@ def test_a_failing_migration_leaves_nothing_half_applied(
         db["half"].create({"x": int})
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("llm_router.ledger.schema.MIGRATIONS", [*MIGRATIONS, ("006_broken", broken)])
+    monkeypatch.setattr("llm_router.ledger.schema.MIGRATIONS", [*MIGRATIONS, ("007_broken", broken)])
     with pytest.raises(RuntimeError, match="boom"):
         Ledger(ledger_file)
 
@@ -256,19 +297,37 @@ def test_a_failing_migration_leaves_nothing_half_applied(
         db.close()
 
 
-def test_several_connections_opening_a_new_ledger_at_once_migrate_it_once(tmp_path: Path) -> None:
+@pytest.mark.postgres
+def test_a_failing_postgres_migration_leaves_nothing_half_applied(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from llm_router.ledger import postgres
+
+    broken = ("007_broken", "CREATE TABLE half (x bigint); SELECT no_such_function();")
+    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, broken])
+    with pytest.raises(psycopg.errors.UndefinedFunction):
+        postgres.PostgresLedger(pg_url)
+
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchone() == (0,)
+
+
+def test_several_connections_opening_a_new_ledger_at_once_migrate_it_once(store: Store) -> None:
     """Regression: concurrent first opens (two server processes starting together) failed with
     'table already exists' or 'database is locked'. Threads with their own connections race the
     same way processes do."""
-    path = tmp_path / "shared.db"
     start = threading.Barrier(6)
-    opened: list[Ledger] = []
+    opened: list[LedgerBase] = []
     errors: list[BaseException] = []
 
     def open_ledger() -> None:
         start.wait(timeout=10)
         try:
-            opened.append(Ledger(path))
+            opened.append(store.open())
         except BaseException as e:  # noqa: BLE001 - collected for the assertion below
             errors.append(e)
 
@@ -288,7 +347,7 @@ def test_several_connections_opening_a_new_ledger_at_once_migrate_it_once(tmp_pa
 # -- request rows and rollups -------------------------------------------------------------------
 
 
-def test_record_keeps_rollups_in_step_with_requests(ledger: Ledger) -> None:
+def test_record_keeps_rollups_in_step_with_requests(ledger: LedgerBase) -> None:
     providers = [
         ("anthropic", "claude-haiku-4-5"),
         ("openai", "gpt-4o-mini"),
@@ -328,7 +387,7 @@ def test_record_keeps_rollups_in_step_with_requests(ledger: Ledger) -> None:
     assert sum(r["requests"] for r in report) == 120
 
 
-def test_record_stores_the_row_as_given(ledger: Ledger) -> None:
+def test_record_stores_the_row_as_given(ledger: LedgerBase) -> None:
     r = row(tag="t", task_type="summarize", cost_nusd=42, reference_cost_nusd=99)
     r.prices = json.dumps({"input": "1", "source": "genai-prices"})
     r.attempts = json.dumps([{"model": "anthropic:claude-haiku-4-5", "outcome": "ok"}])
@@ -343,7 +402,7 @@ def test_record_stores_the_row_as_given(ledger: Ledger) -> None:
     assert stored == [expected]
 
 
-def test_record_settles_its_reservation_in_the_same_transaction(ledger: Ledger) -> None:
+def test_record_settles_its_reservation_in_the_same_transaction(ledger: LedgerBase) -> None:
     rid = reserve(ledger, [daily(10_000)], 5_000)
     assert isinstance(rid, str)
     assert ledger.usage(daily(10_000)) == (0, 5_000)
@@ -354,13 +413,13 @@ def test_record_settles_its_reservation_in_the_same_transaction(ledger: Ledger) 
     assert ledger.reservations_total() == 0
 
 
-def test_a_row_that_cannot_be_stored_leaves_rollups_and_reservations_untouched(ledger: Ledger) -> None:
+def test_a_row_that_cannot_be_stored_leaves_rollups_and_reservations_untouched(ledger: LedgerBase) -> None:
     rid = reserve(ledger, [daily(10_000)], 5_000)
     assert isinstance(rid, str)
     first = row(cost_nusd=100)
     ledger.record(first)
 
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(integrity_errors()):
         ledger.record(first, reservation_id=rid)  # same id twice
 
     assert ledger.usage(daily(10_000)) == (100, 5_000)
@@ -370,7 +429,7 @@ def test_a_row_that_cannot_be_stored_leaves_rollups_and_reservations_untouched(l
 # -- reservations -------------------------------------------------------------------------------
 
 
-def test_reserve_holds_money_that_counts_against_the_limit(ledger: Ledger) -> None:
+def test_reserve_holds_money_that_counts_against_the_limit(ledger: LedgerBase) -> None:
     ledger.record(row(cost_nusd=3_000))
 
     rid = reserve(ledger, [daily(10_000)], 4_000)
@@ -379,7 +438,7 @@ def test_reserve_holds_money_that_counts_against_the_limit(ledger: Ledger) -> No
     assert ledger.usage(daily(10_000)) == (3_000, 4_000)
 
 
-def test_reserve_refuses_when_spent_plus_reserved_plus_amount_would_pass_a_limit(ledger: Ledger) -> None:
+def test_reserve_refuses_when_spent_plus_reserved_plus_amount_would_pass_a_limit(ledger: LedgerBase) -> None:
     ledger.record(row(cost_nusd=3_000))
     assert isinstance(reserve(ledger, [daily(10_000)], 4_000), str)
 
@@ -390,7 +449,7 @@ def test_reserve_refuses_when_spent_plus_reserved_plus_amount_would_pass_a_limit
     assert one_over == Refusal(daily(10_001), spent_nusd=3_000, reserved_nusd=7_000)
 
 
-def test_refusal_names_the_first_check_it_would_break_and_holds_nothing(ledger: Ledger) -> None:
+def test_refusal_names_the_first_check_it_would_break_and_holds_nothing(ledger: LedgerBase) -> None:
     ledger.record(row(provider="openai", tag="alice", cost_nusd=900))
     checks = [
         daily(1_000_000),
@@ -404,7 +463,7 @@ def test_refusal_names_the_first_check_it_would_break_and_holds_nothing(ledger: 
     assert ledger.reservations_total() == 0
 
 
-def test_limits_only_count_their_own_scope_and_days(ledger: Ledger) -> None:
+def test_limits_only_count_their_own_scope_and_days(ledger: LedgerBase) -> None:
     ledger.record(row(provider="openai", tag="bob", cost_nusd=5_000))
     ledger.record(row(provider="anthropic", tag="alice", cost_nusd=700))
     ledger.record(row(provider="anthropic", tag="alice", cost_nusd=10_000, day="2025-03-13"))
@@ -418,10 +477,10 @@ def test_limits_only_count_their_own_scope_and_days(ledger: Ledger) -> None:
     assert ledger.usage(month) == (15_700, 50)
 
 
-def test_concurrent_reservations_never_hold_more_than_the_limit(ledger_file: Path) -> None:
+def test_concurrent_reservations_never_hold_more_than_the_limit(store: Store) -> None:
     """Check-and-reserve is one transaction: eight threads on two connections race for a limit
     that fits exactly five reservations."""
-    ledgers = [Ledger(ledger_file), Ledger(ledger_file)]
+    ledgers = [store.open(), store.open()]
     results: list[str | Refusal] = []
     start = threading.Barrier(8)
 
@@ -442,7 +501,7 @@ def test_concurrent_reservations_never_hold_more_than_the_limit(ledger_file: Pat
             led.close()
 
 
-def test_release_frees_the_reservation(ledger: Ledger) -> None:
+def test_release_frees_the_reservation(ledger: LedgerBase) -> None:
     rid = reserve(ledger, [daily(1_000)], 1_000)
     assert isinstance(rid, str)
     assert isinstance(reserve(ledger, [daily(1_000)], 1), Refusal)
@@ -453,7 +512,7 @@ def test_release_frees_the_reservation(ledger: Ledger) -> None:
     assert isinstance(reserve(ledger, [daily(1_000)], 1_000), str)
 
 
-def test_releasing_twice_is_harmless(ledger: Ledger) -> None:
+def test_releasing_twice_is_harmless(ledger: LedgerBase) -> None:
     rid = reserve(ledger, [], 10)
     assert isinstance(rid, str)
 
@@ -466,7 +525,7 @@ def test_releasing_twice_is_harmless(ledger: Ledger) -> None:
 # -- reclaiming ---------------------------------------------------------------------------------
 
 
-def reclaim_events(led: Ledger) -> list[dict[str, Any]]:
+def reclaim_events(led: LedgerBase) -> list[dict[str, Any]]:
     return [
         {"kind": e["kind"], **{k: v for k, v in e["detail"].items() if k != "reservation"}}
         for e in led.events()
@@ -474,7 +533,21 @@ def reclaim_events(led: Ledger) -> list[dict[str, Any]]:
     ]
 
 
-def test_expired_reservations_are_reclaimed_and_logged(ledger: Ledger) -> None:
+def reclaimed(request_id: str, pid: int, amount: int, reason: str, host: str = ledger_base.HOST) -> dict[str, Any]:
+    return {
+        "kind": "reservation_reclaimed",
+        "request_id": request_id,
+        "pid": pid,
+        "host": host,
+        "amount_nusd": amount,
+        "day": DAY,
+        "provider": "anthropic",
+        "tag": "",
+        "reason": reason,
+    }
+
+
+def test_expired_reservations_are_reclaimed_and_logged(ledger: LedgerBase) -> None:
     live = reserve(ledger, [], 100, request_id="live")
     expired = reserve(ledger, [], 2_000, request_id="stuck", ttl_s=-1)  # expired the moment it was made
     assert isinstance(live, str) and isinstance(expired, str)
@@ -482,24 +555,17 @@ def test_expired_reservations_are_reclaimed_and_logged(ledger: Ledger) -> None:
     assert ledger.reclaim() == 1
 
     assert ledger.reservations_total() == 100
-    assert reclaim_events(ledger) == [
-        {
-            "kind": "reservation_reclaimed",
-            "request_id": "stuck",
-            "pid": ledger_sqlite.os.getpid(),
-            "host": ledger_sqlite._HOST,
-            "amount_nusd": 2_000,
-        }
-    ]
+    assert reclaim_events(ledger) == [reclaimed("stuck", os.getpid(), 2_000, "expired")]
     assert ledger.reclaim() == 0
 
 
 def test_expired_reservations_stop_counting_against_limits_and_are_logged_when_reserving(
-    ledger: Ledger,
+    ledger: LedgerBase,
 ) -> None:
     """Regression: reserve() dropped expired reservations without a trace in events."""
     assert isinstance(reserve(ledger, [daily(1_000)], 1_000, request_id="stuck", ttl_s=-1), str)
 
+    assert ledger.usage(daily(1_000)) == (0, 0)
     assert isinstance(reserve(ledger, [daily(1_000)], 1_000, request_id="next"), str)
 
     assert [e["request_id"] for e in reclaim_events(ledger)] == ["stuck"]
@@ -513,78 +579,153 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def fake_reservation(led: Ledger, *, pid: int, host: str, amount: int = 500, expires_in: float = 900) -> None:
+def fake_reservation(led: LedgerBase, *, pid: int, host: str, amount: int = 500, expires_in: float = 900) -> None:
     now = datetime.now(UTC).timestamp()
-    led.db["reservations"].insert(
-        {
-            "id": f"fake-{pid}-{host}-{expires_in}",
-            "request_id": f"from-{pid}",
-            "created_at": now,
-            "expires_at": now + expires_in,
-            "host": host,
-            "pid": pid,
-            "day": DAY,
-            "provider": "anthropic",
-            "tag": "",
-            "amount_nusd": amount,
-        }
+    execute(
+        led,
+        "INSERT INTO reservations (id, request_id, created_at, expires_at, host, pid, day, provider, tag, amount_nusd)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [f"fake-{pid}-{host}-{expires_in}", f"from-{pid}", now, now + expires_in, host, pid, DAY, "anthropic", "",
+         amount],
     )
 
 
-def test_reservation_of_a_dead_process_on_this_host_is_reclaimed(ledger: Ledger, dead_pid: int) -> None:
-    fake_reservation(ledger, pid=dead_pid, host=ledger_sqlite._HOST, amount=500)
+def test_reservation_of_a_dead_process_on_this_host_is_reclaimed(ledger: LedgerBase, dead_pid: int) -> None:
+    fake_reservation(ledger, pid=dead_pid, host=ledger_base.HOST, amount=500)
     fake_reservation(ledger, pid=dead_pid, host="another-machine", amount=70)  # can't tell: left alone
-    fake_reservation(ledger, pid=ledger_sqlite.os.getppid(), host=ledger_sqlite._HOST, amount=3)  # alive
+    fake_reservation(ledger, pid=os.getppid(), host=ledger_base.HOST, amount=3)  # alive
     mine = reserve(ledger, [], 1)  # this process: alive
     assert isinstance(mine, str)
 
     assert ledger.reclaim() == 1
 
     assert ledger.reservations_total() == 70 + 3 + 1
-    assert reclaim_events(ledger) == [
-        {
-            "kind": "reservation_reclaimed",
-            "request_id": f"from-{dead_pid}",
-            "pid": dead_pid,
-            "host": ledger_sqlite._HOST,
-            "amount_nusd": 500,
-        }
-    ]
+    assert reclaim_events(ledger) == [reclaimed(f"from-{dead_pid}", dead_pid, 500, "process_gone")]
 
 
-def test_reclaim_without_dead_pids_only_frees_expired_reservations(ledger: Ledger, dead_pid: int) -> None:
-    fake_reservation(ledger, pid=dead_pid, host=ledger_sqlite._HOST)
+def test_reclaim_without_dead_pids_only_frees_expired_reservations(ledger: LedgerBase, dead_pid: int) -> None:
+    fake_reservation(ledger, pid=dead_pid, host=ledger_base.HOST)
 
     assert ledger.reclaim(dead_pids=False) == 0
     assert ledger.reservations_total() == 500
 
 
-def test_expired_reservation_of_a_dead_process_is_reclaimed_once(ledger: Ledger, dead_pid: int) -> None:
+def test_expired_reservation_of_a_dead_process_is_reclaimed_once(ledger: LedgerBase, dead_pid: int) -> None:
     """Regression: it matched both the expired and the dead-process query and was counted twice."""
-    fake_reservation(ledger, pid=dead_pid, host=ledger_sqlite._HOST, expires_in=-60)
+    fake_reservation(ledger, pid=dead_pid, host=ledger_base.HOST, expires_in=-60)
 
     assert ledger.reclaim() == 1
     assert len(reclaim_events(ledger)) == 1
 
 
 def test_reclaim_never_signals_processes_on_windows(
-    ledger: Ledger, dead_pid: int, monkeypatch: pytest.MonkeyPatch
+    ledger: LedgerBase, dead_pid: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Regression: on Windows os.kill(pid, 0) terminates the process instead of probing it."""
-    fake_reservation(ledger, pid=dead_pid, host=ledger_sqlite._HOST)
+    fake_reservation(ledger, pid=dead_pid, host=ledger_base.HOST)
     signalled: list[int] = []
-    monkeypatch.setattr(ledger_sqlite.sys, "platform", "win32")
-    monkeypatch.setattr(ledger_sqlite.os, "kill", lambda pid, sig: signalled.append(pid))
+    monkeypatch.setattr(ledger_base.sys, "platform", "win32")
+    monkeypatch.setattr(ledger_base.os, "kill", lambda pid, sig: signalled.append(pid))
 
     assert ledger.reclaim() == 0
     assert signalled == []
 
 
-# -- two processes, one file --------------------------------------------------------------------
+def test_reclaimed_lists_what_each_reclaimed_hold_was_for(ledger: LedgerBase, dead_pid: int) -> None:
+    before = ledger_base.now_iso()
+    fake_reservation(ledger, pid=dead_pid, host=ledger_base.HOST, amount=500)
+    ledger.reclaim()
+
+    assert [{k: r[k] for k in ("request_id", "amount_nusd", "reason", "day", "provider")}
+            for r in ledger.reclaimed(before)] == [
+        {"request_id": f"from-{dead_pid}", "amount_nusd": 500, "reason": "process_gone", "day": DAY,
+         "provider": "anthropic"}
+    ]
+    assert ledger.reclaimed("2999-01-01") == []
 
 
-def test_two_ledgers_on_one_file_see_each_others_spend_at_once(ledger_file: Path) -> None:
-    a, b = Ledger(ledger_file), Ledger(ledger_file)
+# -- leases -------------------------------------------------------------------------------------
+
+
+def expiry(led: LedgerBase, rid: str) -> tuple[float, float]:
+    r = led.query("SELECT expires_at, hard_expires_at FROM reservations WHERE id = ?", [rid])[0]
+    return r["expires_at"], r["hard_expires_at"]
+
+
+def test_with_upkeep_a_reservation_is_a_lease_renewed_up_to_its_time_to_live(ledger: LedgerBase) -> None:
+    ledger.start_upkeep(lease_s=60, interval_s=3600)
+    t0 = time.time()
+    rid = reserve(ledger, [], 10, ttl_s=900)
+    assert isinstance(rid, str)
+    expires, hard = expiry(ledger, rid)
+    assert expires - t0 == pytest.approx(60, abs=5)
+    assert hard - t0 == pytest.approx(900, abs=5)
+
+    execute(ledger, "UPDATE reservations SET expires_at = expires_at - 50 WHERE id = ?", [rid])
+    assert ledger.renew() == 1
+    assert expiry(ledger, rid)[0] == pytest.approx(time.time() + 60, abs=5)
+
+    short = reserve(ledger, [], 10, ttl_s=20)  # the call's own time-to-live is shorter than a lease
+    assert isinstance(short, str)
+    ledger.renew()
+    assert expiry(ledger, short)[0] == pytest.approx(expiry(ledger, short)[1])
+
+
+def test_holds_of_a_ledger_that_stopped_renewing_lapse_and_are_reclaimed_by_another(store: Store) -> None:
+    """A server killed mid-call on another machine: nobody can see its process, but its lease lapses."""
+    dead, other = store.open(), store.open()
+    try:
+        dead.start_upkeep(lease_s=0.3, interval_s=3600)
+        rid = reserve(dead, [daily(1_000)], 1_000, request_id="in-flight")
+        assert isinstance(rid, str)
+        dead.stop_upkeep()  # no more renewals, as if the process had died
+        assert isinstance(reserve(other, [daily(1_000)], 1, request_id="blocked"), Refusal)
+
+        deadline = time.monotonic() + 10
+        while other.usage(daily(1_000)) != (0, 0):
+            assert time.monotonic() < deadline, "the lapsed lease still counts"
+            time.sleep(0.05)
+        assert isinstance(reserve(other, [daily(1_000)], 1_000, request_id="next"), str)
+
+        assert [(e["request_id"], e["reason"]) for e in reclaim_events(other)] == [("in-flight", "expired")]
+    finally:
+        dead.close()
+        other.close()
+
+
+def test_upkeep_keeps_renewing_while_the_ledger_is_open(store: Store) -> None:
+    led = store.open()
+    try:
+        led.start_upkeep(lease_s=0.4, interval_s=3600)
+        rid = reserve(led, [], 10)
+        assert isinstance(rid, str)
+        first = expiry(led, rid)[0]
+        deadline = time.monotonic() + 10
+        while expiry(led, rid)[0] < first + 0.8:  # renewed past two of its original leases
+            assert time.monotonic() < deadline, "the lease was not renewed"
+            time.sleep(0.05)
+        assert led.reclaim() == 0
+    finally:
+        led.close()
+
+
+def test_settling_a_hold_that_was_reclaimed_still_records_the_spend_and_says_so(ledger: LedgerBase) -> None:
+    rid = reserve(ledger, [], 5_000, ttl_s=-1)
+    assert isinstance(rid, str)
+    ledger.reclaim()
+
+    ledger.record(row(cost_nusd=1_234), reservation_id=rid)
+
+    assert ledger.usage(daily(0)) == (1_234, 0)
+    late = [e["detail"] for e in ledger.events() if e["kind"] == "settled_after_reclaim"]
+    assert [(d["reservation"], d["cost_nusd"]) for d in late] == [(rid, 1_234)]
+
+
+# -- two processes, one ledger ------------------------------------------------------------------
+
+
+def test_two_ledgers_on_one_store_see_each_others_spend_at_once(store: Store) -> None:
+    a, b = store.open(), store.open()
     try:
         a.record(row(cost_nusd=4_000))
         rid = b.reserve(
@@ -607,8 +748,8 @@ def test_two_ledgers_on_one_file_see_each_others_spend_at_once(ledger_file: Path
         b.close()
 
 
-def test_budget_overrides_are_shared_through_the_file(ledger_file: Path) -> None:
-    a, b = Ledger(ledger_file), Ledger(ledger_file)
+def test_budget_overrides_are_shared_through_the_store(store: Store) -> None:
+    a, b = store.open(), store.open()
     try:
         a.set_budget("global", "daily", 5_000_000_000)
         a.set_budget("tag:alice", "monthly", 1_000)
@@ -635,7 +776,7 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("nasty", HOSTILE)
-def test_hostile_strings_are_stored_verbatim_and_filter_exactly(ledger: Ledger, nasty: str) -> None:
+def test_hostile_strings_are_stored_verbatim_and_filter_exactly(ledger: LedgerBase, nasty: str) -> None:
     ledger.record(row(tag=nasty, model=nasty, provider=nasty, task_type=nasty, cost_nusd=111))
     ledger.record(row(tag="plain", cost_nusd=222))
     ledger.record(row(tag=nasty.upper() + "x", cost_nusd=444))
@@ -644,15 +785,7 @@ def test_hostile_strings_are_stored_verbatim_and_filter_exactly(ledger: Ledger, 
     by_tag = ledger.report(DAY, DAY, "tag", where={"tag": nasty})
     by_model = ledger.report(DAY, DAY, "model", where={"provider": nasty, "task_type": nasty})
 
-    assert sorted(ledger.db.table_names()) == [
-        "_migrations",
-        "budgets",
-        "events",
-        "meta",
-        "requests",
-        "reservations",
-        "rollups",
-    ]
+    assert tables(ledger) == TABLES
     assert [
         (r["tag"], r["model"], r["provider"], r["task_type"]) for r in stored if r["cost_nusd"] == 111
     ] == [(nasty, nasty, nasty, nasty)]
@@ -663,7 +796,7 @@ def test_hostile_strings_are_stored_verbatim_and_filter_exactly(ledger: Ledger, 
     assert rollup_table(ledger) == rollups_from_rows(ledger)
 
 
-def test_report_refuses_to_group_or_filter_by_anything_but_the_known_columns(ledger: Ledger) -> None:
+def test_report_refuses_to_group_or_filter_by_anything_but_the_known_columns(ledger: LedgerBase) -> None:
     with pytest.raises(ValueError, match="group_by"):
         ledger.report(DAY, DAY, "tag; DROP TABLE requests")
     with pytest.raises(ValueError, match="cannot filter"):
@@ -674,7 +807,7 @@ def test_report_refuses_to_group_or_filter_by_anything_but_the_known_columns(led
 
 
 @pytest.fixture
-def filled(ledger: Ledger) -> Ledger:
+def filled(ledger: LedgerBase) -> Ledger:
     ledger.record(
         row(
             day="2025-03-13",
@@ -789,21 +922,21 @@ REPORTS = {
 
 
 @pytest.mark.parametrize("group_by", GROUPINGS)
-def test_report_groups_spend_by_each_grouping_dearest_first(filled: Ledger, group_by: str) -> None:
+def test_report_groups_spend_by_each_grouping_dearest_first(filled: LedgerBase, group_by: str) -> None:
     assert filled.report("2025-03-13", "2025-03-15", group_by) == REPORTS[group_by]
 
 
-def test_report_filters_combine(filled: Ledger) -> None:
+def test_report_filters_combine(filled: LedgerBase) -> None:
     assert filled.report("2025-03-13", "2025-03-15", "day", where={"tag": "alice", "provider": "openai"}) == [
         _r("2025-03-14", 2, 1, 30, 3, 0, 300, 0)
     ]
 
 
-def test_report_of_an_empty_period_is_empty(filled: Ledger) -> None:
+def test_report_of_an_empty_period_is_empty(filled: LedgerBase) -> None:
     assert filled.report("2024-01-01", "2024-12-31", "provider") == []
 
 
-def test_rows_come_newest_first_and_filter_by_day(filled: Ledger) -> None:
+def test_rows_come_newest_first_and_filter_by_day(filled: LedgerBase) -> None:
     days = [r["day"] for r in filled.rows()]
 
     assert days == sorted(days, reverse=True)
@@ -814,10 +947,10 @@ def test_rows_come_newest_first_and_filter_by_day(filled: Ledger) -> None:
 # -- rebuilding rollups -------------------------------------------------------------------------
 
 
-def test_rebuild_rollups_rederives_them_from_the_rows(filled: Ledger) -> None:
+def test_rebuild_rollups_rederives_them_from_the_rows(filled: LedgerBase) -> None:
     expected = rollup_table(filled)
-    filled.db.execute("UPDATE rollups SET cost_nusd = cost_nusd * 7, requests = 0")
-    filled.db.execute("DELETE FROM rollups WHERE provider = 'ollama'")
+    execute(filled, "UPDATE rollups SET cost_nusd = cost_nusd * 7, requests = 0")
+    execute(filled, "DELETE FROM rollups WHERE provider = 'ollama'")
 
     filled.rebuild_rollups(lambda ts: ts[:10])
 
@@ -825,7 +958,7 @@ def test_rebuild_rollups_rederives_them_from_the_rows(filled: Ledger) -> None:
     assert [e["kind"] for e in filled.events()] == ["rollups_rebuilt"]
 
 
-def test_rebuild_rollups_refiles_rows_under_a_new_day(ledger: Ledger) -> None:
+def test_rebuild_rollups_refiles_rows_under_a_new_day(ledger: LedgerBase) -> None:
     """After a time-zone change: 23:30 UTC is the next day in Tokyo."""
     ledger.record(row(day="2025-03-14", ts="2025-03-14T23:30:00.000+00:00", cost_nusd=10))
     ledger.record(row(day="2025-03-14", ts="2025-03-14T08:00:00.000+00:00", cost_nusd=20))
@@ -840,10 +973,80 @@ def test_rebuild_rollups_refiles_rows_under_a_new_day(ledger: Ledger) -> None:
     assert ledger.usage(daily(0, day="2025-03-15")) == (10, 0)
 
 
+# -- retention ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_days(ledger: LedgerBase) -> LedgerBase:
+    for day, cost in (("2025-03-12", 100), ("2025-03-12", 200), ("2025-03-13", 400), ("2025-03-14", 800)):
+        ledger.record(row(day=day, ts=f"{day}T12:00:00.000+00:00", cost_nusd=cost, tag=f"t{cost}"))
+    return ledger
+
+
+def test_pruning_deletes_old_rows_and_keeps_their_rollups_so_reports_still_work(three_days: LedgerBase) -> None:
+    before = {g: three_days.report("2025-03-01", "2025-03-31", g) for g in GROUPINGS}
+    rollups = rollup_table(three_days)
+
+    assert three_days.prune("2025-03-13") == 2
+
+    assert sorted(r["day"] for r in three_days.rows()) == ["2025-03-13", "2025-03-14"]
+    assert three_days.totals()["cost_nusd"] == 1_200
+    assert rollup_table(three_days) == rollups
+    assert {g: three_days.report("2025-03-01", "2025-03-31", g) for g in GROUPINGS} == before
+    assert three_days.usage(daily(0, day="2025-03-12")) == (300, 0)
+    assert three_days.meta("pruned_before") == "2025-03-13"
+    assert [e["detail"] for e in three_days.events() if e["kind"] == "rows_pruned"] == [
+        {"before_day": "2025-03-13", "rows": 2}
+    ]
+    assert three_days.prune("2025-03-13") == 0
+    assert len([e for e in three_days.events() if e["kind"] == "rows_pruned"]) == 1
+
+
+def test_pruning_goes_in_batches_until_nothing_old_is_left(
+    three_days: LedgerBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_base, "PRUNE_BATCH", 1)
+
+    assert three_days.prune("2025-03-14") == 3
+    assert [r["day"] for r in three_days.rows()] == ["2025-03-14"]
+
+
+def test_an_earlier_prune_does_not_move_the_pruned_horizon_back(three_days: LedgerBase) -> None:
+    three_days.prune("2025-03-14")
+    three_days.prune("2025-03-13")
+
+    assert three_days.meta("pruned_before") == "2025-03-14"
+
+
+def test_rebuilding_after_a_prune_keeps_the_rollups_of_pruned_days(three_days: LedgerBase) -> None:
+    three_days.prune("2025-03-13")
+    kept = [r for r in rollup_table(three_days) if r["day"] < "2025-03-13"]
+
+    three_days.rebuild_rollups(lambda ts: ts[:10])
+
+    assert [r for r in rollup_table(three_days) if r["day"] < "2025-03-13"] == kept
+    assert sum(r["cost_nusd"] for r in rollup_table(three_days)) == 1_500
+    assert [r for r in rollup_table(three_days) if r["day"] >= "2025-03-13"] == rollups_from_rows(three_days)
+
+
+def test_upkeep_prunes_rows_past_retain_days_counted_back_from_today(three_days: LedgerBase) -> None:
+    three_days.start_upkeep(
+        lease_s=60, interval_s=3600, retain_days=1, today=lambda: datetime(2025, 3, 14, tzinfo=UTC).date()
+    )
+
+    assert sorted(r["day"] for r in three_days.rows()) == ["2025-03-13", "2025-03-14"]
+    assert three_days.report("2025-03-12", "2025-03-12", "day")[0]["cost_nusd"] == 300
+
+
+def test_tidy_without_retention_keeps_every_row(three_days: LedgerBase) -> None:
+    assert three_days.tidy() == {"reclaimed": 0}
+    assert three_days.totals()["requests"] == 4
+
+
 # -- small things -------------------------------------------------------------------------------
 
 
-def test_meta_values_are_stored_and_replaced(ledger: Ledger) -> None:
+def test_meta_values_are_stored_and_replaced(ledger: LedgerBase) -> None:
     assert ledger.meta("timezone") is None
 
     ledger.set_meta("timezone", "UTC")
@@ -853,7 +1056,7 @@ def test_meta_values_are_stored_and_replaced(ledger: Ledger) -> None:
 
 
 @pytest.mark.anyio
-async def test_run_calls_a_ledger_method_on_a_worker_thread(ledger: Ledger) -> None:
+async def test_run_calls_a_ledger_method_on_a_worker_thread(ledger: LedgerBase) -> None:
     rid = await ledger.run(reserve, ledger, [daily(100)], 10)
 
     assert isinstance(rid, str)

@@ -128,6 +128,15 @@ def create_events(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
 
 
+@_migration
+def lease_reservations(db: sqlite_utils.Database) -> None:
+    """Reservations become leases: ``owner`` (the open ledger that renews them) and
+    ``hard_expires_at`` (the call's own time-to-live, past which no renewal extends them)."""
+    db["reservations"].add_column("owner", str)
+    db["reservations"].add_column("hard_expires_at", float)
+    db["reservations"].create_index(["owner"])
+
+
 def _pending(db: sqlite_utils.Database) -> list[tuple[str, Migration]]:
     if "_migrations" not in db.table_names():
         return list(MIGRATIONS)

@@ -1,0 +1,351 @@
+"""What every ledger backend shares: the records it stores, and the upkeep a running server does.
+
+A backend (``sqlite.Ledger``, ``postgres.PostgresLedger``) keeps request rows, per-day rollups,
+reservations, budget overrides and events, with the same public methods and the same meaning.
+Its methods are synchronous; ``run`` calls them on a worker thread, one at a time per ledger.
+
+Reservations are leases when ``start_upkeep`` runs: each lives ``lease_s`` and the process that
+holds it renews it while it runs, up to the call's own time-to-live. A server that dies (killed,
+crashed, frozen) stops renewing, so its holds lapse within about ``lease_s`` wherever it ran, and
+are reclaimed (logged in ``events``) by whichever server next reserves or tidies up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal, ParamSpec, TypeVar
+
+import anyio
+import anyio.to_thread
+
+__all__ = [
+    "GROUPINGS",
+    "HOST",
+    "ROW_COLUMNS",
+    "SUM_COLUMNS",
+    "LedgerBase",
+    "LimitCheck",
+    "Refusal",
+    "RequestRow",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+ScopeKind = Literal["global", "provider", "tag"]
+GROUPINGS = ("provider", "model", "task_type", "tag", "day")
+SUM_COLUMNS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "reference_cost_nusd")
+HOST = socket.gethostname()
+PRUNE_BATCH = 5_000
+"""Rows deleted per transaction when pruning: short enough that reservations never queue long."""
+
+log = logging.getLogger("llm_router.ledger")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck:
+    """One limit to hold: spend in [first_day, last_day] for a scope must stay within limit_nusd."""
+
+    name: str
+    scope_kind: ScopeKind
+    scope_name: str | None
+    first_day: str
+    last_day: str
+    limit_nusd: int
+    resets_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a reservation was refused: the first limit it would break, with the figures."""
+
+    check: LimitCheck
+    spent_nusd: int
+    reserved_nusd: int
+
+
+@dataclass(slots=True)
+class RequestRow:
+    id: str
+    ts: str
+    day: str
+    status: str
+    tag: str = ""
+    task_type: str = ""
+    provider: str | None = None
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_nusd: int = 0
+    cost_usd: str = "0"
+    cost_estimated: int = 0
+    prices: str | None = None
+    reference_cost_nusd: int | None = None
+    latency_ms: int = 0
+    attempts: str = "[]"
+    error_code: str | None = None
+    error: str | None = None
+    prompt_hash: str | None = None
+    prompt: str | None = None
+    strategy: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def values(self) -> list[Any]:
+        return [getattr(self, f) for f in ROW_COLUMNS]
+
+    def rollup_values(self) -> tuple[Any, ...]:
+        """(day, provider, model, tag, task_type, errors, input, output, cached, cost, reference cost):
+        what this row adds to its rollup."""
+        return (
+            self.day,
+            self.provider or "",
+            self.model or "",
+            self.tag,
+            self.task_type,
+            0 if self.status == "ok" else 1,
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_tokens,
+            self.cost_nusd,
+            self.reference_cost_nusd or 0,
+        )
+
+
+ROW_COLUMNS = [f for f in RequestRow.__dataclass_fields__ if f != "extra"]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if sys.platform == "win32":
+        # There os.kill(pid, 0) does not probe: it terminates the process. Expiry reclaims instead.
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reclaim_detail(
+    reservation: str, request_id: str | None, pid: int | None, host: str | None, amount: int, day: str,
+    provider: str, tag: str, reason: str,
+) -> str:
+    return json.dumps(
+        {
+            "reservation": reservation,
+            "request_id": request_id,
+            "pid": pid,
+            "host": host,
+            "amount_nusd": amount,
+            "day": day,
+            "provider": provider,
+            "tag": tag,
+            "reason": reason,
+        }
+    )
+
+
+def check_grouping(group_by: str, where: dict[str, str] | None) -> None:
+    if group_by not in GROUPINGS:
+        raise ValueError(f"group_by must be one of {GROUPINGS}")
+    for column in where or {}:
+        if column not in GROUPINGS:
+            raise ValueError(f"cannot filter on {column!r}")
+
+
+def report_rows(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    return [{"key": r[0], **{n: int(v or 0) for n, v in zip(SUM_COLUMNS, r[1:], strict=True)}} for r in rows]
+
+
+class LedgerBase(ABC):
+    """The interface every backend implements, and the upkeep they share."""
+
+    migrations_applied: list[str]
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._limiter = anyio.CapacityLimiter(1)
+        self._pid = os.getpid()
+        self.owner = uuid.uuid4().hex
+        """Identifies this open ledger in the reservations it makes (renewed while it is open)."""
+        self.lease_s: float | None = None
+        self.retain_days: int | None = None
+        self._today: Callable[[], date] = lambda: datetime.now(UTC).date()
+        self._upkeep: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a ledger method on a worker thread. Not cancellable midway: a reservation made
+        is always returned to the caller, who must then settle or release it."""
+        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the ledger lives, fit to show a person (no password)."""
+
+    def close(self) -> None:
+        self.stop_upkeep()
+        self._close()
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+    def _expiry(self, now: float, ttl_s: float) -> tuple[float, float]:
+        """(expires_at, hard_expires_at) of a reservation made now: a lease while upkeep renews it,
+        never past the call's own time-to-live."""
+        hard = now + ttl_s
+        if self.lease_s is None:
+            return hard, hard
+        return min(hard, now + self.lease_s), hard
+
+    # -- budgets --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def usage(self, check: LimitCheck) -> tuple[int, int]:
+        """(spent, reserved) in nano-dollars for a limit's scope and period. Lapsed holds do not count."""
+
+    @abstractmethod
+    def reserve(
+        self, checks: Sequence[LimitCheck], amount_nusd: int, *, request_id: str, day: str, provider: str, tag: str,
+        ttl_s: float,
+    ) -> str | Refusal:
+        """Atomically: if ``amount_nusd`` fits under every check (with what is spent and held by
+        every process sharing the ledger), hold it and return the reservation id; otherwise hold
+        nothing and return the first refusal."""
+
+    @abstractmethod
+    def release(self, reservation_id: str) -> None:
+        """Free a hold (a call that failed or was cancelled). Releasing twice is harmless."""
+
+    @abstractmethod
+    def record(self, row: RequestRow, *, reservation_id: str | None = None) -> None:
+        """Write a request row, its rollup and the release of its reservation in one transaction."""
+
+    @abstractmethod
+    def reclaim(self, *, dead_pids: bool = True) -> int:
+        """Free holds that lapsed, or (same machine) whose process is gone. Each is logged in events."""
+
+    @abstractmethod
+    def renew(self) -> int:
+        """Extend this ledger's own live holds by another lease. Returns how many."""
+
+    @abstractmethod
+    def budget_overrides(self) -> dict[tuple[str, str], int | None]: ...
+
+    @abstractmethod
+    def set_budget(self, scope: str, period: str, limit_nusd: int | None) -> None: ...
+
+    @abstractmethod
+    def reservations_total(self) -> int: ...
+
+    # -- reading --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def report(
+        self, first_day: str, last_day: str, group_by: str, *, where: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Sums per group over the rollups for days in [first_day, last_day], dearest first."""
+
+    @abstractmethod
+    def rows(self, *, day: str | None = None, limit: int = 50, request_id: str | None = None) -> list[dict[str, Any]]:
+        """Raw request rows, newest first."""
+
+    @abstractmethod
+    def events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """What the ledger itself did (reclaims, prunes, rebuilds), newest first."""
+
+    @abstractmethod
+    def totals(self) -> dict[str, int]:
+        """Sums over the raw rows (the truth), for checks against the rollups."""
+
+    @abstractmethod
+    def rebuild_rollups(self, day_of: Callable[[str], str]) -> None:
+        """Recompute ``day`` of every row (after a time-zone change) and the rollups from the rows.
+        Days whose rows were pruned keep their rollups: there is nothing left to recompute them from."""
+
+    @abstractmethod
+    def meta(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run one read statement (``?`` placeholders) and return its rows as dicts."""
+
+    @abstractmethod
+    def prune(self, before_day: str) -> int:
+        """Delete raw rows of days before ``before_day``, keeping their rollups. Returns rows deleted."""
+
+    def reclaimed(self, since_ts: str) -> list[dict[str, Any]]:
+        """Holds reclaimed since ``since_ts`` (ISO UTC), oldest first: what each held and why."""
+        rows = self.query(
+            "SELECT ts, detail FROM events WHERE kind = 'reservation_reclaimed' AND ts >= ? ORDER BY id", [since_ts]
+        )
+        return [{"ts": r["ts"], **json.loads(r["detail"])} for r in rows]
+
+    # -- upkeep ---------------------------------------------------------------------------------
+
+    def tidy(self) -> dict[str, int]:
+        """One round of upkeep: reclaim dead or lapsed holds, and prune rows past retention."""
+        done = {"reclaimed": self.reclaim()}
+        if self.retain_days is not None:
+            cutoff = (self._today() - timedelta(days=self.retain_days)).isoformat()
+            done["pruned"] = self.prune(cutoff)
+        return done
+
+    def start_upkeep(
+        self, *, lease_s: float, interval_s: float, retain_days: int | None = None,
+        today: Callable[[], date] | None = None,
+    ) -> None:
+        """Make reservations leases renewed by a background thread, tidy up now and then every
+        ``interval_s``. For long-running servers; tests and one-shot commands need not call it."""
+        self.lease_s = lease_s
+        self.retain_days = retain_days
+        if today is not None:
+            self._today = today
+        self.tidy()
+        renew_every = max(min(lease_s / 4, interval_s), 0.05)
+        self._upkeep = threading.Thread(
+            target=self._upkeep_loop, args=(renew_every, interval_s), name="ledger-upkeep", daemon=True
+        )
+        self._upkeep.start()
+
+    def stop_upkeep(self) -> None:
+        self._stop.set()
+        if self._upkeep is not None and self._upkeep is not threading.current_thread():
+            self._upkeep.join(timeout=30)
+        self._upkeep = None
+
+    def _upkeep_loop(self, renew_every: float, interval_s: float) -> None:
+        last_tidy = time.monotonic()
+        while not self._stop.wait(renew_every):
+            try:
+                self.renew()
+                if time.monotonic() - last_tidy >= interval_s:
+                    last_tidy = time.monotonic()
+                    self.tidy()
+            except Exception:
+                log.warning("ledger upkeep failed; will try again", exc_info=True)
