@@ -33,6 +33,7 @@ __all__ = [
     "LedgerConfig",
     "LimitsConfig",
     "ResilienceConfig",
+    "HttpConfig",
     "Settings",
     "load_settings",
     "default_config_path",
@@ -238,6 +239,36 @@ class LimitsConfig(_Strict):
     max_messages: int = Field(default=500, gt=0)
 
 
+_HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+
+
+class HttpConfig(_Strict):
+    """``serve --transport http``. Bearer tokens are read from the environment, never from this file."""
+
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Host names clients may address the server by (e.g. ``"router.internal"``), besides ``localhost``
+    and IP addresses; any other ``Host`` header is refused, which defeats DNS rebinding."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call (e.g. ``"https://tools.example.com"``), besides loopback ones
+    and the server's own; a request with any other ``Origin`` header is refused."""
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        for h in hosts:
+            if not _HOST_NAME.match(h.lower()):
+                raise ValueError(f"allowed_hosts: {h!r} is not a host name (write it without scheme or port)")
+        return [h.lower() for h in hosts]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for o in origins:
+            if not re.fullmatch(r"https?://[^/\s]+", o.rstrip("/")):
+                raise ValueError(f"allowed_origins: {o!r} is not an origin (scheme://host[:port], no path)")
+        return [o.rstrip("/").lower() for o in origins]
+
+
 class Settings(_Strict):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     providers: list[ProviderConfig] = Field(default_factory=list)
@@ -245,6 +276,7 @@ class Settings(_Strict):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     source: str = "built-in defaults"
     """Where these settings were read from (not a config key)."""
 
