@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 import tempfile
@@ -32,29 +31,30 @@ def _serve(args: argparse.Namespace) -> int:
     import anyio
 
     from .engine import Engine
-    from .mcp_server import create_server
+    from .redaction import Redactor
 
     settings = _settings(args)
+    redact = Redactor.from_environment(settings)
     if args.transport == "http":
-        try:
-            loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            print(
-                f"error: refusing to serve on {args.host}: only loopback addresses are allowed until "
-                "token authentication is configured",
-                file=sys.stderr,
-            )
-            return 2
+        # Checked before anything is opened: a refusal leaves no trace.
+        from .http_app import check_bind, load_tokens
+
+        tokens = load_tokens()
+        check_bind(args.host, tokens)
+        redact.add(*tokens.values)
 
     async def run() -> None:
         engine = Engine(settings)
         try:
-            server = create_server(engine)
             if args.transport == "http":
-                await server.run_streamable_http_async(host=args.host, port=args.port)
+                from .http_app import serve_http
+
+                await serve_http(engine, host=args.host, port=args.port, tokens=tokens, http=settings.http, redact=redact)
             else:
+                from .mcp_server import create_server
+
+                server = create_server(engine, redact=redact)
+                redact.install()
                 await server.run_stdio_async()
         finally:
             await engine.aclose()
@@ -69,13 +69,20 @@ def _check(args: argparse.Namespace) -> int:
     from .catalog import Catalog
     from .config import ledger_path
     from .providers import availability, build_provider
+    from .redaction import Redactor
 
     settings = _settings(args)
-    print(f"config: {settings.source}")
-    print(f"ledger: {ledger_path(settings)}")
+    redact = Redactor.from_environment(settings)
+
+    def say(line: str) -> None:
+        print(redact(line))
+
+    say(f"config: {settings.source}")
+    say(f"ledger: {ledger_path(settings)}")
+    _check_http_tokens(say)
     if not settings.providers:
-        print("no provider is configured or has its key set: set ANTHROPIC_API_KEY, OPENAI_API_KEY, "
-              "GEMINI_API_KEY or OLLAMA_HOST, or write a config file (see README)")
+        say("no provider is configured or has its key set: set ANTHROPIC_API_KEY, OPENAI_API_KEY, "
+            "GEMINI_API_KEY or OLLAMA_HOST, or write a config file (see README)")
         return 1
     catalog = Catalog(settings)
     usable_count = 0
@@ -96,14 +103,28 @@ def _check(args: argparse.Namespace) -> int:
                 finally:
                     await provider.aclose()
             usable_count += usable
-            print(line + ("usable" if usable else "NOT usable") + f" — {why}")
+            say(line + ("usable" if usable else "NOT usable") + f" — {why}")
             for entry in catalog:
                 if entry.provider == cfg.name:
                     price = "no price" if entry.prices is None else f"${entry.prices.input}/${entry.prices.output} per Mtok"
-                    print(f"    {entry.ref}: tier {entry.tier}, {entry.context_window} tokens, {price} ({entry.price_source})")
+                    say(f"    {entry.ref}: tier {entry.tier}, {entry.context_window} tokens, {price} ({entry.price_source})")
 
     anyio.run(probe_all)
     return 0 if usable_count else 1
+
+
+def _check_http_tokens(say: Any) -> None:
+    """The HTTP bearer tokens, when set: how many and their tags (never the tokens)."""
+    from .http_app import TOKENS_ENV, TOKENS_FILE_ENV, load_tokens
+
+    if not (os.environ.get(TOKENS_ENV) or os.environ.get(TOKENS_FILE_ENV)):
+        return
+    try:
+        tokens = load_tokens()
+    except ConfigError as e:
+        say(f"http tokens: NOT usable — {e}")
+    else:
+        say(f"http tokens: {len(tokens)}, for tag(s) {', '.join(tokens.tags)}")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -161,8 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
     common(serve)
     serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="HTTP: address to listen on (default 127.0.0.1; any other needs bearer tokens)")
+    serve.add_argument("--port", type=int, default=8765, help="HTTP: port (default 8765)")
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="drive every tool and resource on mock providers (no keys, no network)")

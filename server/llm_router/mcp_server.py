@@ -1,17 +1,35 @@
 """The MCP surface: four tools and four resources, translated to and from the engine. Nothing else.
 
 Errors from the engine become tool errors (``isError``) whose text says what happened and what to
-do, with the same facts as structured content.
+do, with the same facts as structured content. Around each call, and only in MCP's own terms:
+who to bill when the transport identified the caller, log messages for fallbacks and budget
+warnings, resource-updated notifications for subscribers, and an optional observer (metrics).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
+import warnings
+import weakref
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp_types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    EmptyResult,
+    SetLevelRequestParams,
+    SubscribeRequestParams,
+    TextContent,
+    ToolAnnotations,
+    UnsubscribeRequestParams,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
 
 from . import __version__
@@ -37,48 +55,141 @@ from .calls import (
     Temperature,
 )
 from .engine import Engine
-from .types import InvalidInput, RouterError
+from .redaction import Redactor
+from .types import AllAttemptsFailed, BudgetExceeded, InvalidInput, RouterError
 
-__all__ = ["create_server", "INSTRUCTIONS"]
+__all__ = ["create_server", "INSTRUCTIONS", "Observer", "LEDGER_URI", "BUDGETS_URI", "PROVIDERS_URI"]
 
 INSTRUCTIONS = """\
 This server hands LLM work to other models and keeps a spend ledger.
 Use `complete` to delegate self-contained work a cheaper or different model can do (summaries,
 drafts, classification, code snippets, second opinions); set `quality` when the work needs a strong
 model, `task_type` so routing rules apply, `tag` to bill it. Use `route_explain` first when you want
-to know which model would answer and what it may cost. Use `cost_report` for questions about spend
-and `set_budget` to cap it. Every call is within a hard budget; a refusal says which limit and when
-it resets."""
+to know which model would answer and what it may cost, or afterwards to explain a choice. Use
+`cost_report` for questions about spend ("what did I spend this week on Anthropic?") and
+`set_budget` to cap it ("set a $2 daily cap"). Every call is within a hard budget; a refusal says
+which limit and when it resets."""
+
+PROVIDERS_URI = "llm-router://providers"
+LEDGER_URI = "llm-router://ledger"
+BUDGETS_URI = "llm-router://budgets"
+_SUBSCRIBABLE = re.compile(r"^llm-router://(providers|ledger|budgets|ledger/\d{4}-\d{2}-\d{2})$")
+_LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+# Log messages are deprecated from protocol 2026-07-28 on, but handshake-era clients (Claude Desktop
+# among them) show them, and 2026 clients can still opt in per request: sent on purpose.
+warnings.filterwarnings("ignore", category=MCPDeprecationWarning, module=r"llm_router\.mcp_server")
 
 _READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
 
 
-def _error(exc: RouterError) -> CallToolResult:
-    return CallToolResult(
-        content=[TextContent(type="text", text=str(exc))],
-        structured_content={"error": exc.to_dict()},
-        is_error=True,
-    )
+class Observer(Protocol):
+    """Told about every tool call (``metrics.Metrics`` in HTTP mode)."""
 
-
-def _ok(result: BaseModel, summary: str) -> CallToolResult:
-    return CallToolResult(
-        content=[TextContent(type="text", text=summary)],
-        structured_content=result.model_dump(mode="json"),
-    )
+    def tool_done(self, tool: str, seconds: float, result: Any = None, error: RouterError | None = None) -> None: ...
 
 
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
 
 
-def create_server(engine: Engine) -> MCPServer:
+def _caller_tag(ctx: Context) -> str | None:
+    """The tag of the bearer token the HTTP request came with (None over stdio or without tokens)."""
+    from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+
+    request = ctx.request_context.request
+    user = getattr(request, "scope", {}).get("user") if request is not None else None
+    return user.access_token.client_id if isinstance(user, AuthenticatedUser) else None
+
+
+class _Subscribers:
+    """``resources/subscribe`` for handshake-era clients (Claude Desktop, the Inspector, ...), and
+    their ``logging/setLevel``. Clients of 2026-07-28 and later use ``subscriptions/listen`` and
+    per-request log levels, which the SDK serves itself. Sessions are held weakly: one that ends
+    without unsubscribing is simply forgotten."""
+
+    def __init__(self) -> None:
+        self.by_uri: dict[str, weakref.WeakSet[Any]] = {}
+        self.log_level: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+    async def subscribe(self, ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+        if not _SUBSCRIBABLE.match(params.uri):
+            raise MCPError(INVALID_PARAMS, f"no such resource to subscribe to: {params.uri[:200]!r}")
+        self.by_uri.setdefault(params.uri, weakref.WeakSet()).add(ctx.session)
+        return EmptyResult()
+
+    async def unsubscribe(self, ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+        subscribers = self.by_uri.get(params.uri)
+        if subscribers is not None:
+            subscribers.discard(ctx.session)
+        return EmptyResult()
+
+    async def set_level(self, ctx: Any, params: SetLevelRequestParams) -> EmptyResult:
+        self.log_level[ctx.session] = _LOG_LEVELS.index(params.level)
+        return EmptyResult()
+
+    async def updated(self, uri: str) -> None:
+        for session in list(self.by_uri.get(uri, ())):
+            try:
+                await session.send_resource_updated(uri)
+            except Exception:  # the client went away: forget it
+                self.by_uri[uri].discard(session)
+
+
+def create_server(engine: Engine, *, observer: Observer | None = None, redact: Redactor | None = None) -> MCPServer:
     """An MCP server bound to one engine (the caller owns the engine and closes it)."""
     server = MCPServer("llm-router", instructions=INSTRUCTIONS, version=__version__)
+    redact = redact if redact is not None else Redactor.from_environment(engine.settings)
+    subscribers = _Subscribers()
+    # MCPServer has no decorator for these handshake-era methods; the low-level server serves them.
+    low = server._lowlevel_server  # noqa: SLF001
+    low.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribers.subscribe)
+    low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, subscribers.unsubscribe)
+    low.add_request_handler("logging/setLevel", SetLevelRequestParams, subscribers.set_level)
+
+    def ok(result: BaseModel, summary: str) -> CallToolResult:
+        return CallToolResult(
+            content=[TextContent(type="text", text=redact(summary))],
+            structured_content=redact.scrub(result.model_dump(mode="json")),
+        )
+
+    def error(exc: RouterError) -> CallToolResult:
+        return CallToolResult(
+            content=[TextContent(type="text", text=redact(str(exc)))],
+            structured_content={"error": redact.scrub(exc.to_dict())},
+            is_error=True,
+        )
+
+    async def log(ctx: Context, level: str, message: str, **data: Any) -> None:
+        """A log message to the client (dropped when it asked for a higher level)."""
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # the SDK filters modern sessions itself
+            if _LOG_LEVELS.index(level) < subscribers.log_level.get(ctx.session, 0):
+                return
+        payload = redact.scrub({"message": message, **data})
+        await ctx.log(level, payload, logger_name="llm-router")  # type: ignore[arg-type]
+
+    async def updated(ctx: Context, *uris: str) -> None:
+        for uri in uris:
+            await ctx.notify_resource_updated(uri)
+            await subscribers.updated(uri)
+
+    def done(tool: str, t0: float, result: Any = None, err: RouterError | None = None) -> None:
+        if observer is not None:
+            observer.tool_done(tool, time.perf_counter() - t0, result, err)
+
+    def billing_tag(ctx: Context, tag: str | None) -> tuple[str | None, str]:
+        """The tag to bill, and a note when a tag argument was overridden. A token's tag wins:
+        otherwise a caller could move its spend out of its own tag's budget."""
+        caller = _caller_tag(ctx)
+        if caller is None:
+            return tag, ""
+        note = f" (billed to {caller!r}, this connection's token, not {tag.strip()!r})" if tag and tag.strip() != caller else ""
+        return caller, note
 
     @server.tool(
         description="Send a prompt to the best-suited LLM (cheapest that meets the quality asked), with "
-        "fallback across providers and a hard budget. Returns the answer, the model used, tokens and exact cost."
+        "fallback across providers and a hard budget. Returns the answer, the model used, tokens and exact cost.",
+        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True),
     )
     async def complete(
         ctx: Context,
@@ -95,6 +206,8 @@ def create_server(engine: Engine) -> MCPServer:
         tag: Tag = None,
         deadline_s: DeadlineS = None,
     ) -> Annotated[CallToolResult, CompleteResult]:
+        t0 = time.perf_counter()
+        tag, note = billing_tag(ctx, tag)
         args = CompleteArgs(
             prompt=prompt, messages=messages, system=system, max_tokens=max_tokens, temperature=temperature,
             model=model, task_type=task_type, quality=quality, strategy=strategy, max_cost_usd=max_cost_usd,
@@ -105,18 +218,37 @@ def create_server(engine: Engine) -> MCPServer:
         async def progress(_value: float, _total: float | None, message: str) -> None:
             nonlocal step
             step += 1  # MCP progress must increase with every notification
-            await ctx.report_progress(step, None, message)
+            await ctx.report_progress(step, None, redact(message))
 
         try:
             result = await engine.complete(args, progress=progress)
         except RouterError as e:
-            return _error(e)
-        fell_back = len(result.attempts) > 1
+            done("complete", t0, err=e)
+            if not isinstance(e, InvalidInput):  # past validation, every call leaves a ledger row
+                await updated(ctx, LEDGER_URI, f"{LEDGER_URI}/{engine.budget.clock.today().isoformat()}", BUDGETS_URI)
+            if isinstance(e, BudgetExceeded):
+                await log(ctx, "warning", f"budget refusal: {e}", limit=e.limit_name, resets_at=e.resets_at)
+            elif isinstance(e, AllAttemptsFailed):
+                await log(ctx, "error", str(e), attempts=[a.to_dict() for a in e.attempts])
+            return error(e)
+        done("complete", t0, result)
+        await updated(ctx, LEDGER_URI, f"{LEDGER_URI}/{engine.budget.clock.today().isoformat()}", BUDGETS_URI)
+        failed = [a for a in result.attempts if a.outcome != "ok"]
+        if failed:
+            what = "; ".join(f"{a.model} {a.outcome} ({a.error_code})" for a in failed)
+            await log(ctx, "warning", f"fallback: {what}; answered by {result.model}", request_id=result.request_id,
+                      attempts=[a.model_dump() for a in result.attempts])
+        if result.budget.get("tier", "normal") != "normal":
+            tight = result.budget["limits"][0] if result.budget.get("limits") else {}
+            await log(ctx, "warning", f"budget {tight.get('scope', '')} {tight.get('period', '')} is "
+                      f"{tight.get('percent_used', '?')}% used (tier {result.budget['tier']}): "
+                      + ("cheaper models go first" if result.budget["tier"] == "cautious" else "only free models are used"),
+                      budget=result.budget)
         summary = (
             f"{result.text}\n\n— {result.model}, {result.usage.input_tokens} in / {result.usage.output_tokens} out, "
-            f"${result.cost_usd}{' after fallback' if fell_back else ''}; request {result.request_id}"
+            f"${result.cost_usd}{' after fallback' if failed else ''}; request {result.request_id}{note}"
         )
-        return _ok(result, summary)
+        return ok(result, summary)
 
     @server.tool(
         description="Explain, without calling any model or spending anything, which models `complete` would try "
@@ -124,6 +256,7 @@ def create_server(engine: Engine) -> MCPServer:
         annotations=_READ_ONLY,
     )
     async def route_explain(
+        ctx: Context,
         prompt: Prompt = None,
         messages: Messages = None,
         system: System = None,
@@ -136,6 +269,8 @@ def create_server(engine: Engine) -> MCPServer:
         max_cost_usd: MaxCost = None,
         tag: Tag = None,
     ) -> Annotated[CallToolResult, ExplainResult]:
+        t0 = time.perf_counter()
+        tag, note = billing_tag(ctx, tag)
         args = CompleteArgs(
             prompt=prompt, messages=messages, system=system, max_tokens=max_tokens, temperature=temperature,
             model=model, task_type=task_type, quality=quality, strategy=strategy, max_cost_usd=max_cost_usd, tag=tag,
@@ -143,12 +278,15 @@ def create_server(engine: Engine) -> MCPServer:
         try:
             result = await engine.explain(args)
         except RouterError as e:
-            return _error(e)
+            done("route_explain", t0, err=e)
+            return error(e)
+        done("route_explain", t0, result)
         head = result.chain[0] if result.chain else "no model"
-        summary = f"Would try {', '.join(result.chain) or 'nothing'} (first: {head}); budget tier {result.budget_tier}.\n" + "\n".join(
-            result.steps
-        )
-        return _ok(result, summary)
+        summary = (f"Would try {', '.join(result.chain) or 'nothing'} (first: {head}); budget tier {result.budget_tier}"
+                   f"{note}.\n" + "\n".join(result.steps))
+        if result.excluded:
+            summary += "\nexcluded: " + "; ".join(f"{x['model']} ({x['reason']})" for x in result.excluded)
+        return ok(result, summary)
 
     @server.tool(
         description="Spend from the ledger for a period, grouped by provider, model, task_type, tag or day, "
@@ -158,64 +296,73 @@ def create_server(engine: Engine) -> MCPServer:
     async def cost_report(
         period: Annotated[Period | None, Field(description="A named period; default this_month. Or give since/until.")] = None,
         group_by: Annotated[Grouping, Field(description="How to group the rows.")] = "provider",
-        since: Annotated[str | None, Field(description="First day, YYYY-MM-DD (inclusive).")] = None,
-        until: Annotated[str | None, Field(description="Last day, YYYY-MM-DD (inclusive).")] = None,
+        since: Annotated[str | None, Field(max_length=32, description="First day, YYYY-MM-DD (inclusive).")] = None,
+        until: Annotated[str | None, Field(max_length=32, description="Last day, YYYY-MM-DD (inclusive).")] = None,
         tag: Annotated[str | None, Field(max_length=128, description="Only calls billed to this tag.")] = None,
         provider: Annotated[str | None, Field(max_length=64, description="Only calls to this provider.")] = None,
     ) -> Annotated[CallToolResult, ReportResult]:
+        t0 = time.perf_counter()
         try:
             if period is not None and (since or until):
                 raise InvalidInput("period", "give a period or since/until, not both", allowed="one of them")
             result = await engine.cost_report(period=period, group_by=group_by, since=since, until=until, tag=tag, provider=provider)
         except RouterError as e:
-            return _error(e)
+            done("cost_report", t0, err=e)
+            return error(e)
+        done("cost_report", t0, result)
         lines = [f"{result.period['name']} ({result.period['first_day']}..{result.period['last_day']}): "
                  f"${result.totals['cost_usd']} over {result.totals['requests']} calls"]
         lines += [f"  {r[group_by] or '(none)'}: ${r['cost_usd']} ({r['requests']} calls)" for r in result.rows]
-        return _ok(result, "\n".join(lines))
+        return ok(result, "\n".join(lines))
 
     @server.tool(
         description="Set, change or remove (limit_usd null) a spending limit. Persisted; applies to every later call.",
         annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=True, openWorldHint=False),
     )
     async def set_budget(
+        ctx: Context,
         scope: Annotated[str, Field(max_length=140, description='"global", "provider:NAME" or "tag:NAME".')],
-        period: Annotated[str, Field(description="daily, monthly or per_request.")],
+        period: Annotated[str, Field(max_length=32, description="daily, monthly or per_request.")],
         limit_usd: Annotated[Decimal | None, Field(description="The limit in USD; null removes it.")],
     ) -> Annotated[CallToolResult, BudgetResult]:
+        t0 = time.perf_counter()
         try:
+            if limit_usd is not None and not limit_usd.is_finite():
+                raise InvalidInput("limit_usd", "is not a finite amount", allowed="a number of dollars >= 0, or null")
             if limit_usd is not None and limit_usd < 0:
                 raise InvalidInput("limit_usd", "a limit cannot be negative", allowed="a number of dollars >= 0, or null")
             result = await engine.set_budget(scope, period, limit_usd)
         except RouterError as e:
-            return _error(e)
+            done("set_budget", t0, err=e)
+            return error(e)
+        done("set_budget", t0, result)
+        await updated(ctx, BUDGETS_URI)
         what = "removed" if limit_usd is None else f"set to ${limit_usd}"
-        return _ok(result, f"{scope} {period} limit {what}.")
+        return ok(result, f"{scope} {period} limit {what}.")
 
-    @server.resource("llm-router://providers", name="providers", mime_type="application/json",
-                     description="Each provider: usable or not and why, circuit state, latency, models with prices.")
+    def resource(uri: str, name: str, description: str) -> Callable[[Any], Any]:
+        return server.resource(uri, name=name, mime_type="application/json", description=description)
+
+    @resource(PROVIDERS_URI, "providers", "Each provider: usable or not and why, circuit state, latency, models with prices.")
     async def providers() -> str:
-        return _json({"providers": engine.providers_status()})
+        return redact(_json({"providers": engine.providers_status()}))
 
-    @server.resource("llm-router://ledger", name="ledger", mime_type="application/json",
-                     description="The 50 most recent ledger entries.")
+    @resource(LEDGER_URI, "ledger", "The 50 most recent ledger entries.")
     async def ledger() -> str:
-        return _json({"entries": await engine.ledger_rows(limit=50)})
+        return redact(_json({"entries": await engine.ledger_rows(limit=50)}))
 
-    @server.resource("llm-router://ledger/{date}", name="ledger_day", mime_type="application/json",
-                     description="Every ledger entry of one day (YYYY-MM-DD, budget time zone).")
+    @resource(LEDGER_URI + "/{date}", "ledger_day", "Every ledger entry of one day (YYYY-MM-DD, budget time zone).")
     async def ledger_day(date: str) -> str:
         try:
             rows = await engine.ledger_rows(day=date, limit=10_000)
         except InvalidInput as e:
             from mcp.server.mcpserver.exceptions import ResourceError
 
-            raise ResourceError(str(e)) from None
-        return _json({"date": date, "entries": rows})
+            raise ResourceError(redact(str(e))) from None
+        return redact(_json({"date": date, "entries": rows}))
 
-    @server.resource("llm-router://budgets", name="budgets", mime_type="application/json",
-                     description="Every limit with spent, reserved and remaining, and when it resets.")
+    @resource(BUDGETS_URI, "budgets", "Every limit with spent, reserved and remaining, and when it resets.")
     async def budgets() -> str:
-        return _json({"budgets": await engine.budgets()})
+        return redact(_json({"budgets": await engine.budgets()}))
 
     return server

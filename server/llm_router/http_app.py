@@ -1,0 +1,378 @@
+"""``serve --transport http``: the MCP endpoint at ``/mcp`` behind bearer tokens and Host/Origin
+checks, ``/metrics`` for Prometheus, and ``/healthz``.
+
+Imported only in HTTP mode, so the stdio path never loads Starlette, uvicorn or prometheus-client.
+
+Who may call: every request to ``/mcp`` and ``/metrics`` must carry ``Authorization: Bearer
+<token>`` for one of the tokens in ``$LLM_ROUTER_HTTP_TOKENS`` (``tag=token,tag=token``) or in the
+file named by ``$LLM_ROUTER_HTTP_TOKENS_FILE``. Tokens are kept only as SHA-256 digests and
+compared in constant time. The token's tag is who the call is billed to (see ``mcp_server``).
+Without tokens the server listens on loopback only.
+
+Where from: the ``Host`` header must be ``localhost``, an IP address, or a name listed in ``[http]
+allowed_hosts``. A DNS-rebinding attack reaches the server under the attacker's own host name, so it
+fails here; IP literals cannot be rebound. A browser's ``Origin`` must be loopback, the server's own,
+or listed in ``[http] allowed_origins``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import re
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from .types import ConfigError
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from .config import HttpConfig
+    from .engine import Engine
+    from .metrics import Metrics
+
+__all__ = [
+    "TOKENS_ENV",
+    "TOKENS_FILE_ENV",
+    "MIN_TOKEN_CHARS",
+    "Caller",
+    "Tokens",
+    "parse_tokens",
+    "load_tokens",
+    "HostPolicy",
+    "is_loopback",
+    "check_bind",
+    "build_app",
+    "uvicorn_config",
+    "serve_http",
+]
+
+TOKENS_ENV = "LLM_ROUTER_HTTP_TOKENS"
+TOKENS_FILE_ENV = "LLM_ROUTER_HTTP_TOKENS_FILE"
+MIN_TOKEN_CHARS = 16
+MCP_PATH = "/mcp"
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:/+-]{0,127}$")
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: what an HTTP header carries intact
+_MAKE_ONE = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request came from: the token's tag, and which token (by position, never its value)."""
+
+    tag: str
+    token_id: str
+
+
+class Tokens:
+    """The accepted bearer tokens, held as SHA-256 digests."""
+
+    def __init__(self, entries: list[tuple[str, str]]) -> None:
+        self._entries = [
+            (hashlib.sha256(token.encode()).digest(), Caller(tag, f"token {i}")) for i, (tag, token) in enumerate(entries, 1)
+        ]
+        # Kept only so that they can be scrubbed from anything shown; never logged or compared as text.
+        self._values = tuple(token for _, token in entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def tags(self) -> list[str]:
+        return sorted({caller.tag for _, caller in self._entries})
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return self._values
+
+    def match(self, presented: str | None) -> Caller | None:
+        """The caller a presented token belongs to, or None.
+
+        Digests are compared with ``hmac.compare_digest`` against every entry, without stopping at a
+        match, so neither the time taken nor the order of entries tells anything about a token.
+        """
+        if not presented:
+            return None
+        digest = hashlib.sha256(presented.encode(errors="surrogateescape")).digest()
+        found = None
+        for expected, caller in self._entries:
+            if hmac.compare_digest(digest, expected):
+                found = caller
+        return found
+
+
+def parse_tokens(text: str, source: str) -> list[tuple[str, str]]:
+    """``tag=token`` entries separated by commas or new lines (``#`` starts a comment line).
+
+    Raises:
+        ConfigError: naming the source and the entry's position; never quoting a token.
+    """
+    entries: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    pieces = [p.strip() for line in text.splitlines() if not line.strip().startswith("#") for p in line.split(",")]
+    for n, piece in enumerate((p for p in pieces if p), 1):
+        tag, sep, token = (s.strip() for s in piece.partition("="))
+        where = f"entry {n}"
+        if not sep or not token:
+            raise ConfigError(f"{where} is not tag=token", file=source)
+        if not _TAG.match(tag):
+            raise ConfigError(
+                f"{where}: the tag {tag[:40]!r} must be 1-128 letters, digits or _ . @ : / + - "
+                "(starting with a letter or digit)",
+                file=source,
+            )
+        if len(token) < MIN_TOKEN_CHARS or not _TOKEN.match(token):
+            raise ConfigError(
+                f"{where} (tag {tag!r}): a token must be at least {MIN_TOKEN_CHARS} printable characters without "
+                f"spaces or commas; make one with {_MAKE_ONE}",
+                file=source,
+            )
+        if token in seen:
+            raise ConfigError(f"{where} (tag {tag!r}) repeats an earlier entry's token: give each one its own", file=source)
+        seen.add(token)
+        entries.append((tag, token))
+    return entries
+
+
+def load_tokens(env: Mapping[str, str] = os.environ) -> Tokens:
+    """The tokens from ``$LLM_ROUTER_HTTP_TOKENS`` or the file named by ``$LLM_ROUTER_HTTP_TOKENS_FILE``.
+
+    Raises:
+        ConfigError: both are set, the file cannot be read, or an entry is malformed.
+    """
+    inline, path = env.get(TOKENS_ENV), env.get(TOKENS_FILE_ENV)
+    if inline and path:
+        raise ConfigError(f"set {TOKENS_ENV} or {TOKENS_FILE_ENV}, not both")
+    if path:
+        file = Path(path).expanduser()
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read the tokens file ({e.strerror or e})", file=str(file)) from None
+        entries = parse_tokens(text, str(file))
+        if not entries:
+            raise ConfigError("the tokens file lists no tag=token entry", file=str(file))
+        return Tokens(entries)
+    return Tokens(parse_tokens(inline or "", f"${TOKENS_ENV}"))
+
+
+# -- where requests may come from -----------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _hostname(host_header: str) -> str | None:
+    try:
+        parsed = urlsplit("//" + host_header)
+        parsed.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return None
+    if parsed.path or parsed.query or parsed.fragment or parsed.username is not None:
+        return None
+    return parsed.hostname
+
+
+class HostPolicy:
+    """Which ``Host`` and ``Origin`` headers are accepted (see the module docstring)."""
+
+    def __init__(self, allowed_hosts: list[str] = (), allowed_origins: list[str] = ()) -> None:  # type: ignore[assignment]
+        self.names = {"localhost", *(h.lower() for h in allowed_hosts)}
+        self.origins = {o.rstrip("/").lower() for o in allowed_origins}
+
+    def host_ok(self, host_header: str | None) -> bool:
+        name = _hostname(host_header) if host_header else None
+        return name is not None and (name in self.names or _is_ip(name))
+
+    def origin_ok(self, origin: str | None, host_header: str | None) -> bool:
+        if origin is None:
+            return True  # not a browser: nothing to forge
+        origin = origin.rstrip("/").lower()
+        if origin in self.origins:
+            return True
+        parsed = urlsplit(origin)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path:
+            return False  # "null" (sandboxed frames, file://) and anything odd
+        if is_loopback(parsed.hostname):
+            return True
+        # The server's own origin; its Host has already passed host_ok, so it cannot be a rebound name.
+        return host_header is not None and parsed.netloc == host_header.lower()
+
+
+def check_bind(host: str, tokens: Tokens) -> None:
+    """Refuse to listen beyond loopback without tokens: anyone who can reach the port could spend.
+
+    Raises:
+        ConfigError: saying which variable to set.
+    """
+    if not tokens and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve on {host} without bearer tokens: anyone who can reach it could spend your "
+            f"budget. Set {TOKENS_ENV}=tag=token[,tag=token...] (or {TOKENS_FILE_ENV}=PATH), or bind to "
+            "127.0.0.1"
+        )
+
+
+# -- the ASGI application -------------------------------------------------------------------------
+
+
+async def _respond(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+    data = json.dumps(body).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers],
+    })
+    await send({"type": "http.response.body", "body": data})
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == wanted:
+            return value.decode("latin-1")
+    return None
+
+
+class _Guard:
+    """Every HTTP request passes here first: /healthz answers at once; /mcp and /metrics need an
+    allowed Host and Origin and, when tokens are configured, a valid token; nothing else exists."""
+
+    def __init__(self, app: ASGIApp, tokens: Tokens, policy: HostPolicy) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # lifespan
+            return
+        path = scope["path"]
+        if path == "/healthz":
+            if scope["method"] not in ("GET", "HEAD"):
+                await _respond(send, 405, {"error": "method not allowed"}, [(b"allow", b"GET, HEAD")])
+            else:
+                await _respond(send, 200, {"status": "ok"})
+            return
+        if path.rstrip("/") not in (MCP_PATH, "/metrics"):
+            await _respond(send, 404, {"error": "not found"})
+            return
+        host = _header(scope, b"host")
+        if not self.policy.host_ok(host):
+            await _respond(send, 421, {"error": "misdirected_request",
+                                       "error_description": "this Host is not served here; an operator can add it "
+                                       "to [http] allowed_hosts"})
+            return
+        if not self.policy.origin_ok(_header(scope, b"origin"), host):
+            await _respond(send, 403, {"error": "forbidden",
+                                       "error_description": "requests from this Origin are refused; an operator can "
+                                       "add it to [http] allowed_origins"})
+            return
+        if self.tokens:
+            presented = _bearer(scope)
+            caller = self.tokens.match(presented)
+            if caller is None:
+                why = "the bearer token is not valid" if presented else "send Authorization: Bearer <token>"
+                await _respond(send, 401, {"error": "invalid_token", "error_description": why},
+                               [(b"www-authenticate", b'Bearer realm="llm-router"')])
+                return
+            scope["user"], scope["auth"] = _authenticated(caller)
+        await self.app(scope, receive, send)
+
+
+def _authenticated(caller: Caller) -> tuple[Any, Any]:
+    """The SDK's own user type: it binds each MCP session to the credential that opened it, and
+    ``mcp_server`` reads the tag back from it."""
+    from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+    from mcp.server.auth.provider import AccessToken
+    from starlette.authentication import AuthCredentials
+
+    token = AccessToken(token="", client_id=caller.tag, scopes=[], subject=caller.token_id)
+    return AuthenticatedUser(token), AuthCredentials([])
+
+
+def build_app(engine: Engine, *, tokens: Tokens, http: HttpConfig, metrics: Metrics | None = None,
+              redact: Any = None) -> ASGIApp:
+    """The whole HTTP application: the MCP server for ``engine`` behind the guard."""
+    from mcp.server.transport_security import TransportSecuritySettings
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from .mcp_server import create_server
+
+    server = create_server(engine, observer=metrics, redact=redact)
+    if metrics is not None:
+
+        @server.custom_route("/metrics", methods=["GET"], include_in_schema=False)
+        async def _metrics(request: Request) -> Response:
+            await metrics.refresh(engine)
+            body, content_type = metrics.render()
+            return Response(body, media_type=content_type)
+
+    app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        # Host and Origin are checked by the guard, under the rules above, for /metrics as well.
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+    )
+    return _Guard(app, tokens, HostPolicy(http.allowed_hosts, http.allowed_origins))
+
+
+def uvicorn_config(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info") -> Any:
+    import uvicorn
+
+    # No Server header: what runs here is nobody else's business.
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False, lifespan="on",
+                          timeout_graceful_shutdown=5)
+
+
+async def serve_http(engine: Engine, *, host: str, port: int, tokens: Tokens, http: HttpConfig,
+                     redact: Any = None, sock: socket.socket | None = None) -> None:
+    """Serve until cancelled. ``check_bind`` must have passed."""
+    import uvicorn
+
+    from .metrics import Metrics
+
+    app = build_app(engine, tokens=tokens, http=http, metrics=Metrics(), redact=redact)
+    where = f"[{host}]" if ":" in host else host
+    who = (f"{len(tokens)} bearer token(s), billed to tag(s) {', '.join(tokens.tags)}" if tokens
+           else f"no bearer tokens (loopback only; set {TOKENS_ENV} to require them)")
+    print(f"llm-router-mcp: MCP at http://{where}:{port}{MCP_PATH}; {who}; /metrics, /healthz", file=sys.stderr)
+    config = uvicorn_config(app, host=host, port=port)
+    if redact is not None:  # after uvicorn has set up its loggers
+        for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error"):
+            redact.install(logging.getLogger(name))
+    await uvicorn.Server(config).serve(sockets=[sock] if sock is not None else None)
