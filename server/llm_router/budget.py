@@ -96,6 +96,8 @@ class LimitState:
     check: LimitCheck | None
     spent_nusd: int = 0
     reserved_nusd: int = 0
+    reclaimed: tuple[int, int] = (0, 0)
+    """(holds, nano-dollars) reclaimed in this period from calls whose server died mid-call."""
 
     @property
     def fraction(self) -> float:
@@ -127,6 +129,8 @@ class LimitState:
                 "period_start": self.check.first_day,
                 "resets_at": self.check.resets_at,
             }
+            if self.reclaimed[0]:
+                d["reclaimed"] = {"holds": self.reclaimed[0], "usd": usd_str(self.reclaimed[1])}
         return d
 
 
@@ -258,7 +262,7 @@ class Budget:
             first, last, resets = self.clock.bounds(lim.period, today)
             check = LimitCheck(f"{lim.scope} {lim.period}", kind, name, first, last, lim.limit_nusd, resets)
             spent, reserved = self.ledger.usage(check)
-            out.append(LimitState(lim, check, spent, reserved))
+            out.append(LimitState(lim, check, spent, reserved, self.ledger.reclaims(check)))
         return out
 
     # -- reservations ---------------------------------------------------------------------------

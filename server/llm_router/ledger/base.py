@@ -306,6 +306,20 @@ class LedgerBase(ABC):
         )
         return [{"ts": r["ts"], **json.loads(r["detail"])} for r in rows]
 
+    def reclaims(self, check: LimitCheck) -> tuple[int, int]:
+        """(how many, nano-dollars) of holds reclaimed in a limit's scope and period: calls whose
+        server died or froze mid-call. Reclaims are rare, so this reads their events directly."""
+        since = (date.fromisoformat(check.first_day) - timedelta(days=1)).isoformat()  # ts is UTC, days local
+        count = amount = 0
+        for r in self.reclaimed(since):
+            if not check.first_day <= r.get("day", "") <= check.last_day:
+                continue
+            if check.scope_kind != "global" and r.get(check.scope_kind) != check.scope_name:
+                continue
+            count += 1
+            amount += int(r.get("amount_nusd") or 0)
+        return count, amount
+
     # -- upkeep ---------------------------------------------------------------------------------
 
     def tidy(self) -> dict[str, int]:
