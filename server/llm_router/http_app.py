@@ -367,12 +367,16 @@ async def serve_http(engine: Engine, *, host: str, port: int, tokens: Tokens, ht
     from .metrics import Metrics
 
     app = build_app(engine, tokens=tokens, http=http, metrics=Metrics(), redact=redact)
-    where = f"[{host}]" if ":" in host else host
-    who = (f"{len(tokens)} bearer token(s), billed to tag(s) {', '.join(tokens.tags)}" if tokens
-           else f"no bearer tokens (loopback only; set {TOKENS_ENV} to require them)")
-    print(f"llm-router-mcp: MCP at http://{where}:{port}{MCP_PATH}; {who}; /metrics, /healthz", file=sys.stderr)
     config = uvicorn_config(app, host=host, port=port)
     if redact is not None:  # after uvicorn has set up its loggers
         for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error"):
             redact.install(logging.getLogger(name))
-    await uvicorn.Server(config).serve(sockets=[sock] if sock is not None else None)
+    if sock is None:
+        sock = config.bind_socket()
+    port = sock.getsockname()[1]  # the one the OS chose, for --port 0
+    where = f"[{host}]" if ":" in host else host
+    who = (f"{len(tokens)} bearer token(s), billed to tag(s) {', '.join(tokens.tags)}" if tokens
+           else f"no bearer tokens (loopback only; set {TOKENS_ENV} to require them)")
+    print(f"llm-router-mcp: MCP at http://{where}:{port}{MCP_PATH}; {who}; /metrics, /healthz", file=sys.stderr,
+          flush=True)
+    await uvicorn.Server(config).serve(sockets=[sock])

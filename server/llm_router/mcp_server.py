@@ -102,38 +102,48 @@ def _caller_tag(ctx: Context) -> str | None:
     return user.access_token.client_id if isinstance(user, AuthenticatedUser) else None
 
 
+def _connection(session: Any) -> Any:
+    """The client connection behind a request's session. ``ServerSession`` is a per-request proxy
+    and keeps its connection private; subscriptions and log levels belong to the connection."""
+    return session._connection  # noqa: SLF001
+
+
 class _Subscribers:
     """``resources/subscribe`` for handshake-era clients (Claude Desktop, the Inspector, ...), and
     their ``logging/setLevel``. Clients of 2026-07-28 and later use ``subscriptions/listen`` and
-    per-request log levels, which the SDK serves itself. Sessions are held weakly: one that ends
-    without unsubscribing is simply forgotten."""
+    per-request log levels, which the SDK serves itself. Connections are held weakly: one that
+    ends without unsubscribing is simply forgotten."""
+
+    LEVEL_KEY = "llm_router.log_level"
 
     def __init__(self) -> None:
         self.by_uri: dict[str, weakref.WeakSet[Any]] = {}
-        self.log_level: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
     async def subscribe(self, ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
         if not _SUBSCRIBABLE.match(params.uri):
             raise MCPError(INVALID_PARAMS, f"no such resource to subscribe to: {params.uri[:200]!r}")
-        self.by_uri.setdefault(params.uri, weakref.WeakSet()).add(ctx.session)
+        self.by_uri.setdefault(params.uri, weakref.WeakSet()).add(_connection(ctx.session))
         return EmptyResult()
 
     async def unsubscribe(self, ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
         subscribers = self.by_uri.get(params.uri)
         if subscribers is not None:
-            subscribers.discard(ctx.session)
+            subscribers.discard(_connection(ctx.session))
         return EmptyResult()
 
     async def set_level(self, ctx: Any, params: SetLevelRequestParams) -> EmptyResult:
-        self.log_level[ctx.session] = _LOG_LEVELS.index(params.level)
+        _connection(ctx.session).state[self.LEVEL_KEY] = _LOG_LEVELS.index(params.level)
         return EmptyResult()
 
+    def level(self, session: Any) -> int:
+        return _connection(session).state.get(self.LEVEL_KEY, 0)
+
     async def updated(self, uri: str) -> None:
-        for session in list(self.by_uri.get(uri, ())):
+        for connection in list(self.by_uri.get(uri, ())):
             try:
-                await session.send_resource_updated(uri)
+                await connection.send_resource_updated(uri)
             except Exception:  # the client went away: forget it
-                self.by_uri[uri].discard(session)
+                self.by_uri[uri].discard(connection)
 
 
 def create_server(engine: Engine, *, observer: Observer | None = None, redact: Redactor | None = None) -> MCPServer:
@@ -163,7 +173,7 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
     async def log(ctx: Context, level: str, message: str, **data: Any) -> None:
         """A log message to the client (dropped when it asked for a higher level)."""
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # the SDK filters modern sessions itself
-            if _LOG_LEVELS.index(level) < subscribers.log_level.get(ctx.session, 0):
+            if _LOG_LEVELS.index(level) < subscribers.level(ctx.session):
                 return
         payload = redact.scrub({"message": message, **data})
         await ctx.log(level, payload, logger_name="llm-router")  # type: ignore[arg-type]
