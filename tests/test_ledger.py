@@ -34,8 +34,9 @@ MIGRATION_NAMES = [
     "004_create_budgets",
     "005_create_events",
     "006_lease_reservations",
+    "007_create_day_totals",
 ]
-TABLES = ["_migrations", "budgets", "events", "meta", "requests", "reservations", "rollups"]
+TABLES = ["_migrations", "budgets", "day_totals", "events", "meta", "requests", "reservations", "rollups"]
 
 
 @pytest.fixture
@@ -132,6 +133,29 @@ def rollups_from_rows(led: LedgerBase) -> list[dict[str, Any]]:
             s[col] += r[col]
         s["reference_cost_nusd"] += r["reference_cost_nusd"] or 0
     return [sums[k] for k in sorted(sums)]
+
+
+def day_totals(led: LedgerBase) -> list[dict[str, Any]]:
+    return led.query("SELECT * FROM day_totals ORDER BY dim, key, day")
+
+
+def day_totals_from(rollups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the day totals must say, computed here from rollup rows."""
+    sums: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in rollups:
+        for dim in ledger_base.DIMENSIONS:
+            key = (dim, r[dim] if dim != "day" else r["day"], r["day"])
+            s = sums.setdefault(key, {"dim": key[0], "key": key[1], "day": key[2]}
+                                | dict.fromkeys(ledger_base.SUM_COLUMNS, 0))
+            for col in ledger_base.SUM_COLUMNS:
+                s[col] += r[col]
+    return [sums[k] for k in sorted(sums)]
+
+
+def assert_in_step(led: LedgerBase) -> None:
+    """Rollups are the rows' sums, and day totals the rollups' sums."""
+    assert rollup_table(led) == rollups_from_rows(led)
+    assert day_totals(led) == day_totals_from(rollup_table(led))
 
 
 def sqlite_columns(db_path: Path, table: str) -> list[tuple[str, str]]:
@@ -279,6 +303,34 @@ def test_postgres_schema_with_only_the_first_migration_is_brought_up_to_date(pg_
         led.close()
 
 
+def test_day_totals_of_an_existing_ledger_are_derived_from_its_rollups(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llm_router.ledger import postgres, schema
+
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:6])
+        m.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:6])
+        old = store.open()
+        for i, (day, provider, tag) in enumerate([(DAY, "a", "x"), (DAY, "b", "x"), ("2025-03-15", "a", "")]):
+            execute(old, "INSERT INTO rollups VALUES (?, ?, 'm', ?, '', 2, 1, 10, 5, 0, ?, 0)",
+                    [day, provider, tag, 1_000 * (i + 1)])
+        old.close()
+
+    led = store.open()
+    try:
+        assert led.migrations_applied == ["007_create_day_totals"]
+        assert day_totals(led) == day_totals_from(rollup_table(led))
+        assert led.report(DAY, "2025-03-15", "tag") == [
+            {"key": "", "requests": 2, "errors": 1, "input_tokens": 10, "output_tokens": 5, "cached_tokens": 0,
+             "cost_nusd": 3_000, "reference_cost_nusd": 0},  # a tie in cost: by key
+            {"key": "x", "requests": 4, "errors": 2, "input_tokens": 20, "output_tokens": 10, "cached_tokens": 0,
+             "cost_nusd": 3_000, "reference_cost_nusd": 0},
+        ]
+    finally:
+        led.close()
+
+
 def test_a_failing_migration_leaves_nothing_half_applied(
     ledger_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -374,7 +426,7 @@ def test_record_keeps_rollups_in_step_with_requests(ledger: LedgerBase) -> None:
             )
         )
 
-    assert rollup_table(ledger) == rollups_from_rows(ledger)
+    assert_in_step(ledger)
     totals = ledger.totals()
     assert totals == {
         "requests": 120,
@@ -423,7 +475,7 @@ def test_a_row_that_cannot_be_stored_leaves_rollups_and_reservations_untouched(l
         ledger.record(first, reservation_id=rid)  # same id twice
 
     assert ledger.usage(daily(10_000)) == (100, 5_000)
-    assert rollup_table(ledger) == rollups_from_rows(ledger)
+    assert_in_step(ledger)
 
 
 # -- reservations -------------------------------------------------------------------------------
@@ -793,7 +845,7 @@ def test_hostile_strings_are_stored_verbatim_and_filter_exactly(ledger: LedgerBa
     assert [(r["key"], r["cost_nusd"]) for r in by_model] == [(nasty, 111)]
     assert ledger.usage(daily(0, kind="tag", name=nasty)) == (111, 0)
     assert ledger.usage(daily(0, kind="provider", name=nasty)) == (111, 0)
-    assert rollup_table(ledger) == rollups_from_rows(ledger)
+    assert_in_step(ledger)
 
 
 def test_report_refuses_to_group_or_filter_by_anything_but_the_known_columns(ledger: LedgerBase) -> None:
@@ -951,10 +1003,12 @@ def test_rebuild_rollups_rederives_them_from_the_rows(filled: LedgerBase) -> Non
     expected = rollup_table(filled)
     execute(filled, "UPDATE rollups SET cost_nusd = cost_nusd * 7, requests = 0")
     execute(filled, "DELETE FROM rollups WHERE provider = 'ollama'")
+    execute(filled, "UPDATE day_totals SET cost_nusd = 1")
 
     filled.rebuild_rollups(lambda ts: ts[:10])
 
     assert rollup_table(filled) == expected
+    assert_in_step(filled)
     assert [e["kind"] for e in filled.events()] == ["rollups_rebuilt"]
 
 
@@ -969,7 +1023,7 @@ def test_rebuild_rollups_refiles_rows_under_a_new_day(ledger: LedgerBase) -> Non
     ledger.rebuild_rollups(tokyo_day)
 
     assert sorted(r["day"] for r in ledger.rows()) == ["2025-03-14", "2025-03-15"]
-    assert rollup_table(ledger) == rollups_from_rows(ledger)
+    assert_in_step(ledger)
     assert ledger.usage(daily(0, day="2025-03-15")) == (10, 0)
 
 
@@ -985,13 +1039,13 @@ def three_days(ledger: LedgerBase) -> LedgerBase:
 
 def test_pruning_deletes_old_rows_and_keeps_their_rollups_so_reports_still_work(three_days: LedgerBase) -> None:
     before = {g: three_days.report("2025-03-01", "2025-03-31", g) for g in GROUPINGS}
-    rollups = rollup_table(three_days)
+    rollups, totals = rollup_table(three_days), day_totals(three_days)
 
     assert three_days.prune("2025-03-13") == 2
 
     assert sorted(r["day"] for r in three_days.rows()) == ["2025-03-13", "2025-03-14"]
     assert three_days.totals()["cost_nusd"] == 1_200
-    assert rollup_table(three_days) == rollups
+    assert (rollup_table(three_days), day_totals(three_days)) == (rollups, totals)
     assert {g: three_days.report("2025-03-01", "2025-03-31", g) for g in GROUPINGS} == before
     assert three_days.usage(daily(0, day="2025-03-12")) == (300, 0)
     assert three_days.meta("pruned_before") == "2025-03-13"
@@ -1027,6 +1081,7 @@ def test_rebuilding_after_a_prune_keeps_the_rollups_of_pruned_days(three_days: L
     assert [r for r in rollup_table(three_days) if r["day"] < "2025-03-13"] == kept
     assert sum(r["cost_nusd"] for r in rollup_table(three_days)) == 1_500
     assert [r for r in rollup_table(three_days) if r["day"] >= "2025-03-13"] == rollups_from_rows(three_days)
+    assert day_totals(three_days) == day_totals_from(rollup_table(three_days))
 
 
 def test_upkeep_prunes_rows_past_retain_days_counted_back_from_today(three_days: LedgerBase) -> None:

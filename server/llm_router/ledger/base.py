@@ -47,6 +47,28 @@ ScopeKind = Literal["global", "provider", "tag"]
 GROUPINGS = ("provider", "model", "task_type", "tag", "day")
 SUM_COLUMNS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "reference_cost_nusd")
 HOST = socket.gethostname()
+DIMENSIONS = ("day", "provider", "model", "task_type", "tag")
+"""The dimensions of ``day_totals``: one row per day and value of each (``day``'s value is the day)."""
+_SUMS = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
+DAY_TOTALS_FROM_ROLLUPS = "INSERT INTO day_totals (dim, key, day, " + ", ".join(SUM_COLUMNS) + ")\n" + "\nUNION ALL ".join(
+    f"SELECT '{dim}', {dim}, day, {_SUMS} FROM rollups GROUP BY {dim}, day" if dim != "day"
+    else f"SELECT 'day', day, day, {_SUMS} FROM rollups GROUP BY day"
+    for dim in DIMENSIONS
+)
+"""Derives every day total from the rollups (same SQL on both backends)."""
+
+
+def upsert_day_totals(mark: str, table_prefix: str = "") -> str:
+    """The statement that adds one request row to its five day totals in one round trip
+    (``mark``: the driver's placeholder; ``table_prefix``: how PostgreSQL names the old value)."""
+    values = ", ".join([f"({mark}, {mark}, {mark}, 1, " + ", ".join([mark] * 6) + ")"] * len(DIMENSIONS))
+    updates = ", ".join(
+        f"{c} = {table_prefix}{c} + excluded.{c}" for c in SUM_COLUMNS
+    )
+    return (
+        f"INSERT INTO day_totals (dim, key, day, {', '.join(SUM_COLUMNS)}) VALUES {values}"
+        f" ON CONFLICT (dim, key, day) DO UPDATE SET {updates}"
+    )
 PRUNE_BATCH = 5_000
 """Rows deleted per transaction when pruning: short enough that reservations never queue long."""
 
@@ -105,6 +127,14 @@ class RequestRow:
 
     def values(self) -> list[Any]:
         return [getattr(self, f) for f in ROW_COLUMNS]
+
+    def totals_values(self) -> tuple[Any, ...]:
+        """Parameters of the five ``day_totals`` rows this row adds to, one per dimension, each as
+        (dim, key, day, errors, input, output, cached, cost, reference cost)."""
+        sums = (0 if self.status == "ok" else 1, self.input_tokens, self.output_tokens, self.cached_tokens,
+                self.cost_nusd, self.reference_cost_nusd or 0)
+        keys = (self.day, self.provider or "", self.model or "", self.task_type, self.tag)
+        return tuple(v for dim, key in zip(DIMENSIONS, keys, strict=True) for v in (dim, key, self.day, *sums))
 
     def rollup_values(self) -> tuple[Any, ...]:
         """(day, provider, model, tag, task_type, errors, input, output, cached, cost, reference cost):

@@ -30,8 +30,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import base
 from .base import (
+    DAY_TOTALS_FROM_ROLLUPS,
     HOST,
     ROW_COLUMNS,
+    SUM_COLUMNS,
     LedgerBase,
     LimitCheck,
     Refusal,
@@ -40,6 +42,7 @@ from .base import (
     now_iso,
     reclaim_detail,
     report_rows,
+    upsert_day_totals,
 )
 
 if TYPE_CHECKING:
@@ -61,13 +64,19 @@ ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET
   cost_nusd = rollups.cost_nusd + excluded.cost_nusd,
   reference_cost_nusd = rollups.reference_cost_nusd + excluded.reference_cost_nusd
 """
+_UPSERT_DAY_TOTALS = upsert_day_totals("%s", "day_totals.")
 _NOW = "extract(epoch from clock_timestamp())::double precision"
-_SCOPE = {"global": "", "provider": " AND provider = %(name)s", "tag": " AND tag = %(name)s"}
+_SPENT = {
+    "global": "dim = 'day' AND key BETWEEN %(first)s AND %(last)s",
+    "provider": "dim = 'provider' AND key = %(name)s AND day BETWEEN %(first)s AND %(last)s",
+    "tag": "dim = 'tag' AND key = %(name)s AND day BETWEEN %(first)s AND %(last)s",
+}
+_HELD = {"global": "", "provider": " AND provider = %(name)s", "tag": " AND tag = %(name)s"}
 _USAGE_SQL = {
-    kind: f"SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM rollups WHERE day BETWEEN %(first)s AND %(last)s{cond}),"
-    f" (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE day BETWEEN %(first)s AND %(last)s{cond}"
+    kind: f"SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE {_SPENT[kind]}),"
+    f" (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE day BETWEEN %(first)s AND %(last)s{held}"
     f" AND expires_at >= {_NOW})"
-    for kind, cond in _SCOPE.items()
+    for kind, held in _HELD.items()
 }
 _RESERVATION_COLUMNS = "id, request_id, pid, host, amount_nusd, day, provider, tag"
 _REFILE_ROLLUPS = """
@@ -261,6 +270,7 @@ class PostgresLedger(LedgerBase):
                 )
             c.execute(_INSERT_ROW, row.values())
             c.execute(_UPSERT_ROLLUP, row.rollup_values())
+            c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
 
     def reclaim(self, *, dead_pids: bool = True) -> int:
         with self._tx() as c:
@@ -326,18 +336,24 @@ class PostgresLedger(LedgerBase):
         self, first_day: str, last_day: str, group_by: str, *, where: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
         check_grouping(group_by, where)
-        clauses = ["day BETWEEN %s AND %s"]
+        sums = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
         params: list[Any] = [first_day, last_day]
-        for column, value in (where or {}).items():
-            clauses.append(f"{column} = %s")
-            params.append(value)
         # COLLATE "C": ties ordered by code point, as SQLite orders them.
-        sql = (
-            f"SELECT {group_by} AS key, sum(requests), sum(errors), sum(input_tokens), sum(output_tokens),"
-            f" sum(cached_tokens), sum(cost_nusd), sum(reference_cost_nusd) FROM rollups"
-            f" WHERE {' AND '.join(clauses)} GROUP BY {group_by}"
-            f' ORDER BY sum(cost_nusd) DESC, {group_by} COLLATE "C"'
-        )
+        if not where:
+            sql = (
+                f"SELECT key, {sums} FROM day_totals WHERE dim = %s AND day BETWEEN %s AND %s"
+                ' GROUP BY key ORDER BY sum(cost_nusd) DESC, key COLLATE "C"'
+            )
+            params.insert(0, group_by)
+        else:
+            clauses = ["day BETWEEN %s AND %s"]
+            for column, value in where.items():
+                clauses.append(f"{column} = %s")
+                params.append(value)
+            sql = (
+                f"SELECT {group_by} AS key, {sums} FROM rollups WHERE {' AND '.join(clauses)} GROUP BY {group_by}"
+                f' ORDER BY sum(cost_nusd) DESC, {group_by} COLLATE "C"'
+            )
         with self._lock:
             rows = self._connection().execute(sql, params).fetchall()
         return report_rows(rows)
@@ -385,6 +401,8 @@ class PostgresLedger(LedgerBase):
             else:
                 c.execute("DELETE FROM rollups WHERE day >= %s", (pruned_before,))
             c.execute(_REFILE_ROLLUPS)
+            c.execute("DELETE FROM day_totals")
+            c.execute(DAY_TOTALS_FROM_ROLLUPS)
             c.execute("INSERT INTO events (ts, kind, detail) VALUES (%s, 'rollups_rebuilt', %s)",
                       (now_iso(), json.dumps({"kept_before": pruned_before} if pruned_before else {})))
 

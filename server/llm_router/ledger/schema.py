@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 
 import sqlite_utils
 
+from .base import DAY_TOTALS_FROM_ROLLUPS
+
 __all__ = ["MIGRATIONS", "migrate"]
 
 Migration = Callable[[sqlite_utils.Database], None]
@@ -135,6 +137,30 @@ def lease_reservations(db: sqlite_utils.Database) -> None:
     db["reservations"].add_column("owner", str)
     db["reservations"].add_column("hard_expires_at", float)
     db["reservations"].create_index(["owner"])
+
+
+@_migration
+def create_day_totals(db: sqlite_utils.Database) -> None:
+    """Per-day sums by one dimension at a time (``dim`` = day, provider, model, task_type or tag,
+    ``key`` its value), kept in step with ``rollups`` in the same transaction: a month's report or
+    budget check reads a few hundred of these instead of tens of thousands of rollups."""
+    db["day_totals"].create(
+        {
+            "dim": str,
+            "key": str,
+            "day": str,
+            "requests": int,
+            "errors": int,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cached_tokens": int,
+            "cost_nusd": int,
+            "reference_cost_nusd": int,
+        },
+        pk=("dim", "key", "day"),
+        not_null={"dim", "key", "day"},
+    )
+    db.execute(DAY_TOTALS_FROM_ROLLUPS)
 
 
 def _pending(db: sqlite_utils.Database) -> list[tuple[str, Migration]]:

@@ -23,9 +23,11 @@ import sqlite_utils
 
 from . import base
 from .base import (
+    DAY_TOTALS_FROM_ROLLUPS,
     GROUPINGS,
     HOST,
     ROW_COLUMNS,
+    SUM_COLUMNS,
     LedgerBase,
     LimitCheck,
     Refusal,
@@ -35,6 +37,7 @@ from .base import (
     now_iso,
     reclaim_detail,
     report_rows,
+    upsert_day_totals,
 )
 from .schema import migrate
 
@@ -54,15 +57,19 @@ ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET
   cost_nusd = cost_nusd + excluded.cost_nusd,
   reference_cost_nusd = reference_cost_nusd + excluded.reference_cost_nusd
 """
-# One statement per scope kind, so each is prepared once and reused. Holds past their expiry are
-# not counted: their process stopped renewing them, and the next write transaction reclaims them.
+_UPSERT_DAY_TOTALS = upsert_day_totals("?")
+# One statement per scope kind, so each is prepared once and reused. Spend comes from the day
+# totals (a few rows a day). Holds past their expiry are not counted: their process stopped
+# renewing them, and the next write transaction reclaims them.
 _USAGE_SQL: dict[ScopeKind, str] = {
-    "global": "SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM rollups WHERE day BETWEEN ?1 AND ?2),"
+    "global": "SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE dim = 'day' AND key BETWEEN ?1 AND ?2),"
     " (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE day BETWEEN ?1 AND ?2 AND expires_at >= ?3)",
-    "provider": "SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM rollups WHERE provider = ?4 AND day BETWEEN ?1 AND ?2),"
+    "provider": "SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE dim = 'provider' AND key = ?4"
+    " AND day BETWEEN ?1 AND ?2),"
     " (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE provider = ?4 AND day BETWEEN ?1 AND ?2"
     " AND expires_at >= ?3)",
-    "tag": "SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM rollups WHERE tag = ?4 AND day BETWEEN ?1 AND ?2),"
+    "tag": "SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE dim = 'tag' AND key = ?4"
+    " AND day BETWEEN ?1 AND ?2),"
     " (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE tag = ?4 AND day BETWEEN ?1 AND ?2"
     " AND expires_at >= ?3)",
 }
@@ -187,6 +194,7 @@ class Ledger(LedgerBase):
                     self._late_settle(c, row, reservation_id)
             c.execute(_INSERT_ROW, row.values())
             c.execute(_UPSERT_ROLLUP, row.rollup_values())
+            c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
 
     def _late_settle(self, c: sqlite3.Connection, row: RequestRow, reservation_id: str) -> None:
         # Its hold was reclaimed while the call ran (the process was frozen past its lease): the
@@ -256,16 +264,24 @@ class Ledger(LedgerBase):
         self, first_day: str, last_day: str, group_by: str, *, where: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
         check_grouping(group_by, where)
-        clauses = ["day BETWEEN ? AND ?"]
+        sums = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
         params: list[Any] = [first_day, last_day]
-        for column, value in (where or {}).items():
-            clauses.append(f"{column} = ?")
-            params.append(value)
-        sql = (
-            f"SELECT {group_by} AS key, sum(requests), sum(errors), sum(input_tokens), sum(output_tokens),"
-            f" sum(cached_tokens), sum(cost_nusd), sum(reference_cost_nusd) FROM rollups"
-            f" WHERE {' AND '.join(clauses)} GROUP BY {group_by} ORDER BY sum(cost_nusd) DESC, key"
-        )
+        if not where:
+            # One dimension at a time: the day totals hold exactly these sums, a few rows a day.
+            sql = (
+                f"SELECT key, {sums} FROM day_totals WHERE dim = ? AND day BETWEEN ? AND ?"
+                " GROUP BY key ORDER BY sum(cost_nusd) DESC, key"
+            )
+            params.insert(0, group_by)
+        else:
+            clauses = ["day BETWEEN ? AND ?"]
+            for column, value in where.items():
+                clauses.append(f"{column} = ?")
+                params.append(value)
+            sql = (
+                f"SELECT {group_by} AS key, {sums} FROM rollups"
+                f" WHERE {' AND '.join(clauses)} GROUP BY {group_by} ORDER BY sum(cost_nusd) DESC, key"
+            )
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return report_rows(rows)
@@ -309,6 +325,8 @@ class Ledger(LedgerBase):
             else:
                 c.execute("DELETE FROM rollups WHERE day >= ?", (pruned_before,))
             c.execute(_REFILE_ROLLUPS)
+            c.execute("DELETE FROM day_totals")
+            c.execute(DAY_TOTALS_FROM_ROLLUPS)
             c.execute("INSERT INTO events (ts, kind, detail) VALUES (?, 'rollups_rebuilt', ?)",
                       (now_iso(), json.dumps({"kept_before": pruned_before} if pruned_before else {})))
 
