@@ -67,7 +67,7 @@ def _check(args: argparse.Namespace) -> int:
     import anyio
 
     from .catalog import Catalog
-    from .config import ledger_path
+    from .ledger import ledger_location
     from .providers import availability, build_provider
     from .redaction import Redactor
 
@@ -78,7 +78,7 @@ def _check(args: argparse.Namespace) -> int:
         print(redact(line))
 
     say(f"config: {settings.source}")
-    say(f"ledger: {ledger_path(settings)}")
+    say(f"ledger: {ledger_location(settings)}")
     _check_http_tokens(say)
     if not settings.providers:
         say("no provider is configured or has its key set: set ANTHROPIC_API_KEY, OPENAI_API_KEY, "

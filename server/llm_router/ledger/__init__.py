@@ -32,6 +32,18 @@ def ledger_url(settings: Settings) -> str | None:
     return settings.ledger.url
 
 
+def ledger_location(settings: Settings) -> str:
+    """Where the ledger is, to show a person: the SQLite file, or the PostgreSQL URL without its password."""
+    from ..config import ledger_path
+
+    url = ledger_url(settings)
+    if url:
+        from .postgres import redact_url
+
+        return f"{redact_url(url)} (PostgreSQL)"
+    return str(ledger_path(settings))
+
+
 def open_ledger(settings: Settings, *, upkeep: bool = True) -> LedgerBase:
     """Open (and migrate) the ledger the settings name. With ``upkeep``, holds become leases
     renewed in the background, and dead processes' holds and rows past ``retain_days`` are
