@@ -38,7 +38,12 @@ async def _drive(ledger: str) -> int:
     )
     failures = 0
 
-    async with Client(params) as client:
+    async def on_log(params: Any) -> None:
+        # What a client shows in its log pane: fallbacks and budget warnings.
+        data = params.data
+        print(f"   log ({params.level}): {data.get('message') if isinstance(data, dict) else data}")
+
+    async with Client(params, logging_callback=on_log, log_level="warning") as client:
 
         async def call(name: str, arguments: dict[str, Any], *, expect_error: bool = False) -> dict[str, Any]:
             nonlocal failures
