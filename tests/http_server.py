@@ -19,7 +19,7 @@ from llm_router.engine import Engine
 from llm_router.http_app import Tokens, build_app, uvicorn_config
 from llm_router.metrics import Metrics
 
-__all__ = ["serve", "mcp_client"]
+__all__ = ["mcp_client", "serve"]
 
 
 @contextmanager
@@ -51,6 +51,8 @@ def serve(engine: Engine, *, tokens: Tokens | None = None, http: HttpConfig | No
 async def mcp_client(base_url: str, token: str | None = None, **kwargs: Any) -> AsyncIterator[Client]:
     """A connected MCP client; the HTTP client it is given is ours to close."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as http:
-        async with Client(streamable_http_client(f"{base_url}/mcp", http_client=http), **kwargs) as client:
-            yield client
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as http,
+        Client(streamable_http_client(f"{base_url}/mcp", http_client=http), **kwargs) as client,
+    ):
+        yield client

@@ -51,7 +51,7 @@ def test_every_example_entry_runs_the_installed_script_with_arguments_it_accepts
 
 def test_the_readme_shows_the_same_entries() -> None:
     readme = (ROOT / "README.md").read_text()
-    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", readme, re.S)]
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", readme, re.DOTALL)]
     shown = [b["mcpServers"]["llm-router"] for b in blocks if "llm-router" in b.get("mcpServers", {})]
     assert [e["command"] for e in shown] == [entries()["llm-router"]["command"], entries()["llm-router-uvx"]["command"]]
     assert shown[1]["args"] == entries()["llm-router-uvx"]["args"]

@@ -228,7 +228,8 @@ async def test_metrics_count_requests_latency_tokens_cost_fallbacks_breakers_and
             await client.call_tool("set_budget", {"scope": "global", "period": "daily", "limit_usd": 0.000001})
             refused = await client.call_tool("complete", {"prompt": "hello", "model": "openai:gpt-4o"})
             assert refused.is_error
-        r = httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {ALICE}"})
+        async with httpx.AsyncClient() as http:
+            r = await http.get(f"{url}/metrics", headers={"authorization": f"Bearer {ALICE}"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     m = _samples(r.text)
     mini = {"provider": "openai", "model": "gpt-4o-mini"}

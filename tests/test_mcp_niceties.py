@@ -112,15 +112,14 @@ async def test_a_handshake_era_subscriber_hears_when_the_ledger_and_budgets_chan
 
 
 async def test_a_2026_listener_hears_when_the_ledger_and_budgets_change(engine: Engine) -> None:
-    async with Client(create_server(engine)) as client:
-        async with client.listen(resource_subscriptions=[LEDGER_URI, BUDGETS_URI]) as sub:
-            await client.call_tool("complete", {"prompt": "hello"})
-            heard: set[str] = set()
-            with anyio.fail_after(5):
-                async for event in sub:
-                    heard.add(event.uri)
-                    if heard == {LEDGER_URI, BUDGETS_URI}:
-                        break
+    heard: set[str] = set()
+    async with Client(create_server(engine)) as client, client.listen(resource_subscriptions=[LEDGER_URI, BUDGETS_URI]) as sub:
+        await client.call_tool("complete", {"prompt": "hello"})
+        with anyio.fail_after(5):
+            async for event in sub:
+                heard.add(event.uri)
+                if heard == {LEDGER_URI, BUDGETS_URI}:
+                    break
 
 
 async def test_a_subscriber_over_http_hears_another_clients_spend(engine: Engine) -> None:

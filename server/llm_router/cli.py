@@ -147,7 +147,7 @@ def _report(args: argparse.Namespace) -> int:
     width = max([len(str(r[args.group_by] or "(none)")) for r in report.rows] + [len(args.group_by), 5])
     print(f"{args.group_by:<{width}}  {'calls':>7}  {'errors':>6}  {'in tok':>10}  {'out tok':>10}  {'cost USD':>14}")
     for r in report.rows:
-        print(f"{str(r[args.group_by] or '(none)'):<{width}}  {r['requests']:>7}  {r['errors']:>6}  {r['input_tokens']:>10}  "
+        print(f"{r[args.group_by] or '(none)'!s:<{width}}  {r['requests']:>7}  {r['errors']:>6}  {r['input_tokens']:>10}  "
               f"{r['output_tokens']:>10}  {r['cost_usd']:>14}")
     t = report.totals
     print(f"{'total':<{width}}  {t['requests']:>7}  {t['errors']:>6}  {t['input_tokens']:>10}  {t['output_tokens']:>10}  {t['cost_usd']:>14}")

@@ -42,19 +42,19 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 __all__ = [
+    "MIN_TOKEN_CHARS",
     "TOKENS_ENV",
     "TOKENS_FILE_ENV",
-    "MIN_TOKEN_CHARS",
     "Caller",
-    "Tokens",
-    "parse_tokens",
-    "load_tokens",
     "HostPolicy",
-    "is_loopback",
-    "check_bind",
+    "Tokens",
     "build_app",
-    "uvicorn_config",
+    "check_bind",
+    "is_loopback",
+    "load_tokens",
+    "parse_tokens",
     "serve_http",
+    "uvicorn_config",
 ]
 
 TOKENS_ENV = "LLM_ROUTER_HTTP_TOKENS"

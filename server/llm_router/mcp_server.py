@@ -58,7 +58,7 @@ from .engine import Engine
 from .redaction import Redactor
 from .types import AllAttemptsFailed, BudgetExceeded, InvalidInput, RouterError
 
-__all__ = ["create_server", "INSTRUCTIONS", "Observer", "LEDGER_URI", "BUDGETS_URI", "PROVIDERS_URI"]
+__all__ = ["BUDGETS_URI", "INSTRUCTIONS", "LEDGER_URI", "PROVIDERS_URI", "Observer", "create_server"]
 
 INSTRUCTIONS = """\
 This server hands LLM work to other models and keeps a spend ledger.
@@ -105,7 +105,7 @@ def _caller_tag(ctx: Context) -> str | None:
 def _connection(session: Any) -> Any:
     """The client connection behind a request's session. ``ServerSession`` is a per-request proxy
     and keeps its connection private; subscriptions and log levels belong to the connection."""
-    return session._connection  # noqa: SLF001
+    return session._connection
 
 
 class _Subscribers:
@@ -142,7 +142,7 @@ class _Subscribers:
         for connection in list(self.by_uri.get(uri, ())):
             try:
                 await connection.send_resource_updated(uri)
-            except Exception:  # the client went away: forget it
+            except Exception:  # noqa: BLE001 - whatever a gone client raises, a notice must not fail the call
                 self.by_uri[uri].discard(connection)
 
 
@@ -152,7 +152,7 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
     redact = redact if redact is not None else Redactor.from_environment(engine.settings)
     subscribers = _Subscribers()
     # MCPServer has no decorator for these handshake-era methods; the low-level server serves them.
-    low = server._lowlevel_server  # noqa: SLF001
+    low = server._lowlevel_server
     low.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribers.subscribe)
     low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, subscribers.unsubscribe)
     low.add_request_handler("logging/setLevel", SetLevelRequestParams, subscribers.set_level)
@@ -172,9 +172,9 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
 
     async def log(ctx: Context, level: str, message: str, **data: Any) -> None:
         """A log message to the client (dropped when it asked for a higher level)."""
-        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # the SDK filters modern sessions itself
-            if _LOG_LEVELS.index(level) < subscribers.level(ctx.session):
-                return
+        # The SDK filters 2026-07-28 sessions itself, by each request's opt-in.
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS and _LOG_LEVELS.index(level) < subscribers.level(ctx.session):
+            return
         payload = redact.scrub({"message": message, **data})
         await ctx.log(level, payload, logger_name="llm-router")  # type: ignore[arg-type]
 
@@ -320,8 +320,8 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
             done("cost_report", t0, err=e)
             return error(e)
         done("cost_report", t0, result)
-        lines = [f"{result.period['name']} ({result.period['first_day']}..{result.period['last_day']}): "
-                 f"${result.totals['cost_usd']} over {result.totals['requests']} calls"]
+        lines = [(f"{result.period['name']} ({result.period['first_day']}..{result.period['last_day']}): "
+                  f"${result.totals['cost_usd']} over {result.totals['requests']} calls")]
         lines += [f"  {r[group_by] or '(none)'}: ${r['cost_usd']} ({r['requests']} calls)" for r in result.rows]
         return ok(result, "\n".join(lines))
 

@@ -11,14 +11,21 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from .types import AllAttemptsFailed, RouterError
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["Metrics", "CIRCUIT_STATES", "BUDGET_TIERS"]
+__all__ = ["BUDGET_TIERS", "CIRCUIT_STATES", "Metrics"]
 
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 BUDGET_TIERS = {"normal": 0, "cautious": 1, "restricted": 2, "exhausted": 3}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["Redactor", "KEY_VARIABLES", "MASK"]
+__all__ = ["KEY_VARIABLES", "MASK", "Redactor"]
 
 MASK = "[redacted]"
 MIN_SECRET_CHARS = 8
