@@ -121,13 +121,15 @@ def build(ledger: LedgerBase, n: int, days: int) -> None:
         return
     from llm_router.ledger.postgres import _REFILE_ROLLUPS as PG_REFILE
 
-    with ledger._tx() as c:  # type: ignore[attr-defined]
+    def load(c: Any) -> None:
         c.execute("TRUNCATE requests, rollups, day_totals")
         with c.cursor().copy(f"COPY requests ({', '.join(ROW_COLUMNS)}) FROM STDIN") as copy:
             for row in fake_rows(n, days):
                 copy.write_row(row)
         c.execute(PG_REFILE)
         c.execute(DAY_TOTALS_FROM_ROLLUPS)
+
+    ledger._call(load, tx=True)  # type: ignore[attr-defined]
     with ledger._lock:  # type: ignore[attr-defined]
         ledger._connection().execute("VACUUM ANALYZE requests")  # type: ignore[attr-defined]
         ledger._connection().execute("VACUUM ANALYZE rollups")  # type: ignore[attr-defined]

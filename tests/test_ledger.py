@@ -1123,3 +1123,32 @@ def test_ledger_creates_the_folder_it_lives_in(tmp_path: Path) -> None:
     led.close()
 
     assert (tmp_path / "a" / "b" / "ledger.db").is_file()
+
+
+@pytest.mark.postgres
+def test_a_postgres_ledger_carries_on_after_its_connection_is_cut(pg_url: str) -> None:
+    """The database restarted, or a network blip: the next call reconnects instead of failing."""
+    import psycopg
+
+    from llm_router.ledger.postgres import PostgresLedger
+
+    led = PostgresLedger(pg_url)
+
+    def cut() -> None:
+        backend = led.query("SELECT pg_backend_pid() AS pid")[0]["pid"]
+        with psycopg.connect(pg_url, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (backend,))
+
+    try:
+        led.record(row(cost_nusd=100))
+        cut()
+        assert led.usage(daily(0)) == (100, 0)
+        cut()
+        led.record(row(cost_nusd=200))
+        cut()
+        rid = reserve(led, [daily(1_000)], 300)
+        assert isinstance(rid, str)
+        assert led.usage(daily(0)) == (300, 300)
+        assert_in_step(led)
+    finally:
+        led.close()

@@ -21,11 +21,10 @@ import json
 import re
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from . import base
@@ -49,6 +48,8 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["MIGRATIONS", "PostgresLedger", "redact_url"]
+
+T = TypeVar("T")
 
 _INSERT_ROW = f"INSERT INTO requests ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join(['%s'] * len(ROW_COLUMNS))})"
 _UPSERT_ROLLUP = """
@@ -161,13 +162,6 @@ class PostgresLedger(LedgerBase):
             )
         return self._conn
 
-    @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._lock:
-            conn = self._connection()
-            with conn.transaction():
-                yield conn
-
     def _close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -196,11 +190,30 @@ class PostgresLedger(LedgerBase):
         done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
         return [(name, sql) for name, sql in MIGRATIONS if name not in done]
 
+    def _call(self, op: Callable[[psycopg.Connection[Any]], T], *, tx: bool = False) -> T:
+        """Run ``op`` on the connection (in a transaction with ``tx``). A connection found dead
+        (the server restarted, a network blip) is replaced and ``op`` run once more: every op
+        here is safe to repeat, or knows when its first run went through (``record``)."""
+        import psycopg
+
+        with self._lock:
+            for attempt in (1, 2):
+                conn = self._connection()
+                try:
+                    if not tx:
+                        return op(conn)
+                    with conn.transaction():
+                        return op(conn)
+                except psycopg.OperationalError:
+                    if attempt == 2 or not conn.broken:
+                        raise
+                    base.log.warning("lost the connection to the PostgreSQL ledger; reconnecting")
+            raise AssertionError("unreachable")
+
     # -- budgets --------------------------------------------------------------------------------
 
     def usage(self, check: LimitCheck) -> tuple[int, int]:
-        with self._lock:
-            return self._usage(self._connection(), check)
+        return self._call(lambda c: self._usage(c, check))
 
     @staticmethod
     def _usage(conn: psycopg.Connection[Any], check: LimitCheck) -> tuple[int, int]:
@@ -233,11 +246,11 @@ class PostgresLedger(LedgerBase):
     ) -> str | Refusal:
         # A refusal needs no lock (spend only grows, so it still holds a moment later): calls
         # waiting for holds to settle poll without queueing behind the reservations being made.
-        with self._lock:
-            refusal = self._first_refusal(self._connection(), checks, amount_nusd)
+        refusal = self._call(lambda c: self._first_refusal(c, checks, amount_nusd))
         if refusal is not None:
             return refusal
-        with self._tx() as c:
+
+        def hold(c: psycopg.Connection[Any]) -> str | Refusal:
             now = c.execute(f"SELECT pg_advisory_xact_lock(%s)::text, {_NOW}", (self._reserve_key,)).fetchone()[1]  # type: ignore[index]
             self._reclaim(c, now, dead_pids=False)
             refusal = self._first_refusal(c, checks, amount_nusd)
@@ -252,12 +265,17 @@ class PostgresLedger(LedgerBase):
             )
             return rid
 
+        # Repeated after a lost connection, a hold whose commit went through is made twice; the
+        # first, never settled, lapses with its lease.
+        return self._call(hold, tx=True)
+
     def release(self, reservation_id: str) -> None:
-        with self._tx() as c:
-            c.execute("DELETE FROM reservations WHERE id = %s", (reservation_id,))
+        self._call(lambda c: c.execute("DELETE FROM reservations WHERE id = %s", (reservation_id,)), tx=True)
 
     def record(self, row: RequestRow, *, reservation_id: str | None = None) -> None:
-        with self._tx() as c:
+        import psycopg
+
+        def write(c: psycopg.Connection[Any]) -> None:
             gone = reservation_id is not None and c.execute(
                 "DELETE FROM reservations WHERE id = %s", (reservation_id,)
             ).rowcount == 0
@@ -272,10 +290,27 @@ class PostgresLedger(LedgerBase):
             c.execute(_UPSERT_ROLLUP, row.rollup_values())
             c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
 
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.transaction():
+                    write(conn)
+                return
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+                base.log.warning("lost the connection to the PostgreSQL ledger while recording; reconnecting")
+            # The commit may have gone through before the connection died: the row's id says.
+            if self._call(lambda c: c.execute("SELECT 1 FROM requests WHERE id = %s", (row.id,)).fetchone()):
+                return
+            self._call(write, tx=True)
+
     def reclaim(self, *, dead_pids: bool = True) -> int:
-        with self._tx() as c:
+        def free(c: psycopg.Connection[Any]) -> int:
             now = c.execute(f"SELECT {_NOW}").fetchone()[0]  # type: ignore[index]
             return self._reclaim(c, now, dead_pids=dead_pids)
+
+        return self._call(free, tx=True)
 
     def _reclaim(self, c: psycopg.Connection[Any], now: float, *, dead_pids: bool) -> int:
         # SKIP LOCKED: two servers tidying at once each reclaim (and log) a hold once, never twice.
@@ -302,32 +337,35 @@ class PostgresLedger(LedgerBase):
         return len(doomed)
 
     def renew(self) -> int:
-        if self.lease_s is None:
+        lease = self.lease_s
+        if lease is None:
             return 0
-        with self._tx() as c:
-            return c.execute(
+        return self._call(
+            lambda c: c.execute(
                 f"UPDATE reservations SET expires_at = least(coalesce(hard_expires_at, expires_at), {_NOW} + %s)"
                 f" WHERE owner = %s AND expires_at >= {_NOW}",
-                (self.lease_s, self.owner),
-            ).rowcount
+                (lease, self.owner),
+            ).rowcount,
+            tx=True,
+        )
 
     def budget_overrides(self) -> dict[tuple[str, str], int | None]:
-        with self._lock:
-            rows = self._connection().execute("SELECT scope, period, limit_nusd FROM budgets").fetchall()
+        rows = self._call(lambda c: c.execute("SELECT scope, period, limit_nusd FROM budgets").fetchall())
         return {(s, p): n for s, p, n in rows}
 
     def set_budget(self, scope: str, period: str, limit_nusd: int | None) -> None:
-        with self._tx() as c:
-            c.execute(
+        self._call(
+            lambda c: c.execute(
                 "INSERT INTO budgets (scope, period, limit_nusd, updated_at) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (scope, period) DO UPDATE SET limit_nusd = excluded.limit_nusd,"
                 " updated_at = excluded.updated_at",
                 (scope, period, limit_nusd, now_iso()),
-            )
+            ),
+            tx=True,
+        )
 
     def reservations_total(self) -> int:
-        with self._lock:
-            row = self._connection().execute("SELECT coalesce(sum(amount_nusd), 0) FROM reservations").fetchone()
+        row = self._call(lambda c: c.execute("SELECT coalesce(sum(amount_nusd), 0) FROM reservations").fetchone())
         return int(row[0])  # type: ignore[index]
 
     # -- reading --------------------------------------------------------------------------------
@@ -354,9 +392,7 @@ class PostgresLedger(LedgerBase):
                 f"SELECT {group_by} AS key, {sums} FROM rollups WHERE {' AND '.join(clauses)} GROUP BY {group_by}"
                 f' ORDER BY sum(cost_nusd) DESC, {group_by} COLLATE "C"'
             )
-        with self._lock:
-            rows = self._connection().execute(sql, params).fetchall()
-        return report_rows(rows)
+        return report_rows(self._call(lambda c: c.execute(sql, params).fetchall()))
 
     def rows(self, *, day: str | None = None, limit: int = 50, request_id: str | None = None) -> list[dict[str, Any]]:
         clauses: list[str] = []
@@ -373,23 +409,23 @@ class PostgresLedger(LedgerBase):
         return self.query(sql, params)
 
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._connection().execute(
-                "SELECT ts, kind, detail FROM events ORDER BY id DESC LIMIT %s", (limit,)
-            ).fetchall()
+        rows = self._call(
+            lambda c: c.execute("SELECT ts, kind, detail FROM events ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
+        )
         return [{"ts": t, "kind": k, "detail": json.loads(d)} for t, k, d in rows]
 
     def totals(self) -> dict[str, int]:
-        with self._lock:
-            r = self._connection().execute(
+        r = self._call(
+            lambda c: c.execute(
                 "SELECT count(*), coalesce(sum(cost_nusd), 0), coalesce(sum(input_tokens), 0),"
                 " coalesce(sum(output_tokens), 0) FROM requests"
             ).fetchone()
+        )
         assert r is not None
         return {"requests": int(r[0]), "cost_nusd": int(r[1]), "input_tokens": int(r[2]), "output_tokens": int(r[3])}
 
     def rebuild_rollups(self, day_of: Callable[[str], str]) -> None:
-        with self._tx() as c:
+        def rebuild(c: psycopg.Connection[Any]) -> None:
             pruned_before = self._meta(c, "pruned_before")
             with c.cursor() as cur:
                 cur.executemany(
@@ -406,31 +442,37 @@ class PostgresLedger(LedgerBase):
             c.execute("INSERT INTO events (ts, kind, detail) VALUES (%s, 'rollups_rebuilt', %s)",
                       (now_iso(), json.dumps({"kept_before": pruned_before} if pruned_before else {})))
 
+        self._call(rebuild, tx=True)
+
     def prune(self, before_day: str) -> int:
+        def batch(c: psycopg.Connection[Any]) -> int:
+            return c.execute(
+                "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE day < %s LIMIT %s)",
+                (before_day, base.PRUNE_BATCH),
+            ).rowcount
+
+        def done(c: psycopg.Connection[Any], deleted: int) -> None:
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('pruned_before', %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = greatest(meta.value, excluded.value)",
+                (before_day,),
+            )
+            if deleted:
+                c.execute(
+                    "INSERT INTO events (ts, kind, detail) VALUES (%s, 'rows_pruned', %s)",
+                    (now_iso(), json.dumps({"before_day": before_day, "rows": deleted})),
+                )
+
         deleted = 0
         while True:
-            with self._tx() as c:
-                n = c.execute(
-                    "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE day < %s LIMIT %s)",
-                    (before_day, base.PRUNE_BATCH),
-                ).rowcount
-                deleted += n
-                if n < base.PRUNE_BATCH:
-                    c.execute(
-                        "INSERT INTO meta (key, value) VALUES ('pruned_before', %s)"
-                        " ON CONFLICT (key) DO UPDATE SET value = greatest(meta.value, excluded.value)",
-                        (before_day,),
-                    )
-                    if deleted:
-                        c.execute(
-                            "INSERT INTO events (ts, kind, detail) VALUES (%s, 'rows_pruned', %s)",
-                            (now_iso(), json.dumps({"before_day": before_day, "rows": deleted})),
-                        )
-                    return deleted
+            n = self._call(batch, tx=True)
+            deleted += n
+            if n < base.PRUNE_BATCH:
+                self._call(lambda c, total=deleted: done(c, total), tx=True)
+                return deleted
 
     def meta(self, key: str) -> str | None:
-        with self._lock:
-            return self._meta(self._connection(), key)
+        return self._call(lambda c: self._meta(c, key))
 
     @staticmethod
     def _meta(c: psycopg.Connection[Any], key: str) -> str | None:
@@ -438,18 +480,23 @@ class PostgresLedger(LedgerBase):
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._tx() as c:
-            c.execute(
+        self._call(
+            lambda c: c.execute(
                 "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
-            )
+            ),
+            tx=True,
+        )
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         from psycopg.rows import dict_row
 
-        with self._lock, self._connection().cursor(row_factory=dict_row) as cur:
-            cur.execute(_placeholders(sql), list(params))
-            return list(cur.fetchall())
+        def read(c: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+            with c.cursor(row_factory=dict_row) as cur:
+                cur.execute(_placeholders(sql), list(params))
+                return list(cur.fetchall())
+
+        return self._call(read)
 
 
 _QMARK = re.compile(r"\?")
