@@ -15,7 +15,7 @@ import pytest
 from llm_router.cli import main
 from llm_router.config import LedgerConfig, Settings, settings_from_dict
 from llm_router.engine import Engine
-from llm_router.ledger import Ledger, RequestRow, ledger_location, open_ledger
+from llm_router.ledger import Ledger, LedgerUnavailable, RequestRow, ledger_location, open_ledger
 from llm_router.ledger import base as ledger_base
 from llm_router.ledger.postgres import PostgresLedger, redact_url
 from llm_router.types import ConfigError
@@ -74,8 +74,25 @@ def test_the_url_must_be_postgresql_and_cannot_come_with_a_path(tmp_path: Path) 
 
 def test_a_postgresql_url_without_psycopg_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)
-    with pytest.raises(RuntimeError, match=r"pip install 'llm-router-mcp\[postgres\]'"):
+    with pytest.raises(LedgerUnavailable, match=r"pip install 'llm-router-mcp\[postgres\]'"):
         PostgresLedger("postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_an_unreachable_postgresql_ledger_is_an_error_saying_what_to_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(LedgerUnavailable) as info:
+        PostgresLedger("postgresql://team:s3cret@127.0.0.1:1/spend")
+    message = str(info.value)
+    assert "postgresql://team:***@127.0.0.1:1/spend" in message and "s3cret" not in message
+    assert "$LLM_ROUTER_DB_URL" in message and "PGPASSWORD" in message
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[ledger]\nurl = "postgresql://team:s3cret@127.0.0.1:1/spend"\n'
+                   '[[providers]]\nname = "m"\nkind = "mock"\nmodels = ["x"]\n')
+    assert main(["report", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach the PostgreSQL ledger") and "s3cret" not in err
 
 
 def test_where_the_ledger_is_is_shown_without_a_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

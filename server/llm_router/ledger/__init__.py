@@ -12,13 +12,24 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from .base import GROUPINGS, LedgerBase, LimitCheck, Refusal, RequestRow
+from .base import GROUPINGS, LedgerBase, LedgerUnavailable, LimitCheck, Refusal, RequestRow
 from .sqlite import Ledger
 
 if TYPE_CHECKING:
     from ..config import Settings
 
-__all__ = ["GROUPINGS", "Ledger", "LedgerBase", "LimitCheck", "Refusal", "RequestRow", "ledger_url", "open_ledger"]
+__all__ = [
+    "GROUPINGS",
+    "Ledger",
+    "LedgerBase",
+    "LedgerUnavailable",
+    "LimitCheck",
+    "Refusal",
+    "RequestRow",
+    "ledger_location",
+    "ledger_url",
+    "open_ledger",
+]
 
 
 def ledger_url(settings: Settings) -> str | None:
@@ -50,8 +61,9 @@ def open_ledger(settings: Settings, *, upkeep: bool = True) -> LedgerBase:
     cleared now and every ``maintenance_interval_s``.
 
     Raises:
-        RuntimeError: a PostgreSQL URL without psycopg installed (says what to install).
-        sqlite3.Error, psycopg.Error: the database cannot be opened.
+        LedgerUnavailable: a PostgreSQL ledger that cannot be reached, or psycopg not installed
+            (says what to check or install).
+        sqlite3.Error, psycopg.Error: the database cannot be opened or migrated.
     """
     from ..config import ledger_path
 

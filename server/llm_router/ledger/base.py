@@ -29,6 +29,8 @@ from typing import Any, Literal, ParamSpec, TypeVar
 import anyio
 import anyio.to_thread
 
+from ..types import RouterError
+
 __all__ = [
     "GROUPINGS",
     "HOST",
@@ -73,6 +75,12 @@ PRUNE_BATCH = 5_000
 """Rows deleted per transaction when pruning: short enough that reservations never queue long."""
 
 log = logging.getLogger("llm_router.ledger")
+
+
+class LedgerUnavailable(RouterError):
+    """The ledger cannot be opened: no call can be budgeted, so none is made."""
+
+    code = "ledger_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from .base import (
     ROW_COLUMNS,
     SUM_COLUMNS,
     LedgerBase,
+    LedgerUnavailable,
     LimitCheck,
     Refusal,
     RequestRow,
@@ -128,16 +129,24 @@ class PostgresLedger(LedgerBase):
     def __init__(self, url: str, *, connect_timeout_s: float = 10) -> None:
         super().__init__()
         try:
-            import psycopg  # noqa: F401
+            import psycopg
         except ImportError:
-            raise RuntimeError(
+            raise LedgerUnavailable(
                 "a postgresql:// ledger needs psycopg: pip install 'llm-router-mcp[postgres]'"
             ) from None
         self.url = url
         self._connect_timeout_s = connect_timeout_s
         self._conn: psycopg.Connection[Any] | None = None
         with self._lock:
-            conn = self._connection()
+            try:
+                conn = self._connection()
+            except psycopg.OperationalError as e:
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise LedgerUnavailable(
+                    f"cannot reach the PostgreSQL ledger at {redact_url(url)}: {reason}. Check that the server"
+                    " is up and the URL ($LLM_ROUTER_DB_URL or [ledger] url); give a password in PGPASSWORD"
+                    " or ~/.pgpass"
+                ) from None
             try:
                 self.schema = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
                 self._reserve_key = _lock_key(self.schema, "reserve")
