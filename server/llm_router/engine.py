@@ -51,7 +51,7 @@ from .types import (
     ProviderError,
     Timeout,
     Usage,
-    nusd_to_usd,
+    usd_str,
     parse_model_ref,
     usd_to_nusd,
 )
@@ -406,7 +406,7 @@ class Engine:
             cached_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens,
             cost_nusd=cost_nusd,
-            cost_usd=str(nusd_to_usd(cost_nusd)),
+            cost_usd=usd_str(cost_nusd),
             cost_estimated=int(estimated),
             prices=_prices_json(entry),
             reference_cost_nusd=ref_cost,
@@ -551,9 +551,9 @@ class Engine:
         if self.reference is not None:
             savings = {
                 "reference_model": self.reference.ref,
-                "reference_cost_usd": str(nusd_to_usd(total["reference_cost_nusd"])),
-                "actual_cost_usd": str(nusd_to_usd(total["cost_nusd"])),
-                "saved_usd": str(nusd_to_usd(total["reference_cost_nusd"] - total["cost_nusd"])),
+                "reference_cost_usd": usd_str(total["reference_cost_nusd"]),
+                "actual_cost_usd": usd_str(total["cost_nusd"]),
+                "saved_usd": usd_str(total["reference_cost_nusd"] - total["cost_nusd"]),
                 "note": "what the same tokens would have cost on the reference model (successful calls)",
             }
         return ReportResult(
@@ -565,7 +565,7 @@ class Engine:
                 "input_tokens": total["input_tokens"],
                 "output_tokens": total["output_tokens"],
                 "cached_tokens": total["cached_tokens"],
-                "cost_usd": str(nusd_to_usd(total["cost_nusd"])),
+                "cost_usd": usd_str(total["cost_nusd"]),
             },
             rows=[
                 {
@@ -575,14 +575,14 @@ class Engine:
                     "input_tokens": r["input_tokens"],
                     "output_tokens": r["output_tokens"],
                     "cached_tokens": r["cached_tokens"],
-                    "cost_usd": str(nusd_to_usd(r["cost_nusd"])),
+                    "cost_usd": usd_str(r["cost_nusd"]),
                 }
                 for r in rows
             ],
             budgets=[s.to_dict() for s in states],
             projection={
-                "month_to_date_usd": str(nusd_to_usd(month_spend)),
-                "month_end_usd": str(nusd_to_usd(projection)),
+                "month_to_date_usd": usd_str(month_spend),
+                "month_end_usd": usd_str(projection),
                 "method": f"month-to-date spend × {days_in_month} / {today.day} days",
             },
             savings=savings,
@@ -629,9 +629,9 @@ class Engine:
                 raise InvalidInput("date", f"{day!r} is not a date", allowed="YYYY-MM-DD") from None
         rows = await self.ledger.run(self.ledger.rows, day=day, limit=limit)
         for r in rows:
-            r["cost_usd"] = str(nusd_to_usd(r.pop("cost_nusd") or 0))
+            r["cost_usd"] = usd_str(r.pop("cost_nusd") or 0)
             ref = r.pop("reference_cost_nusd")
-            r["reference_cost_usd"] = None if ref is None else str(nusd_to_usd(ref))
+            r["reference_cost_usd"] = None if ref is None else usd_str(ref)
             r["attempts"] = json.loads(r["attempts"] or "[]")
             r["prices"] = json.loads(r["prices"]) if r["prices"] else None
             r["cost_estimated"] = bool(r["cost_estimated"])
