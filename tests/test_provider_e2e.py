@@ -148,4 +148,18 @@ async def test_the_demo_configuration_routes_to_the_real_adapter_when_a_key_is_s
         assert not result.is_error, result.content
         assert result.structured_content["text"] == "from the loopback Anthropic"
         assert result.structured_content["usage"]["input_tokens"] == 12
-    assert anthropic.counts["/v1/messages"] == 1
+        assert not anthropic.last_request.json.get("stream"), "no progress asked for: one JSON answer"
+
+        seen: list[str] = []
+
+        async def on_progress(_v: float, _t: float | None, message: str | None) -> None:
+            seen.append(message or "")
+
+        anthropic.reply(text="streamed from the loopback Anthropic", usage=WireUsage(input_tokens=12, output_tokens=6))
+        result = await client.call_tool(
+            "complete", {"prompt": "hello", "model": "anthropic:claude-haiku-4-5"}, progress_callback=on_progress
+        )
+        assert result.structured_content["text"] == "streamed from the loopback Anthropic"
+        assert anthropic.last_request.json.get("stream") is True, "progress asked for: streamed"
+        assert seen and seen[0].startswith("asking ")
+    assert anthropic.counts["/v1/messages"] == 2

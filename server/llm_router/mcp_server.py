@@ -93,6 +93,24 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
 
 
+def _wants_progress(ctx: Context) -> bool:
+    """Whether the caller asked for progress: a JSON-RPC request carries a progress token; the
+    in-process transport hands the dispatcher a callback instead."""
+    meta = ctx.request_context.meta or {}
+    if meta.get("progress_token") is not None or meta.get("progressToken") is not None:
+        return True
+    # The in-process transport (embedding, tests) passes no token: look for the callback through
+    # the SDK's dispatch-context wrappers. Tests cover both paths, so an SDK change shows there.
+    outbound = getattr(ctx.request_context.session, "_request_outbound", None)
+    for _ in range(4):
+        if outbound is None:
+            break
+        if getattr(outbound, "_on_progress", None) is not None or getattr(outbound, "_progress_token", None) is not None:
+            return True
+        outbound = getattr(outbound, "_inner", None)
+    return False
+
+
 def _caller_tag(ctx: Context) -> str | None:
     """The tag of the bearer token the HTTP request came with (None over stdio or without tokens)."""
     from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -231,7 +249,8 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
             await ctx.report_progress(step, None, redact(message))
 
         try:
-            result = await engine.complete(args, progress=progress)
+            # Streaming from the provider and reporting it costs a little: only when asked for.
+            result = await engine.complete(args, progress=progress if _wants_progress(ctx) else None)
         except RouterError as e:
             done("complete", t0, err=e)
             if not isinstance(e, InvalidInput):  # past validation, every call leaves a ledger row

@@ -391,10 +391,14 @@ class LedgerBase(ABC):
             self._upkeep.join(timeout=30)
         self._upkeep = None
 
+    def _checkpoint(self) -> None:
+        """Backends with a write-ahead log flush it here, off the request path."""
+
     def _upkeep_loop(self, renew_every: float, interval_s: float) -> None:
         last_tidy = time.monotonic()
         while not self._stop.wait(renew_every):
             try:
+                self._checkpoint()
                 self.renew()
                 if time.monotonic() - last_tidy >= interval_s:
                     last_tidy = time.monotonic()
