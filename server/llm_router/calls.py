@@ -11,7 +11,8 @@ import json
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic.json_schema import SkipJsonSchema
 
 from .types import Quality, Strategy
 
@@ -106,26 +107,37 @@ class UsageOut(BaseModel):
     estimated: bool = Field(default=False, description="true when the provider reported no usage and it was estimated")
 
 
-class AttemptOut(BaseModel):
+class _NoNulls(BaseModel):
+    """Optional fields are left out rather than sent as null: the output schema then has no
+    ``anyOf [..., null]``, which clients validate slowly (a tenth of a millisecond per call)."""
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class AttemptOut(_NoNulls):
     model: str
     outcome: Literal["ok", "error", "skipped", "cancelled"]
-    error_code: str | None = None
-    error: str | None = None
+    error_code: str | SkipJsonSchema[None] = None
+    error: str | SkipJsonSchema[None] = None
     latency_ms: int = 0
 
 
-class CompleteResult(BaseModel):
+class CompleteResult(_NoNulls):
     request_id: str
     text: str
     provider: str
     model: str = Field(description='"provider:model" that answered')
     provider_model: str = Field(description="the model name the provider reported")
-    finish_reason: str | None
+    finish_reason: str | SkipJsonSchema[None] = None
     usage: UsageOut
     cost_usd: str = Field(description="exact cost in USD, from the provider-reported usage")
     latency_ms: int
     attempts: list[AttemptOut]
-    budget: dict[str, Any] = Field(description="budget tier and the tightest limits after this call")
+    budget: dict[str, Any] = Field(
+        description="budget tier after this call, and the limit with the least left (null when no limit applies)"
+    )
 
 
 class ExplainResult(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -42,6 +43,9 @@ def _serve(args: argparse.Namespace) -> int:
         tokens = load_tokens()
         check_bind(args.host, tokens)
         redact.add(*tokens.values)
+
+    # One log line per upstream request is noise in a client's server log, and costs time per call.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     async def run() -> None:
         engine = Engine(settings)

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from .budget import Budget, BudgetSnapshot, LimitState, parse_scope
+from .budget import Budget, BudgetSnapshot, LimitState, parse_scope, tier_of, worst_tier
 from .calls import (
     AttemptOut,
     BudgetResult,
@@ -670,15 +670,15 @@ def _prices_json(entry: ModelEntry) -> str:
 
 
 def _budget_after(snapshot: BudgetSnapshot, provider: str, cost_nusd: int) -> dict[str, Any]:
-    """The limits touching this call, with its actual cost added (read at the call's start)."""
+    """The tier after this call, and the limit touching it with the least left, this call's cost
+    added (spend read at the call's start). Every limit is in ``llm-router://budgets``."""
     states = [
         LimitState(s.limit, s.check, s.spent_nusd + cost_nusd, s.reserved_nusd) for s in snapshot.for_provider(provider)
     ]
-    from .budget import worst_tier, tier_of
-
+    tightest = min(states, key=lambda s: s.remaining_nusd, default=None)
     return {
         "tier": worst_tier(tier_of(s.fraction) for s in states),
-        "limits": [s.to_dict() for s in sorted(states, key=lambda s: s.remaining_nusd)],
+        "tightest": None if tightest is None else tightest.to_dict(),
     }
 
 

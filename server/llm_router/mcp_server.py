@@ -268,7 +268,7 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
             await log(ctx, "warning", f"fallback: {what}; answered by {result.model}", request_id=result.request_id,
                       attempts=[a.model_dump() for a in result.attempts])
         if result.budget.get("tier", "normal") != "normal":
-            tight = result.budget["limits"][0] if result.budget.get("limits") else {}
+            tight = result.budget.get("tightest") or {}
             await log(ctx, "warning", f"budget {tight.get('scope', '')} {tight.get('period', '')} is "
                       f"{tight.get('percent_used', '?')}% used (tier {result.budget['tier']}): "
                       + ("cheaper models go first" if result.budget["tier"] == "cautious" else "only free models are used"),
