@@ -375,3 +375,15 @@ async def test_a_context_length_error_moves_to_a_model_with_a_larger_window(engi
     result = await engine.complete(CompleteArgs(prompt="hi", model=chain))
     assert [(a.model, a.outcome) for a in result.attempts] == [
         ("openai:gpt-4o", "error"), ("openai:gpt-4o-mini", "skipped"), ("gemini:gemini-2.5-flash", "ok")]
+
+
+async def test_a_refusal_at_the_ninety_percent_tier_says_the_call_would_fit_but_only_free_models_run(
+    engine: Engine,
+) -> None:
+    await engine.set_budget("global", "daily", Decimal("1"))
+    await _spend(engine, Decimal("0.92"))
+    with pytest.raises(BudgetExceeded) as info:
+        await engine.complete(CompleteArgs(prompt="hello", model="openai:gpt-4o-mini", max_tokens=50))
+    assert info.value.restricted and info.value.to_dict()["restricted"] is True
+    assert "92% spent" in str(info.value) and "only free models" in str(info.value)
+    assert "would be exceeded" not in str(info.value)

@@ -488,10 +488,12 @@ class Engine:
             entry = self.catalog.entries[first.model]
             need = entry.worst_case_nusd(decision.request.input_tokens_bound, decision.request.max_tokens) or 0
             room, state = snap.headroom(provider)
-            if state is not None and state.check is not None and (first.reason == "budget_restricted" or room is not None and need > room):
+            over = room is not None and need > room
+            if state is not None and state.check is not None and (first.reason == "budget_restricted" or over):
                 return BudgetExceeded(
                     limit_name=state.check.name, limit_nusd=state.limit.limit_nusd, spent_nusd=state.spent_nusd,
                     reserved_nusd=state.reserved_nusd, needed_nusd=need, resets_at=state.check.resets_at,
+                    restricted=not over,
                 )
             if snap.per_request_nusd is not None:
                 return BudgetExceeded(

@@ -208,6 +208,7 @@ class BudgetExceeded(RouterError):
         reserved_nusd: int,
         needed_nusd: int,
         resets_at: str | None,
+        restricted: bool = False,
     ) -> None:
         self.limit_name = limit_name
         self.limit_nusd = limit_nusd
@@ -215,13 +216,24 @@ class BudgetExceeded(RouterError):
         self.reserved_nusd = reserved_nusd
         self.needed_nusd = needed_nusd
         self.resets_at = resets_at
+        self.restricted = restricted
+        """True when the call would fit, but the limit is 90% spent and only free models may run."""
         when = f"; it resets at {resets_at}" if resets_at else ""
-        super().__init__(
-            f"budget {limit_name} of ${usd_str(limit_nusd)} would be exceeded: "
-            f"${usd_str(spent_nusd)} spent, ${usd_str(reserved_nusd)} held by calls in flight, "
-            f"this call may cost up to ${usd_str(needed_nusd)}{when}. "
-            "Raise the limit with set_budget, lower max_tokens, or ask for a cheaper model."
-        )
+        if restricted:
+            used = spent_nusd * 100 // limit_nusd if limit_nusd else 100
+            text = (
+                f"budget {limit_name} of ${usd_str(limit_nusd)} is {used}% spent (${usd_str(spent_nusd)}): from 90% "
+                f"only free models are used, and none can take this call{when}. "
+                "Raise the limit with set_budget, or name a free (local) model."
+            )
+        else:
+            text = (
+                f"budget {limit_name} of ${usd_str(limit_nusd)} would be exceeded: "
+                f"${usd_str(spent_nusd)} spent, ${usd_str(reserved_nusd)} held by calls in flight, "
+                f"this call may cost up to ${usd_str(needed_nusd)}{when}. "
+                "Raise the limit with set_budget, lower max_tokens, or ask for a cheaper model."
+            )
+        super().__init__(text)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -232,6 +244,7 @@ class BudgetExceeded(RouterError):
             "reserved_usd": usd_str(self.reserved_nusd),
             "needed_usd": usd_str(self.needed_nusd),
             "resets_at": self.resets_at,
+            "restricted": self.restricted,
         }
 
 
