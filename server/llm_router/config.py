@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .types import QUALITIES, ConfigError, InvalidInput, Quality, Strategy, parse_model_ref
+from .types import ConfigError, InvalidInput, Quality, Strategy, parse_model_ref
 
 __all__ = [
     "ProviderKind",

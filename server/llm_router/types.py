@@ -8,7 +8,7 @@ edges, where a price from genai-prices meets a token count and where figures are
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 

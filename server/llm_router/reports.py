@@ -1,0 +1,105 @@
+"""``cost_report``: spend for a period, grouped, with budgets, a month-end projection and savings."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from .budget import Budget
+from .calls import ReportResult
+from .catalog import ModelEntry
+from .ledger import GROUPINGS, LedgerBase
+from .types import InvalidInput, usd_str
+
+__all__ = ["cost_report", "period_days"]
+
+
+def period_days(today: date, period: str | None, since: str | None, until: str | None) -> tuple[str, str, str]:
+    """(first day, last day, label) of a named period or of since/until, both inclusive.
+
+    Raises:
+        InvalidInput: naming the field.
+    """
+    if since or until:
+        try:
+            first = datetime.fromisoformat(since).date() if since else today.replace(day=1)
+            last = datetime.fromisoformat(until).date() if until else today
+        except ValueError:
+            raise InvalidInput("since" if since else "until", "is not a date", allowed="YYYY-MM-DD") from None
+        if last < first:
+            raise InvalidInput("until", "is before since", allowed="a date on or after since")
+        return first.isoformat(), last.isoformat(), f"{first}..{last}"
+    p = period or "this_month"
+    if p == "today":
+        first = last = today
+    elif p == "yesterday":
+        first = last = today - timedelta(days=1)
+    elif p == "this_week":
+        first, last = today - timedelta(days=today.weekday()), today
+    elif p == "last_7_days":
+        first, last = today - timedelta(days=6), today
+    elif p == "last_30_days":
+        first, last = today - timedelta(days=29), today
+    elif p == "this_month":
+        first, last = today.replace(day=1), today
+    else:
+        raise InvalidInput("period", f"{p!r} is not a period", allowed="today, yesterday, this_week, this_month, last_7_days, last_30_days")
+    return first.isoformat(), last.isoformat(), p
+
+
+async def cost_report(
+    ledger: LedgerBase, budget: Budget, reference: ModelEntry | None, *, period: str | None, group_by: str,
+    since: str | None, until: str | None, where: dict[str, str],
+) -> ReportResult:
+    """Read from the per-day sums, so it stays fast at millions of rows (the rows remain the truth)."""
+    if group_by not in GROUPINGS:
+        raise InvalidInput("group_by", f"{group_by!r} is not a grouping", allowed=", ".join(GROUPINGS))
+    first, last, label = period_days(budget.clock.today(), period, since, until)
+    rows = await ledger.run(ledger.report, first, last, group_by, where=where)
+    states = await ledger.run(budget.all_states)
+    total = {k: sum(r[k] for r in rows) for k in ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "reference_cost_nusd")}
+    today = budget.clock.today()
+    month_first = today.replace(day=1)
+    month_rows = await ledger.run(ledger.report, month_first.isoformat(), today.isoformat(), "day", where=where)
+    month_spend = sum(r["cost_nusd"] for r in month_rows)
+    days_in_month = ((month_first + timedelta(days=32)).replace(day=1) - month_first).days
+    projection = month_spend * days_in_month // max(today.day, 1)
+    savings = None
+    if reference is not None:
+        savings = {
+            "reference_model": reference.ref,
+            "reference_cost_usd": usd_str(total["reference_cost_nusd"]),
+            "actual_cost_usd": usd_str(total["cost_nusd"]),
+            "saved_usd": usd_str(total["reference_cost_nusd"] - total["cost_nusd"]),
+            "note": "what the same tokens would have cost on the reference model (successful calls)",
+        }
+    return ReportResult(
+        period={"name": label, "first_day": first, "last_day": last, "timezone": budget.clock.tz_name},
+        group_by=group_by,
+        totals={
+            "requests": total["requests"],
+            "errors": total["errors"],
+            "input_tokens": total["input_tokens"],
+            "output_tokens": total["output_tokens"],
+            "cached_tokens": total["cached_tokens"],
+            "cost_usd": usd_str(total["cost_nusd"]),
+        },
+        rows=[
+            {
+                group_by: r["key"],
+                "requests": r["requests"],
+                "errors": r["errors"],
+                "input_tokens": r["input_tokens"],
+                "output_tokens": r["output_tokens"],
+                "cached_tokens": r["cached_tokens"],
+                "cost_usd": usd_str(r["cost_nusd"]),
+            }
+            for r in rows
+        ],
+        budgets=[s.to_dict() for s in states],
+        projection={
+            "month_to_date_usd": usd_str(month_spend),
+            "month_end_usd": usd_str(projection),
+            "method": f"month-to-date spend × {days_in_month} / {today.day} days",
+        },
+        savings=savings,
+    )
