@@ -210,6 +210,28 @@ def check_grouping(group_by: str, where: dict[str, str] | None) -> None:
             raise ValueError(f"cannot filter on {column!r}")
 
 
+def report_query(
+    group_by: str, first_day: str, last_day: str, where: dict[str, str] | None, *, mark: str, collate: str = ""
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of a report, for a backend whose placeholder is ``mark``. Unfiltered,
+    it reads the day totals (one dimension at a time, a few rows a day); filtered, the per-day
+    rollups. Values are always parameters; column names come from ``GROUPINGS`` only."""
+    check_grouping(group_by, where)
+    sums = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
+    if not where:
+        sql = (
+            f"SELECT key, {sums} FROM day_totals WHERE dim = {mark} AND day BETWEEN {mark} AND {mark}"
+            f" GROUP BY key ORDER BY sum(cost_nusd) DESC, key{collate}"
+        )
+        return sql, [group_by, first_day, last_day]
+    clauses = [f"day BETWEEN {mark} AND {mark}", *(f"{column} = {mark}" for column in where)]
+    sql = (
+        f"SELECT {group_by} AS key, {sums} FROM rollups WHERE {' AND '.join(clauses)}"
+        f" GROUP BY {group_by} ORDER BY sum(cost_nusd) DESC, {group_by}{collate}"
+    )
+    return sql, [first_day, last_day, *where.values()]
+
+
 def report_rows(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
     return [{"key": r[0], **{n: int(v or 0) for n, v in zip(SUM_COLUMNS, r[1:], strict=True)}} for r in rows]
 

@@ -32,15 +32,14 @@ from .base import (
     DAY_TOTALS_FROM_ROLLUPS,
     HOST,
     ROW_COLUMNS,
-    SUM_COLUMNS,
     LedgerBase,
     LedgerUnavailable,
     LimitCheck,
     Refusal,
     RequestRow,
-    check_grouping,
     now_iso,
     reclaim_detail,
+    report_query,
     report_rows,
     upsert_day_totals,
 )
@@ -382,25 +381,8 @@ class PostgresLedger(LedgerBase):
     def report(
         self, first_day: str, last_day: str, group_by: str, *, where: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
-        check_grouping(group_by, where)
-        sums = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
-        params: list[Any] = [first_day, last_day]
         # COLLATE "C": ties ordered by code point, as SQLite orders them.
-        if not where:
-            sql = (
-                f"SELECT key, {sums} FROM day_totals WHERE dim = %s AND day BETWEEN %s AND %s"
-                ' GROUP BY key ORDER BY sum(cost_nusd) DESC, key COLLATE "C"'
-            )
-            params.insert(0, group_by)
-        else:
-            clauses = ["day BETWEEN %s AND %s"]
-            for column, value in where.items():
-                clauses.append(f"{column} = %s")
-                params.append(value)
-            sql = (
-                f"SELECT {group_by} AS key, {sums} FROM rollups WHERE {' AND '.join(clauses)} GROUP BY {group_by}"
-                f' ORDER BY sum(cost_nusd) DESC, {group_by} COLLATE "C"'
-            )
+        sql, params = report_query(group_by, first_day, last_day, where, mark="%s", collate=' COLLATE "C"')
         return report_rows(self._call(lambda c: c.execute(sql, params).fetchall()))
 
     def rows(self, *, day: str | None = None, limit: int = 50, request_id: str | None = None) -> list[dict[str, Any]]:

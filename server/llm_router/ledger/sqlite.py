@@ -27,15 +27,14 @@ from .base import (
     GROUPINGS,
     HOST,
     ROW_COLUMNS,
-    SUM_COLUMNS,
     LedgerBase,
     LimitCheck,
     Refusal,
     RequestRow,
     ScopeKind,
-    check_grouping,
     now_iso,
     reclaim_detail,
+    report_query,
     report_rows,
     upsert_day_totals,
 )
@@ -304,25 +303,7 @@ class Ledger(LedgerBase):
     def report(
         self, first_day: str, last_day: str, group_by: str, *, where: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
-        check_grouping(group_by, where)
-        sums = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
-        params: list[Any] = [first_day, last_day]
-        if not where:
-            # One dimension at a time: the day totals hold exactly these sums, a few rows a day.
-            sql = (
-                f"SELECT key, {sums} FROM day_totals WHERE dim = ? AND day BETWEEN ? AND ?"
-                " GROUP BY key ORDER BY sum(cost_nusd) DESC, key"
-            )
-            params.insert(0, group_by)
-        else:
-            clauses = ["day BETWEEN ? AND ?"]
-            for column, value in where.items():
-                clauses.append(f"{column} = ?")
-                params.append(value)
-            sql = (
-                f"SELECT {group_by} AS key, {sums} FROM rollups"
-                f" WHERE {' AND '.join(clauses)} GROUP BY {group_by} ORDER BY sum(cost_nusd) DESC, key"
-            )
+        sql, params = report_query(group_by, first_day, last_day, where, mark="?")
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return report_rows(rows)
