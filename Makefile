@@ -15,7 +15,7 @@ test-fast:  ## everything but the tests marked slow (subprocesses, many calls)
 lint:
 	$(PY) -m ruff check server tests bench
 
-typecheck:
+typecheck:  ## needs mypy: .venv/bin/pip install mypy
 	$(PY) -m mypy server/llm_router
 
 bench:
