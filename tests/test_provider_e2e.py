@@ -13,7 +13,7 @@ import pytest
 
 from llm_router.calls import CompleteArgs
 from llm_router.engine import Engine
-from llm_router.types import Usage, usd_to_nusd
+from llm_router.types import AllAttemptsFailed, Usage, usd_to_nusd
 
 from .conftest import FAKE_MODELS, settings_for_fakes
 from .fakes import FakeProvider
@@ -162,3 +162,35 @@ async def test_the_demo_configuration_routes_to_the_real_adapter_when_a_key_is_s
         assert anthropic.last_request.json.get("stream") is True, "progress asked for: streamed"
         assert seen and seen[0].startswith("asking ")
     assert anthropic.counts["/v1/messages"] == 2
+
+
+async def test_a_withheld_answer_is_still_billed_and_the_row_says_so(
+    tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine(settings_for_fakes(tmp_path, fakes, monkeypatch))
+    try:
+        fakes["openai"].fault("blocked", usage=WireUsage(input_tokens=1000, output_tokens=10))
+        fakes["anthropic"].reply(usage=WireUsage(input_tokens=20, output_tokens=5))
+        result = await engine.complete(
+            CompleteArgs(prompt="q", model=["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"])
+        )
+        blocked = engine.catalog.get("openai:gpt-4o-mini").cost_nusd(Usage(1000, 10))
+        answered = engine.catalog.get("anthropic:claude-haiku-4-5").cost_nusd(Usage(20, 5))
+        assert blocked and answered
+        row = engine.ledger.rows()[0]
+        assert row["cost_nusd"] == blocked + answered == usd_to_nusd(Decimal(result.cost_usd))
+        assert (row["input_tokens"], row["output_tokens"]) == (1020, 15)
+        first = json.loads(row["attempts"])[0]
+        assert first["error_code"] == "content_filtered" and first["cost_usd"]
+        assert engine.ledger.reservations_total() == 0
+
+        # ...and when nothing answers, the failed call's row still carries what was billed.
+        fakes["openai"].fault("blocked", usage=WireUsage(input_tokens=1000, output_tokens=10))
+        with pytest.raises(AllAttemptsFailed):
+            await engine.complete(CompleteArgs(prompt="q", model="openai:gpt-4o-mini"))
+        failed = engine.ledger.rows()[0]
+        assert failed["status"] == "error" and failed["cost_nusd"] == blocked
+        assert engine.ledger.totals()["cost_nusd"] == 2 * blocked + answered
+        assert engine.ledger.reservations_total() == 0
+    finally:
+        await engine.aclose()

@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -76,6 +76,21 @@ class Prepared:
     deadline_s: float
     prompt_hash: str
     prompt_text: str | None
+
+
+@dataclass(slots=True)
+class _Billed:
+    """What failed attempts of one call still cost (a withheld answer is billed), and the holds
+    kept for them until the call's row records that cost."""
+
+    usage: Usage = field(default_factory=Usage)
+    nusd: int = 0
+    held: list[str] = field(default_factory=list)
+
+    def add(self, usage: Usage, nusd: int, reservation: str) -> None:
+        self.usage += usage
+        self.nusd += nusd
+        self.held.append(reservation)
 
 
 class Engine:
@@ -233,6 +248,7 @@ class Engine:
             raise error
 
         attempts: list[AttemptRecord] = []
+        billed = _Billed()
         budget_error: BudgetExceeded | None = None
         deadline = anyio.current_time() + prepared.deadline_s
         context_floor = 0  # after a context-length error, only larger windows are worth trying
@@ -256,9 +272,13 @@ class Engine:
             try:
                 completion = await self._call_with_retries(entry, prepared, attempts, deadline, progress)
             except ProviderError as e:
-                with anyio.CancelScope(shield=True):
-                    await self.ledger.run(self.ledger.release, reservation)
-                self._budget_freed()
+                if e.usage is not None:
+                    # Billed all the same: its hold stays until the row records the cost.
+                    billed.add(e.usage, entry.cost_nusd(e.usage) or 0, reservation)
+                else:
+                    with anyio.CancelScope(shield=True):
+                        await self.ledger.run(self.ledger.release, reservation)
+                    self._budget_freed()
                 if isinstance(e, ContextTooLong):
                     context_floor = max(context_floor, entry.context_window)
                 if not e.fallback_ok:
@@ -273,14 +293,16 @@ class Engine:
                     attempts.append(AttemptRecord(entry.ref, "cancelled", "cancelled"))
                 with anyio.CancelScope(shield=True):
                     row = self._failure_row(
-                        prepared, request_id, decision, attempts, status="cancelled" if cancelled else "error",
+                        prepared, request_id, decision, attempts, billed, status="cancelled" if cancelled else "error",
                         error_code="cancelled" if cancelled else "internal", error=None if cancelled else repr(e),
                         started=started,
                     )
                     await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
-                self._budget_freed()
+                    await self._release_held(billed)
                 raise
-            return await self._settle(prepared, request_id, decision, entry, completion, attempts, reservation, started)
+            return await self._settle(
+                prepared, request_id, decision, entry, completion, attempts, reservation, started, billed
+            )
 
         deadline_hit = anyio.current_time() >= deadline
         error: Exception
@@ -288,8 +310,15 @@ class Engine:
             error = budget_error
         else:
             error = AllAttemptsFailed(attempts, deadline_hit=deadline_hit)
-        await self._record_failure(prepared, request_id, decision, attempts, error, started)
+        await self._record_failure(prepared, request_id, decision, attempts, error, started, billed=billed)
         raise error
+
+    async def _release_held(self, billed: _Billed) -> None:
+        """After the row that records their cost: free the holds kept for billed failures."""
+        with anyio.CancelScope(shield=True):
+            for reservation in billed.held:
+                await self.ledger.run(self.ledger.release, reservation)
+        self._budget_freed()
 
     async def _reserve(
         self, decision: Decision, entry: ModelEntry, amount_nusd: int, request_id: str, prepared: Prepared,
@@ -352,7 +381,8 @@ class Engine:
             except ProviderError as e:
                 ms = _ms(t0)
                 self.health.record(entry.ref, ok=False, latency_ms=ms)
-                attempts.append(AttemptRecord(entry.ref, "error", e.code, str(e), ms, e.status))
+                cost = None if e.usage is None else usd_str(entry.cost_nusd(e.usage) or 0)
+                attempts.append(AttemptRecord(entry.ref, "error", e.code, str(e), ms, e.status, cost))
                 if not e.retryable or retries >= policy.max_retries:
                     raise
                 if e.retry_after is not None and e.retry_after > policy.retry_after_cap_s:
@@ -383,14 +413,16 @@ class Engine:
         attempts: list[AttemptRecord],
         reservation: str,
         started: float,
+        billed: _Billed,
     ) -> CompleteResult:
         estimated = completion.usage is None
-        usage = completion.usage or Usage(
+        answer = completion.usage or Usage(
             input_tokens=prepared.route.input_tokens_typical, output_tokens=estimate_tokens(completion.text)
         )
-        cost = entry.cost_usd(usage) or Decimal(0)
-        cost_nusd = usd_to_nusd(cost)
-        ref_cost = self.reference.cost_nusd(usage) if self.reference is not None else None
+        ref_cost = self.reference.cost_nusd(answer) if self.reference is not None else None
+        # The call's cost: the answer's, plus what withheld answers of earlier attempts were billed.
+        usage = answer + billed.usage
+        cost_nusd = usd_to_nusd(entry.cost_usd(answer) or Decimal(0)) + billed.nusd
         now = datetime.now(UTC)
         row = RequestRow(
             id=request_id,
@@ -419,7 +451,7 @@ class Engine:
         # The row is durable before the answer is returned; a cancel now must not lose it.
         with anyio.CancelScope(shield=True):
             await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
-        self._budget_freed()
+        await self._release_held(billed)
         return CompleteResult(
             request_id=request_id,
             text=completion.text,
@@ -441,9 +473,10 @@ class Engine:
         )
 
     def _failure_row(
-        self, prepared: Prepared, request_id: str, decision: Decision, attempts: list[AttemptRecord], *,
-        status: str, error_code: str, error: str | None, started: float,
+        self, prepared: Prepared, request_id: str, decision: Decision, attempts: list[AttemptRecord],
+        billed: _Billed | None = None, *, status: str, error_code: str, error: str | None, started: float,
     ) -> RequestRow:
+        billed = billed or _Billed()
         now = datetime.now(UTC)
         last = next((a for a in reversed(attempts) if a.outcome != "skipped"), attempts[-1] if attempts else None)
         provider, model = parse_model_ref(last.model) if last else (None, None)
@@ -456,6 +489,12 @@ class Engine:
             task_type=prepared.task_type,
             provider=provider,
             model=model,
+            input_tokens=billed.usage.input_tokens,
+            output_tokens=billed.usage.output_tokens,
+            cached_tokens=billed.usage.cache_read_tokens,
+            cache_write_tokens=billed.usage.cache_write_tokens,
+            cost_nusd=billed.nusd,
+            cost_usd=usd_str(billed.nusd),
             latency_ms=_ms(started),
             attempts=json.dumps([a.to_dict() for a in attempts]),
             error_code=error_code,
@@ -467,14 +506,19 @@ class Engine:
 
     async def _record_failure(
         self, prepared: Prepared, request_id: str, decision: Decision, attempts: list[AttemptRecord],
-        error: Exception, started: float, *, status: str = "error",
+        error: Exception, started: float, *, status: str = "error", billed: _Billed | None = None,
     ) -> None:
         code = getattr(error, "code", "error")
-        if isinstance(error, BudgetExceeded):
+        if isinstance(error, BudgetExceeded) and not (billed and billed.nusd):
             status = "refused"
-        row = self._failure_row(prepared, request_id, decision, attempts, status=status, error_code=code, error=str(error), started=started)
+        row = self._failure_row(
+            prepared, request_id, decision, attempts, billed, status=status, error_code=code, error=str(error),
+            started=started,
+        )
         with anyio.CancelScope(shield=True):
             await self.ledger.run(self.ledger.record, row)
+        if billed is not None:
+            await self._release_held(billed)
 
     def _no_route_error(self, decision: Decision) -> Exception:
         """Name the limit when the budget is what left no model; otherwise list every exclusion."""

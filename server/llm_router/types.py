@@ -279,12 +279,15 @@ class ProviderError(RouterError):
         status: int | None = None,
         retry_after: float | None = None,
         body: str | None = None,
+        usage: Usage | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
         self.status = status
         self.retry_after = retry_after
         self.body = body[:500] if body else body
+        self.usage = usage
+        """Tokens the provider reported, and bills, for this failed answer (a withheld answer)."""
         super().__init__(message)
 
     def to_dict(self) -> dict[str, Any]:
@@ -358,6 +361,8 @@ class AttemptRecord:
     error: str | None = None
     latency_ms: int = 0
     status: int | None = None
+    cost_usd: str | None = None
+    """What a failed attempt still cost, when the provider reported billed usage for it."""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}

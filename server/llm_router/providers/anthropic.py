@@ -116,11 +116,11 @@ class AnthropicProvider(HttpAdapter):
                 provider=self.name,
                 model=model,
             )
-        self._check_refusal(state.stop_reason, model)
         try:
             usage = _usage(state.usage)
         except _SHAPE_ERRORS:
             raise self._malformed(f"unreadable usage: {state.usage!r}", model) from None
+        self._check_refusal(state.stop_reason, model, usage)
         return Completion("".join(state.parts), state.model, usage, state.stop_reason, state.response_id)
 
     def _absorb(self, state: _Stream, data: str, model: str, headers: httpx.Headers) -> str | None:
@@ -164,15 +164,16 @@ class AnthropicProvider(HttpAdapter):
             )
         except _SHAPE_ERRORS:
             raise self._malformed("an answer without a readable content list", model) from None
-        self._check_refusal(completion.finish_reason, model)
+        self._check_refusal(completion.finish_reason, model, completion.usage)
         return completion
 
-    def _check_refusal(self, stop_reason: str | None, model: str) -> None:
+    def _check_refusal(self, stop_reason: str | None, model: str, usage: Usage | None) -> None:
         if stop_reason == "refusal":
             raise ContentFiltered(
                 f"{self.name} refused to answer (stop_reason refusal): a safety classifier intervened",
                 provider=self.name,
                 model=model,
+                usage=usage,  # a refusal is still billed
             )
 
     def _model_names(self, data: Any) -> list[str]:

@@ -156,16 +156,17 @@ class GeminiProvider(HttpAdapter):
             raise self._malformed(f"an unreadable response: {str(chunk)[:200]!r}", model) from None
 
     def _finish(self, answer: _Answer, model: str) -> Completion:
+        try:
+            usage = _usage(answer.usage)
+        except _SHAPE_ERRORS:
+            raise self._malformed(f"unreadable usage: {answer.usage!r}", model) from None
         if answer.finish_reason in _FILTERED:
             raise ContentFiltered(
                 f"{self.name} withheld the answer (finishReason {answer.finish_reason})",
                 provider=self.name,
                 model=model,
+                usage=usage,
             )
-        try:
-            usage = _usage(answer.usage)
-        except _SHAPE_ERRORS:
-            raise self._malformed(f"unreadable usage: {answer.usage!r}", model) from None
         return Completion(
             "".join(answer.parts), answer.model, usage, answer.finish_reason, answer.response_id
         )

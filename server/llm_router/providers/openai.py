@@ -124,11 +124,11 @@ class OpenAIProvider(HttpAdapter):
                 provider=self.name,
                 model=model,
             )
-        self._check_filter(state.finish_reason, state.refusal, model)
         try:
             usage = _usage(state.usage)
         except _SHAPE_ERRORS:
             raise self._malformed(f"unreadable usage: {state.usage!r}", model) from None
+        self._check_filter(state.finish_reason, state.refusal, model, usage)
         return Completion("".join(state.parts), state.model, usage, state.finish_reason, state.response_id)
 
     def _absorb(self, state: _Stream, data: str, model: str, headers: httpx.Headers) -> str | None:
@@ -170,13 +170,15 @@ class OpenAIProvider(HttpAdapter):
             )
         except _SHAPE_ERRORS:
             raise self._malformed("an answer without choices[0].message", model) from None
-        self._check_filter(finish, bool(message.get("refusal")), model)
+        self._check_filter(finish, bool(message.get("refusal")), model, completion.usage)
         return completion
 
-    def _check_filter(self, finish_reason: str | None, refusal: bool, model: str) -> None:
+    def _check_filter(self, finish_reason: str | None, refusal: bool, model: str, usage: Usage | None) -> None:
         if finish_reason == "content_filter" or refusal:
             why = "finish_reason content_filter" if finish_reason == "content_filter" else "the model refused"
-            raise ContentFiltered(f"{self.name} withheld the answer ({why})", provider=self.name, model=model)
+            raise ContentFiltered(
+                f"{self.name} withheld the answer ({why})", provider=self.name, model=model, usage=usage
+            )
 
     def _model_names(self, data: Any) -> list[str]:
         return [m["id"] for m in data["data"]]
