@@ -56,7 +56,7 @@ def test_llm_router_db_url_opens_the_postgresql_ledger_whatever_the_file_says(
     led = open_ledger(ledger_settings(tmp_path, path=str(tmp_path / "also-ignored.db")), upkeep=False)
     try:
         assert isinstance(led, PostgresLedger)
-        assert led.migrations_applied[-1] == "007_create_day_totals"
+        assert led.migrations_applied[-1] == "008_lean_reservations"
     finally:
         led.close()
     assert not (tmp_path / "ignored.db").exists()

@@ -170,6 +170,15 @@ def _pending(db: sqlite_utils.Database) -> list[tuple[str, Migration]]:
     return [(name, fn) for name, fn in MIGRATIONS if name not in done]
 
 
+@_migration
+def lean_reservations(db: sqlite_utils.Database) -> None:
+    """``reservations`` holds only the calls in flight (a handful of rows), and every call inserts
+    and deletes one: secondary indexes there cost page writes on the hot path and save nothing
+    over scanning so few rows."""
+    for name in ("idx_reservations_day", "idx_reservations_expires_at", "idx_reservations_owner"):
+        db.execute(f'DROP INDEX IF EXISTS "{name}"')
+
+
 def migrate(db: sqlite_utils.Database) -> list[str]:
     """Apply what is missing; return the names applied now.
 
