@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -268,7 +268,8 @@ class Budget:
     # -- reservations ---------------------------------------------------------------------------
 
     def reserve(
-        self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, request_id: str, ttl_s: float | None = None
+        self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, request_id: str, ttl_s: float | None = None,
+        poll: bool = False,
     ) -> str:
         """Hold ``amount_nusd`` against every limit on this provider and tag, atomically with the
         check. Synchronous: call through ``ledger.run``.
@@ -285,7 +286,7 @@ class Budget:
         checks = [s.check for s in snapshot.for_provider(provider) if s.check is not None]
         result = self.ledger.reserve(
             checks, amount_nusd, request_id=request_id, day=snapshot.day, provider=provider, tag=snapshot.tag,
-            ttl_s=ttl_s or self.config.reservation_ttl_s,
+            ttl_s=ttl_s or self.config.reservation_ttl_s, poll=poll,
         )
         if isinstance(result, Refusal):
             raise BudgetExceeded(
@@ -294,6 +295,3 @@ class Budget:
             )
         return result
 
-
-def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")

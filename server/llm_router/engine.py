@@ -332,11 +332,12 @@ class Engine:
             BudgetExceeded: when what is spent leaves no room, or the deadline comes first.
         """
         ttl = max(self.settings.budget.reservation_ttl_s, prepared.deadline_s + 60)
+        poll = False
         while True:
             try:
                 return await self.ledger.run(
                     self.budget.reserve, decision.budget, provider=entry.provider, amount_nusd=amount_nusd,
-                    request_id=request_id, ttl_s=ttl,
+                    request_id=request_id, ttl_s=ttl, poll=poll,
                 )
             except BudgetExceeded as e:
                 if e.reserved_nusd == 0 or e.spent_nusd + e.needed_nusd > e.limit_nusd:
@@ -344,6 +345,7 @@ class Engine:
                 if anyio.current_time() + HOLD_POLL_S >= deadline:
                     raise
                 # Woken by a settle or release in this process; polls for other processes.
+                poll = True
                 if self._freed is None:
                     self._freed = anyio.Event()
                 with anyio.move_on_after(HOLD_POLL_S):

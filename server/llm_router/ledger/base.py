@@ -289,11 +289,13 @@ class LedgerBase(ABC):
     @abstractmethod
     def reserve(
         self, checks: Sequence[LimitCheck], amount_nusd: int, *, request_id: str, day: str, provider: str, tag: str,
-        ttl_s: float,
+        ttl_s: float, poll: bool = False,
     ) -> str | Refusal:
         """Atomically: if ``amount_nusd`` fits under every check (with what is spent and held by
         every process sharing the ledger), hold it and return the reservation id; otherwise hold
-        nothing and return the first refusal."""
+        nothing and return the first refusal. ``poll``: the caller is waiting for holds to settle
+        and asks again; a refusal is then read without the write lock, so waiting calls do not
+        queue behind every other process's writes."""
 
     @abstractmethod
     def release(self, reservation_id: str) -> None:

@@ -251,12 +251,14 @@ class PostgresLedger(LedgerBase):
         provider: str,
         tag: str,
         ttl_s: float,
+        poll: bool = False,
     ) -> str | Refusal:
-        # A refusal needs no lock (spend only grows, so it still holds a moment later): calls
-        # waiting for holds to settle poll without queueing behind the reservations being made.
-        refusal = self._call(lambda c: self._first_refusal(c, checks, amount_nusd))
-        if refusal is not None:
-            return refusal
+        if poll:
+            # A refusal needs no lock (spend only grows, so it still holds a moment later): calls
+            # waiting for holds to settle poll without queueing behind the reservations being made.
+            refusal = self._call(lambda c: self._first_refusal(c, checks, amount_nusd))
+            if refusal is not None:
+                return refusal
 
         def hold(c: psycopg.Connection[Any]) -> str | Refusal:
             now = c.execute(f"SELECT pg_advisory_xact_lock(%s)::text, {_NOW}", (self._reserve_key,)).fetchone()[1]  # type: ignore[index]

@@ -93,9 +93,6 @@ _BRIEF_BUSY = "PRAGMA busy_timeout=5"
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Kept for code that reached these through this module.
-_HOST = HOST
-_now_iso = now_iso
 
 
 class Ledger(LedgerBase):
@@ -198,15 +195,15 @@ class Ledger(LedgerBase):
         provider: str,
         tag: str,
         ttl_s: float,
+        poll: bool = False,
     ) -> str | Refusal:
-        now = time.time()
-        # A refusal needs no write lock: read first, so calls waiting for holds to settle poll
-        # without queueing behind every other process's writes. Spend only grows, so a refusal
-        # read a moment ago still holds; a fit is re-checked under the lock below.
-        with self._lock:
-            refusal = self._first_refusal(checks, amount_nusd, now)
-        if refusal is not None:
-            return refusal
+        if poll:
+            # Spend only grows, so a refusal read a moment ago still holds; a fit is re-checked
+            # under the lock below. (A first try skips this: it would read everything twice.)
+            with self._lock:
+                refusal = self._first_refusal(checks, amount_nusd, time.time())
+            if refusal is not None:
+                return refusal
         with self._tx() as c:
             now = time.time()
             self._reclaim(c, now, dead_pids=False)
