@@ -122,6 +122,29 @@ async def test_a_2026_listener_hears_when_the_ledger_and_budgets_change(engine: 
                     break
 
 
+async def test_with_no_listener_open_nothing_is_published(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each publish costs a trip round the event loop, listener or not: a call with nobody
+    listening publishes nothing (the test above shows a listener still hears)."""
+    from mcp.server.subscriptions import InMemorySubscriptionBus
+
+    published: list[Any] = []
+    real = InMemorySubscriptionBus.publish
+
+    async def counting(self: InMemorySubscriptionBus, event: Any) -> None:
+        published.append(event)
+        await real(self, event)
+
+    monkeypatch.setattr(InMemorySubscriptionBus, "publish", counting)
+    async with Client(create_server(engine)) as client:
+        assert not (await client.call_tool("complete", {"prompt": "hello"})).is_error
+        assert published == []
+        async with client.listen(resource_subscriptions=[LEDGER_URI]) as sub:
+            await client.call_tool("complete", {"prompt": "hello"})
+            with anyio.fail_after(5):
+                assert (await sub.__anext__()).uri == LEDGER_URI
+    assert len(published) == 3
+
+
 async def test_a_subscriber_over_http_hears_another_clients_spend(engine: Engine) -> None:
     seen = Seen()
     with serve(engine) as url:

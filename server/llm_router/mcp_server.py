@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Protocol
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
     INVALID_PARAMS,
@@ -111,6 +112,13 @@ def _wants_progress(ctx: Context) -> bool:
     return False
 
 
+def _nobody_listens(ctx: Context) -> bool:
+    """Whether no ``subscriptions/listen`` stream is open. The SDK's bus ends every publish with a
+    trip round the event loop, listeners or not: three per call, a tenth of a millisecond."""
+    bus = getattr(ctx, "_subscriptions", None)
+    return isinstance(bus, InMemorySubscriptionBus) and not getattr(bus, "_listeners", True)
+
+
 def _caller_tag(ctx: Context) -> str | None:
     """The tag of the bearer token the HTTP request came with (None over stdio or without tokens)."""
     from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -197,9 +205,12 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         await ctx.log(level, payload, logger_name="llm-router")  # type: ignore[arg-type]
 
     async def updated(ctx: Context, *uris: str) -> None:
-        for uri in uris:
-            await ctx.notify_resource_updated(uri)
-            await subscribers.updated(uri)
+        if not _nobody_listens(ctx):
+            for uri in uris:
+                await ctx.notify_resource_updated(uri)
+        if subscribers.by_uri:
+            for uri in uris:
+                await subscribers.updated(uri)
 
     def done(tool: str, t0: float, result: Any = None, err: RouterError | None = None) -> None:
         if observer is not None:
