@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
-from pydantic.json_schema import SkipJsonSchema
+from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
 from .types import Quality, Strategy
 
@@ -124,6 +124,12 @@ class AttemptOut(_NoNulls):
     latency_ms: int = 0
 
 
+# Published inline rather than as ``$ref``s into ``$defs``: a client validates every result against
+# the output schema, and resolving references is a third of that work.
+_Usage = Annotated[UsageOut, WithJsonSchema(UsageOut.model_json_schema())]
+_Attempt = Annotated[AttemptOut, WithJsonSchema(AttemptOut.model_json_schema())]
+
+
 class CompleteResult(_NoNulls):
     request_id: str
     text: str
@@ -131,10 +137,10 @@ class CompleteResult(_NoNulls):
     model: str = Field(description='"provider:model" that answered')
     provider_model: str = Field(description="the model name the provider reported")
     finish_reason: str | SkipJsonSchema[None] = None
-    usage: UsageOut
+    usage: _Usage
     cost_usd: str = Field(description="exact cost in USD, from the provider-reported usage")
     latency_ms: int
-    attempts: list[AttemptOut]
+    attempts: list[_Attempt]
     budget: dict[str, Any] = Field(
         description="budget tier after this call, and the limit with the least left (null when no limit applies)"
     )
