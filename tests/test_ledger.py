@@ -801,6 +801,124 @@ def test_two_ledgers_on_one_store_see_each_others_spend_at_once(store: Store) ->
         b.close()
 
 
+def _fresh_usage(path: Path, check: LimitCheck) -> tuple[int, int]:
+    """Spend and live holds for a limit, read by a connection of its own (no cache anywhere)."""
+    import sqlite3
+
+    scope = ("dim = 'day'", ()) if check.scope_kind == "global" else (f"dim = '{check.scope_kind}' AND key = ?", (check.scope_name,))
+    held = "" if check.scope_kind == "global" else f" AND {check.scope_kind} = ?"
+    with sqlite3.connect(path) as conn:
+        spent = conn.execute(
+            f"SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE {scope[0]} AND day BETWEEN ? AND ?",
+            (*scope[1], check.first_day, check.last_day),
+        ).fetchone()[0]
+        reserved = conn.execute(
+            f"SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE day BETWEEN ? AND ? AND expires_at >= ?{held}",
+            (check.first_day, check.last_day, time.time(), *scope[1][:1]),
+        ).fetchone()[0]
+    conn.close()
+    return spent, reserved
+
+
+def test_cached_usage_always_matches_a_fresh_read_of_the_file(ledger_file: Path) -> None:
+    """Each SQLite ledger reuses what it read of spend and holds until another connection writes:
+    whatever the mix of reservations, settles, releases and refusals in two processes' ledgers,
+    what either reports is what the file holds."""
+    import random
+
+    rng = random.Random(7)
+    a, b = Ledger(ledger_file), Ledger(ledger_file)
+    next_day = (datetime.fromisoformat(DAY) + timedelta(days=1)).date().isoformat()
+    checks = [
+        daily(60_000),
+        LimitCheck("global monthly", "global", None, DAY[:8] + "01", DAY[:8] + "31", 150_000),
+        daily(30_000, kind="provider", name="anthropic"),
+        daily(30_000, kind="provider", name="openai"),
+        daily(20_000, kind="tag", name="team"),
+        daily(60_000, day=next_day),
+    ]
+    held: dict[str, tuple[Ledger, str, str]] = {}
+    try:
+        for step in range(400):
+            led = rng.choice([a, b])
+            provider, tag, day = rng.choice(["anthropic", "openai"]), rng.choice(["", "team"]), rng.choice([DAY, next_day])
+            mine = [c for c in checks if c.first_day <= day <= c.last_day
+                    and (c.scope_kind == "global" or c.scope_name in (provider, tag))]
+            action = rng.random()
+            if action < 0.45:
+                rid = led.reserve(mine, rng.randint(500, 9_000), request_id=f"s{step}", day=day, provider=provider,
+                                  tag=tag, ttl_s=900)
+                if isinstance(rid, str):
+                    held[rid] = (led, provider, tag)
+            elif action < 0.8 and held:
+                rid = rng.choice(sorted(held))
+                owner, provider, tag = held.pop(rid)
+                owner.record(row(day=DAY, provider=provider, tag=tag, cost_nusd=rng.randint(0, 4_000)), reservation_id=rid)
+            elif held:
+                rid = rng.choice(sorted(held))
+                held.pop(rid)[0].release(rid)
+            else:
+                led.record(row(day=day, provider=provider, tag=tag, cost_nusd=rng.randint(0, 4_000)))
+            for check in checks:
+                truth = _fresh_usage(ledger_file, check)
+                assert a.usage(check) == truth, (step, check.name)
+                assert b.usage(check) == truth, (step, check.name)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_refusal_is_never_given_on_cached_figures(sqlite_ledger: Ledger) -> None:
+    """Cached sums only ever say yes: a refusal is re-read from the file before it is given."""
+    assert sqlite_ledger.usage(daily(10_000)) == (0, 0)
+    for sums in sqlite_ledger._usage_cache.sums.values():  # the cache gone wrong, as if a hold were counted twice
+        sums[1] += 9_999
+
+    assert isinstance(reserve(sqlite_ledger, [daily(10_000)], 6_000), str)
+    assert sqlite_ledger.usage(daily(10_000)) == (0, 6_000)
+
+
+def _busy_timeout(led: Ledger) -> int:
+    with led._lock:
+        return int(led._conn.execute("PRAGMA busy_timeout").fetchone()[0])
+
+
+@pytest.mark.anyio
+async def test_inline_calls_wait_briefly_for_the_write_lock_and_everything_else_fully(ledger_file: Path) -> None:
+    """Run on the event loop, a ledger call must not stall it behind another process's write lock
+    (it goes to the worker thread instead); the worker thread and upkeep wait the full timeout."""
+    import anyio.to_thread
+
+    led = Ledger(ledger_file, busy_timeout_s=7)
+    try:
+        assert await led.run(lambda: int(led._conn.execute("PRAGMA busy_timeout").fetchone()[0])) == 5
+        assert await anyio.to_thread.run_sync(_busy_timeout, led) == 7_000
+        assert await led.run(lambda: int(led._conn.execute("PRAGMA busy_timeout").fetchone()[0])) == 5
+        assert _busy_timeout(led) == 7_000
+    finally:
+        led.close()
+
+
+@pytest.mark.anyio
+async def test_a_ledger_call_that_meets_a_busy_file_inline_is_retried_on_the_thread(ledger_file: Path) -> None:
+    import sqlite3
+
+    led = Ledger(ledger_file, busy_timeout_s=10)
+    other = sqlite3.connect(ledger_file, isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock for 0.3 s
+        threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+        t0 = time.monotonic()
+        rid = await led.run(reserve, led, [daily(10_000)], 1_000)
+
+        assert isinstance(rid, str)
+        assert time.monotonic() - t0 >= 0.25
+        assert led.usage(daily(10_000)) == (0, 1_000)
+    finally:
+        led.close()
+        other.close()
+
+
 def test_budget_overrides_are_shared_through_the_store(store: Store) -> None:
     a, b = store.open(), store.open()
     try:

@@ -246,8 +246,10 @@ class Budget:
                 continue
             first, last, resets = self.clock.bounds(lim.period, today)
             check = LimitCheck(f"{lim.scope} {lim.period}", kind, name, first, last, lim.limit_nusd, resets)
-            spent, reserved = self.ledger.usage(check)
-            states.append(LimitState(lim, check, spent, reserved))
+            states.append(LimitState(lim, check))
+        checked = [s for s in states if s.check is not None]
+        for state, (spent, reserved) in zip(checked, self.ledger.usages([s.check for s in checked]), strict=True):
+            state.spent_nusd, state.reserved_nusd = spent, reserved
         return BudgetSnapshot(day=today.isoformat(), tag=tag, states=states, per_request_nusd=per_request)
 
     def all_states(self) -> list[LimitState]:

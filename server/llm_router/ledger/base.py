@@ -286,6 +286,10 @@ class LedgerBase(ABC):
     def usage(self, check: LimitCheck) -> tuple[int, int]:
         """(spent, reserved) in nano-dollars for a limit's scope and period. Lapsed holds do not count."""
 
+    def usages(self, checks: Sequence[LimitCheck]) -> list[tuple[int, int]]:
+        """``usage`` of several limits, read at one moment."""
+        return [self.usage(check) for check in checks]
+
     @abstractmethod
     def reserve(
         self, checks: Sequence[LimitCheck], amount_nusd: int, *, request_id: str, day: str, provider: str, tag: str,

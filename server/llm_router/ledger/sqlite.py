@@ -10,8 +10,10 @@ the rollup updated) and release.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -89,7 +91,9 @@ ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET
   reference_cost_nusd = reference_cost_nusd + excluded.reference_cost_nusd
 """
 
-_BRIEF_BUSY = "PRAGMA busy_timeout=5"
+_BRIEF_BUSY_MS = 5
+_CACHE_MAX_AGE_S = 1.0
+"""How long usage sums read from the file are reused while no other process writes to it."""
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -106,10 +110,13 @@ class Ledger(LedgerBase):
         self._conn = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s, cached_statements=256
         )
-        self._full_busy = f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}"
+        self._lock = _BusyLock(self._conn, full_ms=int(busy_timeout_s * 1000))
         self._checkpoint_conn: sqlite3.Connection | None = None
+        self._usage_cache = _UsageCache()
+        self._own_holds: dict[str, tuple[int, str, str, str]] = {}
+        """This process's live holds: id -> (amount, day, provider, tag), to keep the cache exact."""
         try:
-            self._conn.execute(self._full_busy)
+            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             _use_wal(self._conn, busy_timeout_s)
             self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
             self._conn.execute("PRAGMA foreign_keys=ON")
@@ -129,18 +136,15 @@ class Ledger(LedgerBase):
         worker thread. Inline, a write lock held by another process is waited for only briefly:
         SQLite then refuses before anything is written, and the call goes to the thread, which
         waits as long as the busy timeout allows."""
-        if self._limiter.borrowed_tokens == 0 and self._lock.acquire(blocking=False):
+        lock = self._lock
+        if self._limiter.borrowed_tokens == 0 and lock.acquire_brief():
             try:
-                self._conn.execute(_BRIEF_BUSY)
-                try:
-                    return fn(*args, **kwargs)
-                except sqlite3.OperationalError as e:
-                    if getattr(e, "sqlite_errorcode", None) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                        raise
-                finally:
-                    self._conn.execute(self._full_busy)
+                return fn(*args, **kwargs)
+            except sqlite3.OperationalError as e:
+                if getattr(e, "sqlite_errorcode", None) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
             finally:
-                self._lock.release()
+                lock.release_brief()
         return await super().run(fn, *args, **kwargs)
 
     def start_upkeep(self, **kwargs: Any) -> None:  # type: ignore[override]
@@ -168,22 +172,38 @@ class Ledger(LedgerBase):
     # -- budgets --------------------------------------------------------------------------------
 
     def usage(self, check: LimitCheck) -> tuple[int, int]:
+        return self.usages([check])[0]
+
+    def usages(self, checks: Sequence[LimitCheck]) -> list[tuple[int, int]]:
         with self._lock:
-            return self._usage(check, time.time())
+            now = time.time()
+            self._usage_cache.sync(self._conn, now)
+            return [self._usage(check, now) for check in checks]
 
     def _usage(self, check: LimitCheck, now: float) -> tuple[int, int]:
-        params: tuple[Any, ...] = (check.first_day, check.last_day, now)
-        if check.scope_kind != "global":
-            params += (check.scope_name,)
-        row = self._conn.execute(_USAGE_SQL[check.scope_kind], params).fetchone()
-        return int(row[0]), int(row[1])
+        key = (check.scope_kind, check.scope_name, check.first_day, check.last_day)
+        sums = self._usage_cache.sums.get(key)
+        if sums is None:
+            params: tuple[Any, ...] = (check.first_day, check.last_day, now)
+            if check.scope_kind != "global":
+                params += (check.scope_name,)
+            row = self._conn.execute(_USAGE_SQL[check.scope_kind], params).fetchone()
+            sums = self._usage_cache.sums[key] = [int(row[0]), int(row[1])]
+        return sums[0], sums[1]
 
     def _first_refusal(self, checks: Sequence[LimitCheck], amount_nusd: int, now: float) -> Refusal | None:
-        for check in checks:
-            spent, reserved = self._usage(check, now)
-            if spent + reserved + amount_nusd > check.limit_nusd:
-                return Refusal(check, spent, reserved)
-        return None
+        for fresh in (False, True):
+            if fresh:  # a refusal is only ever given on figures read from the file just now
+                self._usage_cache.clear()
+            refusal = None
+            for check in checks:
+                spent, reserved = self._usage(check, now)
+                if spent + reserved + amount_nusd > check.limit_nusd:
+                    refusal = Refusal(check, spent, reserved)
+                    break
+            if refusal is None:
+                return None
+        return refusal
 
     def reserve(
         self,
@@ -197,41 +217,67 @@ class Ledger(LedgerBase):
         ttl_s: float,
         poll: bool = False,
     ) -> str | Refusal:
-        if poll:
-            # Spend only grows, so a refusal read a moment ago still holds; a fit is re-checked
-            # under the lock below. (A first try skips this: it would read everything twice.)
-            with self._lock:
-                refusal = self._first_refusal(checks, amount_nusd, time.time())
-            if refusal is not None:
-                return refusal
-        with self._tx() as c:
-            now = time.time()
-            self._reclaim(c, now, dead_pids=False)
-            refusal = self._first_refusal(checks, amount_nusd, now)
-            if refusal is not None:
-                return refusal
-            rid = uuid.uuid4().hex
-            expires, hard = self._expiry(now, ttl_s)
-            c.execute(
-                "INSERT INTO reservations (id, request_id, created_at, expires_at, host, pid, day, provider, tag,"
-                " amount_nusd, owner, hard_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rid, request_id, now, expires, HOST, self._pid, day, provider, tag, amount_nusd, self.owner, hard),
-            )
+        cache = self._usage_cache
+        with self._lock:
+            if poll:
+                # Spend only grows, so a refusal read a moment ago still holds; a fit is re-checked
+                # under the write lock below. (A first try skips this: it would read twice.)
+                now = time.time()
+                cache.sync(self._conn, now)
+                refusal = self._first_refusal(checks, amount_nusd, now)
+                if refusal is not None:
+                    return refusal
+            with self._tx() as c:
+                now = time.time()
+                cache.sync(c, now)
+                if self._reclaim(c, now, dead_pids=False):
+                    cache.clear()
+                refusal = self._first_refusal(checks, amount_nusd, now)
+                if refusal is not None:
+                    return refusal
+                rid = uuid.uuid4().hex
+                expires, hard = self._expiry(now, ttl_s)
+                c.execute(
+                    "INSERT INTO reservations (id, request_id, created_at, expires_at, host, pid, day, provider, tag,"
+                    " amount_nusd, owner, hard_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rid, request_id, now, expires, HOST, self._pid, day, provider, tag, amount_nusd, self.owner, hard),
+                )
+            # Committed: the cache learns of the hold.
+            self._own_holds[rid] = (amount_nusd, day, provider, tag)
+            cache.add(day, provider, tag, reserved=amount_nusd)
+            cache.lapses_at = min(cache.lapses_at, expires)
             return rid
 
+    def _forget_hold(self, reservation_id: str, deleted: bool) -> None:
+        """After a committed delete of a reservation: take its amount out of the cached holds."""
+        hold = self._own_holds.pop(reservation_id, None)
+        if deleted:
+            if hold is None:
+                self._usage_cache.clear()
+            else:
+                amount, day, provider, tag = hold
+                self._usage_cache.add(day, provider, tag, reserved=-amount)
+
     def release(self, reservation_id: str) -> None:
-        with self._tx() as c:
-            c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+        with self._lock:
+            with self._tx() as c:
+                deleted = c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount > 0
+            self._forget_hold(reservation_id, deleted)
 
     def record(self, row: RequestRow, *, reservation_id: str | None = None) -> None:
-        with self._tx() as c:
+        with self._lock:
+            deleted = False
+            with self._tx() as c:
+                if reservation_id is not None:
+                    deleted = c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount > 0
+                    if not deleted:
+                        self._late_settle(c, row, reservation_id)
+                c.execute(_INSERT_ROW, row.values())
+                c.execute(_UPSERT_ROLLUP, row.rollup_values())
+                c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
             if reservation_id is not None:
-                gone = c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount == 0
-                if gone:
-                    self._late_settle(c, row, reservation_id)
-            c.execute(_INSERT_ROW, row.values())
-            c.execute(_UPSERT_ROLLUP, row.rollup_values())
-            c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
+                self._forget_hold(reservation_id, deleted)
+            self._usage_cache.add(row.day, row.provider or "", row.tag, spent=row.cost_nusd)
 
     def _late_settle(self, c: sqlite3.Connection, row: RequestRow, reservation_id: str) -> None:
         # Its hold was reclaimed while the call ran (the process was frozen past its lease): the
@@ -242,8 +288,12 @@ class Ledger(LedgerBase):
         )
 
     def reclaim(self, *, dead_pids: bool = True) -> int:
-        with self._tx() as c:
-            return self._reclaim(c, time.time(), dead_pids=dead_pids)
+        with self._lock:
+            with self._tx() as c:
+                n = self._reclaim(c, time.time(), dead_pids=dead_pids)
+            if n:
+                self._usage_cache.clear()
+            return n
 
     def _reclaim(self, c: sqlite3.Connection, now: float, *, dead_pids: bool) -> int:
         doomed = [
@@ -348,6 +398,7 @@ class Ledger(LedgerBase):
             c.execute(DAY_TOTALS_FROM_ROLLUPS)
             c.execute("INSERT INTO events (ts, kind, detail) VALUES (?, 'rollups_rebuilt', ?)",
                       (now_iso(), json.dumps({"kept_before": pruned_before} if pruned_before else {})))
+            self._usage_cache.clear()
 
     def prune(self, before_day: str) -> int:
         deleted = 0
@@ -394,6 +445,96 @@ class Ledger(LedgerBase):
             cur = self._conn.execute(sql, list(params))
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+class _BusyLock:
+    """The connection's re-entrant lock, which also sets how long SQLite waits for another
+    process's write lock: briefly while a call runs inline on the event loop (a busy file sends it
+    to the worker thread rather than stall every other request), the full busy timeout for all
+    else. The setting changes only when the kind of holder does, not on every call."""
+
+    def __init__(self, conn: sqlite3.Connection, *, full_ms: int) -> None:
+        self._rlock = threading.RLock()
+        self._conn = conn
+        self._full = f"PRAGMA busy_timeout={full_ms}"
+        self._brief = f"PRAGMA busy_timeout={_BRIEF_BUSY_MS}"
+        self._set_brief = False
+        self._inline = False
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not self._rlock.acquire(blocking, timeout):
+            return False
+        if self._set_brief and not self._inline:
+            try:
+                self._conn.execute(self._full)
+            except BaseException:
+                self._rlock.release()
+                raise
+            self._set_brief = False
+        return True
+
+    def release(self) -> None:
+        self._rlock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._rlock.release()
+
+    def acquire_brief(self) -> bool:
+        """Take the lock for an inline call, without waiting for it."""
+        if not self._rlock.acquire(blocking=False):
+            return False
+        self._inline = True
+        if not self._set_brief:
+            try:
+                self._conn.execute(self._brief)
+            except BaseException:
+                self._inline = False
+                self._rlock.release()
+                raise
+            self._set_brief = True
+        return True
+
+    def release_brief(self) -> None:
+        self._inline = False
+        self._rlock.release()
+
+
+class _UsageCache:
+    """Spend and holds per limit, as last read from the file, kept exact by this process's own
+    writes and dropped whenever another connection commits (``PRAGMA data_version`` changes) or it
+    is a second old. Each call reads every limit twice (routing, then the reservation): without
+    this, four queries per call; with it, one pragma."""
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple[str, str | None, str, str], list[int]] = {}
+        self.version: int | None = None
+        self.filled_at = 0.0
+        self.lapses_at = math.inf
+        """When the first hold this process added lapses (its lease, unless renewed)."""
+
+    def sync(self, conn: sqlite3.Connection, now: float) -> None:
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self.version or now - self.filled_at > _CACHE_MAX_AGE_S or now >= self.lapses_at:
+            self.clear()
+            self.version = version
+            self.filled_at = now
+
+    def clear(self) -> None:
+        self.sums.clear()
+        self.lapses_at = math.inf
+
+    def add(self, day: str, provider: str, tag: str, *, spent: int = 0, reserved: int = 0) -> None:
+        """Apply one of this process's writes: ``spent`` and ``reserved`` added on ``day`` to the
+        global scope, ``provider`` and ``tag``."""
+        for (kind, name, first, last), sums in self.sums.items():
+            if first <= day <= last and (
+                kind == "global" or (kind == "provider" and name == provider) or (kind == "tag" and name == tag)
+            ):
+                sums[0] += spent
+                sums[1] += reserved
 
 
 class _Transaction:
