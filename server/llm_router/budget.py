@@ -177,6 +177,9 @@ class Budget:
         self._overrides: dict[tuple[str, str], int | None] = {}
         self._overrides_read = 0.0
         self._config_limits = list(self._from_config())
+        self._limits: tuple[object, list[Limit]] | None = None
+        self._checks: tuple[date, list[Limit], list[tuple[Limit, LimitCheck | None]]] | None = None
+        """Each limit's check for one day: rebuilt when the day or the limits change, not per call."""
 
     def _from_config(self) -> Iterable[Limit]:
         c = self.config
@@ -200,10 +203,28 @@ class Budget:
 
     def limits(self) -> list[Limit]:
         self._refresh()
+        if self._limits is not None and self._limits[0] is self._overrides:
+            return self._limits[1]
         merged: dict[tuple[str, str], Limit | None] = {(lim.scope, lim.period): lim for lim in self._config_limits}
         for (scope, period), value in self._overrides.items():
             merged[(scope, period)] = None if value is None else Limit(scope, period, value, "set_budget")  # type: ignore[arg-type]
-        return sorted((lim for lim in merged.values() if lim is not None), key=lambda lim: (lim.scope != "global", lim.scope, PERIODS.index(lim.period)))
+        limits = sorted((lim for lim in merged.values() if lim is not None), key=lambda lim: (lim.scope != "global", lim.scope, PERIODS.index(lim.period)))
+        self._limits = (self._overrides, limits)
+        return limits
+
+    def _day_checks(self, today: date) -> list[tuple[Limit, LimitCheck | None]]:
+        limits = self.limits()
+        if self._checks is None or self._checks[0] != today or self._checks[1] is not limits:
+            checks: list[tuple[Limit, LimitCheck | None]] = []
+            for lim in limits:
+                if lim.period == "per_request":
+                    checks.append((lim, None))
+                    continue
+                kind, name = parse_scope(lim.scope)
+                first, last, resets = self.clock.bounds(lim.period, today)
+                checks.append((lim, LimitCheck(f"{lim.scope} {lim.period}", kind, name, first, last, lim.limit_nusd, resets)))
+            self._checks = (today, limits, checks)
+        return self._checks[2]
 
     def set_limit(self, scope: str, period: str, limit_usd: Any) -> None:
         """Persist a limit (None removes it). Raises InvalidInput naming the field."""
@@ -234,18 +255,13 @@ class Budget:
         wanted = None if providers is None else set(providers)
         states: list[LimitState] = []
         per_request: int | None = None
-        for lim in self.limits():
-            if lim.period == "per_request":
+        for lim, check in self._day_checks(today):
+            if check is None:
                 per_request = lim.limit_nusd
-                states.append(LimitState(lim, None))
+            elif check.scope_kind == "tag" and check.scope_name != tag:
                 continue
-            kind, name = parse_scope(lim.scope)
-            if kind == "tag" and name != tag:
+            elif check.scope_kind == "provider" and wanted is not None and check.scope_name not in wanted:
                 continue
-            if kind == "provider" and wanted is not None and name not in wanted:
-                continue
-            first, last, resets = self.clock.bounds(lim.period, today)
-            check = LimitCheck(f"{lim.scope} {lim.period}", kind, name, first, last, lim.limit_nusd, resets)
             states.append(LimitState(lim, check))
         checked = [s for s in states if s.check is not None]
         for state, (spent, reserved) in zip(checked, self.ledger.usages([s.check for s in checked]), strict=True):

@@ -630,7 +630,22 @@ def _ms(t0: float) -> int:
     return int((time.perf_counter() - t0) * 1000)
 
 
+_PRICES_JSON: dict[int, tuple[ModelEntry, str]] = {}
+
+
 def _prices_json(entry: ModelEntry) -> str:
+    """The prices a row was charged at, as JSON: built once per catalog entry."""
+    cached = _PRICES_JSON.get(id(entry))
+    if cached is not None and cached[0] is entry:
+        return cached[1]
+    text = _prices_json_of(entry)
+    if len(_PRICES_JSON) > 4096:  # entries are rebuilt when prices are re-read
+        _PRICES_JSON.clear()
+    _PRICES_JSON[id(entry)] = (entry, text)
+    return text
+
+
+def _prices_json_of(entry: ModelEntry) -> str:
     p = entry.prices
     data: dict[str, Any] = {"source": entry.price_source}
     if p is not None:
