@@ -7,16 +7,19 @@ that has shipped: add a new one.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from .base import DAY_TOTALS_FROM_ROLLUPS
 
-__all__ = ["MIGRATIONS", "migrate"]
+if TYPE_CHECKING:
+    import sqlite_utils
 
-Migration = Callable[[sqlite_utils.Database], None]
+__all__ = ["MIGRATIONS", "migrate", "migrate_connection"]
+
+Migration = Callable[["sqlite_utils.Database"], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
 
@@ -177,6 +180,18 @@ def lean_reservations(db: sqlite_utils.Database) -> None:
     over scanning so few rows."""
     for name in ("idx_reservations_day", "idx_reservations_expires_at", "idx_reservations_owner"):
         db.execute(f'DROP INDEX IF EXISTS "{name}"')
+
+
+def migrate_connection(conn: sqlite3.Connection) -> list[str]:
+    """``migrate`` for a plain connection. sqlite-utils (and what it imports: 50 ms of a server's
+    start) is loaded only when there is a migration to apply, not on every open."""
+    has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone()
+    done = {r[0] for r in conn.execute("SELECT name FROM _migrations")} if has_table else set()
+    if all(name in done for name, _ in MIGRATIONS):
+        return []
+    import sqlite_utils
+
+    return migrate(sqlite_utils.Database(conn))
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:

@@ -21,8 +21,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import sqlite_utils
-
 from . import base
 from .base import (
     DAY_TOTALS_FROM_ROLLUPS,
@@ -40,7 +38,7 @@ from .base import (
     report_rows,
     upsert_day_totals,
 )
-from .schema import migrate
+from .schema import migrate_connection
 
 __all__ = ["GROUPINGS", "Ledger", "LimitCheck", "Refusal", "RequestRow"]
 
@@ -120,8 +118,7 @@ class Ledger(LedgerBase):
             _use_wal(self._conn, busy_timeout_s)
             self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
             self._conn.execute("PRAGMA foreign_keys=ON")
-            self.db = sqlite_utils.Database(self._conn)
-            self.migrations_applied = migrate(self.db)
+            self.migrations_applied = migrate_connection(self._conn)
         except BaseException:
             self._conn.close()
             raise
@@ -129,6 +126,13 @@ class Ledger(LedgerBase):
     @property
     def location(self) -> str:
         return str(self.path)
+
+    @property
+    def db(self) -> Any:
+        """The file as a ``sqlite_utils.Database``, for tools and tests (imported on first use)."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self._conn)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a ledger method; right here on the event loop when nothing else is using the
