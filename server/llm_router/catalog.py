@@ -189,21 +189,29 @@ def _genai_price_table(info: Any) -> tuple[Prices, tuple[tuple[int, Prices], ...
     return _genai_prices(mp), tuple((start, _genai_prices(mp, start + 1)) for start in starts)
 
 
+def _genai_version() -> str:
+    import genai_prices
+
+    return str(genai_prices.__version__)
+
+
 def _today() -> int:
     return int(time.time() // 86_400)
 
 
 def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
-    import genai_prices
-
     override = cfg.model_overrides.get(model)
     genai = None
     prices: Prices | None = None
     tiers: tuple[tuple[int, Prices], ...] = ()
     price_source = "unknown: set [providers.prices.\"%s\"] in the config" % model
     configured = cfg.prices.get(model)
-    ids = [i for i in (cfg.pricing_provider, cfg.name, PRICING_IDS.get(cfg.kind)) if i]
-    found = _genai_lookup(list(dict.fromkeys(ids)), model)
+    found = None
+    if configured is None or not (override and override.context_window):
+        # A model the config prices and sizes itself needs no look-up (nor genai-prices' import:
+        # 80 ms of a server's start).
+        ids = [i for i in (cfg.pricing_provider, cfg.name, PRICING_IDS.get(cfg.kind)) if i]
+        found = _genai_lookup(list(dict.fromkeys(ids)), model)
     if configured is not None:
         prices = Prices(
             input=configured.input_per_mtok,
@@ -220,7 +228,7 @@ def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
         info, provider = found
         prices, tiers = _genai_price_table(info)
         genai = found
-        price_source = f"genai-prices {genai_prices.__version__}: {provider.id}/{info.id}"
+        price_source = f"genai-prices {_genai_version()}: {provider.id}/{info.id}"
     elif cfg.kind == "ollama":
         prices = Prices(Decimal(0), Decimal(0), Decimal(0), Decimal(0))
         price_source = "free (local Ollama)"
