@@ -568,7 +568,7 @@ def main() -> int:
         )
         print_pair(*r["plain"])
         print(
-            "  the same, streamed upstream (the MCP `complete` tool always passes a progress callback, so the engine streams):"
+            "  the same, streamed upstream (what the `complete` tool does when the client asks for progress):"
         )
         print_pair(*r["streamed"])
         print(
@@ -608,7 +608,7 @@ def main() -> int:
                     )
                 raise
             print(
-                "3. Over MCP (stdio, real client, sequential `complete` tool calls; ours streams upstream, the bare tool does not)"
+                "3. Over MCP (stdio, real client, sequential `complete` tool calls, no progress asked: neither streams)"
             )
             print_pair(*m["pair"], overhead=False)
             print(
