@@ -387,3 +387,21 @@ async def test_a_refusal_at_the_ninety_percent_tier_says_the_call_would_fit_but_
     assert info.value.restricted and info.value.to_dict()["restricted"] is True
     assert "92% spent" in str(info.value) and "only free models" in str(info.value)
     assert "would be exceeded" not in str(info.value)
+
+
+def test_the_prices_stored_on_a_row_follow_an_entry_repriced_in_place() -> None:
+    """A genai-prices entry is repriced in place when a dated price change takes effect; the
+    prices written on the next row must be the new ones, not a copy made for the old."""
+    import json
+    from decimal import Decimal
+
+    from llm_router.catalog import ModelEntry, Prices
+    from llm_router.engine import _prices_json
+
+    entry = ModelEntry(
+        ref="p:m", provider="p", model="m", kind="openai", prices=Prices(Decimal(1), Decimal(2), Decimal(1), Decimal(1)),
+        price_source="genai-prices", context_window=1000, context_source="config", tier="low", tier_source="config",
+    )
+    assert json.loads(_prices_json(entry))["output_per_mtok"] == "2"
+    entry.prices = Prices(Decimal(1), Decimal(3), Decimal(1), Decimal(1))
+    assert json.loads(_prices_json(entry))["output_per_mtok"] == "3"

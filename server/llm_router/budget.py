@@ -270,15 +270,11 @@ class Budget:
 
     def all_states(self) -> list[LimitState]:
         """Every limit, every tag and provider included (for resources and reports)."""
-        today = self.clock.today()
         out: list[LimitState] = []
-        for lim in self.limits():
-            if lim.period == "per_request":
+        for lim, check in self._day_checks(self.clock.today()):
+            if check is None:
                 out.append(LimitState(lim, None))
                 continue
-            kind, name = parse_scope(lim.scope)
-            first, last, resets = self.clock.bounds(lim.period, today)
-            check = LimitCheck(f"{lim.scope} {lim.period}", kind, name, first, last, lim.limit_nusd, resets)
             spent, reserved = self.ledger.usage(check)
             out.append(LimitState(lim, check, spent, reserved, self.ledger.reclaims(check)))
         return out

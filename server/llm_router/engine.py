@@ -7,6 +7,7 @@ each), the ledger connection, the budget and the health board.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -31,7 +32,7 @@ from .calls import (
     UsageOut,
     prompt_hash,
 )
-from .catalog import Catalog, ModelEntry, worst_case_input_tokens
+from .catalog import Catalog, ModelEntry, Prices, worst_case_input_tokens
 from .config import Settings
 from .ledger import Ledger, RequestRow, open_ledger
 from .providers import Provider, availability, build_provider
@@ -630,24 +631,16 @@ def _ms(t0: float) -> int:
     return int((time.perf_counter() - t0) * 1000)
 
 
-_PRICES_JSON: dict[int, tuple[ModelEntry, str]] = {}
-
-
 def _prices_json(entry: ModelEntry) -> str:
-    """The prices a row was charged at, as JSON: built once per catalog entry."""
-    cached = _PRICES_JSON.get(id(entry))
-    if cached is not None and cached[0] is entry:
-        return cached[1]
-    text = _prices_json_of(entry)
-    if len(_PRICES_JSON) > 4096:  # entries are rebuilt when prices are re-read
-        _PRICES_JSON.clear()
-    _PRICES_JSON[id(entry)] = (entry, text)
-    return text
+    """The prices a row was charged at, as JSON."""
+    return _prices_text(entry.price_source, entry.prices)
 
 
-def _prices_json_of(entry: ModelEntry) -> str:
-    p = entry.prices
-    data: dict[str, Any] = {"source": entry.price_source}
+@functools.lru_cache(maxsize=1024)
+def _prices_text(source: str, p: Prices | None) -> str:
+    # Keyed by the prices themselves (not the entry): a genai-prices entry is repriced in place
+    # when a dated price change takes effect.
+    data: dict[str, Any] = {"source": source}
     if p is not None:
         data |= {
             "input_per_mtok": str(p.input),
