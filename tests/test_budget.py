@@ -124,3 +124,17 @@ def test_parse_scope() -> None:
     assert parse_scope("global") == ("global", None)
     assert parse_scope("provider:openai") == ("provider", "openai")
     assert parse_scope("tag:team:a") == ("tag", "team:a")
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Pacific/Chatham"])
+def test_day_at_matches_the_local_date_across_midnights_and_clock_changes(tz: str) -> None:
+    """day_at keeps the day in force and its bounds; walking one clock through a year in both
+    directions (DST changes included) must give what a fresh conversion gives, instant by instant."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    clock = Clock(tz)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    instants = [start + timedelta(minutes=17 * k) for k in range(0, 365 * 24 * 60 // 17, 7)]
+    for when in instants + instants[::-1]:
+        assert clock.day_at(when) == when.astimezone(ZoneInfo(tz)).date().isoformat(), when

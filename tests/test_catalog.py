@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from llm_router.catalog import DEFAULT_CONTEXT_WINDOW, Catalog, ModelEntry, Prices
 from llm_router.config import Settings, settings_from_dict
 from llm_router.defaults import demo_config
-from llm_router.types import NUSD_PER_USD, InvalidInput, Usage
+from llm_router.types import NUSD_PER_USD, InvalidInput, Usage, usd_to_nusd
 
 GENAI = f"genai-prices {genai_prices.__version__}"
 
@@ -360,6 +360,39 @@ def test_worst_case_is_never_below_the_real_cost_of_any_usage_within_its_bounds(
 
     assert worst is not None and cost is not None
     assert worst >= cost * NUSD_PER_USD
+
+
+_PRICE = st.one_of(
+    st.decimals(0, 100, places=3),  # what providers publish
+    st.decimals(0, 1, places=12),  # finer than a nano-dollar per million tokens: the Decimal path
+    st.sampled_from([Decimal("0.075"), Decimal("0.0375"), Decimal("3.75"), Decimal("0.3")]),
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(call_within_bounds(), st.tuples(_PRICE, _PRICE, _PRICE, _PRICE))
+def test_integer_costs_equal_the_decimal_definitions_exactly(
+    call: tuple[str, int, int, Usage], four: tuple[Decimal, Decimal, Decimal, Decimal]
+) -> None:
+    """cost_nusd, worst_case_nusd and typical_nusd take an integer shortcut when the prices are
+    whole nano-dollars per million tokens; it must give the very figure the Decimal formula does."""
+    import math
+
+    _ref, input_bound, max_tokens, usage = call
+    p = Prices(*four)
+    entry = ModelEntry(ref="p:m", provider="p", model="m", kind="openai", prices=p, price_source="config",
+                       context_window=1_000_000, context_source="config", tier="medium", tier_source="config")
+    mtok = Decimal(1_000_000)
+    fresh = max(usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens, 0)
+    usd = (fresh * p.input + usage.cache_read_tokens * p.cache_read + usage.cache_write_tokens * p.cache_write
+           + usage.output_tokens * p.output) / mtok
+    worst = math.ceil((input_bound * max(p.input, p.cache_read, p.cache_write) + max_tokens * p.output) * NUSD_PER_USD / mtok)
+    typical = math.ceil((input_bound * p.input + max_tokens * p.output) * NUSD_PER_USD / mtok)
+
+    assert entry.cost_usd(usage) == usd
+    assert entry.cost_nusd(usage) == usd_to_nusd(usd)
+    assert entry.worst_case_nusd(input_bound, max_tokens) == worst
+    assert entry.typical_nusd(input_bound, max_tokens) == typical
 
 
 def test_typical_estimate_uses_uncached_input_and_output_prices(catalog: Catalog) -> None:

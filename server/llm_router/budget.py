@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -68,9 +68,24 @@ class Clock:
     def __init__(self, tz: str) -> None:
         self.tz_name = tz
         self.tz = ZoneInfo(tz)
+        self._day: tuple[float, float, str] = (0.0, 0.0, "")
+        """(start, end, the day): the local day in force between two unix times, kept for reuse."""
 
     def now(self) -> datetime:
         return datetime.now(self.tz)
+
+    def day_at(self, when: datetime) -> str:
+        """The local day (ISO) of an aware datetime; worked out once a day, not per call."""
+        ts = when.timestamp()
+        start, end, day = self._day
+        if not start <= ts < end:
+            local = when.astimezone(self.tz).date()
+            nxt = local + timedelta(days=1)
+            start = datetime(local.year, local.month, local.day, tzinfo=self.tz).timestamp()
+            end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=self.tz).timestamp()
+            day = local.isoformat()
+            self._day = (start, end, day)
+        return day
 
     def day_of(self, ts_iso: str) -> str:
         return datetime.fromisoformat(ts_iso).astimezone(self.tz).date().isoformat()
@@ -142,6 +157,8 @@ class BudgetSnapshot:
     tag: str
     states: list[LimitState]
     per_request_nusd: int | None
+    _tiers: dict[str | None, Tier] = field(default_factory=dict, repr=False)
+    """Each provider's tier, worked out once: routing asks for it per candidate and overall."""
 
     def for_provider(self, provider: str) -> list[LimitState]:
         return [
@@ -152,10 +169,13 @@ class BudgetSnapshot:
         ]
 
     def tier(self, provider: str | None = None) -> Tier:
-        states = self.for_provider(provider) if provider else [
-            s for s in self.states if s.check is not None and s.check.scope_kind != "provider"
-        ]
-        return worst_tier(tier_of(s.fraction) for s in states)
+        tier = self._tiers.get(provider)
+        if tier is None:
+            states = self.for_provider(provider) if provider else [
+                s for s in self.states if s.check is not None and s.check.scope_kind != "provider"
+            ]
+            tier = self._tiers[provider] = worst_tier(tier_of(s.fraction) for s in states)
+        return tier
 
     def headroom(self, provider: str) -> tuple[int | None, LimitState | None]:
         """The least any limit on this provider allows beyond what is already spent, and which

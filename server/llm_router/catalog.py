@@ -23,6 +23,7 @@ __all__ = ["ModelEntry", "Catalog", "worst_case_input_tokens"]
 
 DEFAULT_CONTEXT_WINDOW = 128_000
 _MTOK = Decimal(1_000_000)
+_MTOK_INT = 1_000_000
 
 
 def worst_case_input_tokens(text_bytes: int, n_messages: int) -> int:
@@ -39,6 +40,14 @@ class Prices:
     output: Decimal
     cache_read: Decimal
     cache_write: Decimal
+    nano: tuple[int, int, int, int] | None = field(init=False, compare=False, repr=False)
+    """The same four prices in whole nano-dollars per million tokens, so that a call's cost is
+    integer arithmetic; None when a price is finer than that (the Decimal path is used then)."""
+
+    def __post_init__(self) -> None:
+        scaled = [v * NUSD_PER_USD for v in (self.input, self.output, self.cache_read, self.cache_write)]
+        exact = all(v == v.to_integral_value() for v in scaled)
+        object.__setattr__(self, "nano", tuple(int(v) for v in scaled) if exact else None)
 
 
 @dataclass(slots=True)
@@ -99,8 +108,21 @@ class ModelEntry:
         self._priced_day = _today()
 
     def cost_nusd(self, usage: Usage) -> int | None:
-        cost = self.cost_usd(usage)
-        return None if cost is None else usd_to_nusd(cost)
+        """``cost_usd`` in nano-dollars (rounded half to even), in integers when the prices allow."""
+        if self.prices is None:
+            return None
+        if self._genai is not None and self._priced_day != _today():
+            self._reprice()
+        n = self._prices_for(usage.input_tokens).nano
+        if n is None:
+            cost = self.cost_usd(usage)
+            return None if cost is None else usd_to_nusd(cost)
+        fresh = max(usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens, 0)
+        q, r = divmod(
+            fresh * n[0] + usage.output_tokens * n[1] + usage.cache_read_tokens * n[2] + usage.cache_write_tokens * n[3],
+            _MTOK_INT,
+        )
+        return q + 1 if 2 * r > _MTOK_INT or (2 * r == _MTOK_INT and q % 2) else q
 
     def worst_case_nusd(self, input_tokens: int, max_tokens: int) -> int | None:
         """The most a call can cost: every input token uncached at the dearest input price, and all
@@ -108,6 +130,9 @@ class ModelEntry:
         if self.prices is None:
             return None
         p = self._prices_for(input_tokens)
+        if p.nano is not None:
+            n_in, n_out, n_read, n_write = p.nano
+            return -(-(input_tokens * max(n_in, n_read, n_write) + max_tokens * n_out) // _MTOK_INT)
         dearest_in = max(p.input, p.cache_write, p.cache_read)
         return math.ceil((input_tokens * dearest_in + max_tokens * p.output) * NUSD_PER_USD / _MTOK)
 
@@ -115,6 +140,8 @@ class ModelEntry:
         if self.prices is None:
             return None
         p = self.prices
+        if p.nano is not None:
+            return -(-(input_tokens * p.nano[0] + output_tokens * p.nano[1]) // _MTOK_INT)
         return math.ceil((input_tokens * p.input + output_tokens * p.output) * NUSD_PER_USD / _MTOK)
 
     def describe(self) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -205,7 +204,7 @@ class Engine:
 
     # -- routing --------------------------------------------------------------------------------
 
-    def _decide(self, route: RouteRequest, snapshot: BudgetSnapshot) -> Decision:
+    def _decide(self, route: RouteRequest, snapshot: BudgetSnapshot, *, explain: bool = True) -> Decision:
         return decide(
             route,
             catalog=self.catalog,
@@ -217,11 +216,12 @@ class Engine:
             latency_of=self.health.p50_ms,
             error_rate_of=self.health.error_rate,
             budget=snapshot,
+            explain=explain,
         )
 
-    async def decision(self, prepared: Prepared) -> Decision:
+    async def decision(self, prepared: Prepared, *, explain: bool = True) -> Decision:
         snapshot = await self.ledger.run(self.budget.snapshot, tag=prepared.tag)
-        return self._decide(prepared.route, snapshot)
+        return self._decide(prepared.route, snapshot, explain=explain)
 
     async def explain(self, args: CompleteArgs) -> ExplainResult:
         prepared = self.prepare(args)
@@ -240,9 +240,9 @@ class Engine:
             InvalidInput, NoRoute, BudgetExceeded, AllAttemptsFailed.
         """
         prepared = self.prepare(args)
-        request_id = uuid.uuid4().hex
+        request_id = os.urandom(16).hex()
         started = time.perf_counter()
-        decision = await self.decision(prepared)
+        decision = await self.decision(prepared, explain=False)
         if not decision.chain:
             error = self._no_route_error(decision)
             await self._record_failure(prepared, request_id, decision, [], error, started, status="refused")
@@ -316,9 +316,10 @@ class Engine:
 
     async def _release_held(self, billed: _Billed) -> None:
         """After the row that records their cost: free the holds kept for billed failures."""
-        with anyio.CancelScope(shield=True):
-            for reservation in billed.held:
-                await self.ledger.run(self.ledger.release, reservation)
+        if billed.held:
+            with anyio.CancelScope(shield=True):
+                for reservation in billed.held:
+                    await self.ledger.run(self.ledger.release, reservation)
         self._budget_freed()
 
     async def _reserve(
@@ -425,12 +426,12 @@ class Engine:
         ref_cost = self.reference.cost_nusd(answer) if self.reference is not None else None
         # The call's cost: the answer's, plus what withheld answers of earlier attempts were billed.
         usage = answer + billed.usage
-        cost_nusd = usd_to_nusd(entry.cost_usd(answer) or Decimal(0)) + billed.nusd
+        cost_nusd = (entry.cost_nusd(answer) or 0) + billed.nusd
         now = datetime.now(UTC)
         row = RequestRow(
             id=request_id,
             ts=now.isoformat(timespec="milliseconds"),
-            day=now.astimezone(self.budget.clock.tz).date().isoformat(),
+            day=self.budget.clock.day_at(now),
             status="ok",
             tag=prepared.tag,
             task_type=prepared.task_type,
@@ -486,7 +487,7 @@ class Engine:
         return RequestRow(
             id=request_id,
             ts=now.isoformat(timespec="milliseconds"),
-            day=now.astimezone(self.budget.clock.tz).date().isoformat(),
+            day=self.budget.clock.day_at(now),
             status=status,
             tag=prepared.tag,
             task_type=prepared.task_type,

@@ -31,7 +31,7 @@ from mcp_types import (
     UnsubscribeRequestParams,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from . import __version__
 from .calls import (
@@ -183,10 +183,10 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
     low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, subscribers.unsubscribe)
     low.add_request_handler("logging/setLevel", SetLevelRequestParams, subscribers.set_level)
 
-    def ok(result: BaseModel, summary: str) -> CallToolResult:
+    def ok(result: ExplainResult | ReportResult | BudgetResult | CompleteResult, summary: str) -> CallToolResult:
         return CallToolResult(
             content=[TextContent(type="text", text=redact(summary))],
-            structured_content=redact.scrub(result.model_dump(mode="json")),
+            structured_content=redact.scrub(result.to_json()),
         )
 
     def error(exc: RouterError) -> CallToolResult:
@@ -211,6 +211,11 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         if subscribers.by_uri:
             for uri in uris:
                 await subscribers.updated(uri)
+
+    async def ledger_written(ctx: Context) -> None:
+        """The ledger, today's page of it and the budgets changed (worked out only if anyone listens)."""
+        if subscribers.by_uri or not _nobody_listens(ctx):
+            await updated(ctx, LEDGER_URI, f"{LEDGER_URI}/{engine.budget.clock.today().isoformat()}", BUDGETS_URI)
 
     def done(tool: str, t0: float, result: Any = None, err: RouterError | None = None) -> None:
         if observer is not None:
@@ -265,19 +270,19 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         except RouterError as e:
             done("complete", t0, err=e)
             if not isinstance(e, InvalidInput):  # past validation, every call leaves a ledger row
-                await updated(ctx, LEDGER_URI, f"{LEDGER_URI}/{engine.budget.clock.today().isoformat()}", BUDGETS_URI)
+                await ledger_written(ctx)
             if isinstance(e, BudgetExceeded):
                 await log(ctx, "warning", f"budget refusal: {e}", limit=e.limit_name, resets_at=e.resets_at)
             elif isinstance(e, AllAttemptsFailed):
                 await log(ctx, "error", str(e), attempts=[a.to_dict() for a in e.attempts])
             return error(e)
         done("complete", t0, result)
-        await updated(ctx, LEDGER_URI, f"{LEDGER_URI}/{engine.budget.clock.today().isoformat()}", BUDGETS_URI)
+        await ledger_written(ctx)
         failed = [a for a in result.attempts if a.outcome != "ok"]
         if failed:
             what = "; ".join(f"{a.model} {a.outcome} ({a.error_code})" for a in failed)
             await log(ctx, "warning", f"fallback: {what}; answered by {result.model}", request_id=result.request_id,
-                      attempts=[a.model_dump() for a in result.attempts])
+                      attempts=[a.to_json() for a in result.attempts])
         if result.budget.get("tier", "normal") != "normal":
             tight = result.budget.get("tightest") or {}
             await log(ctx, "warning", f"budget {tight.get('scope', '')} {tight.get('period', '')} is "

@@ -140,7 +140,10 @@ def decide(
     latency_of: LatencyOf,
     budget: BudgetSnapshot,
     error_rate_of: LatencyOf = lambda ref: None,
+    explain: bool = True,
 ) -> Decision:
+    """``explain=False`` (what ``complete`` asks): a lone candidate is not scored, since its score
+    changes nothing and is only ever shown by ``route_explain``."""
     strategy = req.strategy or default_strategy
     quality = req.quality or default_quality
     steps: list[str] = []
@@ -217,7 +220,8 @@ def decide(
     steps.append(f"budget (tier {overall_tier}): {len(candidates)} within every limit")
 
     # 6. Score.
-    _score(candidates, strategy, quality, latency_of, error_rate_of)
+    if explain or len(candidates) > 1:
+        _score(candidates, strategy, quality, latency_of, error_rate_of)
     if ordered:
         steps.append("order kept as given; scores shown for information")
     else:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "NUSD_PER_USD",
@@ -76,23 +75,24 @@ def nusd_to_usd(amount: int) -> Decimal:
     return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
 
 
-class Message(BaseModel):
-    """One turn of a conversation. System text travels apart, in ``CompletionRequest.system``."""
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation. System text travels apart, in ``CompletionRequest.system``.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Built from arguments the MCP layer has already validated (role user or assistant, content not
+    empty), so a plain dataclass: nothing is checked twice on every call."""
 
     role: Literal["user", "assistant"]
-    content: str = Field(min_length=1)
+    content: str
 
 
-class CompletionRequest(BaseModel):
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
     """What a provider adapter is asked to do: provider-neutral, already validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     messages: tuple[Message, ...]
-    system: str | None = None
     max_tokens: int
+    system: str | None = None
     temperature: float | None = None
 
     def text_bytes(self) -> int:
