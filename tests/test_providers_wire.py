@@ -1030,6 +1030,7 @@ async def test_body_that_is_not_json_is_malformed_and_redacted(cls: type, stream
     body = f"data: {junk}\n\n" if stream and cls is not OllamaProvider else junk
     err = await fails(make(cls, Wire(httpx.Response(200, text=body))), MalformedResponse, stream=stream)
     assert "not JSON" in str(err)
+    assert "'<html>proxy error for key [redacted]</html>'" in str(err)  # quoted as text, not bytes
     assert KEY not in str(err) and KEY not in (err.body or "")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from .budget import Budget, BudgetSnapshot, LimitState, parse_scope, tier_of, worst_tier
+from .budget import Budget, BudgetSnapshot, LimitState, Tier, parse_scope, tier_of, worst_tier
 from .calls import (
     AttemptOut,
     BudgetResult,
@@ -447,7 +447,7 @@ class Engine:
             prices=_prices_json(entry),
             reference_cost_nusd=ref_cost,
             latency_ms=_ms(started),
-            attempts=json.dumps([a.to_dict() for a in attempts]),
+            attempts=json.dumps(tried := [a.to_dict() for a in attempts]),
             prompt_hash=prepared.prompt_hash,
             prompt=prepared.prompt_text,
             strategy=decision.strategy,
@@ -472,7 +472,7 @@ class Engine:
             ),
             cost_usd=row.cost_usd,
             latency_ms=row.latency_ms,
-            attempts=[AttemptOut(**a.to_dict()) for a in attempts],
+            attempts=[AttemptOut(**a) for a in tried],
             budget=_budget_after(decision.budget, entry.provider, cost_nusd),
         )
 
@@ -655,14 +655,15 @@ def _prices_text(source: str, p: Prices | None) -> str:
 def _budget_after(snapshot: BudgetSnapshot, provider: str, cost_nusd: int) -> dict[str, Any]:
     """The tier after this call, and the limit touching it with the least left, this call's cost
     added (spend read at the call's start). Every limit is in ``llm-router://budgets``."""
-    states = [
-        LimitState(s.limit, s.check, s.spent_nusd + cost_nusd, s.reserved_nusd) for s in snapshot.for_provider(provider)
-    ]
-    tightest = min(states, key=lambda s: s.remaining_nusd, default=None)
-    return {
-        "tier": worst_tier(tier_of(s.fraction) for s in states),
-        "tightest": None if tightest is None else tightest.to_dict(),
-    }
+    tightest: LimitState | None = None
+    least = 0
+    tier: Tier = "normal"
+    for s in snapshot.for_provider(provider):
+        after = LimitState(s.limit, s.check, s.spent_nusd + cost_nusd, s.reserved_nusd)
+        if tightest is None or after.remaining_nusd < least:
+            tightest, least = after, after.remaining_nusd
+        tier = worst_tier((tier, tier_of(after.fraction)))
+    return {"tier": tier, "tightest": None if tightest is None else tightest.to_dict()}
 
 
 def _streamer(progress: Progress) -> Callable[[str], Awaitable[None]]:

@@ -15,7 +15,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -239,7 +238,7 @@ class Ledger(LedgerBase):
                 refusal = self._first_refusal(checks, amount_nusd, now)
                 if refusal is not None:
                     return refusal
-                rid = uuid.uuid4().hex
+                rid = os.urandom(16).hex()
                 expires, hard = self._expiry(now, ttl_s)
                 c.execute(
                     "INSERT INTO reservations (id, request_id, created_at, expires_at, host, pid, day, provider, tag,"

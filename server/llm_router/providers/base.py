@@ -209,11 +209,15 @@ def error_from_transport(exc: Exception, *, provider: str, model: str, secret: s
     return MalformedResponse(f"{provider}: {detail}", provider=provider, model=model)
 
 
-def json_or_malformed(text: str, *, provider: str, model: str, secret: str | None = None) -> Any:
+def json_or_malformed(text: str | bytes, *, provider: str, model: str, secret: str | None = None) -> Any:
+    """Decoded JSON, or ``MalformedResponse`` quoting the start of the body. Bytes are taken as
+    they come (JSON is UTF-8 on the wire): ``httpx.Response.text`` would first parse the
+    Content-Type header with the ``email`` package, on every call."""
     try:
         return json.loads(text)
     except ValueError:
-        shown = redact(text[:200], secret)
+        head = text[:200]
+        shown = redact(head.decode("utf-8", "replace") if isinstance(head, bytes) else head, secret)
         raise MalformedResponse(
             f"{provider} sent a body that is not JSON: {shown!r}", provider=provider, model=model
         ) from None
@@ -304,7 +308,7 @@ async def post_json(
         raise error_from_transport(exc, provider=provider, model=model, secret=secret) from None
     if response.status_code >= 400:
         raise to_error(response.status_code, response.text, response.headers)
-    return json_or_malformed(response.text, provider=provider, model=model, secret=secret)
+    return json_or_malformed(response.content, provider=provider, model=model, secret=secret)
 
 
 @asynccontextmanager
@@ -328,6 +332,9 @@ async def open_stream(
             if response.status_code >= 400:
                 await response.aread()
                 raise to_error(response.status_code, response.text, response.headers)
+            # Event streams and NDJSON are UTF-8 by definition: say so, and httpx skips working
+            # out the charset from the Content-Type header (an email-parser round per stream).
+            response.encoding = "utf-8"
             yield response
     except httpx.HTTPError as exc:
         raise error_from_transport(exc, provider=provider, model=model, secret=secret) from None
