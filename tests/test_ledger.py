@@ -1237,6 +1237,26 @@ async def test_run_calls_a_ledger_method_on_a_worker_thread(ledger: LedgerBase) 
     assert await ledger.run(ledger.reservations_total) == 10
 
 
+@pytest.mark.anyio
+async def test_a_ledger_call_on_the_thread_runs_and_returns_even_when_its_caller_is_cancelled(
+    ledger: LedgerBase,
+) -> None:
+    """The engine relies on it: a reservation asked for is handed back (to be settled or
+    released), a row asked for is written, whatever cancels the call meanwhile."""
+    import anyio
+
+    got: list[object] = []
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # already cancelled when the call is made
+        got.append(await LedgerBase.run(ledger, reserve, ledger, [daily(100)], 10))  # the thread path
+        await anyio.sleep(0)  # the cancellation lands here, after the result came back
+        got.append("not reached")
+
+    assert scope.cancelled_caught
+    assert len(got) == 1 and isinstance(got[0], str)
+    assert ledger.reservations_total() == 10
+
+
 def test_ledger_creates_the_folder_it_lives_in(tmp_path: Path) -> None:
     led = Ledger(tmp_path / "a" / "b" / "ledger.db")
     led.close()

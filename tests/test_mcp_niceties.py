@@ -156,3 +156,27 @@ async def test_a_subscriber_over_http_hears_another_clients_spend(engine: Engine
                 while not seen.updated:
                     await watcher.send_ping()
     assert seen.updated == [BUDGETS_URI]
+
+
+async def test_output_schemas_stay_published_and_the_server_does_not_validate_its_own_results_twice(
+    engine: Engine,
+) -> None:
+    """Results are built from their pydantic models; the SDK's own re-validation of each dump is
+    switched off (an SDK attribute, hence this test). The client still validates every result
+    against the published schema, and these calls pass that check."""
+    from jsonschema import validate
+
+    server = create_server(engine)
+    assert all(t.fn_metadata.output_model is None for t in server._tool_manager.list_tools())
+    async with Client(server) as client:
+        schemas = {t.name: t.output_schema for t in (await client.list_tools()).tools}
+        assert all(schemas.values()), schemas
+        results = {
+            "complete": await client.call_tool("complete", {"prompt": "hello", "tag": "t"}),
+            "route_explain": await client.call_tool("route_explain", {"prompt": "hello"}),
+            "cost_report": await client.call_tool("cost_report", {"period": "today"}),
+            "set_budget": await client.call_tool("set_budget", {"scope": "global", "period": "daily", "limit_usd": 5}),
+        }
+    for name, result in results.items():
+        assert not result.is_error, result
+        validate(result.structured_content, schemas[name])

@@ -452,9 +452,8 @@ class Engine:
             prompt=prepared.prompt_text,
             strategy=decision.strategy,
         )
-        # The row is durable before the answer is returned; a cancel now must not lose it.
-        with anyio.CancelScope(shield=True):
-            await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
+        # The row is durable before the answer is returned (ledger.run is not cancellable).
+        await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
         await self._release_held(billed)
         return CompleteResult(
             request_id=request_id,

@@ -112,19 +112,21 @@ def _wants_progress(ctx: Context) -> bool:
     return False
 
 
-def _nobody_listens(ctx: Context) -> bool:
+def _nobody_listens(server: MCPServer) -> bool:
     """Whether no ``subscriptions/listen`` stream is open. The SDK's bus ends every publish with a
     trip round the event loop, listeners or not: three per call, a tenth of a millisecond."""
-    bus = getattr(ctx, "_subscriptions", None)
+    bus = getattr(server, "_subscriptions", None)
     return isinstance(bus, InMemorySubscriptionBus) and not getattr(bus, "_listeners", True)
 
 
 def _caller_tag(ctx: Context) -> str | None:
     """The tag of the bearer token the HTTP request came with (None over stdio or without tokens)."""
+    request = ctx.request_context.request
+    if request is None:
+        return None
     from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 
-    request = ctx.request_context.request
-    user = getattr(request, "scope", {}).get("user") if request is not None else None
+    user = getattr(request, "scope", {}).get("user")
     return user.access_token.client_id if isinstance(user, AuthenticatedUser) else None
 
 
@@ -205,7 +207,7 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         await ctx.log(level, payload, logger_name="llm-router")  # type: ignore[arg-type]
 
     async def updated(ctx: Context, *uris: str) -> None:
-        if not _nobody_listens(ctx):
+        if not _nobody_listens(server):
             for uri in uris:
                 await ctx.notify_resource_updated(uri)
         if subscribers.by_uri:
@@ -214,7 +216,7 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
 
     async def ledger_written(ctx: Context) -> None:
         """The ledger, today's page of it and the budgets changed (worked out only if anyone listens)."""
-        if subscribers.by_uri or not _nobody_listens(ctx):
+        if subscribers.by_uri or not _nobody_listens(server):
             await updated(ctx, LEDGER_URI, f"{LEDGER_URI}/{engine.budget.clock.today().isoformat()}", BUDGETS_URI)
 
     def done(tool: str, t0: float, result: Any = None, err: RouterError | None = None) -> None:
@@ -410,4 +412,9 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
     async def budgets() -> str:
         return redact(_json({"budgets": await engine.budgets()}))
 
+    # Every result is built as its own pydantic model and dumped here; the SDK would validate the
+    # dump against that same model again, per call. The output schema stays published (and
+    # clients validate against it); only the server's second check goes.
+    for tool in server._tool_manager.list_tools():
+        tool.fn_metadata.output_model = None
     return server

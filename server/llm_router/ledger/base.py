@@ -256,9 +256,12 @@ class LedgerBase(ABC):
     # -- plumbing -------------------------------------------------------------------------------
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a ledger method on a worker thread. Not cancellable midway: a reservation made
-        is always returned to the caller, who must then settle or release it."""
-        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
+        """Run a ledger method on a worker thread. Not cancellable: once asked for, the method
+        runs and its result reaches the caller (a reservation made is always returned, to be
+        settled or released; a row to record is always written). A cancellation takes effect
+        at the caller's next checkpoint."""
+        with anyio.CancelScope(shield=True):
+            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
 
     @property
     @abstractmethod
