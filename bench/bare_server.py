@@ -8,6 +8,7 @@ same JSON body the router sends, the answer's text returned.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import anyio
@@ -21,6 +22,9 @@ MODEL = os.environ.get("BENCH_MODEL", "bench-model")
 async def main() -> None:
     async with httpx.AsyncClient(base_url=URL, timeout=30) as http:
         server = MCPServer("bare")
+        # MCPServer sets up INFO logging; httpx would then write a line per request to stderr,
+        # a cost the router does not pay (it quiets httpx the same way).
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
         @server.tool(description="Post the prompt to the upstream and return the answer's text.")
         async def complete(prompt: str, max_tokens: int = 256) -> str:

@@ -36,6 +36,7 @@ MIGRATION_NAMES = [
     "006_lease_reservations",
     "007_create_day_totals",
     "008_lean_reservations",
+    "009_reservations_without_rowid",
 ]
 TABLES = ["_migrations", "budgets", "day_totals", "events", "meta", "requests", "reservations", "rollups"]
 
@@ -328,6 +329,31 @@ def test_day_totals_of_an_existing_ledger_are_derived_from_its_rollups(
             {"key": "x", "requests": 4, "errors": 2, "input_tokens": 20, "output_tokens": 10, "cached_tokens": 0,
              "cost_nusd": 3_000, "reference_cost_nusd": 0},
         ]
+    finally:
+        led.close()
+
+
+def test_holds_in_flight_survive_the_move_to_a_table_without_rowid(ledger_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server upgraded while another process still holds budget: the holds are kept, whole."""
+    from llm_router.ledger import schema
+
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:8])
+        old = Ledger(ledger_file)
+        held = [reserve(old, [daily(1_000)], amount) for amount in (10, 20)]
+        before = old.query("SELECT * FROM reservations ORDER BY id")
+        old.close()
+
+    led = Ledger(ledger_file)
+    try:
+        assert led.migrations_applied == ["009_reservations_without_rowid"]
+        assert led.query("SELECT * FROM reservations ORDER BY id") == before and len(before) == 2
+        assert "WITHOUT ROWID" in led.query("SELECT sql FROM sqlite_master WHERE name = 'reservations'")[0]["sql"]
+        assert led.reservations_total() == 30
+        for rid in held:
+            assert isinstance(rid, str)
+            led.release(rid)
+        assert led.reservations_total() == 0
     finally:
         led.close()
 
