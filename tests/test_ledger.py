@@ -772,6 +772,24 @@ def test_holds_of_a_ledger_that_stopped_renewing_lapse_and_are_reclaimed_by_anot
         other.close()
 
 
+def test_a_hold_another_process_took_after_ours_is_reclaimed_once_it_lapses(store: Store) -> None:
+    """A reservation skips looking for lapsed holds while none can have lapsed; a hold written by
+    another process since (here: one that lapses before ours) must end that, or it would linger."""
+    ours, theirs = store.open(), store.open()
+    try:
+        assert isinstance(reserve(ours, [daily(10_000)], 10, request_id="long", ttl_s=900), str)
+        assert isinstance(reserve(theirs, [daily(10_000)], 20, request_id="short", ttl_s=0.05), str)
+        time.sleep(0.1)
+
+        assert isinstance(reserve(ours, [daily(10_000)], 30, request_id="next"), str)
+
+        assert [(e["request_id"], e["reason"]) for e in reclaim_events(ours)] == [("short", "expired")]
+        assert ours.reservations_total() == 40
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_upkeep_keeps_renewing_while_the_ledger_is_open(store: Store) -> None:
     led = store.open()
     try:
@@ -902,6 +920,26 @@ def test_a_refusal_is_never_given_on_cached_figures(sqlite_ledger: Ledger) -> No
 
     assert isinstance(reserve(sqlite_ledger, [daily(10_000)], 6_000), str)
     assert sqlite_ledger.usage(daily(10_000)) == (0, 6_000)
+
+
+def test_routing_may_read_slightly_stale_figures_but_a_reservation_never_does(ledger_file: Path) -> None:
+    """Routing asks for figures at most stale_ok_s old (one pragma less per call); another
+    process's spend may then be missed by routing, never by the reservation that enforces."""
+    a, b = Ledger(ledger_file), Ledger(ledger_file)
+    try:
+        assert a.usages([daily(10_000)], stale_ok_s=60) == [(0, 0)]
+        b.record(row(cost_nusd=7_000))
+
+        assert a.usages([daily(10_000)], stale_ok_s=60) == [(0, 0)]  # allowed to be stale
+        assert a.usages([daily(10_000)]) == [(7_000, 0)]  # asked fresh: sees it
+        assert a.usages([daily(10_000)], stale_ok_s=60) == [(7_000, 0)]
+        b.record(row(cost_nusd=2_000))
+        assert a.usages([daily(10_000)], stale_ok_s=60) == [(7_000, 0)]
+        refusal = reserve(a, [daily(10_000)], 2_000)
+        assert refusal == Refusal(daily(10_000), spent_nusd=9_000, reserved_nusd=0)
+    finally:
+        a.close()
+        b.close()
 
 
 def _busy_timeout(led: Ledger) -> int:

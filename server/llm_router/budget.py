@@ -29,6 +29,10 @@ PERIODS: tuple[Period, ...] = ("daily", "monthly", "per_request")
 Tier = Literal["normal", "cautious", "restricted", "exhausted"]
 _TIER_RANK: dict[Tier, int] = {"normal": 0, "cautious": 1, "restricted": 2, "exhausted": 3}
 OVERRIDE_REFRESH_S = 1.0
+ROUTING_STALENESS_S = 0.05
+"""How old the spend figures routing reads may be: another process's commit may be missed for this
+long (limits set elsewhere already take up to OVERRIDE_REFRESH_S). The reservation always reads
+them fresh, under the write lock, so this never lets a limit be passed."""
 
 
 def tier_of(fraction: float) -> Tier:
@@ -68,30 +72,32 @@ class Clock:
     def __init__(self, tz: str) -> None:
         self.tz_name = tz
         self.tz = ZoneInfo(tz)
-        self._day: tuple[float, float, str] = (0.0, 0.0, "")
-        """(start, end, the day): the local day in force between two unix times, kept for reuse."""
+        self._day: tuple[float, float, date, str] = (0.0, 0.0, date.min, "")
+        """(start, end, the day, as ISO): the local day in force between two unix times, kept
+        for reuse: asked for several times per call, it changes once a day."""
 
     def now(self) -> datetime:
         return datetime.now(self.tz)
-
-    def day_at(self, when: datetime) -> str:
-        """The local day (ISO) of an aware datetime; worked out once a day, not per call."""
-        ts = when.timestamp()
-        start, end, day = self._day
-        if not start <= ts < end:
-            local = when.astimezone(self.tz).date()
-            nxt = local + timedelta(days=1)
-            start = datetime(local.year, local.month, local.day, tzinfo=self.tz).timestamp()
-            end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=self.tz).timestamp()
-            day = local.isoformat()
-            self._day = (start, end, day)
-        return day
 
     def day_of(self, ts_iso: str) -> str:
         return datetime.fromisoformat(ts_iso).astimezone(self.tz).date().isoformat()
 
     def today(self) -> date:
-        return self.now().date()
+        return self._local_day(time.time())[2]
+
+    def day_at(self, when: datetime) -> str:
+        """The local day (ISO) of an aware datetime."""
+        return self._local_day(when.timestamp())[3]
+
+    def _local_day(self, ts: float) -> tuple[float, float, date, str]:
+        window = self._day
+        if not window[0] <= ts < window[1]:
+            local = datetime.fromtimestamp(ts, self.tz).date()
+            nxt = local + timedelta(days=1)
+            start = datetime(local.year, local.month, local.day, tzinfo=self.tz).timestamp()
+            end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=self.tz).timestamp()
+            window = self._day = (start, end, local, local.isoformat())
+        return window
 
     def bounds(self, period: Period, day: date) -> tuple[str, str, str]:
         """(first day, last day, when the period resets as an ISO time) for the period holding ``day``."""
@@ -284,7 +290,7 @@ class Budget:
                 continue
             states.append(LimitState(lim, check))
         checked = [s for s in states if s.check is not None]
-        for state, (spent, reserved) in zip(checked, self.ledger.usages([s.check for s in checked]), strict=True):
+        for state, (spent, reserved) in zip(checked, self.ledger.usages([s.check for s in checked], stale_ok_s=ROUTING_STALENESS_S), strict=True):
             state.spent_nusd, state.reserved_nusd = spent, reserved
         return BudgetSnapshot(day=today.isoformat(), tag=tag, states=states, per_request_nusd=per_request)
 

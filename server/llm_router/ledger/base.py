@@ -289,8 +289,10 @@ class LedgerBase(ABC):
     def usage(self, check: LimitCheck) -> tuple[int, int]:
         """(spent, reserved) in nano-dollars for a limit's scope and period. Lapsed holds do not count."""
 
-    def usages(self, checks: Sequence[LimitCheck]) -> list[tuple[int, int]]:
-        """``usage`` of several limits, read at one moment."""
+    def usages(self, checks: Sequence[LimitCheck], *, stale_ok_s: float = 0.0) -> list[tuple[int, int]]:
+        """``usage`` of several limits, read at one moment. ``stale_ok_s``: figures that old will
+        do (another process's latest commits may be missed for that long); routing passes it, a
+        reservation never relies on it."""
         return [self.usage(check) for check in checks]
 
     @abstractmethod

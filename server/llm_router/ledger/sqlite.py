@@ -110,6 +110,11 @@ class Ledger(LedgerBase):
         self._lock = _BusyLock(self._conn, full_ms=int(busy_timeout_s * 1000))
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._usage_cache = _UsageCache()
+        self._next_lapse = -math.inf
+        self._lapse_version: int | None = None
+        """No hold in the file lapses before ``_next_lapse``, as long as no other connection has
+        written since (``PRAGMA data_version`` still ``_lapse_version``): until then a reservation
+        need not look for lapsed holds to reclaim."""
         self._own_holds: dict[str, tuple[int, str, str, str]] = {}
         """This process's live holds: id -> (amount, day, provider, tag), to keep the cache exact."""
         try:
@@ -177,10 +182,10 @@ class Ledger(LedgerBase):
     def usage(self, check: LimitCheck) -> tuple[int, int]:
         return self.usages([check])[0]
 
-    def usages(self, checks: Sequence[LimitCheck]) -> list[tuple[int, int]]:
+    def usages(self, checks: Sequence[LimitCheck], *, stale_ok_s: float = 0.0) -> list[tuple[int, int]]:
         with self._lock:
             now = time.time()
-            self._usage_cache.sync(self._conn, now)
+            self._usage_cache.sync(self._conn, now, fresh_within=stale_ok_s)
             return [self._usage(check, now) for check in checks]
 
     def _usage(self, check: LimitCheck, now: float) -> tuple[int, int]:
@@ -233,8 +238,12 @@ class Ledger(LedgerBase):
             with self._tx() as c:
                 now = time.time()
                 cache.sync(c, now)
-                if self._reclaim(c, now, dead_pids=False):
-                    cache.clear()
+                if now >= self._next_lapse or cache.version != self._lapse_version:
+                    if self._reclaim(c, now, dead_pids=False):
+                        cache.clear()
+                    first = c.execute("SELECT min(expires_at) FROM reservations").fetchone()[0]
+                    self._next_lapse = math.inf if first is None else first
+                    self._lapse_version = cache.version
                 refusal = self._first_refusal(checks, amount_nusd, now)
                 if refusal is not None:
                     return refusal
@@ -249,6 +258,7 @@ class Ledger(LedgerBase):
             self._own_holds[rid] = (amount_nusd, day, provider, tag)
             cache.add(day, provider, tag, reserved=amount_nusd)
             cache.lapses_at = min(cache.lapses_at, expires)
+            self._next_lapse = min(self._next_lapse, expires)
             return rid
 
     def _forget_hold(self, reservation_id: str, deleted: bool) -> None:
@@ -515,11 +525,18 @@ class _UsageCache:
         self.sums: dict[tuple[str, str | None, str, str], list[int]] = {}
         self.version: int | None = None
         self.filled_at = 0.0
+        self.synced_at = -math.inf
         self.lapses_at = math.inf
         """When the first hold this process added lapses (its lease, unless renewed)."""
 
-    def sync(self, conn: sqlite3.Connection, now: float) -> None:
+    def sync(self, conn: sqlite3.Connection, now: float, *, fresh_within: float = 0.0) -> None:
+        """Drop the sums if another connection committed, they are a second old, or one of this
+        process's holds may have lapsed. ``fresh_within``: skip asking the file when it was asked
+        that recently."""
+        if now - self.synced_at < fresh_within and now - self.filled_at <= _CACHE_MAX_AGE_S and now < self.lapses_at:
+            return
         version = conn.execute("PRAGMA data_version").fetchone()[0]
+        self.synced_at = now
         if version != self.version or now - self.filled_at > _CACHE_MAX_AGE_S or now >= self.lapses_at:
             self.clear()
             self.version = version
