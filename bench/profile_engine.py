@@ -1,33 +1,30 @@
-"""Where ``Engine.complete`` spends its time: per-stage attribution, what-ifs, and a profile.
+"""Where ``Engine.complete`` spends its time: per-stage attribution, a what-if, and a profile.
 
     python bench/profile_engine.py [--calls N] [--profile cprofile|pyinstrument|none] [--top K]
 
 Same loopback upstream and config as ``bench/run.py``. Nothing under ``server/`` is changed: the
-attribution wraps engine methods with timers on one engine instance, and the what-ifs patch that
+attribution wraps engine methods with timers on one engine instance, and the what-if patches that
 instance only. Nothing is asserted.
 
 1. Stages, measured inside real calls (interleaved with the direct-httpx floor, as in run.py):
-   each ledger call split into its thread round trip and the SQLite work itself, the provider
-   call, prepare, routing, building the result. Measured in place, because on a small machine a
-   stage costs several times more right after an HTTP call (cold caches) than in a tight loop.
-2. What-ifs on the same machine in the same run: the ledger called on the event loop instead of
-   a worker thread; WAL checkpoints moved off the request path; both.
+   the ledger calls (run inline on the event loop, as shipped), the provider call, prepare,
+   routing, building the answer. Measured in place, because on a small machine a stage costs
+   several times more right after an HTTP call (cold caches) than in a tight loop.
+2. What-if on the same machine in the same run: the ledger called on a worker thread (as it was
+   before it ran inline), to show what the thread round trip would cost.
 3. Optionally, a cProfile (or pyinstrument) profile of N whole calls.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import inspect
 import io
 import pstats
-import sqlite3
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -105,7 +102,7 @@ async def attribution(
 
     saved = {
         k: getattr(engine_mod, k)
-        for k in ("_budget_after", "_prices_json", "CompleteResult", "prompt_hash", "decide")
+        for k in ("_budget_after", "_prices_json", "Answer", "prompt_hash", "decide")
     }
     for k, fn in saved.items():
         setattr(engine_mod, k, timed(f"  {k}", fn))
@@ -114,25 +111,16 @@ async def attribution(
         engine = _engine(folder, "attr-genai" if genai else "attr", base_url, **kw)
         ledger = engine.ledger
 
+        shipped_run = ledger.run
+
         async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             name = getattr(fn, "__qualname__", "fn")
-            inner: list[float] = []
-
-            def job() -> Any:
-                t0 = time.perf_counter()
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    inner.append(time.perf_counter() - t0)
-
             t0 = time.perf_counter()
             try:
-                return await anyio.to_thread.run_sync(job, limiter=ledger._limiter)
+                return await shipped_run(fn, *args, **kwargs)
             finally:
                 if active:
-                    total = time.perf_counter() - t0
-                    rec[f"ledger {name}: SQLite work"].append(inner[0])
-                    rec[f"ledger {name}: thread round trip"].append(total - inner[0])
+                    rec[f"ledger {name}"].append(time.perf_counter() - t0)
 
         ledger.run = run
         for name in ("prepare", "_decide", "_call_with_retries", "_settle"):
@@ -187,12 +175,9 @@ def print_attribution(rec: dict[str, list[float]], n: int, title: str) -> None:
         "Engine.complete (whole call)",
         "direct httpx (floor)",
         "OVERHEAD: whole call minus floor (paired)",
-        "ledger Budget.snapshot: thread round trip",
-        "ledger Budget.snapshot: SQLite work",
-        "ledger Budget.reserve: thread round trip",
-        "ledger Budget.reserve: SQLite work",
-        "ledger Ledger.record: thread round trip",
-        "ledger Ledger.record: SQLite work",
+        "ledger Budget.snapshot",
+        "ledger Budget.reserve",
+        "ledger Ledger.record",
         "prepare",
         "  prompt_hash",
         "_decide",
@@ -203,13 +188,13 @@ def print_attribution(rec: dict[str, list[float]], n: int, title: str) -> None:
         "  ModelEntry.cost_usd",
         "  _budget_after",
         "  _prices_json",
-        "  CompleteResult",
+        "  Answer",
     ]
     for k in order + sorted(set(rec) - set(order)):
         if k in rec and rec[k] and k not in ("_call_with_retries", "provider.complete (HTTP)"):
             v = rec[k]
             print(f"  {k:<52} {statistics.median(v) * 1e6:9.1f} µs   (mean {statistics.fmean(v) * 1e6:8.1f})")
-    print("  (_settle includes the Ledger.record round trip and SQLite work above)\n")
+    print("  (_settle includes the Ledger.record call above)\n")
 
 
 # -- 2. what-ifs ----------------------------------------------------------------------------------
@@ -218,36 +203,21 @@ def print_attribution(rec: dict[str, list[float]], n: int, title: str) -> None:
 async def what_ifs(
     base_url: str, folder: Path, n: int, rounds: int
 ) -> list[tuple[str, list[float], list[float], list[float]]]:
-    variants = ["as shipped", "ledger on the event loop", "checkpoints off the path", "both"]
+    variants = ["as shipped", "ledger on a worker thread"]
     results: dict[str, tuple[list[float], list[float], list[float]]] = {v: ([], [], []) for v in variants}
     for r in range(rounds):
         for v in variants if r % 2 == 0 else variants[::-1]:
             engine = _engine(folder, f"whatif-{variants.index(v)}-{r}", base_url)
-            stop = threading.Event()
-            checkpointer = None
-            if v in ("ledger on the event loop", "both"):
+            if v == "ledger on a worker thread":
+                ledger = engine.ledger
 
-                async def inline(fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
-                    return fn(*a, **k)
+                async def threaded(fn: Callable[..., Any], *a: Any, ledger: Any = ledger, **k: Any) -> Any:
+                    return await anyio.to_thread.run_sync(lambda: fn(*a, **k), limiter=ledger._limiter)
 
-                engine.ledger.run = inline
-            if v in ("checkpoints off the path", "both"):
-                engine.ledger._conn.execute("PRAGMA wal_autocheckpoint=0")
-                path = str(engine.ledger.path)
-
-                def checkpoint_loop(path: str = path, stop: threading.Event = stop) -> None:
-                    with contextlib.closing(sqlite3.connect(path, timeout=30)) as c:
-                        while not stop.wait(0.25):
-                            c.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-                checkpointer = threading.Thread(target=checkpoint_loop, daemon=True)
-                checkpointer.start()
+                engine.ledger.run = threaded
             try:
                 a, b = await _drive(engine, base_url, n, warmup=30)
             finally:
-                stop.set()
-                if checkpointer is not None:
-                    checkpointer.join(5)
                 await engine.aclose()
             results[v][0].extend(a)
             results[v][1].extend(b)
@@ -256,7 +226,7 @@ async def what_ifs(
 
 
 def print_what_ifs(rows: list[tuple[str, list[float], list[float], list[float]]]) -> None:
-    print("What-ifs, same run, same machine (this engine instance patched; nothing under server/ changed):")
+    print("What-if, same run, same machine (this engine instance patched; nothing under server/ changed):")
     print(
         f"  {'variant':<28} {'engine p50':>10} {'p99':>8} {'floor p50':>10} {'overhead (paired median)':>26} {'overhead p99':>13}"
     )
@@ -297,7 +267,7 @@ async def profile_calls(base_url: str, folder: Path, n: int, tool: str, top: int
         await engine.aclose()
     buf = io.StringIO()
     st = pstats.Stats(pr, stream=buf)
-    st.sort_stats("cumulative").print_stats(r"llm_router|sqlite3|to_thread", top)
+    st.sort_stats("cumulative").print_stats(r"llm_router|sqlite3", top)
     st.sort_stats("tottime").print_stats(top)
     return buf.getvalue()
 
@@ -305,7 +275,7 @@ async def profile_calls(base_url: str, folder: Path, n: int, tool: str, top: int
 def main() -> int:
     p = argparse.ArgumentParser(description="stage attribution, what-ifs and a profile of Engine.complete")
     p.add_argument("--calls", type=int, default=400)
-    p.add_argument("--rounds", type=int, default=2, help="what-if rounds (each runs every variant once)")
+    p.add_argument("--rounds", type=int, default=2, help="what-if rounds (each runs both variants once)")
     p.add_argument("--profile", choices=["cprofile", "pyinstrument", "none"], default="none")
     p.add_argument("--top", type=int, default=30)
     a = p.parse_args()
@@ -319,7 +289,7 @@ def main() -> int:
         print_what_ifs(anyio.run(what_ifs, base_url, folder, n, max(1, min(a.rounds, 5))))
         if a.profile != "none":
             print(
-                f"3. Profile of {n} whole Engine.complete calls ({a.profile}; worker-thread time is not attributed by cProfile):"
+                f"3. Profile of {n} whole Engine.complete calls ({a.profile}):"
             )
             print(anyio.run(profile_calls, base_url, folder, n, a.profile, a.top))
     return 0

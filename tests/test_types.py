@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from llm_router.types import (
     AllAttemptsFailed,
@@ -44,3 +48,45 @@ def test_errors_carry_what_the_caller_needs() -> None:
     assert "global daily of $1" in str(b) and "$0.9 spent" in str(b) and b.to_dict()["resets_at"]
     failed = AllAttemptsFailed([AttemptRecord("a:b", "error", "timeout", "slow")], deadline_hit=True)
     assert str(failed).startswith("the deadline passed") and failed.to_dict()["attempts"][0]["model"] == "a:b"
+
+
+@hypothesis_settings(max_examples=200, deadline=None, database=None, derandomize=True)
+@given(
+    finish=st.one_of(st.none(), st.sampled_from(["stop", "length"])),
+    estimated=st.booleans(),
+    tries=st.lists(
+        st.tuples(
+            st.sampled_from(["ok", "error", "skipped", "cancelled"]),
+            st.one_of(st.none(), st.sampled_from(["rate_limited", "timeout"])),
+            st.one_of(st.none(), st.text(max_size=20)),
+            st.integers(0, 10_000),
+            st.one_of(st.none(), st.integers(400, 599)),
+            st.one_of(st.none(), st.just("0.0001")),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    tightest=st.one_of(st.none(), st.fixed_dictionaries({"scope": st.just("global"), "tier": st.just("normal")})),
+)
+def test_an_answer_dumps_to_exactly_the_published_complete_result(
+    finish: str | None, estimated: bool, tries: list[tuple[Any, ...]], tightest: dict[str, Any] | None
+) -> None:
+    """The engine's Answer is plain data with a hand-written to_json; the tool publishes the
+    CompleteResult schema. The two must never drift apart."""
+    from llm_router.calls import Answer, AnswerUsage, CompleteResult
+
+    attempts = [AttemptRecord(f"p:m{i}", o, c, e, ms, status, cost) for i, (o, c, e, ms, status, cost) in enumerate(tries)]
+    answer = Answer(
+        request_id="r1", text="hi", provider="p", model="p:m", provider_model="m-2026", finish_reason=finish,
+        usage=AnswerUsage(3, 4, 1, 2, estimated), cost_usd="0.00001", latency_ms=12, attempts=attempts,
+        budget={"tier": "normal", "tightest": tightest},
+    )
+    published = CompleteResult(
+        **{k: getattr(answer, k) for k in ("request_id", "text", "provider", "model", "provider_model", "finish_reason",
+                                           "cost_usd", "latency_ms", "budget")},
+        usage={"input_tokens": 3, "output_tokens": 4, "cached_tokens": 1, "cache_write_tokens": 2, "estimated": estimated},
+        attempts=[a.to_dict() for a in attempts],
+    )
+
+    assert answer.to_json() == published.to_json()
+    assert list(answer.to_json()) == list(published.to_json())  # same order of keys, too

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
-from .types import Quality, Strategy
+from .types import AttemptRecord, Quality, Strategy
 
 __all__ = [
     "MessageIn",
     "CompleteArgs",
+    "Answer",
+    "AnswerUsage",
     "Period",
     "Grouping",
     "UsageOut",
@@ -137,7 +140,61 @@ _Usage = Annotated[UsageOut, WithJsonSchema(UsageOut.model_json_schema())]
 _Attempt = Annotated[AttemptOut, WithJsonSchema(AttemptOut.model_json_schema())]
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerUsage:
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int = 0
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What ``Engine.complete`` returns. ``to_json`` gives the structured content of the tool, in
+    the shape ``CompleteResult`` publishes (a test holds the two together). Plain data, built
+    without validation: every field comes from the engine itself, once per call."""
+
+    request_id: str
+    text: str
+    provider: str
+    model: str
+    provider_model: str
+    finish_reason: str | None
+    usage: AnswerUsage
+    cost_usd: str
+    latency_ms: int
+    attempts: list[AttemptRecord]
+    budget: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        u = self.usage
+        out: dict[str, Any] = {
+            "request_id": self.request_id,
+            "text": self.text,
+            "provider": self.provider,
+            "model": self.model,
+            "provider_model": self.provider_model,
+        }
+        if self.finish_reason is not None:
+            out["finish_reason"] = self.finish_reason
+        out["usage"] = {
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cached_tokens": u.cached_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+            "estimated": u.estimated,
+        }
+        out["cost_usd"] = self.cost_usd
+        out["latency_ms"] = self.latency_ms
+        out["attempts"] = [a.published() for a in self.attempts]
+        out["budget"] = self.budget
+        return out
+
+
 class CompleteResult(_NoNulls):
+    """The published shape of ``complete``'s structured content (its output schema)."""
+
     request_id: str
     text: str
     provider: str

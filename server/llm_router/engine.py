@@ -22,13 +22,12 @@ import anyio
 
 from .budget import Budget, BudgetSnapshot, LimitState, Tier, parse_scope, tier_of, worst_tier
 from .calls import (
-    AttemptOut,
+    Answer,
+    AnswerUsage,
     BudgetResult,
     CompleteArgs,
-    CompleteResult,
     ExplainResult,
     ReportResult,
-    UsageOut,
     prompt_hash,
 )
 from .catalog import Catalog, ModelEntry, Prices, worst_case_input_tokens
@@ -230,7 +229,7 @@ class Engine:
 
     # -- the call -------------------------------------------------------------------------------
 
-    async def complete(self, args: CompleteArgs, *, progress: Progress | None = None) -> CompleteResult:
+    async def complete(self, args: CompleteArgs, *, progress: Progress | None = None) -> Answer:
         """Route, then walk the chain: reserve the worst case, call, settle to the actual cost.
 
         Exactly one ledger row is written per call that passed validation, before this returns
@@ -256,7 +255,7 @@ class Engine:
         chain = decision.chain[: self.settings.routing.max_attempts]
         for index, cand in enumerate(chain):
             entry = cand.entry
-            if anyio.current_time() >= deadline:
+            if index and anyio.current_time() >= deadline:
                 break
             if entry.context_window <= context_floor:
                 attempts.append(AttemptRecord(entry.ref, "skipped", "context_too_small",
@@ -375,7 +374,7 @@ class Engine:
             t0 = time.perf_counter()
             self.health.before_call(entry.ref)
             try:
-                with anyio.move_on_after(deadline - anyio.current_time()) as scope:
+                with anyio.CancelScope(deadline=deadline) as scope:
                     completion = await provider.complete(
                         entry.model, prepared.request, on_text=_streamer(progress) if progress else None
                     )
@@ -418,7 +417,7 @@ class Engine:
         reservation: str,
         started: float,
         billed: _Billed,
-    ) -> CompleteResult:
+    ) -> Answer:
         estimated = completion.usage is None
         answer = completion.usage or Usage(
             input_tokens=prepared.route.input_tokens_typical, output_tokens=estimate_tokens(completion.text)
@@ -447,7 +446,7 @@ class Engine:
             prices=_prices_json(entry),
             reference_cost_nusd=ref_cost,
             latency_ms=_ms(started),
-            attempts=json.dumps(tried := [a.to_dict() for a in attempts]),
+            attempts=json.dumps([a.to_dict() for a in attempts]),
             prompt_hash=prepared.prompt_hash,
             prompt=prepared.prompt_text,
             strategy=decision.strategy,
@@ -455,14 +454,14 @@ class Engine:
         # The row is durable before the answer is returned (ledger.run is not cancellable).
         await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
         await self._release_held(billed)
-        return CompleteResult(
+        return Answer(
             request_id=request_id,
             text=completion.text,
             provider=entry.provider,
             model=entry.ref,
             provider_model=completion.model,
             finish_reason=completion.finish_reason,
-            usage=UsageOut(
+            usage=AnswerUsage(
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cached_tokens=usage.cache_read_tokens,
@@ -471,7 +470,7 @@ class Engine:
             ),
             cost_usd=row.cost_usd,
             latency_ms=row.latency_ms,
-            attempts=[AttemptOut(**a) for a in tried],
+            attempts=attempts,
             budget=_budget_after(decision.budget, entry.provider, cost_nusd),
         )
 

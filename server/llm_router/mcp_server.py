@@ -35,6 +35,7 @@ from pydantic import Field
 
 from . import __version__
 from .calls import (
+    Answer,
     BudgetResult,
     CompleteArgs,
     CompleteResult,
@@ -185,7 +186,7 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
     low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, subscribers.unsubscribe)
     low.add_request_handler("logging/setLevel", SetLevelRequestParams, subscribers.set_level)
 
-    def ok(result: ExplainResult | ReportResult | BudgetResult | CompleteResult, summary: str) -> CallToolResult:
+    def ok(result: ExplainResult | ReportResult | BudgetResult | Answer, summary: str) -> CallToolResult:
         return CallToolResult(
             content=[TextContent(type="text", text=redact(summary))],
             structured_content=redact.scrub(result.to_json()),
@@ -284,7 +285,7 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         if failed:
             what = "; ".join(f"{a.model} {a.outcome} ({a.error_code})" for a in failed)
             await log(ctx, "warning", f"fallback: {what}; answered by {result.model}", request_id=result.request_id,
-                      attempts=[a.to_json() for a in result.attempts])
+                      attempts=[a.published() for a in result.attempts])
         if result.budget.get("tier", "normal") != "normal":
             tight = result.budget.get("tightest") or {}
             await log(ctx, "warning", f"budget {tight.get('scope', '')} {tight.get('period', '')} is "

@@ -367,6 +367,16 @@ class AttemptRecord:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
+    def published(self) -> dict[str, Any]:
+        """As ``complete`` returns it (the ``AttemptOut`` shape): without status and cost."""
+        out: dict[str, Any] = {"model": self.model, "outcome": self.outcome}
+        if self.error_code is not None:
+            out["error_code"] = self.error_code
+        if self.error is not None:
+            out["error"] = self.error
+        out["latency_ms"] = self.latency_ms
+        return out
+
 
 class AllAttemptsFailed(RouterError):
     """Every model in the chain failed or was skipped. ``attempts`` lists them all."""
