@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import socket
 import sys
@@ -133,16 +134,23 @@ class RequestRow:
     strategy: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def values(self) -> list[Any]:
-        return [getattr(self, f) for f in ROW_COLUMNS]
+    def values(self) -> tuple[Any, ...]:
+        return _row_values(self)
 
     def totals_values(self) -> tuple[Any, ...]:
-        """Parameters of the five ``day_totals`` rows this row adds to, one per dimension, each as
-        (dim, key, day, errors, input, output, cached, cost, reference cost)."""
+        """Parameters of the five ``day_totals`` rows this row adds to, one per dimension (in the
+        order of DIMENSIONS), each as (dim, key, day, errors, input, output, cached, cost,
+        reference cost)."""
+        day = self.day
         sums = (0 if self.status == "ok" else 1, self.input_tokens, self.output_tokens, self.cached_tokens,
                 self.cost_nusd, self.reference_cost_nusd or 0)
-        keys = (self.day, self.provider or "", self.model or "", self.task_type, self.tag)
-        return tuple(v for dim, key in zip(DIMENSIONS, keys, strict=True) for v in (dim, key, self.day, *sums))
+        return (
+            "day", day, day, *sums,
+            "provider", self.provider or "", day, *sums,
+            "model", self.model or "", day, *sums,
+            "task_type", self.task_type, day, *sums,
+            "tag", self.tag, day, *sums,
+        )
 
     def rollup_values(self) -> tuple[Any, ...]:
         """(day, provider, model, tag, task_type, errors, input, output, cached, cost, reference cost):
@@ -163,6 +171,8 @@ class RequestRow:
 
 
 ROW_COLUMNS = [f for f in RequestRow.__dataclass_fields__ if f != "extra"]
+_row_values = operator.attrgetter(*ROW_COLUMNS)
+assert DIMENSIONS == ("day", "provider", "model", "task_type", "tag"), "RequestRow.totals_values lists them in this order"
 
 
 def now_iso() -> str:
