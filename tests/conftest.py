@@ -150,3 +150,8 @@ def settings_for_fakes(
     data = {"ledger": {"path": str(tmp_path / "ledger.db")}, "providers": providers,
             "resilience": {"max_retries": 0}} | sections
     return settings_from_dict(data, source="test")
+
+
+def held_by_calls(engine: Engine) -> int:
+    """Nano-dollars still held for calls: every hold but the spare kept for the next call."""
+    return engine.ledger.reservations_total() - engine.ledger.spare_nusd

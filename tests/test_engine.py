@@ -35,7 +35,8 @@ pytestmark = pytest.mark.anyio
 
 
 def reservations_left(engine: Engine) -> int:
-    return engine.ledger.reservations_total()
+    """What calls still hold: everything held, but the spare kept for the next call."""
+    return engine.ledger.reservations_total() - engine.ledger.spare_nusd
 
 
 async def test_complete_answers_and_records_one_row_with_the_exact_cost(engine: Engine) -> None:
@@ -405,3 +406,43 @@ def test_the_prices_stored_on_a_row_follow_an_entry_repriced_in_place() -> None:
     assert json.loads(_prices_json(entry))["output_per_mtok"] == "2"
     entry.prices = Prices(Decimal(1), Decimal(3), Decimal(1), Decimal(1))
     assert json.loads(_prices_json(entry))["output_per_mtok"] == "3"
+
+
+async def test_consecutive_calls_hand_a_spare_hold_along_and_none_outlives_the_engine(settings: Settings) -> None:
+    """After a call, its worst case (twice over) stays held as a spare, which the next call like it
+    takes over instead of reserving on its own; closing the engine lets the last spare go."""
+    from llm_router.ledger import Ledger
+
+    engine = Engine(settings)
+    try:
+        args = CompleteArgs(prompt="hello", model="anthropic:claude-haiku-4-5", max_tokens=64)
+        worst = engine.catalog.get("anthropic:claude-haiku-4-5").worst_case_nusd(
+            (await engine.decision(engine.prepare(args))).request.input_tokens_bound, 64
+        )
+        await engine.complete(args)
+        first = engine.ledger._spare
+        assert first is not None and engine.ledger.spare_nusd == 2 * worst and reservations_left(engine) == 0
+
+        await engine.complete(args)
+        second = engine.ledger._spare
+        assert second is not None and second.rid != first.rid and reservations_left(engine) == 0
+        holds = engine.ledger.query("SELECT id, amount_nusd FROM reservations")
+        assert holds == [{"id": second.rid, "amount_nusd": 2 * worst}]  # the first spare went with the call that took it
+        budgets = {(b["scope"], b["period"]): b for b in await engine.budgets()}
+        assert Decimal(budgets[("global", "daily")]["reserved_usd"]) * 10**9 == 2 * worst  # shown as reserved
+    finally:
+        await engine.aclose()
+    ledger = Ledger(settings.ledger.path)
+    try:
+        assert ledger.reservations_total() == 0 and ledger.totals()["requests"] == 2
+    finally:
+        ledger.close()
+
+
+async def test_from_half_a_limit_no_spare_is_kept(engine: Engine) -> None:
+    await engine.set_budget("global", "daily", Decimal("1"))
+    await _spend(engine, Decimal("0.6"))
+
+    await engine.complete(CompleteArgs(prompt="hello", model="anthropic:claude-haiku-4-5"))
+
+    assert engine.ledger.spare_nusd == 0 and engine.ledger.reservations_total() == 0

@@ -21,7 +21,7 @@ from llm_router.calls import CompleteArgs
 from llm_router.engine import Engine
 from llm_router.types import AllAttemptsFailed
 
-from .conftest import settings_for_fakes
+from .conftest import held_by_calls, settings_for_fakes
 from .fakes import FakeProvider, refused_url
 
 pytestmark = pytest.mark.anyio
@@ -44,7 +44,7 @@ async def progress(_v: float, _t: float | None, _m: str) -> None:
 def check_books(engine: Engine, calls: int) -> list[dict[str, Any]]:
     rows = engine.ledger.rows(limit=100)
     assert len(rows) == calls, "exactly one ledger row per complete"
-    assert engine.ledger.reservations_total() == 0, "no reservation left behind"
+    assert held_by_calls(engine) == 0, "no reservation left behind"
     return rows
 
 

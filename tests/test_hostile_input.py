@@ -23,6 +23,8 @@ from llm_router.defaults import demo_config
 from llm_router.engine import Engine
 from llm_router.mcp_server import create_server
 
+from .conftest import held_by_calls
+
 pytestmark = pytest.mark.anyio
 
 HOSTILE = [
@@ -128,7 +130,7 @@ async def test_random_and_hostile_arguments_get_a_clean_error_or_a_valid_result(
             assert error["code"] != "internal" and error["message"]
     else:
         TOOLS[tool][1].model_validate(result.structured_content)
-    assert engine.ledger.reservations_total() == 0, "no hold outlives its call"
+    assert held_by_calls(engine) == 0, "no hold outlives its call"
     # ...and the server is still there.
     assert not (await client.call_tool("cost_report", {"period": "today"})).is_error
 
@@ -186,6 +188,6 @@ async def test_max_tokens_above_a_models_output_limit_excludes_it_in_route_expla
             assert "openai:gpt-4o-mini" not in explained["chain"] and explained["chain"]
             done = (await client.call_tool("complete", free)).structured_content
             assert done["attempts"][0]["model"] == explained["chain"][0]
-        assert engine.ledger.reservations_total() == 0
+        assert held_by_calls(engine) == 0
     finally:
         await engine.aclose()

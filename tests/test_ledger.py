@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import sqlite_utils
 
-from llm_router.ledger import GROUPINGS, Ledger, LedgerBase, LimitCheck, Refusal, RequestRow
+from llm_router.ledger import GROUPINGS, Ledger, LedgerBase, LimitCheck, Refusal, RequestRow, SpareRequest
 from llm_router.ledger import base as ledger_base
 from llm_router.ledger import sqlite as ledger_sqlite
 from llm_router.ledger.schema import MIGRATIONS, migrate
@@ -866,8 +866,9 @@ def _fresh_usage(path: Path, check: LimitCheck) -> tuple[int, int]:
 
 def test_cached_usage_always_matches_a_fresh_read_of_the_file(ledger_file: Path) -> None:
     """Each SQLite ledger reuses what it read of spend and holds until another connection writes:
-    whatever the mix of reservations, settles, releases and refusals in two processes' ledgers,
-    what either reports is what the file holds."""
+    whatever the mix of reservations, settles (some keeping a spare hold, which later reservations
+    may take over), releases and refusals in two processes' ledgers, what either reports is what
+    the file holds."""
     import random
 
     rng = random.Random(7)
@@ -882,22 +883,31 @@ def test_cached_usage_always_matches_a_fresh_read_of_the_file(ledger_file: Path)
         daily(60_000, day=next_day),
     ]
     held: dict[str, tuple[Ledger, str, str]] = {}
+    taken_over = 0
     try:
         for step in range(400):
             led = rng.choice([a, b])
             provider, tag, day = rng.choice(["anthropic", "openai"]), rng.choice(["", "team"]), rng.choice([DAY, next_day])
+            if led._spare is not None and rng.random() < 0.5:  # a next call like the last one
+                provider, tag, day = led._spare.provider, led._spare.tag, led._spare.day
             mine = [c for c in checks if c.first_day <= day <= c.last_day
                     and (c.scope_kind == "global" or c.scope_name in (provider, tag))]
             action = rng.random()
             if action < 0.45:
+                spare_id = None if led._spare is None else led._spare.rid
                 rid = led.reserve(mine, rng.randint(500, 9_000), request_id=f"s{step}", day=day, provider=provider,
                                   tag=tag, ttl_s=900)
                 if isinstance(rid, str):
                     held[rid] = (led, provider, tag)
+                    taken_over += rid == spare_id
             elif action < 0.8 and held:
                 rid = rng.choice(sorted(held))
                 owner, provider, tag = held.pop(rid)
-                owner.record(row(day=DAY, provider=provider, tag=tag, cost_nusd=rng.randint(0, 4_000)), reservation_id=rid)
+                spare = SpareRequest(mine, rng.randint(500, 18_000), day, provider, tag, 900) if rng.random() < 0.6 else None
+                owner.record(row(day=DAY, provider=provider, tag=tag, cost_nusd=rng.randint(0, 4_000)), reservation_id=rid,
+                             spare=spare)
+            elif action < 0.85:
+                led.drop_spare()
             elif held:
                 rid = rng.choice(sorted(held))
                 held.pop(rid)[0].release(rid)
@@ -907,9 +917,108 @@ def test_cached_usage_always_matches_a_fresh_read_of_the_file(ledger_file: Path)
                 truth = _fresh_usage(ledger_file, check)
                 assert a.usage(check) == truth, (step, check.name)
                 assert b.usage(check) == truth, (step, check.name)
+            for led in (a, b):  # a spare kept is in the file, with its amount
+                if led._spare is not None:
+                    assert a.query("SELECT amount_nusd FROM reservations WHERE id = ?", [led._spare.rid]) == [
+                        {"amount_nusd": led.spare_nusd}], step
+        assert taken_over >= 5, "spares were kept and taken over along the way"
     finally:
         a.close()
         b.close()
+
+
+# -- the spare hold kept between calls (SQLite) --------------------------------------------------
+
+
+def spare(amount: int, limit: int = 100_000, **kw: Any) -> SpareRequest:
+    args: dict[str, Any] = {"day": DAY, "provider": "anthropic", "tag": "", "ttl_s": 900}
+    return SpareRequest([daily(limit)], amount, **(args | kw))
+
+
+def test_a_settled_call_keeps_a_spare_that_the_next_call_takes_over_without_writing(ledger_file: Path) -> None:
+    import sqlite3
+
+    led = Ledger(ledger_file)
+    watcher = sqlite3.connect(ledger_file)  # data_version changes for it whenever another connection commits
+    try:
+        first = reserve(led, [daily(100_000)], 1_000)
+        assert isinstance(first, str)
+        led.record(row(cost_nusd=300), reservation_id=first, spare=spare(2_000))
+        assert led.spare_nusd == 2_000 and led.reservations_total() == 2_000
+        assert led.usage(daily(100_000)) == (300, 2_000)  # a hold like any other
+
+        version = watcher.execute("PRAGMA data_version").fetchone()[0]
+        second = reserve(led, [daily(100_000)], 1_500, request_id="second")
+        assert watcher.execute("PRAGMA data_version").fetchone()[0] == version, "taken over: nothing written"
+        assert isinstance(second, str) and led.spare_nusd == 0 and led.reservations_total() == 2_000
+
+        led.record(row(cost_nusd=400), reservation_id=second)
+        assert led.reservations_total() == 0 and led.usage(daily(100_000)) == (700, 0)
+    finally:
+        watcher.close()
+        led.close()
+
+
+def test_a_spare_is_taken_over_only_where_the_calls_own_hold_would_have_been_granted(ledger_file: Path) -> None:
+    ours, theirs = Ledger(ledger_file), Ledger(ledger_file)
+    try:
+        ours.record(row(cost_nusd=0), spare=spare(4_000, limit=10_000))
+        assert ours.spare_nusd == 4_000
+        kept = ours._spare.rid if ours._spare else None
+        theirs.record(row(cost_nusd=5_000))  # spent 5,000: the call's own 2,000 would fit
+        assert reserve(ours, [daily(10_000)], 2_000, request_id="fits") == kept
+        ours.record(row(cost_nusd=1_000), reservation_id=kept, spare=spare(4_000, limit=10_000))
+        assert ours.spare_nusd == 4_000  # 6,000 spent + 4,000 kept: just room for it
+
+        theirs.record(row(cost_nusd=2_500))  # spent 8,500: the call's own 2,000 would not fit
+        refusal = reserve(ours, [daily(10_000)], 2_000, request_id="too much")
+        assert refusal == Refusal(daily(10_000), spent_nusd=8_500, reserved_nusd=0)
+        assert ours.spare_nusd == 0 and ours.reservations_total() == 0, "the spare went, not to the call"
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_a_spare_that_does_not_suit_the_next_call_is_let_go_in_its_reservation(sqlite_ledger: Ledger) -> None:
+    sqlite_ledger.record(row(), spare=spare(2_000))
+    other = reserve(sqlite_ledger, [daily(100_000)], 500, provider="openai")
+    bigger = reserve(sqlite_ledger, [daily(100_000)], 3_000)
+
+    assert isinstance(other, str) and isinstance(bigger, str)
+    assert sqlite_ledger.spare_nusd == 0 and sqlite_ledger.reservations_total() == 3_500
+
+
+def test_no_spare_is_kept_where_a_limit_has_no_room_for_it(sqlite_ledger: Ledger) -> None:
+    sqlite_ledger.record(row(cost_nusd=9_000), spare=spare(2_000, limit=10_000))
+
+    assert sqlite_ledger.spare_nusd == 0 and sqlite_ledger.reservations_total() == 0
+
+
+def test_an_unused_spare_is_let_go_by_upkeep_and_on_close(ledger_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger_base, "SPARE_IDLE_S", 0.2)
+    monkeypatch.setattr(ledger_sqlite, "SPARE_IDLE_S", 0.2)
+    led = Ledger(ledger_file)
+    try:
+        led.start_upkeep(lease_s=60, interval_s=3600)
+        led.record(row(), spare=spare(2_000))
+        assert led.spare_nusd == 2_000
+        deadline = time.monotonic() + 10
+        while led.reservations_total():
+            assert time.monotonic() < deadline, "the idle spare is still held"
+            time.sleep(0.05)
+        assert led.spare_nusd == 0
+        assert isinstance(reserve(led, [daily(100_000)], 100), str)  # too old to be taken over: a hold of its own
+    finally:
+        led.close()
+
+    led = Ledger(ledger_file)
+    led.record(row(), spare=spare(2_000))
+    led.close()
+    again = Ledger(ledger_file)
+    try:
+        assert again.query("SELECT count(*) AS n FROM reservations WHERE request_id IS NULL") == [{"n": 0}]
+    finally:
+        again.close()
 
 
 def test_a_refusal_is_never_given_on_cached_figures(sqlite_ledger: Ledger) -> None:

@@ -13,6 +13,8 @@ from mcp.client.stdio import StdioServerParameters
 
 from llm_router.engine import Engine
 
+from .conftest import held_by_calls
+
 pytestmark = pytest.mark.anyio
 
 
@@ -145,7 +147,7 @@ async def test_bad_input_to_every_tool_is_a_tool_error_naming_the_field(
     assert field in result.content[0].text
     # ...and the server keeps serving, with nothing recorded or held.
     assert not (await client.call_tool("route_explain", {"prompt": "still there?"})).is_error
-    assert engine.ledger.rows() == [] and engine.ledger.reservations_total() == 0
+    assert engine.ledger.rows() == [] and held_by_calls(engine) == 0
 
 
 async def test_a_budget_refusal_is_a_tool_error_with_the_limit_in_structured_content(client: Client) -> None:

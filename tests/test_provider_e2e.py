@@ -15,7 +15,7 @@ from llm_router.calls import CompleteArgs
 from llm_router.engine import Engine
 from llm_router.types import AllAttemptsFailed, Usage, usd_to_nusd
 
-from .conftest import FAKE_MODELS, settings_for_fakes
+from .conftest import FAKE_MODELS, held_by_calls, settings_for_fakes
 from .fakes import FakeProvider
 from .fakes import Usage as WireUsage
 
@@ -182,7 +182,7 @@ async def test_a_withheld_answer_is_still_billed_and_the_row_says_so(
         assert (row["input_tokens"], row["output_tokens"]) == (1020, 15)
         first = json.loads(row["attempts"])[0]
         assert first["error_code"] == "content_filtered" and first["cost_usd"]
-        assert engine.ledger.reservations_total() == 0
+        assert held_by_calls(engine) == 0
 
         # ...and when nothing answers, the failed call's row still carries what was billed.
         fakes["openai"].fault("blocked", usage=WireUsage(input_tokens=1000, output_tokens=10))
@@ -191,6 +191,6 @@ async def test_a_withheld_answer_is_still_billed_and_the_row_says_so(
         failed = engine.ledger.rows()[0]
         assert failed["status"] == "error" and failed["cost_nusd"] == blocked
         assert engine.ledger.totals()["cost_nusd"] == 2 * blocked + answered
-        assert engine.ledger.reservations_total() == 0
+        assert held_by_calls(engine) == 0
     finally:
         await engine.aclose()

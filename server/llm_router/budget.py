@@ -19,7 +19,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from .config import BudgetConfig
-from .ledger import Ledger, LimitCheck, Refusal
+from .ledger import Ledger, LimitCheck, Refusal, SpareRequest
 from .types import BudgetExceeded, InvalidInput, usd_str, usd_to_nusd
 
 __all__ = ["Period", "Tier", "Limit", "Clock", "Budget", "BudgetSnapshot", "tier_of", "parse_scope"]
@@ -29,6 +29,8 @@ PERIODS: tuple[Period, ...] = ("daily", "monthly", "per_request")
 Tier = Literal["normal", "cautious", "restricted", "exhausted"]
 _TIER_RANK: dict[Tier, int] = {"normal": 0, "cautious": 1, "restricted": 2, "exhausted": 3}
 OVERRIDE_REFRESH_S = 1.0
+SPARE_MARGIN = 2
+"""A spare hold is this many times the worst case of the call that kept it."""
 ROUTING_STALENESS_S = 0.05
 """How old the spend figures routing reads may be: another process's commit may be missed for this
 long (limits set elsewhere already take up to OVERRIDE_REFRESH_S). The reservation always reads
@@ -306,6 +308,15 @@ class Budget:
         return out
 
     # -- reservations ---------------------------------------------------------------------------
+
+    def spare_for(self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, ttl_s: float) -> SpareRequest | None:
+        """What a settled call may keep on hold for the next one on the same provider and tag:
+        twice its own worst case (room for a somewhat larger next call), and only while every limit
+        on it is in the normal tier, so that near a limit no hold is kept that nobody is using."""
+        if snapshot.tier(provider) != "normal":
+            return None
+        checks = [s.check for s in snapshot.for_provider(provider) if s.check is not None]
+        return SpareRequest(checks, SPARE_MARGIN * amount_nusd, snapshot.day, provider, snapshot.tag, ttl_s)
 
     def reserve(
         self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, request_id: str, ttl_s: float | None = None,

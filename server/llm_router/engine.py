@@ -36,7 +36,7 @@ from .ledger import Ledger, RequestRow, open_ledger
 from .providers import Provider, availability, build_provider
 from .providers.mock import estimate_tokens
 from .resilience import HealthBoard
-from .routing import Decision, RouteRequest, decide
+from .routing import Candidate, Decision, RouteRequest, decide
 from .types import (
     AllAttemptsFailed,
     AttemptRecord,
@@ -301,7 +301,7 @@ class Engine:
                     await self._release_held(billed)
                 raise
             return await self._settle(
-                prepared, request_id, decision, entry, completion, attempts, reservation, started, billed
+                prepared, request_id, decision, cand, completion, attempts, reservation, started, billed
             )
 
         deadline_hit = anyio.current_time() >= deadline
@@ -332,7 +332,7 @@ class Engine:
         Raises:
             BudgetExceeded: when what is spent leaves no room, or the deadline comes first.
         """
-        ttl = max(self.settings.budget.reservation_ttl_s, prepared.deadline_s + 60)
+        ttl = self._ttl(prepared)
         poll = False
         while True:
             try:
@@ -351,6 +351,10 @@ class Engine:
                     self._freed = anyio.Event()
                 with anyio.move_on_after(HOLD_POLL_S):
                     await self._freed.wait()
+
+    def _ttl(self, prepared: Prepared) -> float:
+        """How long a hold for this call may live at most (renewed as a lease until then)."""
+        return max(self.settings.budget.reservation_ttl_s, prepared.deadline_s + 60)
 
     def _budget_freed(self) -> None:
         if self._freed is not None:
@@ -411,13 +415,14 @@ class Engine:
         prepared: Prepared,
         request_id: str,
         decision: Decision,
-        entry: ModelEntry,
+        cand: Candidate,
         completion: Completion,
         attempts: list[AttemptRecord],
         reservation: str,
         started: float,
         billed: _Billed,
     ) -> Answer:
+        entry = cand.entry
         estimated = completion.usage is None
         answer = completion.usage or Usage(
             input_tokens=prepared.route.input_tokens_typical, output_tokens=estimate_tokens(completion.text)
@@ -451,8 +456,12 @@ class Engine:
             prompt=prepared.prompt_text,
             strategy=decision.strategy,
         )
-        # The row is durable before the answer is returned (ledger.run is not cancellable).
-        await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
+        # The row is durable before the answer is returned (ledger.run is not cancellable). The
+        # same transaction may keep a spare hold, which the next call then takes over.
+        spare = self.budget.spare_for(
+            decision.budget, provider=entry.provider, amount_nusd=cand.worst_case_nusd, ttl_s=self._ttl(prepared)
+        )
+        await self.ledger.run(self.ledger.record, row, reservation_id=reservation, spare=spare)
         await self._release_held(billed)
         return Answer(
             request_id=request_id,

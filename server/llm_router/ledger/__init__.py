@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from .base import GROUPINGS, LedgerBase, LedgerUnavailable, LimitCheck, Refusal, RequestRow
+from .base import GROUPINGS, LedgerBase, LedgerUnavailable, LimitCheck, Refusal, RequestRow, SpareRequest
 from .sqlite import Ledger
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ __all__ = [
     "LimitCheck",
     "Refusal",
     "RequestRow",
+    "SpareRequest",
     "ledger_location",
     "ledger_url",
     "open_ledger",

@@ -8,6 +8,12 @@ Reservations are leases when ``start_upkeep`` runs: each lives ``lease_s`` and t
 holds it renews it while it runs, up to the call's own time-to-live. A server that dies (killed,
 crashed, frozen) stops renewing, so its holds lapse within about ``lease_s`` wherever it ran, and
 are reclaimed (logged in ``events``) by whichever server next reserves or tidies up.
+
+A busy server keeps one *spare* hold between calls: the transaction that records a call may also
+hold that call's worst case again (when every limit has room for it), and the next call that
+fits within it takes it over instead of opening a transaction of its own. A spare is a hold like
+any other (counted by every process, shown as reserved); it is let go within ``SPARE_IDLE_S`` of
+going unused, and when the ledger closes. Backends may decline to keep spares.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ __all__ = [
     "LimitCheck",
     "Refusal",
     "RequestRow",
+    "SpareRequest",
 ]
 
 P = ParamSpec("P")
@@ -72,6 +79,8 @@ def upsert_day_totals(mark: str, table_prefix: str = "") -> str:
         f"INSERT INTO day_totals (dim, key, day, {', '.join(SUM_COLUMNS)}) VALUES {values}"
         f" ON CONFLICT (dim, key, day) DO UPDATE SET {updates}"
     )
+SPARE_IDLE_S = 2.0
+"""A spare hold unused for this long is let go (and is no longer taken over by a call)."""
 PRUNE_BATCH = 5_000
 """Rows deleted per transaction when pruning: short enough that reservations never queue long."""
 
@@ -104,6 +113,18 @@ class Refusal:
     check: LimitCheck
     spent_nusd: int
     reserved_nusd: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpareRequest:
+    """Ask ``record`` to keep this much on hold for the next call, under these checks."""
+
+    checks: Sequence[LimitCheck]
+    amount_nusd: int
+    day: str
+    provider: str
+    tag: str
+    ttl_s: float
 
 
 @dataclass(slots=True)
@@ -280,6 +301,10 @@ class LedgerBase(ABC):
 
     def close(self) -> None:
         self.stop_upkeep()
+        try:
+            self.drop_spare()
+        except Exception:  # a spare left behind lapses with its lease, like any hold
+            log.warning("could not let the spare hold go on close", exc_info=True)
         self._close()
 
     @abstractmethod
@@ -321,8 +346,18 @@ class LedgerBase(ABC):
         """Free a hold (a call that failed or was cancelled). Releasing twice is harmless."""
 
     @abstractmethod
-    def record(self, row: RequestRow, *, reservation_id: str | None = None) -> None:
-        """Write a request row, its rollup and the release of its reservation in one transaction."""
+    def record(self, row: RequestRow, *, reservation_id: str | None = None, spare: SpareRequest | None = None) -> None:
+        """Write a request row, its rollup and the release of its reservation in one transaction.
+        ``spare``: in the same transaction, keep that much on hold for this process's next call
+        if every check allows it and no spare is kept yet (a backend may ignore it)."""
+
+    @property
+    def spare_nusd(self) -> int:
+        """The spare hold kept for the next call (0 when none)."""
+        return 0
+
+    def drop_spare(self, *, idle_s: float = 0.0) -> None:
+        """Let the spare hold go (only if it has gone unused for ``idle_s``)."""
 
     @abstractmethod
     def reclaim(self, *, dead_pids: bool = True) -> int:
@@ -438,11 +473,14 @@ class LedgerBase(ABC):
         """Backends with a write-ahead log flush it here, off the request path."""
 
     def _upkeep_loop(self, renew_every: float, interval_s: float) -> None:
-        last_tidy = time.monotonic()
-        while not self._stop.wait(renew_every):
+        last_renew = last_tidy = time.monotonic()
+        while not self._stop.wait(min(renew_every, SPARE_IDLE_S)):
             try:
-                self._checkpoint()
-                self.renew()
+                self.drop_spare(idle_s=SPARE_IDLE_S)
+                if time.monotonic() - last_renew >= renew_every * 0.99:
+                    last_renew = time.monotonic()
+                    self._checkpoint()
+                    self.renew()
                 if time.monotonic() - last_tidy >= interval_s:
                     last_tidy = time.monotonic()
                     self.tidy()

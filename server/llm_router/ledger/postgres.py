@@ -37,6 +37,7 @@ from .base import (
     LimitCheck,
     Refusal,
     RequestRow,
+    SpareRequest,
     now_iso,
     reclaim_detail,
     report_query,
@@ -282,7 +283,8 @@ class PostgresLedger(LedgerBase):
     def release(self, reservation_id: str) -> None:
         self._call(lambda c: c.execute("DELETE FROM reservations WHERE id = %s", (reservation_id,)), tx=True)
 
-    def record(self, row: RequestRow, *, reservation_id: str | None = None) -> None:
+    def record(self, row: RequestRow, *, reservation_id: str | None = None, spare: SpareRequest | None = None) -> None:
+        # No spare holds here: a reservation is one round trip to the server either way.
         import psycopg
 
         def write(c: psycopg.Connection[Any]) -> None:

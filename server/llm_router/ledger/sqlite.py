@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -26,11 +26,13 @@ from .base import (
     GROUPINGS,
     HOST,
     ROW_COLUMNS,
+    SPARE_IDLE_S,
     LedgerBase,
     LimitCheck,
     Refusal,
     RequestRow,
     ScopeKind,
+    SpareRequest,
     now_iso,
     reclaim_detail,
     report_query,
@@ -117,6 +119,7 @@ class Ledger(LedgerBase):
         need not look for lapsed holds to reclaim."""
         self._own_holds: dict[str, tuple[int, str, str, str]] = {}
         """This process's live holds: id -> (amount, day, provider, tag), to keep the cache exact."""
+        self._spare: _Spare | None = None
         try:
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             _use_wal(self._conn, busy_timeout_s)
@@ -227,6 +230,9 @@ class Ledger(LedgerBase):
     ) -> str | Refusal:
         cache = self._usage_cache
         with self._lock:
+            rid = self._take_spare(checks, amount_nusd, day=day, provider=provider, tag=tag, ttl_s=ttl_s)
+            if rid is not None:
+                return rid
             if poll:
                 # Spend only grows, so a refusal read a moment ago still holds; a fit is re-checked
                 # under the write lock below. (A first try skips this: it would read twice.)
@@ -238,6 +244,8 @@ class Ledger(LedgerBase):
             with self._tx() as c:
                 now = time.time()
                 cache.sync(c, now)
+                if self._spare is not None:  # not fit for this call: let it go, it must not stand in the way
+                    self._delete_spare(c)
                 if now >= self._next_lapse or cache.version != self._lapse_version:
                     if self._reclaim(c, now, dead_pids=False):
                         cache.clear()
@@ -261,6 +269,69 @@ class Ledger(LedgerBase):
             self._next_lapse = min(self._next_lapse, expires)
             return rid
 
+    def _take_spare(
+        self, checks: Sequence[LimitCheck], amount_nusd: int, *, day: str, provider: str, tag: str, ttl_s: float
+    ) -> str | None:
+        """The spare hold's id, when it can stand for this call's reservation: same day, provider
+        and tag, at least as large, fresh, long-lived enough, and every check (read from the file
+        as of now) would have granted this call's own hold in its place."""
+        spare = self._spare
+        if spare is None or (spare.day, spare.provider, spare.tag) != (day, provider, tag) or spare.amount < amount_nusd:
+            return None
+        now = time.time()
+        if now - spare.made_at > SPARE_IDLE_S or spare.hard_expires - now < ttl_s - SPARE_IDLE_S:
+            return None
+        self._usage_cache.sync(self._conn, now)
+        for check in checks:
+            spent, reserved = self._usage(check, now)
+            if spent + reserved - spare.amount + amount_nusd > check.limit_nusd:
+                return None
+        self._spare = None
+        return spare.rid
+
+    def _keep_spare(self, c: sqlite3.Connection, want: SpareRequest, now: float) -> _Spare | None:
+        """Inside a write transaction whose own writes the cache already knows: hold ``want`` for
+        the next call if every check has room for it."""
+        for check in want.checks:
+            spent, reserved = self._usage(check, now)
+            if spent + reserved + want.amount_nusd > check.limit_nusd:
+                return None
+        rid = os.urandom(16).hex()
+        expires, hard = self._expiry(now, want.ttl_s)
+        c.execute(
+            "INSERT INTO reservations (id, request_id, created_at, expires_at, host, pid, day, provider, tag,"
+            " amount_nusd, owner, hard_expires_at) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rid, now, expires, HOST, self._pid, want.day, want.provider, want.tag, want.amount_nusd, self.owner, hard),
+        )
+        self._own_holds[rid] = (want.amount_nusd, want.day, want.provider, want.tag)
+        self._usage_cache.add(want.day, want.provider, want.tag, reserved=want.amount_nusd)
+        self._usage_cache.lapses_at = min(self._usage_cache.lapses_at, expires)
+        self._next_lapse = min(self._next_lapse, expires)
+        return _Spare(rid, want.amount_nusd, want.day, want.provider, want.tag, hard, now)
+
+    def _delete_spare(self, c: sqlite3.Connection) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            deleted = c.execute("DELETE FROM reservations WHERE id = ?", (spare.rid,)).rowcount > 0
+            self._forget_hold(spare.rid, deleted)
+
+    @property
+    def spare_nusd(self) -> int:
+        spare = self._spare
+        return 0 if spare is None else spare.amount
+
+    def drop_spare(self, *, idle_s: float = 0.0) -> None:
+        with self._lock:
+            spare = self._spare
+            if spare is None or time.time() - spare.made_at < idle_s:
+                return
+            try:
+                with self._tx() as c:
+                    self._delete_spare(c)
+            except BaseException:
+                self._usage_cache.clear()
+                raise
+
     def _forget_hold(self, reservation_id: str, deleted: bool) -> None:
         """After a committed delete of a reservation: take its amount out of the cached holds."""
         hold = self._own_holds.pop(reservation_id, None)
@@ -277,20 +348,38 @@ class Ledger(LedgerBase):
                 deleted = c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount > 0
             self._forget_hold(reservation_id, deleted)
 
-    def record(self, row: RequestRow, *, reservation_id: str | None = None) -> None:
+    def record(self, row: RequestRow, *, reservation_id: str | None = None, spare: SpareRequest | None = None) -> None:
+        cache = self._usage_cache
         with self._lock:
-            deleted = False
-            with self._tx() as c:
-                if reservation_id is not None:
-                    deleted = c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount > 0
-                    if not deleted:
-                        self._late_settle(c, row, reservation_id)
-                c.execute(_INSERT_ROW, row.values())
-                c.execute(_UPSERT_ROLLUP, row.rollup_values())
-                c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
-            if reservation_id is not None:
-                self._forget_hold(reservation_id, deleted)
-            self._usage_cache.add(row.day, row.provider or "", row.tag, spent=row.cost_nusd)
+            kept: _Spare | None = None
+            try:
+                with self._tx() as c:
+                    now = time.time()
+                    keep = spare is not None and self._spare is None
+                    if keep:
+                        cache.sync(c, now)  # figures as of this transaction's start
+                    deleted = False
+                    if reservation_id is not None:
+                        deleted = c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount > 0
+                        if not deleted:
+                            self._late_settle(c, row, reservation_id)
+                    c.execute(_INSERT_ROW, row.values())
+                    c.execute(_UPSERT_ROLLUP, row.rollup_values())
+                    c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
+                    # The cache learns of these writes now (and is dropped below should they roll back).
+                    if reservation_id is not None:
+                        self._forget_hold(reservation_id, deleted)
+                    cache.add(row.day, row.provider or "", row.tag, spent=row.cost_nusd)
+                    if keep:
+                        assert spare is not None
+                        kept = self._keep_spare(c, spare, now)
+            except BaseException:
+                cache.clear()
+                if kept is not None:
+                    self._own_holds.pop(kept.rid, None)
+                raise
+            if kept is not None:
+                self._spare = kept
 
     def _late_settle(self, c: sqlite3.Connection, row: RequestRow, reservation_id: str) -> None:
         # Its hold was reclaimed while the call ran (the process was frozen past its lease): the
@@ -458,6 +547,19 @@ class Ledger(LedgerBase):
             cur = self._conn.execute(sql, list(params))
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+@dataclass(frozen=True, slots=True)
+class _Spare:
+    """A hold this process keeps for its next call (``request_id`` NULL in the file)."""
+
+    rid: str
+    amount: int
+    day: str
+    provider: str
+    tag: str
+    hard_expires: float
+    made_at: float
 
 
 class _BusyLock:
