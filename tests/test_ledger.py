@@ -990,8 +990,14 @@ def test_a_spare_that_does_not_suit_the_next_call_is_let_go_in_its_reservation(s
 
 def test_no_spare_is_kept_where_a_limit_has_no_room_for_it(sqlite_ledger: Ledger) -> None:
     sqlite_ledger.record(row(cost_nusd=9_000), spare=spare(2_000, limit=10_000))
-
     assert sqlite_ledger.spare_nusd == 0 and sqlite_ledger.reservations_total() == 0
+
+    # The same when the settling call's own hold would have become the spare.
+    rid = reserve(sqlite_ledger, [daily(20_000)], 1_000)
+    assert isinstance(rid, str)
+    sqlite_ledger.record(row(cost_nusd=9_000), reservation_id=rid, spare=spare(3_000, limit=20_000))
+    assert sqlite_ledger.spare_nusd == 0 and sqlite_ledger.reservations_total() == 0
+    assert sqlite_ledger.usage(daily(20_000)) == (18_000, 0)
 
 
 def test_an_unused_spare_is_let_go_by_upkeep_and_on_close(ledger_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:

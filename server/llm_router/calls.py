@@ -93,13 +93,20 @@ Period = Literal["today", "yesterday", "this_week", "this_month", "last_7_days",
 Grouping = Literal["provider", "model", "task_type", "tag", "day"]
 
 
+_json_string = json.encoder.encode_basestring  # a str as JSON, non-ASCII kept (as _COMPACT writes it)
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once: json.dumps with
 # arguments builds a new encoder per call
 
 
 def prompt_hash(system: str | None, messages: list[tuple[str, str]]) -> str:
-    """SHA-256 of the prompt, what the ledger keeps instead of the text (unless store_prompts)."""
-    return hashlib.sha256(_COMPACT.encode({"system": system, "messages": messages}).encode()).hexdigest()
+    """SHA-256 of the prompt, what the ledger keeps instead of the text (unless store_prompts):
+    of its compact JSON ``{"system": …, "messages": [[role, content], …]}``. A lone user prompt
+    without system text, the usual call, is spelled out directly (the same bytes, a test checks)."""
+    if system is None and len(messages) == 1 and messages[0][0] == "user":
+        text = '{"system":null,"messages":[["user",' + _json_string(messages[0][1]) + "]]}"
+    else:
+        text = _COMPACT.encode({"system": system, "messages": messages})
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class UsageOut(BaseModel):

@@ -289,13 +289,34 @@ class Ledger(LedgerBase):
         self._spare = None
         return spare.rid
 
+    def _room_for(self, checks: Sequence[LimitCheck], amount_nusd: int, now: float) -> bool:
+        return all(sum(self._usage(check, now)) + amount_nusd <= check.limit_nusd for check in checks)
+
+    def _hold_becomes_spare(self, c: sqlite3.Connection, rid: str, want: SpareRequest, now: float) -> _Spare | None:
+        """Turn a call's hold into the spare (None when the hold is no longer in the file)."""
+        expires, hard = self._expiry(now, want.ttl_s)
+        found = c.execute(
+            "UPDATE reservations SET request_id = NULL, created_at = ?, expires_at = ?, hard_expires_at = ?, day = ?,"
+            " provider = ?, tag = ?, amount_nusd = ? WHERE id = ?",
+            (now, expires, hard, want.day, want.provider, want.tag, want.amount_nusd, rid),
+        ).rowcount > 0
+        self._forget_hold(rid, found)
+        if not found:
+            return None
+        return self._note_spare(rid, want, now, expires, hard)
+
+    def _note_spare(self, rid: str, want: SpareRequest, now: float, expires: float, hard: float) -> _Spare:
+        self._own_holds[rid] = (want.amount_nusd, want.day, want.provider, want.tag)
+        self._usage_cache.add(want.day, want.provider, want.tag, reserved=want.amount_nusd)
+        self._usage_cache.lapses_at = min(self._usage_cache.lapses_at, expires)
+        self._next_lapse = min(self._next_lapse, expires)
+        return _Spare(rid, want.amount_nusd, want.day, want.provider, want.tag, hard, now)
+
     def _keep_spare(self, c: sqlite3.Connection, want: SpareRequest, now: float) -> _Spare | None:
         """Inside a write transaction whose own writes the cache already knows: hold ``want`` for
         the next call if every check has room for it."""
-        for check in want.checks:
-            spent, reserved = self._usage(check, now)
-            if spent + reserved + want.amount_nusd > check.limit_nusd:
-                return None
+        if not self._room_for(want.checks, want.amount_nusd, now):
+            return None
         rid = os.urandom(16).hex()
         expires, hard = self._expiry(now, want.ttl_s)
         c.execute(
@@ -303,11 +324,7 @@ class Ledger(LedgerBase):
             " amount_nusd, owner, hard_expires_at) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (rid, now, expires, HOST, self._pid, want.day, want.provider, want.tag, want.amount_nusd, self.owner, hard),
         )
-        self._own_holds[rid] = (want.amount_nusd, want.day, want.provider, want.tag)
-        self._usage_cache.add(want.day, want.provider, want.tag, reserved=want.amount_nusd)
-        self._usage_cache.lapses_at = min(self._usage_cache.lapses_at, expires)
-        self._next_lapse = min(self._next_lapse, expires)
-        return _Spare(rid, want.amount_nusd, want.day, want.provider, want.tag, hard, now)
+        return self._note_spare(rid, want, now, expires, hard)
 
     def _delete_spare(self, c: sqlite3.Connection) -> None:
         spare, self._spare = self._spare, None
@@ -355,24 +372,32 @@ class Ledger(LedgerBase):
             try:
                 with self._tx() as c:
                     now = time.time()
-                    keep = spare is not None and self._spare is None
-                    if keep:
+                    want = spare if self._spare is None else None
+                    if want is not None:
                         cache.sync(c, now)  # figures as of this transaction's start
-                    deleted = False
+                    # The cache learns of each write as it is made (and is dropped below should the
+                    # transaction roll back).
                     if reservation_id is not None:
-                        deleted = c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount > 0
-                        if not deleted:
+                        if want is not None and reservation_id in self._own_holds:
+                            # The call's hold itself becomes the spare: one statement, not two.
+                            kept = self._hold_becomes_spare(c, reservation_id, want, now)
+                            gone = kept is None
+                        else:
+                            gone = c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount == 0
+                            self._forget_hold(reservation_id, not gone)
+                        if gone:
                             self._late_settle(c, row, reservation_id)
                     c.execute(_INSERT_ROW, row.values())
                     c.execute(_UPSERT_ROLLUP, row.rollup_values())
                     c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
-                    # The cache learns of these writes now (and is dropped below should they roll back).
-                    if reservation_id is not None:
-                        self._forget_hold(reservation_id, deleted)
                     cache.add(row.day, row.provider or "", row.tag, spent=row.cost_nusd)
-                    if keep:
-                        assert spare is not None
-                        kept = self._keep_spare(c, spare, now)
+                    if want is not None:
+                        if kept is None:
+                            kept = self._keep_spare(c, want, now)
+                        elif not self._room_for(want.checks, 0, now):  # over a limit with it: let it go
+                            self._spare = kept
+                            self._delete_spare(c)
+                            kept = None
             except BaseException:
                 cache.clear()
                 if kept is not None:
