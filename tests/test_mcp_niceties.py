@@ -180,3 +180,30 @@ async def test_output_schemas_stay_published_and_the_server_does_not_validate_it
     for name, result in results.items():
         assert not result.is_error, result
         validate(result.structured_content, schemas[name])
+
+
+async def test_text_that_looks_like_json_is_sent_as_given_and_lists_may_still_come_as_json_text(engine: Engine) -> None:
+    """The SDK reads JSON out of string arguments whose parameter is not plainly a str (clients
+    such as Claude Desktop send lists as JSON text). For a prompt that happens to be a JSON
+    array or object that turned it into a list and refused the call; free text now goes as given,
+    while messages and model chains sent as JSON text are still understood."""
+    seen: list[Any] = []
+    real = engine.complete
+
+    async def spy(args: Any, **kw: Any) -> Any:
+        seen.append(args)
+        return await real(args, **kw)
+
+    engine.complete = spy  # type: ignore[method-assign]
+    async with Client(create_server(engine)) as client:
+        for text in ('[1, 2, 3]', '{"a": 1}', '"quoted"', "42", "null"):
+            result = await client.call_tool("complete", {"prompt": text, "system": text, "tag": text, "task_type": "x"})
+            assert not result.is_error, (text, result.content)
+            assert (seen[-1].prompt, seen[-1].system, seen[-1].tag) == (text, text, text)
+        as_text = await client.call_tool("complete", {
+            "messages": '[{"role": "user", "content": "[\\"keep\\", \\"me\\"]"}]',
+            "model": '["anthropic:claude-haiku-4-5", "openai:gpt-4o-mini"]',
+        })
+        assert not as_text.is_error, as_text.content
+        assert seen[-1].messages[0].content == '["keep", "me"]'
+        assert seen[-1].model == ["anthropic:claude-haiku-4-5", "openai:gpt-4o-mini"]

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Protocol
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
@@ -111,6 +112,21 @@ def _wants_progress(ctx: Context) -> bool:
             return True
         outbound = getattr(outbound, "_inner", None)
     return False
+
+
+FREE_TEXT = frozenset({"prompt", "system", "tag", "task_type"})
+"""Arguments that are text to pass on as given, whatever it looks like."""
+
+
+class _Arguments(FuncMetadata):
+    """The SDK reads a string argument as JSON when the parameter is not plainly ``str`` (Claude
+    Desktop sends lists as JSON text). For free text that is wrong: a prompt that is a JSON array
+    or object was turned into a list or dict and the call refused. Free text is taken as given;
+    every other argument keeps the SDK's leniency."""
+
+    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        maybe_json = {k: v for k, v in data.items() if isinstance(v, str) and k not in FREE_TEXT}
+        return data | super().pre_parse_json(maybe_json) if maybe_json else data
 
 
 def _nobody_listens(server: MCPServer) -> bool:
@@ -418,4 +434,5 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
     # clients validate against it); only the server's second check goes.
     for tool in server._tool_manager.list_tools():
         tool.fn_metadata.output_model = None
+        tool.fn_metadata = _Arguments.model_construct(**dict(tool.fn_metadata))
     return server
