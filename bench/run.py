@@ -1,6 +1,6 @@
 """What the router costs on the path of a call, against a floor measured in the same run.
 
-    python bench/run.py [--calls N] [--quick] [--concurrency C] [--cold-runs K] [--no-mcp] [--no-litellm]
+    python bench/run.py [--calls N] [--quick] [--concurrency C] [--cold-runs K] [--servers S] [--no-mcp] [--no-litellm]
 
 Starts a loopback OpenAI-compatible upstream (``bench/upstream.py``) in its own process, then
 prints, side by side:
@@ -8,7 +8,8 @@ prints, side by side:
 * in-process: ``Engine.complete`` (route → reserve in SQLite → call → settle + ledger row) versus
   one pooled ``httpx.AsyncClient`` posting the same JSON — p50/p99 and the difference;
 * the same, streamed (what the MCP ``complete`` tool asks the engine for);
-* over MCP (stdio): our ``complete`` tool versus a bare MCPServer tool (``bench/bare_server.py``);
+* over MCP (stdio): our ``complete`` tool versus a bare MCPServer tool (``bench/bare_server.py``),
+  the calls spread over S processes of each (default 3);
 * cold start: process start to the first ``tools/list`` answer, ours versus the bare server;
 * concurrency: C concurrent ``Engine.complete`` calls — wall time, throughput, errors, ledger rows;
 * when ``litellm`` is importable: ``litellm.Router.acompletion`` versus the same floor (in a
@@ -349,8 +350,7 @@ def stdio_params(kind: str, cfg: Path, base_url: str) -> Any:
 
 @contextlib.asynccontextmanager
 async def mcp_client(kind: str, cfg: Path, base_url: str) -> AsyncIterator[Any]:
-    """A real MCP client session over stdio; the server's stderr goes to a log beside the config
-    (both servers log every upstream request at INFO, which would flood the table)."""
+    """A real MCP client session over stdio; the server's stderr goes to a log beside the config."""
     from mcp import Client
     from mcp.client.stdio import stdio_client
 
@@ -359,29 +359,56 @@ async def mcp_client(kind: str, cfg: Path, base_url: str) -> AsyncIterator[Any]:
             yield client
 
 
-async def over_mcp(base_url: str, folder: Path, n: int, warmup: int) -> dict[str, Any]:
-    cfg = write_config(folder, "mcp", base_url)
+async def over_mcp(base_url: str, folder: Path, n: int, warmup: int, servers: int) -> dict[str, Any]:
+    """n calls to each kind of server, spread over ``servers`` processes of each kind (each of ours
+    with its own ledger): one process's luck (its memory layout, its core) moves a median by
+    several per cent, so no single pair decides the ratio."""
+    cfgs = [write_config(folder, f"mcp{i}", base_url) for i in range(servers)]
     call = {"prompt": PROMPT, "max_tokens": MAX_TOKENS}
-    async with mcp_client("ours", cfg, base_url) as ours_c, mcp_client("bare", cfg, base_url) as bare_c:
 
-        async def ours() -> Any:
-            r = await ours_c.call_tool("complete", call)
+    def caller(client: Any) -> Callable[[], Awaitable[Any]]:
+        async def one() -> Any:
+            r = await client.call_tool("complete", call)
             if r.is_error:
                 raise RuntimeError(r.content[0].text)
             return r
 
-        async def bare() -> Any:
-            r = await bare_c.call_tool("complete", call)
-            if r.is_error:
-                raise RuntimeError(r.content[0].text)
-            return r
+        return one
 
-        for _ in range(warmup):
-            await ours()
-            await bare()
-        a, b = await interleaved(n, ours, bare, ("llm-router complete", "bare MCPServer tool"))
-    rows, held = count_rows(ledger_file(cfg))
-    return {"pair": (a, b), "rows": rows, "held": held, "expected_rows": warmup + n}
+    async with contextlib.AsyncExitStack() as stack:
+        pairs = [
+            (
+                caller(await stack.enter_async_context(mcp_client("ours", cfg, base_url))),
+                caller(await stack.enter_async_context(mcp_client("bare", cfg, base_url))),
+            )
+            for cfg in cfgs
+        ]
+        for ours, bare in pairs:
+            for _ in range(warmup):
+                await ours()
+                await bare()
+        a: list[float] = []
+        b: list[float] = []
+        per_server: list[tuple[list[float], list[float]]] = [([], []) for _ in pairs]
+        clock = time.perf_counter
+        for i in range(n):
+            k = i % len(pairs)
+            (ours, bare), (pa, pb) = pairs[k], per_server[k]
+            order = ((ours, a, pa), (bare, b, pb)) if (i // len(pairs)) % 2 == 0 else ((bare, b, pb), (ours, a, pa))
+            for fn, out, mine in order:
+                t0 = clock()
+                await fn()
+                dt = clock() - t0
+                out.append(dt)
+                mine.append(dt)
+    counts = [count_rows(ledger_file(cfg)) for cfg in cfgs]
+    return {
+        "pair": (Series("llm-router complete", a), Series("bare MCPServer tool", b)),
+        "per_server": [(statistics.median(x), statistics.median(y)) for x, y in per_server],
+        "rows": sum(r for r, _ in counts),
+        "held": sum(h for _, h in counts),
+        "expected_rows": servers * warmup + n,
+    }
 
 
 async def cold_start(base_url: str, folder: Path, runs: int) -> dict[str, Any]:
@@ -529,6 +556,9 @@ def main() -> int:
         "--cold-runs", type=int, default=None, help="cold starts per server (default 5; 3 with --quick)"
     )
     p.add_argument("--no-mcp", action="store_true", help="skip the MCP and cold-start sections")
+    p.add_argument(
+        "--servers", type=int, default=None, help="server processes of each kind for the MCP series (default 3; 1 with --quick)"
+    )
     p.add_argument("--no-litellm", action="store_true", help="skip the litellm row")
     p.add_argument("--litellm-worker", metavar="BASE_URL", help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, default=None, help=argparse.SUPPRESS)
@@ -538,6 +568,7 @@ def main() -> int:
     cold_runs = max(1, min(a.cold_runs or (3 if a.quick else 5), 20))
     conc = max(1, min(a.concurrency, 1000))
     bursts = 2 if a.quick else 3
+    servers = max(1, min(a.servers or (1 if a.quick else 3), 8))
 
     if a.litellm_worker:
         litellm_worker(a.litellm_worker, n, warmup)
@@ -599,7 +630,7 @@ def main() -> int:
         # 3. Over MCP.
         if not a.no_mcp:
             try:
-                m = anyio.run(phase, over_mcp, base_url, folder, n, warmup)
+                m = anyio.run(phase, over_mcp, base_url, folder, n, warmup, servers)
             except BaseException:
                 for log in sorted(folder.glob("*-stderr.log")):
                     print(
@@ -608,9 +639,14 @@ def main() -> int:
                     )
                 raise
             print(
-                "3. Over MCP (stdio, real client, sequential `complete` tool calls, no progress asked: neither streams)"
+                "3. Over MCP (stdio, real client, sequential `complete` tool calls, no progress asked: neither streams;"
+                f" {servers} processes of each, calls spread over them)"
             )
             print_pair(*m["pair"], overhead=False)
+            print(
+                "  per process pair, p50 ours / bare: "
+                + ", ".join(f"{x * 1e3:.2f}/{y * 1e3:.2f} ms ({x / y:.2f}×)" for x, y in m["per_server"])
+            )
             print(
                 f"  ledger: {m['rows']} rows written (expected {m['expected_rows']}), {m['held']} reservations left open\n"
             )
