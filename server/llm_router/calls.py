@@ -93,6 +93,7 @@ Period = Literal["today", "yesterday", "this_week", "this_month", "last_7_days",
 Grouping = Literal["provider", "model", "task_type", "tag", "day"]
 
 
+_SHA256 = hashlib.sha256()  # copied per prompt: cheaper than looking the algorithm up each time
 _json_string = json.encoder.encode_basestring  # a str as JSON, non-ASCII kept (as _COMPACT writes it)
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once: json.dumps with
 # arguments builds a new encoder per call
@@ -106,7 +107,9 @@ def prompt_hash(system: str | None, messages: list[tuple[str, str]]) -> str:
         text = '{"system":null,"messages":[["user",' + _json_string(messages[0][1]) + "]]}"
     else:
         text = _COMPACT.encode({"system": system, "messages": messages})
-    return hashlib.sha256(text.encode()).hexdigest()
+    digest = _SHA256.copy()
+    digest.update(text.encode())
+    return digest.hexdigest()
 
 
 class UsageOut(BaseModel):

@@ -73,6 +73,8 @@ class Prepared:
     tag: str
     task_type: str
     deadline_s: float
+    ttl_s: float
+    """How long a hold for this call may live at most (renewed as a lease until then)."""
     prompt_hash: str
     prompt_text: str | None
 
@@ -194,7 +196,8 @@ class Engine:
             route=route,
             tag=tag,
             task_type=task_type,
-            deadline_s=args.deadline_s or self.settings.resilience.deadline_s,
+            deadline_s=(deadline_s := args.deadline_s or self.settings.resilience.deadline_s),
+            ttl_s=max(self.settings.budget.reservation_ttl_s, deadline_s + 60),
             prompt_hash=prompt_hash(request.system, pairs),
             prompt_text=json.dumps({"system": request.system, "messages": pairs}, ensure_ascii=False)
             if self.settings.ledger.store_prompts
@@ -332,7 +335,7 @@ class Engine:
         Raises:
             BudgetExceeded: when what is spent leaves no room, or the deadline comes first.
         """
-        ttl = self._ttl(prepared)
+        ttl = prepared.ttl_s
         poll = False
         while True:
             try:
@@ -351,10 +354,6 @@ class Engine:
                     self._freed = anyio.Event()
                 with anyio.move_on_after(HOLD_POLL_S):
                     await self._freed.wait()
-
-    def _ttl(self, prepared: Prepared) -> float:
-        """How long a hold for this call may live at most (renewed as a lease until then)."""
-        return max(self.settings.budget.reservation_ttl_s, prepared.deadline_s + 60)
 
     def _budget_freed(self) -> None:
         if self._freed is not None:
@@ -459,7 +458,7 @@ class Engine:
         # The row is durable before the answer is returned (ledger.run is not cancellable). The
         # same transaction may keep a spare hold, which the next call then takes over.
         spare = self.budget.spare_for(
-            decision.budget, provider=entry.provider, amount_nusd=cand.worst_case_nusd, ttl_s=self._ttl(prepared)
+            decision.budget, provider=entry.provider, amount_nusd=cand.worst_case_nusd, ttl_s=prepared.ttl_s
         )
         await self.ledger.run(self.ledger.record, row, reservation_id=reservation, spare=spare)
         await self._release_held(billed)
