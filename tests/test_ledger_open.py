@@ -17,6 +17,7 @@ from llm_router.config import LedgerConfig, Settings, settings_from_dict
 from llm_router.engine import Engine
 from llm_router.ledger import Ledger, LedgerUnavailable, RequestRow, ledger_location, open_ledger
 from llm_router.ledger import base as ledger_base
+from llm_router.ledger.postgres import MIGRATIONS as postgres_migrations
 from llm_router.ledger.postgres import PostgresLedger, redact_url
 from llm_router.types import ConfigError
 
@@ -56,7 +57,7 @@ def test_llm_router_db_url_opens_the_postgresql_ledger_whatever_the_file_says(
     led = open_ledger(ledger_settings(tmp_path, path=str(tmp_path / "also-ignored.db")), upkeep=False)
     try:
         assert isinstance(led, PostgresLedger)
-        assert led.migrations_applied[-1] == "008_lean_reservations"
+        assert led.migrations_applied[-1] == postgres_migrations[-1][0]
     finally:
         led.close()
     assert not (tmp_path / "ignored.db").exists()
