@@ -27,13 +27,14 @@ def _loaded(config: Path) -> set[str]:
     return set(filter(None, out.stdout.strip().split(",")))
 
 
-def test_a_migrated_ledger_and_a_self_described_model_load_neither_sqlite_utils_nor_genai_prices(tmp_path: Path) -> None:
+def _config(tmp_path: Path, providers: str) -> Path:
     config = tmp_path / "c.toml"
-    config.write_text(
-        f"""
-[ledger]
-path = "{(tmp_path / "l.db").as_posix()}"
+    config.write_text(f'[ledger]\npath = "{(tmp_path / "l.db").as_posix()}"\n{providers}', encoding="utf-8")
+    return config
 
+
+def test_a_migrated_ledger_and_a_self_described_model_load_neither_sqlite_utils_nor_genai_prices(tmp_path: Path) -> None:
+    config = _config(tmp_path, """
 [[providers]]
 name = "local"
 kind = "openai"
@@ -44,25 +45,16 @@ input_per_mtok = 0.15
 output_per_mtok = 0.60
 [providers.model_overrides."m"]
 context_window = 128000
-""",
-        encoding="utf-8",
-    )
+""")
     assert _loaded(config) == {"sqlite_utils"}  # a new ledger file is migrated: sqlite-utils does it
     assert _loaded(config) == set()  # already migrated; prices and window from the config
 
 
 def test_a_hosted_model_is_priced_from_genai_prices(tmp_path: Path) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f"""
-[ledger]
-path = "{(tmp_path / "l.db").as_posix()}"
-
+    config = _config(tmp_path, """
 [[providers]]
 name = "openai"
 kind = "openai"
 models = ["gpt-4o-mini"]
-""",
-        encoding="utf-8",
-    )
+""")
     assert "genai_prices" in _loaded(config)

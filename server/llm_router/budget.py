@@ -167,14 +167,24 @@ class BudgetSnapshot:
     per_request_nusd: int | None
     _tiers: dict[str | None, Tier] = field(default_factory=dict, repr=False)
     """Each provider's tier, worked out once: routing asks for it per candidate and overall."""
+    _mine: dict[str, list[LimitState]] = field(default_factory=dict, repr=False)
+    """Each provider's limits, worked out once: routing, the reservation, the spare and the
+    answer's budget all ask."""
 
     def for_provider(self, provider: str) -> list[LimitState]:
-        return [
-            s
-            for s in self.states
-            if s.check is not None
-            and (s.check.scope_kind != "provider" or s.check.scope_name == provider)
-        ]
+        mine = self._mine.get(provider)
+        if mine is None:
+            mine = self._mine[provider] = [
+                s
+                for s in self.states
+                if s.check is not None
+                and (s.check.scope_kind != "provider" or s.check.scope_name == provider)
+            ]
+        return mine
+
+    def checks(self, provider: str) -> list[LimitCheck]:
+        """The checks a hold on this provider must pass."""
+        return [s.check for s in self.for_provider(provider) if s.check is not None]
 
     def tier(self, provider: str | None = None) -> Tier:
         tier = self._tiers.get(provider)
@@ -315,8 +325,7 @@ class Budget:
         on it is in the normal tier, so that near a limit no hold is kept that nobody is using."""
         if snapshot.tier(provider) != "normal":
             return None
-        checks = [s.check for s in snapshot.for_provider(provider) if s.check is not None]
-        return SpareRequest(checks, SPARE_MARGIN * amount_nusd, snapshot.day, provider, snapshot.tag, ttl_s)
+        return SpareRequest(snapshot.checks(provider), SPARE_MARGIN * amount_nusd, snapshot.day, provider, snapshot.tag, ttl_s)
 
     def reserve(
         self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, request_id: str, ttl_s: float | None = None,
@@ -334,9 +343,8 @@ class Budget:
                 limit_name="global per_request", limit_nusd=per_request, spent_nusd=0, reserved_nusd=0,
                 needed_nusd=amount_nusd, resets_at=None,
             )
-        checks = [s.check for s in snapshot.for_provider(provider) if s.check is not None]
         result = self.ledger.reserve(
-            checks, amount_nusd, request_id=request_id, day=snapshot.day, provider=provider, tag=snapshot.tag,
+            snapshot.checks(provider), amount_nusd, request_id=request_id, day=snapshot.day, provider=provider, tag=snapshot.tag,
             ttl_s=ttl_s or self.config.reservation_ttl_s, poll=poll,
         )
         if isinstance(result, Refusal):

@@ -68,6 +68,14 @@ DAY_TOTALS_FROM_ROLLUPS = "INSERT INTO day_totals (dim, key, day, " + ", ".join(
 """Derives every day total from the rollups (same SQL on both backends)."""
 
 
+def add_to_rollup(table_prefix: str = "") -> str:
+    """The ON CONFLICT clause that adds a new rollup row's sums to the one already there
+    (``table_prefix``: how PostgreSQL names the old value)."""
+    return "ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET " + ", ".join(
+        f"{c} = {table_prefix}{c} + excluded.{c}" for c in SUM_COLUMNS
+    )
+
+
 def upsert_day_totals(mark: str, table_prefix: str = "") -> str:
     """The statement that adds one request row to its five day totals in one round trip
     (``mark``: the driver's placeholder; ``table_prefix``: how PostgreSQL names the old value)."""
@@ -384,9 +392,23 @@ class LedgerBase(ABC):
     ) -> list[dict[str, Any]]:
         """Sums per group over the rollups for days in [first_day, last_day], dearest first."""
 
-    @abstractmethod
+    _NEWEST_LAST_TIE = "id"
+    """Breaks ties between rows of the same millisecond (SQLite: insertion order, ``rowid``)."""
+
     def rows(self, *, day: str | None = None, limit: int = 50, request_id: str | None = None) -> list[dict[str, Any]]:
         """Raw request rows, newest first."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if day is not None:
+            clauses.append("day = ?")
+            params.append(day)
+        if request_id is not None:
+            clauses.append("id = ?")
+            params.append(request_id)
+        sql = "SELECT * FROM requests" + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+        sql += f" ORDER BY ts DESC, {self._NEWEST_LAST_TIE} DESC LIMIT ?"
+        params.append(limit)
+        return self.query(sql, params)
 
     @abstractmethod
     def events(self, limit: int = 50) -> list[dict[str, Any]]:

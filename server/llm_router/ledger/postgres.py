@@ -42,6 +42,7 @@ from .base import (
     reclaim_detail,
     report_query,
     report_rows,
+    add_to_rollup,
     upsert_day_totals,
 )
 
@@ -57,15 +58,7 @@ _UPSERT_ROLLUP = """
 INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, input_tokens, output_tokens,
                      cached_tokens, cost_nusd, reference_cost_nusd)
 VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET
-  requests = rollups.requests + 1,
-  errors = rollups.errors + excluded.errors,
-  input_tokens = rollups.input_tokens + excluded.input_tokens,
-  output_tokens = rollups.output_tokens + excluded.output_tokens,
-  cached_tokens = rollups.cached_tokens + excluded.cached_tokens,
-  cost_nusd = rollups.cost_nusd + excluded.cost_nusd,
-  reference_cost_nusd = rollups.reference_cost_nusd + excluded.reference_cost_nusd
-"""
+""" + add_to_rollup("rollups.")
 _UPSERT_DAY_TOTALS = upsert_day_totals("%s", "day_totals.")
 _NOW = "extract(epoch from clock_timestamp())::double precision"
 _SPENT = {
@@ -88,15 +81,7 @@ SELECT day, coalesce(provider, ''), coalesce(model, ''), tag, task_type, count(*
        count(*) FILTER (WHERE status <> 'ok'), sum(input_tokens), sum(output_tokens), sum(cached_tokens),
        sum(cost_nusd), sum(coalesce(reference_cost_nusd, 0))
 FROM requests GROUP BY day, coalesce(provider, ''), coalesce(model, ''), tag, task_type
-ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET
-  requests = rollups.requests + excluded.requests,
-  errors = rollups.errors + excluded.errors,
-  input_tokens = rollups.input_tokens + excluded.input_tokens,
-  output_tokens = rollups.output_tokens + excluded.output_tokens,
-  cached_tokens = rollups.cached_tokens + excluded.cached_tokens,
-  cost_nusd = rollups.cost_nusd + excluded.cost_nusd,
-  reference_cost_nusd = rollups.reference_cost_nusd + excluded.reference_cost_nusd
-"""
+""" + add_to_rollup("rollups.")
 
 
 def _load_migrations() -> list[tuple[str, str]]:
@@ -388,20 +373,6 @@ class PostgresLedger(LedgerBase):
         # COLLATE "C": ties ordered by code point, as SQLite orders them.
         sql, params = report_query(group_by, first_day, last_day, where, mark="%s", collate=' COLLATE "C"')
         return report_rows(self._call(lambda c: c.execute(sql, params).fetchall()))
-
-    def rows(self, *, day: str | None = None, limit: int = 50, request_id: str | None = None) -> list[dict[str, Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if day is not None:
-            clauses.append("day = ?")
-            params.append(day)
-        if request_id is not None:
-            clauses.append("id = ?")
-            params.append(request_id)
-        sql = "SELECT * FROM requests" + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
-        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
-        params.append(limit)
-        return self.query(sql, params)
 
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self._call(

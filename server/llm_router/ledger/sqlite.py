@@ -37,6 +37,7 @@ from .base import (
     reclaim_detail,
     report_query,
     report_rows,
+    add_to_rollup,
     upsert_day_totals,
 )
 from .schema import migrate_connection
@@ -48,15 +49,7 @@ _UPSERT_ROLLUP = """
 INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, input_tokens, output_tokens,
                      cached_tokens, cost_nusd, reference_cost_nusd)
 VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET
-  requests = requests + 1,
-  errors = errors + excluded.errors,
-  input_tokens = input_tokens + excluded.input_tokens,
-  output_tokens = output_tokens + excluded.output_tokens,
-  cached_tokens = cached_tokens + excluded.cached_tokens,
-  cost_nusd = cost_nusd + excluded.cost_nusd,
-  reference_cost_nusd = reference_cost_nusd + excluded.reference_cost_nusd
-"""
+""" + add_to_rollup()
 _UPSERT_DAY_TOTALS = upsert_day_totals("?")
 # One statement per scope kind, so each is prepared once and reused. Spend comes from the day
 # totals (a few rows a day). Holds past their expiry are not counted: their process stopped
@@ -80,15 +73,7 @@ INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, inp
 SELECT day, coalesce(provider, ''), coalesce(model, ''), tag, task_type, count(*), sum(status != 'ok'),
        sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cost_nusd), sum(coalesce(reference_cost_nusd, 0))
 FROM requests GROUP BY day, coalesce(provider, ''), coalesce(model, ''), tag, task_type
-ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET
-  requests = requests + excluded.requests,
-  errors = errors + excluded.errors,
-  input_tokens = input_tokens + excluded.input_tokens,
-  output_tokens = output_tokens + excluded.output_tokens,
-  cached_tokens = cached_tokens + excluded.cached_tokens,
-  cost_nusd = cost_nusd + excluded.cost_nusd,
-  reference_cost_nusd = reference_cost_nusd + excluded.reference_cost_nusd
-"""
+""" + add_to_rollup()
 
 _BRIEF_BUSY_MS = 5
 _CACHE_MAX_AGE_S = 1.0
@@ -100,6 +85,8 @@ T = TypeVar("T")
 
 class Ledger(LedgerBase):
     """One open ledger file. Thread-safe; all statements serialised on one connection."""
+
+    _NEWEST_LAST_TIE = "rowid"
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30) -> None:
         super().__init__()
@@ -282,10 +269,8 @@ class Ledger(LedgerBase):
         if now - spare.made_at > SPARE_IDLE_S or spare.hard_expires - now < ttl_s - SPARE_IDLE_S:
             return None
         self._usage_cache.sync(self._conn, now)
-        for check in checks:
-            spent, reserved = self._usage(check, now)
-            if spent + reserved - spare.amount + amount_nusd > check.limit_nusd:
-                return None
+        if not self._room_for(checks, amount_nusd - spare.amount, now):  # the spare counted as given back
+            return None
         self._spare = None
         return spare.rid
 
@@ -481,20 +466,6 @@ class Ledger(LedgerBase):
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return report_rows(rows)
-
-    def rows(self, *, day: str | None = None, limit: int = 50, request_id: str | None = None) -> list[dict[str, Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if day is not None:
-            clauses.append("day = ?")
-            params.append(day)
-        if request_id is not None:
-            clauses.append("id = ?")
-            params.append(request_id)
-        sql = "SELECT * FROM requests" + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
-        sql += " ORDER BY ts DESC, rowid DESC LIMIT ?"
-        params.append(limit)
-        return self.query(sql, params)
 
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
         with self._lock:
