@@ -57,13 +57,14 @@ def _serve(args: argparse.Namespace) -> int:
                 await serve_http(engine, host=args.host, port=args.port, tokens=tokens, http=settings.http, redact=redact)
             else:
                 from .mcp_server import create_server
+                from .stdio import serve_stdio
 
                 server = create_server(engine, redact=redact)
                 redact.install()
                 # What start-up built lives as long as the server: out of every later collection
                 # (a full one otherwise walks it all, a pause of tens of milliseconds).
                 gc.freeze()
-                await server.run_stdio_async()
+                await serve_stdio(server)
         finally:
             await engine.aclose()
 

@@ -1,0 +1,146 @@
+"""Serving MCP over stdin/stdout with the event loop waiting on the pipes itself.
+
+The SDK's stdio transport goes through anyio's file wrapper, so every line read, every write and
+every flush is a trip to a worker thread and back: three thread hand-offs per call, a noticeable
+part of a call's cost when the client sits on the same machine. Where stdin and stdout are pipes
+or sockets (what every MCP client starts a server with, on POSIX) the loop waits for them to be
+readable or writable instead, and reads and writes them directly; anywhere else (Windows, a file
+or terminal on stdin) the SDK's own transport serves, unchanged.
+
+Either way the wire is guarded the same: while serving, fd 0 reads from the null device and fd 1
+writes to stderr, so a stray ``print`` or a child process cannot corrupt the protocol stream; the
+wire is read and written through private duplicates, and both descriptors are put back on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+__all__ = ["LineReader", "PipeWriter", "can_serve_natively", "serve_stdio"]
+
+_CHUNK = 1 << 16
+
+
+class LineReader:
+    """The lines arriving on a pipe, decoded as UTF-8 (undecodable bytes replaced, as the SDK
+    does), each with its newline; a last line without one is still given at end of input."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buf = bytearray()
+        self._eof = False
+
+    def __aiter__(self) -> LineReader:
+        return self
+
+    async def __anext__(self) -> str:
+        buf = self._buf
+        scanned = 0
+        while True:
+            end = buf.find(b"\n", scanned)
+            if end >= 0:
+                line = bytes(buf[: end + 1])
+                del buf[: end + 1]
+                return line.decode("utf-8", "replace")
+            if self._eof:
+                if not buf:
+                    raise StopAsyncIteration
+                line = bytes(buf)
+                buf.clear()
+                return line.decode("utf-8", "replace")
+            scanned = len(buf)
+            await anyio.wait_readable(self.fd)
+            try:
+                chunk = os.read(self.fd, _CHUNK)
+            except BlockingIOError:  # a pipe left non-blocking by whoever made it, and nothing there after all
+                continue
+            if chunk:
+                buf += chunk
+            else:
+                self._eof = True
+
+
+class PipeWriter:
+    """Writes text to a pipe without blocking the loop: the descriptor is made non-blocking, a
+    write goes straight out when the pipe has room (the usual case) and waits for room when the
+    reader is behind. Each ``write`` sends its whole text before returning; ``flush`` has nothing
+    left to do."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+
+    async def write(self, text: str) -> None:
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            try:
+                data = data[os.write(self.fd, data) :]
+            except BlockingIOError:
+                await anyio.wait_writable(self.fd)
+
+    async def flush(self) -> None:
+        return None
+
+
+def _is_pipe(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def can_serve_natively() -> bool:
+    """True where the loop can wait on stdin and stdout itself: POSIX, both of them pipes or sockets."""
+    return sys.platform != "win32" and _is_pipe(0) and _is_pipe(1)
+
+
+@contextmanager
+def _claimed_std_fds() -> Iterator[tuple[int, int]]:
+    """Private duplicates of the wire's fd 0 and 1, with 0 and 1 themselves pointed away from it
+    (null device, stderr) while serving, and put back afterwards."""
+    wire_in = os.dup(0)
+    wire_out = os.dup(1)
+    blocking = os.get_blocking(wire_out)
+    try:
+        null = os.open(os.devnull, os.O_RDONLY)
+        try:
+            os.dup2(null, 0)
+        finally:
+            os.close(null)
+        sys.stdout.flush()
+        os.dup2(2, 1)
+        try:
+            yield wire_in, wire_out
+        finally:
+            sys.stdout.flush()
+            os.set_blocking(wire_out, blocking)  # shared with whoever else holds the pipe
+            os.dup2(wire_out, 1)
+            os.dup2(wire_in, 0)
+    finally:
+        os.close(wire_out)
+        os.close(wire_in)
+
+
+async def serve_stdio(server: MCPServer) -> None:
+    """Run ``server`` over this process's stdin and stdout until the client closes stdin."""
+    if not can_serve_natively():
+        await server.run_stdio_async()
+        return
+    from mcp.server.stdio import stdio_server
+
+    low = server._lowlevel_server
+    with _claimed_std_fds() as (wire_in, wire_out):
+        streams: Any = (LineReader(wire_in), PipeWriter(wire_out))  # what stdio_server reads and writes
+        async with stdio_server(stdin=streams[0], stdout=streams[1]) as (read_stream, write_stream):
+            await low.run(read_stream, write_stream, low.create_initialization_options())
