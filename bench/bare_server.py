@@ -3,7 +3,9 @@
     BENCH_UPSTREAM_URL=http://127.0.0.1:PORT/v1 python bench/bare_server.py
 
 Speaks MCP over stdio. No routing, no budget, no ledger: one pooled ``httpx.AsyncClient``, the
-same JSON body the router sends, the answer's text returned.
+same JSON body the router sends, the answer's text returned. By default it serves with the SDK's
+own stdio transport, as any MCPServer does; with ``BENCH_BARE_STDIO=router`` it serves with the
+router's (``llm_router.stdio``), so the difference to the router is the router's own work alone.
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ async def main() -> None:
             r.raise_for_status()
             return r.json()["choices"][0]["message"]["content"]
 
-        await server.run_stdio_async()
+        if os.environ.get("BENCH_BARE_STDIO") == "router":
+            from llm_router.stdio import serve_stdio
+
+            await serve_stdio(server)
+        else:
+            await server.run_stdio_async()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ prints, side by side:
   one pooled ``httpx.AsyncClient`` posting the same JSON — p50/p99 and the difference;
 * the same, streamed (what the MCP ``complete`` tool asks the engine for);
 * over MCP (stdio): our ``complete`` tool versus a bare MCPServer tool (``bench/bare_server.py``),
-  the calls spread over S processes of each (default 3);
+  and versus the same bare server on the router's stdio transport (so the router's own work shows
+  apart from what its transport saves), the calls spread over S processes of each (default 3);
 * cold start: process start to the first ``tools/list`` answer, ours versus the bare server;
 * concurrency: C concurrent ``Engine.complete`` calls — wall time, throughput, errors, ledger rows;
 * when ``litellm`` is importable: ``litellm.Router.acompletion`` versus the same floor (in a
@@ -335,17 +336,18 @@ async def concurrency(base_url: str, folder: Path, c: int, bursts: int) -> dict[
 
 
 def stdio_params(kind: str, cfg: Path, base_url: str) -> Any:
+    """``ours``: the router; ``bare``: the bare server on the SDK's stdio transport; ``bare-io``: the
+    same bare server on the router's stdio transport."""
     from mcp.client.stdio import StdioServerParameters
 
     if kind == "ours":
         return StdioServerParameters(
             command=sys.executable, args=["-m", "llm_router", "serve", "--config", str(cfg)]
         )
-    return StdioServerParameters(
-        command=sys.executable,
-        args=[str(HERE / "bare_server.py")],
-        env={"BENCH_UPSTREAM_URL": base_url, "BENCH_MODEL": MODEL},
-    )
+    env = {"BENCH_UPSTREAM_URL": base_url, "BENCH_MODEL": MODEL}
+    if kind == "bare-io":
+        env["BENCH_BARE_STDIO"] = "router"
+    return StdioServerParameters(command=sys.executable, args=[str(HERE / "bare_server.py")], env=env)
 
 
 @contextlib.asynccontextmanager
@@ -359,12 +361,16 @@ async def mcp_client(kind: str, cfg: Path, base_url: str) -> AsyncIterator[Any]:
             yield client
 
 
+MCP_KINDS = ("ours", "bare", "bare-io")
+
+
 async def over_mcp(base_url: str, folder: Path, n: int, warmup: int, servers: int) -> dict[str, Any]:
-    """n calls to each kind of server, spread over ``servers`` processes of each kind (each of ours
-    with its own ledger): one process's luck (its memory layout, its core) moves a median by
-    several per cent, so no single pair decides the ratio."""
+    """n calls to each kind of server (``MCP_KINDS``), spread over ``servers`` processes of each
+    kind (each of ours with its own ledger): one process's luck (its memory layout, its core) moves
+    a median by several per cent, so no single process decides a ratio."""
     cfgs = [write_config(folder, f"mcp{i}", base_url) for i in range(servers)]
     call = {"prompt": PROMPT, "max_tokens": MAX_TOKENS}
+    kinds = len(MCP_KINDS)
 
     def caller(client: Any) -> Callable[[], Awaitable[Any]]:
         async def one() -> Any:
@@ -376,35 +382,33 @@ async def over_mcp(base_url: str, folder: Path, n: int, warmup: int, servers: in
         return one
 
     async with contextlib.AsyncExitStack() as stack:
-        pairs = [
-            (
-                caller(await stack.enter_async_context(mcp_client("ours", cfg, base_url))),
-                caller(await stack.enter_async_context(mcp_client("bare", cfg, base_url))),
-            )
+        # sets[s][k]: server process s of kind MCP_KINDS[k]
+        sets = [
+            [caller(await stack.enter_async_context(mcp_client(kind, cfg, base_url))) for kind in MCP_KINDS]
             for cfg in cfgs
         ]
-        for ours, bare in pairs:
+        for fns in sets:
             for _ in range(warmup):
-                await ours()
-                await bare()
-        a: list[float] = []
-        b: list[float] = []
-        per_server: list[tuple[list[float], list[float]]] = [([], []) for _ in pairs]
+                for fn in fns:
+                    await fn()
+        times: list[list[float]] = [[] for _ in MCP_KINDS]
+        per_server: list[list[list[float]]] = [[[] for _ in MCP_KINDS] for _ in sets]
         clock = time.perf_counter
         for i in range(n):
-            k = i % len(pairs)
-            (ours, bare), (pa, pb) = pairs[k], per_server[k]
-            order = ((ours, a, pa), (bare, b, pb)) if (i // len(pairs)) % 2 == 0 else ((bare, b, pb), (ours, a, pa))
-            for fn, out, mine in order:
+            s = i % len(sets)
+            turn = (i // len(sets)) % kinds  # who goes first rotates
+            for k in (*range(turn, kinds), *range(turn)):
                 t0 = clock()
-                await fn()
+                await sets[s][k]()
                 dt = clock() - t0
-                out.append(dt)
-                mine.append(dt)
+                times[k].append(dt)
+                per_server[s][k].append(dt)
     counts = [count_rows(ledger_file(cfg)) for cfg in cfgs]
     return {
-        "pair": (Series("llm-router complete", a), Series("bare MCPServer tool", b)),
-        "per_server": [(statistics.median(x), statistics.median(y)) for x, y in per_server],
+        "ours": Series("llm-router complete", times[0]),
+        "bare": Series("bare MCPServer tool", times[1]),
+        "bare-io": Series("the same on the router's stdio", times[2]),
+        "per_server": [tuple(statistics.median(x) for x in server) for server in per_server],
         "rows": sum(r for r, _ in counts),
         "held": sum(h for _, h in counts),
         "expected_rows": servers * warmup + n,
@@ -642,10 +646,19 @@ def main() -> int:
                 "3. Over MCP (stdio, real client, sequential `complete` tool calls, no progress asked: neither streams;"
                 f" {servers} processes of each, calls spread over them)"
             )
-            print_pair(*m["pair"], overhead=False)
+            print_pair(m["ours"], m["bare"], overhead=False)
+            io = m["bare-io"]
             print(
-                "  per process pair, p50 ours / bare: "
-                + ", ".join(f"{x * 1e3:.2f}/{y * 1e3:.2f} ms ({x / y:.2f}×)" for x, y in m["per_server"])
+                f"  {io.name:<34} p50 {fmt_ms(io.p50)} ms   p99 {fmt_ms(io.p99)} ms   mean {fmt_ms(io.mean)} ms"
+            )
+            print(
+                f"  {'→ ratio to it (the router alone)':<34} p50 {m['ours'].p50 / io.p50:8.2f} ×    "
+                f"p99 {m['ours'].p99 / io.p99:8.2f} ×    (Δ p50 {m['ours'].p50 - io.p50:.3f} ms; "
+                f"the router's transport saves {m['bare'].p50 - io.p50:.3f} ms a call)"
+            )
+            print(
+                "  per process, p50 ours / bare / bare on our stdio: "
+                + ", ".join(f"{x * 1e3:.2f}/{y * 1e3:.2f}/{z * 1e3:.2f} ms ({x / y:.2f}×)" for x, y, z in m["per_server"])
             )
             print(
                 f"  ledger: {m['rows']} rows written (expected {m['expected_rows']}), {m['held']} reservations left open\n"
