@@ -112,6 +112,7 @@ CLAIM_SCRIPT = textwrap.dedent(
     async def main():
         assert can_serve_natively()
         with _claimed_std_fds() as (wire_in, wire_out):
+            assert min(wire_in, wire_out) > 2
             print("stray print"); sys.stdout.flush()
             os.write(1, b"stray write\\n")
             assert os.read(0, 10) == b""  # fd 0 no longer reads the wire
@@ -125,13 +126,23 @@ CLAIM_SCRIPT = textwrap.dedent(
 )
 
 
-def test_stray_output_goes_to_stderr_and_the_std_descriptors_come_back(tmp_path: Path) -> None:
+def test_stray_output_goes_to_stderr_and_the_std_descriptors_come_back() -> None:
     done = subprocess.run(
         [sys.executable, "-c", CLAIM_SCRIPT], input=b"one\ntwo\n", capture_output=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout == b"echo one\necho two\nafter True\n"
     assert b"stray print\nstray write\n" in done.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX shell")
+def test_with_no_stderr_at_all_stray_output_still_misses_the_wire() -> None:
+    # fd 2 closed: a plain dup of stdin would land on 2, and stderr is not there to divert to.
+    done = subprocess.run(
+        ["/bin/sh", "-c", 'exec "$0" -c "$1" 2>&-', sys.executable, CLAIM_SCRIPT],
+        input=b"one\ntwo\n", capture_output=True, timeout=60, check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, b"echo one\necho two\nafter True\n")
 
 
 def test_a_file_on_stdin_is_served_by_the_sdk_transport(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -105,29 +105,53 @@ def can_serve_natively() -> bool:
     return sys.platform != "win32" and _is_pipe(0) and _is_pipe(1)
 
 
+def _divert(fd: int, target: str | int) -> None:
+    """Point ``fd`` at ``target``: a path opened for it, or another descriptor."""
+    if isinstance(target, int):
+        os.dup2(target, fd)
+        return
+    other = os.open(target, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+    try:
+        os.dup2(other, fd)
+    finally:
+        os.close(other)
+
+
+def _has_stderr() -> bool:
+    """Whether fd 2 is the stderr this process started with. When it started without one, fd 2
+    may since have been handed to something else (the event loop's own socket, say)."""
+    try:
+        return sys.__stderr__ is not None and sys.__stderr__.fileno() == 2
+    except (OSError, ValueError):
+        return False
+
+
 @contextmanager
 def _claimed_std_fds() -> Iterator[tuple[int, int]]:
-    """Private duplicates of the wire's fd 0 and 1, with 0 and 1 themselves pointed away from it
-    (null device, stderr) while serving, and put back afterwards."""
-    wire_in = os.dup(0)
-    wire_out = os.dup(1)
-    blocking = os.get_blocking(wire_out)
+    """Private duplicates of the wire's fd 0 and 1 (numbered above 2, closed in child processes),
+    with 0 and 1 themselves pointed away from it while serving (null device; stderr, or the null
+    device when there is none) and put back afterwards."""
+    import fcntl
+
+    wire_in = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
     try:
-        null = os.open(os.devnull, os.O_RDONLY)
-        try:
-            os.dup2(null, 0)
-        finally:
-            os.close(null)
+        wire_out = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        os.close(wire_in)
+        raise
+    blocking = os.get_blocking(wire_out)
+    with suppress(OSError, ValueError):
         sys.stdout.flush()
-        os.dup2(2, 1)
-        try:
-            yield wire_in, wire_out
-        finally:
-            sys.stdout.flush()
-            os.set_blocking(wire_out, blocking)  # shared with whoever else holds the pipe
-            os.dup2(wire_out, 1)
-            os.dup2(wire_in, 0)
+    try:
+        _divert(0, os.devnull)
+        _divert(1, 2 if _has_stderr() else os.devnull)
+        yield wire_in, wire_out
     finally:
+        with suppress(OSError, ValueError):
+            sys.stdout.flush()  # what was printed while serving goes to stderr, not the wire
+        os.set_blocking(wire_out, blocking)  # the flag is shared with whoever else holds the pipe
+        os.dup2(wire_out, 1)
+        os.dup2(wire_in, 0)
         os.close(wire_out)
         os.close(wire_in)
 
