@@ -8,8 +8,9 @@ readable or writable instead, and reads and writes them directly; anywhere else 
 or terminal on stdin) the SDK's own transport serves, unchanged.
 
 Either way the wire is guarded the same: while serving, fd 0 reads from the null device and fd 1
-writes to stderr, so a stray ``print`` or a child process cannot corrupt the protocol stream; the
-wire is read and written through private duplicates, and both descriptors are put back on exit.
+writes to stderr (or the null device, without one), so a stray ``print`` or a child process cannot
+corrupt the protocol stream; the wire is read and written through private duplicates, and both
+descriptors are put back on exit.
 """
 
 from __future__ import annotations
@@ -49,15 +50,15 @@ class LineReader:
         while True:
             end = buf.find(b"\n", scanned)
             if end >= 0:
-                line = bytes(buf[: end + 1])
+                line = buf[: end + 1].decode("utf-8", "replace")
                 del buf[: end + 1]
-                return line.decode("utf-8", "replace")
+                return line
             if self._eof:
                 if not buf:
                     raise StopAsyncIteration
-                line = bytes(buf)
+                line = buf.decode("utf-8", "replace")
                 buf.clear()
-                return line.decode("utf-8", "replace")
+                return line
             scanned = len(buf)
             await anyio.wait_readable(self.fd)
             try:
@@ -165,6 +166,8 @@ async def serve_stdio(server: MCPServer) -> None:
 
     low = server._lowlevel_server
     with _claimed_std_fds() as (wire_in, wire_out):
-        streams: Any = (LineReader(wire_in), PipeWriter(wire_out))  # what stdio_server reads and writes
-        async with stdio_server(stdin=streams[0], stdout=streams[1]) as (read_stream, write_stream):
+        # Duck-typed for what stdio_server uses of its anyio files: async line iteration, write, flush.
+        stdin: Any = LineReader(wire_in)
+        stdout: Any = PipeWriter(wire_out)
+        async with stdio_server(stdin=stdin, stdout=stdout) as (read_stream, write_stream):
             await low.run(read_stream, write_stream, low.create_initialization_options())
