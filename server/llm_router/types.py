@@ -42,6 +42,7 @@ __all__ = [
     "ContextTooLong",
     "ContentFiltered",
     "MalformedResponse",
+    "ToolCallOnly",
     "AttemptRecord",
     "AllAttemptsFailed",
 ]
@@ -159,9 +160,14 @@ class RouterError(Exception):
     """Base of every error this package raises on purpose."""
 
     code: str = "error"
+    request_id: str | None = None
+    """The ledger row of the call this error ended (set by the engine once a call has one)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": str(self)}
+        out: dict[str, Any] = {"code": self.code, "message": str(self)}
+        if self.request_id is not None:
+            out["request_id"] = self.request_id
+        return out
 
 
 class InvalidInput(RouterError):
@@ -280,6 +286,7 @@ class ProviderError(RouterError):
         retry_after: float | None = None,
         body: str | None = None,
         usage: Usage | None = None,
+        context_window: int | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
@@ -288,6 +295,8 @@ class ProviderError(RouterError):
         self.body = body[:500] if body else body
         self.usage = usage
         """Tokens the provider reported, and bills, for this failed answer (a withheld answer)."""
+        self.context_window = context_window
+        """The model's context window as the provider stated it (in a context-length error), if it did."""
         super().__init__(message)
 
     def to_dict(self) -> dict[str, Any]:
@@ -349,6 +358,14 @@ class MalformedResponse(ProviderError):
 
     code = "malformed_response"
     retryable = True
+
+
+class ToolCallOnly(ProviderError):
+    """The model answered with a tool call and no text, though the request offered no tools.
+    Not an answer to return: the attempt failed (billed when the provider reported usage), and
+    another model may answer in text."""
+
+    code = "tool_call_only"
 
 
 @dataclass

@@ -96,6 +96,16 @@ class Provider(Protocol):
         """A cheap check that the provider answers and the key works (used by ``check``)."""
         ...
 
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        """Tokens in ``text`` by the server's own tokenizer, where it offers one (llama.cpp's
+        ``/tokenize``); None where it does not. Used only to estimate usage a server did not report."""
+        ...
+
+    async def context_window(self, model: str) -> int | None:
+        """The context window the server itself runs ``model`` with, where it says (llama.cpp
+        ``/props``, Ollama ``/api/show``); None where it does not. Asked once per model."""
+        ...
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         ...
@@ -288,6 +298,8 @@ def reclassify(err: ProviderError, cls: type[ProviderError]) -> ProviderError:
         status=err.status,
         retry_after=err.retry_after,
         body=err.body,
+        usage=err.usage,
+        context_window=err.context_window,
     )
 
 
@@ -408,6 +420,12 @@ class HttpAdapter:
 
     def _malformed(self, what: str, model: str) -> MalformedResponse:
         return MalformedResponse(f"{self.name} sent {what}", provider=self.name, model=model)
+
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        return None
+
+    async def context_window(self, model: str) -> int | None:
+        return None
 
     async def probe(self) -> ProbeResult:
         return await probe_models(

@@ -114,5 +114,11 @@ class MockProvider:
     async def probe(self) -> ProbeResult:
         return ProbeResult(ok=True, detail="mock provider (no network)")
 
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        return None
+
+    async def context_window(self, model: str) -> int | None:
+        return None
+
     async def aclose(self) -> None:
         return None
