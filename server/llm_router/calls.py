@@ -118,6 +118,9 @@ class UsageOut(BaseModel):
     cached_tokens: int
     cache_write_tokens: int = 0
     estimated: bool = Field(default=False, description="true when the provider reported no usage and it was estimated")
+    estimate_method: str | SkipJsonSchema[None] = Field(
+        default=None, description="how an estimated usage was counted (present only when estimated)"
+    )
 
 
 class _Result(BaseModel):
@@ -157,6 +160,7 @@ class AnswerUsage:
     cached_tokens: int
     cache_write_tokens: int = 0
     estimated: bool = False
+    estimate_method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +180,8 @@ class Answer:
     latency_ms: int
     attempts: list[AttemptRecord]
     budget: dict[str, Any]
+    notes: tuple[str, ...] = ()
+    """What the caller should know about how the call was handled (an estimate, a rule that did not apply, ...)."""
 
     def to_json(self) -> dict[str, Any]:
         u = self.usage
@@ -195,10 +201,14 @@ class Answer:
             "cache_write_tokens": u.cache_write_tokens,
             "estimated": u.estimated,
         }
+        if u.estimate_method is not None:
+            out["usage"]["estimate_method"] = u.estimate_method
         out["cost_usd"] = self.cost_usd
         out["latency_ms"] = self.latency_ms
         out["attempts"] = [a.published() for a in self.attempts]
         out["budget"] = self.budget
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
 
@@ -217,6 +227,9 @@ class CompleteResult(_NoNulls):
     attempts: list[_Attempt]
     budget: dict[str, Any] = Field(
         description="budget tier after this call, and the limit with the least left (null when no limit applies)"
+    )
+    notes: list[str] | SkipJsonSchema[None] = Field(
+        default=None, description="what the caller should know about how the call was handled, when anything"
     )
 
 
