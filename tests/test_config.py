@@ -172,18 +172,42 @@ def test_demo_config_is_valid_and_uses_only_mock_providers(tmp_path: Path) -> No
 
 
 MISTAKES = [
-    ("unknown top-level key", EXAMPLE + "\n[budgets]\ndaily_usd = 1\n", "budgets", "unknown key"),
+    (
+        "unknown top-level key",
+        EXAMPLE + "\n[budgets]\ndaily_usd = 1\n",
+        "budgets",
+        "unknown key (did you mean 'budget'?)",
+    ),
     (
         "unknown key in a provider",
         EXAMPLE.replace("timeout_s = 60", 'timeout_s = 60\napi_key = "sk-oops"'),
         "providers[0] (name = 'anthropic').api_key",
-        "unknown key",
+        "unknown key (did you mean 'api_key_env'?)",
+    ),
+    (
+        "unknown key far from any",
+        EXAMPLE + "\n[limits]\nzzz = 1\n",
+        "limits.zzz",
+        "unknown key (allowed: max_prompt_chars, max_messages)",
+    ),
+    (
+        "unknown key in a table of tables",
+        EXAMPLE + "[budget.tags.research]\ndaly_usd = 1\n",
+        "budget.tags.research.daly_usd",
+        "unknown key (did you mean 'daily_usd'?)",
     ),
     (
         "bad kind",
         EXAMPLE.replace('name = "local"\nkind = "openai"', 'name = "local"\nkind = "vllm"'),
         "providers[3] (name = 'local').kind",
-        "Input should be 'anthropic', 'openai', 'gemini', 'ollama' or 'mock'",
+        "Input should be 'anthropic', 'openai', 'gemini', 'ollama' or 'mock'"
+        ' (any OpenAI-compatible server, such as vLLM, LM Studio or llama.cpp, is kind = "openai")',
+    ),
+    (
+        "misspelt kind",
+        EXAMPLE.replace('name = "local"\nkind = "openai"', 'name = "local"\nkind = "openia"'),
+        "providers[3] (name = 'local').kind",
+        "Input should be 'anthropic', 'openai', 'gemini', 'ollama' or 'mock' (did you mean 'openai'?)",
     ),
     (
         "negative timeout",
@@ -195,7 +219,7 @@ MISTAKES = [
         "bad strategy",
         EXAMPLE.replace('strategy = "balanced"', 'strategy = "cheap"'),
         "routing.strategy",
-        "Input should be 'cheapest', 'best', 'fastest' or 'balanced'",
+        "Input should be 'cheapest', 'best', 'fastest' or 'balanced' (did you mean 'cheapest'?)",
     ),
     (
         "unknown time zone",
@@ -237,7 +261,31 @@ MISTAKES = [
         "budget for an unconfigured provider",
         EXAMPLE + "[budget.providers.anthropix]\ndaily_usd = 1\n",
         "budget.providers",
-        "'anthropix' is not a configured provider",
+        "'anthropix' is not a configured provider (did you mean 'anthropic'?)",
+    ),
+    (
+        "a model listed twice",
+        EXAMPLE.replace('models = ["gpt-4o"]', 'models = ["gpt-4o", "gpt-4o"]'),
+        "providers[1] (name = 'openai').models",
+        "'gpt-4o' listed twice",
+    ),
+    (
+        "a provider without models",
+        EXAMPLE.replace('models = ["gpt-4o"]\n', ""),
+        "providers[1] (name = 'openai').models",
+        "list at least one model this provider serves",
+    ),
+    (
+        "a base_url without a scheme",
+        EXAMPLE.replace('base_url = "http://127.0.0.1:11434"', 'base_url = "127.0.0.1:11434"'),
+        "providers[2] (name = 'ollama').base_url",
+        "'127.0.0.1:11434' must start with http:// or https://",
+    ),
+    (
+        "the loader's own fields are not config keys",
+        'source = "elsewhere"\n' + EXAMPLE,
+        "source",
+        "unknown key (allowed: ledger, providers, routing, budget, limits, resilience, http)",
     ),
     (
         "reference model is not a model reference",
@@ -277,15 +325,36 @@ def test_missing_config_file_is_an_error_naming_the_file(tmp_path: Path) -> None
     assert (info.value.file, info.value.key, str(info.value)) == (str(path), None, f"{path}: no such file")
 
 
-def test_several_mistakes_report_the_first_and_count_the_rest(tmp_path: Path) -> None:
+def test_every_config_mistake_is_listed_at_once_each_naming_the_file_and_its_key(tmp_path: Path) -> None:
     error, path = load_error(
-        tmp_path, "[routing]\nstrategy = 'x'\nmax_attempts = 0\n[limits]\nmax_messages = 0\n"
+        tmp_path,
+        "[routing]\nstrategy = 'x'\nmax_attempts = 0\n[limits]\nmax_messages = 0\n"
+        "[[providers]]\nname = 'a'\nkind = 'openai'\ntimout_s = 3\nmodels = ['m', 'm']\n",
     )
 
-    assert str(error) == (
-        f"{path} [routing.strategy]: Input should be 'cheapest', 'best', 'fastest' or 'balanced'"
-        " (and 2 more problem(s))"
+    assert error.problems == [
+        ("providers[0] (name = 'a').models", "'m' listed twice"),
+        ("providers[0] (name = 'a').timout_s", "unknown key (did you mean 'timeout_s'?)"),
+        ("routing.strategy", "Input should be 'cheapest', 'best', 'fastest' or 'balanced'"),
+        ("routing.max_attempts", "Input should be greater than or equal to 1"),
+        ("limits.max_messages", "Input should be greater than 0"),
+    ]
+    assert error.key == "providers[0] (name = 'a').models"
+    assert str(error) == f"{path}: 5 problems:" + "".join(f"\n  {path} [{k}]: {m}" for k, m in error.problems)
+
+
+def test_every_cross_reference_mistake_is_listed_at_once(tmp_path: Path) -> None:
+    error, _ = load_error(
+        tmp_path,
+        EXAMPLE.replace('"openai:gpt-4o", "ollama:llama3.1"', '"openai:gpt-4o-mini", "ollama:llama3.2"')
+        + "[budget.providers.anthropix]\ndaily_usd = 1\n",
     )
+
+    assert error.problems == [
+        ("routing.rules[0].chain", "'openai:gpt-4o-mini' is not a configured model (did you mean 'openai:gpt-4o'?)"),
+        ("routing.rules[0].chain", "'ollama:llama3.2' is not a configured model (did you mean 'ollama:llama3.1'?)"),
+        ("budget.providers", "'anthropix' is not a configured provider (did you mean 'anthropic'?)"),
+    ]
 
 
 # -- where the config comes from ----------------------------------------------------------------
@@ -371,6 +440,78 @@ def test_builtin_ollama_takes_its_address_from_ollama_host() -> None:
         {"name": "ollama", "kind": "ollama", "base_url": "http://10.0.0.5:11434", "models": ["llama3.1"]}
     ]
     assert with_scheme[0]["base_url"] == "https://ollama.example"
+
+
+# -- OPENAI_BASE_URL: OpenAI, or a server of one's own ------------------------------------------
+
+
+def test_a_keyless_openai_base_url_is_the_free_local_provider_not_openai() -> None:
+    providers = builtin_config({"OPENAI_BASE_URL": "http://gpu-box:8000/v1"})["providers"]
+
+    assert providers == [
+        {
+            "name": "local",
+            "kind": "openai",
+            "base_url": "http://gpu-box:8000/v1",
+            "models": ["default"],
+            "prices": {"default": {"input_per_mtok": 0, "output_per_mtok": 0}},
+        }
+    ]
+
+
+def test_an_openai_base_url_on_this_machine_is_local_even_with_a_key_set() -> None:
+    # LM Studio's and llama.cpp's own instructions set a dummy OPENAI_API_KEY.
+    for url in ("http://localhost:1234/v1", "http://127.0.0.1:8080/v1", "http://[::1]:8000/v1", "http://192.168.1.20:8000/v1"):
+        (entry,) = builtin_config({"OPENAI_BASE_URL": url, "OPENAI_API_KEY": "lm-studio"})["providers"]
+        assert (entry["name"], entry["base_url"], entry["api_key_env"]) == ("local", url, "OPENAI_API_KEY")
+
+
+def test_a_hosted_openai_base_url_with_a_key_is_openai_at_openai_prices() -> None:
+    (entry,) = builtin_config({"OPENAI_BASE_URL": "https://gateway.example.com/v1", "OPENAI_API_KEY": "sk-o"})["providers"]
+
+    assert entry == {"name": "openai", "kind": "openai", "base_url": "https://gateway.example.com/v1",
+                     "models": list(KNOWN_PROVIDERS["openai"][3]), "api_key_env": "OPENAI_API_KEY"}
+
+
+def test_the_local_providers_models_come_from_llm_router_local_models() -> None:
+    (entry,) = builtin_config({"OPENAI_BASE_URL": "http://127.0.0.1:8000/v1",
+                               "LLM_ROUTER_LOCAL_MODELS": " qwen2.5-7b, llama-3.2-3b ,,qwen2.5-7b"})["providers"]
+
+    assert entry["models"] == ["qwen2.5-7b", "llama-3.2-3b"]
+    assert set(entry["prices"]) == {"qwen2.5-7b", "llama-3.2-3b"}
+
+
+def test_a_local_model_named_like_an_openai_one_is_not_billed_at_openai_prices(tmp_path: Path) -> None:
+    from llm_router.catalog import Catalog
+    from llm_router.types import Usage
+
+    data = builtin_config({"OPENAI_BASE_URL": "http://127.0.0.1:8080/v1", "LLM_ROUTER_LOCAL_MODELS": "gpt-4o-mini"})
+    catalog = Catalog(settings_from_dict(data, source="built-in defaults"))
+
+    (entry,) = catalog
+    assert entry.ref == "local:gpt-4o-mini"
+    assert entry.cost_nusd(Usage(input_tokens=1_000_000, output_tokens=1_000_000)) == 0
+
+
+# -- the demo -----------------------------------------------------------------------------------
+
+
+def test_the_demo_keeps_its_own_ledger_whatever_the_ledger_variables_say(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llm_router.ledger import ledger_url
+
+    monkeypatch.setenv("LLM_ROUTER_DB", str(tmp_path / "real.db"))
+    monkeypatch.setenv("LLM_ROUTER_DB_URL", "postgresql://team@db.internal/spend")
+    demo = settings_from_dict(demo_config(str(tmp_path / "demo.db")), source="demo", demo=True)
+
+    assert (ledger_path(demo), ledger_url(demo)) == (tmp_path / "demo.db", None)
+
+
+def test_demo_is_not_a_key_a_config_file_can_set(tmp_path: Path) -> None:
+    error, _ = load_error(tmp_path, "demo = true\n")
+
+    assert error.problems == [("demo", "unknown key (allowed: ledger, providers, routing, budget, limits, resilience, http)")]
 
 
 # -- the ledger path ----------------------------------------------------------------------------

@@ -13,10 +13,11 @@ import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .types import ConfigError, InvalidInput, Quality, Strategy, parse_model_ref
 
@@ -35,7 +36,9 @@ __all__ = [
     "ResilienceConfig",
     "HttpConfig",
     "Settings",
+    "ConfigProblems",
     "load_settings",
+    "settings_from_dict",
     "default_config_path",
     "default_ledger_path",
     "ledger_path",
@@ -87,7 +90,7 @@ class ProviderConfig(_Strict):
     base_url: str | None = None
     api_key_env: str | None = None
     """Name of the environment variable holding the key (keys are never read from the file)."""
-    models: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list, validate_default=True)
     timeout_s: float = Field(default=60, gt=0, le=3600)
     enabled: bool = True
     pricing_provider: str | None = None
@@ -97,21 +100,43 @@ class ProviderConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     mock: MockSettings | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> ProviderConfig:
-        if not self.models:
-            raise ValueError("models: list at least one model this provider serves")
-        if len(set(self.models)) != len(self.models):
-            raise ValueError("models: a model is listed twice")
-        for section, keys in (("prices", self.prices), ("model_overrides", self.model_overrides)):
-            for key in keys:
-                if key not in self.models:
-                    raise ValueError(f"{section}: {key!r} is not in models {self.models}")
-        if self.mock is not None and self.kind != "mock":
-            raise ValueError('mock: settings only apply to kind = "mock"')
-        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url: {self.base_url!r} must start with http:// or https://")
-        return self
+    # Field validators rather than one model validator: each problem is reported at its own key,
+    # and all of them at once (a model validator runs only once every field is valid).
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, models: list[str]) -> list[str]:
+        if not models:
+            raise ValueError("list at least one model this provider serves")
+        twice = sorted({m for m in models if models.count(m) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(map(repr, twice))} listed twice")
+        return models
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} must start with http:// or https://")
+        return url
+
+    @field_validator("prices", "model_overrides")
+    @classmethod
+    def _listed(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        models = info.data.get("models")
+        if models is None:  # models itself is wrong, and said so
+            return value
+        unknown = [k for k in value if k not in models]
+        if unknown:
+            raise ValueError(f"{', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not in models {models}")
+        return value
+
+    @field_validator("mock")
+    @classmethod
+    def _mock_only(cls, mock: MockSettings | None, info: ValidationInfo) -> MockSettings | None:
+        if mock is not None and info.data.get("kind", "mock") != "mock":
+            raise ValueError('settings only apply to kind = "mock"')
+        return mock
 
 
 def _check_ref(ref: str) -> None:
@@ -147,16 +172,16 @@ class RoutingConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> RoutingConfig:
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.task_type in seen:
-                raise ValueError(f"rules: task_type {rule.task_type!r} has two rules")
-            seen.add(rule.task_type)
+        problems: list[str] = []
+        task_types = [rule.task_type for rule in self.rules]
+        for twice in sorted({t for t in task_types if task_types.count(t) > 1}):
+            problems.append(f"rules: task_type {twice!r} has two rules")
         if self.reference_model:
             try:
                 _check_ref(self.reference_model)
             except ValueError as e:
-                raise ValueError(f"reference_model: {e}") from None
+                problems.append(f"reference_model: {e}")
+        _raise_all(problems)
         return self
 
 
@@ -280,26 +305,30 @@ class Settings(_Strict):
     source: str = "built-in defaults"
     """Where these settings were read from (not a config key)."""
 
+    demo: bool = False
+    """The built-in demo configuration (not a config key): mock providers only, and its ledger is
+    the one named here, whatever ``$LLM_ROUTER_DB`` or ``$LLM_ROUTER_DB_URL`` say, so that mock
+    spend never lands in a real ledger."""
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        problems: list[str] = []
         names = [p.name for p in self.providers]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ValueError(f"providers: the name {sorted(dupes)[0]!r} is used twice")
+        for twice in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"providers: the name {twice!r} is used twice")
         known = set(names)
         models = {f"{p.name}:{m}" for p in self.providers for m in p.models}
         for i, rule in enumerate(self.routing.rules):
             for ref in rule.chain:
                 if ref not in models:
-                    raise ValueError(
-                        f"routing.rules[{i}].chain: {ref!r} is not a configured model ({_hint(ref, models)})"
-                    )
+                    problems.append(f"routing.rules[{i}].chain: {ref!r} is not a configured model ({_hint(ref, models)})")
         ref = self.routing.reference_model
         if ref and ref not in models:
-            raise ValueError(f"routing.reference_model: {ref!r} is not a configured model")
+            problems.append(f"routing.reference_model: {ref!r} is not a configured model ({_hint(ref, models)})")
         for name in self.budget.providers:
             if name not in known:
-                raise ValueError(f"budget.providers: {name!r} is not a configured provider")
+                problems.append(f"budget.providers: {name!r} is not a configured provider ({_hint(name, known)})")
+        _raise_all(problems)
         return self
 
     def provider(self, name: str) -> ProviderConfig | None:
@@ -316,6 +345,13 @@ def _hint(ref: str, models: set[str]) -> str:
     return f"did you mean {close[0]!r}?" if close else f"configured: {', '.join(sorted(models)) or 'none'}"
 
 
+def _raise_all(problems: list[str]) -> None:
+    """A model validator's several problems as one ValueError, one ``key: message`` a line;
+    ``settings_from_dict`` lists each line as a problem of its own."""
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
 def default_config_path() -> Path:
     import platformdirs
 
@@ -329,8 +365,9 @@ def default_ledger_path() -> Path:
 
 
 def ledger_path(settings: Settings) -> Path:
-    """``$LLM_ROUTER_DB``, else ``[ledger] path``, else the platform's data folder."""
-    raw = os.environ.get("LLM_ROUTER_DB") or settings.ledger.path
+    """``$LLM_ROUTER_DB``, else ``[ledger] path``, else the platform's data folder. The demo's
+    ledger is always its own ``[ledger] path``."""
+    raw = (None if settings.demo else os.environ.get("LLM_ROUTER_DB")) or settings.ledger.path
     return Path(raw).expanduser() if raw else default_ledger_path()
 
 
@@ -353,34 +390,130 @@ def _format_loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     return ".".join(parts)
 
 
-def settings_from_dict(data: dict[str, Any], *, source: str) -> Settings:
-    try:
-        return Settings.model_validate({**data, "source": source})
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = _format_loc(tuple(err["loc"]), data)
-        msg = err["msg"].removeprefix("Value error, ")
+class ConfigProblems(ConfigError):
+    """Every problem found in one configuration, listed at once, each naming its key.
+
+    ``problems`` holds ``(key, message)`` pairs; ``key`` is the first problem's key."""
+
+    def __init__(self, problems: list[tuple[str | None, str]], *, file: str) -> None:
+        self.problems = problems
+        if len(problems) == 1:
+            key, message = problems[0]
+            super().__init__(message, file=file, key=key)
+            return
+        lines = "".join(f"\n  {file} [{k}]: {m}" if k else f"\n  {file}: {m}" for k, m in problems)
+        super().__init__(f"{len(problems)} problems:{lines}", file=file)
+        self.key = problems[0][0]
+
+
+# Settings fields that are not config keys: the loader sets them, a file may not.
+_NOT_KEYS = frozenset({"source", "demo"})
+
+
+def _unwrap(tp: Any) -> Any:
+    """``X | None`` and ``Annotated[X, ...]`` → ``X``."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _unwrap(get_args(tp)[0])
+    if origin in (Union, UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else tp
+    return tp
+
+
+def _keys_at(path: tuple[Any, ...]) -> list[str]:
+    """The config keys allowed in the table at ``path`` (a pydantic error location)."""
+    tp: Any = Settings
+    for item in path:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(item) if isinstance(item, str) else None
+            if field is None:
+                return []
+            tp = field.annotation
+        elif get_origin(tp) in (list, dict):
+            tp = get_args(tp)[-1]  # a list's item or a table's value
+        else:
+            return []
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [name for name in tp.model_fields if name not in _NOT_KEYS]
+    return []
+
+
+def _unknown_key(name: str, allowed: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key (did you mean {close[0]!r}?)"
+    return f"unknown key (allowed: {', '.join(allowed)})" if allowed else "unknown key"
+
+
+def _did_you_mean_value(value: Any, expected: str) -> str:
+    """For a value outside a fixed list (``strategy = "cheap"``): the closest allowed one, if any."""
+    import difflib
+
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, re.findall(r"'([^']*)'", expected), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fold(key: str, msg: str) -> tuple[str | None, str]:
+    """Our own validators start their message with the key ("routing.rules[0].chain: ..."): make it
+    part of the key, so every problem names one."""
+    head, sep, rest = msg.partition(": ")
+    if sep and re.fullmatch(r"[a-z_][a-z0-9_.\[\]]*", head):
+        if not key:
+            return head, rest
+        if key == head or key.endswith("." + head):
+            return key, rest
+        return f"{key}.{head}", rest
+    return key or None, msg
+
+
+def _problems(error: ValidationError, data: dict[str, Any]) -> list[tuple[str | None, str]]:
+    out: list[tuple[str | None, str]] = []
+    for err in error.errors():
+        loc = tuple(err["loc"])
+        key = _format_loc(loc, data)
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        # Our own validators start their message with the key ("routing.rules[0].chain: ..."):
-        # make it part of the key, so every error names one.
-        head, sep, rest = msg.partition(": ")
-        if sep and re.fullmatch(r"[a-z_][a-z0-9_.\[\]]*", head):
-            if not key:
-                key, msg = head, rest
-            elif key == head or key.endswith("." + head):
-                msg = rest
-            else:
-                key, msg = f"{key}.{head}", rest
-        more = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
-        raise ConfigError(f"{msg}{more}", file=source, key=key or None) from None
+            out.append((key, _unknown_key(str(loc[-1]), _keys_at(loc[:-1]))))
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error":
+            hint = _did_you_mean_value(err.get("input"), str(err.get("ctx", {}).get("expected", "")))
+            if not hint and loc[-1] == "kind" and "providers" in loc:
+                hint = ' (any OpenAI-compatible server, such as vLLM, LM Studio or llama.cpp, is kind = "openai")'
+            msg += hint
+        out.extend(_fold(key, line) for line in msg.split("\n"))
+    return out
+
+
+def settings_from_dict(data: dict[str, Any], *, source: str, demo: bool = False) -> Settings:
+    """Validate a configuration's data.
+
+    Raises:
+        ConfigProblems: every problem at once, each naming ``source`` and its key.
+    """
+    problems: list[tuple[str | None, str]] = [
+        (k, _unknown_key(k, _keys_at(()))) for k in data if k in _NOT_KEYS
+    ]
+    try:
+        settings = Settings.model_validate({**data, "source": source, "demo": demo})
+    except ValidationError as e:
+        problems += _problems(e, data)
+    if problems:
+        raise ConfigProblems(problems, file=source) from None
+    return settings
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read and validate the configuration; see the module docstring for where it is looked for.
 
     Raises:
-        ConfigError: naming the file and key of the first problem.
+        ConfigError: naming the file and the key of each problem (``ConfigProblems``: all of them).
     """
     if path is None:
         env = os.environ.get("LLM_ROUTER_CONFIG")

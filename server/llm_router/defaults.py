@@ -12,7 +12,9 @@ from typing import Any
 
 from .types import Quality
 
-__all__ = ["KNOWN_PROVIDERS", "TIER_PATTERNS", "tier_for", "builtin_config", "demo_config"]
+__all__ = [
+    "KNOWN_PROVIDERS", "TIER_PATTERNS", "LOCAL_MODELS_VAR", "tier_for", "is_local_url", "builtin_config", "demo_config",
+]
 
 # name → (kind, base_url, key variables in order of preference, default models)
 KNOWN_PROVIDERS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
@@ -86,19 +88,60 @@ def tier_for(model: str) -> Quality | None:
 # Base-URL variables honoured for the known providers, as the providers' own SDKs and tools do.
 BASE_URL_VARS = {"anthropic": "ANTHROPIC_BASE_URL", "openai": "OPENAI_BASE_URL", "gemini": "GEMINI_BASE_URL"}
 
+LOCAL_MODELS_VAR = "LLM_ROUTER_LOCAL_MODELS"
+"""The models a local OpenAI-compatible server given by ``OPENAI_BASE_URL`` serves, comma-separated."""
+LOCAL_DEFAULT_MODEL = "default"
+"""Its model name when that variable is unset: llama.cpp answers any name; ``check`` says when the
+server lists others."""
+
+
+def is_local_url(url: str) -> bool:
+    """Whether ``url`` names this machine or a private network (a self-hosted server, not a cloud API)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def _local_entry(url: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """``OPENAI_BASE_URL`` naming a server of one's own (vLLM, LM Studio, llama.cpp): the provider
+    ``local``, free unless a config file prices it, with the models ``LLM_ROUTER_LOCAL_MODELS``
+    names. It is not OpenAI: its answers are never billed at OpenAI's prices."""
+    models = [m.strip() for m in env.get(LOCAL_MODELS_VAR, "").split(",") if m.strip()]
+    models = list(dict.fromkeys(models)) or [LOCAL_DEFAULT_MODEL]
+    entry: dict[str, Any] = {
+        "name": "local",
+        "kind": "openai",
+        "base_url": url,
+        "models": models,
+        "prices": {m: {"input_per_mtok": 0, "output_per_mtok": 0} for m in models},
+    }
+    if env.get("OPENAI_API_KEY"):
+        entry["api_key_env"] = "OPENAI_API_KEY"  # LM Studio and llama.cpp docs set a dummy one
+    return entry
+
 
 def _real_entry(name: str, env: Mapping[str, str], models: list[str]) -> dict[str, Any] | None:
-    """A known provider's real entry when its key (or, for local servers, its address) is set."""
+    """A known provider's entry when its key (or, for Ollama, its address) is set.
+
+    ``OPENAI_BASE_URL`` is OpenAI (or a hosted service or proxy that speaks for it, billed at
+    OpenAI's prices) only with ``OPENAI_API_KEY`` and an address that is neither this machine nor
+    a private network; otherwise it is the free ``local`` provider (see ``_local_entry``)."""
     kind, base_url, key_vars, _ = KNOWN_PROVIDERS[name]
-    url = env.get(BASE_URL_VARS.get(name, ""), base_url)
+    url = env.get(BASE_URL_VARS.get(name, "")) or base_url
     entry: dict[str, Any] = {"name": name, "kind": kind, "base_url": url, "models": models}
+    if name == "openai" and env.get("OPENAI_BASE_URL") and (not env.get("OPENAI_API_KEY") or is_local_url(url)):
+        return _local_entry(url, env)
     if key_vars:
         present = next((v for v in key_vars if env.get(v)), None)
-        if present is not None:
-            return entry | {"api_key_env": present}
-        if name == "openai" and env.get("OPENAI_BASE_URL"):
-            return entry  # a keyless OpenAI-compatible server (vLLM, LM Studio, llama.cpp)
-        return None
+        return None if present is None else entry | {"api_key_env": present}
     host = env.get("OLLAMA_HOST")
     if not host:
         return None
@@ -107,8 +150,8 @@ def _real_entry(name: str, env: Mapping[str, str], models: list[str]) -> dict[st
 
 def builtin_config(env: Mapping[str, str]) -> dict[str, Any]:
     """Used when no config file exists: each known provider whose key is set (Ollama: when
-    ``OLLAMA_HOST`` is set; a keyless OpenAI-compatible server: ``OPENAI_BASE_URL``) is enabled
-    with its default models."""
+    ``OLLAMA_HOST`` is set) is enabled with its default models; ``OPENAI_BASE_URL`` naming a
+    server of one's own is the free provider ``local`` instead of ``openai``."""
     providers = [
         entry
         for name, (_, _, _, models) in KNOWN_PROVIDERS.items()
@@ -130,36 +173,30 @@ _DEMO_MOCKS: tuple[tuple[str, str, tuple[str, ...], float], ...] = (
 _DEMO_FAULTS: dict[str, dict[str, Any]] = {"gemini": {"failure_rate": 0.5, "failure": "rate_limit"}}
 
 
-def demo_config(ledger_path: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The built-in demo configuration. A provider whose key is in ``env`` (Ollama: ``OLLAMA_HOST``;
-    a keyless OpenAI-compatible server: ``OPENAI_BASE_URL``) is the real adapter; every other one
-    is a mock that says so. ``env=None`` (the ``demo`` command) means mocks only."""
-    env = env or {}
-    providers: list[dict[str, Any]] = []
-    for name, label, models, latency in _DEMO_MOCKS:
-        real = _real_entry(name, env, list(models))
-        providers.append(
-            real
-            or {
-                "name": name,
-                "kind": "mock",
-                "models": list(models),
-                "pricing_provider": PRICING_IDS.get(name, name),
-                "mock": {"latency_ms": latency, "imitates": f"{label} (mock: no network, real prices)"}
-                | _DEMO_FAULTS.get(name, {}),
-            }
-        )
-    ollama: dict[str, Any] = {
-        "name": "ollama",
-        "models": ["llama3.1"],
-        "prices": {"llama3.1": {"input_per_mtok": 0, "output_per_mtok": 0}},
-        "model_overrides": {"llama3.1": {"context_window": 131072}},
-    }
-    real_ollama = _real_entry("ollama", env, ["llama3.1"])
-    if real_ollama:
-        providers.append(ollama | real_ollama)
-    else:
-        providers.append(ollama | {"kind": "mock", "mock": {"latency_ms": 60, "imitates": "Ollama (mock: local and free)"}})
+def demo_config(ledger_path: str) -> dict[str, Any]:
+    """The built-in demo configuration: mock providers only, whatever keys or base URLs the
+    environment holds, so the demo never reaches the network nor spends real money."""
+    providers: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "kind": "mock",
+            "models": list(models),
+            "pricing_provider": PRICING_IDS.get(name, name),
+            "mock": {"latency_ms": latency, "imitates": f"{label} (mock: no network, real prices)"}
+            | _DEMO_FAULTS.get(name, {}),
+        }
+        for name, label, models, latency in _DEMO_MOCKS
+    ]
+    providers.append(
+        {
+            "name": "ollama",
+            "kind": "mock",
+            "models": ["llama3.1"],
+            "prices": {"llama3.1": {"input_per_mtok": 0, "output_per_mtok": 0}},
+            "model_overrides": {"llama3.1": {"context_window": 131072}},
+            "mock": {"latency_ms": 60, "imitates": "Ollama (mock: local and free)"},
+        }
+    )
     return {
         "ledger": {"path": ledger_path},
         "providers": providers,

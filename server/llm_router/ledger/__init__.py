@@ -35,7 +35,10 @@ __all__ = [
 
 def ledger_url(settings: Settings) -> str | None:
     """The PostgreSQL URL to use, or None for SQLite: ``$LLM_ROUTER_DB_URL``, else ``[ledger] url``
-    unless ``$LLM_ROUTER_DB`` names a SQLite file (the environment wins over the file)."""
+    unless ``$LLM_ROUTER_DB`` names a SQLite file (the environment wins over the file). The demo
+    always keeps its own SQLite file."""
+    if settings.demo:
+        return None
     env = os.environ.get("LLM_ROUTER_DB_URL")
     if env:
         return env
