@@ -125,9 +125,10 @@ async def test_random_and_hostile_arguments_get_a_clean_error_or_a_valid_result(
     if result.is_error:
         assert text.strip(), "an error says what went wrong"
         assert "Traceback" not in text
-        error = (result.structured_content or {}).get("error")
-        if error is not None:
-            assert error["code"] != "internal" and error["message"]
+        assert result.structured_content is None, "an error result carries no structured content"
+        error = (result.meta or {}).get("llm-router/error")
+        assert error is not None, result
+        assert error["code"] != "internal" and error["message"]
     else:
         TOOLS[tool][1].model_validate(result.structured_content)
     assert held_by_calls(engine) == 0, "no hold outlives its call"
@@ -179,7 +180,7 @@ async def test_max_tokens_above_a_models_output_limit_excludes_it_in_route_expla
                 "detail": "max_tokens 4000 is above its output limit of 2000",
             }]
             refused = await client.call_tool("complete", forced)
-            assert refused.is_error and refused.structured_content["error"]["code"] == "no_route"
+            assert refused.is_error and refused.meta["llm-router/error"]["code"] == "no_route"
             assert "output_limit: max_tokens 4000 is above its output limit of 2000" in refused.content[0].text
             # Within the limit, the same model is used; left to the router, the others serve 4000 tokens.
             assert not (await client.call_tool("complete", forced | {"max_tokens": 2000})).is_error

@@ -150,12 +150,13 @@ async def test_bad_input_to_every_tool_is_a_tool_error_naming_the_field(
     assert engine.ledger.rows() == [] and held_by_calls(engine) == 0
 
 
-async def test_a_budget_refusal_is_a_tool_error_with_the_limit_in_structured_content(client: Client) -> None:
+async def test_a_budget_refusal_is_a_tool_error_with_the_limit_in_its_meta(client: Client) -> None:
     await client.call_tool("set_budget", {"scope": "global", "period": "daily", "limit_usd": 0})
     result = await client.call_tool("complete", {"prompt": "hello", "model": "openai:gpt-4o"})
-    assert result.is_error
-    error = result.structured_content["error"]
+    assert result.is_error and result.structured_content is None
+    error = result.meta["llm-router/error"]
     assert error["code"] == "budget_exceeded" and error["limit"] == "global daily" and error["resets_at"]
+    assert error["request_id"] and f"(budget_exceeded; request {error['request_id']})" in result.content[0].text
 
 
 @pytest.mark.slow

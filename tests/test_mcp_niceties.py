@@ -158,16 +158,12 @@ async def test_a_subscriber_over_http_hears_another_clients_spend(engine: Engine
     assert seen.updated == [BUDGETS_URI]
 
 
-async def test_output_schemas_stay_published_and_the_server_does_not_validate_its_own_results_twice(
-    engine: Engine,
-) -> None:
-    """Results are built from their pydantic models; the SDK's own re-validation of each dump is
-    switched off (an SDK attribute, hence this test). The client still validates every result
-    against the published schema, and these calls pass that check."""
+async def test_output_schemas_are_published_and_every_result_matches_its_tools_schema(engine: Engine) -> None:
+    """Results are built from their own pydantic models and published without a second check on
+    the server; the client validates every result against the published schema, and passes."""
     from jsonschema import validate
 
     server = create_server(engine)
-    assert all(t.fn_metadata.output_model is None for t in server._tool_manager.list_tools())
     async with Client(server) as client:
         schemas = {t.name: t.output_schema for t in (await client.list_tools()).tools}
         assert all(schemas.values()), schemas

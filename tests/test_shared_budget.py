@@ -87,10 +87,11 @@ async def test_eight_servers_sharing_one_budget_never_overspend_and_refuse_only_
         result = await client.call_tool("complete", {"prompt": f"question {name}", "model": MODEL,
                                                      "max_tokens": MAX_TOKENS})
         data = result.structured_content or {}
+        error = (result.meta or {}).get("llm-router/error") or {}
         if not result.is_error:
             ok.append(data)
-        elif data.get("error", {}).get("code") == "budget_exceeded":
-            refused.append(data["error"])
+        elif error.get("code") == "budget_exceeded":
+            refused.append(error)
         else:
             other.append(result.content)
 

@@ -20,6 +20,10 @@ from .types import AttemptRecord, Quality, Strategy
 __all__ = [
     "MessageIn",
     "CompleteArgs",
+    "ReportArgs",
+    "BudgetArgs",
+    "BudgetPeriod",
+    "DATE_PATTERN",
     "Answer",
     "AnswerUsage",
     "Period",
@@ -65,7 +69,13 @@ TaskType = Annotated[
 ]
 QualityArg = Annotated[Quality | None, Field(description="The least model quality acceptable: low, medium, high or critical.")]
 StrategyArg = Annotated[Strategy | None, Field(description="How to rank candidates: cheapest, best, fastest or balanced.")]
-MaxCost = Annotated[Decimal | None, Field(ge=0, le=10_000, description="Refuse models whose worst-case cost is above this (USD).")]
+# Dollars are Decimals (never floats) and may come as a number or as a decimal string; the schema
+# asks for a number, the form an assistant writes.
+_Dollars = Annotated[Decimal, WithJsonSchema({"type": "number", "minimum": 0})]
+MaxCost = Annotated[
+    Annotated[Decimal, Field(ge=0, le=10_000), WithJsonSchema({"type": "number", "minimum": 0, "maximum": 10_000})] | None,
+    Field(description="Refuse models whose worst-case cost is above this (USD)."),
+]
 Tag = Annotated[str | None, Field(max_length=128, description="Who or what to bill this call to (a tag in the ledger and budgets).")]
 DeadlineS = Annotated[float | None, Field(gt=0, le=3600, description="Give up (with an error listing what was tried) after this many seconds.")]
 
@@ -91,6 +101,34 @@ class CompleteArgs(BaseModel):
 
 Period = Literal["today", "yesterday", "this_week", "this_month", "last_7_days", "last_30_days"]
 Grouping = Literal["provider", "model", "task_type", "tag", "day"]
+BudgetPeriod = Literal["daily", "monthly", "per_request"]
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+"""A day as ``cost_report`` and ``llm-router://ledger/{date}`` take it: YYYY-MM-DD, nothing else."""
+
+_Day = Annotated[str | None, Field(pattern=DATE_PATTERN)]
+
+
+class ReportArgs(BaseModel):
+    """Arguments of ``cost_report``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    period: Period | None = Field(default=None, description="A named period; default this_month. Or give since/until.")
+    group_by: Grouping = Field(default="provider", description="How to group the rows.")
+    since: _Day = Field(default=None, description="First day, YYYY-MM-DD (inclusive).")
+    until: _Day = Field(default=None, description="Last day, YYYY-MM-DD (inclusive).")
+    tag: str | None = Field(default=None, max_length=128, description="Only calls billed to this tag.")
+    provider: str | None = Field(default=None, max_length=64, description="Only calls to this provider.")
+
+
+class BudgetArgs(BaseModel):
+    """Arguments of ``set_budget``. All three are required; ``limit_usd: null`` removes the limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str = Field(max_length=140, description='"global", "provider:NAME" or "tag:NAME".')
+    period: BudgetPeriod = Field(description="daily, monthly or per_request.")
+    limit_usd: _Dollars | None = Field(ge=0, description="The limit in USD; null removes it.")
 
 
 _SHA256 = hashlib.sha256()  # copied per prompt: cheaper than looking the algorithm up each time

@@ -331,22 +331,26 @@ def build_app(engine: Engine, *, tokens: Tokens, http: HttpConfig, metrics: Metr
     from mcp.server.transport_security import TransportSecuritySettings
     from starlette.requests import Request
     from starlette.responses import Response
+    from starlette.routing import Route
 
     from .mcp_server import create_server
 
     server = create_server(engine, observer=metrics, redact=redact)
+    routes: list[Route] = []
     if metrics is not None:
 
-        @server.custom_route("/metrics", methods=["GET"], include_in_schema=False)
         async def _metrics(request: Request) -> Response:
             await metrics.refresh(engine)
             body, content_type = metrics.render()
             return Response(body, media_type=content_type)
 
+        routes.append(Route("/metrics", endpoint=_metrics, methods=["GET"], include_in_schema=False))
+
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         # Host and Origin are checked by the guard, under the rules above, for /metrics as well.
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        custom_starlette_routes=routes,
     )
     return _Guard(app, tokens, HostPolicy(http.allowed_hosts, http.allowed_origins))
 

@@ -1,67 +1,86 @@
 """The MCP surface: four tools and four resources, translated to and from the engine. Nothing else.
 
-Errors from the engine become tool errors (``isError``) whose text says what happened and what to
-do, with the same facts as structured content. Around each call, and only in MCP's own terms:
-who to bill when the transport identified the caller, log messages for fallbacks and budget
-warnings, resource-updated notifications for subscribers, and an optional observer (metrics).
+Served from the SDK's low-level ``Server``, with every handler ours: the tools' input schemas,
+their validation and the shape of their errors are the router's own (``arguments``), and only
+what is served is advertised (no prompts capability, since there are no prompts).
+
+A tool's failure is a tool error (``isError``) with **no structured content**: schema-checking
+clients (the TypeScript SDK, MCP Inspector) validate structured content against the tool's output
+schema even on an error, and refused the ``{"error": ...}`` that was sent there, so the user never
+saw the message. The text says what happened and what to do, then the error code and request id;
+the same facts, machine-readable (code, field, allowed, limit figures, attempts ...), are in the
+result's ``_meta`` under ``llm-router/error``. An unknown tool is a JSON-RPC error (-32602), an
+unknown resource -32002 and a malformed ``llm-router://ledger/{date}`` -32602, as the spec says.
+
+Around each call, and only in MCP's own terms: who to bill when the transport identified the
+caller, log messages for fallbacks and budget warnings, resource-updated notifications for
+subscribers, and an optional observer (metrics).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import warnings
 import weakref
-from collections.abc import Callable
-from decimal import Decimal
-from typing import Annotated, Any, Protocol
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
-from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.server import Server
+from mcp.server.context import ServerRequestContext
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import (
     INVALID_PARAMS,
-    CallToolResult,
+    CallToolRequestParams,
     EmptyResult,
+    ListResourcesResult,
+    ListResourceTemplatesResult,
+    ListToolsResult,
+    PaginatedRequestParams,
+    ReadResourceRequestParams,
+    ReadResourceResult,
+    Resource,
+    ResourceTemplate,
     SetLevelRequestParams,
     SubscribeRequestParams,
-    TextContent,
+    TextResourceContents,
+    Tool,
     ToolAnnotations,
     UnsubscribeRequestParams,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import Field
-
 from . import __version__
+from .arguments import ToolArguments
 from .calls import (
-    Answer,
+    DATE_PATTERN,
+    BudgetArgs,
     BudgetResult,
     CompleteArgs,
     CompleteResult,
-    DeadlineS,
     ExplainResult,
-    Grouping,
-    MaxCost,
-    MaxTokens,
-    Messages,
-    ModelChoice,
-    Period,
-    Prompt,
-    QualityArg,
+    ReportArgs,
     ReportResult,
-    StrategyArg,
-    System,
-    Tag,
-    TaskType,
-    Temperature,
 )
 from .engine import Engine
 from .redaction import Redactor
 from .types import AllAttemptsFailed, BudgetExceeded, InvalidInput, RouterError
 
-__all__ = ["BUDGETS_URI", "INSTRUCTIONS", "LEDGER_URI", "PROVIDERS_URI", "Observer", "create_server"]
+__all__ = [
+    "BUDGETS_URI",
+    "ERROR_META_KEY",
+    "INSTRUCTIONS",
+    "LEDGER_URI",
+    "PROVIDERS_URI",
+    "RESOURCE_NOT_FOUND",
+    "TOOLS",
+    "Observer",
+    "create_server",
+]
 
 INSTRUCTIONS = """\
 This server hands LLM work to other models and keeps a spend ledger.
@@ -76,14 +95,90 @@ which limit and when it resets."""
 PROVIDERS_URI = "llm-router://providers"
 LEDGER_URI = "llm-router://ledger"
 BUDGETS_URI = "llm-router://budgets"
+ERROR_META_KEY = "llm-router/error"
+"""Where an error result carries its machine-readable facts (``RouterError.to_dict``), in ``_meta``."""
+RESOURCE_NOT_FOUND = -32002
+"""The MCP spec's code for a resource that does not exist (JSON-RPC's range for servers)."""
+
+_DAY = re.compile(DATE_PATTERN)
 _SUBSCRIBABLE = re.compile(r"^llm-router://(providers|ledger|budgets|ledger/\d{4}-\d{2}-\d{2})$")
 _LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+_log = logging.getLogger("llm_router.mcp")
 
 # Log messages are deprecated from protocol 2026-07-28 on, but handshake-era clients (Claude Desktop
 # among them) show them, and 2026 clients can still opt in per request: sent on purpose.
 warnings.filterwarnings("ignore", category=MCPDeprecationWarning, module=r"llm_router\.mcp_server")
 
+
+# -- what the tools are: names, descriptions, schemas (worked out once, at import) ---------------
+
+_MODEL_ALLOWED = '"provider:model", or a list of them (an explicit fallback chain)'
+COMPLETE_ARGS = ToolArguments("complete", CompleteArgs, allowed={
+    "model": _MODEL_ALLOWED, "max_cost_usd": "a number of dollars from 0 to 10000",
+})
+EXPLAIN_ARGS = ToolArguments("route_explain", CompleteArgs, allowed={
+    "model": _MODEL_ALLOWED, "max_cost_usd": "a number of dollars from 0 to 10000",
+})
+REPORT_ARGS = ToolArguments("cost_report", ReportArgs)
+BUDGET_ARGS = ToolArguments("set_budget", BudgetArgs, allowed={
+    "scope": '"global", "provider:NAME" or "tag:NAME"', "limit_usd": "a number of dollars >= 0, or null to remove the limit",
+})
+
 _READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
+TOOLS: dict[str, tuple[Tool, ToolArguments[Any]]] = {
+    tool.name: (tool, arguments)
+    for tool, arguments in (
+        (Tool(
+            name="complete",
+            description="Send a prompt to the best-suited LLM (cheapest that meets the quality asked), with "
+            "fallback across providers and a hard budget. Returns the answer, the model used, tokens and exact cost.",
+            input_schema=COMPLETE_ARGS.schema,
+            output_schema=CompleteResult.model_json_schema(),
+            annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False,
+                                        openWorldHint=True),
+        ), COMPLETE_ARGS),
+        (Tool(
+            name="route_explain",
+            description="Explain, without calling any model or spending anything, which models `complete` would try "
+            "for these arguments, in what order, why others were excluded, and the estimated cost.",
+            input_schema=EXPLAIN_ARGS.schema,
+            output_schema=ExplainResult.model_json_schema(),
+            annotations=_READ_ONLY,
+        ), EXPLAIN_ARGS),
+        (Tool(
+            name="cost_report",
+            description="Spend from the ledger for a period, grouped by provider, model, task_type, tag or day, "
+            "with every budget's status, a month-end projection and savings against the reference model.",
+            input_schema=REPORT_ARGS.schema,
+            output_schema=ReportResult.model_json_schema(),
+            annotations=_READ_ONLY,
+        ), REPORT_ARGS),
+        (Tool(
+            name="set_budget",
+            description="Set, change or remove (limit_usd null) a spending limit. Persisted; applies to every later call.",
+            input_schema=BUDGET_ARGS.schema,
+            output_schema=BudgetResult.model_json_schema(),
+            annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=True,
+                                        openWorldHint=False),
+        ), BUDGET_ARGS),
+    )
+}
+"""Each tool's listing and its arguments, by name."""
+_TOOL_LIST = ListToolsResult(tools=[tool for tool, _ in TOOLS.values()])
+_TOOL_NAMES = ", ".join(TOOLS)
+
+_RESOURCES = ListResourcesResult(resources=[
+    Resource(uri=PROVIDERS_URI, name="providers", mime_type="application/json",
+             description="Each provider: usable or not and why, circuit state, latency, models with prices."),
+    Resource(uri=LEDGER_URI, name="ledger", mime_type="application/json", description="The 50 most recent ledger entries."),
+    Resource(uri=BUDGETS_URI, name="budgets", mime_type="application/json",
+             description="Every limit with spent, reserved and remaining, and when it resets."),
+])
+_TEMPLATES = ListResourceTemplatesResult(resource_templates=[
+    ResourceTemplate(uri_template=LEDGER_URI + "/{date}", name="ledger_day", mime_type="application/json",
+                     description="Every ledger entry of one day (YYYY-MM-DD, budget time zone)."),
+])
+_RESOURCE_NAMES = ", ".join([*(r.uri for r in _RESOURCES.resources), LEDGER_URI + "/YYYY-MM-DD"])
 
 
 class Observer(Protocol):
@@ -92,19 +187,37 @@ class Observer(Protocol):
     def tool_done(self, tool: str, seconds: float, result: Any = None, error: RouterError | None = None) -> None: ...
 
 
-def _json(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str)
+class _Unexpected(RouterError):
+    """A tool failed in a way the router did not foresee (a bug): the details go to the server's log,
+    never to the caller."""
+
+    code = "internal"
 
 
-def _wants_progress(ctx: Context) -> bool:
+# -- the SDK's objects, where it keeps a detail private -------------------------------------------
+
+
+def _connection(session: Any) -> Any:
+    """The client connection behind a request's session. ``ServerSession`` is a per-request proxy
+    and keeps its connection private; subscriptions and log levels belong to the connection."""
+    return session._connection
+
+
+def _nobody_listens(bus: InMemorySubscriptionBus) -> bool:
+    """Whether no ``subscriptions/listen`` stream is open. The SDK's bus ends every publish with a
+    trip round the event loop, listeners or not: three per call, a tenth of a millisecond."""
+    return not getattr(bus, "_listeners", True)
+
+
+def _wants_progress(ctx: ServerRequestContext[Any, Any]) -> bool:
     """Whether the caller asked for progress: a JSON-RPC request carries a progress token; the
     in-process transport hands the dispatcher a callback instead."""
-    meta = ctx.request_context.meta or {}
+    meta = ctx.meta or {}
     if meta.get("progress_token") is not None or meta.get("progressToken") is not None:
         return True
     # The in-process transport (embedding, tests) passes no token: look for the callback through
     # the SDK's dispatch-context wrappers. Tests cover both paths, so an SDK change shows there.
-    outbound = getattr(ctx.request_context.session, "_request_outbound", None)
+    outbound = getattr(ctx.session, "_request_outbound", None)
     for _ in range(4):
         if outbound is None:
             break
@@ -114,31 +227,9 @@ def _wants_progress(ctx: Context) -> bool:
     return False
 
 
-FREE_TEXT = frozenset({"prompt", "system", "tag", "task_type"})
-"""Arguments that are text to pass on as given, whatever it looks like."""
-
-
-class _Arguments(FuncMetadata):
-    """The SDK reads a string argument as JSON when the parameter is not plainly ``str`` (Claude
-    Desktop sends lists as JSON text). For free text that is wrong: a prompt that is a JSON array
-    or object was turned into a list or dict and the call refused. Free text is taken as given;
-    every other argument keeps the SDK's leniency."""
-
-    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
-        maybe_json = {k: v for k, v in data.items() if isinstance(v, str) and k not in FREE_TEXT}
-        return data | super().pre_parse_json(maybe_json) if maybe_json else data
-
-
-def _nobody_listens(server: MCPServer) -> bool:
-    """Whether no ``subscriptions/listen`` stream is open. The SDK's bus ends every publish with a
-    trip round the event loop, listeners or not: three per call, a tenth of a millisecond."""
-    bus = getattr(server, "_subscriptions", None)
-    return isinstance(bus, InMemorySubscriptionBus) and not getattr(bus, "_listeners", True)
-
-
-def _caller_tag(ctx: Context) -> str | None:
+def _caller_tag(ctx: ServerRequestContext[Any, Any]) -> str | None:
     """The tag of the bearer token the HTTP request came with (None over stdio or without tokens)."""
-    request = ctx.request_context.request
+    request = ctx.request
     if request is None:
         return None
     from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -147,10 +238,8 @@ def _caller_tag(ctx: Context) -> str | None:
     return user.access_token.client_id if isinstance(user, AuthenticatedUser) else None
 
 
-def _connection(session: Any) -> Any:
-    """The client connection behind a request's session. ``ServerSession`` is a per-request proxy
-    and keeps its connection private; subscriptions and log levels belong to the connection."""
-    return session._connection
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str)
 
 
 class _Subscribers:
@@ -166,7 +255,8 @@ class _Subscribers:
 
     async def subscribe(self, ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
         if not _SUBSCRIBABLE.match(params.uri):
-            raise MCPError(INVALID_PARAMS, f"no such resource to subscribe to: {params.uri[:200]!r}")
+            raise MCPError(RESOURCE_NOT_FOUND, f"no such resource to subscribe to: {params.uri[:200]!r}",
+                           data={"uri": params.uri[:200]})
         self.by_uri.setdefault(params.uri, weakref.WeakSet()).add(_connection(ctx.session))
         return EmptyResult()
 
@@ -191,112 +281,97 @@ class _Subscribers:
                 self.by_uri[uri].discard(connection)
 
 
-def create_server(engine: Engine, *, observer: Observer | None = None, redact: Redactor | None = None) -> MCPServer:
+Ctx = ServerRequestContext[Any, Any]
+Wire = dict[str, Any]
+"""A ``CallToolResult`` in its wire form, built as a dict (the SDK validates and shapes it for the
+connection's protocol version on the way out; ``resultType`` is what 2026-07-28 requires and the
+handshake era drops)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    arguments: ToolArguments[Any]
+    run: Callable[[Ctx, Any], Awaitable[tuple[Any, Wire]]]
+
+
+def create_server(engine: Engine, *, observer: Observer | None = None, redact: Redactor | None = None) -> Server[Any]:
     """An MCP server bound to one engine (the caller owns the engine and closes it)."""
-    server = MCPServer("llm-router", instructions=INSTRUCTIONS, version=__version__)
     redact = redact if redact is not None else Redactor.from_environment(engine.settings)
     subscribers = _Subscribers()
-    # MCPServer has no decorator for these handshake-era methods; the low-level server serves them.
-    low = server._lowlevel_server
-    low.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribers.subscribe)
-    low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, subscribers.unsubscribe)
-    low.add_request_handler("logging/setLevel", SetLevelRequestParams, subscribers.set_level)
+    bus = InMemorySubscriptionBus()
+    if not logging.getLogger().handlers:
+        # What the server logs (a tool that failed unexpectedly, a malformed message) goes to
+        # stderr, and through the redacting filter cli installs on the root logger's handlers.
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    def ok(result: ExplainResult | ReportResult | BudgetResult | Answer, summary: str) -> CallToolResult:
-        return CallToolResult(
-            content=[TextContent(type="text", text=redact(summary))],
-            structured_content=redact.scrub(result.to_json()),
-        )
+    def ok(structured: dict[str, Any], summary: str) -> Wire:
+        return {"content": [{"type": "text", "text": redact(summary)}], "structuredContent": redact.scrub(structured),
+                "resultType": "complete"}
 
-    def error(exc: RouterError) -> CallToolResult:
-        return CallToolResult(
-            content=[TextContent(type="text", text=redact(str(exc)))],
-            structured_content={"error": redact.scrub(exc.to_dict())},
-            is_error=True,
-        )
+    def error(exc: RouterError) -> Wire:
+        """The one shape of every tool's every failure (see the module docstring)."""
+        tail = exc.code if exc.request_id is None else f"{exc.code}; request {exc.request_id}"
+        return {
+            "content": [{"type": "text", "text": redact(f"{exc}\n\n({tail})")}],
+            "isError": True,
+            "_meta": {ERROR_META_KEY: redact.scrub(exc.to_dict())},
+            "resultType": "complete",
+        }
 
-    async def log(ctx: Context, level: str, message: str, **data: Any) -> None:
+    async def log(ctx: Ctx, level: str, message: str, **data: Any) -> None:
         """A log message to the client (dropped when it asked for a higher level)."""
         # The SDK filters 2026-07-28 sessions itself, by each request's opt-in.
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS and _LOG_LEVELS.index(level) < subscribers.level(ctx.session):
             return
         payload = redact.scrub({"message": message, **data})
-        await ctx.log(level, payload, logger_name="llm-router")  # type: ignore[arg-type]
+        await ctx.session.send_log_message(level, payload, logger="llm-router", related_request_id=ctx.request_id)  # type: ignore[arg-type]
 
-    async def updated(ctx: Context, *uris: str) -> None:
-        if not _nobody_listens(server):
+    async def updated(*uris: str) -> None:
+        if not _nobody_listens(bus):
             for uri in uris:
-                await ctx.notify_resource_updated(uri)
+                await bus.publish(ResourceUpdated(uri=uri))
         if subscribers.by_uri:
             for uri in uris:
                 await subscribers.updated(uri)
 
-    async def ledger_written(ctx: Context) -> None:
+    async def ledger_written() -> None:
         """The ledger, today's page of it and the budgets changed (worked out only if anyone listens)."""
-        if subscribers.by_uri or not _nobody_listens(server):
-            await updated(ctx, LEDGER_URI, f"{LEDGER_URI}/{engine.budget.clock.today().isoformat()}", BUDGETS_URI)
+        if subscribers.by_uri or not _nobody_listens(bus):
+            await updated(LEDGER_URI, f"{LEDGER_URI}/{engine.budget.clock.today().isoformat()}", BUDGETS_URI)
 
-    def done(tool: str, t0: float, result: Any = None, err: RouterError | None = None) -> None:
-        if observer is not None:
-            observer.tool_done(tool, time.perf_counter() - t0, result, err)
-
-    def billing_tag(ctx: Context, tag: str | None) -> tuple[str | None, str]:
-        """The tag to bill, and a note when a tag argument was overridden. A token's tag wins:
+    def billing_tag(ctx: Ctx, args: CompleteArgs) -> str:
+        """Bill the token's tag, with a note when a tag argument was overridden. A token's tag wins:
         otherwise a caller could move its spend out of its own tag's budget."""
         caller = _caller_tag(ctx)
         if caller is None:
-            return tag, ""
-        note = f" (billed to {caller!r}, this connection's token, not {tag.strip()!r})" if tag and tag.strip() != caller else ""
-        return caller, note
+            return ""
+        given = args.tag
+        args.tag = caller
+        return f" (billed to {caller!r}, this connection's token, not {given.strip()!r})" if given and given.strip() != caller else ""
 
-    @server.tool(
-        description="Send a prompt to the best-suited LLM (cheapest that meets the quality asked), with "
-        "fallback across providers and a hard budget. Returns the answer, the model used, tokens and exact cost.",
-        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True),
-    )
-    async def complete(
-        ctx: Context,
-        prompt: Prompt = None,
-        messages: Messages = None,
-        system: System = None,
-        max_tokens: MaxTokens = None,
-        temperature: Temperature = None,
-        model: ModelChoice = None,
-        task_type: TaskType = None,
-        quality: QualityArg = None,
-        strategy: StrategyArg = None,
-        max_cost_usd: MaxCost = None,
-        tag: Tag = None,
-        deadline_s: DeadlineS = None,
-    ) -> Annotated[CallToolResult, CompleteResult]:
-        t0 = time.perf_counter()
-        tag, note = billing_tag(ctx, tag)
-        args = CompleteArgs(
-            prompt=prompt, messages=messages, system=system, max_tokens=max_tokens, temperature=temperature,
-            model=model, task_type=task_type, quality=quality, strategy=strategy, max_cost_usd=max_cost_usd,
-            tag=tag, deadline_s=deadline_s,
-        )
+    # -- the tools ---------------------------------------------------------------------------------
+
+    async def complete(ctx: Ctx, args: CompleteArgs) -> tuple[Any, Wire]:
+        note = billing_tag(ctx, args)
         step = 0
 
         async def progress(_value: float, _total: float | None, message: str) -> None:
             nonlocal step
             step += 1  # MCP progress must increase with every notification
-            await ctx.report_progress(step, None, redact(message))
+            await ctx.session.report_progress(step, None, redact(message))
 
         try:
             # Streaming from the provider and reporting it costs a little: only when asked for.
             result = await engine.complete(args, progress=progress if _wants_progress(ctx) else None)
         except RouterError as e:
-            done("complete", t0, err=e)
             if not isinstance(e, InvalidInput):  # past validation, every call leaves a ledger row
-                await ledger_written(ctx)
+                await ledger_written()
             if isinstance(e, BudgetExceeded):
                 await log(ctx, "warning", f"budget refusal: {e}", limit=e.limit_name, resets_at=e.resets_at)
             elif isinstance(e, AllAttemptsFailed):
                 await log(ctx, "error", str(e), attempts=[a.to_dict() for a in e.attempts])
-            return error(e)
-        done("complete", t0, result)
-        await ledger_written(ctx)
+            raise
+        await ledger_written()
         failed = [a for a in result.attempts if a.outcome != "ok"]
         if failed:
             what = "; ".join(f"{a.model} {a.outcome} ({a.error_code})" for a in failed)
@@ -308,131 +383,121 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
                       f"{tight.get('percent_used', '?')}% used (tier {result.budget['tier']}): "
                       + ("cheaper models go first" if result.budget["tier"] == "cautious" else "only free models are used"),
                       budget=result.budget)
+        u = result.usage
+        tokens = f"{u.input_tokens} in / {u.output_tokens} out" + (" (estimated)" if u.estimated else "")
         summary = (
-            f"{result.text}\n\n— {result.model}, {result.usage.input_tokens} in / {result.usage.output_tokens} out, "
+            f"{result.text}\n\n— {result.model}, {tokens}, "
             f"${result.cost_usd}{' after fallback' if failed else ''}; request {result.request_id}{note}"
         )
-        return ok(result, summary)
+        if result.notes:
+            summary += "".join(f"\n{line}" for line in result.notes)
+        return result, ok(result.to_json(), summary)
 
-    @server.tool(
-        description="Explain, without calling any model or spending anything, which models `complete` would try "
-        "for these arguments, in what order, why others were excluded, and the estimated cost.",
-        annotations=_READ_ONLY,
-    )
-    async def route_explain(
-        ctx: Context,
-        prompt: Prompt = None,
-        messages: Messages = None,
-        system: System = None,
-        max_tokens: MaxTokens = None,
-        temperature: Temperature = None,
-        model: ModelChoice = None,
-        task_type: TaskType = None,
-        quality: QualityArg = None,
-        strategy: StrategyArg = None,
-        max_cost_usd: MaxCost = None,
-        tag: Tag = None,
-    ) -> Annotated[CallToolResult, ExplainResult]:
-        t0 = time.perf_counter()
-        tag, note = billing_tag(ctx, tag)
-        args = CompleteArgs(
-            prompt=prompt, messages=messages, system=system, max_tokens=max_tokens, temperature=temperature,
-            model=model, task_type=task_type, quality=quality, strategy=strategy, max_cost_usd=max_cost_usd, tag=tag,
-        )
-        try:
-            result = await engine.explain(args)
-        except RouterError as e:
-            done("route_explain", t0, err=e)
-            return error(e)
-        done("route_explain", t0, result)
+    async def route_explain(ctx: Ctx, args: CompleteArgs) -> tuple[Any, Wire]:
+        note = billing_tag(ctx, args)
+        result = await engine.explain(args)
         head = result.chain[0] if result.chain else "no model"
         summary = (f"Would try {', '.join(result.chain) or 'nothing'} (first: {head}); budget tier {result.budget_tier}"
                    f"{note}.\n" + "\n".join(result.steps))
         if result.excluded:
             summary += "\nexcluded: " + "; ".join(f"{x['model']} ({x['reason']})" for x in result.excluded)
-        return ok(result, summary)
+        return result, ok(result.to_json(), summary)
 
-    @server.tool(
-        description="Spend from the ledger for a period, grouped by provider, model, task_type, tag or day, "
-        "with every budget's status, a month-end projection and savings against the reference model.",
-        annotations=_READ_ONLY,
-    )
-    async def cost_report(
-        period: Annotated[Period | None, Field(description="A named period; default this_month. Or give since/until.")] = None,
-        group_by: Annotated[Grouping, Field(description="How to group the rows.")] = "provider",
-        since: Annotated[str | None, Field(max_length=32, description="First day, YYYY-MM-DD (inclusive).")] = None,
-        until: Annotated[str | None, Field(max_length=32, description="Last day, YYYY-MM-DD (inclusive).")] = None,
-        tag: Annotated[str | None, Field(max_length=128, description="Only calls billed to this tag.")] = None,
-        provider: Annotated[str | None, Field(max_length=64, description="Only calls to this provider.")] = None,
-    ) -> Annotated[CallToolResult, ReportResult]:
-        t0 = time.perf_counter()
-        try:
-            if period is not None and (since or until):
-                raise InvalidInput("period", "give a period or since/until, not both", allowed="one of them")
-            result = await engine.cost_report(period=period, group_by=group_by, since=since, until=until, tag=tag, provider=provider)
-        except RouterError as e:
-            done("cost_report", t0, err=e)
-            return error(e)
-        done("cost_report", t0, result)
+    async def cost_report(ctx: Ctx, args: ReportArgs) -> tuple[Any, Wire]:
+        if args.period is not None and (args.since or args.until):
+            raise InvalidInput("period", "give a period or since/until, not both", allowed="one of them")
+        result = await engine.cost_report(period=args.period, group_by=args.group_by, since=args.since,
+                                          until=args.until, tag=args.tag, provider=args.provider)
+        totals = result.totals
         lines = [(f"{result.period['name']} ({result.period['first_day']}..{result.period['last_day']}): "
-                  f"${result.totals['cost_usd']} over {result.totals['requests']} calls")]
-        lines += [f"  {r[group_by] or '(none)'}: ${r['cost_usd']} ({r['requests']} calls)" for r in result.rows]
-        return ok(result, "\n".join(lines))
+                  f"${totals['cost_usd']} over {totals['requests']} {'call' if totals['requests'] == 1 else 'calls'}")]
+        lines += [f"  {r[args.group_by] or '(none)'}: ${r['cost_usd']} ({r['requests']} "
+                  f"{'call' if r['requests'] == 1 else 'calls'})" for r in result.rows]
+        return result, ok(result.to_json(), "\n".join(lines))
 
-    @server.tool(
-        description="Set, change or remove (limit_usd null) a spending limit. Persisted; applies to every later call.",
-        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=True, openWorldHint=False),
-    )
-    async def set_budget(
-        ctx: Context,
-        scope: Annotated[str, Field(max_length=140, description='"global", "provider:NAME" or "tag:NAME".')],
-        period: Annotated[str, Field(max_length=32, description="daily, monthly or per_request.")],
-        limit_usd: Annotated[Decimal | None, Field(description="The limit in USD; null removes it.")],
-    ) -> Annotated[CallToolResult, BudgetResult]:
+    async def set_budget(ctx: Ctx, args: BudgetArgs) -> tuple[Any, Wire]:
+        result = await engine.set_budget(args.scope, args.period, args.limit_usd)
+        await updated(BUDGETS_URI)
+        what = "removed" if args.limit_usd is None else f"set to ${args.limit_usd}"
+        return result, ok(result.to_json(), f"{args.scope} {args.period} limit {what}.")
+
+    bound = {
+        "complete": _Bound(COMPLETE_ARGS, complete),
+        "route_explain": _Bound(EXPLAIN_ARGS, route_explain),
+        "cost_report": _Bound(REPORT_ARGS, cost_report),
+        "set_budget": _Bound(BUDGET_ARGS, set_budget),
+    }
+    assert bound.keys() == TOOLS.keys()
+
+    async def list_tools(ctx: Ctx, params: PaginatedRequestParams | None) -> ListToolsResult:
+        return _TOOL_LIST
+
+    async def call_tool(ctx: Ctx, params: CallToolRequestParams) -> Wire:
+        tool = bound.get(params.name)
+        if tool is None:
+            raise MCPError(INVALID_PARAMS, f"Unknown tool: {params.name[:100]!r}; this server has {_TOOL_NAMES}",
+                           data={"tool": params.name[:100]})
         t0 = time.perf_counter()
         try:
-            if limit_usd is not None and not limit_usd.is_finite():
-                raise InvalidInput("limit_usd", "is not a finite amount", allowed="a number of dollars >= 0, or null")
-            if limit_usd is not None and limit_usd < 0:
-                raise InvalidInput("limit_usd", "a limit cannot be negative", allowed="a number of dollars >= 0, or null")
-            result = await engine.set_budget(scope, period, limit_usd)
+            result, wire = await tool.run(ctx, tool.arguments.parse(params.arguments))
         except RouterError as e:
-            done("set_budget", t0, err=e)
+            if observer is not None:
+                observer.tool_done(params.name, time.perf_counter() - t0, None, e)
             return error(e)
-        done("set_budget", t0, result)
-        await updated(ctx, BUDGETS_URI)
-        what = "removed" if limit_usd is None else f"set to ${limit_usd}"
-        return ok(result, f"{scope} {period} limit {what}.")
+        except Exception:
+            _log.exception("tool %s failed unexpectedly", params.name)
+            failure = _Unexpected(f"{params.name} failed unexpectedly; the server's log has the details")
+            if observer is not None:
+                observer.tool_done(params.name, time.perf_counter() - t0, None, failure)
+            return error(failure)
+        if observer is not None:
+            observer.tool_done(params.name, time.perf_counter() - t0, result, None)
+        return wire
 
-    def resource(uri: str, name: str, description: str) -> Callable[[Any], Any]:
-        return server.resource(uri, name=name, mime_type="application/json", description=description)
+    # -- the resources -----------------------------------------------------------------------------
 
-    @resource(PROVIDERS_URI, "providers", "Each provider: usable or not and why, circuit state, latency, models with prices.")
-    async def providers() -> str:
-        return redact(_json({"providers": engine.providers_status()}))
+    async def list_resources(ctx: Ctx, params: PaginatedRequestParams | None) -> ListResourcesResult:
+        return _RESOURCES
 
-    @resource(LEDGER_URI, "ledger", "The 50 most recent ledger entries.")
-    async def ledger() -> str:
-        return redact(_json({"entries": await engine.ledger_rows(limit=50)}))
+    async def list_templates(ctx: Ctx, params: PaginatedRequestParams | None) -> ListResourceTemplatesResult:
+        return _TEMPLATES
 
-    @resource(LEDGER_URI + "/{date}", "ledger_day", "Every ledger entry of one day (YYYY-MM-DD, budget time zone).")
-    async def ledger_day(date: str) -> str:
-        try:
-            rows = await engine.ledger_rows(day=date, limit=10_000)
-        except InvalidInput as e:
-            from mcp.server.mcpserver.exceptions import ResourceError
+    async def read_resource(ctx: Ctx, params: ReadResourceRequestParams) -> ReadResourceResult:
+        uri = params.uri
+        if uri == PROVIDERS_URI:
+            text = _json({"providers": engine.providers_status()})
+        elif uri == LEDGER_URI:
+            text = _json({"entries": await engine.ledger_rows(limit=50)})
+        elif uri == BUDGETS_URI:
+            text = _json({"budgets": await engine.budgets()})
+        elif uri.startswith(LEDGER_URI + "/"):
+            day = uri[len(LEDGER_URI) + 1:]
+            try:
+                if not _DAY.match(day):
+                    raise InvalidInput("date", f"{day[:40]!r} is not a date", allowed="YYYY-MM-DD")
+                rows = await engine.ledger_rows(day=day, limit=10_000)
+            except InvalidInput as e:
+                raise MCPError(INVALID_PARAMS, redact(str(e)), data={"uri": redact(uri[:200])}) from None
+            text = _json({"date": day, "entries": rows})
+        else:
+            raise MCPError(RESOURCE_NOT_FOUND, f"no such resource: {uri[:200]!r}; this server has {_RESOURCE_NAMES}",
+                           data={"uri": uri[:200]})
+        return ReadResourceResult(contents=[TextResourceContents(uri=uri, text=redact(text), mime_type="application/json")])
 
-            raise ResourceError(redact(str(e))) from None
-        return redact(_json({"date": date, "entries": rows}))
-
-    @resource(BUDGETS_URI, "budgets", "Every limit with spent, reserved and remaining, and when it resets.")
-    async def budgets() -> str:
-        return redact(_json({"budgets": await engine.budgets()}))
-
-    # Every result is built as its own pydantic model and dumped here; the SDK would validate the
-    # dump against that same model again, per call. The output schema stays published (and
-    # clients validate against it); only the server's second check goes.
-    for tool in server._tool_manager.list_tools():
-        tool.fn_metadata.output_model = None
-        tool.fn_metadata = _Arguments.model_construct(**dict(tool.fn_metadata))
+    server: Server[Any] = Server(
+        "llm-router",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+        on_subscribe_resource=subscribers.subscribe,
+        on_unsubscribe_resource=subscribers.unsubscribe,
+        on_subscriptions_listen=ListenHandler(bus),
+    )
+    # The constructor's on_set_logging_level warns that logging is deprecated from 2026-07-28 on;
+    # handshake-era clients still set their level, so it is served all the same.
+    server.add_request_handler("logging/setLevel", SetLevelRequestParams, subscribers.set_level)
     return server

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 if TYPE_CHECKING:
+    from mcp.server import Server
     from mcp.server.mcpserver import MCPServer
 
 __all__ = ["LineReader", "PipeWriter", "can_serve_natively", "serve_stdio"]
@@ -157,14 +158,17 @@ def _claimed_std_fds() -> Iterator[tuple[int, int]]:
         os.close(wire_in)
 
 
-async def serve_stdio(server: MCPServer) -> None:
+async def serve_stdio(server: Server[Any] | MCPServer) -> None:
     """Run ``server`` over this process's stdin and stdout until the client closes stdin."""
-    if not can_serve_natively():
-        await server.run_stdio_async()
-        return
+    from mcp.server.mcpserver import MCPServer
     from mcp.server.stdio import stdio_server
 
-    low = server._lowlevel_server
+    # An MCPServer (the benchmark's bare floor) is served by the low-level server inside it.
+    low = server._lowlevel_server if isinstance(server, MCPServer) else server
+    if not can_serve_natively():
+        async with stdio_server() as (read_stream, write_stream):
+            await low.run(read_stream, write_stream, low.create_initialization_options())
+        return
     with _claimed_std_fds() as (wire_in, wire_out):
         # Duck-typed for what stdio_server uses of its anyio files: async line iteration, write, flush.
         stdin: Any = LineReader(wire_in)
