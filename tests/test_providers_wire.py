@@ -1006,9 +1006,10 @@ async def test_transport_failures(
 
 @pytest.mark.parametrize("cls", ALL)
 async def test_stream_cut_mid_body_is_malformed(cls: type) -> None:
-    whole = GOOD_STREAMS[cls]().content
+    good = GOOD_STREAMS[cls]()
+    whole = good.content
     cut = httpx.Response(
-        200, headers={"content-type": "text/event-stream"}, stream=CutStream(whole[: len(whole) // 2])
+        200, headers={"content-type": good.headers["content-type"]}, stream=CutStream(whole[: len(whole) // 2])
     )
     err = await fails(make(cls, Wire(cut)), MalformedResponse, stream=True)
     assert "mid-response" in str(err)

@@ -12,20 +12,27 @@ from ..types import (
     Completion,
     CompletionRequest,
     ContentFiltered,
-    MalformedResponse,
     Overloaded,
     ProviderError,
     Usage,
 )
 from .base import (
+    SHAPE_ERRORS,
+    EventStream,
     HttpAdapter,
     HttpSettings,
     TextCallback,
+    TextJoiner,
+    clean_text,
+    content_type,
+    dumps_or_empty,
     error_detail,
     error_from_status,
-    iter_sse,
+    is_json_type,
     json_or_malformed,
     reclassify,
+    token_count,
+    upstream_str,
 )
 
 __all__ = ["AnthropicProvider"]
@@ -50,22 +57,24 @@ _TYPE_STATUS = {
 }
 # Types that say more than the status (an overload sent as a 500; out of credit is no bad request).
 _TYPE_CLASS: dict[str, type[ProviderError]] = {"overloaded_error": Overloaded, "billing_error": AuthError}
-_SHAPE_ERRORS = (KeyError, TypeError, AttributeError, ValueError)
+_SSE_TYPES = frozenset({"text/event-stream", "text/plain", ""})
 
 
 def _usage(raw: Any) -> Usage | None:
     """Anthropic's ``input_tokens`` leaves out cache reads and writes; ours counts them."""
     if not isinstance(raw, dict) or raw.get("input_tokens") is None or raw.get("output_tokens") is None:
         return None
-    read = int(raw.get("cache_read_input_tokens") or 0)
-    write = int(raw.get("cache_creation_input_tokens") or 0)
-    return Usage(int(raw["input_tokens"]) + read + write, int(raw["output_tokens"]), read, write)
+    read = token_count(raw.get("cache_read_input_tokens") or 0)
+    write = token_count(raw.get("cache_creation_input_tokens") or 0)
+    return Usage(token_count(raw["input_tokens"]) + read + write, token_count(raw["output_tokens"]), read, write)
 
 
 @dataclass(slots=True)
 class _Stream:
     model: str
     parts: list[str] = field(default_factory=list)
+    joiner: TextJoiner = field(default_factory=TextJoiner)
+    tools: list[str] = field(default_factory=list)
     usage: dict[str, Any] = field(default_factory=dict)
     response_id: str | None = None
     stop_reason: str | None = None
@@ -95,33 +104,40 @@ class AnthropicProvider(HttpAdapter):
         if request.temperature is not None:
             body["temperature"] = request.temperature
 
-
         if on_text is None:
             data = await self._post(_PATH, body, model)
             return self._parse(data, model)
         body["stream"] = True
         async with self._stream(_PATH, body, model) as response:
+            ctype = content_type(response)
+            if is_json_type(ctype):  # a proxy that ignores "stream" answers as it would without it
+                completion = self._parse(await self._read_json(response, model), model)
+                if completion.text:
+                    await on_text(completion.text)
+                return completion
+            if ctype not in _SSE_TYPES:
+                raise await self._not_a_stream(response, "an event stream", model)
             state = _Stream(model)
-            async for _event, data in iter_sse(response):
+            events = EventStream(response, provider=self.name, model=model)
+            async for _event, data in events:
                 if state.done:
                     continue  # read to the end so the connection goes back to the pool
                 text = self._absorb(state, data, model, response.headers)
-                if text:
+                if text and (text := state.joiner.feed(text)):
                     state.parts.append(text)
                     await on_text(text)
+            if state.done and (tail := state.joiner.flush()):
+                state.parts.append(tail)
+                await on_text(tail)
         if not state.done:
-            raise MalformedResponse(
-                f"{self.name}: the stream ended before message_stop "
-                f"(cut off after {len(state.parts)} text pieces)",
-                provider=self.name,
-                model=model,
-            )
+            raise events.ended_early("message_stop", len(state.parts), secret=self._key)
         try:
             usage = _usage(state.usage)
-        except _SHAPE_ERRORS:
-            raise self._malformed(f"unreadable usage: {state.usage!r}", model) from None
-        self._check_refusal(state.stop_reason, model, usage)
-        return Completion("".join(state.parts), state.model, usage, state.stop_reason, state.response_id)
+        except SHAPE_ERRORS:
+            raise self._malformed(f"unreadable usage: {str(state.usage)[:200]!r}", model) from None
+        text = "".join(state.parts)
+        self._check(text, state.stop_reason, state.tools, model, usage)
+        return Completion(text, state.model, usage, state.stop_reason, state.response_id)
 
     def _absorb(self, state: _Stream, data: str, model: str, headers: httpx.Headers) -> str | None:
         """Fold one event into ``state``; return its text delta, if any."""
@@ -135,46 +151,57 @@ class AnthropicProvider(HttpAdapter):
                 if not isinstance(delta["text"], str):
                     raise TypeError("text_delta without text")
                 return delta["text"]
-            if kind == "message_start":
+            if kind == "content_block_start":
+                block = event["content_block"]
+                if block.get("type") == "tool_use":
+                    state.tools.append(block.get("name") if isinstance(block.get("name"), str) else "")
+            elif kind == "message_start":
                 message = event["message"]
-                state.model = message.get("model") or state.model
-                state.response_id = message.get("id")
+                state.model = upstream_str(message.get("model"), state.model)
+                state.response_id = upstream_str(message.get("id"))
                 state.usage.update(message.get("usage") or {})
             elif kind == "message_delta":
-                state.stop_reason = event.get("delta", {}).get("stop_reason") or state.stop_reason
+                state.stop_reason = upstream_str((event.get("delta") or {}).get("stop_reason"), state.stop_reason)
                 # Counts here are cumulative and replace those from message_start.
                 state.usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
             elif kind == "message_stop":
                 state.done = True
             elif kind == "error":
                 raise self._error(model, 200, data, headers, in_stream=True)
-        except _SHAPE_ERRORS:
+        except SHAPE_ERRORS:
             raise self._malformed(f"an unreadable stream event: {data[:200]!r}", model) from None
         return None
 
     def _parse(self, data: Any, model: str) -> Completion:
+        if isinstance(data, dict) and data.get("type") == "error":
+            raise self._error(model, 200, dumps_or_empty(data), httpx.Headers(), in_stream=True)
         try:
-            text = "".join(block["text"] for block in data["content"] if block.get("type") == "text")
+            blocks = data["content"]
+            text = "".join(block["text"] for block in blocks if block.get("type") == "text")
+            tools = [b.get("name") if isinstance(b.get("name"), str) else "" for b in blocks if b.get("type") == "tool_use"]
             completion = Completion(
-                text,
-                data.get("model") or model,
+                clean_text(text),
+                upstream_str(data.get("model"), model),
                 _usage(data.get("usage")),
-                data.get("stop_reason"),
-                data.get("id"),
+                upstream_str(data.get("stop_reason")),
+                upstream_str(data.get("id")),
             )
-        except _SHAPE_ERRORS:
+        except SHAPE_ERRORS:
             raise self._malformed("an answer without a readable content list", model) from None
-        self._check_refusal(completion.finish_reason, model, completion.usage)
+        self._check(completion.text, completion.finish_reason, tools, model, completion.usage)
         return completion
 
-    def _check_refusal(self, stop_reason: str | None, model: str, usage: Usage | None) -> None:
+    def _check(self, text: str, stop_reason: str | None, tools: list[str], model: str, usage: Usage | None) -> None:
+        """A refusal, or an answer that is only a tool call, is no answer (both are billed)."""
         if stop_reason == "refusal":
             raise ContentFiltered(
                 f"{self.name} refused to answer (stop_reason refusal): a safety classifier intervened",
                 provider=self.name,
                 model=model,
-                usage=usage,  # a refusal is still billed
+                usage=usage,
             )
+        if stop_reason == "tool_use" or (tools and not text.strip()):
+            raise self._tool_call_only(tools, model, usage)
 
     def _model_names(self, data: Any) -> list[str]:
         return [m["id"] for m in data["data"]]
@@ -184,10 +211,10 @@ class AnthropicProvider(HttpAdapter):
     ) -> ProviderError:
         detail = error_detail(body)
         etype = detail.get("type")
-        if in_stream and etype in _TYPE_STATUS:
-            status = _TYPE_STATUS[etype]  # the stream's own status is 200
+        if in_stream:  # the stream's own status is 200
+            status = _TYPE_STATUS.get(etype, 500) if isinstance(etype, str) else 500
         message = detail.get("message")
-        text = f"{etype}: {message}" if etype and message else None
+        text = f"{etype}: {message}" if isinstance(etype, str) and isinstance(message, str) and message else None
         err = error_from_status(
             status, body, headers, provider=self.name, model=model, message=text, secret=self._key
         )

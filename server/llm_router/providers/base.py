@@ -3,6 +3,10 @@
 An adapter knows one wire protocol and nothing of budgets, routing or MCP. It turns a
 ``CompletionRequest`` into a ``Completion`` (with the usage the provider reported) or raises one
 of the ``ProviderError`` classes from ``llm_router.types``.
+
+Whatever an upstream sends can fail one attempt, never the process: every body is read with a
+size cap, every JSON value is checked for shape, every text kept from upstream (answer text,
+model names, error messages) is made valid Unicode here, before it reaches MCP.
 """
 
 from __future__ import annotations
@@ -10,13 +14,16 @@ from __future__ import annotations
 import email.utils
 import functools
 import json
+import math
+import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import anyio
 import httpx
 
 from ..types import (
@@ -32,6 +39,8 @@ from ..types import (
     RateLimited,
     ServerError,
     Timeout,
+    ToolCallOnly,
+    Usage,
 )
 
 __all__ = [
@@ -39,12 +48,23 @@ __all__ = [
     "Provider",
     "ProbeResult",
     "HttpSettings",
+    "SHAPE_ERRORS",
     "make_client",
     "error_from_status",
     "error_from_transport",
     "parse_retry_after",
-    "iter_sse",
+    "clean_text",
+    "TextJoiner",
+    "upstream_str",
+    "token_count",
+    "stated_window",
+    "content_type",
+    "is_json_type",
+    "dumps_or_empty",
+    "not_a_stream",
+    "EventStream",
     "iter_ndjson",
+    "read_capped",
     "json_or_malformed",
     "redact",
     "ErrorMapper",
@@ -53,12 +73,35 @@ __all__ = [
     "post_json",
     "open_stream",
     "probe_models",
+    "HttpAdapter",
 ]
 
 TextCallback = Callable[[str], Awaitable[None]]
 """Called with each piece of text as a stream delivers it."""
 
 RETRY_AFTER_CAP_S = 120.0
+
+# Caps on what an upstream may send. Read at call time, so tests can lower them.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""A whole (non-stream) answer: a 100k-token answer is about 1 MB of JSON."""
+MAX_STREAM_BYTES = 64 * 1024 * 1024
+"""A whole stream: event framing costs about 150 bytes a token, so a 128k-token answer fits."""
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""One line of an event stream or NDJSON body."""
+MAX_ERROR_BODY_BYTES = 64 * 1024
+"""An error body: only its first 500 characters are kept."""
+MAX_TOKEN_COUNT = 1_000_000_000
+"""A usage figure above this is not a count but garbage (it would bill absurd sums)."""
+PROBE_TIMEOUT_S = 3.0
+"""A side question to a local server (its window, a token count) never holds a call up longer."""
+PROBE_BODY_BYTES = 4 * 1024 * 1024
+UNKNOWN_RETRY_S = 60.0
+"""A side question that found no answer for a passing reason is asked again after this long."""
+
+SHAPE_ERRORS: tuple[type[BaseException], ...] = (
+    KeyError, TypeError, AttributeError, ValueError, IndexError, OverflowError, RecursionError,
+)
+"""What reading a JSON value of the wrong shape raises (``int(float("inf"))`` is an OverflowError)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +128,11 @@ class Provider(Protocol):
         With ``on_text`` the adapter streams from the provider and calls it with each text delta
         as it arrives; the returned ``Completion`` holds the whole text and the final usage. A
         stream that ends before the provider's end marker raises ``MalformedResponse``: a cut
-        stream is a failure, never a truncated success.
+        stream is a failure, never a truncated success. All text is valid Unicode.
 
         Raises:
-            ProviderError: one of its subclasses, carrying status, retry_after and a trimmed body.
+            ProviderError: one of its subclasses, carrying status, retry_after and a trimmed body;
+                ``ToolCallOnly`` (with the billed usage) when the model answered only with a tool call.
         """
         ...
 
@@ -143,6 +187,62 @@ def make_client(settings: HttpSettings, headers: dict[str, str]) -> httpx.AsyncC
     )
 
 
+# -- text from upstream ---------------------------------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` as valid Unicode: surrogate pairs joined into their character, lone halves U+FFFD.
+
+    JSON may carry ``"\\ud83d"`` alone (JavaScript servers emit such halves), and a Python string
+    holding one cannot be written as UTF-8: left alone, it ends the stdio writer. Valid text (the
+    usual case) is returned as it is, after one scan.
+    """
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+class TextJoiner:
+    """Makes stream deltas valid text as they come: a high surrogate ending one delta is held
+    back until the next (a pair split across two chunks is rejoined), or until ``flush``."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        if self._held:
+            piece, self._held = self._held + piece, ""
+        if piece and "\ud800" <= piece[-1] <= "\udbff":
+            piece, self._held = piece[:-1], piece[-1]
+        return clean_text(piece)
+
+    def flush(self) -> str:
+        """What is still held at the end of the stream: a half that never found its pair."""
+        held, self._held = self._held, ""
+        return "\ufffd" if held else ""
+
+
+def upstream_str(value: Any, default: str | None = None, *, limit: int = 200) -> str | None:
+    """A short string field from upstream (a model name, an id, a finish reason), made valid;
+    ``default`` when it is missing, empty or not a string."""
+    if not isinstance(value, str) or not value:
+        return default
+    return clean_text(value[:limit])
+
+
+def token_count(value: Any) -> int:
+    """A usage figure as an int. Raises ``ValueError`` (or another of ``SHAPE_ERRORS``) for a
+    negative, absurd or non-numeric one: such a body is malformed, not a bill."""
+    count = int(value)
+    if not 0 <= count <= MAX_TOKEN_COUNT:
+        raise ValueError(f"token count {count} out of range")
+    return count
+
+
 def redact(text: str, secret: str | None) -> str:
     """Remove a key from text that may be shown (bodies can echo the key back)."""
     if secret and len(secret) >= 4 and secret in text:
@@ -155,24 +255,59 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
     raw_ms = headers.get("retry-after-ms")
     if raw_ms:
         try:
-            return min(max(float(raw_ms) / 1000, 0.0), RETRY_AFTER_CAP_S)
+            value = float(raw_ms) / 1000
+            if math.isfinite(value):
+                return min(max(value, 0.0), RETRY_AFTER_CAP_S)
         except ValueError:
             pass
     raw = headers.get("retry-after")
     if not raw:
         return None
     try:
-        return min(max(float(raw), 0.0), RETRY_AFTER_CAP_S)
+        value = float(raw)
+        return min(max(value, 0.0), RETRY_AFTER_CAP_S) if math.isfinite(value) else None
     except ValueError:
         pass
     try:
         when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return min(max(when.timestamp() - time.time(), 0.0), RETRY_AFTER_CAP_S)
+    try:
+        return min(max(when.timestamp() - time.time(), 0.0), RETRY_AFTER_CAP_S)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
-_CONTEXT_HINTS = ("context length", "context_length", "too long", "maximum context", "token limit", "too many tokens")
+# -- context windows stated in errors ------------------------------------------------------------
+
+_CONTEXT_HINTS = (
+    "context length", "context_length", "too long", "maximum context", "token limit", "too many tokens",
+    "context size", "context limit", "context window",
+)
+_N = r"(\d[\d,]*)"
+# Each pattern captures the window itself, as these servers word it (numbers may wrap lines).
+_WINDOW_PATTERNS = tuple(
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        rf"maximum context length is\s+{_N}\s+tokens",  # OpenAI, vLLM, OpenRouter
+        rf"exceeds the available context size\s+\({_N}\s+tokens\)",  # llama.cpp server
+        rf"prompt is too long:\s*\d[\d,]*\s+tokens\s*>\s*{_N}\s+maximum",  # Anthropic
+        rf"exceed context limit:\s*\d[\d,]*\s*\+\s*\d[\d,]*\s*>\s*{_N}",  # Anthropic, input + max_tokens
+        rf"maximum number of tokens allowed\s+\({_N}\)",  # Gemini
+        rf"longer than the model's context length\s+\({_N}\s+tokens\)",  # Together
+        rf"too large for model with\s+{_N}\s+maximum context length",  # Mistral
+    )
+)
+
+
+def stated_window(message: str) -> int | None:
+    """The context window a context-length error states, if it states one."""
+    for pattern in _WINDOW_PATTERNS:
+        match = pattern.search(message)
+        if match:
+            window = int(match.group(1).replace(",", ""))
+            return window if 0 < window <= MAX_TOKEN_COUNT else None
+    return None
 
 
 def error_from_status(
@@ -186,8 +321,9 @@ def error_from_status(
     secret: str | None = None,
 ) -> ProviderError:
     """Map an HTTP failure onto the error vocabulary (adapters refine with their own codes first)."""
-    body = redact(body, secret)
-    msg = redact(message or body[:300] or f"HTTP {status}", secret)
+    body = clean_text(redact(body, secret))
+    said = clean_text(redact(message or body, secret))
+    msg = said[:300] or f"HTTP {status}"
     kw: dict[str, Any] = {"provider": provider, "model": model, "status": status, "body": body}
     text = f"{provider} answered HTTP {status}: {msg}"
     if status in (401, 403):
@@ -197,7 +333,7 @@ def error_from_status(
     if status in (503, 529):
         return Overloaded(text, retry_after=parse_retry_after(headers), **kw)
     if status == 413 or (status == 400 and any(h in msg.lower() for h in _CONTEXT_HINTS)):
-        return ContextTooLong(text, **kw)
+        return ContextTooLong(text, context_window=stated_window(said[:2000]), **kw)
     if status == 408:
         return Timeout(text, **kw)
     if status >= 500:
@@ -207,7 +343,7 @@ def error_from_status(
 
 def error_from_transport(exc: Exception, *, provider: str, model: str, secret: str | None = None) -> ProviderError:
     """Map an httpx transport failure (no HTTP status) onto the vocabulary."""
-    detail = redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, secret)
+    detail = clean_text(redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, secret))
     if isinstance(exc, httpx.TimeoutException):
         return Timeout(f"{provider} did not answer in time ({detail})", provider=provider, model=model)
     if isinstance(exc, httpx.RemoteProtocolError):
@@ -219,50 +355,183 @@ def error_from_transport(exc: Exception, *, provider: str, model: str, secret: s
     return MalformedResponse(f"{provider}: {detail}", provider=provider, model=model)
 
 
+# -- bodies and streams ---------------------------------------------------------------------------
+
+
+def _shown(head: bytes | str, secret: str | None) -> str:
+    """The start of a body as it may be quoted in an error: text, redacted, valid."""
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    return clean_text(redact(text[:200], secret))
+
+
 def json_or_malformed(text: str | bytes, *, provider: str, model: str, secret: str | None = None) -> Any:
     """Decoded JSON, or ``MalformedResponse`` quoting the start of the body. Bytes are taken as
     they come (JSON is UTF-8 on the wire): ``httpx.Response.text`` would first parse the
-    Content-Type header with the ``email`` package, on every call."""
+    Content-Type header with the ``email`` package, on every call. Bytes that are not UTF-8 are
+    replaced, not fatal; nesting too deep to decode is malformed."""
     try:
-        return json.loads(text)
-    except ValueError:
-        head = text[:200]
-        shown = redact(head.decode("utf-8", "replace") if isinstance(head, bytes) else head, secret)
+        try:
+            return json.loads(text)
+        except UnicodeDecodeError:
+            assert isinstance(text, bytes)
+            return json.loads(text.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
         raise MalformedResponse(
-            f"{provider} sent a body that is not JSON: {shown!r}", provider=provider, model=model
+            f"{provider} sent a body that is not JSON: {_shown(text[:200], secret)!r}", provider=provider, model=model
         ) from None
 
 
-async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
-    """Yield ``(event, data)`` for each server-sent event (data lines joined by newlines)."""
-    event: str | None = None
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = None, []
+def dumps_or_empty(value: Any) -> str:
+    """``value`` as JSON text for an error body, or "" for one that cannot be written back."""
+    try:
+        return json.dumps(value)
+    except (ValueError, TypeError, RecursionError):
+        return ""
+
+
+def content_type(response: httpx.Response) -> str:
+    """The media type of a response, lowercased, without parameters ("" when there is none)."""
+    return response.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def is_json_type(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+async def read_capped(response: httpx.Response, limit: int, *, provider: str, model: str) -> bytes:
+    """The whole body, or ``MalformedResponse`` once it passes ``limit`` bytes (nothing more is read)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise MalformedResponse(
+            f"{provider} sent a body of {declared} bytes, over the {limit}-byte limit", provider=provider, model=model
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise MalformedResponse(
+                f"{provider} sent a body over the {limit}-byte limit", provider=provider, model=model
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _iter_lines(response: httpx.Response, *, provider: str, model: str) -> AsyncIterator[str]:
+    """Lines of a streamed body (``\\n`` or ``\\r\\n``), decoded as UTF-8 with bad bytes replaced,
+    with the stream and each line capped in size."""
+    buffer = bytearray()
+    total = 0
+    line_cap, stream_cap = MAX_LINE_BYTES, MAX_STREAM_BYTES
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > stream_cap:
+            raise MalformedResponse(
+                f"{provider} sent a stream over the {stream_cap}-byte limit", provider=provider, model=model
+            )
+        if b"\n" not in chunk:
+            buffer += chunk
+            if len(buffer) > line_cap:
+                raise MalformedResponse(
+                    f"{provider} sent a stream line over the {line_cap}-byte limit", provider=provider, model=model
+                )
             continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "event":
-            event = value
-        elif name == "data":
-            data.append(value)
-    if data:
-        yield event, "\n".join(data)
+        buffer += chunk
+        *lines, rest = bytes(buffer).split(b"\n")
+        if len(rest) > line_cap:
+            raise MalformedResponse(
+                f"{provider} sent a stream line over the {line_cap}-byte limit", provider=provider, model=model
+            )
+        buffer = bytearray(rest)
+        for line in lines:
+            yield line.removesuffix(b"\r").decode("utf-8", "replace")
+    if buffer:
+        yield bytes(buffer).removesuffix(b"\r").decode("utf-8", "replace")
+
+
+_SSE_FIELDS = frozenset({"data", "event", "id", "retry"})
+
+
+class EventStream:
+    """The ``(event, data)`` pairs of a server-sent event stream (data lines joined by newlines).
+
+    It counts the events and keeps the first line that is no SSE field at all (``<html>``, a JSON
+    body): when a stream ends without its end marker, that line tells a body of another kind from
+    a stream cut short.
+    """
+
+    __slots__ = ("_response", "_provider", "_model", "events", "stray")
+
+    def __init__(self, response: httpx.Response, *, provider: str, model: str) -> None:
+        self._response = response
+        self._provider = provider
+        self._model = model
+        self.events = 0
+        self.stray: str | None = None
+
+    async def __aiter__(self) -> AsyncIterator[tuple[str | None, str]]:
+        event: str | None = None
+        data: list[str] = []
+        async for line in _iter_lines(self._response, provider=self._provider, model=self._model):
+            if not line:
+                if data:
+                    self.events += 1
+                    yield event, "\n".join(data)
+                event, data = None, []
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            if value.startswith(" "):
+                value = value[1:]
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                event = value
+            elif name not in _SSE_FIELDS and self.stray is None:
+                self.stray = line[:200]
+        if data:
+            self.events += 1
+            yield event, "\n".join(data)
+
+    def ended_early(self, marker: str, pieces: int, *, secret: str | None = None) -> MalformedResponse:
+        """The error for a stream that ended before ``marker``: a cut stream, or no stream at all."""
+        if self.events == 0 and self.stray is not None:
+            ctype = content_type(self._response) or "no content type"
+            what = f"a body that is not an event stream ({ctype}): {_shown(self.stray, secret)!r}"
+        else:
+            what = f"a stream that ended before {marker} (cut off after {pieces} text pieces)"
+        return MalformedResponse(f"{self._provider} sent {what}", provider=self._provider, model=self._model)
 
 
 async def iter_ndjson(
     response: httpx.Response, *, provider: str, model: str, secret: str | None = None
 ) -> AsyncIterator[Any]:
     """Yield one decoded JSON value per non-empty line."""
-    async for line in response.aiter_lines():
+    async for line in _iter_lines(response, provider=provider, model=model):
         if line.strip():
             yield json_or_malformed(line, provider=provider, model=model, secret=secret)
+
+
+async def not_a_stream(
+    response: httpx.Response, expected: str, *, provider: str, model: str, secret: str | None
+) -> MalformedResponse:
+    """The error for a 2xx answer to a stream request whose content type is neither a stream nor
+    JSON (an HTML page from a proxy, say): named by its type and its first bytes."""
+    head = b""
+    try:
+        async for chunk in response.aiter_bytes():
+            head += chunk
+            if len(head) >= 200:
+                break
+    except httpx.HTTPError:
+        pass
+    ctype = content_type(response) or "no content type"
+    return MalformedResponse(
+        f"{provider} answered with {ctype}, not {expected}: {_shown(head[:200], secret)!r}",
+        provider=provider,
+        model=model,
+    )
 
 
 ErrorMapper = Callable[[int, str, httpx.Headers], ProviderError]
@@ -273,12 +542,15 @@ def error_detail(body: str | dict[str, Any]) -> dict[str, Any]:
     """The ``error`` object of an error body (``{}`` when there is none; a bare string becomes its message).
 
     Anthropic, OpenAI and Gemini send ``{"error": {...}}``; Ollama sends ``{"error": "text"}``.
+    Gemini may wrap it in a one-element list.
     """
     if isinstance(body, str):
         try:
             body = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]
     err = body.get("error") if isinstance(body, dict) else None
     if isinstance(err, dict):
         return err
@@ -299,8 +571,40 @@ def reclassify(err: ProviderError, cls: type[ProviderError]) -> ProviderError:
         retry_after=err.retry_after,
         body=err.body,
         usage=err.usage,
-        context_window=err.context_window,
+        context_window=(err.context_window or stated_window(str(err))) if cls is ContextTooLong else None,
     )
+
+
+def _encode(body: dict[str, Any], *, provider: str, model: str) -> bytes:
+    """The request as JSON bytes. Text that cannot be UTF-8 (a lone surrogate half in a prompt)
+    goes out escaped, as a JavaScript client would send it, instead of failing the encoder."""
+    try:
+        try:
+            return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("ascii")
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(
+            f"the request to {provider} could not be encoded as JSON ({exc})", provider=provider, model=model
+        ) from None
+
+
+_JSON_HEADERS = {"content-type": "application/json"}
+
+
+async def _error_body(response: httpx.Response) -> str:
+    """The start of an error body, as text; what cannot be read is left out."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_ERROR_BODY_BYTES:
+                break
+    except httpx.HTTPError:
+        pass
+    return b"".join(chunks)[:MAX_ERROR_BODY_BYTES].decode("utf-8", "replace")
 
 
 async def post_json(
@@ -314,13 +618,15 @@ async def post_json(
     to_error: ErrorMapper,
 ) -> Any:
     """POST ``body`` and return the decoded JSON answer; every failure is a ``ProviderError``."""
+    content = _encode(body, provider=provider, model=model)
     try:
-        response = await client.post(path, json=body)
+        async with client.stream("POST", path, content=content, headers=_JSON_HEADERS) as response:
+            if not 200 <= response.status_code < 300:
+                raise to_error(response.status_code, await _error_body(response), response.headers)
+            raw = await read_capped(response, MAX_BODY_BYTES, provider=provider, model=model)
     except httpx.HTTPError as exc:
         raise error_from_transport(exc, provider=provider, model=model, secret=secret) from None
-    if response.status_code >= 400:
-        raise to_error(response.status_code, response.text, response.headers)
-    return json_or_malformed(response.content, provider=provider, model=model, secret=secret)
+    return json_or_malformed(raw, provider=provider, model=model, secret=secret)
 
 
 @asynccontextmanager
@@ -339,14 +645,11 @@ async def open_stream(
     Transport failures while the caller reads (a reset, a read timeout, a connection closed
     mid-body) surface here too, mapped by ``error_from_transport``.
     """
+    content = _encode(body, provider=provider, model=model)
     try:
-        async with client.stream("POST", path, json=body) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                raise to_error(response.status_code, response.text, response.headers)
-            # Event streams and NDJSON are UTF-8 by definition: say so, and httpx skips working
-            # out the charset from the Content-Type header (an email-parser round per stream).
-            response.encoding = "utf-8"
+        async with client.stream("POST", path, content=content, headers=_JSON_HEADERS) as response:
+            if not 200 <= response.status_code < 300:
+                raise to_error(response.status_code, await _error_body(response), response.headers)
             yield response
     except httpx.HTTPError as exc:
         raise error_from_transport(exc, provider=provider, model=model, secret=secret) from None
@@ -364,25 +667,32 @@ async def probe_models(
     """GET a model list; never raises for HTTP, transport or format failures (``ok=False``)."""
     start = time.perf_counter()
     try:
-        response = await client.get(path)
+        async with client.stream("GET", path) as response:
+            if not 200 <= response.status_code < 300:
+                err = to_error(response.status_code, await _error_body(response), response.headers)
+                return ProbeResult(False, str(err), latency_ms=_ms_since(start))
+            raw = await read_capped(response, MAX_BODY_BYTES, provider=provider, model="")
     except httpx.HTTPError as exc:
         err = error_from_transport(exc, provider=provider, model="", secret=secret)
         return ProbeResult(False, str(err), latency_ms=_ms_since(start))
+    except ProviderError as exc:
+        return ProbeResult(False, str(exc), latency_ms=_ms_since(start))
     latency = _ms_since(start)
-    if response.status_code >= 400:
-        err = to_error(response.status_code, response.text, response.headers)
-        return ProbeResult(False, str(err), latency_ms=latency)
     try:
-        models = extract(json.loads(response.text))
-    except (ValueError, TypeError, KeyError, AttributeError):
-        shown = redact(response.text[:200], secret)
-        detail = f"{provider} sent a model list that could not be read: {shown!r}"
+        models = [name for name in extract(json.loads(raw)) if isinstance(name, str)]
+    except (UnicodeDecodeError, *SHAPE_ERRORS):
+        detail = f"{provider} sent a model list that could not be read: {_shown(raw[:200], secret)!r}"
         return ProbeResult(False, detail, latency_ms=latency)
+    models = [clean_text(name) for name in models]
     return ProbeResult(True, f"{provider} answered with {len(models)} models", tuple(models), latency)
 
 
 def _ms_since(start: float) -> int:
     return int((time.perf_counter() - start) * 1000)
+
+
+_NOT_OFFERED = frozenset({401, 403, 404, 405, 501})
+"""Answers to a side question that will not change by asking again."""
 
 
 class HttpAdapter:
@@ -398,6 +708,9 @@ class HttpAdapter:
         self.name = settings.name
         self._key = settings.api_key
         self._client = make_client(settings, headers)
+        self._windows: dict[str, tuple[int | None, float]] = {}
+        """Each model's window as the server stated it, and until when that answer holds."""
+        self._window_lock: anyio.Lock | None = None
 
     def _error(self, model: str, status: int, body: str, headers: httpx.Headers) -> ProviderError:
         raise NotImplementedError
@@ -418,8 +731,69 @@ class HttpAdapter:
             self._client, path, body, provider=self.name, model=model, secret=self._key, to_error=self._mapper(model)
         )
 
+    async def _read_json(self, response: httpx.Response, model: str) -> Any:
+        """A whole JSON body sent in reply to a stream request."""
+        raw = await read_capped(response, MAX_BODY_BYTES, provider=self.name, model=model)
+        return json_or_malformed(raw, provider=self.name, model=model, secret=self._key)
+
+    async def _not_a_stream(self, response: httpx.Response, expected: str, model: str) -> MalformedResponse:
+        return await not_a_stream(response, expected, provider=self.name, model=model, secret=self._key)
+
     def _malformed(self, what: str, model: str) -> MalformedResponse:
-        return MalformedResponse(f"{self.name} sent {what}", provider=self.name, model=model)
+        return MalformedResponse(f"{self.name} sent {clean_text(what)}", provider=self.name, model=model)
+
+    def _tool_call_only(self, names: Iterable[str], model: str, usage: Usage | None) -> ToolCallOnly:
+        """The answer was a tool call, not text: a failed attempt, billed when usage was reported."""
+        shown = ", ".join(dict.fromkeys(clean_text(n[:64]) for n in names if n)) or "unnamed"
+        return ToolCallOnly(
+            f"{self.name} answered with a tool call ({shown[:200]}) instead of text; no tools were offered",
+            provider=self.name,
+            model=model,
+            usage=usage,
+        )
+
+    async def _side_json(self, method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int | None, Any]:
+        """A side question to the server (its window, a token count): ``(status, decoded body)``,
+        ``(None, None)`` when it could not be asked or read. Never raises; a short timeout."""
+        try:
+            content = None if body is None else _encode(body, provider=self.name, model="")
+            headers = None if body is None else _JSON_HEADERS
+            async with self._client.stream(
+                method, url, content=content, headers=headers, timeout=PROBE_TIMEOUT_S
+            ) as response:
+                status = response.status_code
+                if not 200 <= status < 300:
+                    return status, None
+                raw = await read_capped(response, PROBE_BODY_BYTES, provider=self.name, model="")
+        except (httpx.HTTPError, ProviderError):
+            return None, None
+        try:
+            return status, json.loads(raw)
+        except (ValueError, RecursionError):
+            return status, None
+
+    async def _remember_window(
+        self, model: str, ask: Callable[[str], Awaitable[tuple[int | None, bool]]]
+    ) -> int | None:
+        """``ask(model)`` once, remembered: a final answer (a window, or "not offered") for good, a
+        passing failure for ``UNKNOWN_RETRY_S``. Concurrent callers share one question."""
+        hit = self._windows.get(model)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        if self._window_lock is None:
+            self._window_lock = anyio.Lock()
+        async with self._window_lock:
+            hit = self._windows.get(model)
+            if hit is not None and hit[1] > time.monotonic():
+                return hit[0]
+            try:
+                window, final = await ask(model)
+            except Exception:  # a side question never fails the call that needed it
+                window, final = None, False
+            if window is not None and not 0 < window <= MAX_TOKEN_COUNT:
+                window = None
+            self._windows[model] = (window, math.inf if final else time.monotonic() + UNKNOWN_RETRY_S)
+            return window
 
     async def count_tokens(self, model: str, text: str) -> int | None:
         return None
@@ -435,3 +809,10 @@ class HttpAdapter:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
+    """``(event, data)`` for each server-sent event (see ``EventStream``, which also says why a
+    stream ended early)."""
+    async for item in EventStream(response, provider="", model=""):
+        yield item

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,30 +14,39 @@ from ..types import (
     CompletionRequest,
     ContentFiltered,
     ContextTooLong,
-    MalformedResponse,
     ProviderError,
     Usage,
 )
 from .base import (
-    HttpAdapter,
     RETRY_AFTER_CAP_S,
+    SHAPE_ERRORS,
+    EventStream,
+    HttpAdapter,
     HttpSettings,
     TextCallback,
+    TextJoiner,
+    clean_text,
+    content_type,
+    dumps_or_empty,
     error_detail,
     error_from_status,
-    iter_sse,
+    is_json_type,
     json_or_malformed,
     reclassify,
+    token_count,
+    upstream_str,
 )
 
 __all__ = ["GeminiProvider"]
 
 _MODELS_PATH = "/v1beta/models?pageSize=1000"
-_SHAPE_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError)
 # Finish reasons that mean a filter withheld (part of) the answer.
 _FILTERED = frozenset(
     {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "MODEL_ARMOR"}
 )
+# Finish reasons that mean the model went for a tool instead of answering.
+_TOOL_FINISH = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
+_SSE_TYPES = frozenset({"text/event-stream", "text/plain", ""})
 _DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
 _NO_HEADERS = httpx.Headers()
 
@@ -51,15 +59,16 @@ def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict) or raw.get("promptTokenCount") is None:
         return None
     return Usage(
-        int(raw["promptTokenCount"]) + int(raw.get("toolUsePromptTokenCount") or 0),
-        int(raw.get("candidatesTokenCount") or 0) + int(raw.get("thoughtsTokenCount") or 0),
-        int(raw.get("cachedContentTokenCount") or 0),
+        token_count(raw["promptTokenCount"]) + token_count(raw.get("toolUsePromptTokenCount") or 0),
+        token_count(raw.get("candidatesTokenCount") or 0) + token_count(raw.get("thoughtsTokenCount") or 0),
+        token_count(raw.get("cachedContentTokenCount") or 0),
     )
 
 
 def _retry_delay(detail: dict[str, Any]) -> float | None:
     """``RetryInfo.retryDelay`` (e.g. ``"37s"``) from a 429's details, when no header says."""
-    for item in detail.get("details") or ():
+    details = detail.get("details")
+    for item in details if isinstance(details, list) else ():
         if isinstance(item, dict) and str(item.get("@type", "")).endswith("RetryInfo"):
             match = _DELAY.match(str(item.get("retryDelay", "")))
             if match:
@@ -71,6 +80,8 @@ def _retry_delay(detail: dict[str, Any]) -> float | None:
 class _Answer:
     model: str
     parts: list[str] = field(default_factory=list)
+    joiner: TextJoiner = field(default_factory=TextJoiner)
+    tools: list[str] = field(default_factory=list)
     usage: Any = None
     response_id: str | None = None
     finish_reason: str | None = None
@@ -101,32 +112,42 @@ class GeminiProvider(HttpAdapter):
             body["systemInstruction"] = {"parts": [{"text": request.system}]}
         name = model.removeprefix("models/")
 
-
         answer = _Answer(model)
         if on_text is None:
             path = f"/v1beta/models/{name}:generateContent"
             data = await self._post(path, body, model)
-            text = self._absorb(answer, data, model)
-            if text:
-                answer.parts.append(text)
-            if not answer.candidates:
-                raise self._malformed("an answer with no candidates and no block reason", model)
-            return self._finish(answer, model)
+            return self._whole(answer, data, model)
         path = f"/v1beta/models/{name}:streamGenerateContent?alt=sse"
         async with self._stream(path, body, model) as response:
-            async for _event, data in iter_sse(response):
+            ctype = content_type(response)
+            if is_json_type(ctype):  # a whole answer, or the JSON-array form of a stream
+                completion = self._whole(answer, await self._read_json(response, model), model)
+                if completion.text:
+                    await on_text(completion.text)
+                return completion
+            if ctype not in _SSE_TYPES:
+                raise await self._not_a_stream(response, "an event stream", model)
+            events = EventStream(response, provider=self.name, model=model)
+            async for _event, data in events:
                 chunk = json_or_malformed(data, provider=self.name, model=model, secret=self._key)
                 text = self._absorb(answer, chunk, model, response.headers)
-                if text:
+                if text and (text := answer.joiner.feed(text)):
                     answer.parts.append(text)
                     await on_text(text)
+            if answer.finish_reason is not None and (tail := answer.joiner.flush()):
+                answer.parts.append(tail)
+                await on_text(tail)
         if answer.finish_reason is None:
-            raise MalformedResponse(
-                f"{self.name}: the stream ended before a chunk with a finishReason "
-                f"(cut off after {len(answer.parts)} text pieces)",
-                provider=self.name,
-                model=model,
-            )
+            # Gemini streams have no terminator: the chunk with a finishReason is the end.
+            raise events.ended_early("a chunk with a finishReason", len(answer.parts), secret=self._key)
+        return self._finish(answer, model)
+
+    def _whole(self, answer: _Answer, data: Any, model: str) -> Completion:
+        """A whole answer: one response object, or a list of stream chunks."""
+        for chunk in data if isinstance(data, list) else (data,):
+            answer.parts.append(self._absorb(answer, chunk, model))
+        if not answer.candidates:
+            raise self._malformed("an answer with no candidates and no block reason", model)
         return self._finish(answer, model)
 
     def _absorb(self, answer: _Answer, chunk: Any, model: str, headers: httpx.Headers = _NO_HEADERS) -> str:
@@ -134,32 +155,42 @@ class GeminiProvider(HttpAdapter):
         try:
             if "error" in chunk:  # an error after the 200 status line was sent
                 code = chunk["error"].get("code") if isinstance(chunk["error"], dict) else None
-                raise self._error(model, code if isinstance(code, int) else 500, json.dumps(chunk), headers)
+                status = code if type(code) is int and 400 <= code <= 599 else 500
+                raise self._error(model, status, dumps_or_empty(chunk), headers)
             block = (chunk.get("promptFeedback") or {}).get("blockReason")
             if block:
                 raise ContentFiltered(
-                    f"{self.name} blocked the prompt (blockReason {block})", provider=self.name, model=model
+                    f"{self.name} blocked the prompt (blockReason {upstream_str(block, '?')})",
+                    provider=self.name,
+                    model=model,
                 )
             if chunk.get("usageMetadata"):
                 answer.usage = chunk["usageMetadata"]  # each chunk's counts are totals so far
-            answer.model = chunk.get("modelVersion") or answer.model
-            answer.response_id = chunk.get("responseId") or answer.response_id
+            answer.model = upstream_str(chunk.get("modelVersion"), answer.model)
+            answer.response_id = upstream_str(chunk.get("responseId"), answer.response_id)
             candidates = chunk.get("candidates") or ()
             if not candidates:
                 return ""
             answer.candidates = True
             candidate = candidates[0]
-            answer.finish_reason = candidate.get("finishReason") or answer.finish_reason
+            answer.finish_reason = upstream_str(candidate.get("finishReason"), answer.finish_reason)
             parts = (candidate.get("content") or {}).get("parts") or ()
-            return "".join(p.get("text", "") for p in parts if not p.get("thought"))
-        except _SHAPE_ERRORS:
+            texts: list[str] = []
+            for part in parts:
+                if "functionCall" in part:
+                    call = part["functionCall"] or {}
+                    answer.tools.append(call.get("name") if isinstance(call.get("name"), str) else "")
+                elif not part.get("thought"):
+                    texts.append(part.get("text", ""))
+            return "".join(texts)
+        except SHAPE_ERRORS:
             raise self._malformed(f"an unreadable response: {str(chunk)[:200]!r}", model) from None
 
     def _finish(self, answer: _Answer, model: str) -> Completion:
         try:
             usage = _usage(answer.usage)
-        except _SHAPE_ERRORS:
-            raise self._malformed(f"unreadable usage: {answer.usage!r}", model) from None
+        except SHAPE_ERRORS:
+            raise self._malformed(f"unreadable usage: {str(answer.usage)[:200]!r}", model) from None
         if answer.finish_reason in _FILTERED:
             raise ContentFiltered(
                 f"{self.name} withheld the answer (finishReason {answer.finish_reason})",
@@ -167,9 +198,10 @@ class GeminiProvider(HttpAdapter):
                 model=model,
                 usage=usage,
             )
-        return Completion(
-            "".join(answer.parts), answer.model, usage, answer.finish_reason, answer.response_id
-        )
+        text = clean_text("".join(answer.parts))
+        if answer.finish_reason in _TOOL_FINISH or (answer.tools and not text.strip()):
+            raise self._tool_call_only(answer.tools or [answer.finish_reason or ""], model, usage)
+        return Completion(text, answer.model, usage, answer.finish_reason, answer.response_id)
 
     def _model_names(self, data: Any) -> list[str]:
         return [m["name"].removeprefix("models/") for m in data["models"]]
@@ -177,13 +209,15 @@ class GeminiProvider(HttpAdapter):
     def _error(self, model: str, status: int, text: str, headers: httpx.Headers) -> ProviderError:
         detail = error_detail(text)
         message = detail.get("message")
+        message = message if isinstance(message, str) else None
         state = detail.get("status")
-        shown = f"{state}: {message}" if state and message else (message or None)
+        shown = f"{state}: {message}" if isinstance(state, str) and message else (message or None)
         err = error_from_status(
             status, text, headers, provider=self.name, model=model, message=shown, secret=self._key
         )
-        reasons = {str(d.get("reason")) for d in detail.get("details") or () if isinstance(d, dict)}
-        lowered = str(message or "").lower()
+        details = detail.get("details")
+        reasons = {str(d.get("reason")) for d in details if isinstance(d, dict)} if isinstance(details, list) else set()
+        lowered = (message or "").lower()
         if "API_KEY_INVALID" in reasons or "api key not valid" in lowered:
             return reclassify(err, AuthError)
         if status == 400 and "input token count" in lowered:

@@ -1,4 +1,11 @@
-"""Ollama's native chat API: ``POST /api/chat``, one JSON answer or newline-delimited JSON."""
+"""Ollama's native chat API: ``POST /api/chat``, one JSON answer or newline-delimited JSON.
+
+Ollama runs a model with a context of ``num_ctx`` tokens, whatever the model was trained for: a
+Modelfile's ``num_ctx``, else the server's default (2048 or 4096 in older versions, sized by the
+GPU's memory in newer ones, or ``OLLAMA_CONTEXT_LENGTH``). ``context_window`` reports what the
+server will really use: the context of the loaded model (``GET /api/ps``), else the Modelfile's
+``num_ctx`` (``POST /api/show``), else nothing yet (asked again once the model has been loaded).
+"""
 
 from __future__ import annotations
 
@@ -7,28 +14,53 @@ from typing import Any
 
 import httpx
 
-from ..types import Completion, CompletionRequest, MalformedResponse, ProviderError, Usage
+from ..types import Completion, CompletionRequest, ProviderError, Usage
 from .base import (
+    _NOT_OFFERED,
+    SHAPE_ERRORS,
     HttpAdapter,
     HttpSettings,
     TextCallback,
+    TextJoiner,
+    clean_text,
+    content_type,
+    dumps_or_empty,
     error_detail,
     error_from_status,
+    is_json_type,
     iter_ndjson,
+    json_or_malformed,
+    read_capped,
+    token_count,
+    upstream_str,
+    MAX_BODY_BYTES,
 )
 
 __all__ = ["OllamaProvider"]
 
 _PATH = "/api/chat"
 _MODELS_PATH = "/api/tags"
-_SHAPE_ERRORS = (KeyError, TypeError, AttributeError, ValueError)
+_NDJSON_TYPES = frozenset(
+    {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines", "text/plain", ""}
+)
 
 
 def _usage(raw: dict[str, Any]) -> Usage | None:
     """Ollama may leave ``prompt_eval_count`` out (a prompt served from its cache): then no usage."""
     if raw.get("prompt_eval_count") is None or raw.get("eval_count") is None:
         return None
-    return Usage(int(raw["prompt_eval_count"]), int(raw["eval_count"]))
+    return Usage(token_count(raw["prompt_eval_count"]), token_count(raw["eval_count"]))
+
+
+def _num_ctx(parameters: Any) -> int | None:
+    """``num_ctx`` from ``/api/show``'s ``parameters``: Modelfile lines such as ``num_ctx    8192``."""
+    if not isinstance(parameters, str):
+        return None
+    for line in parameters.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "num_ctx" and words[1].isdigit():
+            return int(words[1])
+    return None
 
 
 class OllamaProvider(HttpAdapter):
@@ -56,54 +88,92 @@ class OllamaProvider(HttpAdapter):
             "options": options,
         }
 
-
         if on_text is None:
-            data = await self._post(_PATH, body, model)
-            text = self._absorb(data, model)
-            if not data.get("done"):
-                raise self._malformed("an answer that is not marked done", model)
-            return self._finish(text, data, model)
+            return self._whole(await self._post(_PATH, body, model), model)
         parts: list[str] = []
+        tools: list[str] = []
+        joiner = TextJoiner()
         last: dict[str, Any] | None = None
         async with self._stream(_PATH, body, model) as response:
-            async for chunk in iter_ndjson(response, provider=self.name, model=model, secret=self._key):
+            ctype = content_type(response)
+            if is_json_type(ctype):  # one JSON answer, as without "stream" (or NDJSON mislabelled)
+                raw = await read_capped(response, MAX_BODY_BYTES, provider=self.name, model=model)
+                try:
+                    data = json.loads(raw)
+                except (ValueError, RecursionError):
+                    data = None
+                if isinstance(data, dict):
+                    completion = self._whole(data, model)
+                    if completion.text:
+                        await on_text(completion.text)
+                    return completion
+                lines = [json_or_malformed(x, provider=self.name, model=model, secret=self._key)
+                         for x in raw.splitlines() if x.strip()]
+                chunks: Any = _replay(lines)
+            elif ctype in _NDJSON_TYPES:
+                chunks = iter_ndjson(response, provider=self.name, model=model, secret=self._key)
+            else:
+                raise await self._not_a_stream(response, "newline-delimited JSON", model)
+            async for chunk in chunks:
                 if last is not None:
                     continue  # read to the end so the connection goes back to the pool
-                text = self._absorb(chunk, model, response.headers)
+                text = self._absorb(chunk, model, tools, response.headers)
                 if chunk.get("done"):
                     last = chunk
-                if text:
+                if text and (text := joiner.feed(text)):
                     parts.append(text)
                     await on_text(text)
+            if last is not None and (tail := joiner.flush()):
+                parts.append(tail)
+                await on_text(tail)
         if last is None:
-            raise MalformedResponse(
-                f"{self.name}: the stream ended before a line with done: true "
-                f"(cut off after {len(parts)} text pieces)",
-                provider=self.name,
-                model=model,
+            raise self._malformed(
+                f"a stream that ended before a line with done: true (cut off after {len(parts)} text pieces)", model
             )
-        return self._finish("".join(parts), last, model)
+        return self._finish("".join(parts), last, tools, model)
 
-    def _absorb(self, chunk: Any, model: str, headers: httpx.Headers | None = None) -> str:
-        """The text of one answer or stream line; an ``error`` line raises."""
+    def _whole(self, data: Any, model: str) -> Completion:
+        tools: list[str] = []
+        text = self._absorb(data, model, tools)
+        if not data.get("done"):
+            raise self._malformed("an answer that is not marked done", model)
+        return self._finish(text, data, tools, model)
+
+    def _absorb(self, chunk: Any, model: str, tools: list[str], headers: httpx.Headers | None = None) -> str:
+        """The text of one answer or stream line (tool calls noted in ``tools``); an ``error`` line raises."""
         try:
             if "error" in chunk:  # mid-stream errors keep the 200 status, so treat them as the server's
-                raise self._error(model, 500, json.dumps(chunk), headers or httpx.Headers())
-            return str(chunk["message"].get("content") or "")
-        except _SHAPE_ERRORS:
+                raise self._error(model, 500, dumps_or_empty(chunk), headers or httpx.Headers())
+            message = chunk["message"]
+            for call in message.get("tool_calls") or ():
+                name = (call.get("function") or {}).get("name")
+                tools.append(name if isinstance(name, str) else "")
+            content = message.get("content")
+            if content is not None and not isinstance(content, str):
+                raise TypeError(f"content is a {type(content).__name__}")
+            chunk.get("done")  # a line that is no object fails here, not in the caller
+            return content or ""
+        except SHAPE_ERRORS:
             raise self._malformed(f"an unreadable answer: {str(chunk)[:200]!r}", model) from None
 
-    def _finish(self, text: str, final: dict[str, Any], model: str) -> Completion:
+    def _finish(self, text: str, final: dict[str, Any], tools: list[str], model: str) -> Completion:
         try:
             usage = _usage(final)
-        except _SHAPE_ERRORS:
+        except SHAPE_ERRORS:
             raise self._malformed(f"unreadable token counts in {str(final)[:200]!r}", model) from None
-        return Completion(text, final.get("model") or model, usage, final.get("done_reason"), None)
+        text = clean_text(text)
+        if tools and not text.strip():
+            raise self._tool_call_only(tools, model, usage)
+        return Completion(
+            text, upstream_str(final.get("model"), model), usage, upstream_str(final.get("done_reason")), None
+        )
 
     def _model_names(self, data: Any) -> list[str]:
         return [m["name"] for m in data["models"]]
 
     def _error(self, model: str, status: int, body: str, headers: httpx.Headers) -> ProviderError:
+        # Ollama states no window in its context error ("prompt too long; exceeded max context
+        # length by N tokens"): the error's class is all it says.
         message = error_detail(body).get("message")
         return error_from_status(
             status,
@@ -114,3 +184,30 @@ class OllamaProvider(HttpAdapter):
             message=message if isinstance(message, str) and message else None,
             secret=self._key,
         )
+
+    # -- the window the server runs a model with ------------------------------------------------
+
+    async def context_window(self, model: str) -> int | None:
+        return await self._remember_window(model, self._ask_window)
+
+    async def _ask_window(self, model: str) -> tuple[int | None, bool]:
+        wanted = {model, model if ":" in model else f"{model}:latest"}
+        status, data = await self._side_json("GET", "/api/ps")
+        running = data.get("models") if status == 200 and isinstance(data, dict) else None
+        for entry in running if isinstance(running, list) else ():
+            if isinstance(entry, dict) and (entry.get("name") in wanted or entry.get("model") in wanted):
+                window = entry.get("context_length")
+                if type(window) is int and window > 0:
+                    return window, True
+        status, data = await self._side_json("POST", "/api/show", {"model": model})
+        if status == 200 and isinstance(data, dict):
+            window = _num_ctx(data.get("parameters"))
+            if window:
+                return window, True
+            return None, False  # the server's default applies: /api/ps says once the model is loaded
+        return None, status in _NOT_OFFERED and status != 404  # 404: not pulled yet
+
+
+async def _replay(items: list[Any]) -> Any:
+    for item in items:
+        yield item

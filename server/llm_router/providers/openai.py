@@ -1,14 +1,16 @@
 """OpenAI Chat Completions (``POST {base}/chat/completions``), and servers that speak it.
 
 The base URL already ends in ``/v1``. Keyless local servers (vLLM, llama.cpp, LM Studio) get no
-``Authorization`` header.
+``Authorization`` header. Where the base URL is not a known hosted API, the server may be asked
+two side questions that llama.cpp answers: the window it runs a model with (``GET /props``; vLLM's
+``max_model_len`` in its model list otherwise) and a token count (``POST /tokenize``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -18,46 +20,77 @@ from ..types import (
     CompletionRequest,
     ContentFiltered,
     ContextTooLong,
-    MalformedResponse,
     ProviderError,
     Usage,
 )
 from .base import (
+    _NOT_OFFERED,
+    SHAPE_ERRORS,
+    EventStream,
     HttpAdapter,
     HttpSettings,
     TextCallback,
+    TextJoiner,
+    clean_text,
+    content_type,
+    dumps_or_empty,
     error_detail,
     error_from_status,
-    iter_sse,
+    is_json_type,
     json_or_malformed,
     reclassify,
+    token_count,
+    upstream_str,
 )
 
 __all__ = ["OpenAIProvider"]
 
 _PATH = "/chat/completions"
 _MODELS_PATH = "/models"
-_SHAPE_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError)
-# Error codes that say more than the HTTP status does.
+# Error codes (or types) that say more than the HTTP status does.
 _CODE_CLASS: dict[str, type[ProviderError]] = {
     "context_length_exceeded": ContextTooLong,
     "string_above_max_length": ContextTooLong,
+    "exceed_context_size_error": ContextTooLong,  # llama.cpp's server, with n_ctx beside it
     "content_filter": ContentFiltered,
     "content_policy_violation": ContentFiltered,
     "insufficient_quota": AuthError,  # out of credit: retrying cannot help, another provider can
 }
+_TOOL_FINISH = frozenset({"tool_calls", "function_call"})
+_SSE_TYPES = frozenset({"text/event-stream", "text/plain", ""})
+# Hosts of hosted OpenAI-compatible APIs: none runs llama.cpp's /props or /tokenize, so they are
+# never asked (a suffix match: "openai.azure.com" covers every Azure resource).
+_HOSTED = (
+    "api.openai.com", "openai.azure.com", "services.ai.azure.com", "inference.ai.azure.com", "api.groq.com",
+    "api.together.xyz", "api.together.ai", "api.mistral.ai", "openrouter.ai", "api.deepseek.com",
+    "api.fireworks.ai", "api.x.ai", "api.perplexity.ai", "googleapis.com", "api.anthropic.com",
+    "api.cerebras.ai", "api.deepinfra.com", "api.sambanova.ai", "amazonaws.com", "api.moonshot.ai",
+    "api.moonshot.cn", "api.novita.ai", "api.hyperbolic.xyz", "huggingface.co", "api.nvidia.com",
+    "api.cohere.ai", "api.cohere.com", "dashscope.aliyuncs.com", "api.minimax.io", "api.z.ai",
+)
+
+
+def _is_hosted(host: str) -> bool:
+    return any(host == h or host.endswith("." + h) for h in _HOSTED)
 
 
 def _usage(raw: Any) -> Usage | None:
-    """``prompt_tokens`` already counts cached tokens; ``prompt_tokens_details`` says how many."""
+    """``prompt_tokens`` already counts cached tokens; ``prompt_tokens_details`` says how many.
+
+    Zero prompt and completion tokens are no count (a prompt is never zero tokens): some
+    compatible servers send zeros where they counted nothing, and zeros would bill as free.
+    """
     if not isinstance(raw, dict) or raw.get("prompt_tokens") is None or raw.get("completion_tokens") is None:
+        return None
+    prompt, completion = token_count(raw["prompt_tokens"]), token_count(raw["completion_tokens"])
+    if prompt == 0 and completion == 0:
         return None
     details = raw.get("prompt_tokens_details") or {}
     return Usage(
-        int(raw["prompt_tokens"]),
-        int(raw["completion_tokens"]),
-        int(details.get("cached_tokens") or 0),
-        int(details.get("cache_write_tokens") or 0),  # reported by some compatible servers, never by OpenAI
+        prompt,
+        completion,
+        token_count(details.get("cached_tokens") or 0),
+        token_count(details.get("cache_write_tokens") or 0),  # reported by some compatible servers, never by OpenAI
     )
 
 
@@ -67,10 +100,27 @@ def _text(value: Any) -> str | None:
     raise TypeError(f"text is a {type(value).__name__}")
 
 
+def _tool_names(holder: dict[str, Any]) -> list[str]:
+    """Names of the tool calls in a message or a stream delta (``tool_calls``, or the legacy
+    ``function_call``)."""
+    names: list[str] = []
+    calls = holder.get("tool_calls")
+    if calls:
+        for call in calls:
+            function = call.get("function") or {}
+            names.append(function.get("name") if isinstance(function.get("name"), str) else "")
+    legacy = holder.get("function_call")
+    if legacy:
+        names.append(legacy.get("name") if isinstance(legacy.get("name"), str) else "")
+    return names
+
+
 @dataclass(slots=True)
 class _Stream:
     model: str
     parts: list[str] = field(default_factory=list)
+    joiner: TextJoiner = field(default_factory=TextJoiner)
+    tools: list[str] = field(default_factory=list)
     usage: Any = None
     response_id: str | None = None
     finish_reason: str | None = None
@@ -84,10 +134,15 @@ class OpenAIProvider(HttpAdapter):
 
     def __init__(self, settings: HttpSettings) -> None:
         super().__init__(settings, {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {})
+        host = (urlsplit(settings.base_url).hostname or "").lower()
         # OpenAI itself deprecated ``max_tokens`` (newer models reject it); compatible servers
         # mostly know only ``max_tokens``.
-        official = urlsplit(settings.base_url).hostname == "api.openai.com"
-        self._max_tokens_field = "max_completion_tokens" if official else "max_tokens"
+        self._max_tokens_field = "max_completion_tokens" if host == "api.openai.com" else "max_tokens"
+        self._hosted = _is_hosted(host)
+        # llama.cpp serves /props and /tokenize at its root, beside /v1.
+        self._root = settings.base_url.rstrip("/").removesuffix("/v1")
+        self._tokenize: bool | None = None
+        """Whether the server offers /tokenize (None until asked once)."""
 
     async def complete(
         self, model: str, request: CompletionRequest, *, on_text: TextCallback | None = None
@@ -103,33 +158,41 @@ class OpenAIProvider(HttpAdapter):
         if request.temperature is not None:
             body["temperature"] = request.temperature
 
-
         if on_text is None:
             data = await self._post(_PATH, body, model)
             return self._parse(data, model)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         async with self._stream(_PATH, body, model) as response:
+            ctype = content_type(response)
+            if is_json_type(ctype):  # a server that ignores "stream" answers as it would without it
+                completion = self._parse(await self._read_json(response, model), model)
+                if completion.text:
+                    await on_text(completion.text)
+                return completion
+            if ctype not in _SSE_TYPES:
+                raise await self._not_a_stream(response, "an event stream", model)
             state = _Stream(model)
-            async for _event, data in iter_sse(response):
+            events = EventStream(response, provider=self.name, model=model)
+            async for _event, data in events:
                 if state.done:
                     continue  # read to the end so the connection goes back to the pool
                 text = self._absorb(state, data, model, response.headers)
-                if text:
+                if text and (text := state.joiner.feed(text)):
                     state.parts.append(text)
                     await on_text(text)
+            if state.done and (tail := state.joiner.flush()):
+                state.parts.append(tail)
+                await on_text(tail)
         if not state.done:
-            raise MalformedResponse(
-                f"{self.name}: the stream ended before [DONE] (cut off after {len(state.parts)} text pieces)",
-                provider=self.name,
-                model=model,
-            )
+            raise events.ended_early("[DONE]", len(state.parts), secret=self._key)
         try:
             usage = _usage(state.usage)
-        except _SHAPE_ERRORS:
-            raise self._malformed(f"unreadable usage: {state.usage!r}", model) from None
-        self._check_filter(state.finish_reason, state.refusal, model, usage)
-        return Completion("".join(state.parts), state.model, usage, state.finish_reason, state.response_id)
+        except SHAPE_ERRORS:
+            raise self._malformed(f"unreadable usage: {str(state.usage)[:200]!r}", model) from None
+        text = "".join(state.parts)
+        self._check(text, state.finish_reason, state.refusal, state.tools, model, usage)
+        return Completion(text, state.model, usage, state.finish_reason, state.response_id)
 
     def _absorb(self, state: _Stream, data: str, model: str, headers: httpx.Headers) -> str | None:
         """Fold one chunk into ``state``; return its text delta, if any."""
@@ -139,46 +202,55 @@ class OpenAIProvider(HttpAdapter):
         chunk = json_or_malformed(data, provider=self.name, model=model, secret=self._key)
         try:
             if "error" in chunk:  # an error after the 200 status line was sent
-                status = chunk["error"].get("code") if isinstance(chunk["error"], dict) else None
-                raise self._error(model, status if isinstance(status, int) else 500, data, headers)
-            state.model = chunk.get("model") or state.model
-            state.response_id = chunk.get("id") or state.response_id
+                raise self._error(model, _status_of(chunk["error"]), data, headers)
+            state.model = upstream_str(chunk.get("model"), state.model)
+            state.response_id = upstream_str(chunk.get("id"), state.response_id)
             if chunk.get("usage"):
                 state.usage = chunk["usage"]
             choices = chunk.get("choices") or ()  # empty in the final usage chunk
             if not choices:
                 return None
             choice = choices[0]
-            state.finish_reason = choice.get("finish_reason") or state.finish_reason
+            state.finish_reason = upstream_str(choice.get("finish_reason"), state.finish_reason)
             delta = choice.get("delta") or {}
             state.refusal = state.refusal or bool(delta.get("refusal"))
+            state.tools.extend(_tool_names(delta))
             return _text(delta.get("content"))
-        except _SHAPE_ERRORS:
+        except SHAPE_ERRORS:
             raise self._malformed(f"an unreadable stream chunk: {data[:200]!r}", model) from None
 
     def _parse(self, data: Any, model: str) -> Completion:
+        if isinstance(data, dict) and "error" in data and "choices" not in data:
+            raise self._error(model, _status_of(data["error"]), dumps_or_empty(data), httpx.Headers())
         try:
             choice = data["choices"][0]
             message = choice["message"]
-            finish = choice.get("finish_reason")
+            finish = upstream_str(choice.get("finish_reason"))
+            refusal = bool(message.get("refusal"))
+            tools = _tool_names(message)
             completion = Completion(
-                _text(message.get("content")) or "",
-                data.get("model") or model,
+                clean_text(_text(message.get("content")) or ""),
+                upstream_str(data.get("model"), model),
                 _usage(data.get("usage")),
                 finish,
-                data.get("id"),
+                upstream_str(data.get("id")),
             )
-        except _SHAPE_ERRORS:
-            raise self._malformed("an answer without choices[0].message", model) from None
-        self._check_filter(finish, bool(message.get("refusal")), model, completion.usage)
+        except SHAPE_ERRORS:
+            raise self._malformed("an answer without a readable choices[0].message", model) from None
+        self._check(completion.text, finish, refusal, tools, model, completion.usage)
         return completion
 
-    def _check_filter(self, finish_reason: str | None, refusal: bool, model: str, usage: Usage | None) -> None:
-        if finish_reason == "content_filter" or refusal:
-            why = "finish_reason content_filter" if finish_reason == "content_filter" else "the model refused"
+    def _check(
+        self, text: str, finish: str | None, refusal: bool, tools: list[str], model: str, usage: Usage | None
+    ) -> None:
+        """An answer withheld by a filter, or one that is only a tool call, is no answer."""
+        if finish == "content_filter" or refusal:
+            why = "finish_reason content_filter" if finish == "content_filter" else "the model refused"
             raise ContentFiltered(
                 f"{self.name} withheld the answer ({why})", provider=self.name, model=model, usage=usage
             )
+        if finish in _TOOL_FINISH or (tools and not text.strip()):
+            raise self._tool_call_only(tools, model, usage)
 
     def _model_names(self, data: Any) -> list[str]:
         return [m["id"] for m in data["data"]]
@@ -200,4 +272,57 @@ class OpenAIProvider(HttpAdapter):
         cls = _CODE_CLASS.get(code) if isinstance(code, str) else None
         if cls is None and isinstance(etype, str):
             cls = _CODE_CLASS.get(etype)
-        return reclassify(err, cls) if cls else err
+        err = reclassify(err, cls) if cls else err
+        n_ctx = detail.get("n_ctx")  # llama.cpp states the window beside its message
+        if isinstance(err, ContextTooLong) and type(n_ctx) is int and n_ctx > 0:
+            err.context_window = n_ctx
+        return err
+
+    # -- side questions to a local server --------------------------------------------------------
+
+    async def context_window(self, model: str) -> int | None:
+        """llama.cpp's per-slot ``n_ctx`` from ``GET /props`` (what one request may fill), else
+        vLLM's ``max_model_len`` from its model list. Never asked of a hosted API."""
+        if self._hosted:
+            return None
+        return await self._remember_window(model, self._ask_window)
+
+    async def _ask_window(self, model: str) -> tuple[int | None, bool]:
+        # ``autoload=false``: a llama.cpp router must not load (and evict for) a model just to say.
+        status, data = await self._side_json("GET", f"{self._root}/props?model={quote(model, safe='')}&autoload=false")
+        if status == 200 and isinstance(data, dict):
+            settings = data.get("default_generation_settings")
+            n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+            if n_ctx is None:
+                n_ctx = data.get("n_ctx")  # older servers put it at the top
+            if type(n_ctx) is int and n_ctx > 0:
+                return n_ctx, True
+        elif status not in _NOT_OFFERED:
+            return None, False  # unreachable, loading, or a router without the model loaded yet
+        status, data = await self._side_json("GET", _MODELS_PATH)
+        if status == 200 and isinstance(data, dict) and isinstance(data.get("data"), list):
+            for entry in data["data"]:
+                if isinstance(entry, dict) and entry.get("id") == model and type(entry.get("max_model_len")) is int:
+                    return entry["max_model_len"], True
+        return None, status == 200 or status in _NOT_OFFERED
+
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        """Tokens in ``text`` by llama.cpp's ``POST /tokenize`` (no BOS added, special tokens parsed
+        as the chat endpoint does); None where the server has no such endpoint (remembered)."""
+        if self._hosted or self._tokenize is False:
+            return None
+        body = {"content": text, "add_special": False, "with_pieces": False, "model": model}
+        status, data = await self._side_json("POST", f"{self._root}/tokenize", body)
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if status == 200 and isinstance(tokens, list):
+            self._tokenize = True
+            return len(tokens)
+        if status == 200 or status in _NOT_OFFERED:
+            self._tokenize = False
+        return None
+
+
+def _status_of(error: Any) -> int:
+    """The HTTP status an error sent inside a 200 body stands for (its ``code``), else 500."""
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if type(code) is int and 400 <= code <= 599 else 500
