@@ -28,12 +28,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, get_args
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
+
+from . import side_endpoints as side
 
 Kind = Literal["anthropic", "openai", "gemini", "ollama"]
 FaultKind = Literal[
@@ -47,8 +49,14 @@ FaultKind = Literal[
     "slow",  # a normal answer after ``delay`` seconds
     "blocked",  # the provider's documented safety-block shape
     "stream_error",  # an in-stream error event after some chunks (Anthropic, Ollama)
+    "tool_call",  # an answer that is only a tool call (text= adds a preamble)
+    "json_to_stream",  # a stream request answered with the plain JSON answer (application/json)
+    "html",  # a 200 HTML page (a proxy or captive portal), whatever was asked
+    "context",  # the provider's context-length error, stating the window (window=) where it does
+    "lone_surrogate",  # text holding lone UTF-16 halves ("\ud83d" alone), as JavaScript servers send
+    "split_surrogate",  # an emoji whose surrogate pair is split across two stream chunks
 ]
-Endpoint = Literal["generate", "models"]
+Endpoint = Literal["generate", "models", "side"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 FAULTS: tuple[str, ...] = get_args(FaultKind)
 
@@ -102,6 +110,11 @@ class Step:
     headers: Mapping[str, str] = field(default_factory=dict)
     times: int | None = 1
     endpoint: Endpoint = "generate"
+    tool_name: str = "get_weather"
+    window: int | None = None
+    flavor: str | None = None
+    wire_replace: Mapping[bytes, bytes] = field(default_factory=dict)
+    """Byte replacements applied to the body as sent (e.g. ``{b"@@": b"\\xff"}``): invalid UTF-8."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,16 @@ class _Frames:
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+TOOL_ARGS = {"city": "Paris"}
+"""The arguments of every fake tool call; streams send them in two pieces."""
+_TOOL_ARGS_PIECES = ('{"city": ', '"Paris"}')
+LONE_SURROGATE_TEXT = "half \ud83d and \ude00 end"
+LONE_SURROGATE_CHUNKS = ("half \ud83d", " and \ude00", " end")
+SPLIT_SURROGATE_TEXT = "smile \U0001f600 done"
+SPLIT_SURROGATE_CHUNKS = ("smile \ud83d", "\ude00 done")
+HTML_PAGE = b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head><body>Please log in.</body></html>"
 
 
 def _split(text: str, parts: int = 3) -> list[str]:
@@ -246,6 +269,15 @@ class _Dialect:
 
     def not_found(self, req: RecordedRequest) -> tuple[int, bytes, str]:
         return 404, _dumps(self.error(404, message=f"Unknown path {req.path}")), "application/json"
+
+    def tool_reply(self, t: _Turn) -> Any:
+        raise NotImplementedError
+
+    def tool_stream(self, t: _Turn) -> _Frames:
+        raise NotImplementedError
+
+    def context_error(self, window: int, prompt: int, flavor: str | None) -> Any:
+        raise NotImplementedError
 
 
 class _Anthropic(_Dialect):
@@ -420,6 +452,31 @@ class _Anthropic(_Dialect):
     def malformed_frame(self) -> bytes:
         return b'event: message_start\ndata: {"type": "message_start", "message": \n\n'
 
+    def _tool_block(self, t: _Turn) -> dict[str, Any]:
+        return {"type": "tool_use", "id": f"toolu_fake{t.seq:06d}", "name": t.step.tool_name, "input": TOOL_ARGS}
+
+    def tool_reply(self, t: _Turn) -> Any:
+        content = ([{"type": "text", "text": t.text}] if t.text else []) + [self._tool_block(t)]
+        return self._message(t, content, "tool_use", t.usage.output_tokens if t.usage else 0)
+
+    def tool_stream(self, t: _Turn) -> _Frames:
+        frames = self.stream(replace(t, finish="tool_use"))
+        index = 1 if t.chunks else 0
+        block = {**self._tool_block(t), "input": {}}
+        tool = [self._event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})]
+        tool += [
+            self._event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": p}},
+            )
+            for p in _TOOL_ARGS_PIECES
+        ]
+        tool.append(self._event("content_block_stop", {"type": "content_block_stop", "index": index}))
+        return _Frames(frames.head, frames.deltas, frames.tail[:-2] + tool + frames.tail[-2:])
+
+    def context_error(self, window: int, prompt: int, flavor: str | None) -> Any:
+        return self.error(400, message=f"prompt is too long: {prompt} tokens > {window} maximum")
+
     def stream_error_frame(self, t: _Turn) -> bytes:
         etype = t.step.error_type or "overloaded_error"
         return self._event(
@@ -455,6 +512,8 @@ class _OpenAI(_Dialect):
             return "generate"
         if method == "GET" and path == f"{self.base_path}/models":
             return "models"
+        if self.llama_cpp and (method, path) in (("GET", "/props"), ("POST", "/tokenize")):
+            return "side"
         return None
 
     def auth_error(self, req: RecordedRequest, api_key: str | None) -> tuple[int, Any] | None:
@@ -607,27 +666,70 @@ class _OpenAI(_Dialect):
     def missing_fields(self, t: _Turn) -> Any:
         return {"id": f"chatcmpl-fake{t.seq:06d}", "object": "chat.completion", "model": t.model}
 
-    def stream(self, t: _Turn) -> _Frames:
+    llama_cpp = False
+    """Speak as llama.cpp's server does: no usage in streams, even when include_usage asks."""
+
+    def _include_usage(self, t: _Turn) -> bool:
         opts = (t.req.json or {}).get("stream_options") or {}
-        include_usage = opts.get("include_usage") is True
+        return isinstance(opts, dict) and opts.get("include_usage") is True
 
-        def chunk(choices: list[Any], usage: Any = None) -> bytes:
-            body = self._base(t, "chat.completion.chunk")
-            body["choices"] = choices
-            if include_usage:  # docs: every other chunk carries "usage": null
-                body["usage"] = usage
-            return b"data: " + _dumps(body) + b"\n\n"
+    def _frame(self, t: _Turn, choices: list[Any], usage: Any = None) -> bytes:
+        body = self._base(t, "chat.completion.chunk")
+        body["choices"] = choices
+        if self._include_usage(t) and not self.llama_cpp:  # docs: every other chunk carries "usage": null
+            body["usage"] = usage
+        return b"data: " + _dumps(body) + b"\n\n"
 
-        def choice(delta: dict[str, Any], finish: str | None = None) -> list[Any]:
-            return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    @staticmethod
+    def _choice(delta: dict[str, Any], finish: str | None = None) -> list[Any]:
+        return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
-        head = [chunk(choice({"role": "assistant", "content": "", "refusal": None}))]
-        deltas = [chunk(choice({"content": c})) for c in t.chunks]
-        tail = [chunk(choice({}, t.finish))]
-        if include_usage and t.usage is not None:
-            tail.append(chunk([], self._usage(t.usage)))
+    def stream(self, t: _Turn) -> _Frames:
+        head = [self._frame(t, self._choice({"role": "assistant", "content": "", "refusal": None}))]
+        deltas = [self._frame(t, self._choice({"content": c})) for c in t.chunks]
+        tail = [self._frame(t, self._choice({}, t.finish))]
+        if self._include_usage(t) and t.usage is not None and not self.llama_cpp:
+            tail.append(self._frame(t, [], self._usage(t.usage)))
         tail.append(b"data: [DONE]\n\n")
         return _Frames(head, deltas, tail)
+
+    def tool_reply(self, t: _Turn) -> Any:
+        body = self.reply(t)
+        call = {
+            "id": f"call_fake{t.seq:06d}",
+            "type": "function",
+            "function": {"name": t.step.tool_name, "arguments": json.dumps(TOOL_ARGS)},
+        }
+        body["choices"][0]["message"].update(content=t.text or None, tool_calls=[call])
+        body["choices"][0]["finish_reason"] = "tool_calls"
+        return body
+
+    def tool_stream(self, t: _Turn) -> _Frames:
+        frames = self.stream(replace(t, finish="tool_calls"))
+        first = {"index": 0, "id": f"call_fake{t.seq:06d}", "type": "function",
+                 "function": {"name": t.step.tool_name, "arguments": ""}}
+        calls = [self._frame(t, self._choice({"content": None, "tool_calls": [first]}))]
+        calls += [
+            self._frame(t, self._choice({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}))
+            for p in _TOOL_ARGS_PIECES
+        ]
+        return _Frames(frames.head, frames.deltas + calls, frames.tail)
+
+    def context_error(self, window: int, prompt: int, flavor: str | None) -> Any:
+        flavor = flavor or ("llama.cpp" if self.llama_cpp else "openai")
+        if flavor == "llama.cpp":  # server-task.cpp: the numbers ride beside the message
+            message = f"request ({prompt} tokens) exceeds the available context size ({window} tokens), try increasing it"
+            return {"error": {"code": 400, "message": message, "type": "exceed_context_size_error",
+                              "n_prompt_tokens": prompt, "n_ctx": window}}
+        if flavor == "llama.cpp-old":  # older servers said neither number
+            message = "the request exceeds the available context size, try increasing it"
+            return {"error": {"code": 400, "message": message, "type": "exceed_context_size_error"}}
+        message = (
+            f"This model's maximum context length is {window} tokens. However, your messages resulted in "
+            f"{prompt} tokens. Please reduce the length of the messages."
+        )
+        return {"error": {"message": message, "type": "invalid_request_error", "param": "messages",
+                          "code": "context_length_exceeded"}}
 
     def models(self, names: list[str]) -> Any:
         return {
@@ -841,6 +943,24 @@ class _Gemini(_Dialect):
     def malformed_frame(self) -> bytes:
         return b'data: {"candidates": [{"content": \r\n\r\n'
 
+    def _tool_response(self, t: _Turn, text: str) -> dict[str, Any]:
+        body = self._response(t, text, "STOP", final=True)
+        parts = ([{"text": text}] if text else []) + [{"functionCall": {"name": t.step.tool_name, "args": TOOL_ARGS}}]
+        body["candidates"][0]["content"]["parts"] = parts
+        return body
+
+    def tool_reply(self, t: _Turn) -> Any:
+        return self._tool_response(t, t.text)
+
+    def tool_stream(self, t: _Turn) -> _Frames:
+        events = [self._response(t, c, None, final=False) for c in t.chunks] + [self._tool_response(t, "")]
+        frames = [b"data: " + _dumps(e) + b"\r\n\r\n" for e in events]
+        return _Frames([], frames[:-1], frames[-1:])
+
+    def context_error(self, window: int, prompt: int, flavor: str | None) -> Any:
+        message = f"The input token count ({prompt}) exceeds the maximum number of tokens allowed ({window})."
+        return self.error(400, message=message)
+
     def models(self, names: list[str]) -> Any:
         return {
             "models": [
@@ -876,6 +996,8 @@ class _Ollama(_Dialect):
             return "generate"
         if method == "GET" and path == "/api/tags":
             return "models"
+        if (method, path) in (("POST", "/api/show"), ("GET", "/api/ps")):
+            return "side"
         return None
 
     def auth_error(self, req: RecordedRequest, api_key: str | None) -> tuple[int, Any] | None:
@@ -986,6 +1108,24 @@ class _Ollama(_Dialect):
     def stream_error_frame(self, t: _Turn) -> bytes:
         return _dumps({"error": t.step.message or "an error was encountered while running the model"}) + b"\n"
 
+    def _tool_calls(self, t: _Turn) -> list[Any]:
+        return [{"function": {"name": t.step.tool_name, "arguments": TOOL_ARGS}}]
+
+    def tool_reply(self, t: _Turn) -> Any:
+        body = self.reply(t)
+        body["message"]["tool_calls"] = self._tool_calls(t)
+        return body
+
+    def tool_stream(self, t: _Turn) -> _Frames:
+        frames = self.stream(t)
+        call = {"model": t.model, "created_at": _now_iso(),
+                "message": {"role": "assistant", "content": "", "tool_calls": self._tool_calls(t)}, "done": False}
+        return _Frames(frames.head, frames.deltas + [_dumps(call) + b"\n"], frames.tail)
+
+    def context_error(self, window: int, prompt: int, flavor: str | None) -> Any:
+        # Ollama says by how much, never the window itself.
+        return {"error": f"prompt too long; exceeded max context length by {prompt - window} tokens"}
+
     def models(self, names: list[str]) -> Any:
         return {
             "models": [
@@ -1032,6 +1172,12 @@ def _reason(status: int) -> str:
 def _head(status: int, headers: Mapping[str, str]) -> bytes:
     lines = [f"HTTP/1.1 {status} {_reason(status)}", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _rewire(body: bytes, step: Step) -> bytes:
+    for old, new in step.wire_replace.items():
+        body = body.replace(old, new)
+    return body
 
 
 def _chunk(data: bytes) -> bytes:
@@ -1104,6 +1250,11 @@ class FakeProvider:
         usage: Usage | None = None,
         text: str | None = None,
         base_path: str | None = None,
+        llama_cpp: bool = False,
+        n_ctx: int = 4096,
+        context_length: int = 131072,
+        num_ctx: int | None = None,
+        default_num_ctx: int = 4096,
     ) -> None:
         if kind not in _DIALECTS:
             raise ValueError(f"unknown provider kind {kind!r}; expected one of {KINDS}")
@@ -1118,6 +1269,22 @@ class FakeProvider:
         self.usage = usage or Usage()
         self.text = text
         self._dialect = _DIALECTS[kind](self.base_path)
+        if llama_cpp and kind != "openai":
+            raise ValueError("llama_cpp=True speaks llama.cpp's OpenAI-compatible server: kind must be openai")
+        self.llama_cpp = llama_cpp
+        """Serve llama.cpp's GET /props and POST /tokenize at the root, send no usage in streams,
+        and refuse a prompt of ``n_ctx`` tokens or more as llama.cpp does."""
+        if isinstance(self._dialect, _OpenAI):
+            self._dialect.llama_cpp = llama_cpp
+        self.n_ctx = n_ctx
+        self.context_length = context_length
+        """Ollama: the trained window, in /api/show's model_info."""
+        self.num_ctx = num_ctx
+        """Ollama: the Modelfile's num_ctx, in /api/show's parameters (None: not set)."""
+        self.default_num_ctx = default_num_ctx
+        """Ollama: the server's default context, what a loaded model without num_ctx runs with."""
+        self.loaded: dict[str, int] = {}
+        """Ollama: models in memory (after answering a chat) and their context, as /api/ps lists them."""
         self._cond = threading.Condition()
         self._requests: list[RecordedRequest] = []
         self._script: list[_Entry] = []
@@ -1220,6 +1387,8 @@ class FakeProvider:
             raise ValueError(f"{self.kind} documents no safety-block response")
         if step.fault == "stream_error" and not self._dialect.supports_stream_error:
             raise ValueError(f"{self.kind} documents no in-stream error event")
+        if step.fault == "context" and step.window is not None and step.window < 1:
+            raise ValueError("window must be >= 1")
         if step.finish is not None:
             self._dialect.finish(step.finish)
         if step.times is not None and step.times < 1:
@@ -1341,6 +1510,8 @@ class FakeProvider:
             hdrs["retry-after"] = str(step.retry_after)
         if step is not None:
             hdrs.update(step.headers)
+            body = _rewire(body, step)
+            hdrs["content-length"] = str(len(body))
         if step is not None and step.fault in ("cut_stream", "stall"):
             writer.write(_head(status, hdrs) + body[: len(body) // 2])
             await writer.drain()
@@ -1379,12 +1550,32 @@ class FakeProvider:
             )
             await self._send(writer, status, _dumps(err), headers=headers, step=step)
             return
+        if step.fault == "html":
+            await self._send(writer, 200, HTML_PAGE, "text/html; charset=utf-8", headers=headers, step=step)
+            return
+        if endpoint == "side":
+            status, body = self._side(req)
+            await self._send(writer, status, _dumps(body), headers=headers, step=step)
+            return
         if endpoint == "models":
             body = b'{"data": [' if step.fault == "malformed" else _dumps(d.models(self.models))
             await self._send(writer, 200, body, headers=headers, step=step)
             return
+        prompt = side.prompt_tokens(req.json) if self.llama_cpp or step.fault == "context" else 0
+        if step.fault == "context" or (self.llama_cpp and prompt >= self.n_ctx and step.fault is None):
+            window = step.window or (self.n_ctx if self.llama_cpp else 4096)
+            body = d.context_error(window, max(prompt, window + 100), step.flavor)
+            await self._send(writer, 400, _dumps(body), headers=headers, step=step)
+            return
         turn = self._turn(req, step, seq, model)
-        if d.wants_stream(req):
+        if self.kind == "ollama":
+            self.loaded[side.ollama_name(model)] = self.num_ctx or self.default_num_ctx
+        if step.fault == "tool_call":
+            if d.wants_stream(req):
+                await self._stream(writer, turn, headers, d.tool_stream(turn))
+            else:
+                await self._send(writer, 200, _dumps(d.tool_reply(turn)), headers=headers, step=step)
+        elif d.wants_stream(req) and step.fault != "json_to_stream":
             await self._stream(writer, turn, headers)
         elif step.fault == "malformed":
             body = (
@@ -1396,10 +1587,30 @@ class FakeProvider:
         else:
             await self._send(writer, 200, _dumps(d.reply(turn)), headers=headers, step=step)
 
+    def _side(self, req: RecordedRequest) -> tuple[int, Any]:
+        """llama.cpp's /props and /tokenize, Ollama's /api/show and /api/ps."""
+        if req.path == "/props":
+            return 200, side.llama_props(self.n_ctx, f"/models/{self.models[0]}.gguf")
+        if req.path == "/tokenize":
+            return side.llama_tokenize(req.json)
+        if req.path == "/api/ps":
+            return 200, side.ollama_ps(self.loaded)
+        body = req.json if isinstance(req.json, dict) else {}
+        name = body.get("model") or body.get("name")
+        if not isinstance(name, str) or side.ollama_name(name) not in {side.ollama_name(m) for m in self.models}:
+            return 404, {"error": f"model '{name}' not found"}
+        return 200, side.ollama_show(name, context_length=self.context_length, num_ctx=self.num_ctx)
+
     def _turn(self, req: RecordedRequest, step: Step, seq: int, model: str) -> _Turn:
         blocked = step.fault == "blocked"
+        if step.fault == "lone_surrogate" and step.text is None and step.chunks is None:
+            step = replace(step, text=LONE_SURROGATE_TEXT, chunks=LONE_SURROGATE_CHUNKS)
+        elif step.fault == "split_surrogate" and step.text is None and step.chunks is None:
+            step = replace(step, text=SPLIT_SURROGATE_TEXT, chunks=SPLIT_SURROGATE_CHUNKS)
         if blocked:
             text = ""
+        elif step.fault == "tool_call":
+            text = step.text or ""
         elif step.text is not None:
             text = step.text
         elif step.chunks is not None:
@@ -1423,9 +1634,11 @@ class FakeProvider:
             step=step,
         )
 
-    async def _stream(self, writer: asyncio.StreamWriter, t: _Turn, headers: Mapping[str, str]) -> None:
+    async def _stream(
+        self, writer: asyncio.StreamWriter, t: _Turn, headers: Mapping[str, str], frames: _Frames | None = None
+    ) -> None:
         d, step = self._dialect, t.step
-        frames = d.stream(t)
+        frames = frames or d.stream(t)
         hdrs = {
             "content-type": d.stream_content_type(t.req),
             "transfer-encoding": "chunked",
@@ -1444,7 +1657,7 @@ class FakeProvider:
         for i, frame in enumerate(body):
             if i and step.chunk_delay:
                 await asyncio.sleep(step.chunk_delay)
-            writer.write(_chunk(frame))
+            writer.write(_chunk(_rewire(frame, step)))
             await writer.drain()
         if step.fault == "stream_error":
             writer.write(_chunk(d.stream_error_frame(t)))
