@@ -6,27 +6,43 @@ import argparse
 import gc
 import logging
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import __version__
 from .types import ConfigError, RouterError
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 __all__ = ["main"]
 
+_COMMANDS = ("serve", "demo", "report", "check")
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+
+def _settings(args: argparse.Namespace) -> Settings:
     from .config import load_settings, settings_from_dict
     from .defaults import demo_config
 
     if getattr(args, "demo", False):
-        ledger = getattr(args, "ledger", None) or os.environ.get("LLM_ROUTER_DB") or str(
-            Path(tempfile.gettempdir()) / "llm-router-demo.db"
-        )
-        # A provider whose key is set is served by its real adapter; the rest are mocks.
-        return settings_from_dict(demo_config(ledger, os.environ), source="built-in demo configuration")
+        # Mock providers and a ledger of the demo's own, whatever keys, base URLs or ledger
+        # variables are set: the demo never reaches the network nor writes to a real ledger.
+        ledger = getattr(args, "ledger", None) or str(Path(tempfile.gettempdir()) / "llm-router-demo.db")
+        return settings_from_dict(demo_config(ledger), source="built-in demo configuration", demo=True)
     return load_settings(args.config)
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    """``1 call``, ``2 calls``."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+# What an empty group means in the spend table: a call refused before any model was asked has
+# no provider and no model; a call may name no task type and bill no tag.
+_EMPTY_GROUP = {"provider": "(refused: no model)", "model": "(refused: no model)", "task_type": "(no task type)", "tag": "(no tag)"}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -61,6 +77,8 @@ def _serve(args: argparse.Namespace) -> int:
 
                 server = create_server(engine, redact=redact)
                 redact.install()
+                if sys.stdin.isatty():
+                    _say_waiting(settings)
                 # What start-up built lives as long as the server: out of every later collection
                 # (a full one otherwise walks it all, a pause of tens of milliseconds).
                 gc.freeze()
@@ -72,11 +90,32 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_waiting(settings: Settings) -> None:
+    """Someone ran the server by hand in a terminal: say what it is waiting for (stdout is the wire)."""
+    demo = " on the demo's mock providers" if settings.demo else ""
+    print(f"llm-router-mcp {__version__}: an MCP server{demo}, waiting for an MCP client on stdin "
+          "(a client such as Claude Desktop starts it itself; see README).\n"
+          "Press Ctrl-C to stop. To see it work: llm-router-mcp demo; to check a config: llm-router-mcp check.",
+          file=sys.stderr, flush=True)
+
+
+def _listed(model: str, served: set[str]) -> bool:
+    """Whether a server's model list includes ``model``, allowing for the names servers list for
+    an alias: Ollama's ``llama3.1`` is ``llama3.1:latest``; Anthropic lists ``claude-haiku-4-5``
+    and ``claude-3-5-sonnet-latest`` by their dated ids (``...-20251001``)."""
+    if model in served or (":" not in model and f"{model}:latest" in served):
+        return True
+    stem = model.removesuffix("-latest")
+    return any(re.fullmatch(re.escape(stem) + r"-\d{8}", m) for m in served)
+
+
 def _check(args: argparse.Namespace) -> int:
     import anyio
 
     from .catalog import Catalog
-    from .ledger import ledger_location
+    from .config import ledger_path
+    from .defaults import KNOWN_PROVIDERS
+    from .ledger import ledger_location, ledger_url
     from .providers import availability, build_provider
     from .redaction import Redactor
 
@@ -87,38 +126,74 @@ def _check(args: argparse.Namespace) -> int:
         print(redact(line))
 
     say(f"config: {settings.source}")
-    say(f"ledger: {ledger_location(settings)}")
+    location = ledger_location(settings)
+    if ledger_url(settings) is None and not ledger_path(settings).exists():
+        location += " (does not exist yet: the server's first call creates it)"
+    say(f"ledger: {location}")
     _check_http_tokens(say)
     if not settings.providers:
         say("no provider is configured or has its key set: set ANTHROPIC_API_KEY, OPENAI_API_KEY, "
-            "GEMINI_API_KEY or OLLAMA_HOST, or write a config file (see README)")
+            "GEMINI_API_KEY or OLLAMA_HOST (OPENAI_BASE_URL for a server of your own, such as vLLM or "
+            "llama.cpp), or write a config file (see README)")
         return 1
     catalog = Catalog(settings)
     usable_count = 0
+    unpriced: list[str] = []
 
     async def probe_all() -> None:
         nonlocal usable_count
         for cfg in settings.providers:
             usable, why = availability(cfg)
-            label = f" — {cfg.mock.imitates}" if cfg.mock and cfg.mock.imitates else ""
+            if cfg.kind == "mock":
+                label = f" — {cfg.mock.imitates}" if cfg.mock and cfg.mock.imitates else ""
+            else:
+                label = f" at {cfg.base_url or KNOWN_PROVIDERS[cfg.kind][1]}"
             line = f"{cfg.name} ({cfg.kind}{label}): "
+            served: set[str] | None = None
             if usable and not args.offline:
                 provider = build_provider(cfg)
+                result = None
                 try:
                     with anyio.move_on_after(cfg.timeout_s):
                         result = await provider.probe()
-                        usable = result.ok
-                        why = result.detail
                 finally:
                     await provider.aclose()
+                if result is None:
+                    usable, why = False, f"no answer to a model-list request within timeout_s ({cfg.timeout_s:g} s)"
+                else:
+                    usable, why = result.ok, result.detail
+                    if result.ok and cfg.kind != "mock":
+                        served = set(result.models)
             usable_count += usable
             say(line + ("usable" if usable else "NOT usable") + f" — {why}")
+            missing: list[str] = []
             for entry in catalog:
-                if entry.provider == cfg.name:
-                    price = "no price" if entry.prices is None else f"${entry.prices.input}/${entry.prices.output} per Mtok"
-                    say(f"    {entry.ref}: tier {entry.tier}, {entry.context_window} tokens, {price} ({entry.price_source})")
+                if entry.provider != cfg.name:
+                    continue
+                if entry.prices is None:
+                    price = "NO PRICE: never called, it could not be budgeted"
+                    if cfg.enabled:
+                        unpriced.append(entry.ref)
+                else:
+                    price = f"${entry.prices.input}/${entry.prices.output} per Mtok"
+                unlisted = served is not None and not _listed(entry.model, served)
+                if unlisted:
+                    missing.append(entry.model)
+                say(f"    {entry.ref}: tier {entry.tier}, {entry.context_window} tokens, {price} ({entry.price_source})"
+                    + (f"; NOT in {cfg.name}'s model list" if unlisted else ""))
+            if missing and served is not None:
+                shown = sorted(served)
+                listed = ", ".join(shown[:12]) + (f" and {len(shown) - 12} more" if len(shown) > 12 else "")
+                say(f"    {cfg.name} does not list {', '.join(missing)}: calls to "
+                    f"{'it' if len(missing) == 1 else 'them'} may fail (some servers, llama.cpp among them, "
+                    f"answer any name). It lists: {listed or 'no models'}")
 
     anyio.run(probe_all)
+    if unpriced:
+        say(f"{_plural(len(unpriced), 'model')} can never be called, having no price: {', '.join(unpriced)}. "
+            'Give each a [providers.prices."MODEL"] table (input_per_mtok, output_per_mtok) in the config file, '
+            "or remove it from models.")
+        return 1
     return 0 if usable_count else 1
 
 
@@ -139,12 +214,16 @@ def _check_http_tokens(say: Any) -> None:
 def _report(args: argparse.Namespace) -> int:
     import anyio
 
+    from .config import ledger_path
     from .engine import Engine
+    from .ledger import ledger_url, open_ledger
 
     settings = _settings(args)
+    if ledger_url(settings) is None and not ledger_path(settings).exists():
+        return _report_without_ledger(args, settings, ledger_path(settings))
 
     async def run() -> Any:
-        engine = Engine(settings, providers={})
+        engine = Engine(settings, providers={}, ledger=open_ledger(settings, upkeep=False))
         try:
             return await engine.cost_report(period=args.period, group_by=args.group_by, since=args.since, until=args.until)
         finally:
@@ -152,14 +231,18 @@ def _report(args: argparse.Namespace) -> int:
 
     report = anyio.run(run)
     p = report.period
+    group = args.group_by
+    empty = _EMPTY_GROUP.get(group, "(none)")
     print(f"Spend {p['name']} ({p['first_day']} .. {p['last_day']}, {p['timezone']})")
-    width = max([len(str(r[args.group_by] or "(none)")) for r in report.rows] + [len(args.group_by), 5])
-    print(f"{args.group_by:<{width}}  {'calls':>7}  {'errors':>6}  {'in tok':>10}  {'out tok':>10}  {'cost USD':>14}")
+    width = max([len(str(r[group] or empty)) for r in report.rows] + [len(group), 5])
+    print(f"{group:<{width}}  {'calls':>7}  {'errors':>6}  {'in tok':>10}  {'out tok':>10}  {'cost USD':>14}")
     for r in report.rows:
-        print(f"{r[args.group_by] or '(none)'!s:<{width}}  {r['requests']:>7}  {r['errors']:>6}  {r['input_tokens']:>10}  "
+        print(f"{r[group] or empty!s:<{width}}  {r['requests']:>7}  {r['errors']:>6}  {r['input_tokens']:>10}  "
               f"{r['output_tokens']:>10}  {r['cost_usd']:>14}")
     t = report.totals
     print(f"{'total':<{width}}  {t['requests']:>7}  {t['errors']:>6}  {t['input_tokens']:>10}  {t['output_tokens']:>10}  {t['cost_usd']:>14}")
+    errors = f", {_plural(t['errors'], 'error')}" if t["errors"] else ""
+    print(f"${t['cost_usd']} over {_plural(t['requests'], 'call')}{errors}")
     print(f"month-end projection: ${report.projection['month_end_usd']} ({report.projection['method']})")
     for b in report.budgets:
         if "spent_usd" in b:
@@ -167,6 +250,28 @@ def _report(args: argparse.Namespace) -> int:
                   f"${b['reserved_usd']} held, resets {b['resets_at']}")
         else:
             print(f"budget {b['scope']} {b['period']}: ${b['limit_usd']} per call")
+    return 0
+
+
+def _report_without_ledger(args: argparse.Namespace, settings: Settings, path: Path) -> int:
+    """Nothing was ever recorded: say so, and where the ledger will be, without creating it."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from .reports import period_days
+
+    tz = settings.budget.timezone
+    first, last, label = period_days(datetime.now(ZoneInfo(tz)).date(), args.period, args.since, args.until)
+    print(f"Spend {label} ({first} .. {last}, {tz})")
+    print(f"No ledger yet at {path}: nothing has been spent. The server creates it on its first call.")
+    b = settings.budget
+    limits = [("global", "daily", b.daily_usd), ("global", "monthly", b.monthly_usd), ("global", "per_request", b.per_request_usd)]
+    for kind, scopes in (("provider", b.providers), ("tag", b.tags)):
+        for name, lim in scopes.items():
+            limits += [(f"{kind}:{name}", "daily", lim.daily_usd), (f"{kind}:{name}", "monthly", lim.monthly_usd)]
+    for scope, period, limit in limits:
+        if limit is not None:
+            print(f"budget {scope} {period}: ${limit} (config), nothing spent")
     return 0
 
 
@@ -181,6 +286,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="llm-router-mcp",
         description="An MCP server that routes LLM work to the right model within a hard budget.",
     )
+    parser.add_argument("-V", "--version", action="version", version=f"llm-router-mcp {__version__}")
     sub = parser.add_subparsers(dest="command")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -218,9 +324,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("serve", "demo", "report", "check", "-h", "--help"):
+    if not argv or argv[0] not in (*_COMMANDS, "-h", "--help", "-V", "--version"):
         argv = ["serve", *argv]  # a client entry needs no arguments: serving over stdio is the default
     args = parser.parse_args(argv)
+    if getattr(args, "ledger", None) and not getattr(args, "demo", True):
+        parser.error("--ledger applies with --demo only; a real ledger is named by $LLM_ROUTER_DB or [ledger] path")
     try:
         return int(args.func(args))
     except ConfigError as e:

@@ -27,6 +27,26 @@ def _show(text: str, width: int = 100) -> None:
         print(textwrap.indent(textwrap.fill(line, width) if len(line) > width else line, "   "))
 
 
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def _parts(parts: dict[str, Any]) -> str:
+    """Score parts in words: ``quality fit 1, cost 0.25, speed 0.5, reliability 1``."""
+    return ", ".join(f"{name.replace('_', ' ')} {value:g}" if isinstance(value, (int, float)) else f"{name.replace('_', ' ')} {value}"
+                     for name, value in parts.items())
+
+
+def _error_of(result: Any) -> dict[str, Any]:
+    """The machine-readable error of a tool error: in ``_meta`` (``llm-router/error``), or, from
+    servers that still send it, in the structured content."""
+    meta = getattr(result, "meta", None) or {}
+    err = meta.get("llm-router/error") if isinstance(meta, dict) else None
+    if not isinstance(err, dict):
+        err = (result.structured_content or {}).get("error")
+    return err if isinstance(err, dict) else {}
+
+
 async def _drive(ledger: str) -> int:
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
@@ -59,11 +79,15 @@ async def _drive(ledger: str) -> int:
             for msg in seen:
                 print(f"   progress: {msg}")
             text = "".join(getattr(block, "text", "") for block in result.content)
-            _show(("ERROR: " if result.is_error else "") + text)
+            if result.is_error:
+                err = _error_of(result)
+                _show(f"ERROR [{err.get('code', 'no code')}]: {text}")
+            else:
+                _show(text)
             if result.is_error != expect_error:
                 failures += 1
                 print("   !! unexpected outcome")
-            return result.structured_content or {}
+            return _error_of(result) if result.is_error else result.structured_content or {}
 
         async def read(uri: str) -> Any:
             result = await client.read_resource(uri)
@@ -84,7 +108,7 @@ async def _drive(ledger: str) -> int:
         _say("route_explain — which model would take a quick summary, and why (nothing is spent)")
         explained = await call("route_explain", {"prompt": "Summarise the plot of Hamlet in two lines.", "quality": "low"})
         for c in explained.get("candidates", [])[:3]:
-            print(f"   candidate {c['model']}: score {c['score']} {c['score_parts']}, about ${c['estimated_cost_usd']}")
+            print(f"   candidate {c['model']}: score {c['score']} ({_parts(c['score_parts'])}), about ${c['estimated_cost_usd']}")
 
         _say("complete — the same request, answered by the model route_explain put first")
         done = await call("complete", {"prompt": "Summarise the plot of Hamlet in two lines.", "quality": "low", "tag": "demo"})
@@ -122,19 +146,21 @@ async def _drive(ledger: str) -> int:
 
         _say("resource llm-router://ledger — the rows behind the report")
         for row in (await read("llm-router://ledger"))["entries"][:8]:
-            print(f"   {row['ts']} {row['status']:<8} {row['provider'] or '-'}:{row['model'] or '-'} "
-                  f"{row['input_tokens']}+{row['output_tokens']} tok ${row['cost_usd']} attempts={len(row['attempts'])}")
+            # A call refused before any model was asked has no model: say what stopped it instead.
+            who = f"{row['provider']}:{row['model']}" if row["model"] else f"no model asked ({row.get('error_code') or row['status']})"
+            print(f"   {row['ts']} {row['status']:<8} {who} "
+                  f"{row['input_tokens']}+{row['output_tokens']} tok ${row['cost_usd']}, {_plural(len(row['attempts']), 'attempt')}")
         today = (await read("llm-router://budgets"))["budgets"][0].get("period_start")
         if today:
             day = await read(f"llm-router://ledger/{today}")
-            print(f"   llm-router://ledger/{today}: {len(day['entries'])} entries")
+            print(f"   llm-router://ledger/{today}: {_plural(len(day['entries']), 'entry', 'entries')}")
 
         _say("bad input is a clear tool error, and the server keeps serving")
         await call("complete", {"prompt": ""}, expect_error=True)
         await call("complete", {"prompt": "hi", "model": "anthropic:claude-haiku-9"}, expect_error=True)
         await call("set_budget", {"scope": "global", "period": "daily", "limit_usd": -1}, expect_error=True)
 
-    print("\nDemo finished" + (f" with {failures} unexpected outcome(s)." if failures else ": every tool and resource answered as expected."))
+    print("\nDemo finished" + (f" with {_plural(failures, 'unexpected outcome')}." if failures else ": every tool and resource answered as expected."))
     return 1 if failures else 0
 
 
