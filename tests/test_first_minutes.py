@@ -240,7 +240,9 @@ def test_the_demo_prints_no_warning_words_not_dicts_and_says_1_call(tmp_path: Pa
     assert "(quality fit 1, cost 1, speed 0.5, reliability 1)" in out
     assert "(none)" not in out and "1 calls" not in out and "(s)" not in out
     assert "refused  no model asked (budget_exceeded) 0+0 tok $0, 0 attempts" in out
-    assert "ERROR [budget_exceeded]: budget global daily of $0.002 would be exceeded" in out
+    assert "ERROR: budget global daily of $0.002 would be exceeded" in out
+    assert '   machine-readable: {"code": "invalid_input", "field": "prompt"' in out
+    assert "ERROR: max_cost: is not an argument of complete; did you mean 'max_cost_usd'?" in out
 
 
 # -- check says what will not work --------------------------------------------------------------

@@ -79,11 +79,12 @@ async def _drive(ledger: str) -> int:
             for msg in seen:
                 print(f"   progress: {msg}")
             text = "".join(getattr(block, "text", "") for block in result.content)
+            _show(("ERROR: " if result.is_error else "") + text.rstrip())
             if result.is_error:
+                # What a program reads instead of the text: the code, and the field or request it concerns.
                 err = _error_of(result)
-                _show(f"ERROR [{err.get('code', 'no code')}]: {text}")
-            else:
-                _show(text)
+                facts = {k: err[k] for k in ("code", "field", "request_id") if err.get(k)}
+                print(f"   machine-readable: {json.dumps(facts) if facts else 'none'}")
             if result.is_error != expect_error:
                 failures += 1
                 print("   !! unexpected outcome")
@@ -123,7 +124,7 @@ async def _drive(ledger: str) -> int:
         await call("complete", {"prompt": "Summarise: the meeting moved to Tuesday.", "task_type": "summarize", "max_tokens": 100})
         second = await call("complete", {"prompt": "Summarise: the launch slipped a week.", "task_type": "summarize", "max_tokens": 100})
         for a in second.get("attempts", []):
-            print(f"   attempt {a['model']}: {a['outcome']} {a.get('error_code') or ''}")
+            print(f"   attempt {a['model']}: {a['outcome']}" + (f" ({a['error_code']})" if a.get("error_code") else ""))
 
         _say("complete with an explicit model")
         await call("complete", {"model": "ollama:llama3.1", "prompt": "Say hello in French."})
@@ -158,6 +159,8 @@ async def _drive(ledger: str) -> int:
         _say("bad input is a clear tool error, and the server keeps serving")
         await call("complete", {"prompt": ""}, expect_error=True)
         await call("complete", {"prompt": "hi", "model": "anthropic:claude-haiku-9"}, expect_error=True)
+        # A misspelt argument is refused, not dropped: this one would have silently removed a spending cap.
+        await call("complete", {"prompt": "hi", "max_cost": 0.01}, expect_error=True)
         await call("set_budget", {"scope": "global", "period": "daily", "limit_usd": -1}, expect_error=True)
 
     print("\nDemo finished" + (f" with {_plural(failures, 'unexpected outcome')}." if failures else ": every tool and resource answered as expected."))
