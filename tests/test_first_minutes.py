@@ -124,6 +124,14 @@ def test_ledger_is_an_option_of_the_demo_only(tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "mine.db").exists()
 
 
+def test_demo_and_a_config_file_are_not_mixed_silently(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--demo", "--config", str(_config(tmp_path, MOCK_PROVIDER))])
+
+    assert info.value.code == 2
+    assert "give --demo or --config, not both" in capsys.readouterr().err
+
+
 # -- a server started by hand -------------------------------------------------------------------
 
 

@@ -329,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "ledger", None) and not getattr(args, "demo", True):
         parser.error("--ledger applies with --demo only; a real ledger is named by $LLM_ROUTER_DB or [ledger] path")
+    if getattr(args, "demo", False) and getattr(args, "config", None):
+        parser.error("--demo serves the built-in demo configuration: give --demo or --config, not both")
     try:
         return int(args.func(args))
     except ConfigError as e:
