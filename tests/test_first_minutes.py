@@ -106,7 +106,8 @@ def test_report_says_1_call_and_names_a_refused_call_as_refused_not_as_a_model_n
             await engine.aclose()
 
     anyio.run(refused)
-    assert main(["report", "--demo", "--ledger", str(tmp_path / "ledger.db"), "--period", "today", "--group-by", "model"]) == 0
+    assert main(["report", "--demo", "--ledger", str(tmp_path / "ledger.db"), "--since", "2000-01-01", "--until", "2999-12-31",
+                 "--group-by", "model"]) == 0
 
     out = capsys.readouterr().out
     rows = [line.rsplit(None, 5) for line in out.splitlines()[2:4]]  # a label, then five figures
