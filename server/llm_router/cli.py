@@ -184,9 +184,9 @@ def _check(args: argparse.Namespace) -> int:
             if missing and served is not None:
                 shown = sorted(served)
                 listed = ", ".join(shown[:12]) + (f" and {len(shown) - 12} more" if len(shown) > 12 else "")
+                lenient = " (some servers, llama.cpp among them, answer any name)" if cfg.kind == "openai" else ""
                 say(f"    {cfg.name} does not list {', '.join(missing)}: calls to "
-                    f"{'it' if len(missing) == 1 else 'them'} may fail (some servers, llama.cpp among them, "
-                    f"answer any name). It lists: {listed or 'no models'}")
+                    f"{'it' if len(missing) == 1 else 'them'} may fail{lenient}. It lists: {listed or 'no models'}")
 
     anyio.run(probe_all)
     if unpriced:
