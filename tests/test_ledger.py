@@ -25,6 +25,7 @@ from llm_router.ledger import sqlite as ledger_sqlite
 from llm_router.ledger.schema import MIGRATIONS, migrate
 
 from .backends import Store, columns, execute, integrity_errors, tables
+from .clocks import ManualClock, seeded_ids
 
 DAY = "2025-03-14"
 MIGRATION_NAMES = [
@@ -845,8 +846,8 @@ def test_two_ledgers_on_one_store_see_each_others_spend_at_once(store: Store) ->
         b.close()
 
 
-def _fresh_usage(path: Path, check: LimitCheck) -> tuple[int, int]:
-    """Spend and live holds for a limit, read by a connection of its own (no cache anywhere)."""
+def _fresh_usage(path: Path, check: LimitCheck, now: float) -> tuple[int, int]:
+    """Spend and holds live at ``now`` for a limit, read by a connection of its own (no cache anywhere)."""
     import sqlite3
 
     scope = ("dim = 'day'", ()) if check.scope_kind == "global" else (f"dim = '{check.scope_kind}' AND key = ?", (check.scope_name,))
@@ -858,7 +859,7 @@ def _fresh_usage(path: Path, check: LimitCheck) -> tuple[int, int]:
         ).fetchone()[0]
         reserved = conn.execute(
             f"SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE day BETWEEN ? AND ? AND expires_at >= ?{held}",
-            (check.first_day, check.last_day, time.time(), *scope[1][:1]),
+            (check.first_day, check.last_day, now, *scope[1][:1]),
         ).fetchone()[0]
     conn.close()
     return spent, reserved
@@ -867,12 +868,19 @@ def _fresh_usage(path: Path, check: LimitCheck) -> tuple[int, int]:
 def test_cached_usage_always_matches_a_fresh_read_of_the_file(ledger_file: Path) -> None:
     """Each SQLite ledger reuses what it read of spend and holds until another connection writes:
     whatever the mix of reservations, settles (some keeping a spare hold, which later reservations
-    may take over), releases and refusals in two processes' ledgers, what either reports is what
-    the file holds."""
+    may take over), releases and refusals in two processes' ledgers, and however much time passes
+    between them (past the cache's age, past a spare's idle time), what either reports is what the
+    file holds.
+
+    Regression: this failed on a busy machine (``assert 4 >= 5``). Reservation ids were random, so
+    which hold a step picked changed from run to run, and a spare went stale whenever the machine
+    paused for longer than its idle time. The ledgers now run on the test's own clock and ids: the
+    same 400 steps, at the same moments, on every machine."""
     import random
 
     rng = random.Random(7)
-    a, b = Ledger(ledger_file), Ledger(ledger_file)
+    clock, new_id = ManualClock(), seeded_ids(8)
+    a, b = Ledger(ledger_file, clock=clock, new_id=new_id), Ledger(ledger_file, clock=clock, new_id=new_id)
     next_day = (datetime.fromisoformat(DAY) + timedelta(days=1)).date().isoformat()
     checks = [
         daily(60_000),
@@ -883,23 +891,31 @@ def test_cached_usage_always_matches_a_fresh_read_of_the_file(ledger_file: Path)
         daily(60_000, day=next_day),
     ]
     held: dict[str, tuple[Ledger, str, str]] = {}
-    taken_over = 0
+    taken_over = stale_let_go = 0
     try:
         for step in range(400):
+            # Mostly a call's worth of time between steps, now and then longer than the usage cache is kept.
+            pause = rng.choices([0.002, 0.05, 1.2], [90, 8, 2])[0]
             led = rng.choice([a, b])
             provider, tag, day = rng.choice(["anthropic", "openai"]), rng.choice(["", "team"]), rng.choice([DAY, next_day])
             if led._spare is not None and rng.random() < 0.5:  # a next call like the last one
                 provider, tag, day = led._spare.provider, led._spare.tag, led._spare.day
+                if rng.random() < 0.2:  # but after the spare has waited too long for it
+                    pause += ledger_base.SPARE_IDLE_S
+            clock.advance(pause)
             mine = [c for c in checks if c.first_day <= day <= c.last_day
                     and (c.scope_kind == "global" or c.scope_name in (provider, tag))]
             action = rng.random()
             if action < 0.45:
                 spare_id = None if led._spare is None else led._spare.rid
+                stale = led._spare is not None and clock() - led._spare.made_at > ledger_base.SPARE_IDLE_S
                 rid = led.reserve(mine, rng.randint(500, 9_000), request_id=f"s{step}", day=day, provider=provider,
                                   tag=tag, ttl_s=900)
                 if isinstance(rid, str):
                     held[rid] = (led, provider, tag)
                     taken_over += rid == spare_id
+                    assert not (stale and rid == spare_id), (step, "a stale spare was taken over")
+                stale_let_go += stale and led._spare is None
             elif action < 0.8 and held:
                 rid = rng.choice(sorted(held))
                 owner, provider, tag = held.pop(rid)
@@ -914,7 +930,7 @@ def test_cached_usage_always_matches_a_fresh_read_of_the_file(ledger_file: Path)
             else:
                 led.record(row(day=day, provider=provider, tag=tag, cost_nusd=rng.randint(0, 4_000)))
             for check in checks:
-                truth = _fresh_usage(ledger_file, check)
+                truth = _fresh_usage(ledger_file, check, clock())
                 assert a.usage(check) == truth, (step, check.name)
                 assert b.usage(check) == truth, (step, check.name)
             for led in (a, b):  # a spare kept is in the file, with its amount
@@ -922,6 +938,7 @@ def test_cached_usage_always_matches_a_fresh_read_of_the_file(ledger_file: Path)
                     assert a.query("SELECT amount_nusd FROM reservations WHERE id = ?", [led._spare.rid]) == [
                         {"amount_nusd": led.spare_nusd}], step
         assert taken_over >= 5, "spares were kept and taken over along the way"
+        assert stale_let_go >= 3, "spares went stale and were let go along the way"
     finally:
         a.close()
         b.close()

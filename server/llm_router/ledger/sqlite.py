@@ -82,14 +82,29 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def _random_id() -> str:
+    return os.urandom(16).hex()
+
 
 class Ledger(LedgerBase):
     """One open ledger file. Thread-safe; all statements serialised on one connection."""
 
     _NEWEST_LAST_TIE = "rowid"
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout_s: float = 30,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = _random_id,
+    ) -> None:
+        """``clock`` (unix seconds) dates holds, their lapse, a spare's idleness and the usage
+        cache's age; ``new_id`` names each reservation. Tests pass their own to run the same steps
+        whatever the machine's speed."""
         super().__init__()
+        self._clock = clock
+        self._new_id = new_id
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +189,7 @@ class Ledger(LedgerBase):
 
     def usages(self, checks: Sequence[LimitCheck], *, stale_ok_s: float = 0.0) -> list[tuple[int, int]]:
         with self._lock:
-            now = time.time()
+            now = self._clock()
             self._usage_cache.sync(self._conn, now, fresh_within=stale_ok_s)
             return [self._usage(check, now) for check in checks]
 
@@ -223,13 +238,13 @@ class Ledger(LedgerBase):
             if poll:
                 # Spend only grows, so a refusal read a moment ago still holds; a fit is re-checked
                 # under the write lock below. (A first try skips this: it would read twice.)
-                now = time.time()
+                now = self._clock()
                 cache.sync(self._conn, now)
                 refusal = self._first_refusal(checks, amount_nusd, now)
                 if refusal is not None:
                     return refusal
             with self._tx() as c:
-                now = time.time()
+                now = self._clock()
                 cache.sync(c, now)
                 if self._spare is not None:  # not fit for this call: let it go, it must not stand in the way
                     self._delete_spare(c)
@@ -242,7 +257,7 @@ class Ledger(LedgerBase):
                 refusal = self._first_refusal(checks, amount_nusd, now)
                 if refusal is not None:
                     return refusal
-                rid = os.urandom(16).hex()
+                rid = self._new_id()
                 expires, hard = self._expiry(now, ttl_s)
                 c.execute(
                     "INSERT INTO reservations (id, request_id, created_at, expires_at, host, pid, day, provider, tag,"
@@ -265,7 +280,7 @@ class Ledger(LedgerBase):
         spare = self._spare
         if spare is None or (spare.day, spare.provider, spare.tag) != (day, provider, tag) or spare.amount < amount_nusd:
             return None
-        now = time.time()
+        now = self._clock()
         if now - spare.made_at > SPARE_IDLE_S or spare.hard_expires - now < ttl_s - SPARE_IDLE_S:
             return None
         self._usage_cache.sync(self._conn, now)
@@ -302,7 +317,7 @@ class Ledger(LedgerBase):
         the next call if every check has room for it."""
         if not self._room_for(want.checks, want.amount_nusd, now):
             return None
-        rid = os.urandom(16).hex()
+        rid = self._new_id()
         expires, hard = self._expiry(now, want.ttl_s)
         c.execute(
             "INSERT INTO reservations (id, request_id, created_at, expires_at, host, pid, day, provider, tag,"
@@ -325,7 +340,7 @@ class Ledger(LedgerBase):
     def drop_spare(self, *, idle_s: float = 0.0) -> None:
         with self._lock:
             spare = self._spare
-            if spare is None or time.time() - spare.made_at < idle_s:
+            if spare is None or self._clock() - spare.made_at < idle_s:
                 return
             try:
                 with self._tx() as c:
@@ -356,7 +371,7 @@ class Ledger(LedgerBase):
             kept: _Spare | None = None
             try:
                 with self._tx() as c:
-                    now = time.time()
+                    now = self._clock()
                     want = spare if self._spare is None else None
                     if want is not None:
                         cache.sync(c, now)  # figures as of this transaction's start
@@ -402,7 +417,7 @@ class Ledger(LedgerBase):
     def reclaim(self, *, dead_pids: bool = True) -> int:
         with self._lock:
             with self._tx() as c:
-                n = self._reclaim(c, time.time(), dead_pids=dead_pids)
+                n = self._reclaim(c, self._clock(), dead_pids=dead_pids)
             if n:
                 self._usage_cache.clear()
             return n
@@ -432,7 +447,7 @@ class Ledger(LedgerBase):
         if self.lease_s is None:
             return 0
         with self._tx() as c:
-            now = time.time()
+            now = self._clock()
             return c.execute(
                 "UPDATE reservations SET expires_at = min(coalesce(hard_expires_at, expires_at), ?)"
                 " WHERE owner = ? AND expires_at >= ?",
