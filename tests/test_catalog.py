@@ -108,6 +108,7 @@ def test_model_known_to_genai_prices_gets_its_prices_and_says_so(catalog: Catalo
         "tier_source": "built-in table",
         "context_window": 200_000,
         "context_source": "genai-prices",
+        "context_known": True,
         "max_output_tokens": None,
         "price_per_mtok": genai_prices_of("claude-haiku-4-5", "anthropic"),
         "price_source": f"{GENAI}: anthropic/claude-haiku-4-5",
@@ -223,6 +224,35 @@ def test_context_window_comes_from_override_then_genai_prices_then_a_default(
     entry = catalog.get(ref)
 
     assert (entry.context_window, entry.context_source) == (window, source)
+
+
+@pytest.mark.parametrize(
+    ("ref", "known"),
+    [("anthropic:claude-haiku-4-5", True), ("anthropic:claude-opus-4-5", True), ("ollama:llama3.1", False),
+     ("local:my-finetune", False)],
+)
+def test_only_a_window_from_config_genai_prices_or_the_server_is_known(catalog: Catalog, ref: str, known: bool) -> None:
+    assert catalog.get(ref).context_known is known
+
+
+def test_a_window_the_server_states_is_remembered_with_where_it_came_from() -> None:
+    cat = catalog_of(
+        {"name": "local", "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "models": ["a", "b"],
+         "prices": {m: {"input_per_mtok": 0, "output_per_mtok": 0} for m in ("a", "b")},
+         "model_overrides": {"b": {"context_window": 32_768}}},
+    )
+    assert cat.learn_window("local:a", 2_048, "reported by the server in an error")
+    a = cat.get("local:a")
+    assert (a.context_window, a.context_source, a.context_known) == (2_048, "reported by the server in an error", True)
+    assert a.describe()["context_source"] == "reported by the server in an error"
+    # A configured window gives way only to a smaller one: the server cannot take more than it runs with.
+    assert not cat.learn_window("local:b", 65_536, "reported by the server")
+    assert cat.learn_window("local:b", 4_096, "reported by the server")
+    assert cat.get("local:b").context_window == 4_096
+    # Garbage is not remembered.
+    for junk in (0, -1, 10**12, 2.5, True, "4096"):
+        assert not cat.learn_window("local:a", junk, "reported by the server")  # type: ignore[arg-type]
+    assert cat.get("local:a").context_window == 2_048
 
 
 def test_model_overrides_set_max_output_tokens() -> None:

@@ -1,9 +1,13 @@
 """What we know about each configured model, and where each figure came from.
 
 Prices come from genai-prices (input, output, cache read, cache write), or from a config's
-``[providers.prices."model"]``; context windows from genai-prices or ``model_overrides``; quality
+``[providers.prices."model"]``; context windows from ``model_overrides`` or genai-prices, else
+from the server itself (asked once, or stated in a context-length error), else assumed; quality
 tiers from the pattern table in ``defaults.py`` or ``model_overrides``. Everything is looked up
 once, when the catalog is built; per call only arithmetic remains.
+
+An assumed window is a guess: it never excludes a model (routing lets the provider say), only a
+known one does.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from .config import ProviderConfig, Settings
 from .defaults import PRICING_IDS, tier_for
 from .types import NUSD_PER_USD, InvalidInput, Quality, Usage, parse_model_ref, usd_to_nusd
 
-__all__ = ["ModelEntry", "Catalog", "worst_case_input_tokens"]
+__all__ = ["ModelEntry", "Catalog", "worst_case_input_tokens", "DEFAULT_CONTEXT_WINDOW"]
 
 DEFAULT_CONTEXT_WINDOW = 128_000
+MAX_PLAUSIBLE_WINDOW = 100_000_000
+"""A window a server states above this is taken as garbage, not remembered."""
 _MTOK = Decimal(1_000_000)
 _MTOK_INT = 1_000_000
 
@@ -63,6 +69,8 @@ class ModelEntry:
     tier: Quality
     tier_source: str
     max_output_tokens: int | None = None
+    context_known: bool = True
+    """False while ``context_window`` is only assumed (no override, genai-prices or server said)."""
     capabilities: tuple[str, ...] = ("text", "streaming", "system_prompt")
     _genai: Any = field(default=None, repr=False)
     """(ModelInfo, Provider) from genai-prices, when the price comes from there."""
@@ -152,6 +160,7 @@ class ModelEntry:
             "tier_source": self.tier_source,
             "context_window": self.context_window,
             "context_source": self.context_source,
+            "context_known": self.context_known,
             "max_output_tokens": self.max_output_tokens,
             "price_per_mtok": None
             if p is None
@@ -288,6 +297,7 @@ def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
         tier=tier,
         tier_source=tier_source,
         max_output_tokens=override.max_output_tokens if override else None,
+        context_known=not context_source.startswith("assumed"),
         _genai=genai if configured is None else None,
         _tiers=tiers,
         _priced_day=_today(),
@@ -334,6 +344,23 @@ class Catalog:
             problem = f"unknown model {ref!r}" + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
             allowed = ", ".join(r for r in self.entries if r.startswith(provider + ":"))
         raise InvalidInput(field_name, problem, allowed=allowed)
+
+    def learn_window(self, ref: str, window: int, source: str) -> bool:
+        """Remember a window the server itself gave for ``ref`` (asked, or stated in an error).
+
+        It replaces an assumed window or genai-prices' figure (the server knows what it runs
+        with); a configured one only when smaller (the server cannot take more than it runs
+        with, while a user may mean to stay below it). An implausible figure is ignored.
+        Returns whether the entry changed."""
+        entry = self.entries.get(ref)
+        if entry is None or type(window) is not int or not 0 < window <= MAX_PLAUSIBLE_WINDOW:
+            return False
+        if entry.context_known and entry.context_window == window:
+            return False
+        if entry.context_source == "config" and window > entry.context_window:
+            return False
+        entry.context_window, entry.context_source, entry.context_known = window, source, True
+        return True
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.entries.values())
