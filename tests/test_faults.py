@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -149,13 +150,19 @@ async def test_a_dead_provider_gets_no_requests_while_its_circuit_is_open_and_tr
         explained = await engine.explain(CompleteArgs(prompt="q", model=CHAIN))
         assert explained.chain == [CHAIN[1]] and explained.excluded[0]["reason"] == "circuit_open"
         for _ in range(5):
-            await engine.complete(CompleteArgs(prompt="q", model=CHAIN))
+            result = await engine.complete(CompleteArgs(prompt="q", model=CHAIN))
+            # ...and says so: the forced chain's first model is in the attempts, skipped.
+            assert [(a.model, a.outcome, a.error_code) for a in result.attempts][0] == (CHAIN[0], "skipped", "circuit_open")
         assert dead.counts[path] == 3, "an open circuit sends nothing to the dead provider"
         providers = {m["model"]: m["health"] for p in engine.providers_status() for m in p["models"]}
-        assert providers[CHAIN[0]]["circuit"] == "open" and providers[CHAIN[0]]["retry_at_unix"]
+        health = providers[CHAIN[0]]
+        assert health["circuit"] == "open" and "retry_at_unix" not in health
+        assert datetime.fromisoformat(health["retry_at"]).tzinfo is not None and 0 <= health["retry_in_s"] <= 0.5
 
         dead.clear()  # it recovers
-        await anyio.sleep(0.6)  # the cool-down
+        with anyio.fail_after(5):  # the cool-down
+            while not engine.health.allows(CHAIN[0])[0]:
+                await anyio.sleep(0.02)
         result = await engine.complete(CompleteArgs(prompt="q", model=CHAIN))
         assert result.provider == "anthropic" and dead.counts[path] == 1
         result = await engine.complete(CompleteArgs(prompt="q", model=CHAIN))
@@ -184,6 +191,11 @@ class HangingUpstream:
             head = await reader.readuntil(b"\r\n\r\n")
             length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
             await reader.readexactly(length)
+            if not head.startswith(b"POST /v1/chat/completions "):  # a side question (the window): none here
+                writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                await writer.drain()
+                writer.close()
+                return
             self.received.set()
             if await reader.read(1) == b"":  # EOF: the client hung up
                 self.closed_by_client.set()

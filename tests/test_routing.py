@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ import pytest
 
 from llm_router.budget import BudgetSnapshot, Limit, LimitState
 from llm_router.catalog import Catalog
+from llm_router.config import settings_from_dict
 from llm_router.ledger import LimitCheck
-from llm_router.routing import Decision, RouteRequest, decide
+from llm_router.routing import Decision, Excluded, RouteRequest, decide
 from llm_router.types import InvalidInput, usd_to_nusd
 
 from .conftest import make_settings
@@ -80,21 +82,86 @@ def test_an_unknown_model_in_an_override_is_an_input_error_with_suggestions(cata
     assert info.value.field == "model" and "did you mean" in str(info.value)
 
 
+OPEN = {"retry_at": "2030-03-17T17:46:40+00:00", "retry_in_s": 27.5, "failures": 3}
+
+
 def test_providers_without_a_key_and_open_circuits_are_excluded_with_reasons(catalog: Catalog) -> None:
     availability = {**ALL_UP, "openai": (False, "no API key: set the environment variable OPENAI_API_KEY")}
     d = route(catalog, availability=availability,
-              circuit=lambda ref: (False, 1_900_000_000.0) if ref.startswith("gemini:") else (True, None))
+              circuit=lambda ref: (False, OPEN) if ref.startswith("gemini:") else (True, None))
     r = reasons(d)
     assert r["openai:gpt-4o"] == "no_key" and r["gemini:gemini-2.5-flash"] == "circuit_open"
     assert not any(c.ref.startswith(("openai:", "gemini:")) for c in d.chain)
-    assert "next try at unix 1900000000" in next(e.detail for e in d.excluded if e.model == "gemini:gemini-2.5-flash")
+
+
+def test_an_open_circuit_says_when_it_is_tried_again_in_iso_8601_and_seconds_never_a_unix_time(
+    catalog: Catalog,
+) -> None:
+    d = route(catalog, circuit=lambda ref: (False, OPEN) if ref.startswith("gemini:") else (True, None))
+    out = next(e.to_dict() for e in d.excluded if e.model == "gemini:gemini-2.5-flash")
+    assert out == {
+        "model": "gemini:gemini-2.5-flash", "reason": "circuit_open",
+        "detail": "circuit open after 3 failed calls in a row; next try at 2030-03-17T17:46:40+00:00 (in 27.5 s)",
+        "retry_at": "2030-03-17T17:46:40+00:00", "retry_in_s": 27.5,
+    }
+    assert "unix" not in json.dumps(d.explain())
+
+
+def test_models_named_by_an_override_that_routing_leaves_out_are_in_the_walk_where_they_stand(
+    catalog: Catalog,
+) -> None:
+    d = route(catalog, models=("gemini:gemini-2.5-flash", "openai:gpt-4o", "anthropic:claude-haiku-4-5"),
+              circuit=lambda ref: (False, OPEN) if ref == "openai:gpt-4o" else (True, None))
+    walk = [(x.model, x.reason) if isinstance(x, Excluded) else (x.ref, "candidate") for x in d.walk]
+    assert walk == [("gemini:gemini-2.5-flash", "candidate"), ("openai:gpt-4o", "circuit_open"),
+                    ("anthropic:claude-haiku-4-5", "candidate")]
+
+
+def test_from_the_catalog_only_open_circuits_of_models_good_enough_are_listed_as_skipped(catalog: Catalog) -> None:
+    d = route(catalog, quality="high", circuit=lambda ref: (False, OPEN) if ref.startswith("openai:") else (True, None))
+    listed = [x.model for x in d.walk if isinstance(x, Excluded)]
+    assert listed and all(m.startswith("openai:") for m in listed)
+    assert all(catalog.get(m).tier in ("high", "critical") for m in listed)
+    assert [x.ref for x in d.walk if not isinstance(x, Excluded)] == [c.ref for c in d.chain]
 
 
 def test_models_whose_window_is_too_small_are_skipped(catalog: Catalog) -> None:
     d = route(catalog, input_tokens_typical=199_800, input_tokens_bound=800_000, quality="low")
     r = reasons(d)
     assert r["anthropic:claude-haiku-4-5"] == "context_too_small"  # 200k window
-    assert all(c.entry.context_window >= 200_300 for c in d.chain)
+    assert all(c.entry.context_window >= 200_300 for c in d.chain if c.entry.context_known)
+
+
+def local_catalog() -> Catalog:
+    """A local model with no window configured (so only assumed), beside one genai-prices sizes."""
+    return Catalog(settings_from_dict({"providers": [
+        {"name": "local", "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "models": ["my-finetune"],
+         "prices": {"my-finetune": {"input_per_mtok": 0, "output_per_mtok": 0}}},
+        {"name": "openai", "kind": "openai", "api_key_env": "X", "models": ["gpt-4o-mini"]},
+    ]}, source="test"))
+
+
+def test_a_window_that_is_only_assumed_never_excludes_a_model() -> None:
+    """The catalog guesses 128,000 tokens for a local model; the server may well run it with
+    more (or less). Only the server can say: routing keeps the model and says why."""
+    catalog = local_catalog()
+    local = catalog.get("local:my-finetune")
+    assert not local.context_known and local.context_window == 128_000
+    d = route(catalog, availability={"local": (True, "ok"), "openai": (True, "ok")},
+              input_tokens_typical=199_800, input_tokens_bound=800_000, quality="low")
+    assert [c.ref for c in d.chain] == ["local:my-finetune"]
+    assert any("only assumed: local:my-finetune" in step for step in d.steps)
+    known = catalog.get("openai:gpt-4o-mini")  # 128k, from genai-prices
+    assert known.context_known and reasons(d)[known.ref] == "context_too_small"
+
+
+def test_a_window_the_server_stated_excludes_like_a_configured_one() -> None:
+    catalog = local_catalog()
+    assert catalog.learn_window("local:my-finetune", 2_048, "reported by the server in an error")
+    d = route(catalog, availability={"local": (True, "ok"), "openai": (True, "ok")}, input_tokens_typical=1_800,
+              max_tokens=500, quality="low")
+    assert reasons(d)["local:my-finetune"] == "context_too_small"
+    assert "2048-token window (reported by the server in an error)" in d.excluded[0].detail
 
 
 def test_the_quality_floor_excludes_weaker_models_unless_named(catalog: Catalog) -> None:

@@ -7,8 +7,10 @@ each), the ledger connection, the budget and the health board.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
+import logging
 import os
 import random
 import time
@@ -35,8 +37,8 @@ from .config import Settings
 from .ledger import Ledger, RequestRow, open_ledger
 from .providers import Provider, availability, build_provider
 from .providers.mock import estimate_tokens
-from .resilience import HealthBoard
-from .routing import Candidate, Decision, RouteRequest, decide
+from .resilience import HealthBoard, counts_against_circuit, model_window
+from .routing import Candidate, Decision, Excluded, RouteRequest, decide
 from .types import (
     AllAttemptsFailed,
     AttemptRecord,
@@ -45,9 +47,11 @@ from .types import (
     ContextTooLong,
     CompletionRequest,
     InvalidInput,
+    MalformedResponse,
     Message,
     NoRoute,
     ProviderError,
+    RouterError,
     Timeout,
     Usage,
     usd_str,
@@ -62,6 +66,19 @@ Progress = Callable[[float, float | None, str], Awaitable[None]]
 
 PROGRESS_INTERVAL_S = 0.1
 HOLD_POLL_S = 0.05
+WINDOW_ASK_S = 0.25
+"""How long the first routing decision waits for servers to say the windows we only assume; a
+server that has not answered by then is not asked again (its window stays assumed)."""
+COUNT_TOKENS_S = 1.0
+"""How long settling waits for a server's tokenizer to count an answer it sent without usage."""
+FRAMING_TOKENS_PER_MESSAGE = 4
+REPLY_FRAMING_TOKENS = 3
+"""Chat framing a tokenizer does not see in the bare text: a few tokens per message (role and
+separators) and for the start of the reply, as chat templates and OpenAI's own count add."""
+ESTIMATED_BY_TOKENIZER = "server_tokenizer"
+ESTIMATED_BY_CHARS = "about_4_chars_per_token"
+
+log = logging.getLogger("llm_router.engine")
 
 
 @dataclass(slots=True)
@@ -94,6 +111,23 @@ class _Billed:
         self.held.append(reservation)
 
 
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """One model's share of a call's deadline, its retries included (see ``model_window``)."""
+
+    end: float
+    """anyio clock time at which this model's tries are cut."""
+    share_s: float
+    later: int
+    """Models after this one in the chain, which keep time for themselves."""
+
+    @classmethod
+    def share_of(cls, deadline: float, *, later: int) -> _Window:
+        now = anyio.current_time()
+        share = model_window(deadline - now, later)
+        return cls(now + share, share, later)
+
+
 class Engine:
     def __init__(
         self,
@@ -116,6 +150,8 @@ class Engine:
         ref = settings.routing.reference_model
         self.reference: ModelEntry | None = self.catalog.entries.get(ref) if ref else None
         self._freed: anyio.Event | None = None  # made on first use: an Event needs a running loop
+        self._windows_unasked = [e for e in self.catalog if not e.context_known and e.provider in self.providers]
+        """Models whose window is only assumed, whose server has not been asked for it yet."""
         self._check_timezone()
         self.ledger.reclaim()
 
@@ -188,7 +224,8 @@ class Engine:
             max_cost_nusd=usd_to_nusd(args.max_cost_usd) if args.max_cost_usd is not None else None,
             tag=tag,
             input_tokens_bound=worst_case_input_tokens(request.text_bytes(), len(messages)),
-            input_tokens_typical=estimate_tokens(request.system or "") + sum(estimate_tokens(c) + 4 for _, c in pairs),
+            input_tokens_typical=(estimate_tokens(request.system) if request.system else 0)
+            + sum(estimate_tokens(c) + FRAMING_TOKENS_PER_MESSAGE for _, c in pairs),
             max_tokens=request.max_tokens,
         )
         return Prepared(
@@ -222,8 +259,30 @@ class Engine:
         )
 
     async def decision(self, prepared: Prepared, *, explain: bool = True) -> Decision:
+        if self._windows_unasked:
+            await self._ask_windows()
         snapshot = await self.ledger.run(self.budget.snapshot, tag=prepared.tag)
         return self._decide(prepared.route, snapshot, explain=explain)
+
+    async def _ask_windows(self) -> None:
+        """Ask each server once, before the first decision, for the windows we only assume
+        (llama.cpp ``/props``, Ollama ``/api/show``): all at once, waiting at most WINDOW_ASK_S.
+        Calls that start meanwhile do not wait, and nothing is asked twice."""
+        unasked, self._windows_unasked = self._windows_unasked, []
+
+        async def ask(entry: ModelEntry) -> None:
+            try:
+                window = await self.providers[entry.provider].context_window(entry.model)
+            except Exception:  # whatever a server answers, it only leaves the window assumed
+                log.debug("asking %s for its window failed", entry.ref, exc_info=True)
+                return
+            if window is not None and self.catalog.learn_window(entry.ref, window, "reported by the server"):
+                log.info("%s: the server runs it with a %s-token window", entry.ref, window)
+
+        with anyio.move_on_after(WINDOW_ASK_S):
+            async with anyio.create_task_group() as tg:
+                for entry in unasked:
+                    tg.start_soon(ask, entry)
 
     async def explain(self, args: CompleteArgs) -> ExplainResult:
         prepared = self.prepare(args)
@@ -237,9 +296,13 @@ class Engine:
 
         Exactly one ledger row is written per call that passed validation, before this returns
         or raises; no reservation outlives the call, whatever happens (cancellation included).
+        Every model routing or the walk passed over is in the attempts, as ``skipped`` with why.
+        The deadline is shared along the chain (``resilience.model_window``): a slow first model
+        cannot leave a healthy later one no time.
 
         Raises:
-            InvalidInput, NoRoute, BudgetExceeded, AllAttemptsFailed.
+            InvalidInput, NoRoute, BudgetExceeded, AllAttemptsFailed (all but the first carrying
+            the call's ``request_id``).
         """
         prepared = self.prepare(args)
         request_id = os.urandom(16).hex()
@@ -247,20 +310,35 @@ class Engine:
         decision = await self.decision(prepared, explain=False)
         if not decision.chain:
             error = self._no_route_error(decision)
-            await self._record_failure(prepared, request_id, decision, [], error, started, status="refused")
+            error.request_id = request_id
+            skipped = [_skipped(x) for x in decision.walk if isinstance(x, Excluded)]
+            await self._record_failure(prepared, request_id, decision, skipped, error, started, status="refused")
             raise error
 
         attempts: list[AttemptRecord] = []
         billed = _Billed()
         budget_error: BudgetExceeded | None = None
         deadline = anyio.current_time() + prepared.deadline_s
-        context_floor = 0  # after a context-length error, only larger windows are worth trying
-        chain = decision.chain[: self.settings.routing.max_attempts]
-        for index, cand in enumerate(chain):
-            entry = cand.entry
-            if index and anyio.current_time() >= deadline:
-                break
-            if entry.context_window <= context_floor:
+        context_floor = 0  # after a context-length error, only models with a larger known window
+        max_attempts = self.settings.routing.max_attempts
+        to_try = min(len(decision.chain), max_attempts)
+        tried = 0
+        for item in decision.walk:
+            if isinstance(item, Excluded):
+                attempts.append(_skipped(item))
+                continue
+            cand, entry = item, item.entry
+            if tried == to_try:
+                attempts.append(AttemptRecord(entry.ref, "skipped", "max_attempts",
+                                              f"[routing] max_attempts = {max_attempts} models were tried first"))
+                continue
+            tried += 1
+            now = anyio.current_time()
+            if tried > 1 and now >= deadline:
+                attempts.append(AttemptRecord(entry.ref, "skipped", "deadline",
+                                              f"the call's deadline of {prepared.deadline_s:g} s had passed"))
+                continue
+            if entry.context_known and entry.context_window <= context_floor:
                 attempts.append(AttemptRecord(entry.ref, "skipped", "context_too_small",
                                               f"its {entry.context_window}-token window is no larger than one that was too small"))
                 continue
@@ -271,9 +349,11 @@ class Engine:
                 attempts.append(AttemptRecord(entry.ref, "skipped", e.code, str(e)))
                 continue
             if progress is not None:
-                await progress(0, None, f"asking {entry.ref} ({index + 1}/{len(chain)})")
+                await progress(0, None, f"asking {entry.ref} ({tried}/{to_try})")
+            # This model's share of the time left; the models after it keep theirs.
+            window = _Window.share_of(deadline, later=to_try - tried)
             try:
-                completion = await self._call_with_retries(entry, prepared, attempts, deadline, progress)
+                completion = await self._call_with_retries(entry, prepared, attempts, window, progress)
             except ProviderError as e:
                 if e.usage is not None:
                     # Billed all the same: its hold stays until the row records the cost.
@@ -283,17 +363,18 @@ class Engine:
                         await self.ledger.run(self.ledger.release, reservation)
                     self._budget_freed()
                 if isinstance(e, ContextTooLong):
-                    context_floor = max(context_floor, entry.context_window)
+                    if e.context_window is not None:
+                        self.catalog.learn_window(entry.ref, e.context_window, "reported by the server in an error")
+                    if entry.context_known:
+                        context_floor = max(context_floor, entry.context_window)
                 if not e.fallback_ok:
                     break
-                if progress is not None and index + 1 < len(chain):
+                if progress is not None and tried < to_try:
                     await progress(0, None, f"{entry.ref} failed ({e.code}); falling back")
                 continue
             except BaseException as e:
                 # Cancelled by the client (or a bug): record the call, release its hold, re-raise.
                 cancelled = isinstance(e, anyio.get_cancelled_exc_class())
-                if cancelled:
-                    attempts.append(AttemptRecord(entry.ref, "cancelled", "cancelled"))
                 with anyio.CancelScope(shield=True):
                     row = self._failure_row(
                         prepared, request_id, decision, attempts, billed, status="cancelled" if cancelled else "error",
@@ -304,15 +385,15 @@ class Engine:
                     await self._release_held(billed)
                 raise
             return await self._settle(
-                prepared, request_id, decision, cand, completion, attempts, reservation, started, billed
+                prepared, request_id, decision, cand, completion, attempts, reservation, started, billed, deadline
             )
 
-        deadline_hit = anyio.current_time() >= deadline
-        error: Exception
+        error: RouterError
         if budget_error is not None and all(a.outcome == "skipped" for a in attempts):
             error = budget_error
         else:
-            error = AllAttemptsFailed(attempts, deadline_hit=deadline_hit)
+            error = AllAttemptsFailed(attempts, deadline_hit=anyio.current_time() >= deadline)
+        error.request_id = request_id
         await self._record_failure(prepared, request_id, decision, attempts, error, started, billed=billed)
         raise error
 
@@ -361,53 +442,138 @@ class Engine:
             self._freed = None
 
     async def _call_with_retries(
-        self, entry: ModelEntry, prepared: Prepared, attempts: list[AttemptRecord], deadline: float,
+        self, entry: ModelEntry, prepared: Prepared, attempts: list[AttemptRecord], window: _Window,
         progress: Progress | None,
     ) -> Completion:
         """Call one model; retry a retryable failure with backoff (honouring Retry-After) while
-        retries and time remain. Every try is appended to ``attempts``.
+        retries remain and the model's window (its share of the deadline) still has room for
+        another try. Every try is appended to ``attempts``, a cancelled one with how long it ran.
+        The model's health is told once, however many tries it took.
 
         Raises:
             ProviderError: the last failure, when this model is given up on.
         """
-        policy = self.settings.resilience
         provider = self.providers[entry.provider]
+        on_text = _streamer(progress) if progress else None
         retries = 0
-        while True:
-            t0 = time.perf_counter()
-            self.health.before_call(entry.ref)
-            try:
-                with anyio.CancelScope(deadline=deadline) as scope:
-                    completion = await provider.complete(
-                        entry.model, prepared.request, on_text=_streamer(progress) if progress else None
-                    )
-                if scope.cancelled_caught:
-                    raise Timeout(f"the call's deadline of {prepared.deadline_s:g} s passed",
-                                  provider=entry.provider, model=entry.model)
-            except ProviderError as e:
+        t0 = time.perf_counter()
+        self.health.before_call(entry.ref)
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    completion = await self._try_once(provider, entry, prepared, window, on_text)
+                except ProviderError as e:
+                    ms = _ms(t0)
+                    cost = None if e.usage is None else usd_str(entry.cost_nusd(e.usage) or 0)
+                    attempts.append(AttemptRecord(entry.ref, "error", e.code, str(e), ms, e.status, cost))
+                    wait = self._retry_wait(e, retries, ms / 1000, window.end)
+                    if wait is None:
+                        self.health.record(entry.ref, ok=False, latency_ms=ms, counts_against_circuit=counts_against_circuit(e))
+                        raise
+                    if progress is not None:
+                        await progress(0, None, f"{entry.ref} failed ({e.code}); retrying in {wait:.1f} s")
+                    t0 = time.perf_counter()
+                    await anyio.sleep(wait)
+                    retries += 1
+                    continue
                 ms = _ms(t0)
-                self.health.record(entry.ref, ok=False, latency_ms=ms)
-                cost = None if e.usage is None else usd_str(entry.cost_nusd(e.usage) or 0)
-                attempts.append(AttemptRecord(entry.ref, "error", e.code, str(e), ms, e.status, cost))
-                if not e.retryable or retries >= policy.max_retries:
-                    raise
-                if e.retry_after is not None and e.retry_after > policy.retry_after_cap_s:
-                    raise  # the provider asks for a longer wait than is worth it: move on
-                wait = e.retry_after if e.retry_after is not None else _backoff(retries, policy.backoff_base_s, policy.backoff_max_s)
-                if anyio.current_time() + wait >= deadline:
-                    raise
-                if progress is not None:
-                    await progress(0, None, f"{entry.ref} failed ({e.code}); retrying in {wait:.1f} s")
-                await anyio.sleep(wait)
-                retries += 1
-                continue
-            except BaseException:
-                self.health.record(entry.ref, ok=False, latency_ms=_ms(t0), counts_against_circuit=False)
+                self.health.record(entry.ref, ok=True, latency_ms=ms)
+                attempts.append(AttemptRecord(entry.ref, "ok", latency_ms=ms))
+                return completion
+        except ProviderError:
+            raise
+        except BaseException as e:
+            self.health.record(entry.ref, ok=False, latency_ms=_ms(t0), counts_against_circuit=False)
+            if isinstance(e, anyio.get_cancelled_exc_class()):
+                attempts.append(AttemptRecord(entry.ref, "cancelled", "cancelled", latency_ms=_ms(t0)))
+            raise
+
+    async def _try_once(
+        self, provider: Provider, entry: ModelEntry, prepared: Prepared, window: _Window,
+        on_text: Callable[[str], Awaitable[None]] | None,
+    ) -> Completion:
+        """One try, cut at the model's window. Whatever the adapter lets escape fails this try
+        only (a ``MalformedResponse``), never the call.
+
+        Raises:
+            ProviderError: Timeout when the window ends first.
+        """
+        with anyio.CancelScope(deadline=window.end):
+            try:
+                return await provider.complete(entry.model, prepared.request, on_text=on_text)
+            except ProviderError:
                 raise
-            ms = _ms(t0)
-            self.health.record(entry.ref, ok=True, latency_ms=ms)
-            attempts.append(AttemptRecord(entry.ref, "ok", latency_ms=ms))
-            return completion
+            except Exception as e:
+                log.warning("%s: the adapter failed on the answer", entry.ref, exc_info=True)
+                raise MalformedResponse(
+                    f"{entry.provider} sent an answer that could not be read ({type(e).__name__}: {str(e)[:200]})",
+                    provider=entry.provider, model=entry.model,
+                ) from e
+        if window.later:
+            raise Timeout(
+                f"no answer within its {window.share_s:.1f} s share of the call's {prepared.deadline_s:g} s deadline "
+                f"(the rest is kept for the {window.later} model{'s' if window.later > 1 else ''} after it)",
+                provider=entry.provider, model=entry.model,
+            )
+        raise Timeout(f"the call's deadline of {prepared.deadline_s:g} s passed", provider=entry.provider, model=entry.model)
+
+    def _retry_wait(self, e: ProviderError, retries: int, took_s: float, window_end: float) -> float | None:
+        """How long to wait before retrying this failure on the same model, or None to move on:
+        not retryable, out of retries, a Retry-After longer than is worth waiting, or a window
+        without room for the wait plus another try as long as this one."""
+        policy = self.settings.resilience
+        if not e.retryable or retries >= policy.max_retries:
+            return None
+        if e.retry_after is not None and e.retry_after > policy.retry_after_cap_s:
+            return None
+        wait = e.retry_after if e.retry_after is not None else _backoff(retries, policy.backoff_base_s, policy.backoff_max_s)
+        if anyio.current_time() + wait + took_s >= window_end:
+            return None
+        return wait
+
+    async def _estimate(
+        self, entry: ModelEntry, prepared: Prepared, completion: Completion, deadline: float
+    ) -> tuple[Usage, str]:
+        """Usage for an answer that came without any: counted by the server's own tokenizer where
+        it offers one (the prompt's text, plus FRAMING_TOKENS_PER_MESSAGE a message and
+        REPLY_FRAMING_TOKENS; and the answer), else about four characters a token (plus the same
+        framing per message). Returns the usage and how it was counted."""
+        request = prepared.request
+        parts = ([request.system] if request.system else []) + [m.content for m in request.messages]
+        counted: tuple[int | None, int | None] = (None, None)
+        with anyio.move_on_after(max(min(COUNT_TOKENS_S, deadline - anyio.current_time()), 0.05)):
+            try:
+                count = self.providers[entry.provider].count_tokens
+                prompt_n = await count(entry.model, "\n".join(parts))
+                counted = (prompt_n, await count(entry.model, completion.text) if prompt_n is not None else None)
+            except Exception:  # a tokenizer that fails only means the simpler estimate
+                log.debug("%s: counting tokens failed", entry.ref, exc_info=True)
+        prompt_n, answer_n = counted
+        if type(prompt_n) is int and type(answer_n) is int and prompt_n >= 0 and answer_n >= 0:
+            framing = FRAMING_TOKENS_PER_MESSAGE * len(parts) + REPLY_FRAMING_TOKENS
+            return Usage(input_tokens=prompt_n + framing, output_tokens=answer_n), ESTIMATED_BY_TOKENIZER
+        return (
+            Usage(input_tokens=prepared.route.input_tokens_typical, output_tokens=estimate_tokens(completion.text)),
+            ESTIMATED_BY_CHARS,
+        )
+
+    def _notes(self, prepared: Prepared, method: str | None) -> tuple[str, ...]:
+        """What the answer should tell the caller about how its call was handled."""
+        notes: list[str] = []
+        route = prepared.route
+        if route.task_type and not route.models and route.task_type not in self.rules:
+            close = difflib.get_close_matches(route.task_type, list(self.rules), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else (
+                f" (rules exist for: {', '.join(self.rules)})" if self.rules else " (no rules are configured)")
+            notes.append(f"no routing rule for task_type {route.task_type!r}: every configured model was a candidate{hint}")
+        if method is not None:
+            how = (f"counted with the server's own tokenizer, plus {FRAMING_TOKENS_PER_MESSAGE} tokens a message and "
+                   f"{REPLY_FRAMING_TOKENS} for the reply for chat framing") if method == ESTIMATED_BY_TOKENIZER else (
+                   f"about 4 characters a token, plus {FRAMING_TOKENS_PER_MESSAGE} tokens a message (the server offers "
+                   "no tokenizer)")
+            notes.append(f"usage and cost are estimated: the provider reported no usage; {how}")
+        return tuple(notes)
 
     async def _settle(
         self,
@@ -420,12 +586,14 @@ class Engine:
         reservation: str,
         started: float,
         billed: _Billed,
+        deadline: float,
     ) -> Answer:
         entry = cand.entry
-        estimated = completion.usage is None
-        answer = completion.usage or Usage(
-            input_tokens=prepared.route.input_tokens_typical, output_tokens=estimate_tokens(completion.text)
-        )
+        method: str | None = None
+        if completion.usage is not None:
+            answer = completion.usage
+        else:
+            answer, method = await self._estimate(entry, prepared, completion, deadline)
         ref_cost = self.reference.cost_nusd(answer) if self.reference is not None else None
         # The call's cost: the answer's, plus what withheld answers of earlier attempts were billed.
         usage = answer + billed.usage
@@ -446,7 +614,7 @@ class Engine:
             cache_write_tokens=usage.cache_write_tokens,
             cost_nusd=cost_nusd,
             cost_usd=usd_str(cost_nusd),
-            cost_estimated=int(estimated),
+            cost_estimated=int(method is not None),
             prices=_prices_json(entry),
             reference_cost_nusd=ref_cost,
             latency_ms=_ms(started),
@@ -474,12 +642,14 @@ class Engine:
                 output_tokens=usage.output_tokens,
                 cached_tokens=usage.cache_read_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
-                estimated=estimated,
+                estimated=method is not None,
+                estimate_method=method,
             ),
             cost_usd=row.cost_usd,
             latency_ms=row.latency_ms,
             attempts=attempts,
             budget=_budget_after(decision.budget, entry.provider, cost_nusd),
+            notes=self._notes(prepared, method) if method is not None or prepared.route.task_type else (),
         )
 
     def _failure_row(
@@ -530,7 +700,7 @@ class Engine:
         if billed is not None:
             await self._release_held(billed)
 
-    def _no_route_error(self, decision: Decision) -> Exception:
+    def _no_route_error(self, decision: Decision) -> RouterError:
         """Name the limit when the budget is what left no model; otherwise list every exclusion."""
         reasons = {e.model: f"{e.reason}: {e.detail}" for e in decision.excluded}
         # Models that fit the call but were excluded for budget: then the budget is the answer to give.
@@ -629,6 +799,11 @@ def _clean_label(value: str | None, field_name: str) -> str:
     return value
 
 
+def _skipped(excluded: Excluded) -> AttemptRecord:
+    """A model routing left out, as the call's attempts list it."""
+    return AttemptRecord(excluded.model, "skipped", excluded.reason, excluded.detail)
+
+
 def _backoff(retries: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter: between half and all of base·2^retries, capped."""
     return min(base * (2**retries), cap) * random.uniform(0.5, 1.0)
@@ -684,6 +859,10 @@ def _streamer(progress: Progress) -> Callable[[str], Awaitable[None]]:
         if now - last >= PROGRESS_INTERVAL_S:
             last = now
             text = "".join(parts)
-            await progress(len(text), None, text)
+            try:
+                await progress(len(text), None, text)
+            except Exception:  # progress is a courtesy: failing to send it never fails the answer
+                log.debug("progress could not be sent; no more for this answer", exc_info=True)
+                last = float("inf")
 
     return on_text

@@ -4,14 +4,18 @@ The order, each step recorded in ``Decision.steps``:
 1. manual override (``model``: one model or an explicit chain) — else
 2. the task-type rule for ``task_type`` — else every configured model;
 3. availability: key present, circuit not open;
-4. fit: the prompt and ``max_tokens`` fit the context window and output limit; for models not
-   named by an override or rule, the model's tier meets the requested quality;
+4. fit: the prompt and ``max_tokens`` fit the context window (when it is known: an assumed
+   window never excludes) and the output limit; for models not named by an override or rule,
+   the model's tier meets the requested quality;
 5. budget: a known price; the worst case within ``max_cost_usd``, the per-request limit and what
    every daily/monthly limit still allows; from 90% of a limit only free models;
 6. score by strategy (cheapest, best, fastest, balanced). An override or rule keeps its order;
    from 50% of a limit cheaper models go first.
 
-Pure: no I/O. ``route_explain`` shows a Decision; ``complete`` walks the very same one.
+Pure: no I/O. ``route_explain`` shows a Decision; ``complete`` walks the very same one, and
+``Decision.walk`` is that walk: the chain, with the models an override or rule named (and those
+the catalog would have offered but for an open circuit) where routing left them out, so that the
+call's attempts say why each was skipped.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class Candidate:
             "estimated_cost_usd": usd_str(self.typical_nusd),
             "worst_case_cost_usd": usd_str(self.worst_case_nusd),
             "budget_tier": self.budget_tier,
+            "context_window": self.entry.context_window,
+            "context_source": self.entry.context_source,
         }
 
 
@@ -79,9 +85,14 @@ class Excluded:
     """One of: no_key, disabled, circuit_open, context_too_small, output_limit, below_quality,
     no_price, over_max_cost, over_budget, budget_restricted."""
     detail: str
+    retry: dict[str, Any] | None = None
+    """For an open circuit: ``retry_at`` (ISO 8601) and ``retry_in_s``."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "reason": self.reason, "detail": self.detail}
+        out = {"model": self.model, "reason": self.reason, "detail": self.detail}
+        if self.retry:
+            out |= self.retry
+        return out
 
 
 @dataclass(slots=True)
@@ -95,6 +106,9 @@ class Decision:
     steps: list[str]
     budget_tier: Tier
     budget: BudgetSnapshot
+    walk: list[Candidate | Excluded] = field(default_factory=list)
+    """What ``complete`` goes through, in order: each candidate of the chain, and each model it
+    should say it skipped (see the module docstring). The chain itself when nothing is skipped."""
 
     def explain(self) -> dict[str, Any]:
         head = self.chain[0] if self.chain else None
@@ -122,8 +136,8 @@ class Decision:
 
 Availability = Mapping[str, tuple[bool, str]]
 """provider name → (usable, why)."""
-CircuitCheck = Callable[[str], tuple[bool, float | None]]
-"""model ref → (may call now, unix time of next try when not)."""
+CircuitCheck = Callable[[str], tuple[bool, dict[str, Any] | None]]
+"""model ref → (may call now, and when not: ``retry_at`` (ISO 8601), ``retry_in_s``, ``failures``)."""
 LatencyOf = Callable[[str], float | None]
 """model ref → recent median latency in ms (None when unknown); also used for error rates (0..1)."""
 
@@ -164,34 +178,49 @@ def decide(
         why = f"no rule for task_type {req.task_type!r}; " if req.task_type else ""
         steps.append(f"{why}every configured model is a candidate ({len(entries)})")
     ordered = source != "catalog"
+    # The exclusions the call's attempts list as skipped: every one among the models an override
+    # or rule named; from the catalog, the models left out only for an open circuit.
+    listed: list[Excluded] = []
+
+    def exclude(out: Excluded, *, skipped: bool = ordered) -> None:
+        excluded.append(out)
+        if skipped:
+            listed.append(out)
 
     # 3. Availability.
     kept: list[ModelEntry] = []
     for e in entries:
         usable, why = availability.get(e.provider, (False, "not configured"))
         if not usable:
-            excluded.append(Excluded(e.ref, "disabled" if "disabled" in why else "no_key", why))
+            exclude(Excluded(e.ref, "disabled" if "disabled" in why else "no_key", why))
             continue
-        may, retry_at = circuit(e.ref)
+        may, info = circuit(e.ref)
         if not may:
-            excluded.append(Excluded(e.ref, "circuit_open", f"circuit open after repeated failures; next try at unix {retry_at:.0f}" if retry_at else "circuit open"))
+            exclude(_circuit_open(e.ref, info), skipped=ordered or _RANK[e.tier] >= _RANK[quality])
             continue
         kept.append(e)
     steps.append(f"availability: {len(kept)} of {len(entries)} usable")
 
     # 4. Fit.
     fitting: list[ModelEntry] = []
+    guessed: list[str] = []
     need = req.input_tokens_typical + req.max_tokens
     for e in kept:
-        if need > e.context_window:
-            excluded.append(Excluded(e.ref, "context_too_small", f"about {req.input_tokens_typical} input + {req.max_tokens} output tokens exceed its {e.context_window}-token window"))
+        if need > e.context_window and e.context_known:
+            out = Excluded(e.ref, "context_too_small", f"about {req.input_tokens_typical} input + {req.max_tokens} output tokens exceed its {e.context_window}-token window ({e.context_source})")
         elif e.max_output_tokens is not None and req.max_tokens > e.max_output_tokens:
-            excluded.append(Excluded(e.ref, "output_limit", f"max_tokens {req.max_tokens} is above its output limit of {e.max_output_tokens}"))
+            out = Excluded(e.ref, "output_limit", f"max_tokens {req.max_tokens} is above its output limit of {e.max_output_tokens}")
         elif not ordered and _RANK[e.tier] < _RANK[quality]:
-            excluded.append(Excluded(e.ref, "below_quality", f"tier {e.tier} is below the requested quality {quality}"))
+            out = Excluded(e.ref, "below_quality", f"tier {e.tier} is below the requested quality {quality}")
         else:
+            if need > e.context_window:
+                guessed.append(e.ref)
             fitting.append(e)
+            continue
+        exclude(out)
     steps.append(f"fit (context window, output limit{'' if ordered else ', quality ≥ ' + quality}): {len(fitting)} left")
+    if guessed:
+        steps.append(f"kept though the call may not fit, since their windows are only assumed: {', '.join(guessed)}")
 
     # 5. Budget.
     candidates: list[Candidate] = []
@@ -199,21 +228,21 @@ def decide(
         worst = e.worst_case_nusd(req.input_tokens_bound, req.max_tokens)
         typical = e.typical_nusd(req.input_tokens_typical, min(req.max_tokens, TYPICAL_OUTPUT_TOKENS))
         if worst is None or typical is None:
-            excluded.append(Excluded(e.ref, "no_price", f"no price known ({e.price_source}); it cannot be budgeted"))
+            exclude(Excluded(e.ref, "no_price", f"no price known ({e.price_source}); it cannot be budgeted"))
             continue
         if req.max_cost_nusd is not None and worst > req.max_cost_nusd:
-            excluded.append(Excluded(e.ref, "over_max_cost", f"worst case ${usd_str(worst)} is above max_cost_usd ${usd_str(req.max_cost_nusd)}"))
+            exclude(Excluded(e.ref, "over_max_cost", f"worst case ${usd_str(worst)} is above max_cost_usd ${usd_str(req.max_cost_nusd)}"))
             continue
         if budget.per_request_nusd is not None and worst > budget.per_request_nusd:
-            excluded.append(Excluded(e.ref, "over_budget", f"worst case ${usd_str(worst)} is above the per-request limit ${usd_str(budget.per_request_nusd)}"))
+            exclude(Excluded(e.ref, "over_budget", f"worst case ${usd_str(worst)} is above the per-request limit ${usd_str(budget.per_request_nusd)}"))
             continue
         room, state = budget.headroom(e.provider)
         if room is not None and state is not None and worst > room:
-            excluded.append(Excluded(e.ref, "over_budget", f"worst case ${usd_str(worst)} does not fit: {state.limit.scope} {state.limit.period} has ${usd_str(room)} left (resets {state.check.resets_at if state.check else 'never'})"))
+            exclude(Excluded(e.ref, "over_budget", f"worst case ${usd_str(worst)} does not fit: {state.limit.scope} {state.limit.period} has ${usd_str(room)} left (resets {state.check.resets_at if state.check else 'never'})"))
             continue
         tier = budget.tier(e.provider)
         if tier in ("restricted", "exhausted") and not e.free:
-            excluded.append(Excluded(e.ref, "budget_restricted", "a limit is 90% used or more: only free models are allowed"))
+            exclude(Excluded(e.ref, "budget_restricted", "a limit is 90% used or more: only free models are allowed"))
             continue
         candidates.append(Candidate(e, worst, typical, budget_tier=tier))
     overall_tier = budget.tier()
@@ -227,12 +256,35 @@ def decide(
     else:
         candidates.sort(key=lambda c: (-c.score, c.typical_nusd, c.ref))
         steps.append(f"ranked by strategy {strategy}")
+    reordered = False
     if any(c.budget_tier == "cautious" for c in candidates):
         candidates.sort(key=lambda c: (c.worst_case_nusd, -c.score))
         steps.append("a limit is 50% used or more: cheaper models moved first")
+        reordered = True
     if candidates:
         steps.append(f"first choice: {candidates[0].ref}")
-    return Decision(req, source, strategy, quality, candidates, excluded, steps, overall_tier, budget)
+    return Decision(req, source, strategy, quality, candidates, excluded, steps, overall_tier, budget,
+                    _walk(candidates, listed, [e.ref for e in entries] if ordered and not reordered else None))
+
+
+def _walk(chain: list[Candidate], listed: list[Excluded], order: list[str] | None) -> list[Candidate | Excluded]:
+    """The chain with the listed exclusions: where they stand in ``order`` (the override or rule,
+    when its order was kept), else before it."""
+    if not listed:
+        return chain  # type: ignore[return-value]  # the usual call: nothing to interleave
+    if order is None:
+        return [*listed, *chain]
+    position = {ref: i for i, ref in reversed(list(enumerate(order)))}
+    return sorted([*listed, *chain], key=lambda item: position.get(item.model if isinstance(item, Excluded) else item.ref, 0))
+
+
+def _circuit_open(ref: str, info: dict[str, Any] | None) -> Excluded:
+    if not info or info.get("retry_at") is None:
+        return Excluded(ref, "circuit_open", "circuit open")
+    failures = info.get("failures")
+    after = f" after {failures} failed calls in a row" if failures else ""
+    retry = {"retry_at": info["retry_at"], "retry_in_s": info.get("retry_in_s")}
+    return Excluded(ref, "circuit_open", f"circuit open{after}; next try at {info['retry_at']} (in {info.get('retry_in_s')} s)", retry)
 
 
 def _score(

@@ -1,0 +1,467 @@
+"""The engine's fallback under pressure: the deadline shared along a chain, breakers that count
+calls, skipped models said out loud, context windows learnt from servers, and usage estimated
+when a server reports none. Scripted fake providers (the ``Provider`` protocol), no network."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from llm_router.calls import CompleteArgs
+from llm_router.config import Settings, settings_from_dict
+from llm_router.engine import Engine
+from llm_router.providers.base import ProbeResult
+from llm_router.resilience import FALLBACK_RESERVE_S, model_window
+from llm_router.types import (
+    AllAttemptsFailed,
+    AuthError,
+    BudgetExceeded,
+    Completion,
+    CompletionRequest,
+    ContextTooLong,
+    NoRoute,
+    ServerError,
+    Timeout,
+    ToolCallOnly,
+    Usage,
+)
+
+pytestmark = pytest.mark.anyio
+
+Step = Callable[[str, CompletionRequest], Awaitable[Completion]]
+
+
+def answer(text: str = "an answer", usage: Usage | None = Usage(10, 5)) -> Step:
+    async def step(model: str, request: CompletionRequest) -> Completion:
+        return Completion(text=text, model=model, usage=usage, finish_reason="stop")
+
+    return step
+
+
+def fail(error: Exception) -> Step:
+    async def step(model: str, request: CompletionRequest) -> Completion:
+        raise error
+
+    return step
+
+
+def after(seconds: float, then: Step) -> Step:
+    """``then``, once ``seconds`` have passed (a slow server, or one that times out)."""
+
+    async def step(model: str, request: CompletionRequest) -> Completion:
+        await anyio.sleep(seconds)
+        return await then(model, request)
+
+    return step
+
+
+def hang() -> Step:
+    return after(3600, answer())
+
+
+class Scripted:
+    """A provider whose calls run the next scripted step (then ``default`` for ever after)."""
+
+    kind = "mock"
+
+    def __init__(
+        self, name: str, *steps: Step, default: Step | None = None,
+        window: Callable[[], Awaitable[int | None]] | None = None,
+        tokens: Callable[[str], Awaitable[int | None]] | None = None,
+    ) -> None:
+        self.name = name
+        self.steps: deque[Step] = deque(steps)
+        self.default = default or answer()
+        self.calls = 0
+        self.window_asks = 0
+        self.counted: list[str] = []
+        self._window = window
+        self._tokens = tokens
+
+    async def complete(self, model: str, request: CompletionRequest, *, on_text: Any = None) -> Completion:
+        self.calls += 1
+        step = self.steps.popleft() if self.steps else self.default
+        return await step(model, request)
+
+    async def probe(self) -> ProbeResult:
+        return ProbeResult(ok=True, detail="scripted")
+
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        self.counted.append(text)
+        return None if self._tokens is None else await self._tokens(text)
+
+    async def context_window(self, model: str) -> int | None:
+        self.window_asks += 1
+        return None if self._window is None else await self._window()
+
+    async def aclose(self) -> None:
+        return None
+
+
+NAMES = ("first", "second", "third")
+
+
+def settings_for(tmp_path: Path, *, resilience: dict[str, Any] | None = None, dear: str | None = None,
+                 **sections: Any) -> Settings:
+    """Three providers of one model ``m`` each, none with a known window (only assumed); ``dear``
+    costs 16 times the others."""
+    providers = []
+    for name in NAMES:
+        price = 16 if name == dear else 1
+        providers.append({"name": name, "kind": "mock", "models": ["m"],
+                          "prices": {"m": {"input_per_mtok": price, "output_per_mtok": 2 * price}}})
+    return settings_from_dict(
+        {"ledger": {"path": str(tmp_path / "ledger.db")}, "providers": providers,
+         "resilience": {"max_retries": 0, "backoff_base_s": 0.01, "backoff_max_s": 0.02, **(resilience or {})},
+         **sections},
+        source="test",
+    )
+
+
+@pytest.fixture
+async def make(tmp_path: Path) -> AsyncIterator[Callable[..., Engine]]:
+    engines: list[Engine] = []
+
+    def build(*providers: Scripted, **kw: Any) -> Engine:
+        engine = Engine(settings_for(tmp_path, **kw), providers={p.name: p for p in providers})  # type: ignore[misc]
+        engines.append(engine)
+        return engine
+
+    yield build
+    for engine in engines:
+        await engine.aclose()
+
+
+CHAIN = ["first:m", "second:m"]
+
+
+def outcomes(attempts: list[Any]) -> list[tuple[str, str, str | None]]:
+    return [(a.model, a.outcome, a.error_code) for a in attempts]
+
+
+# -- 5. the deadline is shared along the chain ------------------------------------------------
+
+
+def test_each_later_model_keeps_a_minimum_slice_or_an_equal_share() -> None:
+    assert model_window(55, 1) == 55 - FALLBACK_RESERVE_S
+    assert model_window(55, 3) == 55 - 3 * FALLBACK_RESERVE_S
+    assert model_window(4, 1) == 2  # too short for the slice: an equal share
+    assert model_window(6, 2) == 2
+    assert model_window(4, 0) == 4  # the last model has all that remains
+    assert model_window(-1, 2) == 0
+
+
+async def test_a_slow_first_model_never_turns_the_call_into_a_deadline_error(make: Callable[..., Engine]) -> None:
+    slow, fast = Scripted("first", default=hang()), Scripted("second")
+    engine = make(slow, fast)
+    t0 = anyio.current_time()
+    with anyio.fail_after(5):
+        result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN, deadline_s=0.6))
+    took = anyio.current_time() - t0
+    assert result.model == "second:m"
+    assert outcomes(result.attempts) == [("first:m", "error", "timeout"), ("second:m", "ok", None)]
+    assert "share of the call's 0.6 s deadline" in (result.attempts[0].error or "")
+    # The first model was cut at its share (half: one model after it), not at the deadline.
+    assert 250 <= result.attempts[0].latency_ms < 450 and took < 0.55
+
+
+async def test_retries_on_one_model_stop_when_they_would_leave_the_rest_of_the_chain_no_time(
+    make: Callable[..., Engine],
+) -> None:
+    """The case seen: its own 3 s timeout, a retry, and the 4 s deadline was gone before the
+    backup was asked. Here a tenth of the scale: 0.3 s timeouts, a 0.4 s deadline."""
+    timing_out = Scripted("first", default=after(0.3, fail(Timeout("no answer in time", provider="first", status=None))))
+    engine = make(timing_out, Scripted("second"), resilience={"max_retries": 2})
+    with anyio.fail_after(5):
+        result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN, deadline_s=0.4))
+    assert result.model == "second:m"
+    assert timing_out.calls == 1
+    assert outcomes(result.attempts) == [("first:m", "error", "timeout"), ("second:m", "ok", None)]
+
+
+async def test_a_fast_failure_is_still_retried_within_its_share(make: Callable[..., Engine]) -> None:
+    flaky = Scripted("first", fail(ServerError("e1", status=500)), fail(ServerError("e2", status=500)))
+    engine = make(flaky, Scripted("second"), resilience={"max_retries": 2})
+    result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN, deadline_s=2))
+    assert outcomes(result.attempts) == [("first:m", "error", "server_error")] * 2 + [("first:m", "ok", None)]
+
+
+# -- 6. breakers count calls; every skipped model is said -------------------------------------
+
+
+async def test_one_call_whose_retries_all_fail_counts_once_against_the_circuit(make: Callable[..., Engine]) -> None:
+    """A local server restarting: one call's three tries fail. That is one failed call, not three,
+    so the circuit stays closed and the next call, once the server is back, reaches it."""
+    down = ServerError("connection reset", provider="first", status=502)
+    local = Scripted("first", fail(down), fail(down), fail(down))
+    engine = make(local, Scripted("second"), resilience={"max_retries": 2, "breaker_failures": 3})
+    result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    assert [a.outcome for a in result.attempts] == ["error", "error", "error", "ok"]
+    health = engine.health.describe("first:m")
+    assert (health["circuit"], health["consecutive_failures"]) == ("closed", 1)
+
+    again = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    assert again.model == "first:m" and outcomes(again.attempts) == [("first:m", "ok", None)]
+
+
+async def test_three_failed_calls_open_the_circuit_and_a_forced_chain_says_it_skipped_the_model(
+    make: Callable[..., Engine],
+) -> None:
+    """...so a forced chain never goes silently to a model sixteen times dearer."""
+    engine = make(Scripted("first", default=fail(ServerError("down", status=500))), Scripted("second"), dear="second",
+                  resilience={"breaker_failures": 3, "breaker_cooldown_s": 60})
+    for _ in range(3):
+        await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    assert outcomes(result.attempts) == [("first:m", "skipped", "circuit_open"), ("second:m", "ok", None)]
+    detail = result.attempts[0].error or ""
+    assert re.search(r"after 3 failed calls in a row; next try at 20\d\d-\d\d-\d\dT[\d:]+\+00:00 \(in (59\.\d|60\.0) s\)$",
+                     detail), detail
+    row = engine.ledger.rows()[0]
+    assert [a["outcome"] for a in json.loads(row["attempts"])] == ["skipped", "ok"]
+    health = engine.providers_status()[0]["models"][0]["health"]
+    assert health["circuit"] == "open" and health["retry_at"].endswith("+00:00") and 59 <= health["retry_in_s"] <= 60
+
+
+async def test_a_forced_chain_whose_every_model_is_left_out_is_refused_listing_each_with_its_reason(
+    make: Callable[..., Engine],
+) -> None:
+    engine = make(Scripted("first", default=fail(AuthError("bad key", status=401))), Scripted("second"),
+                  resilience={"breaker_failures": 1, "breaker_cooldown_s": 60})
+    with pytest.raises(AllAttemptsFailed):
+        await engine.complete(CompleteArgs(prompt="hi", model="first:m"))
+    with pytest.raises(NoRoute) as info:
+        await engine.complete(CompleteArgs(prompt="hi", model="first:m"))
+    row = engine.ledger.rows()[0]
+    assert row["status"] == "refused" and row["id"] == info.value.request_id
+    assert [(a["model"], a["outcome"], a["error_code"]) for a in json.loads(row["attempts"])] == [
+        ("first:m", "skipped", "circuit_open")]
+
+
+async def test_failures_that_say_nothing_of_a_models_health_never_open_its_circuit(make: Callable[..., Engine]) -> None:
+    errors = [ContextTooLong("too long", status=400), ToolCallOnly("a tool call"), ContextTooLong("too long", status=400)]
+    engine = make(Scripted("first", *(fail(e) for e in errors)), Scripted("second"), resilience={"breaker_failures": 2})
+    for _ in errors:
+        await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    assert engine.health.describe("first:m")["circuit"] == "closed"
+
+
+async def test_a_model_a_forced_chain_names_but_routing_leaves_out_is_in_the_attempts(
+    make: Callable[..., Engine],
+) -> None:
+    engine = make(Scripted("first"), Scripted("second"), Scripted("third"), dear="first")
+    result = await engine.complete(
+        CompleteArgs(prompt="hi", model=["first:m", "second:m"], max_tokens=50, max_cost_usd=Decimal("0.0005")))
+    assert outcomes(result.attempts) == [("first:m", "skipped", "over_max_cost"), ("second:m", "ok", None)]
+    assert "is above max_cost_usd" in (result.attempts[0].error or "")
+
+
+async def test_models_past_max_attempts_are_listed_as_skipped_when_the_walk_reaches_them(
+    make: Callable[..., Engine],
+) -> None:
+    broken = fail(ServerError("down", status=500))
+    engine = make(Scripted("first", default=broken), Scripted("second", default=broken), Scripted("third"),
+                  routing={"max_attempts": 2})
+    with pytest.raises(AllAttemptsFailed) as info:
+        await engine.complete(CompleteArgs(prompt="hi", model=["first:m", "second:m", "third:m"]))
+    assert outcomes(info.value.attempts)[-1] == ("third:m", "skipped", "max_attempts")
+
+
+# -- 7. only known windows exclude; windows are learnt ----------------------------------------
+
+
+async def test_a_guessed_window_never_blocks_a_fallback_that_would_have_worked(make: Callable[..., Engine]) -> None:
+    """Both windows only assumed (128,000): the first server says the prompt is too long, giving
+    no figure. The fallback must still be asked, not skipped as "no larger"."""
+    engine = make(Scripted("first", fail(ContextTooLong("prompt too long", status=400))), Scripted("second"))
+    result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    assert outcomes(result.attempts) == [("first:m", "error", "context_too_long"), ("second:m", "ok", None)]
+
+
+async def test_a_window_a_server_states_in_its_error_is_remembered_and_shown(make: Callable[..., Engine]) -> None:
+    small = ContextTooLong("the request exceeds the available context size (2048 tokens)", status=400,
+                           context_window=2_048)
+    engine = make(Scripted("first", fail(small)), Scripted("second"))
+    await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    shown = engine.providers_status()[0]["models"][0]
+    assert (shown["context_window"], shown["context_source"], shown["context_known"]) == (
+        2_048, "reported by the server in an error", True)
+    # Known now, the window excludes a call that cannot fit, and route_explain says why.
+    explained = await engine.explain(CompleteArgs(prompt="x " * 4_000, model=CHAIN, max_tokens=1_000))
+    assert explained.chain == ["second:m"]
+    assert explained.excluded[0]["reason"] == "context_too_small" and "2048-token window" in explained.excluded[0]["detail"]
+    assert explained.candidates[0]["context_source"].startswith("assumed")
+
+
+async def test_after_a_stated_window_only_larger_known_windows_are_tried(make: Callable[..., Engine]) -> None:
+    engine = make(Scripted("first", fail(ContextTooLong("too long", status=400, context_window=4_096))),
+                  Scripted("second"), Scripted("third"))
+    engine.catalog.learn_window("second:m", 4_096, "reported by the server")
+    result = await engine.complete(CompleteArgs(prompt="hi", model=["first:m", "second:m", "third:m"]))
+    assert outcomes(result.attempts) == [("first:m", "error", "context_too_long"),
+                                         ("second:m", "skipped", "context_too_small"), ("third:m", "ok", None)]
+
+
+async def test_an_assumed_window_is_asked_of_the_server_once_before_the_first_decision(
+    make: Callable[..., Engine],
+) -> None:
+    async def window() -> int:
+        return 8_192
+
+    local = Scripted("first", window=window)
+    engine = make(local, Scripted("second"))
+    explained = await engine.explain(CompleteArgs(prompt="hi", model="first:m"))
+    assert explained.candidates[0]["context_window"] == 8_192
+    assert explained.candidates[0]["context_source"] == "reported by the server"
+    for _ in range(3):
+        await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    assert local.window_asks == 1
+    assert engine.catalog.get("second:m").context_known is False  # it said nothing: still assumed
+
+
+async def test_a_server_slow_to_say_its_window_never_holds_up_a_call_for_long(make: Callable[..., Engine]) -> None:
+    async def never() -> int:
+        await anyio.sleep(3600)
+        return 1
+
+    async def garbage() -> int:
+        raise ValueError("the server sent nonsense")
+
+    engine = make(Scripted("first", window=never), Scripted("second", window=garbage))
+    t0 = anyio.current_time()
+    with anyio.fail_after(5):
+        await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+        await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    assert anyio.current_time() - t0 < 1.0
+    assert not engine.catalog.get("first:m").context_known and not engine.catalog.get("second:m").context_known
+
+
+# -- 8. usage a server did not report ----------------------------------------------------------
+
+
+async def test_usage_a_server_omits_is_counted_by_its_own_tokenizer_and_marked_in_the_answer(
+    make: Callable[..., Engine],
+) -> None:
+    async def words(text: str) -> int:
+        return len(text.split())
+
+    local = Scripted("first", default=answer("one two three four five six seven", usage=None), tokens=words)
+    engine = make(local)
+    result = await engine.complete(CompleteArgs(prompt="count these five words", system="be brief", model="first:m"))
+    # The prompt as sent (system and turn: 6 words) plus 4 a message and 3 for the reply; the answer's 7.
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (6 + 2 * 4 + 3, 7)
+    assert result.usage.estimated and result.usage.estimate_method == "server_tokenizer"
+    assert any("estimated" in n and "tokenizer" in n for n in result.notes)
+    published = result.to_json()
+    assert published["usage"]["estimated"] is True and published["usage"]["estimate_method"] == "server_tokenizer"
+    assert any("estimated" in n for n in published["notes"])
+    row = engine.ledger.rows()[0]
+    assert (row["cost_estimated"], row["input_tokens"], row["output_tokens"]) == (1, 17, 7)
+
+
+async def test_without_a_tokenizer_the_estimate_is_four_characters_a_token_and_says_so(
+    make: Callable[..., Engine],
+) -> None:
+    engine = make(Scripted("first", default=answer("x" * 40, usage=None)))
+    result = await engine.complete(CompleteArgs(prompt="y" * 80, model="first:m"))
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (80 // 4 + 4, 40 // 4)
+    assert result.usage.estimate_method == "about_4_chars_per_token"
+    assert any("about 4 characters a token" in n for n in result.notes)
+
+
+async def test_a_tokenizer_that_hangs_or_fails_leaves_the_character_estimate(make: Callable[..., Engine]) -> None:
+    async def hanging(text: str) -> int:
+        await anyio.sleep(3600)
+        return 1
+
+    async def broken(text: str) -> int:
+        raise RuntimeError("tokenizer crashed")
+
+    for tokens in (hanging, broken):
+        engine = make(Scripted("first", default=answer("four char", usage=None), tokens=tokens))
+        with anyio.fail_after(5):
+            result = await engine.complete(CompleteArgs(prompt="hi", model="first:m", deadline_s=0.5))
+        assert result.usage.estimate_method == "about_4_chars_per_token"
+        await engine.aclose()
+
+
+async def test_reported_usage_is_never_marked_estimated(make: Callable[..., Engine]) -> None:
+    engine = make(Scripted("first"))
+    result = await engine.complete(CompleteArgs(prompt="hi", model="first:m"))
+    assert not result.usage.estimated and result.usage.estimate_method is None and result.notes == ()
+    assert "estimate_method" not in result.to_json()["usage"]
+
+
+# -- the rest: request ids, task types, tool calls, cancellation, stray exceptions -------------
+
+
+async def test_every_error_after_a_call_has_a_row_carries_that_rows_request_id(make: Callable[..., Engine]) -> None:
+    engine = make(Scripted("first", default=fail(ServerError("down", status=500))), Scripted("second"))
+    with pytest.raises(AllAttemptsFailed) as failed:
+        await engine.complete(CompleteArgs(prompt="hi", model="first:m"))
+    await engine.set_budget("global", "daily", Decimal(0))
+    with pytest.raises(BudgetExceeded) as refused:
+        await engine.complete(CompleteArgs(prompt="hi", model="second:m"))
+    ids = [r["id"] for r in engine.ledger.rows()]
+    for error in (failed.value, refused.value):
+        assert error.request_id in ids and error.to_dict()["request_id"] == error.request_id
+
+
+async def test_an_unknown_task_type_is_accepted_and_said_in_the_notes(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, routing={"rules": [{"task_type": "code_generation", "chain": ["first:m"]}]})
+    engine = Engine(settings, providers={n: Scripted(n) for n in NAMES})  # type: ignore[misc]
+    try:
+        result = await engine.complete(CompleteArgs(prompt="hi", task_type="code_generaton"))
+        assert any("no routing rule for task_type 'code_generaton'" in n and "did you mean 'code_generation'" in n
+                   for n in result.notes)
+        ruled = await engine.complete(CompleteArgs(prompt="hi", task_type="code_generation"))
+        assert ruled.notes == ()
+    finally:
+        await engine.aclose()
+
+
+async def test_an_answer_that_is_only_a_tool_call_falls_back_and_its_tokens_are_billed(
+    make: Callable[..., Engine],
+) -> None:
+    tool_call = ToolCallOnly("answered with a tool call (get_weather) and no text", provider="first", model="m",
+                             usage=Usage(100, 20))
+    engine = make(Scripted("first", fail(tool_call)), Scripted("second", default=answer("the text", Usage(10, 5))))
+    result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    assert result.text == "the text"
+    assert outcomes(result.attempts) == [("first:m", "error", "tool_call_only"), ("second:m", "ok", None)]
+    row = engine.ledger.rows()[0]
+    assert (row["input_tokens"], row["output_tokens"]) == (110, 25)  # the tool call's tokens were billed
+
+
+async def test_a_cancelled_attempt_records_how_long_it_ran(make: Callable[..., Engine]) -> None:
+    started = anyio.Event()
+
+    async def slow(model: str, request: CompletionRequest) -> Completion:
+        started.set()
+        await anyio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    engine = make(Scripted("first", default=slow))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.complete, CompleteArgs(prompt="hi", model="first:m"))
+        with anyio.fail_after(5):
+            await started.wait()
+        await anyio.sleep(0.15)  # the attempt's running time is what is measured here, not a synchronisation
+        tg.cancel_scope.cancel()
+    attempt = json.loads(engine.ledger.rows()[0]["attempts"])[0]
+    assert attempt["outcome"] == "cancelled" and attempt["latency_ms"] >= 150
+
+
+async def test_a_stray_exception_from_an_adapter_fails_one_attempt_never_the_call(make: Callable[..., Engine]) -> None:
+    engine = make(Scripted("first", fail(KeyError("choices"))), Scripted("second"))
+    result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    assert outcomes(result.attempts) == [("first:m", "error", "malformed_response"), ("second:m", "ok", None)]
+    assert "KeyError" in (result.attempts[0].error or "")
