@@ -188,7 +188,7 @@ MISTAKES = [
         "unknown key far from any",
         EXAMPLE + "\n[limits]\nzzz = 1\n",
         "limits.zzz",
-        "unknown key (allowed: max_prompt_chars, max_messages)",
+        f"unknown key (allowed: {', '.join(config.LimitsConfig.model_fields)})",
     ),
     (
         "unknown key in a table of tables",
