@@ -953,9 +953,10 @@ def spare(amount: int, limit: int = 100_000, **kw: Any) -> SpareRequest:
 
 
 def test_a_settled_call_keeps_a_spare_that_the_next_call_takes_over_without_writing(ledger_file: Path) -> None:
+    """(On the test's clock: a pause past the spare's idle time between two lines would let it go.)"""
     import sqlite3
 
-    led = Ledger(ledger_file)
+    led = Ledger(ledger_file, clock=ManualClock())
     watcher = sqlite3.connect(ledger_file)  # data_version changes for it whenever another connection commits
     try:
         first = reserve(led, [daily(100_000)], 1_000)
@@ -977,7 +978,8 @@ def test_a_settled_call_keeps_a_spare_that_the_next_call_takes_over_without_writ
 
 
 def test_a_spare_is_taken_over_only_where_the_calls_own_hold_would_have_been_granted(ledger_file: Path) -> None:
-    ours, theirs = Ledger(ledger_file), Ledger(ledger_file)
+    clock = ManualClock()
+    ours, theirs = Ledger(ledger_file, clock=clock), Ledger(ledger_file, clock=clock)
     try:
         ours.record(row(cost_nusd=0), spare=spare(4_000, limit=10_000))
         assert ours.spare_nusd == 4_000
@@ -1056,8 +1058,13 @@ def test_a_refusal_is_never_given_on_cached_figures(sqlite_ledger: Ledger) -> No
 
 def test_routing_may_read_slightly_stale_figures_but_a_reservation_never_does(ledger_file: Path) -> None:
     """Routing asks for figures at most stale_ok_s old (one pragma less per call); another
-    process's spend may then be missed by routing, never by the reservation that enforces."""
-    a, b = Ledger(ledger_file), Ledger(ledger_file)
+    process's spend may then be missed by routing, never by the reservation that enforces, and by
+    routing only while what was read is younger than the cache's age.
+
+    Regression: on the machine's clock, a pause of a second between two lines made the figures
+    'allowed to be stale' fresh, and the test failed; it now runs on its own clock."""
+    clock = ManualClock()
+    a, b = Ledger(ledger_file, clock=clock), Ledger(ledger_file, clock=clock)
     try:
         assert a.usages([daily(10_000)], stale_ok_s=60) == [(0, 0)]
         b.record(row(cost_nusd=7_000))
@@ -1069,6 +1076,11 @@ def test_routing_may_read_slightly_stale_figures_but_a_reservation_never_does(le
         assert a.usages([daily(10_000)], stale_ok_s=60) == [(7_000, 0)]
         refusal = reserve(a, [daily(10_000)], 2_000)
         assert refusal == Refusal(daily(10_000), spent_nusd=9_000, reserved_nusd=0)
+
+        b.record(row(cost_nusd=500))
+        assert a.usages([daily(10_000)], stale_ok_s=60) == [(9_000, 0)]
+        clock.advance(ledger_sqlite._CACHE_MAX_AGE_S + 0.01)  # what routing read has grown too old
+        assert a.usages([daily(10_000)], stale_ok_s=60) == [(9_500, 0)]
     finally:
         a.close()
         b.close()
