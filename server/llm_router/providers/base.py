@@ -97,6 +97,8 @@ PROBE_TIMEOUT_S = 3.0
 PROBE_BODY_BYTES = 4 * 1024 * 1024
 UNKNOWN_RETRY_S = 60.0
 """A side question that found no answer for a passing reason is asked again after this long."""
+_clock: Callable[[], float] = time.monotonic
+"""When remembered side answers lapse (replaced in tests)."""
 
 SHAPE_ERRORS: tuple[type[BaseException], ...] = (
     KeyError, TypeError, AttributeError, ValueError, IndexError, OverflowError, RecursionError,
@@ -778,13 +780,13 @@ class HttpAdapter:
         """``ask(model)`` once, remembered: a final answer (a window, or "not offered") for good, a
         passing failure for ``UNKNOWN_RETRY_S``. Concurrent callers share one question."""
         hit = self._windows.get(model)
-        if hit is not None and hit[1] > time.monotonic():
+        if hit is not None and hit[1] > _clock():
             return hit[0]
         if self._window_lock is None:
             self._window_lock = anyio.Lock()
         async with self._window_lock:
             hit = self._windows.get(model)
-            if hit is not None and hit[1] > time.monotonic():
+            if hit is not None and hit[1] > _clock():
                 return hit[0]
             try:
                 window, final = await ask(model)
@@ -792,7 +794,7 @@ class HttpAdapter:
                 window, final = None, False
             if window is not None and not 0 < window <= MAX_TOKEN_COUNT:
                 window = None
-            self._windows[model] = (window, math.inf if final else time.monotonic() + UNKNOWN_RETRY_S)
+            self._windows[model] = (window, math.inf if final else _clock() + UNKNOWN_RETRY_S)
             return window
 
     async def count_tokens(self, model: str, text: str) -> int | None:
