@@ -752,10 +752,13 @@ def test_with_upkeep_a_reservation_is_a_lease_renewed_up_to_its_time_to_live(led
 
 
 def test_holds_of_a_ledger_that_stopped_renewing_lapse_and_are_reclaimed_by_another(store: Store) -> None:
-    """A server killed mid-call on another machine: nobody can see its process, but its lease lapses."""
+    """A server killed mid-call on another machine: nobody can see its process, but its lease lapses.
+
+    The lease is a second: until it lapses the hold must still count, and with a shorter one a busy
+    machine could take that long between the last renewal and the check that it blocks."""
     dead, other = store.open(), store.open()
     try:
-        dead.start_upkeep(lease_s=0.3, interval_s=3600)
+        dead.start_upkeep(lease_s=1.0, interval_s=3600)
         rid = reserve(dead, [daily(1_000)], 1_000, request_id="in-flight")
         assert isinstance(rid, str)
         dead.stop_upkeep()  # no more renewals, as if the process had died
@@ -792,14 +795,17 @@ def test_a_hold_another_process_took_after_ours_is_reclaimed_once_it_lapses(stor
 
 
 def test_upkeep_keeps_renewing_while_the_ledger_is_open(store: Store) -> None:
+    """Renewed every quarter lease. With a 0.4 s lease, a busy machine keeping the upkeep thread
+    waiting that long would let the hold lapse before the final check; with a second's lease the
+    thread has to miss four renewals in a row."""
     led = store.open()
     try:
-        led.start_upkeep(lease_s=0.4, interval_s=3600)
+        led.start_upkeep(lease_s=1.0, interval_s=3600)
         rid = reserve(led, [], 10)
         assert isinstance(rid, str)
         first = expiry(led, rid)[0]
         deadline = time.monotonic() + 10
-        while expiry(led, rid)[0] < first + 0.8:  # renewed past two of its original leases
+        while expiry(led, rid)[0] < first + 0.5:  # renewed twice or more since it was made
             assert time.monotonic() < deadline, "the lease was not renewed"
             time.sleep(0.05)
         assert led.reclaim() == 0
