@@ -541,13 +541,15 @@ def test_hang_times_out_and_stop_is_prompt(fake: FakeProvider) -> None:
 
 
 def test_stop_cancels_a_request_that_is_still_hanging() -> None:
+    """The hang is cut by the server (stop raises if it cannot end it within its timeout), not by
+    the client's timeout, which is far longer. No stopwatch: a busy machine is slow, not wrong."""
     fake = FakeProvider("openai").start()
     fake.fault("hang")
     errors: list[BaseException] = []
 
     def call() -> None:
         try:
-            with make_client(10) as c:
+            with make_client(120) as c:
                 post(c, fake, stream=False)
         except BaseException as exc:
             errors.append(exc)
@@ -555,10 +557,8 @@ def test_stop_cancels_a_request_that_is_still_hanging() -> None:
     caller = threading.Thread(target=call)
     caller.start()
     fake.wait_for_requests(1)
-    started = time.monotonic()
     fake.stop()
-    caller.join(5)
-    assert time.monotonic() - started < 2
+    caller.join(60)
     assert not caller.is_alive()
     assert errors and isinstance(errors[0], httpx.RemoteProtocolError)
 
@@ -811,11 +811,11 @@ def test_base_urls_bind_localhost_only() -> None:
 
 
 def test_stop_is_idempotent_and_bounded() -> None:
+    """Bounded by stop's own timeout (it raises past it), rather than by a stopwatch here."""
     fake = FakeProvider("anthropic").start()
-    started = time.monotonic()
     fake.stop()
     fake.stop()
-    assert time.monotonic() - started < 2
+    assert fake._thread is None
 
 
 @pytest.fixture
