@@ -126,7 +126,7 @@ async def test_a_stream_cut_midway_is_a_failed_attempt_and_the_next_provider_ans
 
 
 @pytest.mark.slow
-async def test_the_demo_configuration_routes_to_the_real_adapter_when_a_key_is_set(
+async def test_serve_demo_uses_the_mock_providers_even_when_a_key_and_base_url_are_set(
     tmp_path: Path, fakes: dict[str, FakeProvider]
 ) -> None:
     from mcp import Client
@@ -138,30 +138,95 @@ async def test_the_demo_configuration_routes_to_the_real_adapter_when_a_key_is_s
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "llm_router", "serve", "--demo", "--ledger", str(tmp_path / "d.db")], env=env
     )
-    anthropic.reply(text="from the loopback Anthropic", usage=WireUsage(input_tokens=12, output_tokens=5))
     async with Client(params) as client:
         providers = json.loads((await client.read_resource("llm-router://providers")).contents[0].text)["providers"]
-        kinds = {p["name"]: p["kind"] for p in providers}
-        assert kinds == {"anthropic": "anthropic", "openai": "mock", "gemini": "mock", "ollama": "mock"}
+        assert {p["name"]: p["kind"] for p in providers} == {
+            "anthropic": "mock", "openai": "mock", "gemini": "mock", "ollama": "mock"}
         result = await client.call_tool("complete", {"prompt": "hello", "model": "anthropic:claude-haiku-4-5"})
         assert not result.is_error, result.content
-        assert result.structured_content["text"] == "from the loopback Anthropic"
-        assert result.structured_content["usage"]["input_tokens"] == 12
-        assert not anthropic.last_request.json.get("stream"), "no progress asked for: one JSON answer"
+        assert result.structured_content["text"].startswith("[mock anthropic:claude-haiku-4-5]")
+    assert anthropic.requests == []
 
+
+def _config_for(tmp_path: Path, fake: FakeProvider, model: str) -> Path:
+    """A config file whose one provider is the real OpenAI adapter pointed at ``fake`` (keyless)."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'''[ledger]
+path = "{tmp_path / 'ledger.db'}"
+
+[[providers]]
+name = "local"
+kind = "openai"
+base_url = "{fake.base_url}"
+models = ["{model}"]
+[providers.prices."{model}"]
+input_per_mtok = 0.5
+output_per_mtok = 1.5
+'''
+    )
+    return path
+
+
+@pytest.mark.slow
+async def test_a_lone_surrogate_from_an_upstream_never_ends_the_stdio_server(tmp_path: Path) -> None:
+    """A JavaScript server sent "\\ud83d" alone (and split pairs across chunks): the stdio writer
+    raised UnicodeEncodeError and the process exited after billing. Now the text arrives valid (the
+    adapters repair it, and the stdio writer would too: this test holds the whole path)."""
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    with FakeProvider("openai", api_key=None, models=["local-model"]) as fake:
+        env = {k: v for k, v in os.environ.items() if k in ("HOME", "PATH")}
+        env["LLM_ROUTER_CONFIG"] = str(_config_for(tmp_path, fake, "local-model"))
+        params = StdioServerParameters(command=sys.executable, args=["-m", "llm_router", "serve"], env=env)
         seen: list[str] = []
 
         async def on_progress(_v: float, _t: float | None, message: str | None) -> None:
             seen.append(message or "")
 
-        anthropic.reply(text="streamed from the loopback Anthropic", usage=WireUsage(input_tokens=12, output_tokens=6))
-        result = await client.call_tool(
-            "complete", {"prompt": "hello", "model": "anthropic:claude-haiku-4-5"}, progress_callback=on_progress
+        async with Client(params) as client:
+            fake.fault("lone_surrogate")
+            result = await client.call_tool("complete", {"prompt": "hi", "model": "local:local-model"})
+            assert not result.is_error, result.content
+            assert result.structured_content["text"] == "half \ufffd and \ufffd end"
+
+            fake.fault("split_surrogate")
+            result = await client.call_tool(
+                "complete", {"prompt": "hi", "model": "local:local-model"}, progress_callback=on_progress
+            )
+            assert not result.is_error, result.content
+            assert result.structured_content["text"] == "smile \U0001f600 done"
+            assert fake.last_request.json["stream"] is True
+
+            fake.fault("lone_surrogate")  # the server is still there, and still answers
+            result = await client.call_tool(
+                "complete", {"prompt": "hi", "model": "local:local-model"}, progress_callback=on_progress
+            )
+            assert result.structured_content["text"] == "half \ufffd and \ufffd end"
+        assert fake.counts["/v1/chat/completions"] == 3
+
+
+async def test_a_tool_call_only_answer_is_a_billed_failed_attempt_and_the_chain_goes_on(
+    tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine(settings_for_fakes(tmp_path, fakes, monkeypatch))
+    try:
+        fakes["openai"].fault("tool_call", usage=WireUsage(input_tokens=300, output_tokens=20))
+        fakes["anthropic"].reply(text="a real answer", usage=WireUsage(input_tokens=20, output_tokens=5))
+        result = await engine.complete(
+            CompleteArgs(prompt="q", model=["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"])
         )
-        assert result.structured_content["text"] == "streamed from the loopback Anthropic"
-        assert anthropic.last_request.json.get("stream") is True, "progress asked for: streamed"
-        assert seen and seen[0].startswith("asking ")
-    assert anthropic.counts["/v1/messages"] == 2
+        assert result.text == "a real answer" and result.provider == "anthropic"
+        assert [(a.model, a.outcome, a.error_code) for a in result.attempts] == [
+            ("openai:gpt-4o-mini", "error", "tool_call_only"), ("anthropic:claude-haiku-4-5", "ok", None)]
+        called = engine.catalog.get("openai:gpt-4o-mini").cost_nusd(Usage(300, 20))
+        answered = engine.catalog.get("anthropic:claude-haiku-4-5").cost_nusd(Usage(20, 5))
+        row = engine.ledger.rows()[0]
+        assert called and row["cost_nusd"] == called + answered  # the tool call was billed, and counted
+        assert json.loads(row["attempts"])[0]["cost_usd"]
+    finally:
+        await engine.aclose()
 
 
 async def test_a_withheld_answer_is_still_billed_and_the_row_says_so(
