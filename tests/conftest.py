@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from llm_router.config import Settings, settings_from_dict
 from llm_router.defaults import demo_config
@@ -17,6 +19,14 @@ from llm_router.engine import Engine
 
 # Each ledger backend as a fixture (``store``), PostgreSQL when a test server is given.
 pytest_plugins = ["tests.backends"]
+
+# Property tests try the same examples on every run and every machine: no per-example deadline
+# and no "too slow" health check (a busy machine is slow, not wrong), no example database carried
+# over from earlier runs. A test's own settings apply on top of these.
+hypothesis_settings.register_profile(
+    "suite", derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("suite")
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
