@@ -354,7 +354,7 @@ async def test_usage_a_server_omits_is_counted_by_its_own_tokenizer_and_marked_i
         return len(text.split())
 
     local = Scripted("first", default=answer("one two three four five six seven", usage=None), tokens=words)
-    engine = make(local)
+    engine = make(local, Scripted("second"))
     result = await engine.complete(CompleteArgs(prompt="count these five words", system="be brief", model="first:m"))
     # The prompt as sent (system and turn: 6 words) plus 4 a message and 3 for the reply; the answer's 7.
     assert (result.usage.input_tokens, result.usage.output_tokens) == (6 + 2 * 4 + 3, 7)
@@ -365,6 +365,10 @@ async def test_usage_a_server_omits_is_counted_by_its_own_tokenizer_and_marked_i
     assert any("estimated" in n for n in published["notes"])
     row = engine.ledger.rows()[0]
     assert (row["cost_estimated"], row["input_tokens"], row["output_tokens"]) == (1, 17, 7)
+    await engine.complete(CompleteArgs(prompt="hi", model="second:m"))  # reported usage: not an estimate
+    report = await engine.cost_report(period="today")
+    assert report.totals["requests"] == 2
+    assert (report.totals["estimated_requests"], report.totals["estimated_cost_usd"]) == (1, result.cost_usd)
 
 
 async def test_without_a_tokenizer_the_estimate_is_four_characters_a_token_and_says_so(

@@ -55,6 +55,7 @@ async def cost_report(
         raise InvalidInput("group_by", f"{group_by!r} is not a grouping", allowed=", ".join(GROUPINGS))
     first, last, label = period_days(budget.clock.today(), period, since, until)
     rows = await ledger.run(ledger.report, first, last, group_by, where=where)
+    estimated_calls, estimated_nusd = await ledger.run(ledger.estimated, first, last, where=where)
     states = await ledger.run(budget.all_states)
     total = {k: sum(r[k] for r in rows) for k in ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "reference_cost_nusd")}
     today = budget.clock.today()
@@ -82,6 +83,9 @@ async def cost_report(
             "output_tokens": total["output_tokens"],
             "cached_tokens": total["cached_tokens"],
             "cost_usd": usd_str(total["cost_nusd"]),
+            # Calls whose provider reported no usage: their tokens and cost were estimated.
+            "estimated_requests": estimated_calls,
+            "estimated_cost_usd": usd_str(estimated_nusd),
         },
         rows=[
             {

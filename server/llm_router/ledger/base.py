@@ -76,6 +76,29 @@ def add_to_rollup(table_prefix: str = "") -> str:
     )
 
 
+def upsert_estimated(mark: str, table_prefix: str = "") -> str:
+    """The statement that adds one row whose usage was estimated to ``estimated_rollups`` (run only
+    for such rows: ``mark`` the driver's placeholder, ``table_prefix`` how PostgreSQL names the old value)."""
+    return (
+        "INSERT INTO estimated_rollups (day, provider, model, tag, task_type, requests, cost_nusd)"
+        f" VALUES ({mark}, {mark}, {mark}, {mark}, {mark}, 1, {mark})"
+        " ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET"
+        f" requests = {table_prefix}requests + excluded.requests, cost_nusd = {table_prefix}cost_nusd + excluded.cost_nusd"
+    )
+
+
+def estimated_from_rows(table_prefix: str = "") -> str:
+    """Derives ``estimated_rollups`` from the rows whose usage was estimated (both backends), adding
+    to what is there: after a rebuild has emptied the days the rows still cover."""
+    return (
+        "INSERT INTO estimated_rollups (day, provider, model, tag, task_type, requests, cost_nusd)"
+        " SELECT day, coalesce(provider, ''), coalesce(model, ''), tag, task_type, count(*), sum(cost_nusd)"
+        " FROM requests WHERE cost_estimated = 1 GROUP BY day, coalesce(provider, ''), coalesce(model, ''), tag, task_type"
+        " ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET"
+        f" requests = {table_prefix}requests + excluded.requests, cost_nusd = {table_prefix}cost_nusd + excluded.cost_nusd"
+    )
+
+
 def upsert_day_totals(mark: str, table_prefix: str = "") -> str:
     """The statement that adds one request row to its five day totals in one round trip
     (``mark``: the driver's placeholder; ``table_prefix``: how PostgreSQL names the old value)."""
@@ -180,6 +203,11 @@ class RequestRow:
             "task_type", self.task_type, day, *sums,
             "tag", self.tag, day, *sums,
         )
+
+    def estimated_values(self) -> tuple[Any, ...]:
+        """(day, provider, model, tag, task_type, cost): what a row whose usage was estimated adds
+        to ``estimated_rollups``."""
+        return (self.day, self.provider or "", self.model or "", self.tag, self.task_type, self.cost_nusd)
 
     def rollup_values(self) -> tuple[Any, ...]:
         """(day, provider, model, tag, task_type, errors, input, output, cached, cost, reference cost):
@@ -391,6 +419,19 @@ class LedgerBase(ABC):
         self, first_day: str, last_day: str, group_by: str, *, where: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
         """Sums per group over the rollups for days in [first_day, last_day], dearest first."""
+
+    def estimated(self, first_day: str, last_day: str, *, where: dict[str, str] | None = None) -> tuple[int, int]:
+        """(calls, nano-dollars) of spend in [first_day, last_day] whose usage was estimated (the
+        provider reported none). Read from ``estimated_rollups``, which holds only such calls' per-day
+        sums: a few rows a day at most, however many rows the ledger has."""
+        check_grouping("day", where)
+        clauses = ["day BETWEEN ? AND ?", *(f"{column} = ?" for column in where or {})]
+        r = self.query(
+            "SELECT coalesce(sum(requests), 0) AS n, coalesce(sum(cost_nusd), 0) AS cost FROM estimated_rollups"
+            f" WHERE {' AND '.join(clauses)}",
+            [first_day, last_day, *(where or {}).values()],
+        )[0]
+        return int(r["n"]), int(r["cost"])
 
     _NEWEST_LAST_TIE = "id"
     """Breaks ties between rows of the same millisecond (SQLite: insertion order, ``rowid``)."""

@@ -43,7 +43,9 @@ from .base import (
     report_query,
     report_rows,
     add_to_rollup,
+    estimated_from_rows,
     upsert_day_totals,
+    upsert_estimated,
 )
 
 if TYPE_CHECKING:
@@ -60,6 +62,8 @@ INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, inp
 VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s)
 """ + add_to_rollup("rollups.")
 _UPSERT_DAY_TOTALS = upsert_day_totals("%s", "day_totals.")
+_UPSERT_ESTIMATED = upsert_estimated("%s", "estimated_rollups.")
+_REFILE_ESTIMATED = estimated_from_rows("estimated_rollups.")
 _NOW = "extract(epoch from clock_timestamp())::double precision"
 _SPENT = {
     "global": "dim = 'day' AND key BETWEEN %(first)s AND %(last)s",
@@ -286,6 +290,8 @@ class PostgresLedger(LedgerBase):
             c.execute(_INSERT_ROW, row.values())
             c.execute(_UPSERT_ROLLUP, row.rollup_values())
             c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
+            if row.cost_estimated:
+                c.execute(_UPSERT_ESTIMATED, row.estimated_values())
 
         with self._lock:
             conn = self._connection()
@@ -400,9 +406,12 @@ class PostgresLedger(LedgerBase):
                 )
             if pruned_before is None:
                 c.execute("DELETE FROM rollups")
+                c.execute("DELETE FROM estimated_rollups")
             else:
                 c.execute("DELETE FROM rollups WHERE day >= %s", (pruned_before,))
+                c.execute("DELETE FROM estimated_rollups WHERE day >= %s", (pruned_before,))
             c.execute(_REFILE_ROLLUPS)
+            c.execute(_REFILE_ESTIMATED)
             c.execute("DELETE FROM day_totals")
             c.execute(DAY_TOTALS_FROM_ROLLUPS)
             c.execute("INSERT INTO events (ts, kind, detail) VALUES (%s, 'rollups_rebuilt', %s)",

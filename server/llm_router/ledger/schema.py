@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .base import DAY_TOTALS_FROM_ROLLUPS
+from .base import DAY_TOTALS_FROM_ROLLUPS, estimated_from_rows
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -208,6 +208,20 @@ def reservations_without_rowid(db: sqlite_utils.Database) -> None:
     db.execute(f'INSERT INTO "reservations_new" ({listed}) SELECT {listed} FROM "reservations"')
     db.execute('DROP TABLE "reservations"')
     db.execute('ALTER TABLE "reservations_new" RENAME TO "reservations"')
+
+
+@_migration
+def create_estimated_rollups(db: sqlite_utils.Database) -> None:
+    """Per-day sums of the calls whose usage was estimated (the provider reported none), by the
+    same keys as ``rollups``: a report says how much of a period's spend is an estimate without
+    reading rows. Written only for such calls, so most days have no row here at all. Filled from
+    the rows already recorded."""
+    db["estimated_rollups"].create(
+        {"day": str, "provider": str, "model": str, "tag": str, "task_type": str, "requests": int, "cost_nusd": int},
+        pk=("day", "provider", "model", "tag", "task_type"),
+        not_null={"day", "provider", "model", "tag", "task_type"},
+    )
+    db.execute(estimated_from_rows())
 
 
 def migrate_connection(conn: sqlite3.Connection) -> list[str]:

@@ -38,7 +38,9 @@ from .base import (
     report_query,
     report_rows,
     add_to_rollup,
+    estimated_from_rows,
     upsert_day_totals,
+    upsert_estimated,
 )
 from .schema import migrate_connection
 
@@ -51,6 +53,8 @@ INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, inp
 VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
 """ + add_to_rollup()
 _UPSERT_DAY_TOTALS = upsert_day_totals("?")
+_UPSERT_ESTIMATED = upsert_estimated("?")
+_REFILE_ESTIMATED = estimated_from_rows()
 # One statement per scope kind, so each is prepared once and reused. Spend comes from the day
 # totals (a few rows a day). Holds past their expiry are not counted: their process stopped
 # renewing them, and the next write transaction reclaims them.
@@ -390,6 +394,8 @@ class Ledger(LedgerBase):
                     c.execute(_INSERT_ROW, row.values())
                     c.execute(_UPSERT_ROLLUP, row.rollup_values())
                     c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
+                    if row.cost_estimated:
+                        c.execute(_UPSERT_ESTIMATED, row.estimated_values())
                     cache.add(row.day, row.provider or "", row.tag, spent=row.cost_nusd)
                     if want is not None:
                         if kept is None:
@@ -504,9 +510,12 @@ class Ledger(LedgerBase):
             )
             if pruned_before is None:
                 c.execute("DELETE FROM rollups")
+                c.execute("DELETE FROM estimated_rollups")
             else:
                 c.execute("DELETE FROM rollups WHERE day >= ?", (pruned_before,))
+                c.execute("DELETE FROM estimated_rollups WHERE day >= ?", (pruned_before,))
             c.execute(_REFILE_ROLLUPS)
+            c.execute(_REFILE_ESTIMATED)
             c.execute("DELETE FROM day_totals")
             c.execute(DAY_TOTALS_FROM_ROLLUPS)
             c.execute("INSERT INTO events (ts, kind, detail) VALUES (?, 'rollups_rebuilt', ?)",
