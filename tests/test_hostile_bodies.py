@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llm_router.providers import base
+from llm_router.providers import base, wire
 from llm_router.providers.anthropic import AnthropicProvider
 from llm_router.providers.gemini import GeminiProvider
 from llm_router.providers.ollama import OllamaProvider
@@ -106,7 +106,7 @@ def check_sane(result: Completion | ProviderError) -> None:
     if result.usage is not None:
         assert isinstance(result.usage, Usage)
         for n in (result.usage.input_tokens, result.usage.output_tokens, result.usage.cache_read_tokens):
-            assert type(n) is int and 0 <= n <= 2 * base.MAX_TOKEN_COUNT
+            assert type(n) is int and 0 <= n <= 2 * wire.MAX_TOKEN_COUNT
 
 
 def raw(body: bytes, ctype: str | None = "application/json") -> httpx.Response:
@@ -165,8 +165,8 @@ async def test_usage_that_cannot_be_a_bill_is_malformed_not_billed(cls: type, va
 async def test_a_body_over_the_size_limit_is_malformed(
     cls: type, stream: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base, "MAX_BODY_BYTES", 4096)
-    monkeypatch.setattr(base, "MAX_STREAM_BYTES", 4096)
+    monkeypatch.setattr(wire, "MAX_BODY_BYTES", 4096)
+    monkeypatch.setattr(wire, "MAX_STREAM_BYTES", 4096)
     if stream:
         good = STREAMS[cls]()
         many = (good * 200) if isinstance(good, list) else good
@@ -187,7 +187,7 @@ async def test_a_body_over_the_size_limit_is_malformed(
 async def test_a_body_over_the_size_limit_without_a_length_is_cut_off_while_read(
     cls: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base, "MAX_BODY_BYTES", 4096)
+    monkeypatch.setattr(wire, "MAX_BODY_BYTES", 4096)
     read: list[int] = []
 
     class Chunked(httpx.AsyncByteStream):  # no Content-Length: the limit must hold while reading
@@ -206,7 +206,7 @@ async def test_a_body_over_the_size_limit_without_a_length_is_cut_off_while_read
 async def test_one_endless_stream_line_is_malformed_before_it_fills_memory(
     cls: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base, "MAX_LINE_BYTES", 1024)
+    monkeypatch.setattr(wire, "MAX_LINE_BYTES", 1024)
 
     class Endless(httpx.AsyncByteStream):
         async def __aiter__(self) -> Any:

@@ -17,20 +17,22 @@ from ..types import (
     Usage,
 )
 from .base import (
-    SHAPE_ERRORS,
-    EventStream,
     HttpAdapter,
     HttpSettings,
     TextCallback,
+    error_detail,
+    error_from_status,
+    reclassify,
+)
+from .wire import (
+    EventStream,
+    SHAPE_ERRORS,
     TextJoiner,
     clean_text,
     content_type,
     dumps_or_empty,
-    error_detail,
-    error_from_status,
     is_json_type,
     json_or_malformed,
-    reclassify,
     token_count,
     upstream_str,
 )

@@ -6,7 +6,8 @@ of the ``ProviderError`` classes from ``llm_router.types``.
 
 Whatever an upstream sends can fail one attempt, never the process: every body is read with a
 size cap, every JSON value is checked for shape, every text kept from upstream (answer text,
-model names, error messages) is made valid Unicode here, before it reaches MCP.
+model names, error messages) is made valid Unicode before it reaches MCP (``wire`` does the
+reading; this module the requests, the error vocabulary and the side questions).
 """
 
 from __future__ import annotations
@@ -42,31 +43,29 @@ from ..types import (
     ToolCallOnly,
     Usage,
 )
+from . import wire
+from .wire import (
+    MAX_TOKEN_COUNT,
+    SHAPE_ERRORS,
+    clean_text,
+    error_body,
+    json_or_malformed,
+    not_a_stream,
+    read_capped,
+    redact,
+    shown,
+)
 
 __all__ = [
     "TextCallback",
     "Provider",
     "ProbeResult",
     "HttpSettings",
-    "SHAPE_ERRORS",
     "make_client",
     "error_from_status",
     "error_from_transport",
     "parse_retry_after",
-    "clean_text",
-    "TextJoiner",
-    "upstream_str",
-    "token_count",
     "stated_window",
-    "content_type",
-    "is_json_type",
-    "dumps_or_empty",
-    "not_a_stream",
-    "EventStream",
-    "iter_ndjson",
-    "read_capped",
-    "json_or_malformed",
-    "redact",
     "ErrorMapper",
     "error_detail",
     "reclassify",
@@ -81,17 +80,6 @@ TextCallback = Callable[[str], Awaitable[None]]
 
 RETRY_AFTER_CAP_S = 120.0
 
-# Caps on what an upstream may send. Read at call time, so tests can lower them.
-MAX_BODY_BYTES = 32 * 1024 * 1024
-"""A whole (non-stream) answer: a 100k-token answer is about 1 MB of JSON."""
-MAX_STREAM_BYTES = 64 * 1024 * 1024
-"""A whole stream: event framing costs about 150 bytes a token, so a 128k-token answer fits."""
-MAX_LINE_BYTES = 16 * 1024 * 1024
-"""One line of an event stream or NDJSON body."""
-MAX_ERROR_BODY_BYTES = 64 * 1024
-"""An error body: only its first 500 characters are kept."""
-MAX_TOKEN_COUNT = 1_000_000_000
-"""A usage figure above this is not a count but garbage (it would bill absurd sums)."""
 PROBE_TIMEOUT_S = 3.0
 """A side question to a local server (its window, a token count) never holds a call up longer."""
 PROBE_BODY_BYTES = 4 * 1024 * 1024
@@ -99,12 +87,6 @@ UNKNOWN_RETRY_S = 60.0
 """A side question that found no answer for a passing reason is asked again after this long."""
 _clock: Callable[[], float] = time.monotonic
 """When remembered side answers lapse (replaced in tests)."""
-
-SHAPE_ERRORS: tuple[type[BaseException], ...] = (
-    KeyError, TypeError, AttributeError, ValueError, IndexError, OverflowError, RecursionError,
-)
-"""What reading a JSON value of the wrong shape raises (``int(float("inf"))`` is an OverflowError)."""
-
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
@@ -187,69 +169,6 @@ def make_client(settings: HttpSettings, headers: dict[str, str]) -> httpx.AsyncC
         verify=_ssl_context() if settings.transport is None else True,
         transport=settings.transport,
     )
-
-
-# -- text from upstream ---------------------------------------------------------------------------
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def clean_text(text: str) -> str:
-    """``text`` as valid Unicode: surrogate pairs joined into their character, lone halves U+FFFD.
-
-    JSON may carry ``"\\ud83d"`` alone (JavaScript servers emit such halves), and a Python string
-    holding one cannot be written as UTF-8: left alone, it ends the stdio writer. Valid text (the
-    usual case) is returned as it is, after one scan.
-    """
-    if text.isascii() or _SURROGATE.search(text) is None:
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-
-
-class TextJoiner:
-    """Makes stream deltas valid text as they come: a high surrogate ending one delta is held
-    back until the next (a pair split across two chunks is rejoined), or until ``flush``."""
-
-    __slots__ = ("_held",)
-
-    def __init__(self) -> None:
-        self._held = ""
-
-    def feed(self, piece: str) -> str:
-        if self._held:
-            piece, self._held = self._held + piece, ""
-        if piece and "\ud800" <= piece[-1] <= "\udbff":
-            piece, self._held = piece[:-1], piece[-1]
-        return clean_text(piece)
-
-    def flush(self) -> str:
-        """What is still held at the end of the stream: a half that never found its pair."""
-        held, self._held = self._held, ""
-        return "\ufffd" if held else ""
-
-
-def upstream_str(value: Any, default: str | None = None, *, limit: int = 200) -> str | None:
-    """A short string field from upstream (a model name, an id, a finish reason), made valid;
-    ``default`` when it is missing, empty or not a string."""
-    if not isinstance(value, str) or not value:
-        return default
-    return clean_text(value[:limit])
-
-
-def token_count(value: Any) -> int:
-    """A usage figure as an int. Raises ``ValueError`` (or another of ``SHAPE_ERRORS``) for a
-    negative, absurd or non-numeric one: such a body is malformed, not a bill."""
-    count = int(value)
-    if not 0 <= count <= MAX_TOKEN_COUNT:
-        raise ValueError(f"token count {count} out of range")
-    return count
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Remove a key from text that may be shown (bodies can echo the key back)."""
-    if secret and len(secret) >= 4 and secret in text:
-        return text.replace(secret, "[redacted]")
-    return text
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
@@ -357,185 +276,6 @@ def error_from_transport(exc: Exception, *, provider: str, model: str, secret: s
     return MalformedResponse(f"{provider}: {detail}", provider=provider, model=model)
 
 
-# -- bodies and streams ---------------------------------------------------------------------------
-
-
-def _shown(head: bytes | str, secret: str | None) -> str:
-    """The start of a body as it may be quoted in an error: text, redacted, valid."""
-    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
-    return clean_text(redact(text[:200], secret))
-
-
-def json_or_malformed(text: str | bytes, *, provider: str, model: str, secret: str | None = None) -> Any:
-    """Decoded JSON, or ``MalformedResponse`` quoting the start of the body. Bytes are taken as
-    they come (JSON is UTF-8 on the wire): ``httpx.Response.text`` would first parse the
-    Content-Type header with the ``email`` package, on every call. Bytes that are not UTF-8 are
-    replaced, not fatal; nesting too deep to decode is malformed."""
-    try:
-        try:
-            return json.loads(text)
-        except UnicodeDecodeError:
-            assert isinstance(text, bytes)
-            return json.loads(text.decode("utf-8", "replace"))
-    except (ValueError, RecursionError):
-        raise MalformedResponse(
-            f"{provider} sent a body that is not JSON: {_shown(text[:200], secret)!r}", provider=provider, model=model
-        ) from None
-
-
-def dumps_or_empty(value: Any) -> str:
-    """``value`` as JSON text for an error body, or "" for one that cannot be written back."""
-    try:
-        return json.dumps(value)
-    except (ValueError, TypeError, RecursionError):
-        return ""
-
-
-def content_type(response: httpx.Response) -> str:
-    """The media type of a response, lowercased, without parameters ("" when there is none)."""
-    return response.headers.get("content-type", "").partition(";")[0].strip().lower()
-
-
-def is_json_type(media_type: str) -> bool:
-    return media_type == "application/json" or media_type.endswith("+json")
-
-
-async def read_capped(response: httpx.Response, limit: int, *, provider: str, model: str) -> bytes:
-    """The whole body, or ``MalformedResponse`` once it passes ``limit`` bytes (nothing more is read)."""
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise MalformedResponse(
-            f"{provider} sent a body of {declared} bytes, over the {limit}-byte limit", provider=provider, model=model
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise MalformedResponse(
-                f"{provider} sent a body over the {limit}-byte limit", provider=provider, model=model
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _iter_lines(response: httpx.Response, *, provider: str, model: str) -> AsyncIterator[str]:
-    """Lines of a streamed body (``\\n`` or ``\\r\\n``), decoded as UTF-8 with bad bytes replaced,
-    with the stream and each line capped in size."""
-    buffer = bytearray()
-    total = 0
-    line_cap, stream_cap = MAX_LINE_BYTES, MAX_STREAM_BYTES
-    async for chunk in response.aiter_bytes():
-        total += len(chunk)
-        if total > stream_cap:
-            raise MalformedResponse(
-                f"{provider} sent a stream over the {stream_cap}-byte limit", provider=provider, model=model
-            )
-        if b"\n" not in chunk:
-            buffer += chunk
-            if len(buffer) > line_cap:
-                raise MalformedResponse(
-                    f"{provider} sent a stream line over the {line_cap}-byte limit", provider=provider, model=model
-                )
-            continue
-        buffer += chunk
-        *lines, rest = bytes(buffer).split(b"\n")
-        if len(rest) > line_cap:
-            raise MalformedResponse(
-                f"{provider} sent a stream line over the {line_cap}-byte limit", provider=provider, model=model
-            )
-        buffer = bytearray(rest)
-        for line in lines:
-            yield line.removesuffix(b"\r").decode("utf-8", "replace")
-    if buffer:
-        yield bytes(buffer).removesuffix(b"\r").decode("utf-8", "replace")
-
-
-_SSE_FIELDS = frozenset({"data", "event", "id", "retry"})
-
-
-class EventStream:
-    """The ``(event, data)`` pairs of a server-sent event stream (data lines joined by newlines).
-
-    It counts the events and keeps the first line that is no SSE field at all (``<html>``, a JSON
-    body): when a stream ends without its end marker, that line tells a body of another kind from
-    a stream cut short.
-    """
-
-    __slots__ = ("_response", "_provider", "_model", "events", "stray")
-
-    def __init__(self, response: httpx.Response, *, provider: str, model: str) -> None:
-        self._response = response
-        self._provider = provider
-        self._model = model
-        self.events = 0
-        self.stray: str | None = None
-
-    async def __aiter__(self) -> AsyncIterator[tuple[str | None, str]]:
-        event: str | None = None
-        data: list[str] = []
-        async for line in _iter_lines(self._response, provider=self._provider, model=self._model):
-            if not line:
-                if data:
-                    self.events += 1
-                    yield event, "\n".join(data)
-                event, data = None, []
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            if name == "data":
-                data.append(value)
-            elif name == "event":
-                event = value
-            elif name not in _SSE_FIELDS and self.stray is None:
-                self.stray = line[:200]
-        if data:
-            self.events += 1
-            yield event, "\n".join(data)
-
-    def ended_early(self, marker: str, pieces: int, *, secret: str | None = None) -> MalformedResponse:
-        """The error for a stream that ended before ``marker``: a cut stream, or no stream at all."""
-        if self.events == 0 and self.stray is not None:
-            ctype = content_type(self._response) or "no content type"
-            what = f"a body that is not an event stream ({ctype}): {_shown(self.stray, secret)!r}"
-        else:
-            what = f"a stream that ended before {marker} (cut off after {pieces} text pieces)"
-        return MalformedResponse(f"{self._provider} sent {what}", provider=self._provider, model=self._model)
-
-
-async def iter_ndjson(
-    response: httpx.Response, *, provider: str, model: str, secret: str | None = None
-) -> AsyncIterator[Any]:
-    """Yield one decoded JSON value per non-empty line."""
-    async for line in _iter_lines(response, provider=provider, model=model):
-        if line.strip():
-            yield json_or_malformed(line, provider=provider, model=model, secret=secret)
-
-
-async def not_a_stream(
-    response: httpx.Response, expected: str, *, provider: str, model: str, secret: str | None
-) -> MalformedResponse:
-    """The error for a 2xx answer to a stream request whose content type is neither a stream nor
-    JSON (an HTML page from a proxy, say): named by its type and its first bytes."""
-    head = b""
-    try:
-        async for chunk in response.aiter_bytes():
-            head += chunk
-            if len(head) >= 200:
-                break
-    except httpx.HTTPError:
-        pass
-    ctype = content_type(response) or "no content type"
-    return MalformedResponse(
-        f"{provider} answered with {ctype}, not {expected}: {_shown(head[:200], secret)!r}",
-        provider=provider,
-        model=model,
-    )
-
-
 ErrorMapper = Callable[[int, str, httpx.Headers], ProviderError]
 """An adapter's ``(status, body, headers) -> error`` for a non-2xx answer."""
 
@@ -594,21 +334,6 @@ def _encode(body: dict[str, Any], *, provider: str, model: str) -> bytes:
 _JSON_HEADERS = {"content-type": "application/json"}
 
 
-async def _error_body(response: httpx.Response) -> str:
-    """The start of an error body, as text; what cannot be read is left out."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= MAX_ERROR_BODY_BYTES:
-                break
-    except httpx.HTTPError:
-        pass
-    return b"".join(chunks)[:MAX_ERROR_BODY_BYTES].decode("utf-8", "replace")
-
-
 async def post_json(
     client: httpx.AsyncClient,
     path: str,
@@ -624,8 +349,8 @@ async def post_json(
     try:
         async with client.stream("POST", path, content=content, headers=_JSON_HEADERS) as response:
             if not 200 <= response.status_code < 300:
-                raise to_error(response.status_code, await _error_body(response), response.headers)
-            raw = await read_capped(response, MAX_BODY_BYTES, provider=provider, model=model)
+                raise to_error(response.status_code, await error_body(response), response.headers)
+            raw = await read_capped(response, wire.MAX_BODY_BYTES, provider=provider, model=model)
     except httpx.HTTPError as exc:
         raise error_from_transport(exc, provider=provider, model=model, secret=secret) from None
     return json_or_malformed(raw, provider=provider, model=model, secret=secret)
@@ -651,7 +376,7 @@ async def open_stream(
     try:
         async with client.stream("POST", path, content=content, headers=_JSON_HEADERS) as response:
             if not 200 <= response.status_code < 300:
-                raise to_error(response.status_code, await _error_body(response), response.headers)
+                raise to_error(response.status_code, await error_body(response), response.headers)
             yield response
     except httpx.HTTPError as exc:
         raise error_from_transport(exc, provider=provider, model=model, secret=secret) from None
@@ -671,9 +396,9 @@ async def probe_models(
     try:
         async with client.stream("GET", path) as response:
             if not 200 <= response.status_code < 300:
-                err = to_error(response.status_code, await _error_body(response), response.headers)
+                err = to_error(response.status_code, await error_body(response), response.headers)
                 return ProbeResult(False, str(err), latency_ms=_ms_since(start))
-            raw = await read_capped(response, MAX_BODY_BYTES, provider=provider, model="")
+            raw = await read_capped(response, wire.MAX_BODY_BYTES, provider=provider, model="")
     except httpx.HTTPError as exc:
         err = error_from_transport(exc, provider=provider, model="", secret=secret)
         return ProbeResult(False, str(err), latency_ms=_ms_since(start))
@@ -683,7 +408,7 @@ async def probe_models(
     try:
         models = [name for name in extract(json.loads(raw)) if isinstance(name, str)]
     except (UnicodeDecodeError, *SHAPE_ERRORS):
-        detail = f"{provider} sent a model list that could not be read: {_shown(raw[:200], secret)!r}"
+        detail = f"{provider} sent a model list that could not be read: {shown(raw[:200], secret)!r}"
         return ProbeResult(False, detail, latency_ms=latency)
     models = [clean_text(name) for name in models]
     return ProbeResult(True, f"{provider} answered with {len(models)} models", tuple(models), latency)
@@ -735,7 +460,7 @@ class HttpAdapter:
 
     async def _read_json(self, response: httpx.Response, model: str) -> Any:
         """A whole JSON body sent in reply to a stream request."""
-        raw = await read_capped(response, MAX_BODY_BYTES, provider=self.name, model=model)
+        raw = await read_capped(response, wire.MAX_BODY_BYTES, provider=self.name, model=model)
         return json_or_malformed(raw, provider=self.name, model=model, secret=self._key)
 
     async def _not_a_stream(self, response: httpx.Response, expected: str, model: str) -> MalformedResponse:
@@ -811,10 +536,3 @@ class HttpAdapter:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
-    """``(event, data)`` for each server-sent event (see ``EventStream``, which also says why a
-    stream ended early)."""
-    async for item in EventStream(response, provider="", model=""):
-        yield item

@@ -15,25 +15,27 @@ from typing import Any
 import httpx
 
 from ..types import Completion, CompletionRequest, ProviderError, Usage
+from . import wire
 from .base import (
     _NOT_OFFERED,
-    SHAPE_ERRORS,
     HttpAdapter,
     HttpSettings,
     TextCallback,
+    error_detail,
+    error_from_status,
+)
+from .wire import (
+    SHAPE_ERRORS,
     TextJoiner,
     clean_text,
     content_type,
     dumps_or_empty,
-    error_detail,
-    error_from_status,
     is_json_type,
     iter_ndjson,
     json_or_malformed,
     read_capped,
     token_count,
     upstream_str,
-    MAX_BODY_BYTES,
 )
 
 __all__ = ["OllamaProvider"]
@@ -97,7 +99,7 @@ class OllamaProvider(HttpAdapter):
         async with self._stream(_PATH, body, model) as response:
             ctype = content_type(response)
             if is_json_type(ctype):  # one JSON answer, as without "stream" (or NDJSON mislabelled)
-                raw = await read_capped(response, MAX_BODY_BYTES, provider=self.name, model=model)
+                raw = await read_capped(response, wire.MAX_BODY_BYTES, provider=self.name, model=model)
                 try:
                     data = json.loads(raw)
                 except (ValueError, RecursionError):

@@ -25,20 +25,22 @@ from ..types import (
 )
 from .base import (
     _NOT_OFFERED,
-    SHAPE_ERRORS,
-    EventStream,
     HttpAdapter,
     HttpSettings,
     TextCallback,
+    error_detail,
+    error_from_status,
+    reclassify,
+)
+from .wire import (
+    EventStream,
+    SHAPE_ERRORS,
     TextJoiner,
     clean_text,
     content_type,
     dumps_or_empty,
-    error_detail,
-    error_from_status,
     is_json_type,
     json_or_malformed,
-    reclassify,
     token_count,
     upstream_str,
 )
