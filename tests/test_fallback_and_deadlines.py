@@ -397,6 +397,27 @@ async def test_a_tokenizer_that_hangs_or_fails_leaves_the_character_estimate(mak
         await engine.aclose()
 
 
+async def test_a_call_cancelled_while_its_usage_is_counted_still_records_its_row_and_frees_its_hold(
+    make: Callable[..., Engine],
+) -> None:
+    counting = anyio.Event()
+
+    async def slow_tokenizer(text: str) -> int:
+        counting.set()
+        await anyio.sleep(3600)
+        return 1
+
+    engine = make(Scripted("first", default=answer("some text", usage=None), tokens=slow_tokenizer))
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.complete, CompleteArgs(prompt="hi", model="first:m", deadline_s=0.3))
+            await counting.wait()
+            tg.cancel_scope.cancel()
+    rows = engine.ledger.rows()
+    assert [(r["status"], r["cost_estimated"]) for r in rows] == [("ok", 1)]  # answered and billed
+    assert engine.ledger.reservations_total() - engine.ledger.spare_nusd == 0
+
+
 async def test_reported_usage_is_never_marked_estimated(make: Callable[..., Engine]) -> None:
     engine = make(Scripted("first"))
     result = await engine.complete(CompleteArgs(prompt="hi", model="first:m"))
@@ -462,6 +483,31 @@ async def test_a_cancelled_attempt_records_how_long_it_ran(make: Callable[..., E
         tg.cancel_scope.cancel()
     attempt = json.loads(engine.ledger.rows()[0]["attempts"])[0]
     assert attempt["outcome"] == "cancelled" and attempt["latency_ms"] >= 150
+
+
+async def test_a_call_cancelled_while_it_reports_a_fallback_records_its_row_and_frees_every_hold(
+    make: Callable[..., Engine],
+) -> None:
+    """The first model's withheld answer was billed (its hold kept for the row); the client cancels
+    while being told of the fallback. The row must still be written, with that cost, and no hold
+    may be left behind."""
+    tool_call = ToolCallOnly("a tool call and no text", provider="first", model="m", usage=Usage(100, 20))
+    engine = make(Scripted("first", fail(tool_call)), Scripted("second"))
+    reporting = anyio.Event()
+
+    async def progress(_value: float, _total: float | None, message: str) -> None:
+        if "falling back" in message:
+            reporting.set()
+            await anyio.sleep(3600)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: engine.complete(CompleteArgs(prompt="hi", model=CHAIN), progress=progress))
+            await reporting.wait()
+            tg.cancel_scope.cancel()
+    rows = engine.ledger.rows()
+    assert [r["status"] for r in rows] == ["cancelled"] and rows[0]["cost_nusd"] > 0
+    assert engine.ledger.reservations_total() - engine.ledger.spare_nusd == 0
 
 
 async def test_a_stray_exception_from_an_adapter_fails_one_attempt_never_the_call(make: Callable[..., Engine]) -> None:

@@ -36,8 +36,8 @@ from .catalog import Catalog, ModelEntry, Prices, worst_case_input_tokens
 from .config import Settings
 from .ledger import Ledger, RequestRow, open_ledger
 from .providers import Provider, availability, build_provider
-from .providers.mock import estimate_tokens
-from .resilience import HealthBoard, counts_against_circuit, model_window
+from .estimates import COUNT_TOKENS_S, estimate_usage, note_for, prompt_tokens_by_chars
+from .resilience import HealthBoard, Window, counts_against_circuit
 from .routing import Candidate, Decision, Excluded, RouteRequest, decide
 from .types import (
     AllAttemptsFailed,
@@ -69,14 +69,6 @@ HOLD_POLL_S = 0.05
 WINDOW_ASK_S = 0.25
 """How long the first routing decision waits for servers to say the windows we only assume; a
 server that has not answered by then is not asked again (its window stays assumed)."""
-COUNT_TOKENS_S = 1.0
-"""How long settling waits for a server's tokenizer to count an answer it sent without usage."""
-FRAMING_TOKENS_PER_MESSAGE = 4
-REPLY_FRAMING_TOKENS = 3
-"""Chat framing a tokenizer does not see in the bare text: a few tokens per message (role and
-separators) and for the start of the reply, as chat templates and OpenAI's own count add."""
-ESTIMATED_BY_TOKENIZER = "server_tokenizer"
-ESTIMATED_BY_CHARS = "about_4_chars_per_token"
 
 log = logging.getLogger("llm_router.engine")
 
@@ -109,23 +101,6 @@ class _Billed:
         self.usage += usage
         self.nusd += nusd
         self.held.append(reservation)
-
-
-@dataclass(frozen=True, slots=True)
-class _Window:
-    """One model's share of a call's deadline, its retries included (see ``model_window``)."""
-
-    end: float
-    """anyio clock time at which this model's tries are cut."""
-    share_s: float
-    later: int
-    """Models after this one in the chain, which keep time for themselves."""
-
-    @classmethod
-    def share_of(cls, deadline: float, *, later: int) -> _Window:
-        now = anyio.current_time()
-        share = model_window(deadline - now, later)
-        return cls(now + share, share, later)
 
 
 class Engine:
@@ -224,8 +199,7 @@ class Engine:
             max_cost_nusd=usd_to_nusd(args.max_cost_usd) if args.max_cost_usd is not None else None,
             tag=tag,
             input_tokens_bound=worst_case_input_tokens(request.text_bytes(), len(messages)),
-            input_tokens_typical=(estimate_tokens(request.system) if request.system else 0)
-            + sum(estimate_tokens(c) + FRAMING_TOKENS_PER_MESSAGE for _, c in pairs),
+            input_tokens_typical=prompt_tokens_by_chars(request),
             max_tokens=request.max_tokens,
         )
         return Prepared(
@@ -320,70 +294,58 @@ class Engine:
         budget_error: BudgetExceeded | None = None
         deadline = anyio.current_time() + prepared.deadline_s
         context_floor = 0  # after a context-length error, only models with a larger known window
-        max_attempts = self.settings.routing.max_attempts
-        to_try = min(len(decision.chain), max_attempts)
+        to_try = min(len(decision.chain), self.settings.routing.max_attempts)
         tried = 0
-        for item in decision.walk:
-            if isinstance(item, Excluded):
-                attempts.append(_skipped(item))
-                continue
-            cand, entry = item, item.entry
-            if tried == to_try:
-                attempts.append(AttemptRecord(entry.ref, "skipped", "max_attempts",
-                                              f"[routing] max_attempts = {max_attempts} models were tried first"))
-                continue
-            tried += 1
-            now = anyio.current_time()
-            if tried > 1 and now >= deadline:
-                attempts.append(AttemptRecord(entry.ref, "skipped", "deadline",
-                                              f"the call's deadline of {prepared.deadline_s:g} s had passed"))
-                continue
-            if entry.context_known and entry.context_window <= context_floor:
-                attempts.append(AttemptRecord(entry.ref, "skipped", "context_too_small",
-                                              f"its {entry.context_window}-token window is no larger than one that was too small"))
-                continue
-            try:
-                reservation = await self._reserve(decision, cand.entry, cand.worst_case_nusd, request_id, prepared, deadline)
-            except BudgetExceeded as e:
-                budget_error = e
-                attempts.append(AttemptRecord(entry.ref, "skipped", e.code, str(e)))
-                continue
-            if progress is not None:
-                await progress(0, None, f"asking {entry.ref} ({tried}/{to_try})")
-            # This model's share of the time left; the models after it keep theirs.
-            window = _Window.share_of(deadline, later=to_try - tried)
-            try:
-                completion = await self._call_with_retries(entry, prepared, attempts, window, progress)
-            except ProviderError as e:
-                if e.usage is not None:
-                    # Billed all the same: its hold stays until the row records the cost.
-                    billed.add(e.usage, entry.cost_nusd(e.usage) or 0, reservation)
-                else:
-                    with anyio.CancelScope(shield=True):
-                        await self.ledger.run(self.ledger.release, reservation)
-                    self._budget_freed()
-                if isinstance(e, ContextTooLong):
-                    if e.context_window is not None:
-                        self.catalog.learn_window(entry.ref, e.context_window, "reported by the server in an error")
-                    if entry.context_known:
-                        context_floor = max(context_floor, entry.context_window)
-                if not e.fallback_ok:
+        answered: tuple[Candidate, Completion] | None = None
+        reservation: str | None = None
+        try:
+            for item in decision.walk:
+                if isinstance(item, Excluded):  # left out by routing: said, not tried
+                    attempts.append(_skipped(item))
+                    continue
+                cand, entry = item, item.entry
+                tried += 1
+                skip = self._passed_over(entry, tried, to_try, deadline, context_floor, prepared)
+                if skip is not None:
+                    attempts.append(skip)
+                    continue
+                try:
+                    reservation = await self._reserve(decision, entry, cand.worst_case_nusd, request_id, prepared, deadline)
+                except BudgetExceeded as e:
+                    budget_error = e
+                    attempts.append(AttemptRecord(entry.ref, "skipped", e.code, str(e)))
+                    continue
+                if progress is not None:
+                    await progress(0, None, f"asking {entry.ref} ({tried}/{to_try})")
+                # This model's share of the time left; the models after it keep theirs.
+                window = Window.share_of(deadline, later=to_try - tried)
+                try:
+                    answered = cand, await self._call_with_retries(entry, prepared, attempts, window, progress)
                     break
-                if progress is not None and tried < to_try:
-                    await progress(0, None, f"{entry.ref} failed ({e.code}); falling back")
-                continue
-            except BaseException as e:
-                # Cancelled by the client (or a bug): record the call, release its hold, re-raise.
-                cancelled = isinstance(e, anyio.get_cancelled_exc_class())
-                with anyio.CancelScope(shield=True):
-                    row = self._failure_row(
-                        prepared, request_id, decision, attempts, billed, status="cancelled" if cancelled else "error",
-                        error_code="cancelled" if cancelled else "internal", error=None if cancelled else repr(e),
-                        started=started,
-                    )
-                    await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
-                    await self._release_held(billed)
-                raise
+                except ProviderError as e:
+                    await self._failed(e, entry, reservation, billed)
+                    reservation = None
+                    if isinstance(e, ContextTooLong) and entry.context_known:
+                        context_floor = max(context_floor, entry.context_window)
+                    if not e.fallback_ok:
+                        break
+                    if progress is not None and tried < to_try:
+                        await progress(0, None, f"{entry.ref} failed ({e.code}); falling back")
+        except BaseException as e:
+            # Cancelled by the client (or a bug): record the call, free its holds, re-raise.
+            cancelled = isinstance(e, anyio.get_cancelled_exc_class())
+            with anyio.CancelScope(shield=True):
+                row = self._failure_row(
+                    prepared, request_id, decision, attempts, billed, status="cancelled" if cancelled else "error",
+                    error_code="cancelled" if cancelled else "internal", error=None if cancelled else repr(e),
+                    started=started,
+                )
+                await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
+                await self._release_held(billed)
+            raise
+        if answered is not None:
+            cand, completion = answered
+            assert reservation is not None
             return await self._settle(
                 prepared, request_id, decision, cand, completion, attempts, reservation, started, billed, deadline
             )
@@ -396,6 +358,33 @@ class Engine:
         error.request_id = request_id
         await self._record_failure(prepared, request_id, decision, attempts, error, started, billed=billed)
         raise error
+
+    async def _failed(self, e: ProviderError, entry: ModelEntry, reservation: str, billed: _Billed) -> None:
+        """After a model is given up on: bill what it reported (its hold stays until the call's row
+        records the cost) or free its hold; remember a window it stated."""
+        if e.usage is not None:
+            billed.add(e.usage, entry.cost_nusd(e.usage) or 0, reservation)
+        else:
+            with anyio.CancelScope(shield=True):
+                await self.ledger.run(self.ledger.release, reservation)
+            self._budget_freed()
+        if isinstance(e, ContextTooLong) and e.context_window is not None:
+            self.catalog.learn_window(entry.ref, e.context_window, "reported by the server in an error")
+
+    def _passed_over(
+        self, entry: ModelEntry, tried: int, to_try: int, deadline: float, context_floor: int, prepared: Prepared
+    ) -> AttemptRecord | None:
+        """Why the walk passes over this candidate without asking it (None: ask it): past
+        ``max_attempts``, out of time, or a known window no larger than one already too small."""
+        if tried > to_try:
+            return AttemptRecord(entry.ref, "skipped", "max_attempts",
+                                 f"[routing] max_attempts = {to_try} models were tried first")
+        if tried > 1 and anyio.current_time() >= deadline:
+            return AttemptRecord(entry.ref, "skipped", "deadline", f"the call's deadline of {prepared.deadline_s:g} s had passed")
+        if entry.context_known and entry.context_window <= context_floor:
+            return AttemptRecord(entry.ref, "skipped", "context_too_small",
+                                 f"its {entry.context_window}-token window is no larger than one that was too small")
+        return None
 
     async def _release_held(self, billed: _Billed) -> None:
         """After the row that records their cost: free the holds kept for billed failures."""
@@ -442,7 +431,7 @@ class Engine:
             self._freed = None
 
     async def _call_with_retries(
-        self, entry: ModelEntry, prepared: Prepared, attempts: list[AttemptRecord], window: _Window,
+        self, entry: ModelEntry, prepared: Prepared, attempts: list[AttemptRecord], window: Window,
         progress: Progress | None,
     ) -> Completion:
         """Call one model; retry a retryable failure with backoff (honouring Retry-After) while
@@ -490,7 +479,7 @@ class Engine:
             raise
 
     async def _try_once(
-        self, provider: Provider, entry: ModelEntry, prepared: Prepared, window: _Window,
+        self, provider: Provider, entry: ModelEntry, prepared: Prepared, window: Window,
         on_text: Callable[[str], Awaitable[None]] | None,
     ) -> Completion:
         """One try, cut at the model's window. Whatever the adapter lets escape fails this try
@@ -532,32 +521,6 @@ class Engine:
             return None
         return wait
 
-    async def _estimate(
-        self, entry: ModelEntry, prepared: Prepared, completion: Completion, deadline: float
-    ) -> tuple[Usage, str]:
-        """Usage for an answer that came without any: counted by the server's own tokenizer where
-        it offers one (the prompt's text, plus FRAMING_TOKENS_PER_MESSAGE a message and
-        REPLY_FRAMING_TOKENS; and the answer), else about four characters a token (plus the same
-        framing per message). Returns the usage and how it was counted."""
-        request = prepared.request
-        parts = ([request.system] if request.system else []) + [m.content for m in request.messages]
-        counted: tuple[int | None, int | None] = (None, None)
-        with anyio.move_on_after(max(min(COUNT_TOKENS_S, deadline - anyio.current_time()), 0.05)):
-            try:
-                count = self.providers[entry.provider].count_tokens
-                prompt_n = await count(entry.model, "\n".join(parts))
-                counted = (prompt_n, await count(entry.model, completion.text) if prompt_n is not None else None)
-            except Exception:  # a tokenizer that fails only means the simpler estimate
-                log.debug("%s: counting tokens failed", entry.ref, exc_info=True)
-        prompt_n, answer_n = counted
-        if type(prompt_n) is int and type(answer_n) is int and prompt_n >= 0 and answer_n >= 0:
-            framing = FRAMING_TOKENS_PER_MESSAGE * len(parts) + REPLY_FRAMING_TOKENS
-            return Usage(input_tokens=prompt_n + framing, output_tokens=answer_n), ESTIMATED_BY_TOKENIZER
-        return (
-            Usage(input_tokens=prepared.route.input_tokens_typical, output_tokens=estimate_tokens(completion.text)),
-            ESTIMATED_BY_CHARS,
-        )
-
     def _notes(self, prepared: Prepared, method: str | None) -> tuple[str, ...]:
         """What the answer should tell the caller about how its call was handled."""
         notes: list[str] = []
@@ -568,11 +531,7 @@ class Engine:
                 f" (rules exist for: {', '.join(self.rules)})" if self.rules else " (no rules are configured)")
             notes.append(f"no routing rule for task_type {route.task_type!r}: every configured model was a candidate{hint}")
         if method is not None:
-            how = (f"counted with the server's own tokenizer, plus {FRAMING_TOKENS_PER_MESSAGE} tokens a message and "
-                   f"{REPLY_FRAMING_TOKENS} for the reply for chat framing") if method == ESTIMATED_BY_TOKENIZER else (
-                   f"about 4 characters a token, plus {FRAMING_TOKENS_PER_MESSAGE} tokens a message (the server offers "
-                   "no tokenizer)")
-            notes.append(f"usage and cost are estimated: the provider reported no usage; {how}")
+            notes.append(note_for(method))
         return tuple(notes)
 
     async def _settle(
@@ -593,7 +552,12 @@ class Engine:
         if completion.usage is not None:
             answer = completion.usage
         else:
-            answer, method = await self._estimate(entry, prepared, completion, deadline)
+            # Shielded, and bounded: a call cancelled now still gets its row and frees its hold.
+            with anyio.CancelScope(shield=True):
+                answer, method = await estimate_usage(
+                    self.providers[entry.provider], entry.model, prepared.request, completion.text,
+                    wait_s=min(COUNT_TOKENS_S, deadline - anyio.current_time()),
+                )
         ref_cost = self.reference.cost_nusd(answer) if self.reference is not None else None
         # The call's cost: the answer's, plus what withheld answers of earlier attempts were billed.
         usage = answer + billed.usage

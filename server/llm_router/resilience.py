@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import anyio
+
 from .types import AuthError, ProviderError
 
-__all__ = ["Breaker", "Health", "HealthBoard", "FALLBACK_RESERVE_S", "counts_against_circuit", "model_window"]
+__all__ = ["Breaker", "Health", "HealthBoard", "FALLBACK_RESERVE_S", "Window", "counts_against_circuit", "model_window"]
 
 CircuitState = Literal["closed", "open", "half_open"]
 
@@ -43,6 +45,23 @@ def model_window(remaining_s: float, later_models: int, reserve_s: float = FALLB
     if later_models <= 0 or remaining_s <= 0:
         return max(remaining_s, 0.0)
     return max(remaining_s - later_models * reserve_s, remaining_s / (later_models + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One model's share of a call's deadline, its retries included (see ``model_window``)."""
+
+    end: float
+    """anyio clock time at which this model's tries are cut."""
+    share_s: float
+    later: int
+    """Models after this one in the chain, which keep time for themselves."""
+
+    @classmethod
+    def share_of(cls, deadline: float, *, later: int) -> Window:
+        now = anyio.current_time()
+        share = model_window(deadline - now, later)
+        return cls(now + share, share, later)
 
 
 def counts_against_circuit(error: ProviderError) -> bool:
