@@ -128,6 +128,7 @@ class _Stream:
     finish_reason: str | None = None
     refusal: bool = False
     done: bool = False
+    named: bool = False
 
 
 class OpenAIProvider(HttpAdapter):
@@ -205,15 +206,18 @@ class OpenAIProvider(HttpAdapter):
         try:
             if "error" in chunk:  # an error after the 200 status line was sent
                 raise self._error(model, _status_of(chunk["error"]), data, headers)
-            state.model = upstream_str(chunk.get("model"), state.model)
-            state.response_id = upstream_str(chunk.get("id"), state.response_id)
+            if not state.named:  # every chunk repeats the model and the id: read them once
+                state.model = upstream_str(chunk.get("model"), state.model)
+                state.response_id = upstream_str(chunk.get("id"), state.response_id)
+                state.named = state.response_id is not None
             if chunk.get("usage"):
                 state.usage = chunk["usage"]
             choices = chunk.get("choices") or ()  # empty in the final usage chunk
             if not choices:
                 return None
             choice = choices[0]
-            state.finish_reason = upstream_str(choice.get("finish_reason"), state.finish_reason)
+            if finish := choice.get("finish_reason"):
+                state.finish_reason = upstream_str(finish, state.finish_reason)
             delta = choice.get("delta") or {}
             state.refusal = state.refusal or bool(delta.get("refusal"))
             state.tools.extend(_tool_names(delta))
