@@ -321,9 +321,8 @@ async def test_llama_cpp_streams_without_usage_give_none_not_zeros() -> None:
         assert result.usage == USAGE
 
 
-@pytest.mark.parametrize("fake", ["openai"], indirect=True)
 @MODES
-async def test_usage_of_all_zeros_is_no_usage(fake: FakeProvider, stream: bool) -> None:
+async def test_usage_of_all_zeros_is_no_usage_not_a_free_call(fake: FakeProvider, stream: bool) -> None:
     fake.reply(usage=WireUsage(input_tokens=0, output_tokens=0))
     result, _ = await call(fake, stream=stream)
     assert result.usage is None and result.text

@@ -63,12 +63,14 @@ _SSE_TYPES = frozenset({"text/event-stream", "text/plain", ""})
 
 
 def _usage(raw: Any) -> Usage | None:
-    """Anthropic's ``input_tokens`` leaves out cache reads and writes; ours counts them."""
+    """Anthropic's ``input_tokens`` leaves out cache reads and writes; ours counts them. No input
+    and no output at all is no count (mock servers send zeros), not a free call."""
     if not isinstance(raw, dict) or raw.get("input_tokens") is None or raw.get("output_tokens") is None:
         return None
     read = token_count(raw.get("cache_read_input_tokens") or 0)
     write = token_count(raw.get("cache_creation_input_tokens") or 0)
-    return Usage(token_count(raw["input_tokens"]) + read + write, token_count(raw["output_tokens"]), read, write)
+    usage = Usage(token_count(raw["input_tokens"]) + read + write, token_count(raw["output_tokens"]), read, write)
+    return usage if usage.input_tokens or usage.output_tokens else None
 
 
 @dataclass(slots=True)

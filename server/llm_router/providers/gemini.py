@@ -56,15 +56,17 @@ _NO_HEADERS = httpx.Headers()
 def _usage(raw: Any) -> Usage | None:
     """``promptTokenCount`` includes cached tokens; thinking tokens are billed as output.
 
-    Zero counts are left out of the JSON, so only a missing ``promptTokenCount`` means no usage.
+    Zero counts are left out of the JSON, so only a missing ``promptTokenCount`` means no usage,
+    or a prompt of no tokens with no output (a prompt is never empty: that is no count at all).
     """
     if not isinstance(raw, dict) or raw.get("promptTokenCount") is None:
         return None
-    return Usage(
+    usage = Usage(
         token_count(raw["promptTokenCount"]) + token_count(raw.get("toolUsePromptTokenCount") or 0),
         token_count(raw.get("candidatesTokenCount") or 0) + token_count(raw.get("thoughtsTokenCount") or 0),
         token_count(raw.get("cachedContentTokenCount") or 0),
     )
+    return usage if usage.input_tokens or usage.output_tokens else None
 
 
 def _retry_delay(detail: dict[str, Any]) -> float | None:

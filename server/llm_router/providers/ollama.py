@@ -48,10 +48,12 @@ _NDJSON_TYPES = frozenset(
 
 
 def _usage(raw: dict[str, Any]) -> Usage | None:
-    """Ollama may leave ``prompt_eval_count`` out (a prompt served from its cache): then no usage."""
+    """Ollama may leave ``prompt_eval_count`` out (a prompt served from its cache): then no usage.
+    Zero prompt and zero output tokens are no count either (servers that imitate Ollama send them)."""
     if raw.get("prompt_eval_count") is None or raw.get("eval_count") is None:
         return None
-    return Usage(token_count(raw["prompt_eval_count"]), token_count(raw["eval_count"]))
+    usage = Usage(token_count(raw["prompt_eval_count"]), token_count(raw["eval_count"]))
+    return usage if usage.input_tokens or usage.output_tokens else None
 
 
 def _num_ctx(parameters: Any) -> int | None:
