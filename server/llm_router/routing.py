@@ -182,10 +182,11 @@ def decide(
     # or rule named; from the catalog, the models left out only for an open circuit.
     listed: list[Excluded] = []
 
-    def exclude(out: Excluded, *, skipped: bool = ordered) -> None:
+    def exclude_and_list(out: Excluded) -> None:
         excluded.append(out)
-        if skipped:
-            listed.append(out)
+        listed.append(out)
+
+    exclude: Callable[[Excluded], None] = exclude_and_list if ordered else excluded.append
 
     # 3. Availability.
     kept: list[ModelEntry] = []
@@ -196,7 +197,10 @@ def decide(
             continue
         may, info = circuit(e.ref)
         if not may:
-            exclude(_circuit_open(e.ref, info), skipped=ordered or _RANK[e.tier] >= _RANK[quality])
+            out = _circuit_open(e.ref, info)
+            exclude(out)
+            if not ordered and _RANK[e.tier] >= _RANK[quality]:
+                listed.append(out)
             continue
         kept.append(e)
     steps.append(f"availability: {len(kept)} of {len(entries)} usable")
@@ -264,17 +268,17 @@ def decide(
     if candidates:
         steps.append(f"first choice: {candidates[0].ref}")
     return Decision(req, source, strategy, quality, candidates, excluded, steps, overall_tier, budget,
-                    _walk(candidates, listed, [e.ref for e in entries] if ordered and not reordered else None))
+                    _walk(candidates, listed, entries if ordered and not reordered else None))
 
 
-def _walk(chain: list[Candidate], listed: list[Excluded], order: list[str] | None) -> list[Candidate | Excluded]:
+def _walk(chain: list[Candidate], listed: list[Excluded], order: list[ModelEntry] | None) -> list[Candidate | Excluded]:
     """The chain with the listed exclusions: where they stand in ``order`` (the override or rule,
     when its order was kept), else before it."""
     if not listed:
         return chain  # type: ignore[return-value]  # the usual call: nothing to interleave
     if order is None:
         return [*listed, *chain]
-    position = {ref: i for i, ref in reversed(list(enumerate(order)))}
+    position = {e.ref: i for i, e in reversed(list(enumerate(order)))}
     return sorted([*listed, *chain], key=lambda item: position.get(item.model if isinstance(item, Excluded) else item.ref, 0))
 
 
