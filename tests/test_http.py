@@ -246,3 +246,37 @@ async def test_metrics_count_requests_latency_tokens_cost_fallbacks_breakers_and
     assert _get(m, "llm_router_budget_tier", scope="global", period="daily") == 3
     assert _get(m, "llm_router_budget_limit_usd", scope="global", period="daily") == pytest.approx(0.000001)
     assert "alice" not in r.text, "tags are never labels"
+
+
+# -- the transport's edges ----------------------------------------------------------------------------
+
+
+def test_a_stream_resumption_with_last_event_id_is_refused_cleanly_never_a_500(server_engine: Engine) -> None:
+    """No event history is kept, so nothing can be replayed; the SDK ended such a GET without any
+    response, which the HTTP server turned into a 500."""
+    with serve(server_engine, tokens=TOKENS) as url:
+        opened = post(url, authorization=f"Bearer {ALICE}")
+        headers = {"authorization": f"Bearer {ALICE}", "accept": "text/event-stream",
+                   "mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+        resumed = httpx.get(f"{url}/mcp", headers=headers | {"last-event-id": "0"}, timeout=10)
+        assert resumed.status_code == 400
+        assert resumed.json() == {"error": "resumption_unsupported", "error_description": (
+            "this server keeps no event history, so a stream cannot be resumed: open a new one without Last-Event-ID")}
+        assert httpx.get(f"{url}/mcp", headers={"last-event-id": "0"}, timeout=10).status_code == 401, "a token first"
+        with httpx.stream("GET", f"{url}/mcp", headers=headers, timeout=10) as fresh:
+            assert fresh.status_code == 200, "a new stream still opens"
+
+
+def test_a_request_body_above_the_message_limit_is_refused(settings: Settings) -> None:
+    import anyio
+
+    from llm_router.config import LimitsConfig
+
+    engine = Engine(settings.model_copy(update={"limits": LimitsConfig(max_message_bytes=4096)}))
+    try:
+        with serve(engine) as url:
+            big = INIT | {"params": INIT["params"] | {"_meta": {"pad": "x" * 8000}}}
+            assert post(url, big).status_code == 413
+            assert post(url).status_code == 200
+    finally:
+        anyio.run(engine.aclose)

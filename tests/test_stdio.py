@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import queue
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import mcp_types
@@ -18,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcp.server.stdio import _UnownedTextWrapper
 
-from llm_router.stdio import LineReader, PipeWriter
+from llm_router.stdio import LineReader, PipeWriter, TooLarge
 
 pytestmark = pytest.mark.anyio
 
@@ -145,25 +148,17 @@ def test_with_no_stderr_at_all_stray_output_still_misses_the_wire() -> None:
     assert (done.returncode, done.stdout) == (0, b"echo one\necho two\nafter True\n")
 
 
-def test_a_file_on_stdin_is_served_by_the_sdk_transport(tmp_path: Path) -> None:
-    requests = tmp_path / "requests.jsonl"
-    requests.write_text("")
-    probe = "from llm_router.stdio import can_serve_natively; print(can_serve_natively())"
-    with requests.open("rb") as stdin:
-        from_file = subprocess.run([sys.executable, "-c", probe], stdin=stdin, capture_output=True, timeout=60, check=True)
-    from_pipe = subprocess.run([sys.executable, "-c", probe], input=b"", capture_output=True, timeout=60, check=True)
-    assert (from_file.stdout, from_pipe.stdout) == (b"False\n", b"True\n" if sys.platform != "win32" else b"False\n")
-
-
 SERVE_WITHOUT_THE_SDK_TRANSPORT = textwrap.dedent(
     """
     import sys
+    import mcp.server.stdio
     from mcp.server.mcpserver import MCPServer
 
-    async def refuse(self):
+    def refuse(*args, **kwargs):
         raise SystemExit("the SDK's stdio transport was used")
 
     MCPServer.run_stdio_async = refuse
+    mcp.server.stdio.stdio_server = refuse
     from llm_router.cli import main
     sys.exit(main(sys.argv[1:]))
     """
@@ -185,3 +180,295 @@ async def test_serve_answers_a_client_over_pipes_with_its_own_transport(tmp_path
             done = await client.call_tool("complete", {"prompt": "hi " * 30_000, "quality": "low"})  # more than a pipe holds
             assert not done.is_error, done.content
             assert done.structured_content is not None and done.structured_content["usage"]["input_tokens"] > 20_000
+
+
+# -- what no client or upstream can do to the wire ------------------------------------------------
+
+
+class RawPeer:
+    """A server process spoken to line by line, as a client that writes its own JSON would."""
+
+    def __init__(self, args: list[str], stdin: Any = subprocess.PIPE) -> None:
+        self.proc = subprocess.Popen([sys.executable, *args], stdin=stdin, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=_env())
+        self.lines: queue.Queue[bytes | None] = queue.Queue()
+        self.stderr = bytearray()
+        self._readers = [threading.Thread(target=self._read, daemon=True),
+                         threading.Thread(target=self._read_stderr, daemon=True)]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr += line
+
+    def send(self, message: Any) -> None:
+        assert self.proc.stdin is not None
+        data = message if isinstance(message, bytes) else json.dumps(message).encode() + b"\n"
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def next(self, timeout: float = 60) -> dict[str, Any]:
+        line = self.lines.get(timeout=timeout)
+        assert line is not None, f"the server ended; stderr: {self.stderr.decode(errors='replace')[-3000:]}"
+        line.decode("utf-8")  # strict: what the server writes is valid UTF-8
+        return json.loads(line)
+
+    def reply_to(self, request_id: Any, timeout: float = 60) -> dict[str, Any]:
+        """The response to ``request_id``, skipping notifications (progress, logs) before it."""
+        while True:
+            message = self.next(timeout)
+            if message.get("id") == request_id and "method" not in message:
+                return message
+
+    def initialize(self) -> dict[str, Any]:
+        self.send({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+        init = self.reply_to(0)
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return init
+
+    def close(self) -> list[dict[str, Any]]:
+        """Close stdin; everything the server still wrote before it exited."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        rest: list[dict[str, Any]] = []
+        while (line := self.lines.get(timeout=60)) is not None:
+            rest.append(json.loads(line))
+        self.proc.wait(60)
+        for reader in self._readers:
+            reader.join(10)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return rest
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("LLM_ROUTER_", "ANTHROPIC", "OPENAI", "GEMINI",
+                                                                       "GOOGLE", "OLLAMA"))}
+
+
+def _serve_demo(tmp_path: Path) -> list[str]:
+    return ["-m", "llm_router", "serve", "--demo", "--ledger", str(tmp_path / "raw.db")]
+
+
+@pytest.mark.slow
+def test_a_malformed_line_is_answered_with_an_error_logged_on_stderr_and_the_connection_goes_on(tmp_path: Path) -> None:
+    """The SDK's transport dropped such lines without a word: the client waited, and nothing said why."""
+    peer = RawPeer(_serve_demo(tmp_path))
+    try:
+        peer.initialize()
+        peer.send(b"this is not json\n")
+        assert peer.next() == {"jsonrpc": "2.0", "id": None, "error": {
+            "code": -32700, "message": "Parse error: the line is not valid JSON (expected ident at line 1 column 2)"}}
+        peer.send({"id": 7, "hello": "world"})
+        invalid = peer.next()
+        assert (invalid["id"], invalid["error"]["code"]) == (7, -32600)
+        peer.send(b"\n")  # a blank line is no message, and no error
+        peer.send({"jsonrpc": "2.0", "id": 8, "method": "ping"})
+        assert peer.reply_to(8) == {"jsonrpc": "2.0", "id": 8, "result": {}}
+    finally:
+        peer.close()
+    log = peer.stderr.decode()
+    assert "stdio: a line of 17 characters is not JSON" in log and "answered with a parse error" in log
+    assert "is JSON but not a JSON-RPC 2.0 message" in log
+
+
+SERVE_WITH_A_SMALL_LIMIT = textwrap.dedent(
+    """
+    import sys, anyio
+    from llm_router.config import settings_from_dict
+    from llm_router.defaults import demo_config
+    from llm_router.engine import Engine
+    from llm_router.mcp_server import create_server
+    from llm_router.stdio import serve_stdio
+
+    async def main():
+        engine = Engine(settings_from_dict(demo_config(sys.argv[1]), source="test"))
+        try:
+            await serve_stdio(create_server(engine), max_message_bytes=int(sys.argv[2]))
+        finally:
+            await engine.aclose()
+
+    anyio.run(main)
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_message_above_the_size_limit_is_refused_unread_and_the_next_one_is_answered(tmp_path: Path) -> None:
+    peer = RawPeer(["-c", SERVE_WITH_A_SMALL_LIMIT, str(tmp_path / "limit.db"), "65536"])
+    try:
+        peer.initialize()
+        huge = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                "params": {"name": "complete", "arguments": {"prompt": "x" * 3_000_000}}}
+        peer.send(huge)
+        size = len(json.dumps(huge)) + 1
+        refused = peer.reply_to(3)
+        assert refused["error"] == {"code": -32600, "message": f"Invalid Request: a message of {size} bytes is above "
+                                    "this server's limit of 65536 bytes ([limits] max_message_bytes); it was discarded unread"}
+        peer.send({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                   "params": {"name": "route_explain", "arguments": {"prompt": "still there?"}}})
+        assert not peer.reply_to(4)["result"].get("isError")
+    finally:
+        peer.close()
+    assert f"refused a message of {size} bytes, above the limit of 65536" in peer.stderr.decode()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "limit.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM requests").fetchone() == (0,), "the refused call never ran"
+
+
+async def test_an_over_long_line_is_skipped_as_it_arrives_never_held_whole() -> None:
+    r, w = os.pipe()
+    limit = 100_000
+    line = b'{"jsonrpc": "2.0", "id": "big-1", "method": "ping", "params": {"pad": "' + b"y" * 5_000_000 + b'"}}\n'
+    reader = LineReader(r, max_bytes=limit)
+    held: list[int] = []
+    real_read = reader._read
+
+    async def watched() -> bytes:
+        held.append(len(reader._buf))
+        return await real_read()
+
+    reader._read = watched  # type: ignore[method-assign]
+
+    def feed() -> None:
+        os.write(w, line + b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n')
+        os.close(w)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, feed)
+            out = [item async for item in reader]
+    finally:
+        os.close(r)
+    assert isinstance(out[0], TooLarge) and (out[0].size, out[0].request_id) == (len(line), "big-1")
+    assert out[1:] == ['{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n']
+    assert max(held) <= limit + 65536, "never more than the limit and one read's worth"
+
+
+LONE_SURROGATES = textwrap.dedent(
+    """
+    import sys, anyio
+    from mcp.server import Server
+    from mcp_types import CallToolResult, ListToolsResult, TextContent, Tool
+    from llm_router import stdio
+
+    # Half an emoji on its own, and an emoji whose halves arrived apart and were joined as two code points.
+    TEXT = "lone \\ud83d here; split \\ud83d\\ude00 there"
+
+    async def list_tools(ctx, params):
+        return ListToolsResult(tools=[Tool(name="echo", input_schema={"type": "object"})])
+
+    async def call_tool(ctx, params):
+        return CallToolResult(content=[TextContent(type="text", text=TEXT)], structured_content={"text": TEXT})
+
+    server = Server("surrogates", on_list_tools=list_tools, on_call_tool=call_tool)
+
+    async def main():
+        if sys.argv[1] == "sdk":
+            await stdio._serve_with_sdk_transport(server)  # what Windows runs
+        else:
+            await stdio.serve_stdio(server)
+
+    anyio.run(main)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["ours", "sdk"])
+def test_a_lone_surrogate_in_an_answer_reaches_the_client_as_valid_utf8_and_never_ends_the_server(
+    transport: str,
+) -> None:
+    """It made the writer raise ``UnicodeEncodeError``: the process exited, the answer was lost."""
+    peer = RawPeer(["-c", LONE_SURROGATES, transport])
+    try:
+        peer.initialize()
+        for request_id in (1, 2):  # and again: the server is still there
+            peer.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": "echo"}})
+            result = peer.reply_to(request_id)["result"]
+            assert result["content"][0]["text"] == "lone \ufffd here; split \U0001F600 there"
+            assert result["structuredContent"] == {"text": "lone \ufffd here; split \U0001F600 there"}
+        # A client's own lone surrogate (valid JSON that pydantic refuses) is read with it replaced.
+        peer.send(b'{"jsonrpc": "2.0", "id": 3, "method": "ping", "params": {"_meta": {"note": "\\ud83d"}}}\n')
+        if transport == "ours":
+            assert peer.reply_to(3) == {"jsonrpc": "2.0", "id": 3, "result": {}}
+        else:  # the SDK's reader refuses the line before it can be repaired: answered as unreadable
+            assert peer.next() == {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": (
+                "Parse error: the line is not valid JSON (unexpected end of hex escape at line 1 column 83)")}}
+    finally:
+        peer.close()
+    assert peer.proc.returncode == 0, peer.stderr.decode(errors="replace")
+
+
+SLOW_MOCK = """
+[ledger]
+path = "{ledger}"
+[[providers]]
+name = "slow"
+kind = "mock"
+models = ["m"]
+[providers.mock]
+latency_ms = 30000
+[providers.prices."m"]
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+"""
+
+
+@pytest.mark.slow
+def test_a_cancelled_request_gets_no_response(tmp_path: Path) -> None:
+    config = tmp_path / "slow.toml"
+    config.write_text(SLOW_MOCK.format(ledger=(tmp_path / "slow.db").as_posix()))
+    peer = RawPeer(["-m", "llm_router", "serve", "--config", str(config)])
+    try:
+        peer.initialize()
+        peer.send({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+            "name": "complete", "arguments": {"prompt": "take your time"}, "_meta": {"progressToken": "p5"}}})
+        started = peer.next()
+        assert started["method"] == "notifications/progress", started  # the call is under way
+        peer.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5, "reason": "user"}})
+        peer.send({"jsonrpc": "2.0", "id": 6, "method": "ping"})
+        assert peer.reply_to(6)["result"] == {}
+    finally:
+        rest = peer.close()
+    # Had the call still been running when the input ended, it would have been answered
+    # ("Connection closed") on the way out: nothing at all is said about request 5.
+    assert [m for m in rest if m.get("id") == 5] == [], rest
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminal")
+def test_a_terminal_on_stdin_is_served_by_our_transport_reading_in_a_worker_thread(tmp_path: Path) -> None:
+    """The loop cannot wait on a terminal (nor a file): those are read in a worker thread."""
+    import pty
+    import tty
+
+    controller, terminal = pty.openpty()
+    tty.setraw(terminal)
+    try:
+        peer = RawPeer(["-c", SERVE_WITHOUT_THE_SDK_TRANSPORT, *_serve_demo(tmp_path)[2:]], stdin=terminal)
+        peer.proc.stdin = None  # what is typed goes in through the controlling side
+        os.write(controller, json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "tty", "version": "1"}}}).encode()
+            + b"\n")
+        assert peer.reply_to(0)["result"]["serverInfo"]["name"] == "llm-router"
+        os.write(controller, b"not json\n")
+        assert peer.next()["error"]["code"] == -32700
+        os.write(controller, b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}\n')
+        assert peer.reply_to(1)["result"] == {}
+    finally:
+        os.close(terminal)
+        os.close(controller)  # the terminal hangs up: the end of input
+    assert peer.close() == []
+    assert peer.proc.returncode == 0, peer.stderr.decode(errors="replace")

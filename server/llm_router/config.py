@@ -262,6 +262,9 @@ class ResilienceConfig(_Strict):
 class LimitsConfig(_Strict):
     max_prompt_chars: int = Field(default=400_000, gt=0)
     max_messages: int = Field(default=500, gt=0)
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """The longest MCP message a client may send, in bytes (stdio and HTTP): a longer one is refused
+    before it is read whole."""
 
 
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")

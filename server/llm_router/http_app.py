@@ -311,6 +311,13 @@ class _Guard:
                                [(b"www-authenticate", b'Bearer realm="llm-router"')])
                 return
             scope["user"], scope["auth"] = _authenticated(caller)
+        if scope["method"] == "GET" and _header(scope, b"last-event-id") is not None:
+            # No event history is kept (and no event ids are sent), so there is nothing to resume
+            # from; the SDK would end such a request without any response (a 500).
+            await _respond(send, 400, {"error": "resumption_unsupported",
+                                       "error_description": "this server keeps no event history, so a stream "
+                                       "cannot be resumed: open a new one without Last-Event-ID"})
+            return
         await self.app(scope, receive, send)
 
 
@@ -351,6 +358,7 @@ def build_app(engine: Engine, *, tokens: Tokens, http: HttpConfig, metrics: Metr
         # Host and Origin are checked by the guard, under the rules above, for /metrics as well.
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         custom_starlette_routes=routes,
+        max_request_body_size=engine.settings.limits.max_message_bytes,
     )
     return _Guard(app, tokens, HostPolicy(http.allowed_hosts, http.allowed_origins))
 

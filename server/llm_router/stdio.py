@@ -1,90 +1,223 @@
-"""Serving MCP over stdin/stdout with the event loop waiting on the pipes itself.
+"""Serving MCP over stdin/stdout: the router's own transport, with the event loop waiting on the pipes.
 
 The SDK's stdio transport goes through anyio's file wrapper, so every line read, every write and
 every flush is a trip to a worker thread and back: three thread hand-offs per call, a noticeable
 part of a call's cost when the client sits on the same machine. Where stdin and stdout are pipes
-or sockets (what every MCP client starts a server with, on POSIX) the loop waits for them to be
-readable or writable instead, and reads and writes them directly; anywhere else (Windows, a file
-or terminal on stdin) the SDK's own transport serves, unchanged.
+or sockets (what every MCP client starts a server with) the loop waits for them to be readable or
+writable instead, and reads and writes them directly; a file or a terminal is read and written in
+a worker thread, as the SDK does. On Windows the SDK's transport serves, with the same guards
+around it (below) except the size limit, which needs the line before the SDK parses it.
 
-Either way the wire is guarded the same: while serving, fd 0 reads from the null device and fd 1
-writes to stderr (or the null device, without one), so a stray ``print`` or a child process cannot
-corrupt the protocol stream; the wire is read and written through private duplicates, and both
-descriptors are put back on exit.
+What no client or upstream can do to the wire:
+
+* a line that is not JSON is answered with a JSON-RPC parse error (-32700, id null) and JSON that
+  is not a JSON-RPC message with an invalid-request error (-32600); each is logged on stderr, and
+  the connection goes on (the SDK's transport drops them silently, and the client waits forever);
+* a message above ``[limits] max_message_bytes`` is refused before it is parsed (-32600, with the
+  request's id when it comes first, as clients write it), and discarded as it arrives: never held
+  whole in memory;
+* text that is not valid Unicode (a lone surrogate from an upstream, half an emoji split across two
+  stream chunks by a JavaScript server) is repaired on the way out, the pair rejoined or the lone
+  half replaced by U+FFFD: what is written is always valid UTF-8, so no answer can make the writer
+  raise and end the process after the call was billed.
+
+And while serving, fd 0 reads from the null device and fd 1 writes to stderr (or the null device,
+without one), so a stray ``print`` or a child process cannot corrupt the protocol stream; the wire
+is read and written through private duplicates, and both descriptors are put back on exit.
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import logging
 import os
+import re
 import stat
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from mcp.server import Server
     from mcp.server.mcpserver import MCPServer
+    from mcp.shared.message import SessionMessage
 
-__all__ = ["LineReader", "PipeWriter", "can_serve_natively", "serve_stdio"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "LineReader",
+    "PipeWriter",
+    "TooLarge",
+    "can_serve_natively",
+    "serve_stdio",
+    "valid_text",
+]
 
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""The default of ``[limits] max_message_bytes`` (the SDK's own limit for an HTTP request body)."""
 _CHUNK = 1 << 16
+_ID_SCAN_BYTES = 4096
+_log = logging.getLogger("llm_router.stdio")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with every surrogate sorted out: a high and a low half side by side become the one
+    character they encode, any other half becomes U+FFFD. What is left encodes as UTF-8."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+class TooLarge:
+    """What ``LineReader`` gives for a line above its limit, in place of the line (discarded)."""
+
+    __slots__ = ("request_id", "size")
+
+    def __init__(self, size: int, request_id: str | int | None) -> None:
+        self.size = size
+        self.request_id = request_id
 
 
 class LineReader:
-    """The lines arriving on a pipe, decoded as UTF-8 (undecodable bytes replaced, as the SDK
-    does), each with its newline; a last line without one is still given at end of input."""
+    """The lines arriving on a descriptor, decoded as UTF-8 (undecodable bytes replaced, as the SDK
+    does), each with its newline; a last line without one is still given at end of input.
 
-    def __init__(self, fd: int) -> None:
+    A line longer than ``max_bytes`` is never buffered whole: once it passes the limit, what is
+    held is dropped and the rest of it is skipped as it arrives, and a ``TooLarge`` takes its place.
+    ``threaded`` reads in a worker thread (a file or terminal, which the loop cannot wait on)."""
+
+    def __init__(self, fd: int, *, max_bytes: int | None = None, threaded: bool = False) -> None:
         self.fd = fd
+        self.max_bytes = max_bytes
+        self.threaded = threaded
         self._buf = bytearray()
         self._eof = False
 
     def __aiter__(self) -> LineReader:
         return self
 
-    async def __anext__(self) -> str:
+    async def _read(self) -> bytes:
+        if self.threaded:
+            try:
+                return await anyio.to_thread.run_sync(os.read, self.fd, _CHUNK, abandon_on_cancel=True)
+            except OSError as e:
+                if e.errno == errno.EIO:  # a terminal hung up: the end of input
+                    return b""
+                raise
+        while True:
+            await anyio.wait_readable(self.fd)
+            try:
+                return os.read(self.fd, _CHUNK)
+            except BlockingIOError:  # a pipe left non-blocking by whoever made it, and nothing there after all
+                continue
+
+    async def __anext__(self) -> str | TooLarge:
         buf = self._buf
         scanned = 0
+        limit = self.max_bytes
         while True:
             end = buf.find(b"\n", scanned)
             if end >= 0:
+                if limit is not None and end > limit:
+                    return self._drop_through(end)
                 line = buf[: end + 1].decode("utf-8", "replace")
                 del buf[: end + 1]
                 return line
             if self._eof:
                 if not buf:
                     raise StopAsyncIteration
+                if limit is not None and len(buf) > limit:
+                    return self._drop_through(len(buf) - 1)
                 line = buf.decode("utf-8", "replace")
                 buf.clear()
                 return line
+            if limit is not None and len(buf) > limit:
+                return await self._skip_rest()
             scanned = len(buf)
-            await anyio.wait_readable(self.fd)
-            try:
-                chunk = os.read(self.fd, _CHUNK)
-            except BlockingIOError:  # a pipe left non-blocking by whoever made it, and nothing there after all
-                continue
+            chunk = await self._read()
             if chunk:
                 buf += chunk
             else:
                 self._eof = True
 
+    def _drop_through(self, end: int) -> TooLarge:
+        found = TooLarge(end + 1, _leading_id(bytes(self._buf[:_ID_SCAN_BYTES])))
+        del self._buf[: end + 1]
+        return found
+
+    async def _skip_rest(self) -> TooLarge:
+        """Drop an over-long line, reading on until its newline (or the end of input)."""
+        buf = self._buf
+        request_id = _leading_id(bytes(buf[:_ID_SCAN_BYTES]))
+        size = len(buf)
+        buf.clear()
+        while not self._eof:
+            chunk = await self._read()
+            if not chunk:
+                self._eof = True
+                break
+            end = chunk.find(b"\n")
+            if end >= 0:
+                size += end + 1
+                buf += chunk[end + 1:]
+                break
+            size += len(chunk)
+        return TooLarge(size, request_id)
+
+
+_ID_MEMBER = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?[0-9]{1,19})\s*[,}]')
+
+
+def _leading_id(head: bytes) -> str | int | None:
+    """The top-level ``"id"`` of a JSON-RPC message from its first bytes, when it comes before
+    anything else that is long (clients write ``{"jsonrpc", "id", "method", "params"}``); None
+    otherwise. Only keys of the outermost object count: a nested ``"id"`` never answers for it."""
+    depth = 0
+    i, n = 0, len(head)
+    while i < n:
+        c = head[i]
+        if c == 0x22:  # a string: a key of the outer object may be the id
+            if depth == 1 and (m := _ID_MEMBER.match(head, i)):
+                with suppress(ValueError):
+                    value = json.loads(m.group(1))
+                    return value if isinstance(value, str | int) else None
+                return None
+            i += 1
+            while i < n and head[i] != 0x22:
+                i += 2 if head[i] == 0x5C else 1
+        elif c in b"{[":
+            depth += 1
+        elif c in b"}]":
+            depth -= 1
+        i += 1
+    return None
+
 
 class PipeWriter:
-    """Writes text to a pipe without blocking the loop: the descriptor is made non-blocking, a
-    write goes straight out when the pipe has room (the usual case) and waits for room when the
-    reader is behind. Each ``write`` sends its whole text before returning; ``flush`` has nothing
-    left to do."""
+    """Writes text to a descriptor without blocking the loop: a pipe is made non-blocking, a write
+    goes straight out when it has room (the usual case) and waits for room when the reader is
+    behind; ``threaded`` writes in a worker thread (a file or terminal). Each ``write`` sends its
+    whole text before returning; ``flush`` has nothing left to do. Text that cannot be encoded is
+    repaired (``valid_text``), never refused."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, *, threaded: bool = False) -> None:
         self.fd = fd
-        os.set_blocking(fd, False)
+        self.threaded = threaded
+        if not threaded:
+            os.set_blocking(fd, False)
 
     async def write(self, text: str) -> None:
-        data = memoryview(text.encode("utf-8"))
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:
+            encoded = valid_text(text).encode("utf-8")
+        data = memoryview(encoded)
         while data:
+            if self.threaded:
+                data = data[await anyio.to_thread.run_sync(os.write, self.fd, data) :]
+                continue
             try:
                 data = data[os.write(self.fd, data) :]
             except BlockingIOError:
@@ -158,20 +291,206 @@ def _claimed_std_fds() -> Iterator[tuple[int, int]]:
         os.close(wire_in)
 
 
-async def serve_stdio(server: Server[Any] | MCPServer) -> None:
-    """Run ``server`` over this process's stdin and stdout until the client closes stdin."""
-    from mcp.server.mcpserver import MCPServer
+# -- messages in and out --------------------------------------------------------------------------
+
+
+def _error_message(request_id: str | int | None, code: int, message: str) -> SessionMessage:
+    from mcp.shared.message import SessionMessage
+    from mcp_types import ErrorData, JSONRPCError
+
+    return SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=message)))
+
+
+def _unreadable(line: str, exc: Exception) -> SessionMessage:
+    """The answer to a line that is no JSON-RPC message: a parse error when it is not JSON at all,
+    else an invalid request (with its id, when it has a usable one)."""
+    from mcp_types import INVALID_REQUEST, PARSE_ERROR
+    from pydantic import ValidationError
+
+    errors = exc.errors(include_url=False) if isinstance(exc, ValidationError) else []
+    not_json = next((e for e in errors if e["type"] == "json_invalid"), None)
+    if not_json is not None or not errors:
+        where = str(not_json["msg"]).removeprefix("Invalid JSON: ") if not_json else type(exc).__name__
+        _log.warning("stdio: a line of %d characters is not JSON (%s); answered with a parse error", len(line), where)
+        return _error_message(None, PARSE_ERROR, f"Parse error: the line is not valid JSON ({where})")
+    request_id = None
+    with suppress(ValueError, RecursionError):
+        data = json.loads(line)
+        candidate = data.get("id") if isinstance(data, dict) else None
+        request_id = candidate if isinstance(candidate, str | int) and not isinstance(candidate, bool) else None
+    _log.warning("stdio: a line of %d characters is JSON but not a JSON-RPC 2.0 message; answered with an "
+                 "invalid-request error", len(line))
+    return _error_message(request_id, INVALID_REQUEST,
+                          "Invalid Request: not a JSON-RPC 2.0 request, notification or response")
+
+
+def _with_text_repaired(line: str) -> Any:
+    """A message whose JSON escapes a lone surrogate (valid JSON, which JavaScript clients write
+    when they cut a string mid-emoji, but text pydantic refuses), read with the half replaced;
+    None for anything else."""
+    from mcp_types import jsonrpc_message_adapter
+
+    if "\\ud" not in line.lower():
+        return None
+    try:
+        text = valid_text(json.dumps(json.loads(line), ensure_ascii=False))
+        return jsonrpc_message_adapter.validate_json(text, by_name=False)
+    except Exception:  # noqa: BLE001 - not that case after all: answered as unreadable
+        return None
+
+
+def _too_large(found: TooLarge, limit: int) -> SessionMessage:
+    from mcp_types import INVALID_REQUEST
+
+    _log.warning("stdio: refused a message of %d bytes, above the limit of %d ([limits] max_message_bytes)",
+                 found.size, limit)
+    return _error_message(found.request_id, INVALID_REQUEST,
+                          f"Invalid Request: a message of {found.size} bytes is above this server's limit of {limit} "
+                          "bytes ([limits] max_message_bytes); it was discarded unread")
+
+
+def _encoded(item: SessionMessage) -> str:
+    """A message as one line of the wire. A string that UTF-8 cannot carry (a lone surrogate) makes
+    pydantic's encoder raise: the message is then dumped by Python and its text repaired."""
+    message = item.message
+    try:
+        return message.model_dump_json(by_alias=True, exclude_unset=True) + "\n"
+    except (ValueError, UnicodeError):  # pydantic's serialization error is a ValueError
+        data = message.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        return valid_text(json.dumps(data, ensure_ascii=False, separators=(",", ":"))) + "\n"
+
+
+async def _pump_in(
+    lines: AsyncIterator[str | TooLarge], inbound: MemoryObjectSendStream[Any], replies: MemoryObjectSendStream[Any],
+    limit: int | None,
+) -> None:
+    from mcp.shared.message import SessionMessage
+    from mcp_types import jsonrpc_message_adapter
+
+    async with inbound, replies:
+        async for line in lines:
+            if isinstance(line, TooLarge):
+                await replies.send(_too_large(line, limit or 0))
+                continue
+            try:
+                message = jsonrpc_message_adapter.validate_json(line, by_name=False)
+            except Exception as e:  # noqa: BLE001 - whatever a line holds, it costs that line only
+                message = _with_text_repaired(line)
+                if message is None:
+                    if line.strip():  # a blank line between messages is no message, and no error
+                        await replies.send(_unreadable(line, e))
+                    continue
+            await inbound.send(SessionMessage(message))
+
+
+async def _pump_out(outbound: MemoryObjectReceiveStream[Any], writer: PipeWriter) -> None:
+    async with outbound:
+        async for item in outbound:
+            await writer.write(_encoded(item))
+
+
+@asynccontextmanager
+async def _line_streams(
+    lines: AsyncIterator[str | TooLarge], writer: PipeWriter, limit: int | None
+) -> AsyncIterator[tuple[Any, Any]]:
+    """The read and write streams a server runs on, fed from ``lines`` and drained into ``writer``."""
+    inbound_send, inbound = anyio.create_memory_object_stream[Any](0)
+    outbound, outbound_recv = anyio.create_memory_object_stream[Any](0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_pump_in, lines, inbound_send, outbound.clone(), limit)
+        tg.start_soon(_pump_out, outbound_recv, writer)
+        try:
+            yield inbound, outbound
+        finally:
+            # The writer drains what is queued and stops once no one can send any more: the
+            # server is done, and the reader (which answers malformed lines) ends with the input.
+            outbound.close()
+            inbound.close()
+
+
+# -- the SDK's transport, guarded (Windows) -------------------------------------------------------
+
+
+class _GuardedRead:
+    """The SDK transport's read stream with every unparseable line answered (it yields them as
+    exceptions, which the server would drop) instead of passed on."""
+
+    def __init__(self, inner: Any, replies: Any) -> None:
+        self._inner = inner
+        self._replies = replies
+
+    def __aiter__(self) -> _GuardedRead:
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            item = await self._inner.__anext__()
+            if not isinstance(item, Exception):
+                return item
+            await self._replies.send(_unreadable("", item))
+
+    async def receive(self) -> Any:
+        return await self.__anext__()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _GuardedRead:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class _GuardedWrite:
+    """The SDK transport's write stream, given only messages its encoder can write: one that
+    carries text UTF-8 cannot hold is rebuilt from its repaired JSON first."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def send(self, item: SessionMessage) -> None:
+        try:
+            item.message.model_dump_json(by_alias=True, exclude_unset=True)
+        except (ValueError, UnicodeError):
+            from mcp.shared.message import SessionMessage
+            from mcp_types import jsonrpc_message_adapter
+
+            repaired = jsonrpc_message_adapter.validate_json(_encoded(item), by_name=False)
+            item = SessionMessage(repaired, metadata=item.metadata)
+        await self._inner.send(item)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _GuardedWrite:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def _serve_with_sdk_transport(low: Server[Any]) -> None:
     from mcp.server.stdio import stdio_server
+
+    async with stdio_server() as (read_stream, write_stream):
+        out = _GuardedWrite(write_stream)
+        await low.run(_GuardedRead(read_stream, out), out, low.create_initialization_options())
+
+
+async def serve_stdio(server: Server[Any] | MCPServer, *, max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    """Run ``server`` over this process's stdin and stdout until the client closes stdin.
+
+    ``max_message_bytes`` (None: no limit) is the longest message a client may send."""
+    from mcp.server.mcpserver import MCPServer
 
     # An MCPServer (the benchmark's bare floor) is served by the low-level server inside it.
     low = server._lowlevel_server if isinstance(server, MCPServer) else server
-    if not can_serve_natively():
-        async with stdio_server() as (read_stream, write_stream):
-            await low.run(read_stream, write_stream, low.create_initialization_options())
+    if sys.platform == "win32":
+        await _serve_with_sdk_transport(low)
         return
     with _claimed_std_fds() as (wire_in, wire_out):
-        # Duck-typed for what stdio_server uses of its anyio files: async line iteration, write, flush.
-        stdin: Any = LineReader(wire_in)
-        stdout: Any = PipeWriter(wire_out)
-        async with stdio_server(stdin=stdin, stdout=stdout) as (read_stream, write_stream):
+        lines = LineReader(wire_in, max_bytes=max_message_bytes, threaded=not _is_pipe(wire_in))
+        writer = PipeWriter(wire_out, threaded=not _is_pipe(wire_out))
+        async with _line_streams(lines, writer, max_message_bytes) as (read_stream, write_stream):
             await low.run(read_stream, write_stream, low.create_initialization_options())
