@@ -32,6 +32,7 @@ from llm_router.types import (
 
 from .test_providers_wire import (
     ALL,
+    KEY,
     ANTHROPIC_REPLY,
     BASES,
     GEMINI_REPLY,
@@ -298,6 +299,21 @@ async def test_vllm_states_its_window_in_its_model_list_when_there_is_no_props()
         assert await provider.context_window("other") is None
     finally:
         await provider.aclose()
+
+
+@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("offset", [185, 190, 195, 199])
+async def test_a_key_echoed_across_the_quoting_cut_never_shows_half_of_itself(
+    cls: type, stream: bool, offset: int
+) -> None:
+    """Bodies are quoted by their first 200 characters; a key that straddled the cut was redacted
+    only if it fitted whole, so its first half went out in the error."""
+    body = ("<" + "x" * (offset - 1) + KEY + " echoed back>").encode()
+    for response in (raw(body, "text/plain"), raw(body, "text/html"), raw(b"data: " + body + b"\n\n", None)):
+        result = await outcome(cls, response, stream=stream)
+        assert isinstance(result, ProviderError)
+        assert KEY[:8] not in str(result) and KEY[:8] not in (result.body or ""), str(result)
 
 
 @pytest.mark.parametrize("header", ["inf", "nan", "-1", "1e999", "Wed, 99 Foo 2024 99:99:99 GMT", "99999999999"])

@@ -138,7 +138,7 @@ class AnthropicProvider(HttpAdapter):
         try:
             usage = _usage(state.usage)
         except SHAPE_ERRORS:
-            raise self._malformed(f"unreadable usage: {str(state.usage)[:200]!r}", model) from None
+            raise self._malformed(f"unreadable usage: {self._quote(state.usage)}", model) from None
         text = "".join(state.parts)
         self._check(text, state.stop_reason, state.tools, model, usage)
         return Completion(text, state.model, usage, state.stop_reason, state.response_id)
@@ -173,7 +173,7 @@ class AnthropicProvider(HttpAdapter):
             elif kind == "error":
                 raise self._error(model, 200, data, headers, in_stream=True)
         except SHAPE_ERRORS:
-            raise self._malformed(f"an unreadable stream event: {data[:200]!r}", model) from None
+            raise self._malformed(f"an unreadable stream event: {self._quote(data)}", model) from None
         return None
 
     def _parse(self, data: Any, model: str) -> Completion:

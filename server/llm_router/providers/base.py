@@ -46,6 +46,7 @@ from ..types import (
 from . import wire
 from .wire import (
     MAX_TOKEN_COUNT,
+    QUOTE_HEAD,
     SHAPE_ERRORS,
     clean_text,
     error_body,
@@ -87,6 +88,7 @@ UNKNOWN_RETRY_S = 60.0
 """A side question that found no answer for a passing reason is asked again after this long."""
 _clock: Callable[[], float] = time.monotonic
 """When remembered side answers lapse (replaced in tests)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
@@ -408,7 +410,7 @@ async def probe_models(
     try:
         models = [name for name in extract(json.loads(raw)) if isinstance(name, str)]
     except (UnicodeDecodeError, *SHAPE_ERRORS):
-        detail = f"{provider} sent a model list that could not be read: {shown(raw[:200], secret)!r}"
+        detail = f"{provider} sent a model list that could not be read: {shown(raw[:QUOTE_HEAD], secret)!r}"
         return ProbeResult(False, detail, latency_ms=latency)
     models = [clean_text(name) for name in models]
     return ProbeResult(True, f"{provider} answered with {len(models)} models", tuple(models), latency)
@@ -467,13 +469,22 @@ class HttpAdapter:
         return await not_a_stream(response, expected, provider=self.name, model=model, secret=self._key)
 
     def _malformed(self, what: str, model: str) -> MalformedResponse:
-        return MalformedResponse(f"{self.name} sent {clean_text(what)}", provider=self.name, model=model)
+        return MalformedResponse(f"{self.name} sent {redact(clean_text(what), self._key)}", provider=self.name, model=model)
+
+    def _quote(self, value: Any) -> str:
+        """The start of something upstream sent, quoted for an error message (redacted, valid)."""
+        if not isinstance(value, (str, bytes)):
+            try:
+                value = str(value)[:QUOTE_HEAD]
+            except RecursionError:
+                value = f"<{type(value).__name__} nested too deep to show>"
+        return repr(shown(value[:QUOTE_HEAD], self._key))
 
     def _tool_call_only(self, names: Iterable[str], model: str, usage: Usage | None) -> ToolCallOnly:
         """The answer was a tool call, not text: a failed attempt, billed when usage was reported."""
-        shown = ", ".join(dict.fromkeys(clean_text(n[:64]) for n in names if n)) or "unnamed"
+        called = redact(", ".join(dict.fromkeys(clean_text(n[:64]) for n in names if n)), self._key) or "unnamed"
         return ToolCallOnly(
-            f"{self.name} answered with a tool call ({shown[:200]}) instead of text; no tools were offered",
+            f"{self.name} answered with a tool call ({called[:200]}) instead of text; no tools were offered",
             provider=self.name,
             model=model,
             usage=usage,

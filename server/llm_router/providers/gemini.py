@@ -188,13 +188,13 @@ class GeminiProvider(HttpAdapter):
                     texts.append(part.get("text", ""))
             return "".join(texts)
         except SHAPE_ERRORS:
-            raise self._malformed(f"an unreadable response: {str(chunk)[:200]!r}", model) from None
+            raise self._malformed(f"an unreadable response: {self._quote(chunk)}", model) from None
 
     def _finish(self, answer: _Answer, model: str) -> Completion:
         try:
             usage = _usage(answer.usage)
         except SHAPE_ERRORS:
-            raise self._malformed(f"unreadable usage: {str(answer.usage)[:200]!r}", model) from None
+            raise self._malformed(f"unreadable usage: {self._quote(answer.usage)}", model) from None
         if answer.finish_reason in _FILTERED:
             raise ContentFiltered(
                 f"{self.name} withheld the answer (finishReason {answer.finish_reason})",

@@ -158,13 +158,13 @@ class OllamaProvider(HttpAdapter):
             chunk.get("done")  # a line that is no object fails here, not in the caller
             return content or ""
         except SHAPE_ERRORS:
-            raise self._malformed(f"an unreadable answer: {str(chunk)[:200]!r}", model) from None
+            raise self._malformed(f"an unreadable answer: {self._quote(chunk)}", model) from None
 
     def _finish(self, text: str, final: dict[str, Any], tools: list[str], model: str) -> Completion:
         try:
             usage = _usage(final)
         except SHAPE_ERRORS:
-            raise self._malformed(f"unreadable token counts in {str(final)[:200]!r}", model) from None
+            raise self._malformed(f"unreadable token counts in {self._quote(final)}", model) from None
         text = clean_text(text)
         if tools and not text.strip():
             raise self._tool_call_only(tools, model, usage)

@@ -192,7 +192,7 @@ class OpenAIProvider(HttpAdapter):
         try:
             usage = _usage(state.usage)
         except SHAPE_ERRORS:
-            raise self._malformed(f"unreadable usage: {str(state.usage)[:200]!r}", model) from None
+            raise self._malformed(f"unreadable usage: {self._quote(state.usage)}", model) from None
         text = "".join(state.parts)
         self._check(text, state.finish_reason, state.refusal, state.tools, model, usage)
         return Completion(text, state.model, usage, state.finish_reason, state.response_id)
@@ -223,7 +223,7 @@ class OpenAIProvider(HttpAdapter):
             state.tools.extend(_tool_names(delta))
             return _text(delta.get("content"))
         except SHAPE_ERRORS:
-            raise self._malformed(f"an unreadable stream chunk: {data[:200]!r}", model) from None
+            raise self._malformed(f"an unreadable stream chunk: {self._quote(data)}", model) from None
 
     def _parse(self, data: Any, model: str) -> Completion:
         if isinstance(data, dict) and "error" in data and "choices" not in data:

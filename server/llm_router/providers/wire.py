@@ -29,6 +29,7 @@ __all__ = [
     "upstream_str",
     "token_count",
     "redact",
+    "QUOTE_HEAD",
     "shown",
     "json_or_malformed",
     "dumps_or_empty",
@@ -119,10 +120,16 @@ def redact(text: str, secret: str | None) -> str:
     return text
 
 
+QUOTE_HEAD = 1024
+"""How much of a body is looked at to quote its start: the key is redacted in all of it before
+the first 200 characters are kept, so a key straddling the cut cannot leave half of itself."""
+
+
 def shown(head: bytes | str, secret: str | None) -> str:
-    """The start of a body as it may be quoted in an error: text, redacted, valid."""
+    """The start of a body (pass up to ``QUOTE_HEAD`` of it) as it may be quoted in an error:
+    text, redacted, its first 200 characters, valid."""
     text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
-    return clean_text(redact(text[:200], secret))
+    return clean_text(redact(text[:QUOTE_HEAD], secret)[:200])
 
 
 def json_or_malformed(text: str | bytes, *, provider: str, model: str, secret: str | None = None) -> Any:
@@ -138,7 +145,7 @@ def json_or_malformed(text: str | bytes, *, provider: str, model: str, secret: s
             return json.loads(text.decode("utf-8", "replace"))
     except (ValueError, RecursionError):
         raise MalformedResponse(
-            f"{provider} sent a body that is not JSON: {shown(text[:200], secret)!r}", provider=provider, model=model
+            f"{provider} sent a body that is not JSON: {shown(text[:QUOTE_HEAD], secret)!r}", provider=provider, model=model
         ) from None
 
 
@@ -250,7 +257,7 @@ class EventStream:
             elif name == "event":
                 event = value
             elif name not in _SSE_FIELDS and self.stray is None:
-                self.stray = line[:200]
+                self.stray = line[:QUOTE_HEAD]
         if data:
             self.events += 1
             yield event, "\n".join(data)
@@ -283,13 +290,13 @@ async def not_a_stream(
     try:
         async for chunk in response.aiter_bytes():
             head += chunk
-            if len(head) >= 200:
+            if len(head) >= QUOTE_HEAD:
                 break
     except httpx.HTTPError:
         pass
     ctype = content_type(response) or "no content type"
     return MalformedResponse(
-        f"{provider} answered with {ctype}, not {expected}: {shown(head[:200], secret)!r}",
+        f"{provider} answered with {ctype}, not {expected}: {shown(head[:QUOTE_HEAD], secret)!r}",
         provider=provider,
         model=model,
     )
