@@ -280,3 +280,27 @@ def test_a_request_body_above_the_message_limit_is_refused(settings: Settings) -
             assert post(url).status_code == 200
     finally:
         anyio.run(engine.aclose)
+
+
+@pytest.mark.anyio
+async def test_a_lone_surrogate_that_slips_into_an_answer_still_arrives_over_http(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP transport's encoder raised on it: the response ended without the answer, which
+    had been billed. What reaches the MCP surface is made valid there too (the adapters clean
+    what providers send; this is the net under them)."""
+    from llm_router.providers.mock import MockProvider
+
+    real = MockProvider._reply
+
+    def broken(self: MockProvider, model: str, request: Any) -> Any:
+        text, usage = real(self, model, request)
+        return text + " half \ud83d, whole \ud83d\ude00", usage
+
+    monkeypatch.setattr(MockProvider, "_reply", broken)
+    with serve(engine) as url:
+        async with mcp_client(url, mode="legacy") as client:
+            done = await client.call_tool("complete", {"prompt": "hi"})
+    assert not done.is_error, done.content
+    assert done.structured_content["text"].endswith(" half \ufffd, whole \U0001F600")
+    assert " half \ufffd, whole \U0001F600\n" in done.content[0].text

@@ -242,6 +242,21 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid(value: Any) -> Any:
+    """``value`` with any string in it made encodable (``stdio.valid_text``). The adapters clean what
+    providers send; this is for what slips past them, which would otherwise end an HTTP response
+    without an answer (its encoder raises) after the call was billed. Checked on the text, which
+    holds the answer and any error message."""
+    from .stdio import valid_text
+
+    if isinstance(value, str):
+        return valid_text(value)
+    return json.loads(valid_text(json.dumps(value, ensure_ascii=False)))
+
+
 class _Subscribers:
     """``resources/subscribe`` for handshake-era clients (Claude Desktop, the Inspector, ...), and
     their ``logging/setLevel``. Clients of 2026-07-28 and later use ``subscriptions/listen`` and
@@ -305,16 +320,21 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     def ok(structured: dict[str, Any], summary: str) -> Wire:
-        return {"content": [{"type": "text", "text": redact(summary)}], "structuredContent": redact.scrub(structured),
-                "resultType": "complete"}
+        text, facts = redact(summary), redact.scrub(structured)
+        if _SURROGATE.search(text):
+            text, facts = _valid(text), _valid(facts)
+        return {"content": [{"type": "text", "text": text}], "structuredContent": facts, "resultType": "complete"}
 
     def error(exc: RouterError) -> Wire:
         """The one shape of every tool's every failure (see the module docstring)."""
         tail = exc.code if exc.request_id is None else f"{exc.code}; request {exc.request_id}"
+        text, facts = redact(f"{exc}\n\n({tail})"), redact.scrub(exc.to_dict())
+        if _SURROGATE.search(text):
+            text, facts = _valid(text), _valid(facts)
         return {
-            "content": [{"type": "text", "text": redact(f"{exc}\n\n({tail})")}],
+            "content": [{"type": "text", "text": text}],
             "isError": True,
-            "_meta": {ERROR_META_KEY: redact.scrub(exc.to_dict())},
+            "_meta": {ERROR_META_KEY: facts},
             "resultType": "complete",
         }
 
