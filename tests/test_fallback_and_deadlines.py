@@ -27,6 +27,7 @@ from llm_router.types import (
     Completion,
     CompletionRequest,
     ContextTooLong,
+    MalformedResponse,
     NoRoute,
     ServerError,
     Timeout,
@@ -63,6 +64,19 @@ def after(seconds: float, then: Step) -> Step:
     return step
 
 
+def streamed(*pieces: str, then: Step) -> Step:
+    """Stream ``pieces`` to the caller's ``on_text``, then ``then`` (an answer, or a failure midway)."""
+
+    async def step(model: str, request: CompletionRequest, on_text: Any = None) -> Completion:
+        for piece in pieces:
+            if on_text is not None:
+                await on_text(piece)
+        return await then(model, request)
+
+    step.streams = True  # type: ignore[attr-defined]
+    return step
+
+
 def hang() -> Step:
     return after(3600, answer())
 
@@ -89,6 +103,8 @@ class Scripted:
     async def complete(self, model: str, request: CompletionRequest, *, on_text: Any = None) -> Completion:
         self.calls += 1
         step = self.steps.popleft() if self.steps else self.default
+        if getattr(step, "streams", False):
+            return await step(model, request, on_text)  # type: ignore[call-arg]
         return await step(model, request)
 
     async def probe(self) -> ProbeResult:
@@ -110,12 +126,12 @@ NAMES = ("first", "second", "third")
 
 
 def settings_for(tmp_path: Path, *, resilience: dict[str, Any] | None = None, dear: str | None = None,
-                 **sections: Any) -> Settings:
+                 free: str | None = None, **sections: Any) -> Settings:
     """Three providers of one model ``m`` each, none with a known window (only assumed); ``dear``
-    costs 16 times the others."""
+    costs 16 times the others, ``free`` nothing."""
     providers = []
     for name in NAMES:
-        price = 16 if name == dear else 1
+        price = 16 if name == dear else 0 if name == free else 1
         providers.append({"name": name, "kind": "mock", "models": ["m"],
                           "prices": {"m": {"input_per_mtok": price, "output_per_mtok": 2 * price}}})
     return settings_from_dict(
@@ -194,6 +210,31 @@ async def test_a_fast_failure_is_still_retried_within_its_share(make: Callable[.
     assert outcomes(result.attempts) == [("first:m", "error", "server_error")] * 2 + [("first:m", "ok", None)]
 
 
+async def test_a_wait_for_budget_on_one_model_is_bounded_by_its_share_of_the_deadline(
+    make: Callable[..., Engine],
+) -> None:
+    """Another call's hold leaves the first model no room until it settles (so the call waits for
+    it rather than refuse), but that call hangs: the wait ends with the first model's share, and
+    the free model after it (a little slow) still has time to answer."""
+    holding = anyio.Event()
+
+    async def hold_then_hang(model: str, request: CompletionRequest) -> Completion:
+        holding.set()
+        await anyio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    engine = make(Scripted("first"), Scripted("second", default=after(0.15, answer())),
+                  Scripted("third", default=hold_then_hang), dear="first", free="second")
+    await engine.set_budget("global", "daily", Decimal("0.033"))  # the dear worst case fits, not beside the hold
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: engine.complete(CompleteArgs(prompt="hold", model="third:m", max_tokens=1_000)))
+            await holding.wait()
+            result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN, max_tokens=1_000, deadline_s=0.6))
+            tg.cancel_scope.cancel()
+    assert outcomes(result.attempts) == [("first:m", "skipped", "budget_exceeded"), ("second:m", "ok", None)]
+
+
 # -- 6. breakers count calls; every skipped model is said -------------------------------------
 
 
@@ -262,6 +303,25 @@ async def test_a_model_a_forced_chain_names_but_routing_leaves_out_is_in_the_att
         CompleteArgs(prompt="hi", model=["first:m", "second:m"], max_tokens=50, max_cost_usd=Decimal("0.0005")))
     assert outcomes(result.attempts) == [("first:m", "skipped", "over_max_cost"), ("second:m", "ok", None)]
     assert "is above max_cost_usd" in (result.attempts[0].error or "")
+
+
+async def test_a_retried_stream_reports_only_its_own_text_as_progress(
+    make: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream cut midway is retried: what the caller is shown must restart with the new try,
+    never the dead try's text with the new one after it."""
+    monkeypatch.setattr("llm_router.engine.PROGRESS_INTERVAL_S", 0)
+    cut = MalformedResponse("the stream ended before [DONE]", provider="first")
+    engine = make(Scripted("first", streamed("dead ", "end", then=fail(cut)),
+                           streamed("fresh ", "answer", then=answer("fresh answer"))), resilience={"max_retries": 1})
+    shown: list[str] = []
+
+    async def progress(_value: float, _total: float | None, message: str) -> None:
+        shown.append(message)
+
+    result = await engine.complete(CompleteArgs(prompt="hi", model="first:m"), progress=progress)
+    assert result.text == "fresh answer"
+    assert shown[-1] == "fresh answer" and "dead end" in shown
 
 
 async def test_models_past_max_attempts_are_listed_as_skipped_when_the_walk_reaches_them(

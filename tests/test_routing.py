@@ -82,7 +82,7 @@ def test_an_unknown_model_in_an_override_is_an_input_error_with_suggestions(cata
     assert info.value.field == "model" and "did you mean" in str(info.value)
 
 
-OPEN = {"retry_at": "2030-03-17T17:46:40+00:00", "retry_in_s": 27.5, "failures": 3}
+OPEN = {"state": "open", "retry_at": "2030-03-17T17:46:40+00:00", "retry_in_s": 27.5, "failures": 3}
 
 
 def test_providers_without_a_key_and_open_circuits_are_excluded_with_reasons(catalog: Catalog) -> None:
@@ -105,6 +105,12 @@ def test_an_open_circuit_says_when_it_is_tried_again_in_iso_8601_and_seconds_nev
         "retry_at": "2030-03-17T17:46:40+00:00", "retry_in_s": 27.5,
     }
     assert "unix" not in json.dumps(d.explain())
+
+
+def test_a_half_open_circuit_says_it_waits_on_its_trial_call(catalog: Catalog) -> None:
+    d = route(catalog, models=("openai:gpt-4o",),
+              circuit=lambda ref: (False, {"state": "half_open", "failures": 3}))
+    assert "half-open" in d.excluded[0].detail and "trial call is in flight" in d.excluded[0].detail
 
 
 def test_models_named_by_an_override_that_routing_leaves_out_are_in_the_walk_where_they_stand(

@@ -309,16 +309,17 @@ class Engine:
                 if skip is not None:
                     attempts.append(skip)
                     continue
+                # This model's share of the time left, a wait for budget included; the models after
+                # it keep theirs.
+                window = Window.share_of(deadline, later=to_try - tried)
                 try:
-                    reservation = await self._reserve(decision, entry, cand.worst_case_nusd, request_id, prepared, deadline)
+                    reservation = await self._reserve(decision, entry, cand.worst_case_nusd, request_id, prepared, window.end)
                 except BudgetExceeded as e:
                     budget_error = e
                     attempts.append(AttemptRecord(entry.ref, "skipped", e.code, str(e)))
                     continue
                 if progress is not None:
                     await progress(0, None, f"asking {entry.ref} ({tried}/{to_try})")
-                # This model's share of the time left; the models after it keep theirs.
-                window = Window.share_of(deadline, later=to_try - tried)
                 try:
                     answered = cand, await self._call_with_retries(entry, prepared, attempts, window, progress)
                     break
@@ -403,7 +404,8 @@ class Engine:
         settle far below their worst case.
 
         Raises:
-            BudgetExceeded: when what is spent leaves no room, or the deadline comes first.
+            BudgetExceeded: when what is spent leaves no room, or ``deadline`` (the end of this
+            model's share of the call's time) comes first.
         """
         ttl = prepared.ttl_s
         poll = False
@@ -443,7 +445,6 @@ class Engine:
             ProviderError: the last failure, when this model is given up on.
         """
         provider = self.providers[entry.provider]
-        on_text = _streamer(progress) if progress else None
         retries = 0
         t0 = time.perf_counter()
         self.health.before_call(entry.ref)
@@ -451,6 +452,7 @@ class Engine:
             while True:
                 t0 = time.perf_counter()
                 try:
+                    on_text = _streamer(progress) if progress else None  # each try streams its own text
                     completion = await self._try_once(provider, entry, prepared, window, on_text)
                 except ProviderError as e:
                     ms = _ms(t0)

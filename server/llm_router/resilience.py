@@ -176,7 +176,8 @@ class HealthBoard:
         return h
 
     def allows(self, ref: str) -> tuple[bool, dict[str, Any] | None]:
-        """(may call now, and when it may not: ``retry_at``, ``retry_in_s`` and ``failures``)."""
+        """(may call now, and when it may not: the circuit's ``state``, ``failures``, and for an open
+        one ``retry_at`` and ``retry_in_s``; a half-open one is waiting on its trial call)."""
         h = self._health.get(ref)
         if h is None:
             return True, None
@@ -184,7 +185,7 @@ class HealthBoard:
         if h.breaker.allows(now):
             return True, None
         info = h.breaker.retry_info(now) or {}
-        return False, {**info, "failures": h.breaker.consecutive_failures}
+        return False, {**info, "state": h.breaker.state, "failures": h.breaker.consecutive_failures}
 
     def before_call(self, ref: str) -> None:
         self.get(ref).breaker.before_call(time.monotonic())

@@ -137,7 +137,8 @@ class Decision:
 Availability = Mapping[str, tuple[bool, str]]
 """provider name → (usable, why)."""
 CircuitCheck = Callable[[str], tuple[bool, dict[str, Any] | None]]
-"""model ref → (may call now, and when not: ``retry_at`` (ISO 8601), ``retry_in_s``, ``failures``)."""
+"""model ref → (may call now, and when not: ``state``, ``failures``, and when open ``retry_at``
+(ISO 8601) and ``retry_in_s``)."""
 LatencyOf = Callable[[str], float | None]
 """model ref → recent median latency in ms (None when unknown); also used for error rates (0..1)."""
 
@@ -283,6 +284,9 @@ def _walk(chain: list[Candidate], listed: list[Excluded], order: list[ModelEntry
 
 
 def _circuit_open(ref: str, info: dict[str, Any] | None) -> Excluded:
+    if info and info.get("state") == "half_open":
+        return Excluded(ref, "circuit_open", "circuit half-open: its one trial call is in flight; it is tried again "
+                        "once that call succeeds")
     if not info or info.get("retry_at") is None:
         return Excluded(ref, "circuit_open", "circuit open")
     failures = info.get("failures")
