@@ -657,7 +657,9 @@ def test_slow_delays_the_answer(fake: FakeProvider, client: httpx.Client) -> Non
     assert post(client, fake, stream=False).status_code == 200
     assert time.monotonic() - started >= 0.15
     with make_client(0.05) as quick:
-        fake.fault("slow", delay=0.3)
+        # Far slower than the client waits: on a busy machine the server's 0.3 s could pass before
+        # the client's 0.05 s timeout was ever looked at, and the answer came through. Stop cuts it.
+        fake.fault("slow", delay=60)
         with pytest.raises(httpx.ReadTimeout):
             post(quick, fake, stream=False)
 
