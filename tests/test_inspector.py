@@ -1,136 +1,154 @@
-"""An independent client: the official MCP Inspector, in CLI mode, against the server on the demo
-configuration — over stdio (as Claude Desktop runs it) and over Streamable HTTP with a bearer
-token. It is written in TypeScript on the other official SDK and negotiates its own protocol
-version (by default the handshake era, older than this SDK's newest), which is the point.
-
-npx fetches the Inspector itself, so the first run on a fresh machine takes a while. Without npx
-(no Node.js) these tests are skipped, saying so; with npx, a failure to fetch or run it fails them.
+"""Independent clients: the official MCP Inspector in CLI mode, 0.15 and 2.12 (pinned in
+``tests/node/package.json``), against the server on the demo configuration, over stdio (as Claude
+Desktop runs it) and over Streamable HTTP (2.12 with a bearer token; 0.15's CLI cannot send a
+header, so it talks to a loopback server without tokens). They are written in TypeScript on the
+other official SDK, validate structured content against each tool's output schema even on an
+error result, and negotiate their own protocol version, which is the point: every answer and
+every error message must reach the person running them.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .node_peers import NODE_DIR, TOKEN, demo_server_command, http_server, require, run_node
+
 pytestmark = pytest.mark.slow
 
-# Pinned: its flags and output format are what these tests read. (Unpinned, npx on Node 20 picks
-# 0.15, the last release without an engines constraint, whose CLI cannot send an HTTP header.)
-INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
-TOKEN = "inspector-ci-token-5f4e3d2c1b0a"
-FIRST_RUN_TIMEOUT_S = 300  # downloading the package on a fresh machine
-
-NPX = shutil.which("npx")
-if NPX is None:
-    pytest.skip("npx is not installed: the MCP Inspector tests need Node.js (npx) to fetch "
-                f"{INSPECTOR}", allow_module_level=True)
+CLI = {
+    "0.15": ["node_modules/inspector-0.15/cli/build/cli.js", "--cli"],
+    "2.12": ["node_modules/inspector-2.12/clients/launcher/build/index.js", "--cli", "--format", "json"],
+}
+PACKAGE = {"0.15": "inspector-0.15", "2.12": "inspector-2.12"}
+ASK = {"prompt": "Summarise the plot of Hamlet in two lines.", "quality": "low", "tag": "inspector"}
 
 
-def inspector(*args: str, ok: bool = True) -> Any:
-    """Run one Inspector CLI call and return its result (``--format json``)."""
-    assert NPX is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_ROUTER_")} | {"NO_COLOR": "1"}
-    proc = subprocess.run(
-        [NPX, "-y", INSPECTOR, "--cli", "--format", "json", *args],
-        capture_output=True, text=True, timeout=FIRST_RUN_TIMEOUT_S, env=env, stdin=subprocess.DEVNULL, check=False,
-    )
-    if not ok:
-        assert proc.returncode != 0, proc.stdout
-        return proc.stderr + proc.stdout
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-4000:]}"
-    return json.loads(proc.stdout)["result"]
+class Inspector:
+    """One Inspector version pointed at one server (a command, or a URL with its own flags)."""
+
+    def __init__(self, version: str, target: list[str]) -> None:
+        require(PACKAGE[version])
+        self.version = version
+        self.target = target
+
+    def _run(self, *args: str) -> tuple[int, str, str]:
+        proc = run_node([*CLI[self.version], *self.target, *args], ok=False)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def _result(self, out: str) -> dict[str, Any]:
+        # 2.12 prints {"result": ...} (and, for an error result, an error line on stderr); 0.15 the result itself.
+        data = json.loads(out) if self.version == "0.15" else json.loads(out.splitlines()[0])["result"]
+        return data
+
+    def tools(self) -> dict[str, Any]:
+        code, out, err = self._run("--method", "tools/list")
+        assert code == 0, err
+        return {t["name"]: t for t in self._result(out)["tools"]}
+
+    def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The tool's result, which must have reached the user, error or not."""
+        if self.version == "0.15":
+            pairs = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in arguments.items()]
+            args = ["--method", "tools/call", "--tool-name", tool, *(a for p in pairs for a in ("--tool-arg", p))]
+        else:
+            args = ["--method", "tools/call", "--tool-name", tool, "--tool-args-json", json.dumps(arguments)]
+        code, out, err = self._run(*args)
+        assert out.strip(), f"nothing reached the user (exit {code}): {err[-3000:]}"
+        result = self._result(out)
+        if result.get("isError"):
+            assert "structuredContent" not in result
+            assert code in (0, 5), err  # 2.12 exits 5 after showing an error result
+        else:
+            assert code == 0, err
+        return result
+
+    def read(self, uri: str) -> Any:
+        code, out, err = self._run("--method", "resources/read", "--uri", uri)
+        assert code == 0, err
+        return json.loads(self._result(out)["contents"][0]["text"])
+
+    def failure(self, *args: str) -> str:
+        """What a request the server refuses with a JSON-RPC error shows."""
+        code, out, err = self._run(*args)
+        assert code != 0, out
+        return err + out
 
 
-def check_tools_list(result: dict[str, Any]) -> None:
-    tools = {t["name"]: t for t in result["tools"]}
+def text_of(result: dict[str, Any]) -> str:
+    return "".join(block.get("text", "") for block in result["content"])
+
+
+def exercise(inspector: Inspector, *, expected_tag: str) -> None:
+    tools = inspector.tools()
     assert sorted(tools) == ["complete", "cost_report", "route_explain", "set_budget"]
     assert tools["route_explain"]["annotations"]["readOnlyHint"] is True
-    assert tools["complete"]["outputSchema"]["type"] == "object"
+    assert tools["complete"]["inputSchema"]["additionalProperties"] is False
 
-
-def check_route_then_complete(target: list[str], *, expected_tag: str, ledger_uri: str = "llm-router://ledger") -> None:
-    ask = {"prompt": "Summarise the plot of Hamlet in two lines.", "quality": "low", "tag": "inspector"}
-    explained = inspector(*target, "--method", "tools/call", "--tool-name", "route_explain",
-                          "--tool-args-json", json.dumps(ask))
-    assert not explained.get("isError"), explained
+    explained = inspector.call("route_explain", ASK)
     chain = explained["structuredContent"]["chain"]
-    assert chain and "Would try" in explained["content"][0]["text"]
-
-    done = inspector(*target, "--method", "tools/call", "--tool-name", "complete", "--tool-args-json", json.dumps(ask))
-    assert not done.get("isError"), done
+    assert chain and "Would try" in text_of(explained)
+    done = inspector.call("complete", ASK)
     answer = done["structuredContent"]
     assert answer["attempts"][0]["model"] == chain[0], "complete walks the chain route_explain showed"
-    assert answer["text"] and answer["usage"]["output_tokens"] > 0 and answer["request_id"] in done["content"][0]["text"]
-
-    read = inspector(*target, "--method", "resources/read", "--uri", ledger_uri)
-    entries = json.loads(read["contents"][0]["text"])["entries"]
-    row = next(e for e in entries if e["id"] == answer["request_id"])
+    assert answer["text"] and answer["request_id"] in text_of(done)
+    row = next(e for e in inspector.read("llm-router://ledger")["entries"] if e["id"] == answer["request_id"])
     assert (row["status"], row["tag"], row["cost_usd"]) == ("ok", expected_tag, answer["cost_usd"])
 
-
-def test_the_inspector_drives_the_server_over_stdio(tmp_path: Path) -> None:
-    target = [sys.executable, "-m", "llm_router", "serve", "--demo", "--ledger", str(tmp_path / "ledger.db")]
-    check_tools_list(inspector(*target, "--method", "tools/list"))
-    check_route_then_complete(target, expected_tag="inspector")
-    templates = inspector(*target, "--method", "resources/templates/list")["resourceTemplates"]
-    assert [t["uriTemplate"] for t in templates] == ["llm-router://ledger/{date}"]
-
-
-@pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[str]:
-    """``serve --transport http`` as a team would run it, on a port the OS picks."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_ROUTER_")}
-    env["LLM_ROUTER_HTTP_TOKENS"] = f"ci={TOKEN}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llm_router", "serve", "--demo", "--ledger", str(tmp_path / "http.db"),
-         "--transport", "http", "--port", "0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    url: list[str] = []
-    ready = threading.Event()
-
-    def read_stderr() -> None:  # also keeps the pipe drained while the server runs
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if not url and "MCP at " in line:
-                url.append(line.split("MCP at ", 1)[1].split(";")[0])
-                ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    try:
-        assert ready.wait(60) and url, "the HTTP server did not start"
-        yield url[0]
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        reader.join(5)
-        assert proc.stderr is not None
-        proc.stderr.close()
+    # Errors: each message reaches the user, with its code.
+    typo = inspector.call("complete", {"prompt": "hi", "max_token": 50})
+    assert text_of(typo) == "max_token: is not an argument of complete; did you mean 'max_tokens'?\n\n(invalid_input)"
+    assert typo["_meta"]["llm-router/error"]["field"] == "max_token"
+    assert text_of(inspector.call("complete", {"prompt": "hi", "quality": "hgih"})).startswith(
+        "quality: 'hgih' is not allowed (allowed: low, medium, high, critical)")
+    assert text_of(inspector.call("cost_report", {"period": "fortnight"})).startswith("period: 'fortnight' is not allowed")
+    assert not inspector.call("set_budget", {"scope": "global", "period": "daily", "limit_usd": 0}).get("isError")
+    refused = inspector.call("complete", {"prompt": "hello", "model": "openai:gpt-4o"})
+    facts = refused["_meta"]["llm-router/error"]
+    assert "budget global daily of $0 would be exceeded" in text_of(refused)
+    assert text_of(refused).endswith(f"(budget_exceeded; request {facts['request_id']})")
+    assert "no such resource: 'llm-router://nothing'" in inspector.failure("--method", "resources/read",
+                                                                           "--uri", "llm-router://nothing")
 
 
-def test_the_inspector_drives_the_server_over_http_with_a_bearer_token(http_server: str) -> None:
-    target = ["--transport", "http", "--server-url", http_server, "--header", f"Authorization: Bearer {TOKEN}"]
-    check_tools_list(inspector(*target, "--method", "tools/list"))
-    # The token's tag, not the "inspector" tag argument, is what the ledger row carries.
-    check_route_then_complete(target, expected_tag="ci")
-    # The newest protocol era works too.
-    modern = [*target, "--protocol-era", "modern"]
-    check_tools_list(inspector(*modern, "--method", "tools/list"))
-    done = inspector(*modern, "--method", "tools/call", "--tool-name", "complete",
-                     "--tool-args-json", json.dumps({"prompt": "hello", "model": "ollama:llama3.1"}))
-    assert done["structuredContent"]["model"] == "ollama:llama3.1"
-    # No token, no service.
-    refused = inspector("--transport", "http", "--server-url", http_server, "--stored-auth-only",
-                        "--method", "tools/list", ok=False)
-    assert "401" in refused or "auth" in refused.lower()
+@pytest.mark.parametrize("version", ["0.15", "2.12"])
+def test_the_inspector_cli_shows_every_answer_and_every_error_over_stdio(version: str, tmp_path: Path) -> None:
+    inspector = Inspector(version, demo_server_command(tmp_path / "ledger.db"))
+    exercise(inspector, expected_tag="inspector")
+    if version == "2.12":
+        templates = run_node([*CLI[version], *inspector.target, "--method", "resources/templates/list"]).stdout
+        assert [t["uriTemplate"] for t in json.loads(templates.splitlines()[0])["result"]["resourceTemplates"]] == [
+            "llm-router://ledger/{date}"]
+
+
+def test_the_inspector_0_15_cli_shows_every_answer_and_every_error_over_http(tmp_path: Path) -> None:
+    with http_server(tmp_path / "http.db", token=None) as url:
+        exercise(Inspector("0.15", [url]), expected_tag="inspector")
+
+
+def test_the_inspector_2_12_cli_shows_every_answer_and_every_error_over_http_with_a_bearer_token(tmp_path: Path) -> None:
+    with http_server(tmp_path / "http.db") as url:
+        target = ["--transport", "http", "--server-url", url, "--header", f"Authorization: Bearer {TOKEN}"]
+        # The token's tag, not the "inspector" tag argument, is what the ledger row carries.
+        exercise(Inspector("2.12", target), expected_tag="ci")
+        # The newest protocol era works too.
+        modern = Inspector("2.12", [*target, "--protocol-era", "modern"])
+        assert sorted(modern.tools()) == ["complete", "cost_report", "route_explain", "set_budget"]
+        done = modern.call("complete", {"prompt": "hello", "model": "ollama:llama3.1"})
+        assert done["structuredContent"]["model"] == "ollama:llama3.1"
+        typo = modern.call("complete", {"prompt": "hello", "temprature": 0})
+        assert text_of(typo).startswith("temprature: is not an argument of complete; did you mean 'temperature'?")
+        # No token, no service.
+        refused = Inspector("2.12", ["--transport", "http", "--server-url", url, "--stored-auth-only"])
+        shown = refused.failure("--method", "tools/list")
+        assert "401" in shown or "auth" in shown.lower()
+
+
+def test_the_pinned_inspectors_are_the_ones_installed() -> None:
+    for version, package in PACKAGE.items():
+        require(package)
+        installed = json.loads((NODE_DIR / "node_modules" / package / "package.json").read_text())
+        assert installed["name"] == "@modelcontextprotocol/inspector" and installed["version"].startswith(version + ".")

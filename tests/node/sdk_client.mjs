@@ -1,0 +1,61 @@
+// An MCP client on the official TypeScript SDK 1.x (what most desktop clients embed), driven by a
+// plan of calls from the Python tests: it connects over stdio or Streamable HTTP, runs each step
+// with the SDK's own methods (callTool validates structured content against the tool's output
+// schema, as those clients do) and prints, as one JSON document, what each step gave back or
+// threw. The Python side asserts on it; this script decides nothing.
+//
+//   node sdk_client.mjs stdio <command> [args...] < plan.json
+//   node sdk_client.mjs http <url> [bearer-token] < plan.json
+//
+// plan.json: {"steps": [{"tool": "complete", "arguments": {...}} | {"read": "llm-router://..."}]}
+
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport, getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { readFileSync } from "node:fs";
+
+const [mode, target, ...rest] = process.argv.slice(2);
+const plan = JSON.parse(readFileSync(0, "utf8"));
+
+let transport;
+if (mode === "stdio") {
+  // The SDK passes a child only a minimal environment; the server's ledger comes in its arguments.
+  transport = new StdioClientTransport({ command: target, args: rest, env: getDefaultEnvironment(), stderr: "inherit" });
+} else if (mode === "http") {
+  const headers = rest[0] ? { Authorization: `Bearer ${rest[0]}` } : {};
+  transport = new StreamableHTTPClientTransport(new URL(target), { requestInit: { headers } });
+} else {
+  throw new Error(`unknown mode ${mode}: stdio or http`);
+}
+
+const client = new Client({ name: "llm-router-peer-test", version: "1.0.0" });
+await client.connect(transport);
+const out = {
+  server: client.getServerVersion(),
+  capabilities: client.getServerCapabilities(),
+  tools: (await client.listTools()).tools.map((t) => t.name),
+  steps: [],
+};
+
+for (const step of plan.steps) {
+  try {
+    if (step.read !== undefined) {
+      const result = await client.readResource({ uri: step.read });
+      out.steps.push({ outcome: "result", text: result.contents[0]?.text ?? null });
+    } else {
+      const result = await client.callTool({ name: step.tool, arguments: step.arguments });
+      out.steps.push({
+        outcome: "result",
+        isError: result.isError === true,
+        text: result.content.map((block) => block.text ?? "").join(""),
+        structuredContent: result.structuredContent ?? null,
+        meta: result._meta ?? null,
+      });
+    }
+  } catch (error) {
+    out.steps.push({ outcome: "threw", code: error.code ?? null, message: String(error.message ?? error) });
+  }
+}
+
+await client.close();
+process.stdout.write(JSON.stringify(out) + "\n");
