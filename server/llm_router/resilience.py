@@ -58,9 +58,9 @@ class Window:
     """Models after this one in the chain, which keep time for themselves."""
 
     @classmethod
-    def share_of(cls, deadline: float, *, later: int) -> Window:
+    def share_of(cls, deadline: float, *, later: int, reserve_s: float = FALLBACK_RESERVE_S) -> Window:
         now = anyio.current_time()
-        share = model_window(deadline - now, later)
+        share = model_window(deadline - now, later, reserve_s)
         return cls(now + share, share, later)
 
 
