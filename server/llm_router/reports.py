@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from .budget import Budget
 from .calls import ReportResult
@@ -54,8 +55,11 @@ async def cost_report(
     if group_by not in GROUPINGS:
         raise InvalidInput("group_by", f"{group_by!r} is not a grouping", allowed=", ".join(GROUPINGS))
     first, last, label = period_days(budget.clock.today(), period, since, until)
-    rows = await ledger.run(ledger.report, first, last, group_by, where=where)
-    estimated_calls, estimated_nusd = await ledger.run(ledger.estimated, first, last, where=where)
+
+    def read() -> tuple[list[dict[str, Any]], tuple[int, int]]:  # one trip to the ledger for both
+        return ledger.report(first, last, group_by, where=where), ledger.estimated(first, last, where=where)
+
+    rows, (estimated_calls, estimated_nusd) = await ledger.run(read)
     states = await ledger.run(budget.all_states)
     total = {k: sum(r[k] for r in rows) for k in ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "reference_cost_nusd")}
     today = budget.clock.today()
