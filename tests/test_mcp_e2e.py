@@ -177,3 +177,30 @@ async def test_the_whole_surface_over_stdio(tmp_path: Path) -> None:
             assert await read(client, uri)
         bad = await client.call_tool("complete", {"prompt": ""})
         assert bad.is_error and "prompt" in bad.content[0].text
+
+
+async def test_an_unknown_task_type_is_accepted_and_the_answer_says_so(client: Client) -> None:
+    done = await client.call_tool("complete", {"prompt": "hi", "task_type": "poetry"})
+    assert not done.is_error, done.content
+    notes = payload(done)["notes"]
+    assert any("no routing rule for task_type 'poetry'" in note for note in notes), notes
+    assert all(f"\n{note}" in done.content[0].text for note in notes), "each note is a line of the text"
+
+
+async def test_an_estimated_usage_is_marked_in_the_answers_text_as_in_its_structure(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from llm_router.providers.mock import MockProvider
+
+    real = MockProvider.complete
+
+    async def without_usage(self: MockProvider, *args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(await real(self, *args, **kwargs), usage=None)
+
+    monkeypatch.setattr(MockProvider, "complete", without_usage)
+    done = await client.call_tool("complete", {"prompt": "hi", "model": "openai:gpt-4o-mini"})
+    usage = payload(done)["usage"]
+    assert usage["estimated"] is True and usage["estimate_method"]
+    assert f"{usage['input_tokens']} in / {usage['output_tokens']} out (estimated), $" in done.content[0].text
