@@ -38,8 +38,10 @@ MIGRATION_NAMES = [
     "007_create_day_totals",
     "008_lean_reservations",
     "009_reservations_without_rowid",
+    "010_create_estimated_rollups",
 ]
-TABLES = ["_migrations", "budgets", "day_totals", "events", "meta", "requests", "reservations", "rollups"]
+TABLES = ["_migrations", "budgets", "day_totals", "estimated_rollups", "events", "meta", "requests", "reservations",
+          "rollups"]
 
 
 @pytest.fixture
@@ -347,7 +349,7 @@ def test_holds_in_flight_survive_the_move_to_a_table_without_rowid(ledger_file: 
 
     led = Ledger(ledger_file)
     try:
-        assert led.migrations_applied == ["009_reservations_without_rowid"]
+        assert led.migrations_applied == MIGRATION_NAMES[8:]
         assert led.query("SELECT * FROM reservations ORDER BY id") == before and len(before) == 2
         assert "WITHOUT ROWID" in led.query("SELECT sql FROM sqlite_master WHERE name = 'reservations'")[0]["sql"]
         assert led.reservations_total() == 30
@@ -1117,18 +1119,31 @@ async def test_inline_calls_wait_briefly_for_the_write_lock_and_everything_else_
 async def test_a_ledger_call_that_meets_a_busy_file_inline_is_retried_on_the_thread(ledger_file: Path) -> None:
     import sqlite3
 
+    """Another process holds the write lock until the call has gone to the worker thread (not for
+    a fixed 0.3 s, which a busy machine could spend before the inline try and so never test it)."""
     led = Ledger(ledger_file, busy_timeout_s=10)
     other = sqlite3.connect(ledger_file, isolation_level=None, check_same_thread=False)
+    moved = threading.Event()
+
+    def commit_once_the_call_is_on_the_thread() -> None:
+        deadline = time.monotonic() + 10
+        while led._limiter.borrowed_tokens == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if led._limiter.borrowed_tokens:
+            moved.set()
+        other.execute("COMMIT")
+
+    committer = threading.Thread(target=commit_once_the_call_is_on_the_thread)
     try:
-        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock for 0.3 s
-        threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
-        t0 = time.monotonic()
+        other.execute("BEGIN IMMEDIATE")
+        committer.start()
         rid = await led.run(reserve, led, [daily(10_000)], 1_000)
 
         assert isinstance(rid, str)
-        assert time.monotonic() - t0 >= 0.25
+        assert moved.is_set(), "the inline try met the busy file and the call went to the worker thread"
         assert led.usage(daily(10_000)) == (0, 1_000)
     finally:
+        committer.join(30)
         led.close()
         other.close()
 
