@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -34,11 +35,14 @@ def serve(engine: Engine, *, tokens: Tokens | None = None, http: HttpConfig | No
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        for _ in range(500):
-            if server.started:
-                break
+        # Waited for, not assumed: after a fixed 5 s this went on with a server still starting on a
+        # busy machine, and the test failed on a refused connection far from the cause.
+        deadline = time.monotonic() + 60
+        while not server.started:
             if not thread.is_alive():
                 raise RuntimeError("the HTTP server did not start")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start within 60 s")
             threading.Event().wait(0.01)
         yield f"http://127.0.0.1:{port}"
     finally:
