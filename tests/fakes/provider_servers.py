@@ -1158,6 +1158,9 @@ _DIALECTS: dict[str, type[_Dialect]] = {
     "ollama": _Ollama,
 }
 _UNSET: Any = object()
+READY_WITHIN_S = 30.0
+"""How long starting, stopping or an awaited request may take before it is an error: ample on a busy
+machine (a healthy server takes milliseconds), and only ever waited in full when something is wrong."""
 
 
 def _reason(status: int) -> str:
@@ -1310,11 +1313,11 @@ class FakeProvider:
             target=self._run, args=(ready,), daemon=True, name=f"fake-provider-{self.kind}"
         )
         self._thread.start()
-        if not ready.wait(5) or self._error is not None:
+        if not ready.wait(READY_WITHIN_S) or self._error is not None:
             raise RuntimeError(f"fake {self.kind} server failed to start") from self._error
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = READY_WITHIN_S) -> None:
         """Cancel every in-flight request (hangs included), close the socket, join the thread."""
         if self._thread is None or self._loop is None:
             return
@@ -1426,7 +1429,7 @@ class FakeProvider:
         with self._cond:
             return Counter(r.path for r in self._requests)
 
-    def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[RecordedRequest]:
+    def wait_for_requests(self, n: int, timeout: float = READY_WITHIN_S) -> list[RecordedRequest]:
         """Block until at least ``n`` requests arrived (e.g. before cancelling a hung call)."""
         with self._cond:
             if not self._cond.wait_for(lambda: len(self._requests) >= n, timeout):
