@@ -282,30 +282,26 @@ def test_a_malformed_line_is_answered_with_an_error_logged_on_stderr_and_the_con
     assert "is JSON but not a JSON-RPC 2.0 message" in log
 
 
-SERVE_WITH_A_SMALL_LIMIT = textwrap.dedent(
-    """
-    import sys, anyio
-    from llm_router.config import settings_from_dict
-    from llm_router.defaults import demo_config
-    from llm_router.engine import Engine
-    from llm_router.mcp_server import create_server
-    from llm_router.stdio import serve_stdio
-
-    async def main():
-        engine = Engine(settings_from_dict(demo_config(sys.argv[1]), source="test"))
-        try:
-            await serve_stdio(create_server(engine), max_message_bytes=int(sys.argv[2]))
-        finally:
-            await engine.aclose()
-
-    anyio.run(main)
-    """
-)
+SMALL_LIMIT = """
+[ledger]
+path = "{ledger}"
+[limits]
+max_message_bytes = 65536
+[[providers]]
+name = "mock"
+kind = "mock"
+models = ["m"]
+[providers.prices."m"]
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+"""
 
 
 @pytest.mark.slow
 def test_a_message_above_the_size_limit_is_refused_unread_and_the_next_one_is_answered(tmp_path: Path) -> None:
-    peer = RawPeer(["-c", SERVE_WITH_A_SMALL_LIMIT, str(tmp_path / "limit.db"), "65536"])
+    config = tmp_path / "limit.toml"
+    config.write_text(SMALL_LIMIT.format(ledger=(tmp_path / "limit.db").as_posix()))
+    peer = RawPeer(["-m", "llm_router", "serve", "--config", str(config)])
     try:
         peer.initialize()
         huge = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
@@ -472,3 +468,33 @@ def test_a_terminal_on_stdin_is_served_by_our_transport_reading_in_a_worker_thre
         os.close(controller)  # the terminal hangs up: the end of input
     assert peer.close() == []
     assert peer.proc.returncode == 0, peer.stderr.decode(errors="replace")
+
+
+BARE_MCPSERVER = textwrap.dedent(
+    """
+    import anyio
+    from mcp.server.mcpserver import MCPServer
+    from llm_router.stdio import serve_stdio
+
+    server = MCPServer("bare")
+
+    @server.tool()
+    async def echo(text: str) -> str:
+        return text
+
+    anyio.run(serve_stdio, server)
+    """
+)
+
+
+@pytest.mark.slow
+def test_an_mcpserver_is_served_through_the_low_level_server_inside_it() -> None:
+    """What the benchmark's bare floor runs on the router's transport (the SDK keeps that server
+    private: this pins the one attribute read)."""
+    peer = RawPeer(["-c", BARE_MCPSERVER])
+    try:
+        assert peer.initialize()["result"]["serverInfo"]["name"] == "bare"
+        peer.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}})
+        assert peer.reply_to(1)["result"]["content"][0]["text"] == "hi"
+    finally:
+        peer.close()

@@ -520,4 +520,7 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
     # The constructor's on_set_logging_level warns that logging is deprecated from 2026-07-28 on;
     # handshake-era clients still set their level, so it is served all the same.
     server.add_request_handler("logging/setLevel", SetLevelRequestParams, subscribers.set_level)
+    from .stdio import limit_messages
+
+    limit_messages(server, engine.settings.limits.max_message_bytes)
     return server

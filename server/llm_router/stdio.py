@@ -35,6 +35,7 @@ import os
 import re
 import stat
 import sys
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ __all__ = [
     "PipeWriter",
     "TooLarge",
     "can_serve_natively",
+    "limit_messages",
     "serve_stdio",
     "valid_text",
 ]
@@ -478,19 +480,30 @@ async def _serve_with_sdk_transport(low: Server[Any]) -> None:
         await low.run(_GuardedRead(read_stream, out), out, low.create_initialization_options())
 
 
-async def serve_stdio(server: Server[Any] | MCPServer, *, max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+_LIMITS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def limit_messages(server: Server[Any], max_bytes: int) -> None:
+    """The longest message a client may send ``server`` over stdio (``mcp_server.create_server``
+    sets its configured ``[limits] max_message_bytes`` here)."""
+    _LIMITS[server] = max_bytes
+
+
+async def serve_stdio(server: Server[Any] | MCPServer, *, max_message_bytes: int | None = None) -> None:
     """Run ``server`` over this process's stdin and stdout until the client closes stdin.
 
-    ``max_message_bytes`` (None: no limit) is the longest message a client may send."""
+    ``max_message_bytes`` is the longest message a client may send: by default the one set with
+    ``limit_messages``, else ``DEFAULT_MAX_MESSAGE_BYTES``."""
     from mcp.server.mcpserver import MCPServer
 
     # An MCPServer (the benchmark's bare floor) is served by the low-level server inside it.
     low = server._lowlevel_server if isinstance(server, MCPServer) else server
+    limit = max_message_bytes or _LIMITS.get(low, DEFAULT_MAX_MESSAGE_BYTES)
     if sys.platform == "win32":
         await _serve_with_sdk_transport(low)
         return
     with _claimed_std_fds() as (wire_in, wire_out):
-        lines = LineReader(wire_in, max_bytes=max_message_bytes, threaded=not _is_pipe(wire_in))
+        lines = LineReader(wire_in, max_bytes=limit, threaded=not _is_pipe(wire_in))
         writer = PipeWriter(wire_out, threaded=not _is_pipe(wire_out))
-        async with _line_streams(lines, writer, max_message_bytes) as (read_stream, write_stream):
+        async with _line_streams(lines, writer, limit) as (read_stream, write_stream):
             await low.run(read_stream, write_stream, low.create_initialization_options())
