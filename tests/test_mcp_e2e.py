@@ -204,3 +204,12 @@ async def test_an_estimated_usage_is_marked_in_the_answers_text_as_in_its_struct
     usage = payload(done)["usage"]
     assert usage["estimated"] is True and usage["estimate_method"]
     assert f"{usage['input_tokens']} in / {usage['output_tokens']} out (estimated), $" in done.content[0].text
+
+
+async def test_cost_reports_text_says_a_refused_call_asked_no_model_and_counts_one_call(client: Client) -> None:
+    await client.call_tool("complete", {"prompt": "hi", "model": "ollama:llama3.1"})
+    await client.call_tool("set_budget", {"scope": "global", "period": "per_request", "limit_usd": 0.0001})
+    assert (await client.call_tool("complete", {"prompt": "hi", "quality": "critical", "max_tokens": 4000})).is_error
+    text = (await client.call_tool("cost_report", {"period": "today", "group_by": "model"})).content[0].text
+    assert "  (refused: no model): $0 (1 call)" in text and "  llama3.1: $0 (1 call)" in text, text
+    assert "over 2 calls" in text and "(none)" not in text

@@ -179,6 +179,10 @@ _TEMPLATES = ListResourceTemplatesResult(resource_templates=[
                      description="Every ledger entry of one day (YYYY-MM-DD, budget time zone)."),
 ])
 _RESOURCE_NAMES = ", ".join([*(r.uri for r in _RESOURCES.resources), LEDGER_URI + "/YYYY-MM-DD"])
+_EMPTY_GROUP = {"provider": "(refused: no model)", "model": "(refused: no model)", "task_type": "(no task type)",
+                "tag": "(no tag)"}
+"""What an empty group is in cost_report's text (the words ``report`` uses): a call refused before
+any model was asked has no provider and no model."""
 
 
 class Observer(Protocol):
@@ -431,7 +435,8 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         totals = result.totals
         lines = [(f"{result.period['name']} ({result.period['first_day']}..{result.period['last_day']}): "
                   f"${totals['cost_usd']} over {totals['requests']} {'call' if totals['requests'] == 1 else 'calls'}")]
-        lines += [f"  {r[args.group_by] or '(none)'}: ${r['cost_usd']} ({r['requests']} "
+        empty = _EMPTY_GROUP.get(args.group_by, "(none)")
+        lines += [f"  {r[args.group_by] or empty}: ${r['cost_usd']} ({r['requests']} "
                   f"{'call' if r['requests'] == 1 else 'calls'})" for r in result.rows]
         return result, ok(result.to_json(), "\n".join(lines))
 
