@@ -500,3 +500,20 @@ def test_our_per_call_arithmetic_always_equals_genai_prices(
     usage = Usage(input_tokens=fresh + cached + written, output_tokens=output, cache_read_tokens=cached,
                   cache_write_tokens=written)
     assert entry.cost_usd(usage) == genai_cost(entry.model, provider_id, usage)
+
+
+def test_a_server_of_ones_own_is_never_priced_as_openai_by_its_kind_alone() -> None:
+    """A local OpenAI-compatible server serving a model named like one of OpenAI's was billed at
+    OpenAI's prices, because the kind "openai" was a pricing fallback."""
+    cat = Catalog(settings_from_dict({"providers": [
+        {"name": "local", "kind": "openai", "base_url": "http://127.0.0.1:8000/v1", "models": ["gpt-4o-mini"]},
+        {"name": "lan", "kind": "openai", "base_url": "http://192.168.1.20:8000/v1", "models": ["gpt-4o-mini"]},
+        {"name": "proxy", "kind": "openai", "base_url": "http://127.0.0.1:4000/v1", "models": ["gpt-4o-mini"],
+         "pricing_provider": "openai"},
+    ]}, source="test"))
+
+    for ref in ("local:gpt-4o-mini", "lan:gpt-4o-mini"):
+        entry = cat.get(ref)
+        assert (entry.prices, entry.price_source) == (None, 'unknown: set [providers.prices."gpt-4o-mini"] in the config')
+    # A local gateway that forwards to OpenAI says so, and is priced as OpenAI.
+    assert cat.get("proxy:gpt-4o-mini").price_source.startswith("genai-prices")

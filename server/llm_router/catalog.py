@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from .config import ProviderConfig, Settings
-from .defaults import PRICING_IDS, tier_for
+from .defaults import PRICING_IDS, is_local_url, tier_for
 from .types import NUSD_PER_USD, InvalidInput, Quality, Usage, parse_model_ref, usd_to_nusd
 
 __all__ = ["ModelEntry", "Catalog", "worst_case_input_tokens", "DEFAULT_CONTEXT_WINDOW"]
@@ -242,11 +242,15 @@ def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
     tiers: tuple[tuple[int, Prices], ...] = ()
     price_source = "unknown: set [providers.prices.\"%s\"] in the config" % model
     configured = cfg.prices.get(model)
+    self_hosted = cfg.kind == "openai" and cfg.base_url is not None and is_local_url(cfg.base_url)
     found = None
     if configured is None or not (override and override.context_window):
         # A model the config prices and sizes itself needs no look-up (nor genai-prices' import:
         # 80 ms of a server's start).
-        ids = [i for i in (cfg.pricing_provider, cfg.name, PRICING_IDS.get(cfg.kind)) if i]
+        # A server of one's own that speaks OpenAI's protocol is not OpenAI: its kind alone never
+        # prices it at OpenAI's prices (its name, or pricing_provider, still can).
+        by_kind = None if self_hosted else PRICING_IDS.get(cfg.kind)
+        ids = [i for i in (cfg.pricing_provider, cfg.name, by_kind) if i]
         found = _genai_lookup(list(dict.fromkeys(ids)), model)
     if configured is not None:
         prices = Prices(
