@@ -446,13 +446,8 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         what = "removed" if args.limit_usd is None else f"set to ${args.limit_usd}"
         return result, ok(result.to_json(), f"{args.scope} {args.period} limit {what}.")
 
-    bound = {
-        "complete": _Bound(COMPLETE_ARGS, complete),
-        "route_explain": _Bound(EXPLAIN_ARGS, route_explain),
-        "cost_report": _Bound(REPORT_ARGS, cost_report),
-        "set_budget": _Bound(BUDGET_ARGS, set_budget),
-    }
-    assert bound.keys() == TOOLS.keys()
+    runs = {"complete": complete, "route_explain": route_explain, "cost_report": cost_report, "set_budget": set_budget}
+    bound = {name: _Bound(arguments, runs[name]) for name, (_, arguments) in TOOLS.items()}
 
     async def list_tools(ctx: Ctx, params: PaginatedRequestParams | None) -> ListToolsResult:
         return _TOOL_LIST
