@@ -573,3 +573,14 @@ async def test_a_stray_exception_from_an_adapter_fails_one_attempt_never_the_cal
     result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
     assert outcomes(result.attempts) == [("first:m", "error", "malformed_response"), ("second:m", "ok", None)]
     assert "KeyError" in (result.attempts[0].error or "")
+
+
+async def test_the_slice_each_later_model_keeps_is_a_setting(make: Callable[..., Engine]) -> None:
+    """``[resilience] fallback_reserve_s``: with 0.2 s kept for the backup, a hanging first model of
+    a 1 s call is cut after 0.8 s (the default 8 s slice would have left it an equal share, 0.5 s)."""
+    slow, fast = Scripted("first", default=hang()), Scripted("second")
+    engine = make(slow, fast, resilience={"fallback_reserve_s": 0.2})
+    with anyio.fail_after(5):
+        result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN, deadline_s=1.0))
+    assert result.model == "second:m"
+    assert "0.8 s share of the call's 1 s deadline" in (result.attempts[0].error or "")

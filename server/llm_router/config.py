@@ -257,6 +257,9 @@ class ResilienceConfig(_Strict):
     """How long an open circuit waits before one trial call."""
     deadline_s: float = Field(default=55, gt=0, le=3600)
     """The whole ``complete`` call's deadline (Claude Desktop gives up on a tool call after about 60 s)."""
+    fallback_reserve_s: float = Field(default=8, ge=0, le=600)
+    """Time each later model in a chain keeps for itself: a model may use what is left of the deadline
+    less this for every model after it (or an equal share, when that leaves it less)."""
 
 
 class LimitsConfig(_Strict):

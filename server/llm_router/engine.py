@@ -311,7 +311,7 @@ class Engine:
                     continue
                 # This model's share of the time left, a wait for budget included; the models after
                 # it keep theirs.
-                window = Window.share_of(deadline, later=to_try - tried)
+                window = Window.share_of(deadline, later=to_try - tried, reserve_s=self.settings.resilience.fallback_reserve_s)
                 try:
                     reservation = await self._reserve(decision, entry, cand.worst_case_nusd, request_id, prepared, window.end)
                 except BudgetExceeded as e:
