@@ -163,5 +163,9 @@ def settings_for_fakes(
 
 
 def held_by_calls(engine: Engine) -> int:
-    """Nano-dollars still held for calls: every hold but the spare kept for the next call."""
-    return engine.ledger.reservations_total() - engine.ledger.spare_nusd
+    """Nano-dollars still held for calls: every hold but the spare kept for the next call. Both are
+    read under the ledger's lock: upkeep lets an idle spare go, and between two separate reads it
+    could count in the total but no longer as the spare."""
+    led = engine.ledger
+    with led._lock:
+        return led.reservations_total() - led.spare_nusd
