@@ -168,3 +168,28 @@ async def test_lists_sent_as_json_text_are_still_understood_but_a_prompt_is_neve
     assert done.structured_content["chain"] == ["openai:gpt-4o-mini"]
     removed = await client.call_tool("set_budget", {"scope": "global", "period": "daily", "limit_usd": "null"})
     assert not removed.is_error and removed.structured_content["changed"]["limit_usd"] is None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"prompt": "smile \ud83d please"}, "prompt"),
+        ({"prompt": "hi", "system": "be \udc00 brief"}, "system"),
+        ({"messages": [{"role": "user", "content": "ok"}, {"role": "assistant", "content": "x\ud83d"},
+                       {"role": "user", "content": "again"}]}, "messages[1].content"),
+        ({"prompt": "hi", "tag": "team-\ud83d"}, "tag"),
+        ({"prompt": "hi", "task_type": "sum\udfffmarize"}, "task_type"),
+    ],
+)
+async def test_a_lone_surrogate_from_an_in_process_caller_is_refused_naming_the_field(
+    client: Client, engine: Engine, arguments: dict[str, Any], field: str
+) -> None:
+    """The transports repair lone surrogates, but a caller in the same process hands strings over
+    as they are: one in a prompt was an ``internal`` error (it cannot be encoded to be sent,
+    hashed or stored), and one in a tag would have failed the ledger row's write."""
+    for tool in ("complete", "route_explain"):
+        error = error_of(await client.call_tool(tool, arguments))
+        assert (error["code"], error["field"]) == ("invalid_input", field), error
+        assert "surrogate" in error["message"]
+    assert held_by_calls(engine) == 0
+    assert await engine.ledger_rows() == []

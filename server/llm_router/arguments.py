@@ -213,6 +213,9 @@ class ToolArguments(Generic[M]):
             return self._unknown(field, key)
         if kind == "missing":
             return InvalidInput(field, "is required", allowed=allowed)
+        if kind == "string_unicode":
+            return InvalidInput(field, "holds a lone UTF-16 surrogate (half of a character), which is not text",
+                                allowed="valid Unicode text")
         if len(key) == 1 and key[0] in self._unions:
             return InvalidInput(field, f"{_show(value)} is not valid", allowed=allowed)
         if kind == "string_type" and allowed == "a string":

@@ -175,6 +175,10 @@ class Engine:
             max_tokens=args.max_tokens or self.settings.routing.default_max_tokens,
             temperature=args.temperature,
         )
+        try:
+            text_bytes = request.text_bytes()
+        except UnicodeEncodeError:  # only an in-process caller can send one: the transports repair them
+            raise _not_text(_first_not_text(args)) from None
         size = len(request.system or "") + sum(len(m.content) for m in messages)
         if size > limits.max_prompt_chars:
             raise InvalidInput("prompt", f"{size} characters is too long", allowed=f"at most {limits.max_prompt_chars} characters in all")
@@ -198,7 +202,7 @@ class Engine:
             strategy=args.strategy,
             max_cost_nusd=usd_to_nusd(args.max_cost_usd) if args.max_cost_usd is not None else None,
             tag=tag,
-            input_tokens_bound=worst_case_input_tokens(request.text_bytes(), len(messages)),
+            input_tokens_bound=worst_case_input_tokens(text_bytes, len(messages)),
             input_tokens_typical=prompt_tokens_by_chars(request),
             max_tokens=request.max_tokens,
         )
@@ -762,7 +766,35 @@ def _clean_label(value: str | None, field_name: str) -> str:
     value = value.strip()
     if any(ord(ch) < 32 for ch in value):
         raise InvalidInput(field_name, "contains control characters", allowed="printable text")
+    if not value.isascii() and not _is_text(value):
+        raise _not_text(field_name)
     return value
+
+
+def _is_text(value: str) -> bool:
+    """False for a string holding a lone UTF-16 surrogate: it cannot be encoded, sent or stored."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_text(field_name: str) -> InvalidInput:
+    return InvalidInput(field_name, "holds a lone UTF-16 surrogate (half of a character), which is not text",
+                        allowed="valid Unicode text")
+
+
+def _first_not_text(args: CompleteArgs) -> str:
+    """Which of a call's texts holds a lone surrogate."""
+    if args.system and not _is_text(args.system):
+        return "system"
+    if args.prompt is not None:
+        return "prompt"
+    for i, m in enumerate(args.messages or ()):
+        if not _is_text(m.content):
+            return f"messages[{i}].content"
+    return "prompt"
 
 
 def _skipped(excluded: Excluded) -> AttemptRecord:
