@@ -6,17 +6,16 @@ aimock splits answers into chunks of JavaScript string units, so an emoji's surr
 in two chunks as ``"\\ud83d"`` then ``"\\ude00"``: exactly what broke the stdio writer. Its chaos
 headers (malformed JSON, dropped connections, 500s, 429s) must each fail one attempt, never more.
 
-Needs Node >= 20.15 and ``npm --prefix tests/aimock ci``; skipped otherwise.
+Pinned with the other Node peers in ``tests/node`` (``npm ci`` there; ``.ci/run`` does it): skipped
+without them, saying so, and required in CI (see ``node_peers``).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -29,10 +28,12 @@ from llm_router.providers.ollama import OllamaProvider
 from llm_router.providers.openai import OpenAIProvider
 from llm_router.types import CompletionRequest, Message, ProviderError, ToolCallOnly
 
+from .node_peers import NODE_DIR, node, require
+
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-HERE = Path(__file__).parent / "aimock"
-CLI = HERE / "node_modules" / "@copilotkit" / "aimock" / "dist" / "cli.js"
+CLI = NODE_DIR / "node_modules" / "@copilotkit" / "aimock" / "dist" / "cli.js"
+FIXTURES = NODE_DIR / "aimock-fixtures.json"
 ADAPTERS: dict[str, tuple[type[Any], str, str]] = {  # kind → (adapter, base path, model)
     "anthropic": (AnthropicProvider, "", "claude-haiku-4-5"),
     "openai": (OpenAIProvider, "/v1", "gpt-4o-mini"),
@@ -43,19 +44,6 @@ MODES = pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 KINDS = pytest.mark.parametrize("kind", list(ADAPTERS))
 
 
-def _node_ok() -> bool:
-    node = shutil.which("node")
-    if node is None or not CLI.exists():
-        return False
-    out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10).stdout
-    major, minor = (int(x) for x in re.findall(r"\d+", out)[:2])
-    return (major, minor) >= (20, 15)
-
-
-if not _node_ok():
-    pytest.skip("needs Node >= 20.15 and `npm --prefix tests/aimock ci`", allow_module_level=True)
-
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -64,8 +52,9 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 def aimock() -> Any:
     """One aimock server for the module, on a free port it picks and prints."""
+    require("@copilotkit/aimock")
     proc = subprocess.Popen(
-        ["node", str(CLI), "-p", "0", "-f", str(HERE / "fixtures.json"), "-c", "10"],
+        [node(), str(CLI), "-p", "0", "-f", str(FIXTURES), "-c", "10"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
