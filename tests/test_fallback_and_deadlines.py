@@ -584,3 +584,30 @@ async def test_the_slice_each_later_model_keeps_is_a_setting(make: Callable[...,
         result = await engine.complete(CompleteArgs(prompt="hi", model=CHAIN, deadline_s=1.0))
     assert result.model == "second:m"
     assert "0.8 s share of the call's 1 s deadline" in (result.attempts[0].error or "")
+
+
+async def test_a_server_that_did_not_say_its_window_at_start_is_asked_again_later(
+    make: Callable[..., Engine],
+) -> None:
+    """A local server down (or busy past the wait) when the first call came kept its assumed
+    window for good: it was never asked again, so a window it could have said was never learnt."""
+    answers: deque[int | None] = deque([None, 4_096])
+
+    async def window() -> int | None:
+        return answers.popleft()
+
+    local = Scripted("first", window=window)
+    engine = make(local, Scripted("second"))
+    await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    assert local.window_asks == 1  # not again at once: the next ask waits a minute
+    assert engine.catalog.get("first:m").context_known is False
+
+    engine._windows_ask_at = 0.0  # the minute has passed
+    await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    assert local.window_asks == 2
+    entry = engine.catalog.get("first:m")
+    assert (entry.context_window, entry.context_source, entry.context_known) == (4_096, "reported by the server", True)
+    engine._windows_ask_at = 0.0
+    await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
+    assert local.window_asks == 2, "a window learnt is never asked again"

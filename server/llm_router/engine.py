@@ -67,8 +67,11 @@ Progress = Callable[[float, float | None, str], Awaitable[None]]
 PROGRESS_INTERVAL_S = 0.1
 HOLD_POLL_S = 0.05
 WINDOW_ASK_S = 0.25
-"""How long the first routing decision waits for servers to say the windows we only assume; a
-server that has not answered by then is not asked again (its window stays assumed)."""
+"""How long a routing decision waits for servers to say the windows we only assume; one that has
+not said by then (busy, down, or it cannot say) keeps its assumed window and is asked again later."""
+WINDOW_REASK_S = (60.0, 3600.0)
+"""When a server that did not say its window is asked again: after a minute, then twice as long
+each time, up to an hour (an adapter that knows it cannot say answers from memory)."""
 
 log = logging.getLogger("llm_router.engine")
 
@@ -126,7 +129,9 @@ class Engine:
         self.reference: ModelEntry | None = self.catalog.entries.get(ref) if ref else None
         self._freed: anyio.Event | None = None  # made on first use: an Event needs a running loop
         self._windows_unasked = [e for e in self.catalog if not e.context_known and e.provider in self.providers]
-        """Models whose window is only assumed, whose server has not been asked for it yet."""
+        """Models whose window is only assumed, whose server is to be asked for it."""
+        self._windows_ask_at = 0.0  # monotonic time of the next ask
+        self._windows_reask_s = WINDOW_REASK_S[0]
         self._check_timezone()
         self.ledger.reclaim()
 
@@ -237,16 +242,19 @@ class Engine:
         )
 
     async def decision(self, prepared: Prepared, *, explain: bool = True) -> Decision:
-        if self._windows_unasked:
+        if self._windows_unasked and time.monotonic() >= self._windows_ask_at:
             await self._ask_windows()
         snapshot = await self.ledger.run(self.budget.snapshot, tag=prepared.tag)
         return self._decide(prepared.route, snapshot, explain=explain)
 
     async def _ask_windows(self) -> None:
-        """Ask each server once, before the first decision, for the windows we only assume
-        (llama.cpp ``/props``, Ollama ``/api/show``): all at once, waiting at most WINDOW_ASK_S.
-        Calls that start meanwhile do not wait, and nothing is asked twice."""
+        """Ask the servers, before the first decision, for the windows we only assume (llama.cpp
+        ``/props``, Ollama ``/api/show``): all at once, waiting at most WINDOW_ASK_S. Calls that
+        start meanwhile do not wait; a model whose server did not say is asked again later
+        (WINDOW_REASK_S), so a server down or busy at start still teaches its window."""
         unasked, self._windows_unasked = self._windows_unasked, []
+        self._windows_ask_at = time.monotonic() + self._windows_reask_s
+        self._windows_reask_s = min(self._windows_reask_s * 2, WINDOW_REASK_S[1])
 
         async def ask(entry: ModelEntry) -> None:
             try:
@@ -261,6 +269,7 @@ class Engine:
             async with anyio.create_task_group() as tg:
                 for entry in unasked:
                     tg.start_soon(ask, entry)
+        self._windows_unasked += [e for e in unasked if not e.context_known]
 
     async def explain(self, args: CompleteArgs) -> ExplainResult:
         prepared = self.prepare(args)
