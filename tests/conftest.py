@@ -17,6 +17,8 @@ from llm_router.config import Settings, settings_from_dict
 from llm_router.defaults import demo_config
 from llm_router.engine import Engine
 
+from .clocks import ManualClock
+
 # Each ledger backend as a fixture (``store``), PostgreSQL when a test server is given.
 pytest_plugins = ["tests.backends"]
 
@@ -160,6 +162,20 @@ def settings_for_fakes(
     data = {"ledger": {"path": str(tmp_path / "ledger.db")}, "providers": providers,
             "resilience": {"max_retries": 0}} | sections
     return settings_from_dict(data, source="test")
+
+
+@pytest.fixture
+def breaker_clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    """The circuit breakers' clock (monotonic time, and the unix time ``retry_at`` is dated from),
+    moved only by the test: a cool-down then lasts exactly as long as the test says, however long
+    a busy machine takes between two calls."""
+    from types import SimpleNamespace
+
+    from llm_router import resilience
+
+    clock = ManualClock()
+    monkeypatch.setattr(resilience, "time", SimpleNamespace(monotonic=clock, time=clock))
+    return clock
 
 
 def held_by_calls(engine: Engine) -> int:
