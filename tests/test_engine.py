@@ -29,14 +29,10 @@ from llm_router.types import (
     usd_to_nusd,
 )
 
-from .conftest import make_settings
+from .clocks import ManualClock, seeded_ids
+from .conftest import held_by_calls, make_settings
 
 pytestmark = pytest.mark.anyio
-
-
-def reservations_left(engine: Engine) -> int:
-    """What calls still hold: everything held, but the spare kept for the next call."""
-    return engine.ledger.reservations_total() - engine.ledger.spare_nusd
 
 
 async def test_complete_answers_and_records_one_row_with_the_exact_cost(engine: Engine) -> None:
@@ -53,7 +49,7 @@ async def test_complete_answers_and_records_one_row_with_the_exact_cost(engine: 
     assert (row["input_tokens"], row["output_tokens"]) == (usage.input_tokens, usage.output_tokens)
     assert json.loads(row["prices"])["source"].startswith("genai-prices")
     assert row["prompt"] is None and len(row["prompt_hash"]) == 64
-    assert reservations_left(engine) == 0
+    assert held_by_calls(engine) == 0
 
 
 @pytest.mark.parametrize(
@@ -89,7 +85,7 @@ async def test_a_retryable_failure_falls_back_to_the_next_model_and_lists_every_
     assert result.model == chain[1]
     row = engine.ledger.rows()[0]
     assert [a["outcome"] for a in json.loads(row["attempts"])] == ["error", "ok"]
-    assert reservations_left(engine) == 0
+    assert held_by_calls(engine) == 0
 
 
 async def test_when_every_model_fails_the_error_lists_them_and_one_error_row_is_written(engine: Engine) -> None:
@@ -104,7 +100,7 @@ async def test_when_every_model_fails_the_error_lists_them_and_one_error_row_is_
     assert "rate_limited" in str(info.value) and "auth" in str(info.value)
     rows = engine.ledger.rows()
     assert len(rows) == 1 and rows[0]["status"] == "error" and rows[0]["cost_nusd"] == 0
-    assert reservations_left(engine) == 0
+    assert held_by_calls(engine) == 0
 
 
 class _SilentProvider:
@@ -153,13 +149,13 @@ async def test_a_cancelled_call_releases_its_reservation_and_is_recorded_as_canc
             tg.start_soon(engine.complete, CompleteArgs(prompt="hi", model="anthropic:claude-haiku-4-5"))
             with anyio.fail_after(5):
                 await started.wait()
-            assert reservations_left(engine) > 0
+            assert held_by_calls(engine) > 0
             tg.cancel_scope.cancel()
 
         rows = engine.ledger.rows()
         assert [r["status"] for r in rows] == ["cancelled"]
         assert json.loads(rows[0]["attempts"])[0]["outcome"] == "cancelled"
-        assert reservations_left(engine) == 0
+        assert held_by_calls(engine) == 0
     finally:
         await engine.aclose()
 
@@ -178,7 +174,7 @@ async def test_the_deadline_ends_a_hanging_call_with_an_error_listing_what_was_t
             await engine.complete(CompleteArgs(prompt="hi", model="anthropic:claude-haiku-4-5", deadline_s=0.2))
     assert info.value.deadline_hit
     assert info.value.attempts[0].error_code == "timeout"
-    assert reservations_left(engine) == 0
+    assert held_by_calls(engine) == 0
 
 
 async def test_hundred_concurrent_calls_never_push_spend_past_the_daily_limit(tmp_path: Path) -> None:
@@ -211,7 +207,7 @@ async def test_hundred_concurrent_calls_never_push_spend_past_the_daily_limit(tm
         assert all(e.spent_nusd + e.needed_nusd > e.limit_nusd for e in refused)
         assert limit - totals["cost_nusd"] < worst
         assert totals["requests"] == 100  # refused calls are rows too
-        assert reservations_left(engine) == 0
+        assert held_by_calls(engine) == 0
         assert all(e.limit_name == "global daily" for e in refused)
     finally:
         await engine.aclose()
@@ -301,7 +297,7 @@ async def test_bad_input_names_the_field_and_leaves_no_trace(engine: Engine, arg
     with pytest.raises(InvalidInput) as info:
         await engine.complete(CompleteArgs(**args))
     assert info.value.field == field
-    assert engine.ledger.rows() == [] and reservations_left(engine) == 0
+    assert engine.ledger.rows() == [] and held_by_calls(engine) == 0
 
 
 async def _spend(engine: Engine, amount: Decimal) -> None:
@@ -410,10 +406,13 @@ def test_the_prices_stored_on_a_row_follow_an_entry_repriced_in_place() -> None:
 
 async def test_consecutive_calls_hand_a_spare_hold_along_and_none_outlives_the_engine(settings: Settings) -> None:
     """After a call, its worst case (twice over) stays held as a spare, which the next call like it
-    takes over instead of reserving on its own; closing the engine lets the last spare go."""
+    takes over instead of reserving on its own; closing the engine lets the last spare go. The
+    ledger runs on a clock of the test's own: a spare idle for SPARE_IDLE_S is let go, and a busy
+    machine could take that long between two steps on the wall clock."""
     from llm_router.ledger import Ledger
 
-    engine = Engine(settings)
+    clock = ManualClock()
+    engine = Engine(settings, ledger=Ledger(settings.ledger.path, clock=clock, new_id=seeded_ids(7)))
     try:
         args = CompleteArgs(prompt="hello", model="anthropic:claude-haiku-4-5", max_tokens=64)
         worst = engine.catalog.get("anthropic:claude-haiku-4-5").worst_case_nusd(
@@ -421,18 +420,18 @@ async def test_consecutive_calls_hand_a_spare_hold_along_and_none_outlives_the_e
         )
         await engine.complete(args)
         first = engine.ledger._spare
-        assert first is not None and engine.ledger.spare_nusd == 2 * worst and reservations_left(engine) == 0
+        assert first is not None and engine.ledger.spare_nusd == 2 * worst and held_by_calls(engine) == 0
 
         await engine.complete(args)
         second = engine.ledger._spare
-        assert second is not None and reservations_left(engine) == 0
+        assert second is not None and second.rid == first.rid and held_by_calls(engine) == 0  # taken over, kept again
         holds = engine.ledger.query("SELECT id, amount_nusd, request_id FROM reservations")
         assert holds == [{"id": second.rid, "amount_nusd": 2 * worst, "request_id": None}]  # one hold, handed along
         budgets = {(b["scope"], b["period"]): b for b in await engine.budgets()}
         assert Decimal(budgets[("global", "daily")]["reserved_usd"]) * 10**9 == 2 * worst  # shown as reserved
     finally:
         await engine.aclose()
-    ledger = Ledger(settings.ledger.path)
+    ledger = Ledger(settings.ledger.path, clock=clock)  # on the same clock, no hold has lapsed
     try:
         assert ledger.reservations_total() == 0 and ledger.totals()["requests"] == 2
     finally:
