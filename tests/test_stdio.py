@@ -26,6 +26,14 @@ from llm_router.stdio import LineReader, PipeWriter, TooLarge
 pytestmark = pytest.mark.anyio
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written: a signal arriving during a write larger than
+    the pipe's buffer ends it early, and what it returns is only what went through."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 async def lines_through_a_pipe(chunks: list[bytes]) -> list[str]:
     """What LineReader yields when ``chunks`` arrive on a pipe one write at a time."""
     r, w = os.pipe()
@@ -33,7 +41,7 @@ async def lines_through_a_pipe(chunks: list[bytes]) -> list[str]:
 
     def feed() -> None:
         for chunk in chunks:
-            os.write(w, chunk)
+            write_all(w, chunk)
             time.sleep(0.001)  # let the reader see the pieces apart
         os.close(w)
 
@@ -338,7 +346,7 @@ async def test_an_over_long_line_is_skipped_as_it_arrives_never_held_whole() -> 
     reader._read = watched  # type: ignore[method-assign]
 
     def feed() -> None:
-        os.write(w, line + b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n')
+        write_all(w, line + b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n')
         os.close(w)
 
     try:
@@ -455,13 +463,13 @@ def test_a_terminal_on_stdin_is_served_by_our_transport_reading_in_a_worker_thre
     try:
         peer = RawPeer(["-c", SERVE_WITHOUT_THE_SDK_TRANSPORT, *_serve_demo(tmp_path)[2:]], stdin=terminal)
         peer.proc.stdin = None  # what is typed goes in through the controlling side
-        os.write(controller, json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        write_all(controller, json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "tty", "version": "1"}}}).encode()
             + b"\n")
         assert peer.reply_to(0)["result"]["serverInfo"]["name"] == "llm-router"
-        os.write(controller, b"not json\n")
+        write_all(controller, b"not json\n")
         assert peer.next()["error"]["code"] == -32700
-        os.write(controller, b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}\n')
+        write_all(controller, b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}\n')
         assert peer.reply_to(1)["result"] == {}
     finally:
         os.close(terminal)
