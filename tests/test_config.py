@@ -200,26 +200,26 @@ MISTAKES = [
         "bad kind",
         EXAMPLE.replace('name = "local"\nkind = "openai"', 'name = "local"\nkind = "vllm"'),
         "providers[3] (name = 'local').kind",
-        "Input should be 'anthropic', 'openai', 'gemini', 'ollama' or 'mock'"
+        "'vllm' is not allowed (allowed: 'anthropic', 'openai', 'gemini', 'ollama' or 'mock')"
         ' (any OpenAI-compatible server, such as vLLM, LM Studio or llama.cpp, is kind = "openai")',
     ),
     (
         "misspelt kind",
         EXAMPLE.replace('name = "local"\nkind = "openai"', 'name = "local"\nkind = "openia"'),
         "providers[3] (name = 'local').kind",
-        "Input should be 'anthropic', 'openai', 'gemini', 'ollama' or 'mock' (did you mean 'openai'?)",
+        "'openia' is not allowed (allowed: 'anthropic', 'openai', 'gemini', 'ollama' or 'mock') (did you mean 'openai'?)",
     ),
     (
         "negative timeout",
         EXAMPLE.replace("timeout_s = 60", "timeout_s = -5"),
         "providers[0] (name = 'anthropic').timeout_s",
-        "Input should be greater than 0",
+        "-5 is too small (allowed: more than 0)",
     ),
     (
         "bad strategy",
         EXAMPLE.replace('strategy = "balanced"', 'strategy = "cheap"'),
         "routing.strategy",
-        "Input should be 'cheapest', 'best', 'fastest' or 'balanced' (did you mean 'cheapest'?)",
+        "'cheap' is not allowed (allowed: 'cheapest', 'best', 'fastest' or 'balanced') (did you mean 'cheapest'?)",
     ),
     (
         "unknown time zone",
@@ -255,7 +255,7 @@ MISTAKES = [
         "negative budget",
         EXAMPLE.replace("daily_usd = 5.0", "daily_usd = -1"),
         "budget.daily_usd",
-        "Input should be greater than or equal to 0",
+        "-1 is too small (allowed: at least 0)",
     ),
     (
         "budget for an unconfigured provider",
@@ -335,9 +335,9 @@ def test_every_config_mistake_is_listed_at_once_each_naming_the_file_and_its_key
     assert error.problems == [
         ("providers[0] (name = 'a').models", "'m' listed twice"),
         ("providers[0] (name = 'a').timout_s", "unknown key (did you mean 'timeout_s'?)"),
-        ("routing.strategy", "Input should be 'cheapest', 'best', 'fastest' or 'balanced'"),
-        ("routing.max_attempts", "Input should be greater than or equal to 1"),
-        ("limits.max_messages", "Input should be greater than 0"),
+        ("routing.strategy", "'x' is not allowed (allowed: 'cheapest', 'best', 'fastest' or 'balanced')"),
+        ("routing.max_attempts", "0 is too small (allowed: at least 1)"),
+        ("limits.max_messages", "0 is too small (allowed: more than 0)"),
     ]
     assert error.key == "providers[0] (name = 'a').models"
     assert str(error) == f"{path}: 5 problems:" + "".join(f"\n  {path} [{k}]: {m}" for k, m in error.problems)
@@ -567,3 +567,25 @@ def test_parse_model_ref_rejects_a_ref_without_both_parts_naming_the_field(ref: 
         "field": "chain",
         "allowed": '"provider:model", e.g. "anthropic:claude-haiku-4-5"',
     }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[routing]\nmax_attempts = 'many'\n", "[routing]\ndefault_max_tokens = -3\n", "[budget]\ndaily_usd = 'x'\n",
+        "[budget]\nmonthly_usd = 0.0000000001\n", "[ledger]\nstore_prompts = 'maybe'\n", "[http]\nallowed_hosts = 3\n",
+        "[[providers]]\nname = 'Bad Name'\nkind = 'openai'\nmodels = ['m']\n",
+        "[[providers]]\nname = 'p'\nkind = 'mock'\nmodels = ['m']\n[providers.mock]\nfailure_rate = 2\n",
+        "[[providers]]\nname = 'p'\nkind = 'openai'\n",
+    ],
+)
+def test_a_config_mistake_is_worded_by_the_router_never_in_pydantics_text(tmp_path: Path, text: str) -> None:
+    """Past the key, config errors were pydantic's own text ("Input should be greater than 0",
+    "String should match pattern ..."): the problem now says what is wrong and what is allowed."""
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    for pydantic_words in ("Input should", "String should", "should be", "pydantic", "Value error"):
+        assert pydantic_words not in message, message

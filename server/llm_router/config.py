@@ -479,6 +479,42 @@ def _fold(key: str, msg: str) -> tuple[str | None, str]:
     return key or None, msg
 
 
+_BOUNDS = {"greater_than": ("too small", "more than"), "greater_than_equal": ("too small", "at least"),
+           "less_than": ("too large", "less than"), "less_than_equal": ("too large", "at most")}
+_KINDS = {"int": "a whole number", "float": "a number", "decimal": "a number", "bool": "true or false",
+          "string": "a string", "list": "a list", "dict": "a table", "model": "a table"}
+
+
+def _wording(err: Any) -> str | None:
+    """A validation problem in the config's own words (pydantic's text is never shown), or None
+    for the checks this module words itself."""
+    kind: str = err["type"]
+    ctx = err.get("ctx") or {}
+    shown = repr(err.get("input"))[:80]
+    if kind in _BOUNDS:
+        what, bound = _BOUNDS[kind]
+        limit = next(iter(ctx.values()), None)
+        if isinstance(limit, int | float):
+            limit = f"{limit:g}"
+        return f"{shown} is {what} (allowed: {bound} {limit})" if limit is not None else f"{shown} is {what}"
+    if kind == "missing":
+        return "is required"
+    if kind == "literal_error":
+        return f"{shown} is not allowed (allowed: {ctx.get('expected')})"
+    if kind == "string_pattern_mismatch":
+        return f"{shown} is not in the expected form (allowed: lower-case letters, digits and _ . - , starting with a letter or digit)"
+    if kind == "string_too_long":
+        return f"is too long (allowed: at most {ctx.get('max_length')} characters)"
+    if kind in ("too_short", "too_long"):
+        return f"has too {'few' if kind == 'too_short' else 'many'} items"
+    if kind in ("decimal_max_places", "decimal_max_digits", "decimal_whole_digits"):
+        return f"{shown} is more precise than a billionth of a dollar or too large (allowed: up to 9 decimal places)"
+    head = kind.split("_", 1)[0]
+    if kind.endswith(("_type", "_parsing")) and head in _KINDS:
+        return f"{shown} is not {_KINDS[head]}"
+    return None
+
+
 def _problems(error: ValidationError, data: dict[str, Any]) -> list[tuple[str | None, str]]:
     out: list[tuple[str | None, str]] = []
     for err in error.errors():
@@ -487,7 +523,7 @@ def _problems(error: ValidationError, data: dict[str, Any]) -> list[tuple[str | 
         if err["type"] == "extra_forbidden":
             out.append((key, _unknown_key(str(loc[-1]), _keys_at(loc[:-1]))))
             continue
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = _wording(err) or err["msg"].removeprefix("Value error, ")
         if err["type"] == "literal_error":
             hint = _did_you_mean_value(err.get("input"), str(err.get("ctx", {}).get("expected", "")))
             if not hint and loc[-1] == "kind" and "providers" in loc:
