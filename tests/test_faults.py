@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,33 @@ from llm_router.calls import CompleteArgs
 from llm_router.engine import Engine
 from llm_router.types import AllAttemptsFailed
 
+from .clocks import ManualClock
 from .conftest import held_by_calls, settings_for_fakes
 from .fakes import FakeProvider, refused_url
 
 pytestmark = pytest.mark.anyio
 
 CHAIN = ["anthropic:claude-haiku-4-5", "openai:gpt-4o-mini"]
-DEADLINE_S = 6.0
+DEADLINE_S = 20.0
+"""Long enough that the first model's share (12 s) holds a try, a retry and a pause of the machine."""
+ANSWER_TIMEOUT_S = 5.0
+"""A try's timeout wherever an answer must get through: far beyond a pause of a busy machine."""
+HANG_TIMEOUT_S = 0.6
+"""The timeout of a provider that hangs: what ends each of its tries."""
 
 
-def quick(tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch, **kw: Any) -> Engine:
+def quick(tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch, *,
+          timeouts: dict[str, float] | None = None, **kw: Any) -> Engine:
+    """An engine on the fakes that retries once, soon. Every provider's try times out after
+    ANSWER_TIMEOUT_S, but those ``timeouts`` names (provider name: seconds)."""
     resilience = {"max_retries": 1, "backoff_base_s": 0.05, "backoff_max_s": 0.1, "deadline_s": DEADLINE_S,
                   "retry_after_cap_s": 2} | kw.pop("resilience", {})
-    return Engine(settings_for_fakes(tmp_path, fakes, monkeypatch, timeout_s=kw.pop("timeout_s", 0.6),
-                                     resilience=resilience, **kw))
+    settings = settings_for_fakes(tmp_path, fakes, monkeypatch, timeout_s=ANSWER_TIMEOUT_S, resilience=resilience, **kw)
+    if timeouts:
+        providers = [p.model_copy(update={"timeout_s": timeouts[p.name]}) if p.name in timeouts else p
+                     for p in settings.providers]
+        settings = settings.model_copy(update={"providers": providers})
+    return Engine(settings)
 
 
 async def progress(_v: float, _t: float | None, _m: str) -> None:
@@ -65,7 +77,7 @@ FAULTS: dict[str, dict[str, Any]] = {
 async def test_a_fault_on_the_first_provider_falls_back_within_the_deadline(
     name: str, tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = quick(tmp_path, fakes, monkeypatch)
+    engine = quick(tmp_path, fakes, monkeypatch, timeouts={"anthropic": HANG_TIMEOUT_S} if name == "hang" else None)
     spec = dict(FAULTS[name])
     fakes["anthropic"].fault(spec.pop("fault"), times=None, **spec)
     try:
@@ -119,14 +131,18 @@ async def test_when_every_provider_fails_the_call_fails_cleanly_listing_every_at
 async def test_hanging_providers_end_at_the_deadline_with_an_error_naming_what_was_tried(
     tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = quick(tmp_path, fakes, monkeypatch, timeout_s=30, resilience={"deadline_s": 1.0})
+    """The providers' own timeouts are a minute: the call's 1 s deadline is what ends it."""
+    engine = quick(tmp_path, fakes, monkeypatch, timeouts={"anthropic": 60, "openai": 60}, resilience={"deadline_s": 1.0})
     fakes["anthropic"].fault("hang", times=None)
     fakes["openai"].fault("hang", times=None)
     try:
         t0 = time.monotonic()
-        with pytest.raises(AllAttemptsFailed) as info:
+        with anyio.fail_after(120), pytest.raises(AllAttemptsFailed) as info:
             await engine.complete(CompleteArgs(prompt="hello", model=CHAIN))
-        assert time.monotonic() - t0 < 2.0
+        took = time.monotonic() - t0
+        # Ended at the deadline: not before it, and long before a provider's own timeout (the
+        # upper bound is far wider than a pause of the machine, and far short of the minute).
+        assert 1.0 <= took < 30, took
         assert info.value.deadline_hit and "deadline" in str(info.value)
         assert info.value.attempts[0].model == CHAIN[0]
         check_books(engine, 1)
@@ -135,10 +151,12 @@ async def test_hanging_providers_end_at_the_deadline_with_an_error_naming_what_w
 
 
 async def test_a_dead_provider_gets_no_requests_while_its_circuit_is_open_and_traffic_returns_after(
-    tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fakes: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch, breaker_clock: ManualClock,
 ) -> None:
+    """The breakers run on the test's clock: the circuit stays open for exactly its cool-down,
+    however long a busy machine takes over the calls made meanwhile."""
     engine = quick(tmp_path, fakes, monkeypatch,
-                   resilience={"max_retries": 0, "breaker_failures": 3, "breaker_cooldown_s": 0.5})
+                   resilience={"max_retries": 0, "breaker_failures": 3, "breaker_cooldown_s": 30})
     dead = fakes["anthropic"]
     dead.fault("status", status=500, times=None)
     path = "/v1/messages"
@@ -154,15 +172,16 @@ async def test_a_dead_provider_gets_no_requests_while_its_circuit_is_open_and_tr
             # ...and says so: the forced chain's first model is in the attempts, skipped.
             assert [(a.model, a.outcome, a.error_code) for a in result.attempts][0] == (CHAIN[0], "skipped", "circuit_open")
         assert dead.counts[path] == 3, "an open circuit sends nothing to the dead provider"
+        breaker_clock.advance(10)
         providers = {m["model"]: m["health"] for p in engine.providers_status() for m in p["models"]}
         health = providers[CHAIN[0]]
         assert health["circuit"] == "open" and "retry_at_unix" not in health
-        assert datetime.fromisoformat(health["retry_at"]).tzinfo is not None and 0 <= health["retry_in_s"] <= 0.5
+        assert (health["retry_at"], health["retry_in_s"]) == ("2025-03-14T12:00:30+00:00", 20.0)  # opened at 12:00:00
 
         dead.clear()  # it recovers
-        with anyio.fail_after(5):  # the cool-down
-            while not engine.health.allows(CHAIN[0])[0]:
-                await anyio.sleep(0.02)
+        breaker_clock.advance(19)  # 29 s after it opened
+        assert not engine.health.allows(CHAIN[0])[0], "open until the cool-down has passed"
+        breaker_clock.advance(1)  # the cool-down has passed: one trial call
         result = await engine.complete(CompleteArgs(prompt="q", model=CHAIN))
         assert result.provider == "anthropic" and dead.counts[path] == 1
         result = await engine.complete(CompleteArgs(prompt="q", model=CHAIN))
