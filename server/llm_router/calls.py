@@ -292,6 +292,8 @@ class ReportResult(_Result):
     budgets: list[dict[str, Any]]
     projection: dict[str, Any]
     savings: dict[str, Any] | None
+    filters: dict[str, str] = Field(default_factory=dict, description="the tag and provider the report is limited to, if any")
+    notes: list[str] = Field(default_factory=list, description="what the caller should know about the report")
 
 
 class BudgetResult(_Result):

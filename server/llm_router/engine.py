@@ -711,22 +711,38 @@ class Engine:
         self, *, period: str | None = None, group_by: str = "provider", since: str | None = None, until: str | None = None,
         tag: str | None = None, provider: str | None = None,
     ) -> ReportResult:
-        """Spend for a period, grouped, with every budget's state, a projection and savings."""
+        """Spend for a period, grouped, with every budget's state, a projection and savings. A
+        provider that is not configured is still reported (its past calls count), with a note."""
         from .reports import cost_report
 
-        return await cost_report(
+        where = {k: v for k, v in (("tag", tag), ("provider", provider)) if v is not None}
+        report = await cost_report(
             self.ledger, self.budget, self.reference, period=period, group_by=group_by, since=since, until=until,
-            where={k: v for k, v in (("tag", tag), ("provider", provider)) if v is not None},
+            where=where,
         )
+        report.filters = where
+        if provider is not None and provider not in self.availability:
+            import difflib
+
+            close = difflib.get_close_matches(provider, list(self.availability), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"configured: {', '.join(self.availability) or 'none'}"
+            report.notes.append(f"no provider named {provider!r} is configured ({hint}); only calls the ledger "
+                                "holds for that name are counted")
+        return report
 
     async def set_budget(self, scope: str, period: str, limit_usd: Decimal | None) -> BudgetResult:
         kind, name = parse_scope(scope)
         if kind == "provider" and name not in self.availability:
             raise InvalidInput("scope", f"unknown provider {name!r}", allowed=", ".join(f"provider:{p}" for p in self.availability))
+        stored = None if limit_usd is None or not limit_usd.is_finite() else usd_to_nusd(limit_usd)
+        if stored == 0 and limit_usd:
+            raise InvalidInput("limit_usd", f"${limit_usd:f} is less than half a billionth of a dollar, the ledger's "
+                               "smallest amount", allowed="0 (nothing may be spent), or at least 0.000000001")
         await self.ledger.run(self.budget.set_limit, scope, period, limit_usd)
         states = await self.ledger.run(self.budget.all_states)
         return BudgetResult(
-            changed={"scope": scope, "period": period, "limit_usd": None if limit_usd is None else str(limit_usd)},
+            # As stored: whole nano-dollars, written plainly ("0.0000001", not "1E-7")
+            changed={"scope": scope, "period": period, "limit_usd": None if stored is None else usd_str(stored)},
             budgets=[s.to_dict() for s in states],
         )
 

@@ -179,6 +179,10 @@ _TEMPLATES = ListResourceTemplatesResult(resource_templates=[
                      description="Every ledger entry of one day (YYYY-MM-DD, budget time zone)."),
 ])
 _RESOURCE_NAMES = ", ".join([*(r.uri for r in _RESOURCES.resources), LEDGER_URI + "/YYYY-MM-DD"])
+def _calls(n: int) -> str:
+    return f"{n} call" if n == 1 else f"{n} calls"
+
+
 _EMPTY_GROUP = {"provider": "(refused: no model)", "model": "(refused: no model)", "task_type": "(no task type)",
                 "tag": "(no tag)"}
 """What an empty group is in cost_report's text (the words ``report`` uses): a call refused before
@@ -433,17 +437,21 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         result = await engine.cost_report(period=args.period, group_by=args.group_by, since=args.since,
                                           until=args.until, tag=args.tag, provider=args.provider)
         totals = result.totals
-        lines = [(f"{result.period['name']} ({result.period['first_day']}..{result.period['last_day']}): "
-                  f"${totals['cost_usd']} over {totals['requests']} {'call' if totals['requests'] == 1 else 'calls'}")]
+        only = ", ".join(f"{k} {v!r}" for k, v in result.filters.items())
+        lines = [(f"{result.period['name']} ({result.period['first_day']}..{result.period['last_day']})"
+                  f"{f', only {only}' if only else ''}: ${totals['cost_usd']} over {_calls(totals['requests'])}")]
+        if totals.get("estimated_requests"):
+            lines.append(f"  of which ${totals['estimated_cost_usd']} over {_calls(totals['estimated_requests'])} is "
+                         "estimated (the provider reported no usage)")
         empty = _EMPTY_GROUP.get(args.group_by, "(none)")
-        lines += [f"  {r[args.group_by] or empty}: ${r['cost_usd']} ({r['requests']} "
-                  f"{'call' if r['requests'] == 1 else 'calls'})" for r in result.rows]
+        lines += [f"  {r[args.group_by] or empty}: ${r['cost_usd']} ({_calls(r['requests'])})" for r in result.rows]
+        lines += [f"note: {n}" for n in result.notes]
         return result, ok(result.to_json(), "\n".join(lines))
 
     async def set_budget(ctx: Ctx, args: BudgetArgs) -> tuple[Any, Wire]:
         result = await engine.set_budget(args.scope, args.period, args.limit_usd)
         await updated(BUDGETS_URI)
-        what = "removed" if args.limit_usd is None else f"set to ${args.limit_usd}"
+        what = "removed" if args.limit_usd is None else f"set to ${result.changed['limit_usd']}"
         return result, ok(result.to_json(), f"{args.scope} {args.period} limit {what}.")
 
     runs = {"complete": complete, "route_explain": route_explain, "cost_report": cost_report, "set_budget": set_budget}
