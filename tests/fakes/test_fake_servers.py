@@ -213,8 +213,10 @@ def fake(request: pytest.FixtureRequest) -> Any:
     assert not f.server_errors
 
 
-def make_client(timeout: float | httpx.Timeout = 3.0) -> httpx.Client:
-    """Plain-HTTP client; verify=False skips loading CA certificates (~85 ms per client)."""
+def make_client(timeout: float | httpx.Timeout = 30.0) -> httpx.Client:
+    """Plain-HTTP client; verify=False skips loading CA certificates (~85 ms per client). Its
+    timeout only ends a test gone wrong (tests of timeouts give their own): wide enough for an
+    answer to get through a paused machine."""
     return httpx.Client(timeout=timeout, verify=False)
 
 
@@ -829,7 +831,7 @@ def anyio_backend() -> str:
 async def test_usable_from_async_tests() -> None:
     async with FakeProvider("gemini", usage=USAGE) as fake:
         fake.fault("status", status=503)
-        async with httpx.AsyncClient(timeout=3, verify=False) as client:
+        async with httpx.AsyncClient(timeout=30, verify=False) as client:
             url, headers, body = request_for(fake, stream=True)
             assert (await client.post(url, headers=headers, json=body)).status_code == 503
             async with client.stream("POST", url, headers=headers, json=body) as resp:
