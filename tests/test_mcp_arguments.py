@@ -193,3 +193,29 @@ async def test_a_lone_surrogate_from_an_in_process_caller_is_refused_naming_the_
         assert "surrogate" in error["message"]
     assert held_by_calls(engine) == 0
     assert await engine.ledger_rows() == []
+
+
+@pytest.mark.parametrize("value", ["NaN", "inf", "-Infinity"])
+@pytest.mark.parametrize("name", ["temperature", "deadline_s"])
+async def test_a_temperature_or_deadline_that_is_no_finite_number_is_refused_as_such(
+    client: Client, engine: Engine, name: str, value: Any
+) -> None:
+    """``temperature: "NaN"`` was answered "'NaN' is too large"."""
+    error = error_of(await client.call_tool("complete", {"prompt": "hi", name: value}))
+    assert (error["code"], error["field"]) == ("invalid_input", name)
+    assert "is not a finite number" in error["message"], error
+    assert await engine.ledger_rows() == []
+
+
+@pytest.mark.parametrize("name", ["temperature", "deadline_s"])
+def test_a_nan_handed_over_in_process_never_passes_the_range_check(name: str) -> None:
+    """A float NaN passed ``ge``/``le`` (every comparison with NaN is false) and would have gone to
+    the provider in a body JSON cannot carry."""
+    from llm_router.arguments import ToolArguments
+    from llm_router.calls import CompleteArgs
+    from llm_router.types import InvalidInput
+
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(InvalidInput, match="is not a finite number") as caught:
+            ToolArguments("complete", CompleteArgs).parse({"prompt": "hi", name: value})
+        assert caught.value.field == name

@@ -55,7 +55,7 @@ MaxTokens = Annotated[
     int | None,
     Field(ge=1, le=1_000_000, description="Most tokens the answer may have; also bounds the cost reserved."),
 ]
-Temperature = Annotated[float | None, Field(ge=0, le=2, description="Sampling temperature, 0 to 2.")]
+Temperature = Annotated[float | None, Field(ge=0, le=2, allow_inf_nan=False, description="Sampling temperature, 0 to 2.")]
 ModelChoice = Annotated[
     str | list[str] | None,
     Field(
@@ -77,7 +77,7 @@ MaxCost = Annotated[
     Field(description="Refuse models whose worst-case cost is above this (USD)."),
 ]
 Tag = Annotated[str | None, Field(max_length=128, description="Who or what to bill this call to (a tag in the ledger and budgets).")]
-DeadlineS = Annotated[float | None, Field(gt=0, le=3600, description="Give up (with an error listing what was tried) after this many seconds.")]
+DeadlineS = Annotated[float | None, Field(gt=0, le=3600, allow_inf_nan=False, description="Give up (with an error listing what was tried) after this many seconds.")]
 
 
 class CompleteArgs(BaseModel):
