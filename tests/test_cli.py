@@ -65,6 +65,23 @@ def test_report_prints_the_spend_table(tmp_path: Path, capsys: pytest.CaptureFix
     assert "openai" in out and "total" in out and "budget global daily" in out
 
 
+def test_report_says_how_much_of_the_spend_is_estimated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The terminal report never said that part of a period's spend was an estimate."""
+    from llm_router.ledger import RequestRow
+    from llm_router.ledger.sqlite import Ledger
+
+    ledger = tmp_path / "ledger.db"
+    led = Ledger(ledger)
+    for n, (cost, estimated) in enumerate([(1_000, 0), (2_500, 1)]):
+        led.record(RequestRow(id=f"r{n}", ts=f"2025-03-14T12:00:00.00{n}+00:00", day="2025-03-14", status="ok",
+                              tag="", provider="openai", model="m", input_tokens=1, output_tokens=1,
+                              cost_nusd=cost, cost_usd="0", cost_estimated=estimated))
+    led.close()
+    assert main(["report", "--demo", "--ledger", str(ledger), "--since", "2025-03-14", "--until", "2025-03-14"]) == 0
+    out = capsys.readouterr().out
+    assert "$0.0000035 over 2 calls\nof which $0.0000025 over 1 call is estimated (the provider reported no usage)\n" in out
+
+
 @pytest.mark.slow
 def test_demo_drives_every_tool_and_resource_offline(tmp_path: Path) -> None:
     proc = subprocess.run(

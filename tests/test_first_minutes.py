@@ -266,7 +266,7 @@ def test_check_fails_and_says_so_for_a_model_that_can_never_be_called(
     assert main(["check", "--offline", "--config", str(cfg)]) == 1
 
     out = capsys.readouterr().out
-    assert "lab:mystery-13b: tier medium, 128000 tokens, NO PRICE: never called, it could not be budgeted" in out
+    assert "lab:mystery-13b: tier medium, 128000 tokens assumed (set model_overrides context_window), NO PRICE: never called, it could not be budgeted" in out
     assert out.endswith('1 model can never be called, having no price: lab:mystery-13b. Give each a '
                         '[providers.prices."MODEL"] table (input_per_mtok, output_per_mtok) in the config file, '
                         "or remove it from models.\n")
@@ -286,7 +286,8 @@ def test_check_says_when_a_configured_model_is_not_in_the_servers_own_list(
         listed = capsys.readouterr().out
 
     assert f"local (openai at {fake.base_url}): usable — local answered with 1 models" in unlisted
-    assert "    local:default: tier low, 128000 tokens, $0/$0 per Mtok (config); NOT in local's model list\n" in unlisted
+    assert ("    local:default: tier low, 128000 tokens assumed (set model_overrides context_window), $0/$0 per Mtok "
+            "(config); NOT in local's model list\n") in unlisted
     assert ("    local does not list default: calls to it may fail (some servers, llama.cpp among them, answer any "
             "name). It lists: qwen2.5-7b-instruct\n") in unlisted
     assert "local:qwen2.5-7b-instruct: tier low" in listed and "NOT in" not in listed and "does not list" not in listed
@@ -306,3 +307,18 @@ def test_check_says_when_a_configured_model_is_not_in_the_servers_own_list(
 )
 def test_a_model_counts_as_listed_under_the_name_its_server_lists_it_by(model: str, served: set[str], listed: bool) -> None:
     assert cli._listed(model, served) is listed
+
+
+def test_check_shows_an_assumed_window_as_assumed_and_asks_the_server_for_the_one_it_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check printed the 128,000-token guess as if it were the model's window, and never asked
+    the server, which knows it."""
+    with FakeProvider("openai", api_key=None, models=["default"], llama_cpp=True, n_ctx=2048) as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "    local:default: tier low, 2048 tokens (as the server runs it), $0/$0 per Mtok" in out
+
+    assert main(["check", "--offline"]) == 0
+    assert "local:default: tier low, 128000 tokens assumed (set model_overrides context_window)" in capsys.readouterr().out

@@ -150,12 +150,19 @@ def _check(args: argparse.Namespace) -> int:
                 label = f" at {cfg.base_url or KNOWN_PROVIDERS[cfg.kind][1]}"
             line = f"{cfg.name} ({cfg.kind}{label}): "
             served: set[str] | None = None
+            windows: dict[str, int] = {}  # what the server says of windows we only assume
             if usable and not args.offline:
                 provider = build_provider(cfg)
                 result = None
                 try:
                     with anyio.move_on_after(cfg.timeout_s):
                         result = await provider.probe()
+                    if result is not None and result.ok:
+                        for entry in catalog:
+                            if entry.provider == cfg.name and not entry.context_known:
+                                with anyio.move_on_after(5):
+                                    if (window := await provider.context_window(entry.model)) is not None:
+                                        windows[entry.model] = window
                 finally:
                     await provider.aclose()
                 if result is None:
@@ -179,7 +186,13 @@ def _check(args: argparse.Namespace) -> int:
                 unlisted = served is not None and not _listed(entry.model, served)
                 if unlisted:
                     missing.append(entry.model)
-                say(f"    {entry.ref}: tier {entry.tier}, {entry.context_window} tokens, {price} ({entry.price_source})"
+                if entry.model in windows:
+                    window = f"{windows[entry.model]} tokens (as the server runs it)"
+                elif entry.context_known:
+                    window = f"{entry.context_window} tokens"
+                else:
+                    window = f"{entry.context_window} tokens assumed (set model_overrides context_window)"
+                say(f"    {entry.ref}: tier {entry.tier}, {window}, {price} ({entry.price_source})"
                     + (f"; NOT in {cfg.name}'s model list" if unlisted else ""))
             if missing and served is not None:
                 shown = sorted(served)
@@ -243,6 +256,9 @@ def _report(args: argparse.Namespace) -> int:
     print(f"{'total':<{width}}  {t['requests']:>7}  {t['errors']:>6}  {t['input_tokens']:>10}  {t['output_tokens']:>10}  {t['cost_usd']:>14}")
     errors = f", {_plural(t['errors'], 'error')}" if t["errors"] else ""
     print(f"${t['cost_usd']} over {_plural(t['requests'], 'call')}{errors}")
+    if t.get("estimated_requests"):
+        print(f"of which ${t['estimated_cost_usd']} over {_plural(t['estimated_requests'], 'call')} is estimated "
+              "(the provider reported no usage)")
     print(f"month-end projection: ${report.projection['month_end_usd']} ({report.projection['method']})")
     for b in report.budgets:
         if "spent_usd" in b:
