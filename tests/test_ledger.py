@@ -753,14 +753,16 @@ def test_with_upkeep_a_reservation_is_a_lease_renewed_up_to_its_time_to_live(led
     assert expiry(ledger, short)[0] == pytest.approx(expiry(ledger, short)[1])
 
 
+@pytest.mark.slow
 def test_holds_of_a_ledger_that_stopped_renewing_lapse_and_are_reclaimed_by_another(store: Store) -> None:
     """A server killed mid-call on another machine: nobody can see its process, but its lease lapses.
 
-    The lease is a second: until it lapses the hold must still count, and with a shorter one a busy
-    machine could take that long between the last renewal and the check that it blocks."""
+    The lease is three seconds: until it lapses the hold must still count, and with a shorter one
+    a paused or busy machine could take that long between making the hold and the check that it
+    blocks. (Leases are dated by the PostgreSQL server's clock, so no test clock can stand in.)"""
     dead, other = store.open(), store.open()
     try:
-        dead.start_upkeep(lease_s=1.0, interval_s=3600)
+        dead.start_upkeep(lease_s=3.0, interval_s=3600)
         rid = reserve(dead, [daily(1_000)], 1_000, request_id="in-flight")
         assert isinstance(rid, str)
         dead.stop_upkeep()  # no more renewals, as if the process had died
@@ -797,17 +799,17 @@ def test_a_hold_another_process_took_after_ours_is_reclaimed_once_it_lapses(stor
 
 
 def test_upkeep_keeps_renewing_while_the_ledger_is_open(store: Store) -> None:
-    """Renewed every quarter lease. With a 0.4 s lease, a busy machine keeping the upkeep thread
-    waiting that long would let the hold lapse before the final check; with a second's lease the
-    thread has to miss four renewals in a row."""
+    """Renewed every quarter lease. With a short lease, a paused or busy machine keeping the upkeep
+    thread waiting that long would let the hold lapse before the final check; with a 3 s lease
+    the thread has to miss four renewals in a row (over two seconds)."""
     led = store.open()
     try:
-        led.start_upkeep(lease_s=1.0, interval_s=3600)
+        led.start_upkeep(lease_s=3.0, interval_s=3600)
         rid = reserve(led, [], 10)
         assert isinstance(rid, str)
         first = expiry(led, rid)[0]
-        deadline = time.monotonic() + 10
-        while expiry(led, rid)[0] < first + 0.5:  # renewed twice or more since it was made
+        deadline = time.monotonic() + 20
+        while expiry(led, rid)[0] < first + 1.0:  # renewed twice or more since it was made
             assert time.monotonic() < deadline, "the lease was not renewed"
             time.sleep(0.05)
         assert led.reclaim() == 0
@@ -1028,13 +1030,17 @@ def test_no_spare_is_kept_where_a_limit_has_no_room_for_it(sqlite_ledger: Ledger
 
 
 def test_an_unused_spare_is_let_go_by_upkeep_and_on_close(ledger_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger_base, "SPARE_IDLE_S", 0.2)
+    """Idleness is judged on the ledger's clock, here the test's: the spare cannot look idle before
+    the test says so, however long a paused machine takes between two steps."""
+    monkeypatch.setattr(ledger_base, "SPARE_IDLE_S", 0.2)  # upkeep looks every 0.2 s
     monkeypatch.setattr(ledger_sqlite, "SPARE_IDLE_S", 0.2)
-    led = Ledger(ledger_file)
+    clock = ManualClock()
+    led = Ledger(ledger_file, clock=clock)
     try:
         led.start_upkeep(lease_s=60, interval_s=3600)
         led.record(row(), spare=spare(2_000))
         assert led.spare_nusd == 2_000
+        clock.advance(0.3)  # idle for longer than SPARE_IDLE_S
         deadline = time.monotonic() + 10
         while led.reservations_total():
             assert time.monotonic() < deadline, "the idle spare is still held"
