@@ -331,6 +331,32 @@ def test_a_message_above_the_size_limit_is_refused_unread_and_the_next_one_is_an
         assert db.execute("SELECT COUNT(*) FROM requests").fetchone() == (0,), "the refused call never ran"
 
 
+@pytest.mark.slow
+def test_the_typescript_sdk_client_gets_the_refusal_of_an_over_long_call_at_once_and_the_next_call_answered(
+    tmp_path: Path,
+) -> None:
+    """Seen with the TypeScript SDK and MCP Inspector: a call above the limit hung for 60 s, then
+    "Request timed out" (-32001), because the refusal went out with ``id: null``."""
+    from .node_peers import NODE_DIR, RUN_TIMEOUT_S, demo_server_command, node, require, server_env
+
+    require("@modelcontextprotocol/sdk")
+    huge = "x" * 4_300_000  # above the default limit of 4 MiB
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"steps": [{"tool": "complete", "arguments": {"prompt": huge}},
+                                          {"tool": "route_explain", "arguments": {"prompt": "still there?"}}]}))
+    started = time.monotonic()
+    with plan.open("rb") as stdin:  # a file: Node's readFileSync(0) fails with EAGAIN on a pipe this long
+        proc = subprocess.run([node(), "sdk_client.mjs", "stdio", *demo_server_command(tmp_path / "ledger.db")],
+                              stdin=stdin, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=server_env(),
+                              cwd=NODE_DIR, check=False)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout[-3000:]}\nstderr: {proc.stderr[-4000:]}"
+    refused, after = json.loads(proc.stdout)["steps"]
+    assert refused["outcome"] == "threw" and refused["code"] == -32600, refused
+    assert "above this server's limit of 4194304 bytes ([limits] max_message_bytes)" in refused["message"]
+    assert after["outcome"] == "result" and not after["isError"], after
+    assert time.monotonic() - started < 50, "answered, not timed out (the SDK gives up after 60 s)"
+
+
 async def test_an_over_long_line_is_skipped_as_it_arrives_never_held_whole() -> None:
     r, w = os.pipe()
     limit = 100_000
@@ -358,6 +384,72 @@ async def test_an_over_long_line_is_skipped_as_it_arrives_never_held_whole() -> 
     assert isinstance(out[0], TooLarge) and (out[0].size, out[0].request_id) == (len(line), "big-1")
     assert out[1:] == ['{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n']
     assert max(held) <= limit + 65536, "never more than the limit and one read's worth"
+
+
+def _written_as_the_typescript_sdk_writes_it(request_id: Any, pad: int) -> bytes:
+    """``{...request, jsonrpc, id}``: the id after the multi-MB params, with a nested ``"id"``, an
+    escaped ``"id":`` inside a string and a string ending in a backslash just before it."""
+    request = {"method": "tools/call", "params": {"name": "complete", "arguments": {
+        "prompt": "y" * pad, "id": "nested-inner", "note": 'say "id": 5} \\', "list": [{"id": 6}]}}}
+    return json.dumps({**request, "jsonrpc": "2.0", "id": request_id}).encode() + b"\r\n"
+
+
+async def _read_all(chunks: list[bytes], limit: int) -> tuple[list[str | TooLarge], int]:
+    """What a LineReader with ``limit`` yields from ``chunks`` on a pipe, and the most it held. Less
+    than a pipe holds is written before reading starts, so one read has it all (the whole line in
+    hand, then dropped); more is skipped as it arrives."""
+    r, w = os.pipe()
+    reader = LineReader(r, max_bytes=limit)
+    held: list[int] = []
+    real_read = reader._read
+
+    async def watched() -> bytes:
+        held.append(len(reader._buf))
+        return await real_read()
+
+    reader._read = watched  # type: ignore[method-assign]
+
+    def feed() -> None:
+        for chunk in chunks:
+            write_all(w, chunk)
+        os.close(w)
+
+    try:
+        if sum(map(len, chunks)) < 65536:  # what a pipe holds: all there for the first read, which finds the newline
+            feed()
+            out = [item async for item in reader]
+        else:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, feed)
+                out = [item async for item in reader]
+    finally:
+        os.close(r)
+    return out, max(held)
+
+
+@pytest.mark.parametrize("pad", [20_000, 5_000_000], ids=["within-one-read", "skipped-as-it-arrives"])
+@pytest.mark.parametrize("request_id", [7, "ts-sdk-7", -3])
+async def test_an_over_long_message_whose_id_comes_last_is_refused_with_that_id_not_a_nested_one(
+    pad: int, request_id: Any,
+) -> None:
+    """The TypeScript SDK (and MCP Inspector) write the id after the params: refused with
+    ``id: null``, the client never matched the refusal and timed out 60 s later (-32001)."""
+    line = _written_as_the_typescript_sdk_writes_it(request_id, pad)
+    out, held = await _read_all([line, b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n'], limit=1_000)
+    assert isinstance(out[0], TooLarge) and (out[0].size, out[0].request_id) == (len(line), request_id)
+    assert out[1:] == ['{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n']
+    assert held <= 1_000 + 65536, "never more than the limit and one read's worth"
+
+
+@pytest.mark.parametrize("pad", [20_000, 5_000_000], ids=["within-one-read", "skipped-as-it-arrives"])
+async def test_an_over_long_message_ending_in_a_nested_id_is_refused_with_the_id_it_opens_with(pad: int) -> None:
+    leading = {"jsonrpc": "2.0", "id": "lead-1", "method": "tools/call",
+               "params": {"pad": "y" * pad, "meta": {"id": "nested-last"}}}
+    no_top_level_id = {"jsonrpc": "2.0", "method": "notifications/x", "params": {"pad": "y" * pad, "id": 9}}
+    lines = [json.dumps(leading).encode() + b"\n", json.dumps(no_top_level_id).encode() + b"\n"]
+    out, _held = await _read_all(lines, limit=1_000)
+    assert [(type(x), x.request_id) for x in out if isinstance(x, TooLarge)] == [(TooLarge, "lead-1"), (TooLarge, None)]
+    assert len(out) == 2
 
 
 LONE_SURROGATES = textwrap.dedent(

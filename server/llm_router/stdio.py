@@ -14,8 +14,9 @@ What no client or upstream can do to the wire:
   is not a JSON-RPC message with an invalid-request error (-32600); each is logged on stderr, and
   the connection goes on (the SDK's transport drops them silently, and the client waits forever);
 * a message above ``[limits] max_message_bytes`` is refused before it is parsed (-32600, with the
-  request's id when it comes first, as clients write it), and discarded as it arrives: never held
-  whole in memory;
+  request's id, read from the message's last bytes or its first: the TypeScript SDK writes
+  ``{...request, jsonrpc, id}``, so its id comes after the params, others write it first), and
+  discarded as it arrives: never held whole in memory (only its first and last few KB are kept);
 * text that is not valid Unicode (a lone surrogate from an upstream, half an emoji split across two
   stream chunks by a JavaScript server) is repaired on the way out, the pair rejoined or the lone
   half replaced by U+FFFD: what is written is always valid UTF-8, so no answer can make the writer
@@ -145,14 +146,16 @@ class LineReader:
                 self._eof = True
 
     def _drop_through(self, end: int) -> TooLarge:
-        found = TooLarge(end + 1, _leading_id(bytes(self._buf[:_ID_SCAN_BYTES])))
-        del self._buf[: end + 1]
-        return found
+        buf = self._buf
+        head, tail = bytes(buf[:_ID_SCAN_BYTES]), bytes(buf[max(0, end + 1 - _ID_SCAN_BYTES) : end + 1])
+        del buf[: end + 1]
+        return TooLarge(end + 1, _message_id(head, tail))
 
     async def _skip_rest(self) -> TooLarge:
-        """Drop an over-long line, reading on until its newline (or the end of input)."""
+        """Drop an over-long line, reading on until its newline (or the end of input). Only its
+        first and last ``_ID_SCAN_BYTES`` are kept, to find its id in."""
         buf = self._buf
-        request_id = _leading_id(bytes(buf[:_ID_SCAN_BYTES]))
+        head, tail = bytes(buf[:_ID_SCAN_BYTES]), bytes(buf[-_ID_SCAN_BYTES:])
         size = len(buf)
         buf.clear()
         while not self._eof:
@@ -163,10 +166,26 @@ class LineReader:
             end = chunk.find(b"\n")
             if end >= 0:
                 size += end + 1
+                tail = _last(tail, chunk[:end])
                 buf += chunk[end + 1:]
                 break
             size += len(chunk)
-        return TooLarge(size, request_id)
+            tail = _last(tail, chunk)
+        return TooLarge(size, _message_id(head, tail))
+
+
+def _last(tail: bytes, more: bytes) -> bytes:
+    """The last ``_ID_SCAN_BYTES`` of ``tail`` followed by ``more``."""
+    if len(more) >= _ID_SCAN_BYTES:
+        return more[-_ID_SCAN_BYTES:]
+    return (tail + more)[-_ID_SCAN_BYTES:]
+
+
+def _message_id(head: bytes, tail: bytes) -> str | int | None:
+    """The top-level id of an over-long message from its first and last bytes: where the
+    TypeScript SDK (and so MCP Inspector) puts it, last, else where most clients put it, first."""
+    found = _trailing_id(tail)
+    return found if found is not None else _leading_id(head)
 
 
 _ID_MEMBER = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?[0-9]{1,19})\s*[,}]')
@@ -194,6 +213,48 @@ def _leading_id(head: bytes) -> str | int | None:
         elif c in b"}]":
             depth -= 1
         i += 1
+    return None
+
+
+def _trailing_id(tail: bytes) -> str | int | None:
+    """The top-level ``"id"`` of a JSON-RPC message from its last bytes, when it comes after
+    everything that is long (the TypeScript SDK writes ``{...request, jsonrpc: "2.0", id}``); None
+    otherwise. Read backwards from the closing brace, outside any string, so only keys of the
+    outermost object count: a nested ``"id"`` never answers for it. A string whose start lies
+    before ``tail`` (or is not certain) ends the search."""
+    end = len(tail.rstrip())
+    if not end or tail[end - 1] != 0x7D:  # not the end of an object: no message, or cut short
+        return None
+    depth = 0
+    i = end - 1
+    while i >= 0:
+        c = tail[i]
+        if c == 0x22:  # the closing quote of a string: back to its opening quote
+            i -= 1
+            while True:
+                i = tail.rfind(b'"', 0, i + 1)
+                if i < 0:
+                    return None
+                j = i - 1
+                while j >= 0 and tail[j] == 0x5C:
+                    j -= 1
+                if j < 0:
+                    return None  # backslashes from the very start of the tail: escaped or not, unknown
+                if (i - 1 - j) % 2 == 0:
+                    break  # not escaped: the string opens here
+                i -= 1
+            if depth == 1 and (m := _ID_MEMBER.match(tail, i)):
+                with suppress(ValueError):
+                    value = json.loads(m.group(1))
+                    return value if isinstance(value, str | int) else None
+                return None
+        elif c in b"}]":
+            depth += 1
+        elif c in b"{[":
+            depth -= 1
+            if depth <= 0:
+                return None  # the outermost object's opening brace: it has no id after its long part
+        i -= 1
     return None
 
 
