@@ -199,6 +199,39 @@ async def test_a_plain_json_answer_to_a_stream_request_is_read_as_the_answer(fak
         assert fake.last_request.json["stream"] is True
 
 
+async def test_an_openai_stream_that_ends_before_any_event_is_asked_again_whole_within_the_same_call() -> None:
+    """A 200 event stream with no event at all was a "cut stream" (malformed, retried in vain):
+    asked again without streaming, the same call gets the answer, and progress sees its text."""
+    with FakeProvider("openai", usage=WIRE) as fake:
+        fake.fault("empty_stream", text="the whole answer")
+        fake.reply(text="the whole answer")
+        result, deltas = await call(fake, stream=True)
+        assert (result.text, result.usage) == ("the whole answer", USAGE)
+        assert deltas == ["the whole answer"], "the text reaches progress once, in one piece"
+        first, again = [r.json for r in fake.requests]
+        assert first["stream"] is True and "stream" not in again and "stream_options" not in again
+        assert {k: v for k, v in first.items() if not k.startswith("stream")} == again
+
+
+async def test_llama_cpp_python_refusing_a_stream_over_its_window_with_an_empty_stream_states_the_window() -> None:
+    """What llama-cpp-python sends a stream request over its window: 200, then an event stream that
+    ends at once. The request asked again without streaming gets its real 400, window and all."""
+    big = CompletionRequest(messages=(Message(role="user", content="word " * 300),), max_tokens=8)
+    with FakeProvider("openai", api_key=None, llama_cpp_python=True, n_ctx=256) as fake:
+        with pytest.raises(ContextTooLong) as info:
+            await call(fake, stream=True, request=big)
+        assert info.value.context_window == 256 and info.value.status == 400
+        assert [bool(r.json.get("stream")) for r in fake.requests] == [True, False]
+
+
+async def test_an_openai_stream_cut_after_its_first_event_is_still_a_cut_stream_not_asked_again() -> None:
+    with FakeProvider("openai", usage=WIRE) as fake:
+        fake.fault("cut_stream", after_chunks=0, clean_eof=True)  # the role chunk, then a clean end
+        err = await fails(fake, stream=True)
+        assert type(err) is MalformedResponse and "ended before [DONE]" in str(err)
+        assert len(fake.requests) == 1
+
+
 @MODES
 async def test_an_html_page_with_status_200_is_named_not_a_cut_stream(fake: FakeProvider, stream: bool) -> None:
     fake.fault("html")

@@ -51,6 +51,7 @@ FaultKind = Literal[
     "stream_error",  # an in-stream error event after some chunks (Anthropic, Ollama)
     "tool_call",  # an answer that is only a tool call (text= adds a preamble)
     "json_to_stream",  # a stream request answered with the plain JSON answer (application/json)
+    "empty_stream",  # a stream request answered 200 with a stream that ends cleanly before any event
     "html",  # a 200 HTML page (a proxy or captive portal), whatever was asked
     "context",  # the provider's context-length error, stating the window (window=) where it does
     "lone_surrogate",  # text holding lone UTF-16 halves ("\ud83d" alone), as JavaScript servers send
@@ -276,7 +277,7 @@ class _Dialect:
     def tool_stream(self, t: _Turn) -> _Frames:
         raise NotImplementedError
 
-    def context_error(self, window: int, prompt: int, flavor: str | None) -> Any:
+    def context_error(self, window: int, prompt: int, flavor: str | None, max_tokens: int = 0) -> Any:
         raise NotImplementedError
 
 
@@ -474,7 +475,7 @@ class _Anthropic(_Dialect):
         tool.append(self._event("content_block_stop", {"type": "content_block_stop", "index": index}))
         return _Frames(frames.head, frames.deltas, frames.tail[:-2] + tool + frames.tail[-2:])
 
-    def context_error(self, window: int, prompt: int, flavor: str | None) -> Any:
+    def context_error(self, window: int, prompt: int, flavor: str | None, max_tokens: int = 0) -> Any:
         return self.error(400, message=f"prompt is too long: {prompt} tokens > {window} maximum")
 
     def stream_error_frame(self, t: _Turn) -> bytes:
@@ -512,7 +513,9 @@ class _OpenAI(_Dialect):
             return "generate"
         if method == "GET" and path == f"{self.base_path}/models":
             return "models"
-        if self.llama_cpp and (method, path) in (("GET", "/props"), ("POST", "/tokenize")):
+        if self.llama_cpp_python and (method, path) in (("POST", "/extras/tokenize"), ("POST", "/extras/tokenize/count")):
+            return "side"
+        if self.llama_cpp and not self.llama_cpp_python and (method, path) in (("GET", "/props"), ("POST", "/tokenize")):
             return "side"
         return None
 
@@ -668,6 +671,8 @@ class _OpenAI(_Dialect):
 
     llama_cpp = False
     """Speak as llama.cpp's server does: no usage in streams, even when include_usage asks."""
+    llama_cpp_python = False
+    """Speak as llama-cpp-python's server does (no usage in streams either; its own side endpoints)."""
 
     def _include_usage(self, t: _Turn) -> bool:
         opts = (t.req.json or {}).get("stream_options") or {}
@@ -715,8 +720,8 @@ class _OpenAI(_Dialect):
         ]
         return _Frames(frames.head, frames.deltas + calls, frames.tail)
 
-    def context_error(self, window: int, prompt: int, flavor: str | None) -> Any:
-        flavor = flavor or ("llama.cpp" if self.llama_cpp else "openai")
+    def context_error(self, window: int, prompt: int, flavor: str | None, max_tokens: int = 0) -> Any:
+        flavor = flavor or ("llama-cpp-python" if self.llama_cpp_python else "llama.cpp" if self.llama_cpp else "openai")
         if flavor == "llama.cpp":  # server-task.cpp: the numbers ride beside the message
             message = f"request ({prompt} tokens) exceeds the available context size ({window} tokens), try increasing it"
             return {"error": {"code": 400, "message": message, "type": "exceed_context_size_error",
@@ -724,6 +729,14 @@ class _OpenAI(_Dialect):
         if flavor == "llama.cpp-old":  # older servers said neither number
             message = "the request exceeds the available context size, try increasing it"
             return {"error": {"code": 400, "message": message, "type": "exceed_context_size_error"}}
+        if flavor == "llama-cpp-python":  # llama_cpp/server/errors.py: requested = prompt + max_tokens
+            message = (
+                f"This model's maximum context length is {window} tokens. However, you requested "
+                f"{prompt + max_tokens} tokens ({prompt} in the messages, {max_tokens} in the completion). "
+                "Please reduce the length of the messages or completion."
+            )
+            return {"error": {"message": message, "type": "invalid_request_error", "param": "messages",
+                              "code": "context_length_exceeded"}}
         message = (
             f"This model's maximum context length is {window} tokens. However, your messages resulted in "
             f"{prompt} tokens. Please reduce the length of the messages."
@@ -957,7 +970,7 @@ class _Gemini(_Dialect):
         frames = [b"data: " + _dumps(e) + b"\r\n\r\n" for e in events]
         return _Frames([], frames[:-1], frames[-1:])
 
-    def context_error(self, window: int, prompt: int, flavor: str | None) -> Any:
+    def context_error(self, window: int, prompt: int, flavor: str | None, max_tokens: int = 0) -> Any:
         message = f"The input token count ({prompt}) exceeds the maximum number of tokens allowed ({window})."
         return self.error(400, message=message)
 
@@ -1122,7 +1135,7 @@ class _Ollama(_Dialect):
                 "message": {"role": "assistant", "content": "", "tool_calls": self._tool_calls(t)}, "done": False}
         return _Frames(frames.head, frames.deltas + [_dumps(call) + b"\n"], frames.tail)
 
-    def context_error(self, window: int, prompt: int, flavor: str | None) -> Any:
+    def context_error(self, window: int, prompt: int, flavor: str | None, max_tokens: int = 0) -> Any:
         # Ollama says by how much, never the window itself.
         return {"error": f"prompt too long; exceeded max context length by {prompt - window} tokens"}
 
@@ -1254,6 +1267,7 @@ class FakeProvider:
         text: str | None = None,
         base_path: str | None = None,
         llama_cpp: bool = False,
+        llama_cpp_python: bool = False,
         n_ctx: int = 4096,
         context_length: int = 131072,
         num_ctx: int | None = None,
@@ -1272,13 +1286,19 @@ class FakeProvider:
         self.usage = usage or Usage()
         self.text = text
         self._dialect = _DIALECTS[kind](self.base_path)
-        if llama_cpp and kind != "openai":
-            raise ValueError("llama_cpp=True speaks llama.cpp's OpenAI-compatible server: kind must be openai")
-        self.llama_cpp = llama_cpp
+        if (llama_cpp or llama_cpp_python) and kind != "openai":
+            raise ValueError("llama_cpp=True and llama_cpp_python=True speak OpenAI-compatible servers: kind must be openai")
+        self.llama_cpp_python = llama_cpp_python
+        """Speak as llama-cpp-python's server (the Python one): no /props or /tokenize, but POST
+        /extras/tokenize and /extras/tokenize/count at the root; no usage in streams; a prompt of
+        ``n_ctx`` tokens or more refused with 400 ``context_length_exceeded`` when asked without
+        streaming, and with a 200 event stream that ends before any event when streaming."""
+        self.llama_cpp = llama_cpp or llama_cpp_python
         """Serve llama.cpp's GET /props and POST /tokenize at the root, send no usage in streams,
         and refuse a prompt of ``n_ctx`` tokens or more as llama.cpp does."""
         if isinstance(self._dialect, _OpenAI):
-            self._dialect.llama_cpp = llama_cpp
+            self._dialect.llama_cpp = self.llama_cpp
+            self._dialect.llama_cpp_python = llama_cpp_python
         self.n_ctx = n_ctx
         self.context_length = context_length
         """Ollama: the trained window, in /api/show's model_info."""
@@ -1566,8 +1586,16 @@ class FakeProvider:
             return
         prompt = side.prompt_tokens(req.json) if self.llama_cpp or step.fault == "context" else 0
         if step.fault == "context" or (self.llama_cpp and prompt >= self.n_ctx and step.fault is None):
+            if self.llama_cpp_python and step.fault is None and d.wants_stream(req):
+                # What llama-cpp-python answers a stream request over its window (seen): a 200
+                # stream that ends before any event, its log saying "Requested tokens (N) exceed
+                # context window of W".
+                await self._stream(writer, self._turn(req, replace(step, fault="empty_stream"), seq, model), headers)
+                return
             window = step.window or (self.n_ctx if self.llama_cpp else 4096)
-            body = d.context_error(window, max(prompt, window + 100), step.flavor)
+            asked = (req.json or {}).get("max_tokens") if isinstance(req.json, dict) else None
+            body = d.context_error(window, max(prompt, window + 100), step.flavor,
+                                   max_tokens=asked if type(asked) is int else 0)
             await self._send(writer, 400, _dumps(body), headers=headers, step=step)
             return
         turn = self._turn(req, step, seq, model)
@@ -1596,6 +1624,8 @@ class FakeProvider:
             return 200, side.llama_props(self.n_ctx, f"/models/{self.models[0]}.gguf")
         if req.path == "/tokenize":
             return side.llama_tokenize(req.json)
+        if req.path.startswith("/extras/tokenize"):
+            return side.llama_python_tokenize(req.json, count=req.path.endswith("/count"))
         if req.path == "/api/ps":
             return 200, side.ollama_ps(self.loaded)
         body = req.json if isinstance(req.json, dict) else {}
@@ -1653,6 +1683,8 @@ class FakeProvider:
         writer.write(_head(200, hdrs))
         if step.fault == "malformed":
             body = [d.malformed_frame()]
+        elif step.fault == "empty_stream":
+            body = []
         elif step.fault in ("cut_stream", "stall", "stream_error"):
             body = frames.head + frames.deltas[: step.after_chunks]
         else:

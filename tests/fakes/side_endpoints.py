@@ -1,6 +1,8 @@
 """What the fakes answer beside the chat endpoint: llama.cpp's ``GET /props`` and
-``POST /tokenize`` (on the OpenAI fake, with ``llama_cpp=True``), and Ollama's ``POST /api/show``
-and ``GET /api/ps``. Shapes follow llama.cpp's server README and handlers, and Ollama's API docs."""
+``POST /tokenize`` (on the OpenAI fake, with ``llama_cpp=True``), llama-cpp-python's
+``POST /extras/tokenize`` and ``/extras/tokenize/count`` (with ``llama_cpp_python=True``), and
+Ollama's ``POST /api/show`` and ``GET /api/ps``. Shapes follow llama.cpp's server README and
+handlers, llama-cpp-python's ``llama_cpp/server/app.py`` and ``types.py``, and Ollama's API docs."""
 
 from __future__ import annotations
 
@@ -58,6 +60,17 @@ def llama_tokenize(body: Any) -> tuple[int, dict[str, Any]]:
     if body.get("with_pieces"):
         return 200, {"tokens": [{"id": i, "piece": p} for i, p in zip(ids, pieces)]}
     return 200, {"tokens": ids}
+
+
+def llama_python_tokenize(body: Any, *, count: bool) -> tuple[int, dict[str, Any]]:
+    """llama-cpp-python's ``POST /extras/tokenize`` (``{"input": text, "model"?}`` →
+    ``{"tokens": [...]}``) or ``/extras/tokenize/count`` (→ ``{"count": n}``). A body without a
+    string ``input`` is refused as FastAPI refuses it: 422 with ``detail``."""
+    text = body.get("input") if isinstance(body, dict) else None
+    if not isinstance(text, str):
+        return 422, {"detail": [{"type": "missing", "loc": ["body", "input"], "msg": "Field required", "input": body}]}
+    ids = fake_tokens(text)
+    return 200, ({"count": len(ids)} if count else {"tokens": ids})
 
 
 def ollama_show(model: str, *, context_length: int, num_ctx: int | None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 
 from .provider_servers import KINDS, TOOL_ARGS, FakeProvider, Usage
 from .side_endpoints import fake_tokens
-from .test_fake_servers import make_client, ndjson, post, sse_events
+from .test_fake_servers import make_client, ndjson, parse_json_reply, post, sse_events
 
 USAGE = Usage(input_tokens=30, output_tokens=7)
 
@@ -210,6 +210,37 @@ def test_llama_cpp_mode_serves_props_and_tokenize_at_the_root() -> None:
         assert big.status_code == 400 and big.json()["error"]["n_ctx"] == 1536
     with FakeProvider("openai") as plain, make_client() as client:
         assert client.get(plain.root_url + "/props").status_code == 404
+
+
+def test_an_empty_stream_is_a_200_stream_with_no_event_and_a_json_request_is_answered(
+    fake: FakeProvider, client: httpx.Client,
+) -> None:
+    fake.fault("empty_stream", times=2)
+    resp = post(client, fake, stream=True)
+    assert resp.status_code == 200 and resp.content == b""
+    assert resp.headers["content-type"].startswith(("text/event-stream", "application/x-ndjson"))
+    answer = post(client, fake, stream=False)
+    assert answer.status_code == 200 and parse_json_reply(fake.kind, answer.json())[0]
+
+
+def test_llama_cpp_python_mode_serves_extras_tokenize_and_answers_a_stream_over_its_window_with_nothing() -> None:
+    with FakeProvider("openai", api_key=None, llama_cpp_python=True, n_ctx=64) as fake, make_client() as client:
+        root = fake.root_url
+        assert client.post(root + "/tokenize", json={"content": "Hello"}).status_code == 404
+        assert client.get(root + "/props").status_code == 404
+        tokens = client.post(root + "/extras/tokenize", json={"input": "Hello, world!", "model": "x"}).json()
+        assert tokens == {"tokens": fake_tokens("Hello, world!")}
+        assert client.post(root + "/extras/tokenize/count", json={"input": "Hello, world!"}).json() == {"count": 4}
+        refused = client.post(root + "/extras/tokenize", json={"content": "Hello"})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "input"]
+        resp = post(client, fake, stream=True)  # no usage chunk in a stream
+        assert all(json.loads(d).get("usage") is None for _, d in sse_events(resp.text) if d != "[DONE]")
+        over = post(client, fake, stream=True, text="word " * 100)
+        assert over.status_code == 200 and over.content == b""
+        over = post(client, fake, stream=False, text="word " * 100)
+        error = over.json()["error"]
+        assert over.status_code == 400 and error["code"] == "context_length_exceeded"
+        assert error["message"].startswith("This model's maximum context length is 64 tokens. However, you requested ")
 
 
 def test_ollama_shows_the_modelfile_and_lists_loaded_models_with_their_context() -> None:

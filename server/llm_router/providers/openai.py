@@ -4,6 +4,10 @@ The base URL already ends in ``/v1``. Keyless local servers (vLLM, llama.cpp, LM
 ``Authorization`` header. Where the base URL is not a known hosted API, the server may be asked
 two side questions that llama.cpp answers: the window it runs a model with (``GET /props``; vLLM's
 ``max_model_len`` in its model list otherwise) and a token count (``POST /tokenize``).
+
+A 2xx stream that ends cleanly before any event at all is asked once more without streaming,
+within the same attempt: llama-cpp-python's server answers a stream request over its window that
+way, and only the plain request gets its real error (see ``_asked_again_whole``).
 """
 
 from __future__ import annotations
@@ -188,6 +192,8 @@ class OpenAIProvider(HttpAdapter):
                 state.parts.append(tail)
                 await on_text(tail)
         if not state.done:
+            if events.events == 0 and events.stray is None:
+                return await self._asked_again_whole(body, model, on_text)
             raise events.ended_early("[DONE]", len(state.parts), secret=self._key)
         try:
             usage = _usage(state.usage)
@@ -196,6 +202,20 @@ class OpenAIProvider(HttpAdapter):
         text = "".join(state.parts)
         self._check(text, state.finish_reason, state.refusal, state.tools, model, usage)
         return Completion(text, state.model, usage, state.finish_reason, state.response_id)
+
+    async def _asked_again_whole(self, body: dict[str, Any], model: str, on_text: TextCallback) -> Completion:
+        """The same request without streaming, after a 2xx stream that ended cleanly before any
+        event at all. llama-cpp-python's server answers a stream request whose prompt is over its
+        window that way (its log says "Requested tokens (N) exceed context window of W"), while
+        the same request without ``stream`` gets a real 400 ``context_length_exceeded`` stating the
+        window. Taken for a cut stream, it was retried in vain, the window never learnt, and the
+        breaker opened for the model; asked again whole, within the same attempt, the server says
+        what is wrong (or answers, and that text is passed on in one piece)."""
+        whole = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        completion = self._parse(await self._post(_PATH, whole, model), model)
+        if completion.text:
+            await on_text(completion.text)
+        return completion
 
     def _absorb(self, state: _Stream, data: str, model: str, headers: httpx.Headers) -> str | None:
         """Fold one chunk into ``state``; return its text delta, if any."""
