@@ -2,9 +2,11 @@
 
 The estimate is made from the server's own tokenizer where it offers one (``count_tokens``: the
 prompt's text plus a framing allowance, and the answer), else from the text's length: about four
-characters a token, as tokenizers give for English, plus the same framing. Either way the answer
-says it was estimated and how (``usage.estimated``, ``usage.estimate_method`` and a note), and its
-ledger row has ``cost_estimated = 1``.
+characters a token, as tokenizers give for English, plus the same framing. The answer's count is
+never more than the call's ``max_tokens`` (the model cannot have written more, though its text
+counted again may come out a little longer), so an estimated cost never passes what was held for
+the call. Either way the answer says it was estimated and how (``usage.estimated``,
+``usage.estimate_method`` and a note), and its ledger row has ``cost_estimated = 1``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ async def estimate_usage(
 ) -> tuple[Usage, str]:
     """The usage of an answer ``text`` to ``request``, and how it was counted (BY_TOKENIZER or
     BY_CHARS). Waits at most ``wait_s`` for the tokenizer; whatever it answers (None, garbage, an
-    error, nothing in time) only means the count by characters."""
+    error, nothing in time) only means the count by characters. The answer's tokens are capped
+    at ``request.max_tokens``."""
     parts = ([request.system] if request.system else []) + [m.content for m in request.messages]
     prompt_n: object = None
     answer_n: object = None
@@ -64,8 +67,9 @@ async def estimate_usage(
             log.debug("%s:%s: counting tokens failed", provider.name, model, exc_info=True)
     if type(prompt_n) is int and type(answer_n) is int and prompt_n >= 0 and answer_n >= 0:
         framing = FRAMING_TOKENS_PER_MESSAGE * len(parts) + REPLY_FRAMING_TOKENS
-        return Usage(input_tokens=prompt_n + framing, output_tokens=answer_n), BY_TOKENIZER
-    return Usage(input_tokens=prompt_tokens_by_chars(request), output_tokens=estimate_tokens(text)), BY_CHARS
+        return Usage(input_tokens=prompt_n + framing, output_tokens=min(answer_n, request.max_tokens)), BY_TOKENIZER
+    output = min(estimate_tokens(text), request.max_tokens)
+    return Usage(input_tokens=prompt_tokens_by_chars(request), output_tokens=output), BY_CHARS
 
 
 def note_for(method: str) -> str:
@@ -74,6 +78,8 @@ def note_for(method: str) -> str:
         how = (f"counted with the server's own tokenizer, plus {FRAMING_TOKENS_PER_MESSAGE} tokens a message and "
                f"{REPLY_FRAMING_TOKENS} for the reply for chat framing")
     else:
-        how = (f"about 4 characters a token, plus {FRAMING_TOKENS_PER_MESSAGE} tokens a message (the server offers "
-               "no tokenizer)")
+        # Not "the server offers no tokenizer": one that has one but did not answer in time (or
+        # failed this once) is counted this way too.
+        how = (f"about 4 characters a token, plus {FRAMING_TOKENS_PER_MESSAGE} tokens a message (no count came from "
+               "a tokenizer of the server's own: it has none, or it did not answer in time)")
     return f"usage and cost are estimated: the provider reported no usage; {how}"
