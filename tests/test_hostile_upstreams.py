@@ -8,11 +8,13 @@ process, and text reaches MCP valid.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from llm_router.providers import base
@@ -224,6 +226,73 @@ async def test_llama_cpp_python_refusing_a_stream_over_its_window_with_an_empty_
         assert [bool(r.json.get("stream")) for r in fake.requests] == [True, False]
 
 
+LLAMA_PYTHON_TOO_LONG = (
+    b'{"error":{"message":"This model\'s maximum context length is 2048 tokens. However, you requested 3051 tokens '
+    b'(3031 in the messages, 20 in the completion). Please reduce the length of the messages or completion.",'
+    b'"type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}'
+)
+
+
+async def _read_request(stream: Any, buffer: bytearray) -> dict[str, Any] | None:
+    """One HTTP/1.1 request's JSON body from ``stream`` (None at the end of the connection)."""
+    while b"\r\n\r\n" not in buffer:
+        try:
+            buffer += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            return None
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    buffer[:] = rest
+    while len(buffer) < length:
+        buffer += await stream.receive()
+    body = bytes(buffer[:length])
+    del buffer[:length]
+    return json.loads(body)
+
+
+async def test_the_question_asked_again_after_an_empty_stream_never_goes_out_on_the_connection_being_closed() -> None:
+    """Seen with llama-cpp-python under uvicorn: the empty stream ends with a keep-alive chunk, then
+    the server closes that connection (the exception behind it); the request asked again whole on
+    the pooled connection was lost as a read error. Here the server takes whatever comes next on
+    that connection for lost, every time: only a new connection gets the real 400."""
+    lost: list[dict[str, Any]] = []
+
+    async def serve(stream: Any) -> None:
+        async with stream:
+            buffer = bytearray()
+            body = await _read_request(stream, buffer)
+            if body is None:
+                return
+            if body.get("stream"):
+                await stream.send(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+                                  b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+                again = await _read_request(stream, buffer)  # reused: closed unanswered
+                if again is not None:
+                    lost.append(again)
+                return
+            await stream.send(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: "
+                              + str(len(LLAMA_PYTHON_TOO_LONG)).encode() + b"\r\n\r\n" + LLAMA_PYTHON_TOO_LONG)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    settings = HttpSettings(name="llama", base_url=f"http://127.0.0.1:{port}/v1", api_key=None, timeout_s=5)
+    provider = OpenAIProvider(settings)
+
+    async def on_text(text: str) -> None:
+        raise AssertionError(f"no text was sent, yet {text!r} reached progress")
+
+    try:
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, serve)
+            with anyio.fail_after(10), pytest.raises(ContextTooLong) as info:
+                await provider.complete("smollm2", REQ, on_text=on_text)
+            tg.cancel_scope.cancel()
+    finally:
+        await provider.aclose()
+    assert info.value.context_window == 2048
+    assert lost == [], "the question went out on the connection the server was closing"
+
+
 async def test_an_openai_stream_cut_after_its_first_event_is_still_a_cut_stream_not_asked_again() -> None:
     with FakeProvider("openai", usage=WIRE) as fake:
         fake.fault("cut_stream", after_chunks=0, clean_eof=True)  # the role chunk, then a clean end
@@ -293,6 +362,7 @@ async def test_a_server_without_props_is_asked_once_and_remembered_as_unknown() 
             assert await provider.count_tokens("gpt-test-1", "hello again") is None
         paths = [r.path for r in fake.requests]
         assert paths.count("/props") == 1 and paths.count("/tokenize") == 1
+        assert paths.count("/extras/tokenize") == 1, "neither tokenizer: both asked once, then neither again"
         assert paths.count("/v1/models") == 1  # vLLM's max_model_len is looked for once too
 
 
@@ -332,6 +402,38 @@ async def test_llama_cpp_counts_tokens_with_its_own_tokenizer() -> None:
             assert await provider.count_tokens("gpt-test-1", text) == len(fake_tokens(text))
         sent = [r for r in fake.requests if r.path == "/tokenize"][0].json
     assert sent == {"content": text, "add_special": False, "with_pieces": False, "model": "gpt-test-1"}
+
+
+async def test_llama_cpp_python_counts_tokens_with_its_extras_tokenizer_though_it_has_no_tokenize() -> None:
+    """llama-cpp-python answers /tokenize with 404 and counts at /extras/tokenize: the estimate
+    was made by characters, saying the server offers no tokenizer."""
+    text = "Four score and seven years ago, our fathers brought forth."
+    with FakeProvider("openai", api_key=None, llama_cpp_python=True) as fake:
+        async with adapter(fake) as provider:
+            assert await provider.count_tokens("gpt-test-1", text) == len(fake_tokens(text))
+            assert await provider.count_tokens("gpt-test-1", "and again") == 2
+        paths = [r.path for r in fake.requests]
+        assert paths == ["/tokenize", "/extras/tokenize", "/extras/tokenize"], "the one it has is remembered"
+        assert fake.requests[1].json == {"input": text, "model": "gpt-test-1"}
+
+
+async def test_a_tokenize_that_refuses_llama_cpp_s_body_as_malformed_is_not_asked_again() -> None:
+    """A FastAPI server's 422 (a /tokenize that wants another body) will not change by asking again."""
+    with FakeProvider("openai", api_key=None, llama_cpp=True) as fake:
+        fake.fault("status", status=422, endpoint="side")
+        async with adapter(fake) as provider:
+            assert await provider.count_tokens("gpt-test-1", "hello") is None
+            assert await provider.count_tokens("gpt-test-1", "hello again") is None
+        assert [r.path for r in fake.requests] == ["/tokenize", "/extras/tokenize"]
+
+
+async def test_a_tokenizer_busy_loading_is_asked_again_next_time() -> None:
+    with FakeProvider("openai", api_key=None, llama_cpp_python=True) as fake:
+        fake.fault("status", status=503, endpoint="side")  # still loading the model
+        async with adapter(fake) as provider:
+            assert await provider.count_tokens("gpt-test-1", "hello") is None
+            assert await provider.count_tokens("gpt-test-1", "hello") == 1
+        assert [r.path for r in fake.requests] == ["/tokenize", "/extras/tokenize", "/extras/tokenize"]
 
 
 async def test_a_hosted_api_is_never_asked_for_props_or_tokenize() -> None:

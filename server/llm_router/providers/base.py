@@ -128,7 +128,8 @@ class Provider(Protocol):
 
     async def count_tokens(self, model: str, text: str) -> int | None:
         """Tokens in ``text`` by the server's own tokenizer, where it offers one (llama.cpp's
-        ``/tokenize``); None where it does not. Used only to estimate usage a server did not report."""
+        ``/tokenize``, llama-cpp-python's ``/extras/tokenize``); None where it does not, or where it
+        did not answer. Used only to estimate usage a server did not report."""
         ...
 
     async def context_window(self, model: str) -> int | None:
@@ -437,6 +438,11 @@ class HttpAdapter:
         self.name = settings.name
         self._key = settings.api_key
         self._client = make_client(settings, headers)
+        # Another client like it, for a request that must not reuse a pooled connection; None
+        # where the settings give a transport (tests), which the shared client then serves.
+        self._new_client: Callable[[], httpx.AsyncClient] | None = (
+            (lambda: make_client(settings, headers)) if settings.transport is None else None
+        )
         self._windows: dict[str, tuple[int | None, float]] = {}
         """Each model's window as the server stated it, and until when that answer holds."""
         self._window_lock: anyio.Lock | None = None
@@ -459,6 +465,18 @@ class HttpAdapter:
         return open_stream(
             self._client, path, body, provider=self.name, model=model, secret=self._key, to_error=self._mapper(model)
         )
+
+    async def _post_on_a_new_connection(self, path: str, body: dict[str, Any], model: str) -> Any:
+        """``_post`` on a connection of its own, never one from the pool: for a request right after
+        an answer that ended in a failure the server may close that connection for (a request
+        reused on it before the close arrives is lost, as a read error). With a transport given in
+        the settings (tests), on the shared client."""
+        if self._new_client is None:
+            return await self._post(path, body, model)
+        async with self._new_client() as client:
+            return await post_json(
+                client, path, body, provider=self.name, model=model, secret=self._key, to_error=self._mapper(model)
+            )
 
     async def _read_json(self, response: httpx.Response, model: str) -> Any:
         """A whole JSON body sent in reply to a stream request."""

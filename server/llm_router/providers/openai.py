@@ -3,7 +3,8 @@
 The base URL already ends in ``/v1``. Keyless local servers (vLLM, llama.cpp, LM Studio) get no
 ``Authorization`` header. Where the base URL is not a known hosted API, the server may be asked
 two side questions that llama.cpp answers: the window it runs a model with (``GET /props``; vLLM's
-``max_model_len`` in its model list otherwise) and a token count (``POST /tokenize``).
+``max_model_len`` in its model list otherwise) and a token count (llama.cpp's ``POST /tokenize``,
+else llama-cpp-python's ``POST /extras/tokenize``).
 
 A 2xx stream that ends cleanly before any event at all is asked once more without streaming,
 within the same attempt: llama-cpp-python's server answers a stream request over its window that
@@ -12,6 +13,7 @@ way, and only the plain request gets its real error (see ``_asked_again_whole``)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -74,6 +76,18 @@ _HOSTED = (
     "api.moonshot.cn", "api.novita.ai", "api.hyperbolic.xyz", "huggingface.co", "api.nvidia.com",
     "api.cohere.ai", "api.cohere.com", "dashscope.aliyuncs.com", "api.minimax.io", "api.z.ai",
 )
+
+
+# The tokenizers a local server may offer at its root, in the order they are tried: llama.cpp's C++
+# server (no BOS added, special tokens parsed as its chat endpoint does), then llama-cpp-python's
+# (``python -m llama_cpp.server``, which has no /tokenize; its count includes the BOS token).
+_TOKENIZERS: tuple[tuple[str, Callable[[str, str], dict[str, Any]]], ...] = (
+    ("/tokenize", lambda text, model: {"content": text, "add_special": False, "with_pieces": False, "model": model}),
+    ("/extras/tokenize", lambda text, model: {"input": text, "model": model}),
+)
+_NO_SUCH_TOKENIZER = frozenset({422})
+"""Beside ``_NOT_OFFERED``: a body refused as malformed (FastAPI's 422) is an endpoint of that name
+that speaks another dialect, which asking again will not change."""
 
 
 def _is_hosted(host: str) -> bool:
@@ -148,8 +162,10 @@ class OpenAIProvider(HttpAdapter):
         self._hosted = _is_hosted(host)
         # llama.cpp serves /props and /tokenize at its root, beside /v1.
         self._root = settings.base_url.rstrip("/").removesuffix("/v1")
-        self._tokenize: bool | None = None
-        """Whether the server offers /tokenize (None until asked once)."""
+        self._tokenizer: int | None = None
+        """Which of ``_TOKENIZERS`` the server offers (None until one has answered)."""
+        self._lacks: set[int] = set()
+        """Which of ``_TOKENIZERS`` the server has said it does not offer."""
 
     async def complete(
         self, model: str, request: CompletionRequest, *, on_text: TextCallback | None = None
@@ -210,9 +226,11 @@ class OpenAIProvider(HttpAdapter):
         the same request without ``stream`` gets a real 400 ``context_length_exceeded`` stating the
         window. Taken for a cut stream, it was retried in vain, the window never learnt, and the
         breaker opened for the model; asked again whole, within the same attempt, the server says
-        what is wrong (or answers, and that text is passed on in one piece)."""
+        what is wrong (or answers, and that text is passed on in one piece). The question goes out
+        on a new connection: the server closes the stream's own just after ending it (uvicorn, on
+        the exception behind the empty stream), and a request sent on it first is lost."""
         whole = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        completion = self._parse(await self._post(_PATH, whole, model), model)
+        completion = self._parse(await self._post_on_a_new_connection(_PATH, whole, model), model)
         if completion.text:
             await on_text(completion.text)
         return completion
@@ -333,18 +351,30 @@ class OpenAIProvider(HttpAdapter):
         return None, status == 200 or status in _NOT_OFFERED
 
     async def count_tokens(self, model: str, text: str) -> int | None:
-        """Tokens in ``text`` by llama.cpp's ``POST /tokenize`` (no BOS added, special tokens parsed
-        as the chat endpoint does); None where the server has no such endpoint (remembered)."""
-        if self._hosted or self._tokenize is False:
+        """Tokens in ``text`` by the server's own tokenizer: llama.cpp's ``POST /tokenize``, else
+        llama-cpp-python's ``POST /extras/tokenize``. Which one the server has is remembered once
+        one answers, and so is each it lacks: a server with neither is not asked again. None
+        where there is no count (no tokenizer, or none that answered this time)."""
+        if self._hosted:
             return None
-        body = {"content": text, "add_special": False, "with_pieces": False, "model": model}
-        status, data = await self._side_json("POST", f"{self._root}/tokenize", body)
+        if self._tokenizer is not None:
+            return await self._count_with(self._tokenizer, model, text)
+        for which in range(len(_TOKENIZERS)):
+            if which not in self._lacks and (count := await self._count_with(which, model, text)) is not None:
+                return count
+        return None
+
+    async def _count_with(self, which: int, model: str, text: str) -> int | None:
+        path, body = _TOKENIZERS[which]
+        status, data = await self._side_json("POST", f"{self._root}{path}", body(text, model))
         tokens = data.get("tokens") if isinstance(data, dict) else None
         if status == 200 and isinstance(tokens, list):
-            self._tokenize = True
+            self._tokenizer = which
             return len(tokens)
-        if status == 200 or status in _NOT_OFFERED:
-            self._tokenize = False
+        if status == 200 or status in _NOT_OFFERED or status in _NO_SUCH_TOKENIZER:
+            self._lacks.add(which)
+            if self._tokenizer == which:
+                self._tokenizer = None
         return None
 
 
