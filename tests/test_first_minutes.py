@@ -285,7 +285,7 @@ def test_check_says_when_a_configured_model_is_not_in_the_servers_own_list(
         assert main(["check"]) == 0
         listed = capsys.readouterr().out
 
-    assert f"local (openai at {fake.base_url}): usable — local answered with 1 models" in unlisted
+    assert f"local (openai at {fake.base_url}): usable — local answered with 1 model" in unlisted
     assert ("    local:default: tier low, 128000 tokens assumed (set model_overrides context_window), $0/$0 per Mtok "
             "(config); NOT in local's model list\n") in unlisted
     assert ("    local does not list default: calls to it may fail (some servers, llama.cpp among them, answer any "

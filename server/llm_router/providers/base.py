@@ -414,7 +414,7 @@ async def probe_models(
         detail = f"{provider} sent a model list that could not be read: {shown(raw[:QUOTE_HEAD], secret)!r}"
         return ProbeResult(False, detail, latency_ms=latency)
     models = [clean_text(name) for name in models]
-    return ProbeResult(True, f"{provider} answered with {len(models)} models", tuple(models), latency)
+    return ProbeResult(True, f"{provider} answered with {len(models)} model{'' if len(models) == 1 else 's'}", tuple(models), latency)
 
 
 def _ms_since(start: float) -> int:
