@@ -8,7 +8,9 @@ picks one from the settings and the environment.
 from __future__ import annotations
 
 import os
+import sqlite3
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -30,6 +32,7 @@ __all__ = [
     "ledger_location",
     "ledger_url",
     "open_ledger",
+    "sqlite_unavailable",
 ]
 
 
@@ -59,15 +62,44 @@ def ledger_location(settings: Settings) -> str:
     return str(ledger_path(settings))
 
 
+def sqlite_unavailable(path: Path, error: sqlite3.Error | OSError) -> LedgerUnavailable:
+    """What stops a SQLite ledger from opening, in one line: the file, the cause, what to do."""
+    where = f"the ledger {path}"
+    elsewhere = "or point $LLM_ROUTER_DB or [ledger] path at another file"
+    if isinstance(error, OSError):  # the folder could not be made
+        folder = path.parent
+        return LedgerUnavailable(
+            f"cannot make the folder {folder} for {where}: {error.strerror or error}. Create it yourself, {elsewhere}"
+        )
+    text = str(error).lower()
+    if "not a database" in text or "malformed" in text:
+        return LedgerUnavailable(
+            f"{where} is not a readable SQLite database (corrupt, truncated, or some other file): {error}. "
+            f"Move it aside (mv {path} {path}.bad) and the next start makes a new one, {elsewhere}"
+        )
+    if "readonly" in text or "read-only" in text:
+        return LedgerUnavailable(
+            f"{where} is read-only for this user ({error}): make it and its folder writable "
+            f"(chmod u+w {path} {path.parent}), {elsewhere}"
+        )
+    if "unable to open" in text:
+        if path.is_dir():
+            return LedgerUnavailable(f"cannot open {where}: it is a folder. Name a file in it, {elsewhere}")
+        return LedgerUnavailable(f"cannot open {where}: the file or its folder cannot be read or written by "
+                                 f"this user ({error}). Fix their permissions, {elsewhere}")
+    return LedgerUnavailable(f"cannot open {where}: {error}. Check the file, {elsewhere}")
+
+
 def open_ledger(settings: Settings, *, upkeep: bool = True) -> LedgerBase:
     """Open (and migrate) the ledger the settings name. With ``upkeep``, holds become leases
     renewed in the background, and dead processes' holds and rows past ``retain_days`` are
     cleared now and every ``maintenance_interval_s``.
 
     Raises:
-        LedgerUnavailable: a PostgreSQL ledger that cannot be reached, or psycopg not installed
-            (says what to check or install).
-        sqlite3.Error, psycopg.Error: the database cannot be opened or migrated.
+        LedgerUnavailable: a SQLite file that cannot be opened (corrupt, truncated, unreadable,
+            read-only, a folder that cannot be made), a PostgreSQL ledger that cannot be reached,
+            or psycopg not installed: one line naming the place, the cause and what to do.
+        psycopg.Error: a reachable PostgreSQL database that cannot be migrated.
     """
     from ..config import ledger_path
 
@@ -79,7 +111,11 @@ def open_ledger(settings: Settings, *, upkeep: bool = True) -> LedgerBase:
 
         ledger = PostgresLedger(url)
     else:
-        ledger = Ledger(ledger_path(settings), busy_timeout_s=cfg.busy_timeout_s)
+        path = ledger_path(settings)
+        try:
+            ledger = Ledger(path, busy_timeout_s=cfg.busy_timeout_s)
+        except (sqlite3.Error, OSError) as e:
+            raise sqlite_unavailable(path, e) from None
     if upkeep:
         tz = ZoneInfo(settings.budget.timezone)
         try:
