@@ -39,6 +39,7 @@ MIGRATION_NAMES = [
     "008_lean_reservations",
     "009_reservations_without_rowid",
     "010_create_estimated_rollups",
+    "011_record_writer_schema",
 ]
 TABLES = ["_migrations", "budgets", "day_totals", "estimated_rollups", "events", "meta", "requests", "reservations",
           "rollups"]

@@ -124,6 +124,27 @@ class LedgerUnavailable(RouterError):
     code = "ledger_unavailable"
 
 
+WRITER_SCHEMA = 2
+"""What this build's writers maintain (see ``schema.record_writer_schema``)."""
+
+
+def check_writer_schema(stored: str | None, where: str) -> None:
+    """Refuse a ledger whose writers must maintain more than this build knows of.
+
+    Raises:
+        LedgerUnavailable: naming both versions and what to do.
+    """
+    need = int(stored) if stored is not None and stored.strip().isdigit() else 0
+    if need > WRITER_SCHEMA:
+        from .. import __version__
+
+        raise LedgerUnavailable(
+            f"the ledger {where} was upgraded by a newer llm-router-mcp: its writers must keep schema {need}, "
+            f"and this build ({__version__}) knows schema {WRITER_SCHEMA} only, so the spend it recorded could "
+            "be missed by the newer servers' budgets. Upgrade this server, or point it at another ledger"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class LimitCheck:
     """One limit to hold: spend in [first_day, last_day] for a scope must stay within limit_nusd."""

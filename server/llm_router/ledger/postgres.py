@@ -43,10 +43,12 @@ from .base import (
     report_query,
     report_rows,
     add_to_rollup,
+    check_writer_schema,
     estimated_from_rows,
     upsert_day_totals,
     upsert_estimated,
 )
+from .schema import WRITER_SCHEMA_KEY
 
 if TYPE_CHECKING:
     import psycopg
@@ -140,6 +142,7 @@ class PostgresLedger(LedgerBase):
                 self.schema = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
                 self._reserve_key = _lock_key(self.schema, "reserve")
                 self.migrations_applied = self._migrate(conn)
+                check_writer_schema(self._meta(conn, WRITER_SCHEMA_KEY), redact_url(url))
             except BaseException:
                 conn.close()
                 raise

@@ -263,3 +263,20 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
     if own:
         conn.execute("COMMIT")
     return applied
+
+
+WRITER_SCHEMA_KEY = "writer_schema"
+RAISE_WRITER_SCHEMA = (
+    "INSERT INTO meta (key, value) VALUES ('writer_schema', '{n}') ON CONFLICT (key) DO UPDATE SET value = "
+    "CASE WHEN CAST(meta.value AS INTEGER) < {n} THEN excluded.value ELSE meta.value END"
+)
+"""Raise (never lower) the writer schema the ledger records; the same statement on both backends."""
+
+
+@_migration
+def record_writer_schema(db: sqlite_utils.Database) -> None:
+    """The version of what writers must maintain, in ``meta``: 2 since ``estimated_rollups`` (a
+    writer that does not keep it in step would hide estimated spend). A build refuses a ledger
+    whose version is above its own, so an older server can never write rows a newer one cannot
+    see. A later migration that changes what writers must keep raises it the same way."""
+    db.execute(RAISE_WRITER_SCHEMA.format(n=2))

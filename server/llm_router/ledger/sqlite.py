@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from . import base
 from .base import (
+    check_writer_schema,
     DAY_TOTALS_FROM_ROLLUPS,
     GROUPINGS,
     HOST,
@@ -42,7 +43,7 @@ from .base import (
     upsert_day_totals,
     upsert_estimated,
 )
-from .schema import migrate_connection
+from .schema import WRITER_SCHEMA_KEY, migrate_connection
 
 __all__ = ["GROUPINGS", "Ledger", "LimitCheck", "Refusal", "RequestRow"]
 
@@ -132,6 +133,7 @@ class Ledger(LedgerBase):
             self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
             self._conn.execute("PRAGMA foreign_keys=ON")
             self.migrations_applied = migrate_connection(self._conn)
+            check_writer_schema(self._meta(self._conn, WRITER_SCHEMA_KEY), str(self.path))
         except BaseException:
             self._conn.close()
             raise
