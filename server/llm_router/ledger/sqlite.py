@@ -29,11 +29,13 @@ from .base import (
     ROW_COLUMNS,
     SPARE_IDLE_S,
     LedgerBase,
+    LedgerUnavailable,
     LimitCheck,
     Refusal,
     RequestRow,
     ScopeKind,
     SpareRequest,
+    log,
     now_iso,
     reclaim_detail,
     report_query,
@@ -127,6 +129,11 @@ class Ledger(LedgerBase):
         self._own_holds: dict[str, tuple[int, str, str, str]] = {}
         """This process's live holds: id -> (amount, day, provider, tag), to keep the cache exact."""
         self._spare: _Spare | None = None
+        self._identity: tuple[int, int] | None = None
+        """(device, inode) of the file at open (None in memory): see ``_check_file``."""
+        self._gone: LedgerUnavailable | None = None
+        """Set once the file at ``path`` is found not to be the one open: every write refuses."""
+        self._stat_path = os.path.abspath(path)
         try:
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             _use_wal(self._conn, busy_timeout_s)
@@ -134,6 +141,9 @@ class Ledger(LedgerBase):
             self._conn.execute("PRAGMA foreign_keys=ON")
             self.migrations_applied = migrate_connection(self._conn)
             check_writer_schema(self._meta(self._conn, WRITER_SCHEMA_KEY), str(self.path))
+            if str(path) != ":memory:":
+                st = os.stat(self._stat_path)
+                self._identity = (st.st_dev, st.st_ino)
         except BaseException:
             self._conn.close()
             raise
@@ -174,12 +184,55 @@ class Ledger(LedgerBase):
         super().start_upkeep(**kwargs)
 
     def _checkpoint(self) -> None:
+        if self._file_gone() is not None:  # connecting by name would open (or create) another file
+            return
         if self._checkpoint_conn is None:
             self._checkpoint_conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._conn, self._lock)
+        return _Transaction(self._conn, self._lock, self._check_file)
+
+    def _file_gone(self) -> LedgerUnavailable | None:
+        """Why the file now at ``path`` is not the one this ledger has open (None: it is).
+
+        Regression: a ledger file deleted, moved away or replaced while servers ran was written on
+        by the server that had it open (its connection follows the inode, not the name) while a
+        second server started a fresh ledger at $0 under the name, so spend doubled past the
+        limit and the first server's rows vanished with the unlinked file. One ``stat`` of the
+        name, compared with the device and inode seen at open, tells them apart (about 2 µs, run
+        just before every write transaction commits: twice per call, some 2-4 % of one)."""
+        if self._gone is not None or self._identity is None:
+            return self._gone
+        try:
+            st = os.stat(self._stat_path)
+        except FileNotFoundError:
+            what = "is no longer there (deleted, or moved away)"
+        except OSError as e:
+            what = f"can no longer be looked up ({e.strerror or e})"
+        else:
+            if (st.st_dev, st.st_ino) == self._identity:
+                return None
+            what = "was replaced by another file"
+        self._gone = LedgerUnavailable(
+            f"the ledger file {self.path} {what} while this server had it open: its spend would go to a file "
+            "no other server sees, so it makes no more calls. Restart the server so it opens the file now at "
+            f"{self.path} (if the ledger was deleted or moved by mistake, put it back first: a server that finds "
+            "no file there starts a new ledger at $0)"
+        )
+        # Its holds (and spare) are in the old file, which no one counts: there is nothing to release.
+        self._own_holds.clear()
+        self._spare = None
+        self._usage_cache.clear()
+        log.error("%s", self._gone)
+        return self._gone
+
+    def _check_file(self) -> None:
+        """Raises:
+            LedgerUnavailable: the file at ``path`` is not the one open (see ``_file_gone``)."""
+        gone = self._file_gone()
+        if gone is not None:
+            raise gone
 
     def _close(self) -> None:
         with self._lock:
@@ -194,6 +247,8 @@ class Ledger(LedgerBase):
         return self.usages([check])[0]
 
     def usages(self, checks: Sequence[LimitCheck], *, stale_ok_s: float = 0.0) -> list[tuple[int, int]]:
+        if self._gone is not None:  # routing learns only what a write found (no stat here)
+            raise self._gone
         with self._lock:
             now = self._clock()
             self._usage_cache.sync(self._conn, now, fresh_within=stale_ok_s)
@@ -238,6 +293,8 @@ class Ledger(LedgerBase):
     ) -> str | Refusal:
         cache = self._usage_cache
         with self._lock:
+            if self._gone is not None:
+                raise self._gone
             rid = self._take_spare(checks, amount_nusd, day=day, provider=provider, tag=tag, ttl_s=ttl_s)
             if rid is not None:
                 return rid
@@ -292,6 +349,9 @@ class Ledger(LedgerBase):
         self._usage_cache.sync(self._conn, now)
         if not self._room_for(checks, amount_nusd - spare.amount, now):  # the spare counted as given back
             return None
+        # Taking it over writes nothing, so no commit checks the file: check it here. (The
+        # reservation's own transaction checks it just before it commits.)
+        self._check_file()
         self._spare = None
         return spare.rid
 
@@ -346,7 +406,7 @@ class Ledger(LedgerBase):
     def drop_spare(self, *, idle_s: float = 0.0) -> None:
         with self._lock:
             spare = self._spare
-            if spare is None or self._clock() - spare.made_at < idle_s:
+            if spare is None or self._clock() - spare.made_at < idle_s or self._file_gone() is not None:
                 return
             try:
                 with self._tx() as c:
@@ -367,6 +427,9 @@ class Ledger(LedgerBase):
 
     def release(self, reservation_id: str) -> None:
         with self._lock:
+            if self._file_gone() is not None:  # the hold is in the old file, which no one counts
+                self._own_holds.pop(reservation_id, None)
+                return
             with self._tx() as c:
                 deleted = c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount > 0
             self._forget_hold(reservation_id, deleted)
@@ -406,6 +469,20 @@ class Ledger(LedgerBase):
                             self._spare = kept
                             self._delete_spare(c)
                             kept = None
+            except LedgerUnavailable as e:
+                cache.clear()
+                if kept is not None:
+                    self._own_holds.pop(kept.rid, None)
+                if e is not self._gone:
+                    raise
+                # An answer in flight when the file went: its row was rolled back, not left in the
+                # unlinked file. Say which call and what it cost, for the operator to account for.
+                log.error("request %s (cost %d nano-dollars, status %s) was not recorded: %s",
+                          row.id, row.cost_nusd, row.status, e)
+                lost = LedgerUnavailable(
+                    f"{e}. This call (request {row.id}, cost {row.cost_nusd} nano-dollars) was not recorded")
+                lost.request_id = row.id
+                raise lost from None
             except BaseException:
                 cache.clear()
                 if kept is not None:
@@ -424,6 +501,8 @@ class Ledger(LedgerBase):
 
     def reclaim(self, *, dead_pids: bool = True) -> int:
         with self._lock:
+            if self._file_gone() is not None:
+                return 0
             with self._tx() as c:
                 n = self._reclaim(c, self._clock(), dead_pids=dead_pids)
             if n:
@@ -452,7 +531,7 @@ class Ledger(LedgerBase):
         return len(doomed)
 
     def renew(self) -> int:
-        if self.lease_s is None:
+        if self.lease_s is None or self._file_gone() is not None:
             return 0
         with self._tx() as c:
             now = self._clock()
@@ -682,11 +761,13 @@ class _UsageCache:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error), holding the thread lock."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error), holding the thread lock.
+    ``check`` runs just before ``COMMIT``: when it raises, the transaction is rolled back."""
 
-    def __init__(self, conn: sqlite3.Connection, lock: Any) -> None:
+    def __init__(self, conn: sqlite3.Connection, lock: Any, check: Callable[[], None]) -> None:
         self._conn = conn
         self._lock = lock
+        self._check = check
 
     def __enter__(self) -> sqlite3.Connection:
         self._lock.acquire()
@@ -699,6 +780,12 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
+            if exc_type is None:
+                try:
+                    self._check()
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
             self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self._lock.release()
