@@ -233,7 +233,8 @@ async def test_a_call_after_the_ledger_was_replaced_is_refused_with_the_path_and
         _replace(path, tmp_path / "new.db")
         with pytest.raises(LedgerUnavailable) as e:
             await engine.complete(CompleteArgs(prompt="hello again"))
-        assert str(path) in str(e.value)
+        assert str(path) in str(e.value) and "was not recorded" not in str(e.value)  # it cost nothing
+        assert e.value.request_id
         assert _on_disk(path) == (0, 0, 0)
     finally:
         await engine.aclose()

@@ -476,11 +476,14 @@ class Ledger(LedgerBase):
                 if e is not self._gone:
                     raise
                 # An answer in flight when the file went: its row was rolled back, not left in the
-                # unlinked file. Say which call and what it cost, for the operator to account for.
-                log.error("request %s (cost %d nano-dollars, status %s) was not recorded: %s",
-                          row.id, row.cost_nusd, row.status, e)
-                lost = LedgerUnavailable(
-                    f"{e}. This call (request {row.id}, cost {row.cost_nusd} nano-dollars) was not recorded")
+                # unlinked file. A paid one says which call and what it cost, for the operator to
+                # account for (a call refused before it cost anything needs no such note).
+                message = str(e)
+                if row.cost_nusd:
+                    log.error("request %s (cost %d nano-dollars, status %s) was not recorded: %s",
+                              row.id, row.cost_nusd, row.status, e)
+                    message += f". This call (request {row.id}, cost {row.cost_nusd} nano-dollars) was not recorded"
+                lost = LedgerUnavailable(message)
                 lost.request_id = row.id
                 raise lost from None
             except BaseException:
