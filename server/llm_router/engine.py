@@ -36,6 +36,7 @@ from .catalog import Catalog, ModelEntry, Prices, worst_case_input_tokens
 from .config import Settings
 from .ledger import Ledger, RequestRow, open_ledger
 from .providers import Provider, availability, build_provider
+from .redaction import Redactor
 from .estimates import COUNT_TOKENS_S, estimate_usage, note_for, prompt_tokens_by_chars
 from .resilience import HealthBoard, Window, counts_against_circuit
 from .routing import Candidate, Decision, Excluded, RouteRequest, decide
@@ -121,6 +122,8 @@ class Engine:
         self.budget = Budget(settings.budget, self.ledger)
         self.health = HealthBoard(settings.resilience.breaker_failures, settings.resilience.breaker_cooldown_s)
         self.availability = {p.name: availability(p, env) for p in settings.providers}
+        self.redact = Redactor.from_environment(settings, env)
+        """Every key this engine's providers send: no error is kept (attempts, rows) before crossing it."""
         self.providers: dict[str, Provider] = dict(providers) if providers is not None else {
             p.name: build_provider(p, env) for p in settings.providers if self.availability[p.name][0]
         }
@@ -351,7 +354,7 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 row = self._failure_row(
                     prepared, request_id, decision, attempts, billed, status="cancelled" if cancelled else "error",
-                    error_code="cancelled" if cancelled else "internal", error=None if cancelled else repr(e),
+                    error_code="cancelled" if cancelled else "internal", error=None if cancelled else self.redact(repr(e)),
                     started=started,
                 )
                 await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
@@ -470,7 +473,7 @@ class Engine:
                 except ProviderError as e:
                     ms = _ms(t0)
                     cost = None if e.usage is None else usd_str(entry.cost_nusd(e.usage) or 0)
-                    attempts.append(AttemptRecord(entry.ref, "error", e.code, str(e), ms, e.status, cost))
+                    attempts.append(AttemptRecord(entry.ref, "error", e.code, self.redact(str(e)), ms, e.status, cost))
                     wait = self._retry_wait(e, retries, ms / 1000, window.end)
                     if wait is None:
                         self.health.record(entry.ref, ok=False, latency_ms=ms, counts_against_circuit=counts_against_circuit(e))
@@ -511,7 +514,7 @@ class Engine:
             except Exception as e:
                 log.warning("%s: the adapter failed on the answer", entry.ref, exc_info=True)
                 raise MalformedResponse(
-                    f"{entry.provider} sent an answer that could not be read ({type(e).__name__}: {str(e)[:200]})",
+                    f"{entry.provider} sent an answer that could not be read ({type(e).__name__}: {self.redact.clip(str(e), 200)})",
                     provider=entry.provider, model=entry.model,
                 ) from e
         if window.later:
@@ -657,7 +660,7 @@ class Engine:
             latency_ms=_ms(started),
             attempts=json.dumps([a.to_dict() for a in attempts]),
             error_code=error_code,
-            error=error[:2000] if error else None,
+            error=self.redact.clip(error, 2000) if error else None,
             prompt_hash=prepared.prompt_hash,
             prompt=prepared.prompt_text,
             strategy=decision.strategy,

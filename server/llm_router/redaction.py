@@ -1,8 +1,13 @@
 """Secrets never leave the process: API keys and bearer tokens are scrubbed from anything shown.
 
-Provider adapters already remove their own key from the errors they raise. This is the net
-behind them, applied where text leaves the server: tool results and errors, resources, log
-messages to the client, stderr logging and ``check``'s output.
+``mask`` and ``clip`` are the one boundary every string from upstream crosses before it is
+kept: adapters pass their own key (the only one a request of theirs carries), the engine passes
+every key it knows before it stores an attempt's or a row's error. A quote is redacted first and
+cut after, and the start of a key that ends the text is masked too: text that is itself only the
+head of a body (read up to a cap) may cut a key in two, and what is left of it is still the key.
+
+``Redactor`` is the net behind them, applied where text leaves the server: tool results and
+errors, resources, log messages to the client, stderr logging and ``check``'s output.
 """
 
 from __future__ import annotations
@@ -15,12 +20,43 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["KEY_VARIABLES", "MASK", "Redactor"]
+__all__ = ["KEY_VARIABLES", "MASK", "Redactor", "clip", "mask"]
 
 MASK = "[redacted]"
 MIN_SECRET_CHARS = 8
 """Shorter values are not treated as secrets: scrubbing them would mangle ordinary text."""
+CUT_START_CHARS = 4
+"""A key's start this long or longer ending a text is taken for the key cut in two."""
 KEY_VARIABLES = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+
+def mask(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with each secret replaced by ``[redacted]``, and with a secret's start that ends
+    it (``CUT_START_CHARS`` or more of it) replaced too. Pass longer secrets first, so a key
+    that contains another is removed whole."""
+    for secret in secrets:
+        if not secret or len(secret) < CUT_START_CHARS:
+            continue
+        if secret in text:
+            text = text.replace(secret, MASK)
+        text = _mask_cut_start(text, secret)
+    return text
+
+
+def _mask_cut_start(text: str, secret: str) -> str:
+    start = secret[:CUT_START_CHARS]
+    at = text.find(start, max(0, len(text) - len(secret) + 1))
+    while at != -1:
+        if secret.startswith(text[at:]):
+            return text[:at] + MASK
+        at = text.find(start, at + 1)
+    return text
+
+
+def clip(text: str, secrets: Iterable[str | None], limit: int) -> str:
+    """At most ``limit`` characters of ``text`` as they may be kept: redacted first, then cut
+    (a cut first can split a key and keep its start)."""
+    return mask(text, secrets)[:limit]
 
 
 class Redactor:
@@ -45,10 +81,11 @@ class Redactor:
         return bool(self._secrets)
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        return mask(text, self._secrets)
+
+    def clip(self, text: str, limit: int) -> str:
+        """At most ``limit`` characters of ``text``, every known key (whole, or cut at its end) removed first."""
+        return clip(text, self._secrets, limit)
 
     def scrub(self, data: Any) -> Any:
         """The same JSON-like value with every string redacted."""

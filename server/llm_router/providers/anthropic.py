@@ -34,7 +34,6 @@ from .wire import (
     is_json_type,
     json_or_malformed,
     token_count,
-    upstream_str,
 )
 
 __all__ = ["AnthropicProvider"]
@@ -161,11 +160,11 @@ class AnthropicProvider(HttpAdapter):
                     state.tools.append(block.get("name") if isinstance(block.get("name"), str) else "")
             elif kind == "message_start":
                 message = event["message"]
-                state.model = upstream_str(message.get("model"), state.model)
-                state.response_id = upstream_str(message.get("id"))
+                state.model = self._field(message.get("model"), state.model)
+                state.response_id = self._field(message.get("id"))
                 state.usage.update(message.get("usage") or {})
             elif kind == "message_delta":
-                state.stop_reason = upstream_str((event.get("delta") or {}).get("stop_reason"), state.stop_reason)
+                state.stop_reason = self._field((event.get("delta") or {}).get("stop_reason"), state.stop_reason)
                 # Counts here are cumulative and replace those from message_start.
                 state.usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
             elif kind == "message_stop":
@@ -185,10 +184,10 @@ class AnthropicProvider(HttpAdapter):
             tools = [b.get("name") if isinstance(b.get("name"), str) else "" for b in blocks if b.get("type") == "tool_use"]
             completion = Completion(
                 clean_text(text),
-                upstream_str(data.get("model"), model),
+                self._field(data.get("model"), model),
                 _usage(data.get("usage")),
-                upstream_str(data.get("stop_reason")),
-                upstream_str(data.get("id")),
+                self._field(data.get("stop_reason")),
+                self._field(data.get("id")),
             )
         except SHAPE_ERRORS:
             raise self._malformed("an answer without a readable content list", model) from None

@@ -55,6 +55,7 @@ from .wire import (
     read_capped,
     redact,
     shown,
+    upstream_str,
 )
 
 __all__ = [
@@ -489,6 +490,10 @@ class HttpAdapter:
     def _malformed(self, what: str, model: str) -> MalformedResponse:
         return MalformedResponse(f"{self.name} sent {redact(clean_text(what), self._key)}", provider=self.name, model=model)
 
+    def _field(self, value: Any, default: str | None = None) -> str | None:
+        """A short string field from upstream (model, id, finish reason), without this adapter's key."""
+        return upstream_str(value, default, secret=self._key)
+
     def _quote(self, value: Any) -> str:
         """The start of something upstream sent, quoted for an error message (redacted, valid)."""
         if not isinstance(value, (str, bytes)):
@@ -500,7 +505,7 @@ class HttpAdapter:
 
     def _tool_call_only(self, names: Iterable[str], model: str, usage: Usage | None) -> ToolCallOnly:
         """The answer was a tool call, not text: a failed attempt, billed when usage was reported."""
-        called = redact(", ".join(dict.fromkeys(clean_text(n[:64]) for n in names if n)), self._key) or "unnamed"
+        called = ", ".join(dict.fromkeys(clean_text(redact(n, self._key)[:64]) for n in names if n)) or "unnamed"
         return ToolCallOnly(
             f"{self.name} answered with a tool call ({called[:200]}) instead of text; no tools were offered",
             provider=self.name,

@@ -36,7 +36,6 @@ from .wire import (
     is_json_type,
     json_or_malformed,
     token_count,
-    upstream_str,
 )
 
 __all__ = ["GeminiProvider"]
@@ -164,20 +163,20 @@ class GeminiProvider(HttpAdapter):
             block = (chunk.get("promptFeedback") or {}).get("blockReason")
             if block:
                 raise ContentFiltered(
-                    f"{self.name} blocked the prompt (blockReason {upstream_str(block, '?')})",
+                    f"{self.name} blocked the prompt (blockReason {self._field(block, '?')})",
                     provider=self.name,
                     model=model,
                 )
             if chunk.get("usageMetadata"):
                 answer.usage = chunk["usageMetadata"]  # each chunk's counts are totals so far
-            answer.model = upstream_str(chunk.get("modelVersion"), answer.model)
-            answer.response_id = upstream_str(chunk.get("responseId"), answer.response_id)
+            answer.model = self._field(chunk.get("modelVersion"), answer.model)
+            answer.response_id = self._field(chunk.get("responseId"), answer.response_id)
             candidates = chunk.get("candidates") or ()
             if not candidates:
                 return ""
             answer.candidates = True
             candidate = candidates[0]
-            answer.finish_reason = upstream_str(candidate.get("finishReason"), answer.finish_reason)
+            answer.finish_reason = self._field(candidate.get("finishReason"), answer.finish_reason)
             parts = (candidate.get("content") or {}).get("parts") or ()
             texts: list[str] = []
             for part in parts:

@@ -35,7 +35,6 @@ from .wire import (
     json_or_malformed,
     read_capped,
     token_count,
-    upstream_str,
 )
 
 __all__ = ["OllamaProvider"]
@@ -169,7 +168,7 @@ class OllamaProvider(HttpAdapter):
         if tools and not text.strip():
             raise self._tool_call_only(tools, model, usage)
         return Completion(
-            text, upstream_str(final.get("model"), model), usage, upstream_str(final.get("done_reason")), None
+            text, self._field(final.get("model"), model), usage, self._field(final.get("done_reason")), None
         )
 
     def _model_names(self, data: Any) -> list[str]:

@@ -48,7 +48,6 @@ from .wire import (
     is_json_type,
     json_or_malformed,
     token_count,
-    upstream_str,
 )
 
 __all__ = ["OpenAIProvider"]
@@ -245,8 +244,8 @@ class OpenAIProvider(HttpAdapter):
             if "error" in chunk:  # an error after the 200 status line was sent
                 raise self._error(model, _status_of(chunk["error"]), data, headers)
             if not state.named:  # every chunk repeats the model and the id: read them once
-                state.model = upstream_str(chunk.get("model"), state.model)
-                state.response_id = upstream_str(chunk.get("id"), state.response_id)
+                state.model = self._field(chunk.get("model"), state.model)
+                state.response_id = self._field(chunk.get("id"), state.response_id)
                 state.named = state.response_id is not None
             if chunk.get("usage"):
                 state.usage = chunk["usage"]
@@ -255,7 +254,7 @@ class OpenAIProvider(HttpAdapter):
                 return None
             choice = choices[0]
             if finish := choice.get("finish_reason"):
-                state.finish_reason = upstream_str(finish, state.finish_reason)
+                state.finish_reason = self._field(finish, state.finish_reason)
             delta = choice.get("delta") or {}
             state.refusal = state.refusal or bool(delta.get("refusal"))
             state.tools.extend(_tool_names(delta))
@@ -269,15 +268,15 @@ class OpenAIProvider(HttpAdapter):
         try:
             choice = data["choices"][0]
             message = choice["message"]
-            finish = upstream_str(choice.get("finish_reason"))
+            finish = self._field(choice.get("finish_reason"))
             refusal = bool(message.get("refusal"))
             tools = _tool_names(message)
             completion = Completion(
                 clean_text(_text(message.get("content")) or ""),
-                upstream_str(data.get("model"), model),
+                self._field(data.get("model"), model),
                 _usage(data.get("usage")),
                 finish,
-                upstream_str(data.get("id")),
+                self._field(data.get("id")),
             )
         except SHAPE_ERRORS:
             raise self._malformed("an answer without a readable choices[0].message", model) from None

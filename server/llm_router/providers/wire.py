@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from ..redaction import clip, mask
 from ..types import MalformedResponse
 
 __all__ = [
@@ -96,12 +97,12 @@ class TextJoiner:
         return "\ufffd" if held else ""
 
 
-def upstream_str(value: Any, default: str | None = None, *, limit: int = 200) -> str | None:
-    """A short string field from upstream (a model name, an id, a finish reason), made valid;
-    ``default`` when it is missing, empty or not a string."""
+def upstream_str(value: Any, default: str | None = None, *, limit: int = 200, secret: str | None = None) -> str | None:
+    """A short string field from upstream (a model name, an id, a finish reason), redacted, then
+    cut, made valid; ``default`` when it is missing, empty or not a string."""
     if not isinstance(value, str) or not value:
         return default
-    return clean_text(value[:limit])
+    return clean_text(clip(value, (secret,), limit))
 
 
 def token_count(value: Any) -> int:
@@ -114,22 +115,22 @@ def token_count(value: Any) -> int:
 
 
 def redact(text: str, secret: str | None) -> str:
-    """Remove a key from text that may be shown (bodies can echo the key back)."""
-    if secret and len(secret) >= 4 and secret in text:
-        return text.replace(secret, "[redacted]")
-    return text
+    """Remove a key from text that may be shown (bodies can echo the key back), and the start of
+    one that ends the text (a body read only up to a cap can cut a key in two)."""
+    return mask(text, (secret,))
 
 
 QUOTE_HEAD = 1024
-"""How much of a body is looked at to quote its start: the key is redacted in all of it before
-the first 200 characters are kept, so a key straddling the cut cannot leave half of itself."""
+"""How much of a body is looked at to quote its start. The key is redacted in all of it, its
+cut-off start at the end included, before the first 200 characters are kept: redacting shrinks
+the head, so what lay past 200 (a key cut at 1024) moves inside it."""
 
 
 def shown(head: bytes | str, secret: str | None) -> str:
     """The start of a body (pass up to ``QUOTE_HEAD`` of it) as it may be quoted in an error:
     text, redacted, its first 200 characters, valid."""
     text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
-    return clean_text(redact(text[:QUOTE_HEAD], secret)[:200])
+    return clean_text(clip(text[:QUOTE_HEAD], (secret,), 200))
 
 
 def json_or_malformed(text: str | bytes, *, provider: str, model: str, secret: str | None = None) -> Any:
