@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .types import ConfigError, RouterError
+from .types import EMPTY_GROUP, ConfigError, RouterError, plural
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -35,16 +35,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    """``1 call``, ``2 calls``."""
-    return f"{n} {word if n == 1 else plural or word + 's'}"
-
-
 # What an empty group means in the spend table: a call refused before any model was asked has
 # no provider and no model; a call may name no task type and bill no tag.
-_EMPTY_GROUP = {"provider": "(refused: no model)", "model": "(refused: no model)", "task_type": "(no task type)", "tag": "(no tag)"}
-
-
 def _serve(args: argparse.Namespace) -> int:
     import anyio
 
@@ -203,7 +195,7 @@ def _check(args: argparse.Namespace) -> int:
 
     anyio.run(probe_all)
     if unpriced:
-        say(f"{_plural(len(unpriced), 'model')} can never be called, having no price: {', '.join(unpriced)}. "
+        say(f"{plural(len(unpriced), 'model')} can never be called, having no price: {', '.join(unpriced)}. "
             'Give each a [providers.prices."MODEL"] table (input_per_mtok, output_per_mtok) in the config file, '
             "or remove it from models.")
         return 1
@@ -245,7 +237,7 @@ def _report(args: argparse.Namespace) -> int:
     report = anyio.run(run)
     p = report.period
     group = args.group_by
-    empty = _EMPTY_GROUP.get(group, "(none)")
+    empty = EMPTY_GROUP.get(group, "(none)")
     print(f"Spend {p['name']} ({p['first_day']} .. {p['last_day']}, {p['timezone']})")
     width = max([len(str(r[group] or empty)) for r in report.rows] + [len(group), 5])
     print(f"{group:<{width}}  {'calls':>7}  {'errors':>6}  {'in tok':>10}  {'out tok':>10}  {'cost USD':>14}")
@@ -254,10 +246,10 @@ def _report(args: argparse.Namespace) -> int:
               f"{r['output_tokens']:>10}  {r['cost_usd']:>14}")
     t = report.totals
     print(f"{'total':<{width}}  {t['requests']:>7}  {t['errors']:>6}  {t['input_tokens']:>10}  {t['output_tokens']:>10}  {t['cost_usd']:>14}")
-    errors = f", {_plural(t['errors'], 'error')}" if t["errors"] else ""
-    print(f"${t['cost_usd']} over {_plural(t['requests'], 'call')}{errors}")
+    errors = f", {plural(t['errors'], 'error')}" if t["errors"] else ""
+    print(f"${t['cost_usd']} over {plural(t['requests'], 'call')}{errors}")
     if t.get("estimated_requests"):
-        print(f"of which ${t['estimated_cost_usd']} over {_plural(t['estimated_requests'], 'call')} is estimated "
+        print(f"of which ${t['estimated_cost_usd']} over {plural(t['estimated_requests'], 'call')} is estimated "
               "(the provider reported no usage)")
     print(f"month-end projection: ${report.projection['month_end_usd']} ({report.projection['method']})")
     for b in report.budgets:

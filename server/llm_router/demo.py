@@ -15,6 +15,8 @@ from typing import Any
 
 import anyio
 
+from .types import plural
+
 __all__ = ["run_demo"]
 
 
@@ -25,10 +27,6 @@ def _say(title: str) -> None:
 def _show(text: str, width: int = 100) -> None:
     for line in text.splitlines() or [""]:
         print(textwrap.indent(textwrap.fill(line, width) if len(line) > width else line, "   "))
-
-
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def _parts(parts: dict[str, Any]) -> str:
@@ -150,11 +148,11 @@ async def _drive(ledger: str) -> int:
             # A call refused before any model was asked has no model: say what stopped it instead.
             who = f"{row['provider']}:{row['model']}" if row["model"] else f"no model asked ({row.get('error_code') or row['status']})"
             print(f"   {row['ts']} {row['status']:<8} {who} "
-                  f"{row['input_tokens']}+{row['output_tokens']} tok ${row['cost_usd']}, {_plural(len(row['attempts']), 'attempt')}")
+                  f"{row['input_tokens']}+{row['output_tokens']} tok ${row['cost_usd']}, {plural(len(row['attempts']), 'attempt')}")
         today = (await read("llm-router://budgets"))["budgets"][0].get("period_start")
         if today:
             day = await read(f"llm-router://ledger/{today}")
-            print(f"   llm-router://ledger/{today}: {_plural(len(day['entries']), 'entry', 'entries')}")
+            print(f"   llm-router://ledger/{today}: {plural(len(day['entries']), 'entry', 'entries')}")
 
         _say("bad input is a clear tool error, and the server keeps serving")
         await call("complete", {"prompt": ""}, expect_error=True)
@@ -163,7 +161,7 @@ async def _drive(ledger: str) -> int:
         await call("complete", {"prompt": "hi", "max_cost": 0.01}, expect_error=True)
         await call("set_budget", {"scope": "global", "period": "daily", "limit_usd": -1}, expect_error=True)
 
-    print("\nDemo finished" + (f" with {_plural(failures, 'unexpected outcome')}." if failures else ": every tool and resource answered as expected."))
+    print("\nDemo finished" + (f" with {plural(failures, 'unexpected outcome')}." if failures else ": every tool and resource answered as expected."))
     return 1 if failures else 0
 
 

@@ -68,7 +68,7 @@ from .calls import (
 )
 from .engine import Engine
 from .redaction import Redactor
-from .types import AllAttemptsFailed, BudgetExceeded, InvalidInput, RouterError
+from .types import EMPTY_GROUP, AllAttemptsFailed, BudgetExceeded, InvalidInput, RouterError, plural
 
 __all__ = [
     "BUDGETS_URI",
@@ -179,16 +179,6 @@ _TEMPLATES = ListResourceTemplatesResult(resource_templates=[
                      description="Every ledger entry of one day (YYYY-MM-DD, budget time zone)."),
 ])
 _RESOURCE_NAMES = ", ".join([*(r.uri for r in _RESOURCES.resources), LEDGER_URI + "/YYYY-MM-DD"])
-def _calls(n: int) -> str:
-    return f"{n} call" if n == 1 else f"{n} calls"
-
-
-_EMPTY_GROUP = {"provider": "(refused: no model)", "model": "(refused: no model)", "task_type": "(no task type)",
-                "tag": "(no tag)"}
-"""What an empty group is in cost_report's text (the words ``report`` uses): a call refused before
-any model was asked has no provider and no model."""
-
-
 class Observer(Protocol):
     """Told about every tool call (``metrics.Metrics`` in HTTP mode)."""
 
@@ -439,12 +429,12 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         totals = result.totals
         only = ", ".join(f"{k} {v!r}" for k, v in result.filters.items())
         lines = [(f"{result.period['name']} ({result.period['first_day']}..{result.period['last_day']})"
-                  f"{f', only {only}' if only else ''}: ${totals['cost_usd']} over {_calls(totals['requests'])}")]
+                  f"{f', only {only}' if only else ''}: ${totals['cost_usd']} over {plural(totals['requests'], 'call')}")]
         if totals.get("estimated_requests"):
-            lines.append(f"  of which ${totals['estimated_cost_usd']} over {_calls(totals['estimated_requests'])} is "
+            lines.append(f"  of which ${totals['estimated_cost_usd']} over {plural(totals['estimated_requests'], 'call')} is "
                          "estimated (the provider reported no usage)")
-        empty = _EMPTY_GROUP.get(args.group_by, "(none)")
-        lines += [f"  {r[args.group_by] or empty}: ${r['cost_usd']} ({_calls(r['requests'])})" for r in result.rows]
+        empty = EMPTY_GROUP.get(args.group_by, "(none)")
+        lines += [f"  {r[args.group_by] or empty}: ${r['cost_usd']} ({plural(r['requests'], 'call')})" for r in result.rows]
         lines += [f"note: {n}" for n in result.notes]
         return result, ok(result.to_json(), "\n".join(lines))
 

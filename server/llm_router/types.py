@@ -25,6 +25,8 @@ __all__ = [
     "usd_to_nusd",
     "nusd_to_usd",
     "usd_str",
+    "plural",
+    "EMPTY_GROUP",
     "parse_model_ref",
     "RouterError",
     "InvalidInput",
@@ -58,6 +60,17 @@ def usd_to_nusd(amount: Decimal | int | str, *, round_up: bool = False) -> int:
     """Dollars as integer nano-dollars. ``round_up`` is for reservations, which must never fall short."""
     value = Decimal(amount) * NUSD_PER_USD
     return int(value.to_integral_value(rounding=ROUND_CEILING if round_up else ROUND_HALF_EVEN))
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 call``, ``2 calls``."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+EMPTY_GROUP = {"provider": "(refused: no model)", "model": "(refused: no model)", "task_type": "(no task type)",
+               "tag": "(no tag)"}
+"""What an empty group of a spend report is called (``report`` and ``cost_report`` alike): a call
+refused before any model was asked has no provider and no model."""
 
 
 def usd_str(amount: int) -> str:
