@@ -88,7 +88,8 @@ def run_json(args: list[str], *, stdin: str = "") -> Any:
 def http_server(ledger: Path, *, token: str | None = TOKEN) -> Iterator[str]:
     """``serve --demo --transport http`` as a team would run it, on a port the OS picks; yields
     the MCP URL."""
-    env = server_env(**({"LLM_ROUTER_HTTP_TOKENS": f"ci={token}"} if token else {}))
+    # An admin token: the peers set the global limit, which only an admin may do.
+    env = server_env(**({"LLM_ROUTER_HTTP_TOKENS": f"ci={token}:admin"} if token else {}))
     proc = subprocess.Popen([*demo_server_command(ledger), "--transport", "http", "--port", "0"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url: list[str] = []

@@ -23,7 +23,9 @@ from .http_server import mcp_client, serve
 
 ALICE = "alice-secret-token-0123456789"
 BOB = "bob-secret-token-9876543210ab"
-TOKENS = Tokens([("alice", ALICE), ("bob", BOB)])
+PROM = "prom-scraper-token-0123456789"
+OPS = "ops-admin-token-0123456789ab"
+TOKENS = Tokens([("alice", ALICE), ("bob", BOB), ("prom", PROM, "metrics"), ("ops", OPS, "admin")])
 INIT = {
     "jsonrpc": "2.0", "id": 1, "method": "initialize",
     "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
@@ -49,7 +51,7 @@ def post(url: str, body: Any = INIT, **headers: str) -> httpx.Response:
 
 
 def test_tokens_are_tag_token_pairs_from_the_environment_or_a_file(tmp_path: Path) -> None:
-    assert parse_tokens(f" alice={ALICE} ,bob = {BOB}", "env") == [("alice", ALICE), ("bob", BOB)]
+    assert parse_tokens(f" alice={ALICE} ,bob = {BOB}", "env") == [("alice", ALICE, "member"), ("bob", BOB, "member")]
     file = tmp_path / "tokens"
     file.write_text(f"# team tokens\nalice={ALICE}\n\nbob={BOB}\n")
     assert load_tokens({"LLM_ROUTER_HTTP_TOKENS_FILE": str(file)}).tags == ["alice", "bob"]
@@ -85,7 +87,7 @@ def test_a_presented_token_is_compared_in_constant_time_with_every_entry(monkeyp
 
     monkeypatch.setattr("llm_router.http_app.hmac.compare_digest", spy)
     assert TOKENS.match(ALICE).tag == "alice"  # type: ignore[union-attr]
-    assert len(calls) == 2, "no early exit at the first match"
+    assert len(calls) == len(TOKENS), "no early exit at the first match"
     assert all(len(a) == len(b) == 32 for a, b in calls), "digests, so lengths never differ"
     assert TOKENS.match(ALICE[:-1] + "X") is None and TOKENS.match("") is None and TOKENS.match(None) is None
 
@@ -140,7 +142,7 @@ def test_mcp_and_metrics_answer_401_without_or_with_a_wrong_token(server_engine:
             assert ALICE not in r.text
             assert httpx.get(f"{url}/metrics", headers=headers).status_code == 401
         assert post(url, authorization=f"Bearer {ALICE}").status_code == 200
-        assert httpx.get(f"{url}/metrics", headers={"authorization": f"bearer {BOB}"}).status_code == 200
+        assert httpx.get(f"{url}/metrics", headers={"authorization": f"bearer {PROM}"}).status_code == 200
 
 
 def test_healthz_needs_no_token_and_reveals_nothing(server_engine: Engine) -> None:
@@ -225,11 +227,13 @@ async def test_metrics_count_requests_latency_tokens_cost_fallbacks_breakers_and
         async with mcp_client(url, ALICE) as client:
             ok = await client.call_tool("complete", {"prompt": "hello", "model": ["anthropic:claude-haiku-4-5", "openai:gpt-4o-mini"]})
             assert not ok.is_error, ok.content
+        async with mcp_client(url, OPS) as client:
             await client.call_tool("set_budget", {"scope": "global", "period": "daily", "limit_usd": 0.000001})
+        async with mcp_client(url, ALICE) as client:
             refused = await client.call_tool("complete", {"prompt": "hello", "model": "openai:gpt-4o"})
             assert refused.is_error
         async with httpx.AsyncClient() as http:
-            r = await http.get(f"{url}/metrics", headers={"authorization": f"Bearer {ALICE}"})
+            r = await http.get(f"{url}/metrics", headers={"authorization": f"Bearer {PROM}"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     m = _samples(r.text)
     mini = {"provider": "openai", "model": "gpt-4o-mini"}
@@ -245,7 +249,7 @@ async def test_metrics_count_requests_latency_tokens_cost_fallbacks_breakers_and
     assert _get(m, "llm_router_circuit_state", model="openai:gpt-4o-mini") == 0
     assert _get(m, "llm_router_budget_tier", scope="global", period="daily") == 3
     assert _get(m, "llm_router_budget_limit_usd", scope="global", period="daily") == pytest.approx(0.000001)
-    assert "alice" not in r.text, "tags are never labels"
+    assert "alice" not in r.text, "no tag reaches a metrics token's scrape"
 
 
 # -- the transport's edges ----------------------------------------------------------------------------

@@ -4,10 +4,12 @@ checks, ``/metrics`` for Prometheus, and ``/healthz``.
 Imported only in HTTP mode, so the stdio path never loads Starlette, uvicorn or prometheus-client.
 
 Who may call: every request to ``/mcp`` and ``/metrics`` must carry ``Authorization: Bearer
-<token>`` for one of the tokens in ``$LLM_ROUTER_HTTP_TOKENS`` (``tag=token,tag=token``) or in the
-file named by ``$LLM_ROUTER_HTTP_TOKENS_FILE``. Tokens are kept only as SHA-256 digests and
-compared in constant time. The token's tag is who the call is billed to (see ``mcp_server``).
-Without tokens the server listens on loopback only.
+<token>`` for one of the tokens in ``$LLM_ROUTER_HTTP_TOKENS`` (``tag=token[:role],...``) or in the
+file named by ``$LLM_ROUTER_HTTP_TOKENS_FILE`` (one a line). Tokens are kept only as SHA-256 digests
+and compared in constant time. The token's tag is who the call is billed to (see ``mcp_server``);
+its role (``member`` by default, ``admin``, ``metrics``: see ``access``) what it may do: a
+``metrics`` token gets ``403`` at ``/mcp``, a ``member`` token at ``/metrics``. Without tokens the
+server listens on loopback only, and its one local user is an admin.
 
 Where from: the ``Host`` header must be ``localhost``, an IP address, or a name listed in ``[http]
 allowed_hosts``. A DNS-rebinding attack reaches the server under the attacker's own host name, so it
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from .access import ACCESS_SCOPE_KEY, LOCAL, ROLES, Access, Role, close_role, parse_role
 from .types import ConfigError
 
 if TYPE_CHECKING:
@@ -63,6 +66,10 @@ MIN_TOKEN_CHARS = 16
 MCP_PATH = "/mcp"
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:/+-]{0,127}$")
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: what an HTTP header carries intact
+_ROLE_WORD = re.compile(r"^[A-Za-z]*$")
+"""What follows a token's last ``:`` when it is meant as a role. A token may itself hold ``:``
+(``_TOKEN`` allows it), so the text after the last one is a role only when it is letters alone;
+anything else there is part of the token."""
 _MAKE_ONE = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
@@ -71,21 +78,29 @@ _MAKE_ONE = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who a request came from: the token's tag, and which token (by position, never its value)."""
+    """Who a request came from: the token's tag, which token (by position, never its value), and
+    the token's role."""
 
     tag: str
     token_id: str
+    role: Role = "member"
+
+    @property
+    def access(self) -> Access:
+        return Access(self.role, self.tag)
 
 
 class Tokens:
-    """The accepted bearer tokens, held as SHA-256 digests."""
+    """The accepted bearer tokens, held as SHA-256 digests. Entries are ``(tag, token)`` or
+    ``(tag, token, role)``; the role is ``member`` when not given."""
 
-    def __init__(self, entries: list[tuple[str, str]]) -> None:
+    def __init__(self, entries: list[tuple[str, str]] | list[tuple[str, str, Role]]) -> None:
         self._entries = [
-            (hashlib.sha256(token.encode()).digest(), Caller(tag, f"token {i}")) for i, (tag, token) in enumerate(entries, 1)
+            (hashlib.sha256(e[1].encode()).digest(), Caller(e[0], f"token {i}", e[2] if len(e) > 2 else "member"))  # type: ignore[misc]
+            for i, e in enumerate(entries, 1)
         ]
         # Kept only so that they can be scrubbed from anything shown; never logged or compared as text.
-        self._values = tuple(token for _, token in entries)
+        self._values = tuple(e[1] for e in entries)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -97,6 +112,13 @@ class Tokens:
     @property
     def values(self) -> tuple[str, ...]:
         return self._values
+
+    def roles(self) -> dict[str, int]:
+        """How many tokens have each role (for what the server says at start and ``check``)."""
+        counts = {role: 0 for role in ROLES}
+        for _, caller in self._entries:
+            counts[caller.role] += 1
+        return {role: n for role, n in counts.items() if n}
 
     def match(self, presented: str | None) -> Caller | None:
         """The caller a presented token belongs to, or None.
@@ -114,26 +136,49 @@ class Tokens:
         return found
 
 
-def parse_tokens(text: str, source: str) -> list[tuple[str, str]]:
-    """``tag=token`` entries separated by commas or new lines (``#`` starts a comment line).
+def _role_of(value: str, where: str, source: str) -> tuple[str, Role]:
+    """Split ``token[:role]``: the role is what follows the last ``:`` when that is letters alone.
+
+    Raises:
+        ConfigError: an empty or unknown role (with a "did you mean"); never quoting the token.
+    """
+    token, colon, word = value.rpartition(":")
+    if not colon or not _ROLE_WORD.match(word.strip()):
+        return value, "member"
+    role = parse_role(word.strip())
+    if role is None:
+        close = close_role(word.strip()) if word.strip() else None
+        hint = f" (did you mean {close!r}?)" if close else ""
+        what = "names no role after its last ':'" if not word.strip() else "names an unknown role after its last ':'"
+        raise ConfigError(
+            f"{where} {what}{hint}; a role is one of {', '.join(ROLES)} (tag=token:role). A token may contain ':', "
+            "but not end with ':' and letters alone",
+            file=source,
+        )
+    return token.strip(), role
+
+
+def parse_tokens(text: str, source: str) -> list[tuple[str, str, Role]]:
+    """``tag=token[:role]`` entries separated by commas or new lines (``#`` starts a comment line).
 
     Raises:
         ConfigError: naming the source and the entry's position; never quoting a token.
     """
-    entries: list[tuple[str, str]] = []
+    entries: list[tuple[str, str, Role]] = []
     seen: set[str] = set()
     pieces = [p.strip() for line in text.splitlines() if not line.strip().startswith("#") for p in line.split(",")]
     for n, piece in enumerate((p for p in pieces if p), 1):
-        tag, sep, token = (s.strip() for s in piece.partition("="))
+        tag, sep, value = (s.strip() for s in piece.partition("="))
         where = f"entry {n}"
-        if not sep or not token:
-            raise ConfigError(f"{where} is not tag=token", file=source)
+        if not sep or not value:
+            raise ConfigError(f"{where} is not tag=token[:role]", file=source)
         if not _TAG.match(tag):
             raise ConfigError(
                 f"{where}: the tag {tag[:40]!r} must be 1-128 letters, digits or _ . @ : / + - "
                 "(starting with a letter or digit)",
                 file=source,
             )
+        token, role = _role_of(value, f"{where} (tag {tag!r})", source)
         if len(token) < MIN_TOKEN_CHARS or not _TOKEN.match(token):
             raise ConfigError(
                 f"{where} (tag {tag!r}): a token must be at least {MIN_TOKEN_CHARS} printable characters without "
@@ -143,7 +188,7 @@ def parse_tokens(text: str, source: str) -> list[tuple[str, str]]:
         if token in seen:
             raise ConfigError(f"{where} (tag {tag!r}) repeats an earlier entry's token: give each one its own", file=source)
         seen.add(token)
-        entries.append((tag, token))
+        entries.append((tag, token, role))
     return entries
 
 
@@ -270,7 +315,8 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
 
 class _Guard:
     """Every HTTP request passes here first: /healthz answers at once; /mcp and /metrics need an
-    allowed Host and Origin and, when tokens are configured, a valid token; nothing else exists."""
+    allowed Host and Origin and, when tokens are configured, a valid token whose role may use
+    that path (``403`` otherwise); nothing else exists."""
 
     def __init__(self, app: ASGIApp, tokens: Tokens, policy: HostPolicy) -> None:
         self.app = app
@@ -302,6 +348,7 @@ class _Guard:
                                        "error_description": "requests from this Origin are refused; an operator can "
                                        "add it to [http] allowed_origins"})
             return
+        access = LOCAL  # without tokens: loopback only, one local user
         if self.tokens:
             presented = _bearer(scope)
             caller = self.tokens.match(presented)
@@ -310,7 +357,14 @@ class _Guard:
                 await _respond(send, 401, {"error": "invalid_token", "error_description": why},
                                [(b"www-authenticate", b'Bearer realm="llm-router"')])
                 return
+            access = caller.access
+            refusal = _role_refusal(access, path.rstrip("/"))
+            if refusal is not None:
+                await _respond(send, 403, {"error": "insufficient_scope", "error_description": refusal},
+                               [(b"www-authenticate", b'Bearer realm="llm-router", error="insufficient_scope"')])
+                return
             scope["user"], scope["auth"] = _authenticated(caller)
+        scope[ACCESS_SCOPE_KEY] = access
         if scope["method"] == "GET" and _header(scope, b"last-event-id") is not None:
             # No event history is kept (and no event ids are sent), so there is nothing to resume
             # from; the SDK would end such a request without any response (a 500).
@@ -321,6 +375,17 @@ class _Guard:
         await self.app(scope, receive, send)
 
 
+def _role_refusal(access: Access, path: str) -> str | None:
+    """Why this role may not use this path, or None when it may."""
+    if path == MCP_PATH and access.role == "metrics":
+        return (f"the token of tag {access.tag!r} has the role metrics: it may only read /metrics (GET); MCP needs a "
+                "member or admin token")
+    if path == "/metrics" and access.role == "member":
+        return (f"the token of tag {access.tag!r} has the role member: /metrics shows every tag's spend by model, so "
+                "it is for metrics and admin tokens (tag=token:metrics)")
+    return None
+
+
 def _authenticated(caller: Caller) -> tuple[Any, Any]:
     """The SDK's own user type: it binds each MCP session to the credential that opened it, and
     ``mcp_server`` reads the tag back from it."""
@@ -328,7 +393,7 @@ def _authenticated(caller: Caller) -> tuple[Any, Any]:
     from mcp.server.auth.provider import AccessToken
     from starlette.authentication import AuthCredentials
 
-    token = AccessToken(token="", client_id=caller.tag, scopes=[], subject=caller.token_id)
+    token = AccessToken(token="", client_id=caller.tag, scopes=[caller.role], subject=caller.token_id)
     return AuthenticatedUser(token), AuthCredentials([])
 
 
@@ -345,10 +410,14 @@ def build_app(engine: Engine, *, tokens: Tokens, http: HttpConfig, metrics: Metr
     server = create_server(engine, observer=metrics, redact=redact)
     routes: list[Route] = []
     if metrics is not None:
+        # The tags whose limits an admin's scrape shows: the tokens' and the config's, a bounded set
+        # (a limit set_budget made for any other tag adds no series).
+        known_tags = frozenset(tokens.tags) | frozenset(engine.settings.budget.tags)
 
         async def _metrics(request: Request) -> Response:
-            await metrics.refresh(engine)
-            body, content_type = metrics.render()
+            admin = request.scope.get(ACCESS_SCOPE_KEY, LOCAL).role == "admin"
+            await metrics.refresh(engine, tags=known_tags if admin else frozenset())
+            body, content_type = metrics.render()  # no await since refresh: no other scrape comes between
             return Response(body, media_type=content_type)
 
         routes.append(Route("/metrics", endpoint=_metrics, methods=["GET"], include_in_schema=False))
@@ -387,8 +456,9 @@ async def serve_http(engine: Engine, *, host: str, port: int, tokens: Tokens, ht
         sock = config.bind_socket()
     port = sock.getsockname()[1]  # the one the OS chose, for --port 0
     where = f"[{host}]" if ":" in host else host
-    who = (f"{len(tokens)} bearer token(s), billed to tag(s) {', '.join(tokens.tags)}" if tokens
-           else f"no bearer tokens (loopback only; set {TOKENS_ENV} to require them)")
+    roles = ", ".join(f"{n} {role}" for role, n in tokens.roles().items())
+    who = (f"{len(tokens)} bearer token(s) ({roles}), billed to tag(s) {', '.join(tokens.tags)}" if tokens
+           else f"no bearer tokens (loopback only, one local user with every right; set {TOKENS_ENV} to require them)")
     print(f"llm-router-mcp: MCP at http://{where}:{port}{MCP_PATH}; {who}; /metrics, /healthz", file=sys.stderr,
           flush=True)
     await uvicorn.Server(config).serve(sockets=[sock])

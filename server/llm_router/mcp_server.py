@@ -13,8 +13,10 @@ result's ``_meta`` under ``llm-router/error``. An unknown tool is a JSON-RPC err
 unknown resource -32002 and a malformed ``llm-router://ledger/{date}`` -32602, as the spec says.
 
 Around each call, and only in MCP's own terms: who to bill when the transport identified the
-caller, log messages for fallbacks and budget warnings, resource-updated notifications for
-subscribers, and an optional observer (metrics).
+caller, what the caller's role lets it do and see (``access``: asked before each tool acts, its
+views applied to every result, error, log message and resource on the way out), log messages for
+fallbacks and budget warnings, resource-updated notifications for subscribers (they carry only the
+URI: what a subscriber then reads is filtered like any read), and an optional observer (metrics).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import (
     INVALID_PARAMS,
+    INVALID_REQUEST,
     CallToolRequestParams,
     EmptyResult,
     ListResourcesResult,
@@ -55,6 +58,20 @@ from mcp_types import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from . import __version__
+from .access import (
+    ACCESS_SCOPE_KEY,
+    LOCAL,
+    ROLES,
+    Access,
+    check_budget_change,
+    check_mcp,
+    error_view,
+    limits_view,
+    report_tag,
+    result_view,
+    rows_tag,
+    rows_view,
+)
 from .arguments import ToolArguments
 from .calls import (
     DATE_PATTERN,
@@ -68,7 +85,7 @@ from .calls import (
 )
 from .engine import Engine
 from .redaction import Redactor
-from .types import EMPTY_GROUP, AllAttemptsFailed, BudgetExceeded, InvalidInput, RouterError, plural
+from .types import EMPTY_GROUP, AllAttemptsFailed, BudgetExceeded, Forbidden, InvalidInput, RouterError, plural
 
 __all__ = [
     "BUDGETS_URI",
@@ -225,15 +242,24 @@ def _wants_progress(ctx: ServerRequestContext[Any, Any]) -> bool:
     return False
 
 
-def _caller_tag(ctx: ServerRequestContext[Any, Any]) -> str | None:
-    """The tag of the bearer token the HTTP request came with (None over stdio or without tokens)."""
+def _access(ctx: ServerRequestContext[Any, Any]) -> Access:
+    """Who is asking: the role and tag of the bearer token the HTTP request came with, as the
+    guard found it; the local user (an admin) over stdio or HTTP without tokens."""
     request = ctx.request
     if request is None:
-        return None
+        return LOCAL
+    scope = getattr(request, "scope", {})
+    access = scope.get(ACCESS_SCOPE_KEY)
+    if access is not None:
+        return access
+    # Served without http_app's guard (embedded): a token's user, if any, is at most a member.
     from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 
-    user = getattr(request, "scope", {}).get("user")
-    return user.access_token.client_id if isinstance(user, AuthenticatedUser) else None
+    user = scope.get("user")
+    if not isinstance(user, AuthenticatedUser):
+        return LOCAL
+    scopes = user.access_token.scopes
+    return Access(scopes[0] if scopes and scopes[0] in ROLES else "member", user.access_token.client_id)  # type: ignore[arg-type]
 
 
 def _json(data: Any) -> str:
@@ -304,7 +330,7 @@ handshake era drops)."""
 @dataclass(frozen=True, slots=True)
 class _Bound:
     arguments: ToolArguments[Any]
-    run: Callable[[Ctx, Any], Awaitable[tuple[Any, Wire]]]
+    run: Callable[[Ctx, Access, Any], Awaitable[tuple[Any, Wire]]]
 
 
 def create_server(engine: Engine, *, observer: Observer | None = None, redact: Redactor | None = None) -> Server[Any]:
@@ -357,10 +383,10 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         if subscribers.by_uri or not _nobody_listens(bus):
             await updated(LEDGER_URI, f"{LEDGER_URI}/{engine.budget.clock.today().isoformat()}", BUDGETS_URI)
 
-    def billing_tag(ctx: Ctx, args: CompleteArgs) -> str:
-        """Bill the token's tag, with a note when a tag argument was overridden. A token's tag wins:
-        otherwise a caller could move its spend out of its own tag's budget."""
-        caller = _caller_tag(ctx)
+    def billing_tag(access: Access, args: CompleteArgs) -> str:
+        """Bill the token's tag, with a note when a tag argument was overridden. A token's tag wins
+        (whatever its role): otherwise a caller could move its spend out of its own tag's budget."""
+        caller = access.tag
         if caller is None:
             return ""
         given = args.tag
@@ -369,8 +395,8 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
 
     # -- the tools ---------------------------------------------------------------------------------
 
-    async def complete(ctx: Ctx, args: CompleteArgs) -> tuple[Any, Wire]:
-        note = billing_tag(ctx, args)
+    async def complete(ctx: Ctx, access: Access, args: CompleteArgs) -> tuple[Any, Wire]:
+        note = billing_tag(access, args)
         step = 0
 
         async def progress(_value: float, _total: float | None, message: str) -> None:
@@ -384,23 +410,27 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         except RouterError as e:
             if not isinstance(e, InvalidInput):  # past validation, every call leaves a ledger row
                 await ledger_written()
-            if isinstance(e, BudgetExceeded):
-                await log(ctx, "warning", f"budget refusal: {e}", limit=e.limit_name, resets_at=e.resets_at)
-            elif isinstance(e, AllAttemptsFailed):
-                await log(ctx, "error", str(e), attempts=[a.to_dict() for a in e.attempts])
+            shown = error_view(access, e)
+            if isinstance(shown, BudgetExceeded):
+                await log(ctx, "warning", f"budget refusal: {shown}", limit=shown.limit_name, resets_at=shown.resets_at)
+            elif isinstance(shown, AllAttemptsFailed):
+                await log(ctx, "error", str(shown), attempts=[a.to_dict() for a in shown.attempts])
             raise
         await ledger_written()
+        structured = result_view(access, "complete", result.to_json())
         failed = [a for a in result.attempts if a.outcome != "ok"]
         if failed:
             what = "; ".join(f"{a.model} {a.outcome} ({a.error_code})" for a in failed)
             await log(ctx, "warning", f"fallback: {what}; answered by {result.model}", request_id=result.request_id,
-                      attempts=[a.published() for a in result.attempts])
-        if result.budget.get("tier", "normal") != "normal":
-            tight = result.budget.get("tightest") or {}
-            await log(ctx, "warning", f"budget {tight.get('scope', '')} {tight.get('period', '')} is "
-                      f"{tight.get('percent_used', '?')}% used (tier {result.budget['tier']}): "
-                      + ("cheaper models go first" if result.budget["tier"] == "cautious" else "only free models are used"),
-                      budget=result.budget)
+                      attempts=structured["attempts"])
+        budget = structured["budget"]
+        if budget.get("tier", "normal") != "normal":
+            tight = budget.get("tightest") or {}
+            used = f"{tight['percent_used']}% used" if "percent_used" in tight else "shared by every tag"
+            await log(ctx, "warning", f"budget {tight.get('scope', '')} {tight.get('period', '')} is {used} "
+                      f"(tier {budget['tier']}): "
+                      + ("cheaper models go first" if budget["tier"] == "cautious" else "only free models are used"),
+                      budget=budget)
         u = result.usage
         tokens = f"{u.input_tokens} in / {u.output_tokens} out" + (" (estimated)" if u.estimated else "")
         summary = (
@@ -409,23 +439,24 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         )
         if result.notes:
             summary += "".join(f"\n{line}" for line in result.notes)
-        return result, ok(result.to_json(), summary)
+        return result, ok(structured, summary)
 
-    async def route_explain(ctx: Ctx, args: CompleteArgs) -> tuple[Any, Wire]:
-        note = billing_tag(ctx, args)
+    async def route_explain(ctx: Ctx, access: Access, args: CompleteArgs) -> tuple[Any, Wire]:
+        note = billing_tag(access, args)
         result = await engine.explain(args)
+        structured = result_view(access, "route_explain", result.to_json())
         head = result.chain[0] if result.chain else "no model"
         summary = (f"Would try {', '.join(result.chain) or 'nothing'} (first: {head}); budget tier {result.budget_tier}"
-                   f"{note}.\n" + "\n".join(result.steps))
+                   f"{note}.\n" + "\n".join(structured["steps"]))
         if result.excluded:
             summary += "\nexcluded: " + "; ".join(f"{x['model']} ({x['reason']})" for x in result.excluded)
-        return result, ok(result.to_json(), summary)
+        return result, ok(structured, summary)
 
-    async def cost_report(ctx: Ctx, args: ReportArgs) -> tuple[Any, Wire]:
+    async def cost_report(ctx: Ctx, access: Access, args: ReportArgs) -> tuple[Any, Wire]:
         if args.period is not None and (args.since or args.until):
             raise InvalidInput("period", "give a period or since/until, not both", allowed="one of them")
         result = await engine.cost_report(period=args.period, group_by=args.group_by, since=args.since,
-                                          until=args.until, tag=args.tag, provider=args.provider)
+                                          until=args.until, tag=report_tag(access, args.tag), provider=args.provider)
         totals = result.totals
         only = ", ".join(f"{k} {v!r}" for k, v in result.filters.items())
         lines = [(f"{result.period['name']} ({result.period['first_day']}..{result.period['last_day']})"
@@ -436,13 +467,14 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
         empty = EMPTY_GROUP.get(args.group_by, "(none)")
         lines += [f"  {r[args.group_by] or empty}: ${r['cost_usd']} ({plural(r['requests'], 'call')})" for r in result.rows]
         lines += [f"note: {n}" for n in result.notes]
-        return result, ok(result.to_json(), "\n".join(lines))
+        return result, ok(result_view(access, "cost_report", result.to_json()), "\n".join(lines))
 
-    async def set_budget(ctx: Ctx, args: BudgetArgs) -> tuple[Any, Wire]:
+    async def set_budget(ctx: Ctx, access: Access, args: BudgetArgs) -> tuple[Any, Wire]:
+        await check_budget_change(access, args.scope, args.period, args.limit_usd, engine.limit_in_force)
         result = await engine.set_budget(args.scope, args.period, args.limit_usd)
         await updated(BUDGETS_URI)
         what = "removed" if args.limit_usd is None else f"set to ${result.changed['limit_usd']}"
-        return result, ok(result.to_json(), f"{args.scope} {args.period} limit {what}.")
+        return result, ok(result_view(access, "set_budget", result.to_json()), f"{args.scope} {args.period} limit {what}.")
 
     runs = {"complete": complete, "route_explain": route_explain, "cost_report": cost_report, "set_budget": set_budget}
     bound = {name: _Bound(arguments, runs[name]) for name, (_, arguments) in TOOLS.items()}
@@ -456,12 +488,14 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
             raise MCPError(INVALID_PARAMS, f"Unknown tool: {params.name[:100]!r}; this server has {_TOOL_NAMES}",
                            data={"tool": params.name[:100]})
         t0 = time.perf_counter()
+        access = _access(ctx)
         try:
-            result, wire = await tool.run(ctx, tool.arguments.parse(params.arguments))
+            check_mcp(access, f"the tool {params.name}")
+            result, wire = await tool.run(ctx, access, tool.arguments.parse(params.arguments))
         except RouterError as e:
             if observer is not None:
                 observer.tool_done(params.name, time.perf_counter() - t0, None, e)
-            return error(e)
+            return error(error_view(access, e))
         except Exception:
             _log.exception("tool %s failed unexpectedly", params.name)
             failure = _Unexpected(f"{params.name} failed unexpectedly; the server's log has the details")
@@ -482,21 +516,27 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
 
     async def read_resource(ctx: Ctx, params: ReadResourceRequestParams) -> ReadResourceResult:
         uri = params.uri
+        access = _access(ctx)
+        try:
+            check_mcp(access, f"reading {uri[:200]}")
+        except Forbidden as e:
+            raise MCPError(INVALID_REQUEST, str(e), data=e.to_dict()) from None
         if uri == PROVIDERS_URI:
             text = _json({"providers": engine.providers_status()})
         elif uri == LEDGER_URI:
-            text = _json({"entries": await engine.ledger_rows(limit=50)})
+            rows = await engine.ledger_rows(limit=50, tag=rows_tag(access))
+            text = _json({"entries": rows_view(access, rows)})
         elif uri == BUDGETS_URI:
-            text = _json({"budgets": await engine.budgets()})
+            text = _json({"budgets": limits_view(access, await engine.budgets())})
         elif uri.startswith(LEDGER_URI + "/"):
             day = uri[len(LEDGER_URI) + 1:]
             try:
                 if not _DAY.match(day):
                     raise InvalidInput("date", f"{day[:40]!r} is not a date", allowed="YYYY-MM-DD")
-                rows = await engine.ledger_rows(day=day, limit=10_000)
+                rows = await engine.ledger_rows(day=day, limit=10_000, tag=rows_tag(access))
             except InvalidInput as e:
                 raise MCPError(INVALID_PARAMS, redact(str(e)), data={"uri": redact(uri[:200])}) from None
-            text = _json({"date": day, "entries": rows})
+            text = _json({"date": day, "entries": rows_view(access, rows)})
         else:
             raise MCPError(RESOURCE_NOT_FOUND, f"no such resource: {uri[:200]!r}; this server has {_RESOURCE_NAMES}",
                            data={"uri": uri[:200]})

@@ -2,8 +2,10 @@
 
 Counters and histograms are fed by ``mcp_server`` after each tool call (``Metrics.tool_done``);
 circuit and budget gauges are read from the engine when Prometheus scrapes (``Metrics.refresh``).
-Labels are bounded sets (tools, configured models, error codes, budget scopes): never tags or
-anything else a caller can invent.
+Labels are bounded sets (tools, configured models, error codes, budget scopes): never anything a
+caller can invent. Budget gauges cover the global limits and those of configured providers; a
+``tag:NAME`` limit appears only in an admin's scrape, and only for a tag the server knows (a token's
+or the config's ``[budget.tags]``), so no number of ``set_budget`` calls adds a series.
 """
 
 from __future__ import annotations
@@ -98,15 +100,25 @@ class Metrics:
         for model_ref, code in failed.items():
             self.fallbacks.labels(model_ref, code).inc()
 
-    async def refresh(self, engine: Engine) -> None:
-        """Read circuit states and budget figures as of now (called on each scrape)."""
+    async def refresh(self, engine: Engine, *, tags: frozenset[str] = frozenset()) -> None:
+        """Read circuit states and budget figures as of now (called on each scrape). ``tags``: the
+        tags whose limits this scrape may show (an admin's: the known ones; anyone else's: none).
+
+        Everything is read before any gauge changes, and nothing is awaited after: a scrape that
+        renders right after this returns shows exactly what it read, whoever scrapes meanwhile."""
+        providers = engine.providers_status()
+        budgets = await engine.budgets()
+        configured = {p["name"] for p in providers}
         self.circuit.clear()
-        for provider in engine.providers_status():
+        for provider in providers:
             for m in provider["models"]:
                 self.circuit.labels(m["model"]).set(CIRCUIT_STATES.get(m["health"]["circuit"], 0))
         for gauge in (self.budget_tier, self.budget_spent, self.budget_limit):
             gauge.clear()
-        for b in await engine.budgets():
+        for b in budgets:
+            kind, _, name = b["scope"].partition(":")
+            if not (kind == "global" or (kind == "provider" and name in configured) or (kind == "tag" and name in tags)):
+                continue
             labels = (b["scope"], b["period"])
             self.budget_limit.labels(*labels).set(float(b["limit_usd"]))
             if "spent_usd" in b:  # per_request limits have no period to spend in
