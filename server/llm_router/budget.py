@@ -11,8 +11,9 @@ that could push spend past 100% is refused before anything is sent.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from .config import BudgetConfig
 from .ledger import Ledger, LimitCheck, Refusal, SpareRequest
+from .ledger.base import Limits, Overrides
 from .types import BudgetExceeded, InvalidInput, usd_str, usd_to_nusd
 
 __all__ = ["Period", "Tier", "Limit", "Clock", "Budget", "BudgetSnapshot", "tier_of", "parse_scope"]
@@ -29,12 +31,17 @@ PERIODS: tuple[Period, ...] = ("daily", "monthly", "per_request")
 Tier = Literal["normal", "cautious", "restricted", "exhausted"]
 _TIER_RANK: dict[Tier, int] = {"normal": 0, "cautious": 1, "restricted": 2, "exhausted": 3}
 OVERRIDE_REFRESH_S = 1.0
+"""How often the limits set with ``set_budget`` are read again regardless. Every ``set_budget``
+raises the ledger's limits version, which a reservation checks in its own transaction (rebuilding
+its checks when it has moved) and routing notices as it reads the figures: so a limit set by this
+build takes effect at once. This catches a limit written without raising it (an older build, a
+hand edit of the ledger)."""
 SPARE_MARGIN = 2
 """A spare hold is this many times the worst case of the call that kept it."""
 ROUTING_STALENESS_S = 0.05
 """How old the spend figures routing reads may be: another process's commit may be missed for this
-long (limits set elsewhere already take up to OVERRIDE_REFRESH_S). The reservation always reads
-them fresh, under the write lock, so this never lets a limit be passed."""
+long. The reservation always reads them fresh, under the write lock, so this never lets a limit
+be passed."""
 
 
 def tier_of(fraction: float) -> Tier:
@@ -165,6 +172,8 @@ class BudgetSnapshot:
     tag: str
     states: list[LimitState]
     per_request_nusd: int | None
+    limits: Limits | None = None
+    """The limits version the checks were built from (the reservation rebuilds them if it moved)."""
     _tiers: dict[str | None, Tier] = field(default_factory=dict, repr=False)
     """Each provider's tier, worked out once: routing asks for it per candidate and overall."""
     _mine: dict[str, list[LimitState]] = field(default_factory=dict, repr=False)
@@ -212,8 +221,13 @@ class Budget:
         self.config = config
         self.ledger = ledger
         self.clock = Clock(config.timezone)
-        self._overrides: dict[tuple[str, str], int | None] = {}
-        self._overrides_read = 0.0
+        self._overrides: Overrides = {}
+        self._overrides_read = -math.inf
+        self._limits_at = Limits(-1, self._rebuild)
+        """The limits version ``_overrides`` were read at, with how to rebuild a call's checks."""
+        self._hint = -1
+        """``ledger.limits_version_seen`` when the overrides were last read: when it moves, another
+        process has set a limit, and the next snapshot reads them again."""
         self._config_limits = list(self._from_config())
         self._limits: tuple[object, list[Limit]] | None = None
         self._checks: tuple[date, list[Limit], list[tuple[Limit, LimitCheck | None]]] | None = None
@@ -233,14 +247,41 @@ class Budget:
     # -- limits ---------------------------------------------------------------------------------
 
     def _refresh(self, force: bool = False) -> None:
-        # set_budget in another process becomes visible within OVERRIDE_REFRESH_S.
         now = time.monotonic()
-        if force or now - self._overrides_read > OVERRIDE_REFRESH_S:
-            self._overrides = self.ledger.budget_overrides()
+        if force or self.ledger.limits_version_seen != self._hint or now - self._overrides_read > OVERRIDE_REFRESH_S:
+            self._install(*self.ledger.budget_overrides_at())
             self._overrides_read = now
+
+    def _install(self, version: int, overrides: Overrides) -> None:
+        if overrides != self._overrides:
+            self._overrides = overrides
+        if version != self._limits_at.version:
+            self._limits_at = Limits(version, self._rebuild)
+        self._hint = self.ledger.limits_version_seen
+
+    def _rebuild(
+        self, version: int, overrides: Overrides, *, day: str, provider: str, tag: str, amount_nusd: int
+    ) -> Sequence[LimitCheck] | Refusal:
+        """The checks of a hold on this provider and tag under the limits now in the ledger: asked
+        by the ledger inside a reservation's transaction when ``set_budget`` has changed them since
+        the call's own were built. The per-request limit, which needs no sums, is checked here."""
+        self._install(version, overrides)
+        self._overrides_read = time.monotonic()
+        checks: list[LimitCheck] = []
+        for lim, check in self._day_checks(date.fromisoformat(day)):
+            if check is None:
+                if amount_nusd > lim.limit_nusd:
+                    return Refusal(LimitCheck("global per_request", "global", None, day, day, lim.limit_nusd), 0, 0)
+            elif check.scope_kind == "global" or check.scope_name == (provider if check.scope_kind == "provider" else tag):
+                checks.append(check)
+        return checks
 
     def limits(self) -> list[Limit]:
         self._refresh()
+        return self._merged()
+
+    def _merged(self) -> list[Limit]:
+        """The config's limits with the overrides read last laid over them."""
         if self._limits is not None and self._limits[0] is self._overrides:
             return self._limits[1]
         merged: dict[tuple[str, str], Limit | None] = {(lim.scope, lim.period): lim for lim in self._config_limits}
@@ -251,7 +292,7 @@ class Budget:
         return limits
 
     def _day_checks(self, today: date) -> list[tuple[Limit, LimitCheck | None]]:
-        limits = self.limits()
+        limits = self._merged()
         if self._checks is None or self._checks[0] != today or self._checks[1] is not limits:
             checks: list[tuple[Limit, LimitCheck | None]] = []
             for lim in limits:
@@ -289,6 +330,15 @@ class Budget:
     def snapshot(self, *, tag: str = "", providers: Iterable[str] | None = None) -> BudgetSnapshot:
         """Spend and holds for the global limits, the tag's, and those of ``providers`` (all when None).
         Synchronous: call through ``ledger.run``."""
+        snap = self._snapshot(tag, providers)
+        if self.ledger.limits_version_seen != self._hint:
+            # Reading the figures showed that another process set a limit: route on it (a raised
+            # one then takes effect at once too; a lowered one the reservation enforces anyway).
+            snap = self._snapshot(tag, providers)
+        return snap
+
+    def _snapshot(self, tag: str, providers: Iterable[str] | None) -> BudgetSnapshot:
+        self._refresh()
         today = self.clock.today()
         wanted = None if providers is None else set(providers)
         states: list[LimitState] = []
@@ -304,10 +354,12 @@ class Budget:
         checked = [s for s in states if s.check is not None]
         for state, (spent, reserved) in zip(checked, self.ledger.usages([s.check for s in checked], stale_ok_s=ROUTING_STALENESS_S), strict=True):
             state.spent_nusd, state.reserved_nusd = spent, reserved
-        return BudgetSnapshot(day=today.isoformat(), tag=tag, states=states, per_request_nusd=per_request)
+        return BudgetSnapshot(day=today.isoformat(), tag=tag, states=states, per_request_nusd=per_request,
+                              limits=self._limits_at)
 
     def all_states(self) -> list[LimitState]:
         """Every limit, every tag and provider included (for resources and reports)."""
+        self._refresh()
         out: list[LimitState] = []
         for lim, check in self._day_checks(self.clock.today()):
             if check is None:
@@ -323,9 +375,12 @@ class Budget:
         """What a settled call may keep on hold for the next one on the same provider and tag:
         twice its own worst case (room for a somewhat larger next call), and only while every limit
         on it is in the normal tier, so that near a limit no hold is kept that nobody is using."""
-        if snapshot.tier(provider) != "normal":
-            return None
-        return SpareRequest(snapshot.checks(provider), SPARE_MARGIN * amount_nusd, snapshot.day, provider, snapshot.tag, ttl_s)
+        limits = snapshot.limits
+        if (snapshot.tier(provider) != "normal" or limits is None or limits.version != self._limits_at.version
+                or self.ledger.limits_version_seen != self._hint):
+            return None  # (limits were set since the call's checks were built: none is kept on the old ones)
+        return SpareRequest(snapshot.checks(provider), SPARE_MARGIN * amount_nusd, snapshot.day, provider, snapshot.tag,
+                            ttl_s, limits.version)
 
     def reserve(
         self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, request_id: str, ttl_s: float | None = None,
@@ -345,7 +400,7 @@ class Budget:
             )
         result = self.ledger.reserve(
             snapshot.checks(provider), amount_nusd, request_id=request_id, day=snapshot.day, provider=provider, tag=snapshot.tag,
-            ttl_s=ttl_s or self.config.reservation_ttl_s, poll=poll,
+            ttl_s=ttl_s or self.config.reservation_ttl_s, poll=poll, limits=snapshot.limits,
         )
         if isinstance(result, Refusal):
             raise BudgetExceeded(
