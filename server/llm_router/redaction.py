@@ -6,16 +6,36 @@ every key it knows before it stores an attempt's or a row's error. A quote is re
 cut after, and the start of a key that ends the text is masked too: text that is itself only the
 head of a body (read up to a cap) may cut a key in two, and what is left of it is still the key.
 
+A key is found as it is and as plain quoting writes it: JSON string escapes (``\\u0067``,
+``\\"``, ``\\/``) and Python's ``\\'``, percent-encoding (``%67``, either case), HTML character
+references (``&#103;``, ``&#x67;``, ``&amp;``...), any mix of those and plain characters, and base64
+of a text that holds it (a header line ``authorization: Bearer KEY`` dumped by a proxy, in any
+alignment, standard or URL-safe alphabet); whole, or cut off at the end of the text. ``mask`` (for
+errors) also removes the credentials of any URL it quotes (``?key=``, ``&access_token=``...,
+``user:password@``), known or not: httpx errors and upstream messages can name a request's URL.
+
+Not caught, by design: a key reversed, split into pieces, or otherwise transformed on purpose.
+An upstream that does that already holds the key; no text filter can undo every transformation,
+and one that tried (matching any 8 characters of a key anywhere) would mangle ordinary text and
+still miss pieces of 7. What is caught is what honest software (proxies, gateways, JSON encoders,
+URL builders) makes of a key it quotes.
+
 ``Redactor`` is the net behind them, applied where text leaves the server: tool results and
-errors, resources, log messages to the client, stderr logging and ``check``'s output.
+errors, resources, log messages to the client, stderr logging and ``check``'s output. It knows
+every key a configured provider names, the values of configured headers that look like
+credentials, and credentials written into a provider's ``base_url``.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import logging
 import os
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -31,26 +51,225 @@ KEY_VARIABLES = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGL
 
 
 def mask(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with each secret replaced by ``[redacted]``, and with a secret's start that ends
-    it (``CUT_START_CHARS`` or more of it) replaced too. Pass longer secrets first, so a key
-    that contains another is removed whole."""
+    """``text`` with each secret replaced by ``[redacted]`` (as it is or quoted, whole or its
+    start ending the text: see the module docstring), and with the credentials of any URL in it
+    removed. A secret inside another is removed with it, whole."""
+    return _mask_urls(_mask_secrets(text, [s for s in secrets if s and len(s) >= CUT_START_CHARS]))
+
+
+def _mask_secrets(text: str, secrets: Sequence[str]) -> str:
+    """Every secret masked in one pass over spans of the original text, found as it is and in
+    each reading of the text with escapes undone: a key that holds what looks like an escape
+    (``%20``, ``\\"``) is found as it is, one quoted partly (JSON escapes only its quotes) in a
+    reading, and a key inside another is masked with it whole. Base64 forms after."""
+    spans: list[tuple[int, int]] = []
     for secret in secrets:
-        if not secret or len(secret) < CUT_START_CHARS:
-            continue
-        if secret in text:
-            text = text.replace(secret, MASK)
-        text = _mask_cut_start(text, secret)
+        at = text.find(secret)
+        while at != -1:
+            spans.append((at, at + len(secret)))
+            at = text.find(secret, at + len(secret))
+        at = _cut_start_at(text, secret)
+        if at != -1:
+            spans.append((at, len(text)))
+    if secrets and ("\\" in text or "%" in text or "&" in text):
+        for pattern in _readings(text):
+            spans += _quoted_spans(text, secrets, pattern)
+    if spans:
+        text = _masked(text, spans)
+    for secret in secrets:
+        for start, form in _base64_forms(secret):
+            if start in text:
+                text = _mask_base64(text, form)
     return text
 
 
-def _mask_cut_start(text: str, secret: str) -> str:
+def _masked(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each stretch of ``spans`` (merged where they touch) replaced by ``[redacted]``."""
+    out, last = [], 0
+    for start, end in _merged(spans):
+        out += (text[last:start], MASK)
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _cut_start_at(text: str, secret: str) -> int:
+    """Where a start of ``secret`` (``CUT_START_CHARS`` or more of it, not all) ends ``text``, or -1."""
     start = secret[:CUT_START_CHARS]
     at = text.find(start, max(0, len(text) - len(secret) + 1))
     while at != -1:
         if secret.startswith(text[at:]):
-            return text[:at] + MASK
+            return at
         at = text.find(start, at + 1)
+    return -1
+
+
+def _mask_cut_start(text: str, secret: str) -> str:
+    at = _cut_start_at(text, secret)
+    return text if at == -1 else text[:at] + MASK
+
+
+# -- quoted forms: JSON and Python escapes, percent-encoding, HTML character references ----------
+
+_JSON_ESCAPES = r"\\u[0-9a-fA-F]{4}|\\[\"'\\/]"
+_PERCENT_ESCAPES = r"%[0-9a-fA-F]{2}"
+_HTML_ESCAPES = r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|amp|quot|apos|lt|gt);"
+_QUOTED = re.compile(f"{_JSON_ESCAPES}|{_PERCENT_ESCAPES}|{_HTML_ESCAPES}")
+_EACH_QUOTING = (("\\", re.compile(_JSON_ESCAPES)), ("%", re.compile(_PERCENT_ESCAPES)), ("&", re.compile(_HTML_ESCAPES)))
+_QUOTED_CUT = re.compile(r"(?:\\u[0-9a-fA-F]{0,3}|\\|%[0-9a-fA-F]?|&#?[xX]?[0-9a-zA-Z]{0,6})\Z")
+"""The start of an escape that ends a text (a head cut in the middle of one)."""
+_ENTITIES = {"amp": "&", "quot": '"', "apos": "'", "lt": "<", "gt": ">"}
+
+
+def _readings(text: str) -> list[re.Pattern[str]]:
+    """The escapes to undo to read ``text``: all of them at once (a key quoted twice over, JSON
+    around a URL), and each kind alone when several are present (a key holding what looks like
+    an escape of another kind)."""
+    kinds = [pattern for trigger, pattern in _EACH_QUOTING if trigger in text]
+    return [_QUOTED, *kinds] if len(kinds) > 1 else kinds
+
+
+def _unquote_one(match: re.Match[str]) -> str:
+    """One escape as the one character it stands for."""
+    q = match.group()
+    if q[0] == "\\":
+        return chr(int(q[2:], 16)) if q[1] == "u" else q[1]
+    if q[0] == "%":
+        return chr(int(q[1:], 16))
+    name = q[1:-1]
+    if name[0] != "#":
+        return _ENTITIES[name]
+    n = int(name[2:], 16) if name[1] in "xX" else int(name[1:])
+    return chr(n) if n <= 0x10FFFF else "\ufffd"
+
+
+def _quoted_spans(text: str, secrets: Sequence[str], escapes: re.Pattern[str]) -> list[tuple[int, int]]:
+    """The stretches of ``text`` that spell a secret once ``escapes`` are undone (escapes mixed
+    with plain characters too), a secret's start ending it included.
+
+    The text is read with every escape undone (one character each); a secret found there is
+    masked over the stretch of the original it was read from. The rare text where one is found
+    pays for the map of positions; every other one costs a scan and a substitution."""
+    cut = _QUOTED_CUT.search(text, max(0, len(text) - 10))
+    body = text if cut is None else text[: cut.start()]
+    if cut is None and escapes.search(body) is None:
+        return []
+    read = escapes.sub(_unquote_one, body)
+    if not any(s in read or _cut_start_at(read, s) != -1 for s in secrets):
+        return []
+    starts: list[int] = []  # where in ``text`` each character of ``read`` begins
+    pos = 0
+    for m in escapes.finditer(body):
+        starts.extend(range(pos, m.start()))
+        starts.append(m.start())
+        pos = m.end()
+    starts.extend(range(pos, len(body)))
+    starts.append(len(body))
+    spans: list[tuple[int, int]] = []
+    for secret in secrets:
+        at = read.find(secret)
+        while at != -1:
+            spans.append((starts[at], starts[at + len(secret)]))
+            at = read.find(secret, at + len(secret))
+        at = _cut_start_at(read, secret)
+        if at != -1:
+            spans.append((starts[at], len(text)))  # with the escape cut in the middle, if any
+    return spans
+
+
+# -- base64 --------------------------------------------------------------------------------------
+
+_BASE64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
+_TO_URLSAFE = str.maketrans("+/", "-_")
+
+
+@functools.lru_cache(maxsize=256)
+def _base64_forms(secret: str) -> tuple[tuple[str, str], ...]:
+    """What base64 makes of ``secret`` inside a longer text: for each of the three alignments it
+    may fall at, the characters that encode only its own bytes, in both alphabets (each with its
+    first ``CUT_START_CHARS``, which any trace of it holds)."""
+    raw = secret.encode()
+    forms = []
+    for lead in range(3):
+        encoded = base64.b64encode(b"\0" * lead + raw).decode()
+        form = encoded[-(-8 * lead // 6) : (8 * (lead + len(raw))) // 6]
+        forms += [form, form.translate(_TO_URLSAFE)]
+    return tuple((f[:CUT_START_CHARS], f) for f in dict.fromkeys(forms) if len(f) >= MIN_SECRET_CHARS)
+
+
+def _mask_base64(text: str, form: str) -> str:
+    """``text`` with each run of base64 holding ``form`` (whole, or its start ending the text)
+    replaced by ``[redacted]``: the run's edges hold bits of the secret too."""
+    at = text.find(form)
+    while at != -1:
+        start, end = at, at + len(form)
+        while start > 0 and text[start - 1] in _BASE64_CHARS:
+            start -= 1
+        while end < len(text) and (text[end] in _BASE64_CHARS or text[end] == "="):
+            end += 1
+        text = text[:start] + MASK + text[end:]
+        at = text.find(form, start + len(MASK))
+    at = _cut_start_at(text, form)
+    if at != -1:
+        while at > 0 and text[at - 1] in _BASE64_CHARS:
+            at -= 1
+        text = text[:at] + MASK
     return text
+
+
+# -- credentials in URLs -------------------------------------------------------------------------
+
+_SECRET_PARAMS = r"(?:key|api[-_]?key|x-goog-api-key|access[-_]?token|token|auth|password|passwd|secret|sig|signature)"
+_URL_SECRET = re.compile(rf"(?i)([?&;]{_SECRET_PARAMS}=)[^&#\s'\"<>\\]+")
+_URL_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/?#@\s:'\"]*:)[^/?#@\s'\"]+(@)")
+_SECRET_NAME = re.compile(r"(?i)authorization|api[-_]?key|token|secret|password|credential|signature|cookie")
+"""A configured header whose name says it carries a credential."""
+
+
+def _mask_urls(text: str) -> str:
+    """``text`` without the credentials of the URLs in it: a query parameter that names one
+    (``?key=``, ``&access_token=``...) and the password of ``user:password@host``."""
+    if "=" in text:
+        text = _URL_SECRET.sub(r"\1" + MASK, text)
+    if "://" in text:
+        text = _URL_USERINFO.sub(r"\1" + MASK + r"\2", text)
+    return text
+
+
+def _url_credentials(url: str) -> list[str]:
+    """The secrets written into a URL: its password, and the values of query parameters that name one."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+    except ValueError:
+        return []
+    pattern = re.compile(rf"(?i){_SECRET_PARAMS}")
+    found += [v for k, v in parse_qsl(parts.query) if pattern.fullmatch(k)]
+    return found
+
+
+def _strings(data: Any, into: list[str]) -> None:
+    """Every string in a JSON-like value, keys included."""
+    if isinstance(data, str):
+        into.append(data)
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(k, str):
+                into.append(k)
+            _strings(v, into)
+    elif isinstance(data, list | tuple):
+        for v in data:
+            _strings(v, into)
 
 
 def clip(text: str, secrets: Iterable[str | None], limit: int) -> str:
@@ -60,43 +279,88 @@ def clip(text: str, secrets: Iterable[str | None], limit: int) -> str:
 
 
 class Redactor:
-    """Replaces every known secret value with ``[redacted]``."""
+    """Replaces every known secret value with ``[redacted]``.
+
+    As a net (``__call__``, ``scrub``) it runs on every result, answers included, so it first
+    asks whether a text could hold a secret at all (a key, whole or cut, begins with one of a
+    few 4-character starts), and asks it once for all the strings of a result. Errors, quotes
+    of upstream text and log records get the whole treatment (``quote``, ``clip``, the logging
+    filter): quoted forms, base64 and URL credentials too."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: tuple[str, ...] = ()
+        self._starts: tuple[str, ...] = ()
+        self._filter: logging.Filter | None = None
         self.add(*secrets)
 
     @classmethod
     def from_environment(cls, settings: Settings, env: Mapping[str, str] = os.environ) -> Redactor:
-        """Every key a configured provider names (``api_key_env``), and the well-known key variables."""
+        """Every key a configured provider names (``api_key_env``), the well-known key variables,
+        configured headers that carry a credential (``authorization``, ``x-api-key``...), and the
+        credentials written into a provider's ``base_url`` (``?key=``, ``user:password@``)."""
         names = {*KEY_VARIABLES, *(p.api_key_env for p in settings.providers if p.api_key_env)}
-        return cls(env[n] for n in names if env.get(n))
+        secrets = [env[n] for n in names if env.get(n)]
+        for p in settings.providers:
+            secrets += [v for k, v in p.headers.items() if _SECRET_NAME.search(k)]
+            secrets += [v.split(" ", 1)[1] for k, v in p.headers.items() if _SECRET_NAME.search(k) and " " in v]
+            secrets += _url_credentials(p.base_url or "")
+        return cls(secrets)
 
     def add(self, *secrets: str) -> None:
         # Longest first, so a key that contains another is removed whole.
         merged = {*self._secrets, *(s for s in secrets if s and len(s) >= MIN_SECRET_CHARS)}
         self._secrets = tuple(sorted(merged, key=len, reverse=True))
+        self._starts = tuple(dict.fromkeys(s[:CUT_START_CHARS] for s in self._secrets))
 
     def __bool__(self) -> bool:
         return bool(self._secrets)
 
+    def _suspect(self, text: str) -> bool:
+        """Whether ``text`` may hold a secret as it is, whole or cut (False: it certainly holds none)."""
+        for start in self._starts:
+            if start in text:
+                return True
+        return False
+
     def __call__(self, text: str) -> str:
+        """``text`` without any known secret as it is, whole or its start ending the text.
+
+        The net over what leaves the server, answers included: what it catches costs a scan per
+        key. Quoted forms and URLs are for what is quoted from upstream (``quote``, ``clip``)."""
+        if not self._secrets or not self._suspect(text):
+            return text
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+            text = _mask_cut_start(text, secret)
+        return text
+
+    def quote(self, text: str) -> str:
+        """``text`` as it may be kept or shown when it quotes an upstream or an error: every known
+        secret removed in every form ``mask`` knows, and the credentials of any URL."""
         return mask(text, self._secrets)
 
     def clip(self, text: str, limit: int) -> str:
-        """At most ``limit`` characters of ``text``, every known key (whole, or cut at its end) removed first."""
+        """At most ``limit`` characters of ``text``: redacted as ``quote`` does first, then cut."""
         return clip(text, self._secrets, limit)
 
     def scrub(self, data: Any) -> Any:
-        """The same JSON-like value with every string redacted."""
+        """The same JSON-like value with every string redacted (``data`` itself when none holds a secret)."""
         if not self._secrets:
             return data
+        strings: list[str] = []
+        _strings(data, strings)
+        if not self._suspect("\0".join(strings)):  # no start spans two: none holds a NUL
+            return data
+        return self._scrub(data)
+
+    def _scrub(self, data: Any) -> Any:
         if isinstance(data, str):
             return self(data)
         if isinstance(data, dict):
-            return {self(k) if isinstance(k, str) else k: self.scrub(v) for k, v in data.items()}
+            return {self(k) if isinstance(k, str) else k: self._scrub(v) for k, v in data.items()}
         if isinstance(data, list | tuple):
-            return [self.scrub(v) for v in data]
+            return [self._scrub(v) for v in data]
         return data
 
     def logging_filter(self) -> logging.Filter:
@@ -106,10 +370,10 @@ class Redactor:
         class _Scrub(logging.Filter):
             def filter(self, record: logging.LogRecord) -> bool:
                 message = record.getMessage()
-                clean = redactor(message)
+                clean = mask(message, redactor._secrets)
                 if record.exc_info and record.exc_info[1] is not None:
                     # The traceback is rendered later from exc_info: render it now, scrubbed.
-                    clean += "\n" + redactor(logging.Formatter().formatException(record.exc_info))
+                    clean += "\n" + mask(logging.Formatter().formatException(record.exc_info), redactor._secrets)
                     record.exc_info = None
                     record.exc_text = None
                 if clean != message:  # else leave msg and args alone: some formatters read the args
@@ -118,9 +382,12 @@ class Redactor:
 
         return _Scrub()
 
-    def install(self, logger: logging.Logger | None = None) -> None:
-        """Scrub every record that reaches the handlers of ``logger`` (the root logger by default)."""
+    def install(self, logger: logging.Logger | None = None) -> logging.Filter:
+        """Scrub every record that reaches the handlers of ``logger`` (the root logger by default).
+        Returns the filter added to each of them (once: installing again adds nothing)."""
         target = logger or logging.getLogger()
-        flt = self.logging_filter()
+        if self._filter is None:
+            self._filter = self.logging_filter()
         for handler in target.handlers:
-            handler.addFilter(flt)
+            handler.addFilter(self._filter)  # a no-op on a handler that has it
+        return self._filter
