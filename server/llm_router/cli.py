@@ -17,6 +17,7 @@ from .types import EMPTY_GROUP, ConfigError, RouterError, plural
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .redaction import Redactor
 
 __all__ = ["main"]
 
@@ -53,8 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
         check_bind(args.host, tokens)
         redact.add(*tokens.values)
 
-    # One log line per upstream request is noise in a client's server log, and costs time per call.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    _configure_logging(args.log_level, redact)
 
     async def run() -> None:
         engine = Engine(settings)
@@ -68,7 +68,6 @@ def _serve(args: argparse.Namespace) -> int:
                 from .stdio import serve_stdio
 
                 server = create_server(engine, redact=redact)
-                redact.install()
                 if sys.stdin.isatty():
                     _say_waiting(settings)
                 # What start-up built lives as long as the server: out of every later collection
@@ -80,6 +79,26 @@ def _serve(args: argparse.Namespace) -> int:
 
     anyio.run(run)
     return 0
+
+
+_QUIET_LOGGERS = ("httpx", "httpcore", "h11", "h2", "hpack")
+"""Loggers kept at WARNING whatever the level asked: httpx logs each request's URL at INFO, and
+httpcore each request and the raw response headers at DEBUG (an upstream that echoes the key in
+a header would have it printed); one line per upstream request is noise anyway, and costs time."""
+
+
+def _configure_logging(level_name: str, redact: Redactor) -> None:
+    """Logging to stderr at ``--log-level``, through the redacting filter from the first record
+    on (the engine logs as it starts). Debug records say their level and logger."""
+    level = getattr(logging, level_name.upper())
+    fmt = "%(levelname)s %(name)s: %(message)s" if level <= logging.DEBUG else "%(message)s"
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format=fmt)
+    root.setLevel(level)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    redact.install(root)
 
 
 def _say_waiting(settings: Settings) -> None:
@@ -308,6 +327,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="HTTP: address to listen on (default 127.0.0.1; any other needs bearer tokens)")
     serve.add_argument("--port", type=int, default=8765, help="HTTP: port (default 8765)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                       help="what the server logs on stderr (default info; keys are never logged)")
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="drive every tool and resource on mock providers (no keys, no network)")
