@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import sqlite3
+from datetime import UTC, datetime
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +34,7 @@ from llm_router.redaction import Redactor
 from .conftest import FAKE_MODELS
 from .fakes.echoing_upstream import ANSWERED, JSON_CASES, STREAM_CASES, EchoingUpstream
 
-__all__ = ["PIECE", "all_leaks", "call_every_case", "redacting_logs", "drive_every_path", "ledger_files", "leaks", "pg_rows", "sqlite_rows", "views"]
+__all__ = ["PIECE", "all_leaks", "call_every_case", "redacting_logs", "drive_every_path", "files_under", "ledger_files", "leaks", "pg_rows", "sqlite_rows", "views"]
 
 PIECE = 8
 """This many consecutive characters of a key make a leak."""
@@ -105,6 +106,11 @@ def ledger_files(folder: Path, name: str = "ledger.db") -> dict[str, str]:
     return {p.name: p.read_bytes().decode("latin-1") for p in sorted(folder.glob(f"{name}*"))}
 
 
+def files_under(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (a ledger's files, its journal, logs written there...), as text."""
+    return {str(p.relative_to(folder)): p.read_bytes().decode("latin-1") for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def sqlite_rows(path: Path) -> dict[str, str]:
     """Every row of every table of a SQLite file, each table's rows as one text."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -171,7 +177,9 @@ async def call_every_case(client: Client, ups: Mapping[str, EchoingUpstream]) ->
         result = await client.call_tool(tool, args)
         outputs.append((tool, "".join(getattr(b, "text", "") for b in result.content)))
         outputs.append((f"{tool} structured", json.dumps(result.structured_content)))
-    for uri in ("llm-router://ledger", "llm-router://providers", "llm-router://budgets"):
+    listed = [str(r.uri) for r in (await client.list_resources()).resources]
+    today = f"llm-router://ledger/{datetime.now(UTC).date().isoformat()}"  # the ledger's days are UTC here
+    for uri in dict.fromkeys([*listed, "llm-router://ledger", "llm-router://providers", "llm-router://budgets", today]):
         outputs.append((uri, (await client.read_resource(uri)).contents[0].text))
     outputs.append(("progress", "\n".join(progress_seen)))
     return outputs

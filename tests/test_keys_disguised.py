@@ -36,7 +36,7 @@ from llm_router.redaction import Redactor, clip, mask
 
 from .conftest import FAKE_MODELS, settings_for_fakes
 from .fakes.echoing_upstream import DISGUISES, echoing_upstreams
-from .key_leaks import all_leaks, drive_every_path, ledger_files, leaks, redacting_logs, sqlite_rows
+from .key_leaks import all_leaks, drive_every_path, files_under, ledger_files, leaks, redacting_logs, sqlite_rows
 from .test_keys_never_leak import KEYS, SPECIAL_KEYS
 
 pytestmark = pytest.mark.anyio
@@ -205,7 +205,7 @@ async def test_a_key_an_upstream_echoes_disguised_in_every_error_and_malformed_b
     captured = capfd.readouterr()
     outputs += [("stderr", captured.err), ("stdout", captured.out),
                 ("logging", "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records))]
-    stored = {f"ledger file {n}": data for n, data in ledger_files(tmp_path).items()}
+    stored = {f"file {n}": data for n, data in files_under(tmp_path).items()}
     stored |= {f"sqlite table {t}": rows for t, rows in sqlite_rows(tmp_path / "ledger.db").items()}
     assert "unreadable usage" in stored["sqlite table requests"]
     found = all_leaks([*stored.items(), *outputs], keys)
@@ -244,6 +244,6 @@ async def test_a_credential_in_a_configured_header_or_a_base_url_is_redacted_lik
             outputs = await drive_every_path(settings, ups, ledger=tmp_path / "ledger.db")
     assert ups["ollama"].saw_key and all(up.served for up in ups.values())
     outputs += [("logging", "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records))]
-    stored = {**ledger_files(tmp_path), **sqlite_rows(tmp_path / "ledger.db")}
+    stored = {**files_under(tmp_path), **sqlite_rows(tmp_path / "ledger.db")}
     found = all_leaks([*stored.items(), *outputs], {"header": header_secret, "password": password, **KEYS})
     assert not found, "\n".join(found)

@@ -32,7 +32,7 @@ from llm_router.engine import Engine
 from .backends import Store
 from .conftest import settings_for_fakes
 from .fakes.echoing_upstream import JSON_CASES, STREAM_CASES, echoing_upstreams
-from .key_leaks import all_leaks, drive_every_path, ledger_files, leaks, pg_rows, redacting_logs, sqlite_rows
+from .key_leaks import all_leaks, drive_every_path, files_under, ledger_files, leaks, pg_rows, redacting_logs, sqlite_rows
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -72,12 +72,13 @@ async def test_a_key_an_upstream_echoes_in_every_error_and_malformed_body_never_
     captured = capfd.readouterr()
     outputs += [("stderr", captured.err), ("stdout", captured.out),
                 ("logging", "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records))]
+    stored = {f"file {n}": data for n, data in files_under(tmp_path).items()}  # the journal's too, were there one
     if sqlite_file is not None:
-        stored = {f"ledger file {n}": data for n, data in ledger_files(tmp_path).items()}
         stored |= {f"sqlite table {t}": rows for t, rows in sqlite_rows(sqlite_file).items()}
-        assert "ledger file ledger.db" in stored
+        assert "file ledger.db" in stored
     else:
-        stored = {f"postgres table {t}": rows for t, rows in pg_rows(store.target).items()}
+        stored |= {f"postgres table {t}": rows for t, rows in pg_rows(store.target).items()}
+        assert {"requests", "reservations", "budgets"} <= {t.removeprefix("postgres table ") for t in stored}
         assert not list(tmp_path.glob("ledger.db*"))
     # The hostile answers were really given, and their errors really reached the ledger...
     requests = next(rows for name, rows in stored.items() if name.endswith("table requests"))

@@ -30,7 +30,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from .conftest import FAKE_MODELS
 from .fakes.echoing_upstream import EchoingUpstream, echoing_upstreams
 from .http_server import mcp_client
-from .key_leaks import all_leaks, call_every_case, ledger_files, sqlite_rows
+from .key_leaks import all_leaks, call_every_case, files_under, sqlite_rows
 from .test_keys_never_leak import SPECIAL_KEYS
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -56,9 +56,9 @@ def _env(ups: dict[str, EchoingUpstream], **extra: str) -> dict[str, str]:
 
 
 def _searched(tmp_path: Path, outputs: list[tuple[str, str]]) -> list[str]:
-    stored = {f"ledger file {n}": data for n, data in ledger_files(tmp_path).items()}
+    stored = {f"file {n}": data for n, data in files_under(tmp_path).items()}  # ledger, -wal, -shm, journal, logs
     stored |= {f"sqlite table {t}": rows for t, rows in sqlite_rows(tmp_path / "ledger.db").items()}
-    assert "ledger file ledger.db" in stored
+    assert "file ledger.db" in stored
     requests = stored["sqlite table requests"]
     assert "unreadable usage" in requests and "[redacted]" in requests  # the hostile answers were recorded
     return all_leaks([*stored.items(), *outputs], {**SPECIAL_KEYS, "bearer token": TOKEN})
