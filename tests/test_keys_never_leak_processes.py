@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from mcp import Client
@@ -144,4 +145,17 @@ async def test_an_http_server_at_debug_level_leaks_no_part_of_a_key_anywhere(tmp
     outputs += [("stderr", text), ("stdout", (tmp_path / "stdout.txt").read_text()), ("client log", "\n".join(logs)),
                 ("/metrics", metrics.text), ("/healthz", health.text)]
     found = _searched(tmp_path, outputs)
+    assert not found, "\n".join(found)
+
+
+async def test_check_probing_upstreams_that_echo_the_key_prints_no_part_of_it(tmp_path: Path) -> None:
+    """``check`` asks each server for its models; each answers 404 quoting the request's headers."""
+    async with echoing_upstreams(SPECIAL_KEYS) as ups:
+        done = await anyio.run_process(
+            [sys.executable, "-m", "llm_router", "check", "--config", str(_config(tmp_path, ups))],
+            env=_env(ups), check=False,
+        )
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert out.count("answered HTTP 404") == len(ups) and "[redacted]" in out  # the echoes were shown, redacted
+    found = all_leaks([("stdout", out), ("stderr", err)], SPECIAL_KEYS)
     assert not found, "\n".join(found)
