@@ -1,10 +1,11 @@
 """Secrets never leave the process: API keys and bearer tokens are scrubbed from anything shown.
 
 ``mask`` and ``clip`` are the one boundary every string from upstream crosses before it is
-kept: adapters pass their own key (the only one a request of theirs carries), the engine passes
-every key it knows before it stores an attempt's or a row's error. A quote is redacted first and
-cut after, and the start of a key that ends the text is masked too: text that is itself only the
-head of a body (read up to a cap) may cut a key in two, and what is left of it is still the key.
+kept: adapters pass the credentials their own requests carry (``credentials``: the key, a
+credential header's value, a ``base_url`` password), the engine passes every one it knows before
+it stores an attempt's or a row's error. A quote is redacted first and cut after, and the start of
+a key that ends the text is masked too: text that is itself only the head of a body (read up to a
+cap) may cut a key in two, and what is left of it is still the key.
 
 A key is found as it is and as plain quoting writes it: JSON string escapes (``\\u0067``,
 ``\\"``, ``\\/``) and Python's ``\\'``, percent-encoding (``%67``, either case), HTML character
@@ -40,7 +41,7 @@ from urllib.parse import parse_qsl, urlsplit
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["KEY_VARIABLES", "MASK", "Redactor", "clip", "mask"]
+__all__ = ["KEY_VARIABLES", "MASK", "Redactor", "clip", "credentials", "mask"]
 
 MASK = "[redacted]"
 MIN_SECRET_CHARS = 8
@@ -258,6 +259,21 @@ def _url_credentials(url: str) -> list[str]:
     return found
 
 
+def credentials(api_key: str | None, base_url: str | None, headers: Mapping[str, str]) -> tuple[str, ...]:
+    """Every secret a provider's requests carry, to redact its quotes with: its API key, the
+    values of configured headers whose name says they carry a credential (and the token after a
+    scheme such as ``Bearer``), and the credentials written into its ``base_url`` (a password,
+    which httpx sends as Basic auth; ``?key=``...). Longest first; header and URL values shorter
+    than ``MIN_SECRET_CHARS`` are left out, as ``Redactor`` leaves them out."""
+    found = [api_key] if api_key else []
+    for name, value in headers.items():
+        if _SECRET_NAME.search(name):
+            found += [value, value.split(" ", 1)[1]] if " " in value else [value]
+    found += _url_credentials(base_url or "")
+    kept = dict.fromkeys(s for s in found if s == api_key or len(s) >= MIN_SECRET_CHARS)
+    return tuple(sorted(kept, key=len, reverse=True))
+
+
 def _strings(data: Any, into: list[str]) -> None:
     """Every string in a JSON-like value, keys included."""
     if isinstance(data, str):
@@ -301,9 +317,7 @@ class Redactor:
         names = {*KEY_VARIABLES, *(p.api_key_env for p in settings.providers if p.api_key_env)}
         secrets = [env[n] for n in names if env.get(n)]
         for p in settings.providers:
-            secrets += [v for k, v in p.headers.items() if _SECRET_NAME.search(k)]
-            secrets += [v.split(" ", 1)[1] for k, v in p.headers.items() if _SECRET_NAME.search(k) and " " in v]
-            secrets += _url_credentials(p.base_url or "")
+            secrets += credentials(None, p.base_url, p.headers)
         return cls(secrets)
 
     def add(self, *secrets: str) -> None:

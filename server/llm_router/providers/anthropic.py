@@ -133,7 +133,7 @@ class AnthropicProvider(HttpAdapter):
                 state.parts.append(tail)
                 await on_text(tail)
         if not state.done:
-            raise events.ended_early("message_stop", len(state.parts), secret=self._key)
+            raise events.ended_early("message_stop", len(state.parts), secrets=self._secrets)
         try:
             usage = _usage(state.usage)
         except SHAPE_ERRORS:
@@ -144,7 +144,7 @@ class AnthropicProvider(HttpAdapter):
 
     def _absorb(self, state: _Stream, data: str, model: str, headers: httpx.Headers) -> str | None:
         """Fold one event into ``state``; return its text delta, if any."""
-        event = json_or_malformed(data, provider=self.name, model=model, secret=self._key)
+        event = json_or_malformed(data, provider=self.name, model=model, secrets=self._secrets)
         try:
             kind = event["type"]
             if kind == "content_block_delta":
@@ -219,7 +219,7 @@ class AnthropicProvider(HttpAdapter):
         message = detail.get("message")
         text = f"{etype}: {message}" if isinstance(etype, str) and isinstance(message, str) and message else None
         err = error_from_status(
-            status, body, headers, provider=self.name, model=model, message=text, secret=self._key
+            status, body, headers, provider=self.name, model=model, message=text, secrets=self._secrets
         )
         cls = _TYPE_CLASS.get(etype) if isinstance(etype, str) else None
         return reclassify(err, cls) if cls else err

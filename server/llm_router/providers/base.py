@@ -19,7 +19,7 @@ import math
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import anyio
 import httpx
 
+from ..redaction import credentials
 from ..types import (
     AuthError,
     CompletionRequest,
@@ -243,11 +244,11 @@ def error_from_status(
     provider: str,
     model: str,
     message: str | None = None,
-    secret: str | None = None,
+    secrets: Sequence[str] = (),
 ) -> ProviderError:
     """Map an HTTP failure onto the error vocabulary (adapters refine with their own codes first)."""
-    body = clean_text(redact(body, secret))
-    said = clean_text(redact(message or body, secret))
+    body = clean_text(redact(body, secrets))
+    said = clean_text(redact(message or body, secrets))
     msg = said[:300] or f"HTTP {status}"
     kw: dict[str, Any] = {"provider": provider, "model": model, "status": status, "body": body}
     text = f"{provider} answered HTTP {status}: {msg}"
@@ -266,9 +267,9 @@ def error_from_status(
     return InvalidRequest(text, **kw)
 
 
-def error_from_transport(exc: Exception, *, provider: str, model: str, secret: str | None = None) -> ProviderError:
+def error_from_transport(exc: Exception, *, provider: str, model: str, secrets: Sequence[str] = ()) -> ProviderError:
     """Map an httpx transport failure (no HTTP status) onto the vocabulary."""
-    detail = clean_text(redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, secret))
+    detail = clean_text(redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, secrets))
     if isinstance(exc, httpx.TimeoutException):
         return Timeout(f"{provider} did not answer in time ({detail})", provider=provider, model=model)
     if isinstance(exc, httpx.RemoteProtocolError):
@@ -345,7 +346,7 @@ async def post_json(
     *,
     provider: str,
     model: str,
-    secret: str | None,
+    secrets: Sequence[str],
     to_error: ErrorMapper,
 ) -> Any:
     """POST ``body`` and return the decoded JSON answer; every failure is a ``ProviderError``."""
@@ -356,8 +357,8 @@ async def post_json(
                 raise to_error(response.status_code, await error_body(response), response.headers)
             raw = await read_capped(response, wire.MAX_BODY_BYTES, provider=provider, model=model)
     except httpx.HTTPError as exc:
-        raise error_from_transport(exc, provider=provider, model=model, secret=secret) from None
-    return json_or_malformed(raw, provider=provider, model=model, secret=secret)
+        raise error_from_transport(exc, provider=provider, model=model, secrets=secrets) from None
+    return json_or_malformed(raw, provider=provider, model=model, secrets=secrets)
 
 
 @asynccontextmanager
@@ -368,7 +369,7 @@ async def open_stream(
     *,
     provider: str,
     model: str,
-    secret: str | None,
+    secrets: Sequence[str],
     to_error: ErrorMapper,
 ) -> AsyncIterator[httpx.Response]:
     """POST ``body`` and yield the 2xx response unread, for streaming.
@@ -383,7 +384,7 @@ async def open_stream(
                 raise to_error(response.status_code, await error_body(response), response.headers)
             yield response
     except httpx.HTTPError as exc:
-        raise error_from_transport(exc, provider=provider, model=model, secret=secret) from None
+        raise error_from_transport(exc, provider=provider, model=model, secrets=secrets) from None
 
 
 async def probe_models(
@@ -391,7 +392,7 @@ async def probe_models(
     path: str,
     *,
     provider: str,
-    secret: str | None,
+    secrets: Sequence[str],
     to_error: ErrorMapper,
     extract: Callable[[Any], list[str]],
 ) -> ProbeResult:
@@ -404,7 +405,7 @@ async def probe_models(
                 return ProbeResult(False, str(err), latency_ms=_ms_since(start))
             raw = await read_capped(response, wire.MAX_BODY_BYTES, provider=provider, model="")
     except httpx.HTTPError as exc:
-        err = error_from_transport(exc, provider=provider, model="", secret=secret)
+        err = error_from_transport(exc, provider=provider, model="", secrets=secrets)
         return ProbeResult(False, str(err), latency_ms=_ms_since(start))
     except ProviderError as exc:
         return ProbeResult(False, str(exc), latency_ms=_ms_since(start))
@@ -412,7 +413,7 @@ async def probe_models(
     try:
         models = [name for name in extract(json.loads(raw)) if isinstance(name, str)]
     except (UnicodeDecodeError, *SHAPE_ERRORS):
-        detail = f"{provider} sent a model list that could not be read: {shown(raw[:QUOTE_HEAD], secret)!r}"
+        detail = f"{provider} sent a model list that could not be read: {shown(raw[:QUOTE_HEAD], secrets)!r}"
         return ProbeResult(False, detail, latency_ms=latency)
     models = [clean_text(name) for name in models]
     return ProbeResult(True, f"{provider} answered with {len(models)} model{'' if len(models) == 1 else 's'}", tuple(models), latency)
@@ -427,7 +428,7 @@ _NOT_OFFERED = frozenset({401, 403, 404, 405, 501})
 
 
 class HttpAdapter:
-    """The plumbing every HTTP adapter shares: its name, its key, one pooled client, and the
+    """The plumbing every HTTP adapter shares: its name, its credentials, one pooled client, and the
     post/stream/probe calls with failures mapped by the adapter's own ``_error``. An adapter
     subclasses it, sets ``kind`` and ``models_path``, and writes ``complete``, ``_error`` and
     ``_model_names``."""
@@ -437,7 +438,9 @@ class HttpAdapter:
 
     def __init__(self, settings: HttpSettings, headers: dict[str, str]) -> None:
         self.name = settings.name
-        self._key = settings.api_key
+        self._secrets = credentials(settings.api_key, settings.base_url, settings.headers)
+        """What every quote of upstream text is redacted of: each credential this adapter's requests
+        carry (its own headers carry only the key; configured ones and the ``base_url`` may add more)."""
         self._client = make_client(settings, headers)
         # Another client like it, for a request that must not reuse a pooled connection; None
         # where the settings give a transport (tests), which the shared client then serves.
@@ -459,12 +462,12 @@ class HttpAdapter:
 
     async def _post(self, path: str, body: dict[str, Any], model: str) -> Any:
         return await post_json(
-            self._client, path, body, provider=self.name, model=model, secret=self._key, to_error=self._mapper(model)
+            self._client, path, body, provider=self.name, model=model, secrets=self._secrets, to_error=self._mapper(model)
         )
 
     def _stream(self, path: str, body: dict[str, Any], model: str) -> AbstractAsyncContextManager[httpx.Response]:
         return open_stream(
-            self._client, path, body, provider=self.name, model=model, secret=self._key, to_error=self._mapper(model)
+            self._client, path, body, provider=self.name, model=model, secrets=self._secrets, to_error=self._mapper(model)
         )
 
     async def _post_on_a_new_connection(self, path: str, body: dict[str, Any], model: str) -> Any:
@@ -476,23 +479,23 @@ class HttpAdapter:
             return await self._post(path, body, model)
         async with self._new_client() as client:
             return await post_json(
-                client, path, body, provider=self.name, model=model, secret=self._key, to_error=self._mapper(model)
+                client, path, body, provider=self.name, model=model, secrets=self._secrets, to_error=self._mapper(model)
             )
 
     async def _read_json(self, response: httpx.Response, model: str) -> Any:
         """A whole JSON body sent in reply to a stream request."""
         raw = await read_capped(response, wire.MAX_BODY_BYTES, provider=self.name, model=model)
-        return json_or_malformed(raw, provider=self.name, model=model, secret=self._key)
+        return json_or_malformed(raw, provider=self.name, model=model, secrets=self._secrets)
 
     async def _not_a_stream(self, response: httpx.Response, expected: str, model: str) -> MalformedResponse:
-        return await not_a_stream(response, expected, provider=self.name, model=model, secret=self._key)
+        return await not_a_stream(response, expected, provider=self.name, model=model, secrets=self._secrets)
 
     def _malformed(self, what: str, model: str) -> MalformedResponse:
-        return MalformedResponse(f"{self.name} sent {redact(clean_text(what), self._key)}", provider=self.name, model=model)
+        return MalformedResponse(f"{self.name} sent {redact(clean_text(what), self._secrets)}", provider=self.name, model=model)
 
     def _field(self, value: Any, default: str | None = None) -> str | None:
-        """A short string field from upstream (model, id, finish reason), without this adapter's key."""
-        return upstream_str(value, default, secret=self._key)
+        """A short string field from upstream (model, id, finish reason), without this adapter's credentials."""
+        return upstream_str(value, default, secrets=self._secrets)
 
     def _quote(self, value: Any) -> str:
         """The start of something upstream sent, quoted for an error message (redacted, valid)."""
@@ -501,11 +504,11 @@ class HttpAdapter:
                 value = str(value)[:QUOTE_HEAD]
             except RecursionError:
                 value = f"<{type(value).__name__} nested too deep to show>"
-        return repr(shown(value[:QUOTE_HEAD], self._key))
+        return repr(shown(value[:QUOTE_HEAD], self._secrets))
 
     def _tool_call_only(self, names: Iterable[str], model: str, usage: Usage | None) -> ToolCallOnly:
         """The answer was a tool call, not text: a failed attempt, billed when usage was reported."""
-        called = ", ".join(dict.fromkeys(clean_text(redact(n, self._key)[:64]) for n in names if n)) or "unnamed"
+        called = ", ".join(dict.fromkeys(clean_text(redact(n, self._secrets)[:64]) for n in names if n)) or "unnamed"
         return ToolCallOnly(
             f"{self.name} answered with a tool call ({called[:200]}) instead of text; no tools were offered",
             provider=self.name,
@@ -564,7 +567,7 @@ class HttpAdapter:
 
     async def probe(self) -> ProbeResult:
         return await probe_models(
-            self._client, self.models_path, provider=self.name, secret=self._key, to_error=self._mapper(""),
+            self._client, self.models_path, provider=self.name, secrets=self._secrets, to_error=self._mapper(""),
             extract=self._model_names,
         )
 

@@ -132,7 +132,7 @@ class GeminiProvider(HttpAdapter):
                 raise await self._not_a_stream(response, "an event stream", model)
             events = EventStream(response, provider=self.name, model=model)
             async for _event, data in events:
-                chunk = json_or_malformed(data, provider=self.name, model=model, secret=self._key)
+                chunk = json_or_malformed(data, provider=self.name, model=model, secrets=self._secrets)
                 text = self._absorb(answer, chunk, model, response.headers)
                 if text and (text := answer.joiner.feed(text)):
                     answer.parts.append(text)
@@ -142,7 +142,7 @@ class GeminiProvider(HttpAdapter):
                 await on_text(tail)
         if answer.finish_reason is None:
             # Gemini streams have no terminator: the chunk with a finishReason is the end.
-            raise events.ended_early("a chunk with a finishReason", len(answer.parts), secret=self._key)
+            raise events.ended_early("a chunk with a finishReason", len(answer.parts), secrets=self._secrets)
         return self._finish(answer, model)
 
     def _whole(self, answer: _Answer, data: Any, model: str) -> Completion:
@@ -216,7 +216,7 @@ class GeminiProvider(HttpAdapter):
         state = detail.get("status")
         shown = f"{state}: {message}" if isinstance(state, str) and message else (message or None)
         err = error_from_status(
-            status, text, headers, provider=self.name, model=model, message=shown, secret=self._key
+            status, text, headers, provider=self.name, model=model, message=shown, secrets=self._secrets
         )
         details = detail.get("details")
         reasons = {str(d.get("reason")) for d in details if isinstance(d, dict)} if isinstance(details, list) else set()

@@ -110,11 +110,11 @@ class OllamaProvider(HttpAdapter):
                     if completion.text:
                         await on_text(completion.text)
                     return completion
-                lines = [json_or_malformed(x, provider=self.name, model=model, secret=self._key)
+                lines = [json_or_malformed(x, provider=self.name, model=model, secrets=self._secrets)
                          for x in raw.splitlines() if x.strip()]
                 chunks: Any = _replay(lines)
             elif ctype in _NDJSON_TYPES:
-                chunks = iter_ndjson(response, provider=self.name, model=model, secret=self._key)
+                chunks = iter_ndjson(response, provider=self.name, model=model, secrets=self._secrets)
             else:
                 raise await self._not_a_stream(response, "newline-delimited JSON", model)
             async for chunk in chunks:
@@ -185,7 +185,7 @@ class OllamaProvider(HttpAdapter):
             provider=self.name,
             model=model,
             message=message if isinstance(message, str) and message else None,
-            secret=self._key,
+            secrets=self._secrets,
         )
 
     # -- the window the server runs a model with ------------------------------------------------

@@ -209,7 +209,7 @@ class OpenAIProvider(HttpAdapter):
         if not state.done:
             if events.events == 0 and events.stray is None:
                 return await self._asked_again_whole(body, model, on_text)
-            raise events.ended_early("[DONE]", len(state.parts), secret=self._key)
+            raise events.ended_early("[DONE]", len(state.parts), secrets=self._secrets)
         try:
             usage = _usage(state.usage)
         except SHAPE_ERRORS:
@@ -239,7 +239,7 @@ class OpenAIProvider(HttpAdapter):
         if data == "[DONE]":
             state.done = True
             return None
-        chunk = json_or_malformed(data, provider=self.name, model=model, secret=self._key)
+        chunk = json_or_malformed(data, provider=self.name, model=model, secrets=self._secrets)
         try:
             if "error" in chunk:  # an error after the 200 status line was sent
                 raise self._error(model, _status_of(chunk["error"]), data, headers)
@@ -310,7 +310,7 @@ class OpenAIProvider(HttpAdapter):
             provider=self.name,
             model=model,
             message=message if isinstance(message, str) and message else None,
-            secret=self._key,
+            secrets=self._secrets,
         )
         cls = _CODE_CLASS.get(code) if isinstance(code, str) else None
         if cls is None and isinstance(etype, str):

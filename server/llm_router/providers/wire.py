@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -97,12 +97,12 @@ class TextJoiner:
         return "\ufffd" if held else ""
 
 
-def upstream_str(value: Any, default: str | None = None, *, limit: int = 200, secret: str | None = None) -> str | None:
+def upstream_str(value: Any, default: str | None = None, *, limit: int = 200, secrets: Sequence[str] = ()) -> str | None:
     """A short string field from upstream (a model name, an id, a finish reason), redacted, then
     cut, made valid; ``default`` when it is missing, empty or not a string."""
     if not isinstance(value, str) or not value:
         return default
-    return clean_text(clip(value, (secret,), limit))
+    return clean_text(clip(value, secrets, limit))
 
 
 def token_count(value: Any) -> int:
@@ -114,10 +114,11 @@ def token_count(value: Any) -> int:
     return count
 
 
-def redact(text: str, secret: str | None) -> str:
-    """Remove a key from text that may be shown (bodies can echo the key back), and the start of
-    one that ends the text (a body read only up to a cap can cut a key in two)."""
-    return mask(text, (secret,))
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """Remove each of ``secrets`` (an adapter's key and other credentials) from text that may be
+    shown (bodies can echo them back), and the start of one that ends the text (a body read only
+    up to a cap can cut a key in two)."""
+    return mask(text, secrets)
 
 
 QUOTE_HEAD = 1024
@@ -126,14 +127,14 @@ cut-off start at the end included, before the first 200 characters are kept: red
 the head, so what lay past 200 (a key cut at 1024) moves inside it."""
 
 
-def shown(head: bytes | str, secret: str | None) -> str:
+def shown(head: bytes | str, secrets: Sequence[str]) -> str:
     """The start of a body (pass up to ``QUOTE_HEAD`` of it) as it may be quoted in an error:
     text, redacted, its first 200 characters, valid."""
     text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
-    return clean_text(clip(text[:QUOTE_HEAD], (secret,), 200))
+    return clean_text(clip(text[:QUOTE_HEAD], secrets, 200))
 
 
-def json_or_malformed(text: str | bytes, *, provider: str, model: str, secret: str | None = None) -> Any:
+def json_or_malformed(text: str | bytes, *, provider: str, model: str, secrets: Sequence[str] = ()) -> Any:
     """Decoded JSON, or ``MalformedResponse`` quoting the start of the body. Bytes are taken as
     they come (JSON is UTF-8 on the wire): ``httpx.Response.text`` would first parse the
     Content-Type header with the ``email`` package, on every call. Bytes that are not UTF-8 are
@@ -146,7 +147,7 @@ def json_or_malformed(text: str | bytes, *, provider: str, model: str, secret: s
             return json.loads(text.decode("utf-8", "replace"))
     except (ValueError, RecursionError):
         raise MalformedResponse(
-            f"{provider} sent a body that is not JSON: {shown(text[:QUOTE_HEAD], secret)!r}", provider=provider, model=model
+            f"{provider} sent a body that is not JSON: {shown(text[:QUOTE_HEAD], secrets)!r}", provider=provider, model=model
         ) from None
 
 
@@ -263,27 +264,27 @@ class EventStream:
             self.events += 1
             yield event, "\n".join(data)
 
-    def ended_early(self, marker: str, pieces: int, *, secret: str | None = None) -> MalformedResponse:
+    def ended_early(self, marker: str, pieces: int, *, secrets: Sequence[str] = ()) -> MalformedResponse:
         """The error for a stream that ended before ``marker``: a cut stream, or no stream at all."""
         if self.events == 0 and self.stray is not None:
             ctype = content_type(self._response) or "no content type"
-            what = f"a body that is not an event stream ({ctype}): {shown(self.stray, secret)!r}"
+            what = f"a body that is not an event stream ({ctype}): {shown(self.stray, secrets)!r}"
         else:
             what = f"a stream that ended before {marker} (cut off after {pieces} text pieces)"
         return MalformedResponse(f"{self._provider} sent {what}", provider=self._provider, model=self._model)
 
 
 async def iter_ndjson(
-    response: httpx.Response, *, provider: str, model: str, secret: str | None = None
+    response: httpx.Response, *, provider: str, model: str, secrets: Sequence[str] = ()
 ) -> AsyncIterator[Any]:
     """Yield one decoded JSON value per non-empty line."""
     async for line in _iter_lines(response, provider=provider, model=model):
         if line.strip():
-            yield json_or_malformed(line, provider=provider, model=model, secret=secret)
+            yield json_or_malformed(line, provider=provider, model=model, secrets=secrets)
 
 
 async def not_a_stream(
-    response: httpx.Response, expected: str, *, provider: str, model: str, secret: str | None
+    response: httpx.Response, expected: str, *, provider: str, model: str, secrets: Sequence[str]
 ) -> MalformedResponse:
     """The error for a 2xx answer to a stream request whose content type is neither a stream nor
     JSON (an HTML page from a proxy, say): named by its type and its first bytes."""
@@ -297,7 +298,7 @@ async def not_a_stream(
         pass
     ctype = content_type(response) or "no content type"
     return MalformedResponse(
-        f"{provider} answered with {ctype}, not {expected}: {shown(head[:QUOTE_HEAD], secret)!r}",
+        f"{provider} answered with {ctype}, not {expected}: {shown(head[:QUOTE_HEAD], secrets)!r}",
         provider=provider,
         model=model,
     )
