@@ -89,13 +89,16 @@ async def test_a_stdio_server_at_debug_level_leaks_no_part_of_a_key_anywhere(tmp
 
 
 @contextmanager
-def _http_server(config: Path, env: dict[str, str], out: Path) -> Iterator[tuple[str, list[str]]]:
-    """``serve --transport http --port 0 --log-level debug``; yields its base URL and the stderr
-    lines read so far (all of them once the block ends)."""
+def http_server_process(config: Path | None, env: dict[str, str], out: Path,
+                        log_level: str = "debug") -> Iterator[tuple[str, list[str]]]:
+    """``serve --transport http --port 0 --log-level LEVEL`` (debug unless told), on ``config`` or
+    the demo's mock providers; yields its base URL and the stderr lines read so far (all of them
+    once the block ends)."""
+    where = ["--config", str(config)] if config is not None else ["--demo", "--ledger", str(out.with_name("ledger.db"))]
     with out.open("w") as stdout:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llm_router", "serve", "--transport", "http", "--port", "0", "--config", str(config),
-             "--log-level", "debug"],
+            [sys.executable, "-m", "llm_router", "serve", "--transport", "http", "--port", "0", *where,
+             "--log-level", log_level],
             env=env, stdout=stdout, stderr=subprocess.PIPE, text=True,
         )
     lines: list[str] = []
@@ -127,7 +130,7 @@ def _http_server(config: Path, env: dict[str, str], out: Path) -> Iterator[tuple
 async def test_an_http_server_at_debug_level_leaks_no_part_of_a_key_anywhere(tmp_path: Path) -> None:
     async with echoing_upstreams(SPECIAL_KEYS) as ups:
         env = _env(ups, LLM_ROUTER_HTTP_TOKENS=f"leak={TOKEN}:admin")  # an admin is shown the most
-        with _http_server(_config(tmp_path, ups), env, tmp_path / "stdout.txt") as (base_url, stderr):
+        with http_server_process(_config(tmp_path, ups), env, tmp_path / "stdout.txt") as (base_url, stderr):
             logs: list[str] = []
 
             async def on_log(params: object) -> None:

@@ -62,7 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
             if args.transport == "http":
                 from .http_app import serve_http
 
-                await serve_http(engine, host=args.host, port=args.port, tokens=tokens, http=settings.http, redact=redact)
+                await serve_http(engine, host=args.host, port=args.port, tokens=tokens, http=settings.http, redact=redact,
+                                 log_level=args.log_level)
             else:
                 from .mcp_server import create_server
                 from .stdio import serve_stdio

@@ -441,14 +441,15 @@ def uvicorn_config(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 8765, l
 
 
 async def serve_http(engine: Engine, *, host: str, port: int, tokens: Tokens, http: HttpConfig,
-                     redact: Any = None, sock: socket.socket | None = None) -> None:
-    """Serve until cancelled. ``check_bind`` must have passed."""
+                     redact: Any = None, sock: socket.socket | None = None, log_level: str = "info") -> None:
+    """Serve until cancelled. ``check_bind`` must have passed. uvicorn's own records (startup,
+    one per request) follow ``log_level``, as ``serve --log-level`` gives it."""
     import uvicorn
 
     from .metrics import Metrics
 
     app = build_app(engine, tokens=tokens, http=http, metrics=Metrics(), redact=redact)
-    config = uvicorn_config(app, host=host, port=port)
+    config = uvicorn_config(app, host=host, port=port, log_level=log_level)
     if redact is not None:  # after uvicorn has set up its loggers
         for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error"):
             redact.install(logging.getLogger(name))
