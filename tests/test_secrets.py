@@ -152,7 +152,7 @@ def test_no_key_token_or_prompt_appears_in_any_output_or_in_the_ledger(tmp_path:
         check = subprocess.run([sys.executable, "-m", "llm_router", "check"], env=http_env, capture_output=True,
                                text=True, timeout=60, check=False)
         seen += [check.stdout, check.stderr]
-        assert "NOT usable" in check.stdout and "http tokens: 1, for tag(s) team" in check.stdout
+        assert "NOT usable" in check.stdout and "http tokens: 1 (1 member), for tag(s) team" in check.stdout
     finally:
         for fake in fakes.values():
             fake.stop()

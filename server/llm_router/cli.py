@@ -233,7 +233,8 @@ def _check_http_tokens(say: Any) -> None:
     except ConfigError as e:
         say(f"http tokens: NOT usable — {e}")
     else:
-        say(f"http tokens: {len(tokens)}, for tag(s) {', '.join(tokens.tags)}")
+        roles = ", ".join(f"{n} {role}" for role, n in tokens.roles().items())
+        say(f"http tokens: {len(tokens)} ({roles}), for tag(s) {', '.join(tokens.tags)}")
 
 
 def _report(args: argparse.Namespace) -> int:
