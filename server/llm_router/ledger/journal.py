@@ -171,14 +171,9 @@ class Journal:
     # -- the hot path ---------------------------------------------------------------------------
 
     def pending(self) -> bool:
-        if self._backlog:
-            return True
-        if self._path_s is None:
-            return False
-        try:
-            return os.stat(self._path_s).st_size > 0
-        except OSError:
-            return False
+        # os.access raises nothing for a missing file: 0.7 µs, where a failing os.stat costs 1.9.
+        # (An empty file left by an append that failed is taken, found empty and removed.)
+        return bool(self._backlog) or (self._path_s is not None and os.access(self._path_s, os.F_OK))
 
     # -- writing ----------------------------------------------------------------------------------
 
