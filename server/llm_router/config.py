@@ -229,7 +229,12 @@ class LedgerConfig(_Strict):
     maintenance_interval_s: float = Field(default=60, ge=1, le=86_400)
     """How often a running server reclaims dead processes' holds and prunes past ``retain_days``."""
     busy_timeout_s: float = Field(default=30, gt=0, le=600)
-    """SQLite: how long a write waits for another process's write to finish before failing."""
+    """How long a write waits for another process's write lock (SQLite) or any lock (PostgreSQL's
+    ``lock_timeout``) before it gives up, saying who holds it; a call's deadline may cut it shorter."""
+    journal_path: str | None = None
+    """Where rows the ledger cannot take yet wait (locked, disk full, PostgreSQL unreachable):
+    default beside the SQLite file (``ledger.db.journal``), or for PostgreSQL a file in the
+    platform's state folder. Every server sharing a ledger on one machine must use the same one."""
 
     @model_validator(mode="after")
     def _check(self) -> LedgerConfig:

@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from .base import GROUPINGS, LedgerBase, LedgerUnavailable, LimitCheck, Refusal, RequestRow, SpareRequest
+from .base import (
+    GROUPINGS,
+    LedgerBase,
+    LedgerStorageError,
+    LedgerUnavailable,
+    LimitCheck,
+    Refusal,
+    RequestRow,
+    SpareRequest,
+)
+from .journal import Journal
 from .sqlite import Ledger
 
 if TYPE_CHECKING:
@@ -22,8 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GROUPINGS",
+    "Journal",
     "Ledger",
     "LedgerBase",
+    "LedgerStorageError",
     "LedgerUnavailable",
     "LimitCheck",
     "Refusal",
@@ -106,14 +118,15 @@ def open_ledger(settings: Settings, *, upkeep: bool = True) -> LedgerBase:
     cfg = settings.ledger
     url = ledger_url(settings)
     ledger: LedgerBase
+    journal = Path(cfg.journal_path).expanduser() if cfg.journal_path and not settings.demo else None
     if url:
         from .postgres import PostgresLedger
 
-        ledger = PostgresLedger(url)
+        ledger = PostgresLedger(url, busy_timeout_s=cfg.busy_timeout_s, journal_path=journal)
     else:
         path = ledger_path(settings)
         try:
-            ledger = Ledger(path, busy_timeout_s=cfg.busy_timeout_s)
+            ledger = Ledger(path, busy_timeout_s=cfg.busy_timeout_s, journal_path=journal)
         except (sqlite3.Error, OSError) as e:
             raise sqlite_unavailable(path, e) from None
     if upkeep:
