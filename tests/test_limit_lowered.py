@@ -274,8 +274,6 @@ def test_a_spare_kept_before_a_limit_was_lowered_elsewhere_is_never_taken_over_a
         theirs.close()
 
 
-@pytest.mark.xfail(strict=True, reason="record() must check a call's hold turned spare with _spare_fits (version "
-                   "included), not _room_for: asked of the owner of record()")
 def test_a_call_settled_after_a_limit_was_lowered_elsewhere_keeps_no_spare_on_the_old_limit(tmp_path: Path) -> None:
     clock = ManualClock()
     ours, theirs = (Ledger(tmp_path / "ledger.db", clock=clock, new_id=seeded_ids(i)) for i in (1, 2))

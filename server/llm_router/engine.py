@@ -34,7 +34,7 @@ from .calls import (
 )
 from .catalog import Catalog, ModelEntry, Prices, worst_case_input_tokens
 from .config import Settings
-from .ledger import Ledger, RequestRow, open_ledger
+from .ledger import Ledger, LedgerUnavailable, RequestRow, open_ledger
 from .providers import Provider, availability, build_provider
 from .redaction import Redactor
 from .estimates import COUNT_TOKENS_S, estimate_usage, note_for, prompt_tokens_by_chars
@@ -48,11 +48,13 @@ from .types import (
     ContextTooLong,
     CompletionRequest,
     InvalidInput,
+    LedgerBusy,
     MalformedResponse,
     Message,
     NoRoute,
     ProviderError,
     RouterError,
+    SpendNotRecorded,
     Timeout,
     Usage,
     usd_str,
@@ -67,6 +69,9 @@ Progress = Callable[[float, float | None, str], Awaitable[None]]
 
 PROGRESS_INTERVAL_S = 0.1
 HOLD_POLL_S = 0.05
+SETTLE_MIN_WAIT_S = 0.1
+"""The least a row waits for the ledger's write lock, even at the deadline (ordinary contention
+between servers takes milliseconds); past that wait it goes to the journal, never lost."""
 WINDOW_ASK_S = 0.25
 """How long a routing decision waits for servers to say the windows we only assume; one that has
 not said by then (busy, down, or it cannot say) keeps its assumed window and is asked again later."""
@@ -285,7 +290,9 @@ class Engine:
         """Route, then walk the chain: reserve the worst case, call, settle to the actual cost.
 
         Exactly one ledger row is written per call that passed validation, before this returns
-        or raises; no reservation outlives the call, whatever happens (cancellation included).
+        or raises (or, when the ledger cannot take it by the deadline, journaled: see
+        ``LedgerBase.settle``); no reservation outlives the call, whatever happens (cancellation
+        included), but a journaled call's, which counts until its row is written.
         Every model routing or the walk passed over is in the attempts, as ``skipped`` with why.
         The deadline is shared along the chain (``resilience.model_window``): a slow first model
         cannot leave a healthy later one no time.
@@ -349,16 +356,31 @@ class Engine:
                     if progress is not None and tried < to_try:
                         await progress(0, None, f"{entry.ref} failed ({e.code}); falling back")
         except BaseException as e:
-            # Cancelled by the client (or a bug): record the call, free its holds, re-raise.
+            # Cancelled by the client, the ledger busy past the deadline (or a bug): record the
+            # call, free its holds (or journal them with its row), re-raise.
             cancelled = isinstance(e, anyio.get_cancelled_exc_class())
+            known = isinstance(e, RouterError) and not cancelled
+            if known and e.request_id is None:
+                e.request_id = request_id
             with anyio.CancelScope(shield=True):
                 row = self._failure_row(
                     prepared, request_id, decision, attempts, billed, status="cancelled" if cancelled else "error",
-                    error_code="cancelled" if cancelled else "internal", error=None if cancelled else self.redact(repr(e)),
-                    started=started,
+                    error_code="cancelled" if cancelled else e.code if known else "internal",
+                    error=None if cancelled else str(e) if known else self.redact(repr(e)), started=started,
                 )
-                await self.ledger.run(self.ledger.record, row, reservation_id=reservation)
-                await self._release_held(billed)
+                # A busy ledger will not be less busy now: the row goes straight to the journal.
+                wait = 0.0 if isinstance(e, LedgerBusy) else self._wait_left(prepared, started)
+                try:
+                    await self.ledger.settle(row, reservation_id=reservation, held=billed.held, wait_s=wait)
+                except SpendNotRecorded as lost:
+                    if not known:
+                        log.error("%s", lost)  # the cancellation (or the bug) goes on
+                    else:
+                        raise _also_unrecorded(e, lost) from e
+                except LedgerUnavailable as gone:  # its file was replaced: the error that ends the call says so
+                    if not known:
+                        log.error("request %s: %s", request_id, gone)
+                self._budget_freed()
             raise
         if answered is not None:
             cand, completion = answered
@@ -382,8 +404,7 @@ class Engine:
         if e.usage is not None:
             billed.add(e.usage, entry.cost_nusd(e.usage) or 0, reservation)
         else:
-            with anyio.CancelScope(shield=True):
-                await self.ledger.run(self.ledger.release, reservation)
+            await self.ledger.free(reservation)  # never fails the call: a release it cannot make is journaled
             self._budget_freed()
         if isinstance(e, ContextTooLong) and e.context_window is not None:
             self.catalog.learn_window(entry.ref, e.context_window, "reported by the server in an error")
@@ -403,13 +424,11 @@ class Engine:
                                  f"its {entry.context_window}-token window is no larger than one that was too small")
         return None
 
-    async def _release_held(self, billed: _Billed) -> None:
-        """After the row that records their cost: free the holds kept for billed failures."""
-        if billed.held:
-            with anyio.CancelScope(shield=True):
-                for reservation in billed.held:
-                    await self.ledger.run(self.ledger.release, reservation)
-        self._budget_freed()
+    @staticmethod
+    def _wait_left(prepared: Prepared, started: float) -> float:
+        """How long a row may wait for the ledger: what is left of the call's deadline (at least
+        SETTLE_MIN_WAIT_S); a row that cannot be written by then goes to the journal."""
+        return max(prepared.deadline_s - (time.perf_counter() - started), SETTLE_MIN_WAIT_S)
 
     async def _reserve(
         self, decision: Decision, entry: ModelEntry, amount_nusd: int, request_id: str, prepared: Prepared,
@@ -427,9 +446,9 @@ class Engine:
         poll = False
         while True:
             try:
-                return await self.ledger.run(
-                    self.budget.reserve, decision.budget, provider=entry.provider, amount_nusd=amount_nusd,
-                    request_id=request_id, ttl_s=ttl, poll=poll,
+                return await self.ledger.run_within(
+                    deadline - anyio.current_time(), self.budget.reserve, decision.budget, provider=entry.provider,
+                    amount_nusd=amount_nusd, request_id=request_id, ttl_s=ttl, poll=poll,
                 )
             except BudgetExceeded as e:
                 if e.reserved_nusd == 0 or e.spent_nusd + e.needed_nusd > e.limit_nusd:
@@ -473,7 +492,7 @@ class Engine:
                 except ProviderError as e:
                     ms = _ms(t0)
                     cost = None if e.usage is None else usd_str(entry.cost_nusd(e.usage) or 0)
-                    attempts.append(AttemptRecord(entry.ref, "error", e.code, self.redact(str(e)), ms, e.status, cost))
+                    attempts.append(AttemptRecord(entry.ref, "error", e.code, self.redact.quote(str(e)), ms, e.status, cost))
                     wait = self._retry_wait(e, retries, ms / 1000, window.end)
                     if wait is None:
                         self.health.record(entry.ref, ok=False, latency_ms=ms, counts_against_circuit=counts_against_circuit(e))
@@ -610,8 +629,16 @@ class Engine:
         spare = self.budget.spare_for(
             decision.budget, provider=entry.provider, amount_nusd=cand.worst_case_nusd, ttl_s=prepared.ttl_s
         )
-        await self.ledger.run(self.ledger.record, row, reservation_id=reservation, spare=spare)
-        await self._release_held(billed)
+        # A row the ledger cannot take by the deadline (locked, disk full, unreachable) goes to its
+        # journal: the answer is returned all the same, saying so, and its holds keep counting.
+        journaled = await self.ledger.settle(
+            row, reservation_id=reservation, held=billed.held, spare=spare,
+            wait_s=max(deadline - anyio.current_time(), SETTLE_MIN_WAIT_S),
+        )
+        self._budget_freed()
+        notes = self._notes(prepared, method) if method is not None or prepared.route.task_type else ()
+        if journaled is not None:
+            notes = (*notes, journaled)
         return Answer(
             request_id=request_id,
             text=completion.text,
@@ -631,7 +658,7 @@ class Engine:
             latency_ms=row.latency_ms,
             attempts=attempts,
             budget=_budget_after(decision.budget, entry.provider, cost_nusd),
-            notes=self._notes(prepared, method) if method is not None or prepared.route.task_type else (),
+            notes=notes,
         )
 
     def _failure_row(
@@ -678,9 +705,12 @@ class Engine:
             started=started,
         )
         with anyio.CancelScope(shield=True):
-            await self.ledger.run(self.ledger.record, row)
-        if billed is not None:
-            await self._release_held(billed)
+            try:
+                await self.ledger.settle(row, held=billed.held if billed is not None else (),
+                                         wait_s=self._wait_left(prepared, started))
+            except SpendNotRecorded as lost:
+                raise _also_unrecorded(error, lost) from error
+        self._budget_freed()
 
     def _no_route_error(self, decision: Decision) -> RouterError:
         """Name the limit when the budget is what left no model; otherwise list every exclusion."""
@@ -753,6 +783,21 @@ class Engine:
         states = await self.ledger.run(self.budget.all_states)
         return [s.to_dict() for s in states]
 
+    async def limit_in_force(self, scope: str, period: str) -> int | None:
+        """The limit on ``scope``'s ``period`` now, in nano-dollars (None: there is none), read from
+        the ledger itself rather than any cache: a member's change is checked against it."""
+        overrides = await self.ledger.run(self.ledger.budget_overrides)
+        if (scope, period) in overrides:
+            return overrides[(scope, period)]
+        b = self.settings.budget
+        kind, name = parse_scope(scope)
+        if kind == "global":
+            value = getattr(b, f"{period}_usd", None)
+        else:
+            limits = (b.providers if kind == "provider" else b.tags).get(name or "")
+            value = getattr(limits, f"{period}_usd", None) if limits is not None else None
+        return None if value is None else usd_to_nusd(value)
+
     def providers_status(self) -> list[dict[str, Any]]:
         out = []
         for cfg in self.settings.providers:
@@ -771,13 +816,23 @@ class Engine:
             )
         return out
 
-    async def ledger_rows(self, *, day: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def ledger_rows(self, *, day: str | None = None, limit: int = 50, tag: str | None = None) -> list[dict[str, Any]]:
+        """The newest rows (of one day), newest first; only ``tag``'s when one is given (a member's view)."""
         if day is not None:
             try:
                 day = datetime.fromisoformat(day).date().isoformat()
             except ValueError:
                 raise InvalidInput("date", f"{day!r} is not a date", allowed="YYYY-MM-DD") from None
-        rows = await self.ledger.run(self.ledger.rows, day=day, limit=limit)
+        if tag is None:
+            rows = await self.ledger.run(self.ledger.rows, day=day, limit=limit)
+        else:
+            # The tag is filtered in the query, so a member gets its own newest rows, however many
+            # other tags' rows are newer. (``rows`` has no tag filter; this is its query with one.)
+            tie = getattr(self.ledger, "_NEWEST_LAST_TIE", "id")
+            sql = "SELECT * FROM requests WHERE tag = ?" + (" AND day = ?" if day is not None else "")
+            sql += f" ORDER BY ts DESC, {tie} DESC LIMIT ?"
+            params = [tag, *([day] if day is not None else []), limit]
+            rows = await self.ledger.run(self.ledger.query, sql, params)
         for r in rows:
             r["cost_usd"] = usd_str(r.pop("cost_nusd") or 0)
             ref = r.pop("reference_cost_nusd")
@@ -786,6 +841,11 @@ class Engine:
             r["prices"] = json.loads(r["prices"]) if r["prices"] else None
             r["cost_estimated"] = bool(r["cost_estimated"])
         return rows
+
+
+def _also_unrecorded(error: Exception, lost: SpendNotRecorded) -> SpendNotRecorded:
+    """The error a failed call ends with, when its billed spend could not be recorded either."""
+    return SpendNotRecorded(f"{error}. Besides, {lost}", request_id=lost.request_id or "", cost_nusd=lost.cost_nusd)
 
 
 def _clean_label(value: str | None, field_name: str) -> str:

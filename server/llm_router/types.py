@@ -31,6 +31,7 @@ __all__ = [
     "RouterError",
     "InvalidInput",
     "ConfigError",
+    "Forbidden",
     "BudgetExceeded",
     "NoRoute",
     "ProviderError",
@@ -47,6 +48,8 @@ __all__ = [
     "ToolCallOnly",
     "AttemptRecord",
     "AllAttemptsFailed",
+    "LedgerBusy",
+    "SpendNotRecorded",
 ]
 
 NUSD_PER_USD = 1_000_000_000
@@ -211,6 +214,25 @@ class ConfigError(RouterError):
         self.key = key
         where = " ".join(p for p in (file, f"[{key}]" if key else None) if p)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class Forbidden(RouterError):
+    """The caller's token has a role that does not allow this (HTTP tokens carry one: ``admin``,
+    ``member`` or ``metrics``). Says what was refused, the role, and what that role may do."""
+
+    code = "forbidden"
+
+    def __init__(self, problem: str, *, role: str, may: str, field_name: str | None = None) -> None:
+        self.role = role
+        self.may = may
+        self.field = field_name
+        super().__init__(f"{problem}: a {role} token may {may}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {**super().to_dict(), "role": self.role, "may": self.may}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
 
 
 class BudgetExceeded(RouterError):
@@ -422,3 +444,49 @@ class AllAttemptsFailed(RouterError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "attempts": [a.to_dict() for a in self.attempts]}
+
+
+class LedgerBusy(RouterError):
+    """The ledger's write lock could not be had in time: another process holds it (frozen, say).
+    Nothing was reserved or written by the step that waited; asking again later may succeed."""
+
+    code = "ledger_busy"
+    retryable = True
+
+    def __init__(
+        self, message: str, *, retry_after: float, waited_s: float, holder_pid: int | None = None,
+        stuck_s: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        self.waited_s = waited_s
+        """How long the step that gave up waited for the lock."""
+        self.holder_pid = holder_pid
+        """The process that holds the lock, when the system says (SQLite on Linux; PostgreSQL)."""
+        self.stuck_s = stuck_s
+        """How long the lock has been out of reach: since this server last wrote, or how long the
+        holding transaction has been open (PostgreSQL)."""
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {**super().to_dict(), "retryable": True, "retry_after_s": self.retry_after,
+               "waited_s": round(self.waited_s, 3)}
+        if self.holder_pid is not None:
+            out["holder_pid"] = self.holder_pid
+        if self.stuck_s is not None:
+            out["stuck_s"] = round(self.stuck_s, 1)
+        return out
+
+
+class SpendNotRecorded(RouterError):
+    """A call cost money, and neither the ledger nor its journal could take its row: the spend is
+    not recorded anywhere on disk (the server keeps it in memory, and its holds, until it can)."""
+
+    code = "spend_not_recorded"
+
+    def __init__(self, message: str, *, request_id: str, cost_nusd: int) -> None:
+        self.cost_nusd = cost_nusd
+        super().__init__(message)
+        self.request_id = request_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "cost_usd": usd_str(self.cost_nusd), "recorded": False}

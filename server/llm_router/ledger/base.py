@@ -28,15 +28,19 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from ..types import RouterError
+from ..types import LedgerBusy, RouterError, SpendNotRecorded, usd_str
+
+if TYPE_CHECKING:
+    from .journal import Journal
 
 __all__ = [
     "GROUPINGS",
@@ -45,6 +49,8 @@ __all__ = [
     "SUM_COLUMNS",
     "LedgerBase",
     "LimitCheck",
+    "Limits",
+    "Overrides",
     "Refusal",
     "RequestRow",
     "SpareRequest",
@@ -114,6 +120,12 @@ SPARE_IDLE_S = 2.0
 """A spare hold unused for this long is let go (and is no longer taken over by a call)."""
 PRUNE_BATCH = 5_000
 """Rows deleted per transaction when pruning: short enough that reservations never queue long."""
+UPKEEP_WAIT_S = 1.0
+"""How long upkeep (renewals, tidying, letting a spare go) waits for another process's write lock:
+it tries again next round, and meanwhile it would hold this server's connection from its calls."""
+RELEASE_WAIT_S = 1.0
+"""How long freeing a hold waits for the write lock before the release goes to the journal (the
+hold then counts a little longer, until the next write replays it: never less than it should)."""
 
 log = logging.getLogger("llm_router.ledger")
 
@@ -122,6 +134,18 @@ class LedgerUnavailable(RouterError):
     """The ledger cannot be opened: no call can be budgeted, so none is made."""
 
     code = "ledger_unavailable"
+
+
+class LedgerStorageError(RouterError):
+    """A step the ledger's storage could not take: a full disk (or a file size limit), an I/O
+    error, PostgreSQL unreachable. Nothing that step would have written was written; a paid
+    call's row goes to the journal instead (``LedgerBase.settle``)."""
+
+    code = "ledger_storage_error"
+    retryable = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "retryable": True}
 
 
 WRITER_SCHEMA = 2
@@ -177,6 +201,36 @@ class SpareRequest:
     provider: str
     tag: str
     ttl_s: float
+    limits_version: int | None = None
+    """The limits version ``checks`` were built from (see ``Limits``): no spare is kept on checks
+    a newer ``set_budget`` has replaced. None: the checks are taken as they are."""
+
+
+Overrides = dict[tuple[str, str], int | None]
+"""Limits set with ``set_budget``: (scope, period) -> nano-dollars (None: removed)."""
+
+
+class RebuildChecks(Protocol):
+    def __call__(
+        self, version: int, overrides: Overrides, *, day: str, provider: str, tag: str, amount_nusd: int
+    ) -> Sequence[LimitCheck] | Refusal:
+        """The checks a hold of ``amount_nusd`` on this day, provider and tag must pass under these
+        overrides, or the refusal of a limit that needs no sums (the per-request one)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits version a call's checks were built from, and how to build them again.
+
+    Every ``set_budget`` raises the ledger's limits version in the transaction that writes the
+    limit. A reservation given this compares it with the version in the store, inside its own
+    transaction (read in statements it runs anyway), and when they differ it reads the limits
+    there and then, has ``rebuild`` make the checks anew, and decides on those: so from the moment
+    ``set_budget`` returns, no process grants a hold under the limits it replaced."""
+
+    version: int
+    rebuild: RebuildChecks
 
 
 @dataclass(slots=True)
@@ -329,9 +383,15 @@ class LedgerBase(ABC):
 
     migrations_applied: list[str]
 
+    journal: Journal
+    """Rows (and releases) this ledger could not take yet, replayed by its next write (``journal.py``)."""
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._limiter = anyio.CapacityLimiter(1)
+        self._wait = threading.local()
+        """``until``: the monotonic time by which the step running on this thread must have the
+        write lock (None: the backend's own timeout). Set by ``run_within`` and upkeep."""
         self._pid = os.getpid()
         self.owner = uuid.uuid4().hex
         """Identifies this open ledger in the reservations it makes (renewed while it is open)."""
@@ -351,6 +411,156 @@ class LedgerBase(ABC):
         with anyio.CancelScope(shield=True):
             return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
 
+    async def run_within(self, wait_s: float | None, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``run``, waiting at most ``wait_s`` (None: the backend's own timeout) for this ledger's
+        connection and for another process's write lock: a call's deadline bounds its waits.
+
+        Raises:
+            LedgerBusy: the wait ran out before ``fn`` could write anything.
+        """
+        return await self._on_thread(wait_s, fn, args, kwargs)
+
+    async def _on_thread(self, wait_s: float | None, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        with anyio.CancelScope(shield=True):
+            if wait_s is None:
+                return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
+            wait_s = max(wait_s, 0.0)
+            until = time.monotonic() + wait_s
+            limiter = self._limiter
+            try:
+                limiter.acquire_nowait()
+            except anyio.WouldBlock:
+                with anyio.move_on_after(wait_s) as scope:
+                    await limiter.acquire()
+                if scope.cancelled_caught:  # this server's own ledger work kept the connection
+                    raise self._busy_here(wait_s) from None
+
+            def bounded() -> T:
+                self._wait.until = until
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self._wait.until = None
+
+            try:
+                return await anyio.to_thread.run_sync(bounded)
+            finally:
+                limiter.release()
+
+    def _busy_here(self, waited_s: float) -> LedgerBusy:
+        """The error of a step that waited its whole time for this server's own connection."""
+        return LedgerBusy(
+            f"ledger busy: this server's connection to the ledger {self.location} stayed in use by its other "
+            f"ledger work (waiting for another process's write lock) for the whole {waited_s:.1f} s this step "
+            "could wait. Nothing was reserved or spent; try again in a few seconds",
+            retry_after=2.0, waited_s=waited_s,
+        )
+
+    @contextmanager
+    def _waiting(self, seconds: float) -> Iterator[None]:
+        """On this thread, wait at most ``seconds`` for each write lock (upkeep's own steps)."""
+        before = getattr(self._wait, "until", None)
+        self._wait.until = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self._wait.until = before
+
+    # -- settling, whatever the ledger can take -----------------------------------------------------
+
+    async def settle(
+        self, row: RequestRow, *, reservation_id: str | None = None, held: Sequence[str] = (),
+        spare: SpareRequest | None = None, wait_s: float | None = None,
+    ) -> str | None:
+        """Record a call's row (``record``, waiting at most ``wait_s`` for the write lock), then
+        free the holds kept for its billed failed attempts (``held``).
+
+        Regression: a row the ledger could not take (locked past the busy timeout, a full disk,
+        PostgreSQL unreachable) was lost with its spend, and its hold lapsed. Now it goes to the
+        journal, fsynced, with every hold it settles; the holds stay (they count against every
+        limit until the row is written), and the next write transaction that can take the row
+        writes it and removes the holds in one go. Returns None when the row is in the ledger,
+        else a note for the caller saying where the spend waits.
+
+        Raises:
+            SpendNotRecorded: a call that cost money whose row neither the ledger nor its journal
+                could take (its holds are kept, and this process keeps the row in memory).
+            LedgerUnavailable: the ledger cannot be used at all (its file was replaced): nothing
+                is written anywhere, as that error says.
+        """
+        try:
+            await self.run_within(wait_s, self.record, row, reservation_id=reservation_id, spare=spare)
+        except LedgerUnavailable:
+            raise
+        except Exception as e:  # whatever the storage said: the answer was paid for, keep its row
+            return await self._journal_row(row, (reservation_id, *held), e)
+        for hold in held:
+            await self.free(hold)
+        return None
+
+    async def free(self, reservation_id: str, *, wait_s: float | None = RELEASE_WAIT_S) -> None:
+        """Let a hold go (a call that failed or was cancelled). Never fails the call: a release the
+        ledger cannot take now goes to the journal, and the hold counts until it is replayed."""
+        try:
+            await self.run_within(wait_s, self.release, reservation_id)
+        except LedgerUnavailable:
+            return  # the hold is in a file no one counts any more
+        except Exception as e:
+            from .journal import Entry
+
+            log.warning("could not free hold %s now (%s); it goes to the journal", reservation_id, _why(e))
+            await _in_thread(self.journal.append, Entry("release", (reservation_id,)))
+
+    async def _journal_row(self, row: RequestRow, holds: Sequence[str | None], error: Exception) -> str | None:
+        from .journal import Entry
+
+        entry = Entry("row", tuple(h for h in holds if h), row)
+        why = _why(error)
+        on_disk = await _in_thread(self.journal.append, entry)
+        cost = usd_str(row.cost_nusd)
+        if on_disk:
+            log.warning("the ledger could not take the row of request %s (%s, cost $%s): written to its journal %s",
+                        row.id, why, cost, self.journal.path)
+            return (f"the ledger could not take this call's row just now ({why}): its spend (${cost}) is in the "
+                    f"ledger's journal ({self.journal.path}), counted against every limit, and is written to the "
+                    "ledger as soon as it can take it")
+        log.error("request %s (cost $%s, status %s) is recorded nowhere on disk: the ledger (%s) and its journal "
+                  "could not take it", row.id, cost, row.status, why)
+        if not row.cost_nusd:
+            return None  # a call that cost nothing: no spend to account for
+        what = "was answered and cost" if row.status == "ok" else "was billed"
+        raise SpendNotRecorded(
+            f"this call {what} ${cost}, but its spend is not recorded: the ledger {self.location} "
+            f"could not take its row ({why}) and neither could its journal ({self.journal.path}). This server "
+            "keeps the row and the call's holds in memory and writes them at its next successful write; if it "
+            f"stops first, add ${cost} (request {row.id}) to your records by hand. Free disk space or fix the "
+            "ledger's storage",
+            request_id=row.id, cost_nusd=row.cost_nusd,
+        )
+
+    def journaled(self) -> tuple[int, int]:
+        """(calls, nano-dollars) whose rows wait in the journal, not yet in the ledger's figures
+        (their holds are: they count against every limit as reserved)."""
+        return self.journal.summary()
+
+    def journal_note(self) -> str | None:
+        """What a report should say while rows wait in the journal (None when none do): they are
+        not in its figures yet."""
+        calls, nusd = self.journaled()
+        if not calls:
+            return None
+        from ..types import plural
+
+        what = "1 call costing" if calls == 1 else f"{plural(calls, 'call')} costing in all"
+        return (f"{what} ${usd_str(nusd)} {'waits' if calls == 1 else 'wait'} in the ledger's journal "
+                f"({self.journal.path}), not yet in these figures: the ledger could not take "
+                f"{'its row' if calls == 1 else 'their rows'}. The spend is held against every limit meanwhile, and "
+                "written to the ledger as soon as it can take it")
+
+    def replay_journal(self) -> None:
+        """Write what waits in the journal now, if the ledger can take it (a write transaction
+        replays the journal before anything else)."""
+
     @property
     @abstractmethod
     def location(self) -> str:
@@ -358,10 +568,18 @@ class LedgerBase(ABC):
 
     def close(self) -> None:
         self.stop_upkeep()
-        try:
-            self.drop_spare()
-        except Exception:  # a spare left behind lapses with its lease, like any hold
-            log.warning("could not let the spare hold go on close", exc_info=True)
+        with self._waiting(UPKEEP_WAIT_S):
+            try:
+                self.drop_spare()
+            except Exception:  # a spare left behind lapses with its lease, like any hold
+                log.warning("could not let the spare hold go on close", exc_info=True)
+            if self.journal.pending():
+                try:
+                    self.replay_journal()
+                except Exception as e:
+                    log.warning("the ledger's journal could not be replayed on close (%s); the next server to "
+                                "write to the ledger replays it", _why(e))
+        self.journal.flush_backlog()
         self._close()
 
     @abstractmethod
@@ -390,13 +608,15 @@ class LedgerBase(ABC):
     @abstractmethod
     def reserve(
         self, checks: Sequence[LimitCheck], amount_nusd: int, *, request_id: str, day: str, provider: str, tag: str,
-        ttl_s: float, poll: bool = False,
+        ttl_s: float, poll: bool = False, limits: Limits | None = None,
     ) -> str | Refusal:
         """Atomically: if ``amount_nusd`` fits under every check (with what is spent and held by
         every process sharing the ledger), hold it and return the reservation id; otherwise hold
         nothing and return the first refusal. ``poll``: the caller is waiting for holds to settle
         and asks again; a refusal is then read without the write lock, so waiting calls do not
-        queue behind every other process's writes."""
+        queue behind every other process's writes. ``limits``: the version ``checks`` were built
+        from; when a ``set_budget`` has raised it since, the checks are rebuilt from the limits in
+        the store before anything is decided (None: ``checks`` are taken as they are)."""
 
     @abstractmethod
     def release(self, reservation_id: str) -> None:
@@ -424,11 +644,22 @@ class LedgerBase(ABC):
     def renew(self) -> int:
         """Extend this ledger's own live holds by another lease. Returns how many."""
 
-    @abstractmethod
-    def budget_overrides(self) -> dict[tuple[str, str], int | None]: ...
+    limits_version_seen: int = 0
+    """The newest limits version this ledger has read from the store, by the way (in statements it
+    runs anyway): a hint that lets routing pick up another process's ``set_budget`` at once. The
+    reservation does not rely on it: it checks the version itself."""
+
+    def budget_overrides(self) -> Overrides:
+        return self.budget_overrides_at()[1]
 
     @abstractmethod
-    def set_budget(self, scope: str, period: str, limit_nusd: int | None) -> None: ...
+    def budget_overrides_at(self) -> tuple[int, Overrides]:
+        """(limits version, limits set with ``set_budget``), read at one moment (one statement)."""
+
+    @abstractmethod
+    def set_budget(self, scope: str, period: str, limit_nusd: int | None) -> None:
+        """Store a limit (None removes it) and raise the limits version in the same transaction,
+        ordered with every reservation: one made after this returns is checked against it."""
 
     @abstractmethod
     def reservations_total(self) -> int: ...
@@ -559,14 +790,35 @@ class LedgerBase(ABC):
     def _upkeep_loop(self, renew_every: float, interval_s: float) -> None:
         last_renew = last_tidy = time.monotonic()
         while not self._stop.wait(min(renew_every, SPARE_IDLE_S)):
+            # Each step waits briefly for another process's write lock: it holds this server's
+            # connection meanwhile, and tries again next round anyway.
             try:
-                self.drop_spare(idle_s=SPARE_IDLE_S)
-                if time.monotonic() - last_renew >= renew_every * 0.99:
-                    last_renew = time.monotonic()
-                    self._checkpoint()
-                    self.renew()
-                if time.monotonic() - last_tidy >= interval_s:
-                    last_tidy = time.monotonic()
-                    self.tidy()
+                with self._waiting(UPKEEP_WAIT_S):
+                    self.drop_spare(idle_s=SPARE_IDLE_S)
+                    if time.monotonic() - last_renew >= renew_every * 0.99:
+                        last_renew = time.monotonic()
+                        self._checkpoint()
+                        self.journal.flush_backlog()
+                        self.renew()  # its transaction replays the journal first
+                    if time.monotonic() - last_tidy >= interval_s:
+                        last_tidy = time.monotonic()
+                        self.tidy()
+            except LedgerBusy as e:
+                log.warning("ledger upkeep: %s; will try again", e)
             except Exception:
                 log.warning("ledger upkeep failed; will try again", exc_info=True)
+
+
+def _why(error: BaseException) -> str:
+    """What a storage error says, in a few words (no traceback)."""
+    if isinstance(error, LedgerBusy):
+        holder = f" (held by process {error.holder_pid})" if error.holder_pid is not None else ""
+        return f"its write lock{holder} stayed out of reach for the {error.waited_s:.1f} s this call could wait"
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking step (a journal append: an fsync) off the event loop, not cancellable."""
+    with anyio.CancelScope(shield=True):
+        return await anyio.to_thread.run_sync(lambda: fn(*args))

@@ -17,13 +17,17 @@ clocks disagree still agree on when a hold lapses.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,8 +37,11 @@ from .base import (
     HOST,
     ROW_COLUMNS,
     LedgerBase,
+    LedgerStorageError,
     LedgerUnavailable,
     LimitCheck,
+    Limits,
+    Overrides,
     Refusal,
     RequestRow,
     SpareRequest,
@@ -48,6 +55,8 @@ from .base import (
     upsert_day_totals,
     upsert_estimated,
 )
+from ..types import LedgerBusy
+from .journal import Entry, Journal, Taken
 from .schema import WRITER_SCHEMA_KEY
 
 if TYPE_CHECKING:
@@ -73,12 +82,29 @@ _SPENT = {
     "tag": "dim = 'tag' AND key = %(name)s AND day BETWEEN %(first)s AND %(last)s",
 }
 _HELD = {"global": "", "provider": " AND provider = %(name)s", "tag": " AND tag = %(name)s"}
+# The limits version (raised by every set_budget, under the reservations' advisory lock) comes with
+# the sums: a reservation reads it in statements it runs anyway.
+_LIMITS_VERSION = "coalesce((SELECT value FROM meta WHERE key = 'limits_version'), '0')::bigint"
 _USAGE_SQL = {
     kind: f"SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE {_SPENT[kind]}),"
     f" (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE day BETWEEN %(first)s AND %(last)s{held}"
-    f" AND expires_at >= {_NOW})"
+    f" AND expires_at >= {_NOW}), {_LIMITS_VERSION}"
     for kind, held in _HELD.items()
 }
+_READ_OVERRIDES = f"SELECT NULL, NULL, {_LIMITS_VERSION} UNION ALL SELECT scope, period, limit_nusd FROM budgets"
+_RAISE_LIMITS_VERSION = (
+    "INSERT INTO meta (key, value) VALUES ('limits_version', '1') ON CONFLICT (key) DO UPDATE"
+    " SET value = (meta.value::bigint + 1)::text RETURNING value::bigint"
+)
+_RESERVATION_VALUES = "id, request_id, created_at, expires_at, host, pid, day, provider, tag, amount_nusd, owner, hard_expires_at"
+_INSERT_RESERVATION = f"INSERT INTO reservations ({_RESERVATION_VALUES}) VALUES ({', '.join(['%s'] * 12)})"
+_INSERT_RESERVATION_IF_LIMITS = (
+    f"INSERT INTO reservations ({_RESERVATION_VALUES})"
+    " SELECT %s, %s, %s::double precision, %s::double precision, %s, %s::integer, %s, %s, %s, %s::bigint, %s,"
+    f" %s::double precision WHERE {_LIMITS_VERSION} = %s"
+)
+"""A hold with no limit to check, made only if the limits version is still the one the caller
+built its (empty) checks from: the version then needs no statement of its own."""
 _RESERVATION_COLUMNS = "id, request_id, pid, host, amount_nusd, day, provider, tag"
 _REFILE_ROLLUPS = """
 INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, input_tokens, output_tokens,
@@ -117,8 +143,19 @@ def _lock_key(schema: str, purpose: str) -> int:
 class PostgresLedger(LedgerBase):
     """One connection to a PostgreSQL ledger. Thread-safe; reconnects after a lost connection."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 10) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout_s: float = 10, busy_timeout_s: float = 30,
+        journal_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """``busy_timeout_s``: the longest any statement waits for a lock (``lock_timeout``): a
+        server frozen inside a transaction holds its locks until its connection drops, and must
+        not hold every other server with them. ``journal_path``: where rows the database cannot
+        take wait, on this machine's disk (default: a file named after the ledger in the
+        platform's state folder, shared by the servers on this machine that use this ledger)."""
         super().__init__()
+        self._lock_timeout_ms = max(int(busy_timeout_s * 1000), 1)
+        self._tuned: Any = None
+        """The connection ``lock_timeout`` was set on (a new one after a reconnection needs it again)."""
         try:
             import psycopg
         except ImportError:
@@ -146,6 +183,13 @@ class PostgresLedger(LedgerBase):
             except BaseException:
                 conn.close()
                 raise
+        self.journal = Journal(Path(journal_path) if journal_path is not None else _default_journal(url, self.schema))
+        if self.journal.pending():  # left by a server on this machine that could not write
+            with self._waiting(base.UPKEEP_WAIT_S):
+                try:
+                    self.replay_journal()
+                except (psycopg.Error, LedgerBusy, LedgerStorageError) as e:
+                    base.log.warning("the ledger's journal %s waits: %s", self.journal.path, base._why(e))
 
     @property
     def location(self) -> str:
@@ -191,48 +235,197 @@ class PostgresLedger(LedgerBase):
         done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
         return [(name, sql) for name, sql in MIGRATIONS if name not in done]
 
-    def _call(self, op: Callable[[psycopg.Connection[Any]], T], *, tx: bool = False) -> T:
-        """Run ``op`` on the connection (in a transaction with ``tx``). A connection found dead
-        (the server restarted, a network blip) is replaced and ``op`` run once more: every op
-        here is safe to repeat, or knows when its first run went through (``record``)."""
+    def _call(self, op: Callable[[psycopg.Connection[Any]], T], *, tx: bool = False, retry: bool = True) -> T:
+        """Run ``op`` on the connection (in a transaction with ``tx``, which first replays the
+        journal if anything waits there). A connection found dead (the server restarted, a
+        network blip) is replaced and ``op`` run once more (unless ``retry`` is False): every op
+        here is safe to repeat, or knows when its first run went through (``record``).
+
+        Raises:
+            LedgerBusy: a lock was not had within ``lock_timeout`` (or the step's own deadline).
+            LedgerStorageError: the database cannot be reached, or could not take the step.
+        """
         import psycopg
 
         with self._lock:
             for attempt in (1, 2):
-                conn = self._connection()
+                t0 = time.monotonic()
+                conn: psycopg.Connection[Any] | None = None
                 try:
+                    conn = self._connection()
+                    if conn is not self._tuned:
+                        conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
+                        self._tuned = conn
                     if not tx:
                         return op(conn)
-                    with conn.transaction():
-                        return op(conn)
-                except psycopg.OperationalError:
-                    if attempt == 2 or not conn.broken:
-                        raise
-                    base.log.warning("lost the connection to the PostgreSQL ledger; reconnecting")
+                    return self._in_transaction(conn, op)
+                except psycopg.errors.LockNotAvailable:
+                    assert conn is not None
+                    raise self._busy(conn, time.monotonic() - t0) from None
+                except psycopg.OperationalError as e:
+                    if attempt == 1 and retry and conn is not None and conn.broken:
+                        base.log.warning("lost the connection to the PostgreSQL ledger; reconnecting")
+                        continue
+                    raise self._storage_error(e) from e
             raise AssertionError("unreachable")
+
+    def _storage_error(self, error: Exception) -> LedgerStorageError:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return LedgerStorageError(
+            f"the PostgreSQL ledger {self.location} cannot be reached or could not take this step: {reason}. "
+            "Nothing was reserved or spent by it; check that the database is up and reachable from this machine, "
+            "then try again"
+        )
+
+    def _in_transaction(self, conn: psycopg.Connection[Any], op: Callable[[psycopg.Connection[Any]], T]) -> T:
+        taken: Taken | None = None
+        committed = False
+        try:
+            with conn.transaction():
+                until = getattr(self._wait, "until", None)
+                if until is not None:  # the step's deadline comes before the lock timeout
+                    ms = max(int((until - time.monotonic()) * 1000), 1)
+                    if ms < self._lock_timeout_ms:
+                        conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{ms}ms",))
+                taken = self._replay_in(conn)
+                result = op(conn)
+            committed = True
+            return result
+        finally:
+            if taken is not None:
+                taken.finish(committed)
+
+    def _busy(self, conn: psycopg.Connection[Any], waited_s: float) -> LedgerBusy:
+        """The error of a step that did not get its lock in time, naming the session that has held
+        a transaction open the longest (a frozen server holds its locks until its connection drops)."""
+        import psycopg
+
+        holder = None
+        try:
+            holder = conn.execute(
+                "SELECT pid, coalesce(application_name, ''), coalesce(host(client_addr), 'a local socket'),"
+                " extract(epoch from clock_timestamp() - xact_start)::float8, state FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+                " AND state LIKE 'idle in transaction%' ORDER BY xact_start LIMIT 1"
+            ).fetchone()
+        except psycopg.Error:
+            pass
+        where = f"the PostgreSQL ledger {self.location}"
+        if holder is None:
+            return LedgerBusy(
+                f"ledger busy: a lock in {where} was held by another session for the whole {waited_s:.1f} s this "
+                "step could wait. Nothing was reserved or spent by it; try again in a few seconds",
+                retry_after=1.0, waited_s=waited_s,
+            )
+        pid, app, addr, age, state = holder
+        return LedgerBusy(
+            f"ledger busy: session {pid} ({app or 'no application name'}, from {addr}) has kept a transaction open "
+            f"in {where} for {age:.0f} s ({state}), holding the lock this step waited {waited_s:.1f} s for: a server "
+            "frozen mid-transaction (stopped, or its machine asleep) keeps its locks until its connection drops. "
+            "Nothing was reserved or spent by this step. Try again in a few seconds; if it lasts, resume that server "
+            f"or end its session (SELECT pg_terminate_backend({pid}))",
+            retry_after=5.0, waited_s=waited_s, holder_pid=int(pid), stuck_s=float(age),
+        )
+
+    def replay_journal(self) -> None:
+        self._call(lambda c: None, tx=True)  # a transaction replays the journal as it begins
+
+    def _replay_in(self, c: psycopg.Connection[Any]) -> Taken | None:
+        """At the start of a transaction: apply what waits in the journal (see ``sqlite.Ledger._replay_in``)."""
+        import psycopg
+
+        journal = self.journal
+        if not journal.pending():
+            return None
+        taken = journal.take()
+        if taken is None:
+            return None
+        try:
+            with c.transaction():  # a savepoint: the caller's own step may succeed where this fails
+                for entry in taken.entries:
+                    try:
+                        with c.transaction():
+                            self._apply_entry(c, entry)
+                    except (psycopg.IntegrityError, psycopg.DataError, psycopg.ProgrammingError, ValueError,
+                            TypeError) as e:  # this entry would fail every replay: set it aside
+                        taken.reject(entry, f"{type(e).__name__}: {e}")
+        except psycopg.OperationalError as e:
+            taken.finish(False)
+            if c.broken:
+                raise
+            base.log.warning("the ledger's journal %s could not be replayed yet: %s", journal.path, e)
+            return None
+        except BaseException:
+            taken.finish(False)
+            raise
+        return taken
+
+    @staticmethod
+    def _apply_entry(c: psycopg.Connection[Any], entry: Entry) -> None:
+        row = entry.row
+        written = row is not None and c.execute("SELECT 1 FROM requests WHERE id = %s", (row.id,)).fetchone() is not None
+        first_gone = False
+        for i, hold in enumerate(entry.holds):
+            if c.execute("DELETE FROM reservations WHERE id = %s", (hold,)).rowcount == 0 and i == 0:
+                first_gone = True
+        if row is None or written:
+            return
+        if first_gone:
+            c.execute(
+                "INSERT INTO events (ts, kind, detail) VALUES (%s, 'settled_after_reclaim', %s)",
+                (now_iso(), json.dumps({"reservation": entry.holds[0], "request_id": row.id, "cost_nusd": row.cost_nusd})),
+            )
+        c.execute(_INSERT_ROW, row.values())
+        c.execute(_UPSERT_ROLLUP, row.rollup_values())
+        c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
+        if row.cost_estimated:
+            c.execute(_UPSERT_ESTIMATED, row.estimated_values())
+        c.execute(
+            "INSERT INTO events (ts, kind, detail) VALUES (%s, 'row_from_journal', %s)",
+            (now_iso(), json.dumps({"request_id": row.id, "cost_nusd": row.cost_nusd, "status": row.status,
+                                    "journaled_by": {"pid": entry.pid, "host": entry.host}, "journaled_at": entry.at})),
+        )
 
     # -- budgets --------------------------------------------------------------------------------
 
     def usage(self, check: LimitCheck) -> tuple[int, int]:
-        return self._call(lambda c: self._usage(c, check))
+        return self._call(lambda c: self._usage(c, check))[:2]
 
-    @staticmethod
-    def _usage(conn: psycopg.Connection[Any], check: LimitCheck) -> tuple[int, int]:
+    def _usage(self, conn: psycopg.Connection[Any], check: LimitCheck) -> tuple[int, int, int]:
+        """(spent, reserved, limits version), in one statement."""
         row = conn.execute(
             _USAGE_SQL[check.scope_kind],
             {"first": check.first_day, "last": check.last_day, "name": check.scope_name},
         ).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1])
+        version = int(row[2])
+        if version > self.limits_version_seen:
+            self.limits_version_seen = version
+        return int(row[0]), int(row[1]), version
 
     def _first_refusal(
         self, conn: psycopg.Connection[Any], checks: Sequence[LimitCheck], amount_nusd: int
-    ) -> Refusal | None:
+    ) -> tuple[Refusal | None, int | None]:
+        """(the first check that would refuse, or None; the limits version, read with the first
+        check's sums: None when there are no checks)."""
+        version = None
         for check in checks:
-            spent, reserved = self._usage(conn, check)
+            spent, reserved, read = self._usage(conn, check)
+            version = read if version is None else version
             if spent + reserved + amount_nusd > check.limit_nusd:
-                return Refusal(check, spent, reserved)
-        return None
+                return Refusal(check, spent, reserved), version
+        return None, version
+
+    def _read_overrides(self, conn: psycopg.Connection[Any]) -> tuple[int, Overrides]:
+        version, overrides = 0, {}
+        for scope, period, value in conn.execute(_READ_OVERRIDES).fetchall():
+            if scope is None:
+                version = int(value)
+            else:
+                overrides[(scope, period)] = None if value is None else int(value)
+        if version > self.limits_version_seen:
+            self.limits_version_seen = version
+        return version, overrides
 
     def reserve(
         self,
@@ -245,27 +438,39 @@ class PostgresLedger(LedgerBase):
         tag: str,
         ttl_s: float,
         poll: bool = False,
+        limits: Limits | None = None,
     ) -> str | Refusal:
         if poll:
             # A refusal needs no lock (spend only grows, so it still holds a moment later): calls
             # waiting for holds to settle poll without queueing behind the reservations being made.
-            refusal = self._call(lambda c: self._first_refusal(c, checks, amount_nusd))
-            if refusal is not None:
+            # One on limits set_budget has replaced is decided again under the lock, on the new ones.
+            refusal, seen = self._call(lambda c: self._first_refusal(c, checks, amount_nusd))
+            if refusal is not None and (limits is None or seen == limits.version):
                 return refusal
 
         def hold(c: psycopg.Connection[Any]) -> str | Refusal:
             now = c.execute(f"SELECT pg_advisory_xact_lock(%s)::text, {_NOW}", (self._reserve_key,)).fetchone()[1]  # type: ignore[index]
             self._reclaim(c, now, dead_pids=False)
-            refusal = self._first_refusal(c, checks, amount_nusd)
-            if refusal is not None:
-                return refusal
+            # Read after the lock is held, by statements of their own: set_budget takes the same
+            # lock, so these see any limit it set before, and none can be set until this commits.
+            refusal, seen = self._first_refusal(c, checks, amount_nusd)
             rid = uuid.uuid4().hex
             expires, hard = self._expiry(now, ttl_s)
-            c.execute(
-                "INSERT INTO reservations (id, request_id, created_at, expires_at, host, pid, day, provider, tag,"
-                " amount_nusd, owner, hard_expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (rid, request_id, now, expires, HOST, self._pid, day, provider, tag, amount_nusd, self.owner, hard),
-            )
+            values = (rid, request_id, now, expires, HOST, self._pid, day, provider, tag, amount_nusd, self.owner, hard)
+            if limits is not None and seen != limits.version:
+                if seen is None and c.execute(_INSERT_RESERVATION_IF_LIMITS, (*values, limits.version)).rowcount:
+                    return rid  # no limit applied, and none has been set since
+                # set_budget changed the limits since the checks were built: build them again from
+                # the limits in the store and decide on those.
+                rebuilt = limits.rebuild(
+                    *self._read_overrides(c), day=day, provider=provider, tag=tag, amount_nusd=amount_nusd
+                )
+                if isinstance(rebuilt, Refusal):
+                    return rebuilt
+                refusal, _ = self._first_refusal(c, rebuilt, amount_nusd)
+            if refusal is not None:
+                return refusal
+            c.execute(_INSERT_RESERVATION, values)
             return rid
 
         # Repeated after a lost connection, a hold whose commit went through is made twice; the
@@ -277,7 +482,6 @@ class PostgresLedger(LedgerBase):
 
     def record(self, row: RequestRow, *, reservation_id: str | None = None, spare: SpareRequest | None = None) -> None:
         # No spare holds here: a reservation is one round trip to the server either way.
-        import psycopg
 
         def write(c: psycopg.Connection[Any]) -> None:
             gone = reservation_id is not None and c.execute(
@@ -297,13 +501,11 @@ class PostgresLedger(LedgerBase):
                 c.execute(_UPSERT_ESTIMATED, row.estimated_values())
 
         with self._lock:
-            conn = self._connection()
             try:
-                with conn.transaction():
-                    write(conn)
+                self._call(write, tx=True, retry=False)
                 return
-            except psycopg.OperationalError:
-                if not conn.broken:
+            except LedgerStorageError:
+                if self._conn is None or not self._conn.broken:
                     raise
                 base.log.warning("lost the connection to the PostgreSQL ledger while recording; reconnecting")
             # The commit may have gone through before the connection died: the row's id says.
@@ -355,20 +557,27 @@ class PostgresLedger(LedgerBase):
             tx=True,
         )
 
-    def budget_overrides(self) -> dict[tuple[str, str], int | None]:
-        rows = self._call(lambda c: c.execute("SELECT scope, period, limit_nusd FROM budgets").fetchall())
-        return {(s, p): n for s, p, n in rows}
+    def budget_overrides_at(self) -> tuple[int, Overrides]:
+        return self._call(self._read_overrides)
 
     def set_budget(self, scope: str, period: str, limit_nusd: int | None) -> None:
-        self._call(
-            lambda c: c.execute(
+        """The limit and a raised limits version in one transaction, under the reservations'
+        advisory lock: a reservation racing it is ordered with it, and every one after it sees
+        the new version and checks against the new limit (see ``Limits``)."""
+
+        def write(c: psycopg.Connection[Any]) -> int:
+            c.execute("SELECT pg_advisory_xact_lock(%s)", (self._reserve_key,))
+            c.execute(
                 "INSERT INTO budgets (scope, period, limit_nusd, updated_at) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (scope, period) DO UPDATE SET limit_nusd = excluded.limit_nusd,"
                 " updated_at = excluded.updated_at",
                 (scope, period, limit_nusd, now_iso()),
-            ),
-            tx=True,
-        )
+            )
+            return int(c.execute(_RAISE_LIMITS_VERSION).fetchone()[0])  # type: ignore[index]
+
+        version = self._call(write, tx=True)
+        if version > self.limits_version_seen:
+            self.limits_version_seen = version
 
     def reservations_total(self) -> int:
         row = self._call(lambda c: c.execute("SELECT coalesce(sum(amount_nusd), 0) FROM reservations").fetchone())
@@ -475,6 +684,20 @@ class PostgresLedger(LedgerBase):
                 return list(cur.fetchall())
 
         return self._call(read)
+
+
+def _default_journal(url: str, schema: str) -> Path:
+    """A journal on this machine's disk for one PostgreSQL ledger (its URL without the password,
+    and its schema): the servers here that share the ledger share the file."""
+    import platformdirs
+
+    key = hashlib.sha256(f"{redact_url(url)}|{schema}".encode()).hexdigest()[:16]
+    folder = Path(platformdirs.user_state_dir("llm-router"))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # said when a row first needs the journal
+        pass
+    return folder / f"postgres-{key}.journal"
 
 
 _QMARK = re.compile(r"\?")

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,8 +30,11 @@ from .base import (
     ROW_COLUMNS,
     SPARE_IDLE_S,
     LedgerBase,
+    LedgerStorageError,
     LedgerUnavailable,
     LimitCheck,
+    Limits,
+    Overrides,
     Refusal,
     RequestRow,
     ScopeKind,
@@ -45,6 +49,8 @@ from .base import (
     upsert_day_totals,
     upsert_estimated,
 )
+from ..types import LedgerBusy
+from .journal import Entry, Journal, Taken
 from .schema import WRITER_SCHEMA_KEY, migrate_connection
 
 __all__ = ["GROUPINGS", "Ledger", "LimitCheck", "Refusal", "RequestRow"]
@@ -58,9 +64,20 @@ VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
 _UPSERT_DAY_TOTALS = upsert_day_totals("?")
 _UPSERT_ESTIMATED = upsert_estimated("?")
 _REFILE_ESTIMATED = estimated_from_rows()
+# The limits version: raised by every set_budget in the transaction that writes the limit. It is
+# read along with statements a reservation runs anyway (the sums, the next lapse), never alone on
+# the way of a call.
+_LIMITS_VERSION = "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'limits_version'), 0)"
+_READ_LIMITS_VERSION = f"SELECT {_LIMITS_VERSION}"
+_LAPSES_AND_LIMITS = f"SELECT (SELECT min(expires_at) FROM reservations), {_LIMITS_VERSION}"
+_READ_OVERRIDES = f"SELECT NULL, NULL, {_LIMITS_VERSION} UNION ALL SELECT scope, period, limit_nusd FROM budgets"
+_RAISE_LIMITS_VERSION = (
+    "INSERT INTO meta (key, value) VALUES ('limits_version', '1') ON CONFLICT (key) DO UPDATE"
+    " SET value = CAST(meta.value AS INTEGER) + 1 RETURNING CAST(value AS INTEGER)"
+)
 # One statement per scope kind, so each is prepared once and reused. Spend comes from the day
 # totals (a few rows a day). Holds past their expiry are not counted: their process stopped
-# renewing them, and the next write transaction reclaims them.
+# renewing them, and the next write transaction reclaims them. The third column is the limits version.
 _USAGE_SQL: dict[ScopeKind, str] = {
     "global": "SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE dim = 'day' AND key BETWEEN ?1 AND ?2),"
     " (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE day BETWEEN ?1 AND ?2 AND expires_at >= ?3)",
@@ -73,6 +90,7 @@ _USAGE_SQL: dict[ScopeKind, str] = {
     " (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE tag = ?4 AND day BETWEEN ?1 AND ?2"
     " AND expires_at >= ?3)",
 }
+_USAGE_SQL = {kind: f"{sql}, {_LIMITS_VERSION}" for kind, sql in _USAGE_SQL.items()}
 _RESERVATION_COLUMNS = "id, request_id, pid, host, amount_nusd, day, provider, tag"
 _REFILE_ROLLUPS = """
 INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, input_tokens, output_tokens,
@@ -105,11 +123,18 @@ class Ledger(LedgerBase):
         busy_timeout_s: float = 30,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = _random_id,
+        journal_path: str | os.PathLike[str] | None = None,
     ) -> None:
         """``clock`` (unix seconds) dates holds, their lapse, a spare's idleness and the usage
         cache's age; ``new_id`` names each reservation. Tests pass their own to run the same steps
-        whatever the machine's speed."""
+        whatever the machine's speed. ``journal_path``: where rows the file cannot take wait
+        (default: beside it, ``ledger.db.journal``, where every server sharing the file finds it)."""
         super().__init__()
+        memory = str(path) == ":memory:"
+        self.journal = Journal(None if memory else Path(journal_path or f"{path}.journal"))
+        self._unwritable_since: float | None = None
+        """Monotonic time since when this server has found the file's write lock out of reach
+        (None: its last write transaction began)."""
         self._clock = clock
         self._new_id = new_id
         self.path = Path(path)
@@ -118,7 +143,7 @@ class Ledger(LedgerBase):
         self._conn = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s, cached_statements=256
         )
-        self._lock = _BusyLock(self._conn, full_ms=int(busy_timeout_s * 1000))
+        self._lock = _BusyLock(self._conn, full_ms=int(busy_timeout_s * 1000), wait=self._wait, busy=self._busy_here)
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._usage_cache = _UsageCache()
         self._next_lapse = -math.inf
@@ -147,6 +172,13 @@ class Ledger(LedgerBase):
         except BaseException:
             self._conn.close()
             raise
+        self.journal.keep_room()
+        if self.journal.pending():  # left by a server that could not write (and may have died since)
+            with self._waiting(base.UPKEEP_WAIT_S):
+                try:
+                    self.replay_journal()
+                except (sqlite3.Error, LedgerBusy) as e:
+                    log.warning("the ledger's journal %s waits: %s", self.journal.path, base._why(e))
 
     @property
     def location(self) -> str:
@@ -174,7 +206,20 @@ class Ledger(LedgerBase):
                     raise
             finally:
                 lock.release_brief()
-        return await super().run(fn, *args, **kwargs)
+        return await self._on_thread(None, fn, args, kwargs)
+
+    async def run_within(self, wait_s: float | None, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``run``, the wait on the worker thread bounded by ``wait_s`` (see ``LedgerBase.run_within``)."""
+        lock = self._lock
+        if self._limiter.borrowed_tokens == 0 and lock.acquire_brief():
+            try:
+                return fn(*args, **kwargs)
+            except sqlite3.OperationalError as e:
+                if getattr(e, "sqlite_errorcode", None) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+            finally:
+                lock.release_brief()
+        return await self._on_thread(wait_s, fn, args, kwargs)
 
     def start_upkeep(self, **kwargs: Any) -> None:  # type: ignore[override]
         # With upkeep running, the WAL is checkpointed by its thread, not by whichever request
@@ -191,7 +236,111 @@ class Ledger(LedgerBase):
         self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._conn, self._lock, self._check_file)
+        return _Transaction(self)
+
+    def _busy(self, waited_s: float) -> LedgerBusy:
+        """The error of a step that could not have the file's write lock in time: who holds it (the
+        system says on Linux), whether that process is stopped, and for how long this server has
+        been unable to write."""
+        now = time.monotonic()
+        if self._unwritable_since is None or self._unwritable_since > now - waited_s:
+            self._unwritable_since = now - waited_s
+        stuck = now - self._unwritable_since
+        pid = _write_lock_holder(self._stat_path)
+        stopped = pid is not None and _process_state(pid) in ("T", "t")
+        if pid is None:
+            who = "another process holds its write lock"
+        elif pid == self._pid:
+            who = f"this server itself (process {pid}) holds its write lock on another connection"
+        else:
+            who = f"process {pid} on this machine holds its write lock" + (
+                " and is stopped (paused with SIGSTOP or Ctrl-Z, or held in a debugger)" if stopped else "")
+        message = (f"ledger busy: {who}, and this server has not been able to write to the ledger {self.path} for "
+                   f"{stuck:.1f} s (this step waited {waited_s:.1f} s). Nothing was reserved or spent by it. "
+                   "Try again in a few seconds")
+        if pid is not None and pid != self._pid:
+            message += (f"; if it lasts, resume that process (kill -CONT {pid}) or stop it (kill {pid})" if stopped
+                        else f"; if it lasts, see what process {pid} is doing (a transaction left open?) or stop it")
+        elif pid is None:
+            message += f"; if it lasts, look for a process that keeps the file in a transaction (fuser {self.path})"
+        return LedgerBusy(message, retry_after=5.0 if stopped else 1.0, waited_s=waited_s, holder_pid=pid, stuck_s=stuck)
+
+    def _storage_error(self, error: sqlite3.OperationalError) -> LedgerStorageError:
+        return LedgerStorageError(
+            f"the ledger {self.path} cannot be written: {error} (a full disk, a file size limit, or a failing "
+            f"disk). Nothing was reserved or spent by this step; free some space where it lives (df {self.path.parent}) "
+            "and try again"
+        )
+
+    def replay_journal(self) -> None:
+        with self._lock:
+            if self._file_gone() is not None:  # never into a file no other server sees
+                return
+            with self._tx():
+                pass  # beginning the transaction replays the journal
+
+    def _replay_in(self, c: sqlite3.Connection) -> Taken | None:
+        """Just after ``BEGIN IMMEDIATE``: apply what waits in the journal, inside this transaction
+        (the one check on the hot path is ``journal.pending``: a flag, else one ``stat``). Returns
+        what was taken, for ``_replayed`` once the transaction commits or rolls back."""
+        journal = self.journal
+        if not journal.pending():
+            return None
+        taken = journal.take()
+        if taken is None:
+            return None
+        c.execute("SAVEPOINT journal")
+        try:
+            for entry in taken.entries:
+                c.execute("SAVEPOINT entry")
+                try:
+                    self._apply_entry(c, entry)
+                except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError,
+                        ValueError, TypeError) as e:  # this entry would fail every replay: set it aside
+                    c.execute("ROLLBACK TO entry")
+                    taken.reject(entry, f"{type(e).__name__}: {e}")
+                c.execute("RELEASE entry")
+        except sqlite3.Error as e:  # the disk still full, say: the caller's own write may yet succeed
+            c.execute("ROLLBACK TO journal")
+            c.execute("RELEASE journal")
+            taken.finish(False)
+            log.warning("the ledger's journal %s could not be replayed yet: %s", journal.path, e)
+            return None
+        c.execute("RELEASE journal")
+        self._usage_cache.clear()
+        return taken
+
+    def _apply_entry(self, c: sqlite3.Connection, entry: Entry) -> None:
+        """One journal entry: its holds removed, its row (unless already written) with its sums."""
+        row = entry.row
+        written = row is not None and c.execute("SELECT 1 FROM requests WHERE id = ?", (row.id,)).fetchone() is not None
+        first_gone = False
+        for i, hold in enumerate(entry.holds):
+            if c.execute("DELETE FROM reservations WHERE id = ?", (hold,)).rowcount == 0 and i == 0:
+                first_gone = True
+        if row is None or written:
+            return
+        if first_gone:  # its hold lapsed before the row could be written: said, as for a late settle
+            self._late_settle(c, row, entry.holds[0])
+        c.execute(_INSERT_ROW, row.values())
+        c.execute(_UPSERT_ROLLUP, row.rollup_values())
+        c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
+        if row.cost_estimated:
+            c.execute(_UPSERT_ESTIMATED, row.estimated_values())
+        c.execute(
+            "INSERT INTO events (ts, kind, detail) VALUES (?, 'row_from_journal', ?)",
+            (now_iso(), json.dumps({"request_id": row.id, "cost_nusd": row.cost_nusd, "status": row.status,
+                                    "journaled_by": {"pid": entry.pid, "host": entry.host}, "journaled_at": entry.at})),
+        )
+
+    def _replayed(self, taken: Taken, committed: bool) -> None:
+        taken.finish(committed)
+        if committed:
+            for entry in taken.entries:
+                for hold in entry.holds:
+                    self._own_holds.pop(hold, None)
+        else:
+            self._usage_cache.clear()
 
     def _file_gone(self) -> LedgerUnavailable | None:
         """Why the file now at ``path`` is not the one this ledger has open (None: it is).
@@ -263,7 +412,33 @@ class Ledger(LedgerBase):
                 params += (check.scope_name,)
             row = self._conn.execute(_USAGE_SQL[check.scope_kind], params).fetchone()
             sums = self._usage_cache.sums[key] = [int(row[0]), int(row[1])]
+            self._saw_limits(row[2])
         return sums[0], sums[1]
+
+    def _saw_limits(self, version: int) -> None:
+        """Note the limits version just read from the file (valid until another connection writes)."""
+        self._usage_cache.limits_version = version
+        if version > self.limits_version_seen:
+            self.limits_version_seen = version
+
+    def _limits_version(self, conn: sqlite3.Connection) -> int:
+        """The limits version in the file, just after a ``sync``: as last read, unless another
+        connection has written since (then read now: only when no sums were read to carry it)."""
+        known = self._usage_cache.limits_version
+        if known is None:
+            known = int(conn.execute(_READ_LIMITS_VERSION).fetchone()[0])
+            self._saw_limits(known)
+        return known
+
+    def _read_overrides(self, conn: sqlite3.Connection) -> tuple[int, Overrides]:
+        version, overrides = 0, {}
+        for scope, period, value in conn.execute(_READ_OVERRIDES).fetchall():
+            if scope is None:
+                version = int(value)
+            else:
+                overrides[(scope, period)] = value
+        self._saw_limits(version)
+        return version, overrides
 
     def _first_refusal(self, checks: Sequence[LimitCheck], amount_nusd: int, now: float) -> Refusal | None:
         for fresh in (False, True):
@@ -290,33 +465,49 @@ class Ledger(LedgerBase):
         tag: str,
         ttl_s: float,
         poll: bool = False,
+        limits: Limits | None = None,
     ) -> str | Refusal:
         cache = self._usage_cache
+        version = None if limits is None else limits.version
         with self._lock:
             if self._gone is not None:
                 raise self._gone
-            rid = self._take_spare(checks, amount_nusd, day=day, provider=provider, tag=tag, ttl_s=ttl_s)
+            rid = self._take_spare(checks, amount_nusd, day=day, provider=provider, tag=tag, ttl_s=ttl_s, version=version)
             if rid is not None:
                 return rid
             if poll:
                 # Spend only grows, so a refusal read a moment ago still holds; a fit is re-checked
-                # under the write lock below. (A first try skips this: it would read twice.)
+                # under the write lock below. (A first try skips this: it would read twice.) A
+                # refusal on limits set_budget has replaced is decided again below, on the new ones.
                 now = self._clock()
                 cache.sync(self._conn, now)
                 refusal = self._first_refusal(checks, amount_nusd, now)
-                if refusal is not None:
+                if refusal is not None and (version is None or self._limits_version(self._conn) == version):
                     return refusal
             with self._tx() as c:
                 now = self._clock()
                 cache.sync(c, now)
                 if self._spare is not None:  # not fit for this call: let it go, it must not stand in the way
                     self._delete_spare(c)
-                if now >= self._next_lapse or cache.version != self._lapse_version:
+                if now >= self._next_lapse or cache.version != self._lapse_version or cache.limits_version is None:
+                    # Another connection wrote (or a hold may have lapsed): the limits version is
+                    # read with the next lapse, in the one statement this needs anyway.
                     if self._reclaim(c, now, dead_pids=False):
                         cache.clear()
-                    first = c.execute("SELECT min(expires_at) FROM reservations").fetchone()[0]
+                    first, in_file = c.execute(_LAPSES_AND_LIMITS).fetchone()
                     self._next_lapse = math.inf if first is None else first
                     self._lapse_version = cache.version
+                    self._saw_limits(in_file)
+                if version is not None and cache.limits_version != version:
+                    # set_budget changed the limits since this call's checks were built: build them
+                    # again from the limits in the file, under this write lock (no set_budget can
+                    # commit meanwhile), and decide on those. None it replaced grants this hold.
+                    rebuilt = limits.rebuild(  # type: ignore[union-attr]
+                        *self._read_overrides(c), day=day, provider=provider, tag=tag, amount_nusd=amount_nusd
+                    )
+                    if isinstance(rebuilt, Refusal):
+                        return rebuilt
+                    checks = rebuilt
                 refusal = self._first_refusal(checks, amount_nusd, now)
                 if refusal is not None:
                     return refusal
@@ -335,11 +526,13 @@ class Ledger(LedgerBase):
             return rid
 
     def _take_spare(
-        self, checks: Sequence[LimitCheck], amount_nusd: int, *, day: str, provider: str, tag: str, ttl_s: float
+        self, checks: Sequence[LimitCheck], amount_nusd: int, *, day: str, provider: str, tag: str, ttl_s: float,
+        version: int | None = None,
     ) -> str | None:
         """The spare hold's id, when it can stand for this call's reservation: same day, provider
         and tag, at least as large, fresh, long-lived enough, and every check (read from the file
-        as of now) would have granted this call's own hold in its place."""
+        as of now, and built from the limits ``version`` now in the file) would have granted this
+        call's own hold in its place."""
         spare = self._spare
         if spare is None or (spare.day, spare.provider, spare.tag) != (day, provider, tag) or spare.amount < amount_nusd:
             return None
@@ -349,6 +542,8 @@ class Ledger(LedgerBase):
         self._usage_cache.sync(self._conn, now)
         if not self._room_for(checks, amount_nusd - spare.amount, now):  # the spare counted as given back
             return None
+        if version is not None and self._limits_version(self._conn) != version:
+            return None  # set_budget changed the limits: the reservation decides, on checks built anew
         # Taking it over writes nothing, so no commit checks the file: check it here. (The
         # reservation's own transaction checks it just before it commits.)
         self._check_file()
@@ -378,10 +573,18 @@ class Ledger(LedgerBase):
         self._next_lapse = min(self._next_lapse, expires)
         return _Spare(rid, want.amount_nusd, want.day, want.provider, want.tag, hard, now)
 
+    def _spare_fits(self, c: sqlite3.Connection, want: SpareRequest, amount_nusd: int, now: float) -> bool:
+        """Whether ``want``'s checks have room for ``amount_nusd`` more and are still those of the
+        limits in the file (a spare kept on limits set_budget replaced would be held against the
+        new ones as though a call were in flight)."""
+        if not self._room_for(want.checks, amount_nusd, now):
+            return False
+        return want.limits_version is None or self._limits_version(c) == want.limits_version
+
     def _keep_spare(self, c: sqlite3.Connection, want: SpareRequest, now: float) -> _Spare | None:
         """Inside a write transaction whose own writes the cache already knows: hold ``want`` for
         the next call if every check has room for it."""
-        if not self._room_for(want.checks, want.amount_nusd, now):
+        if not self._spare_fits(c, want, want.amount_nusd, now):
             return None
         rid = self._new_id()
         expires, hard = self._expiry(now, want.ttl_s)
@@ -465,7 +668,7 @@ class Ledger(LedgerBase):
                     if want is not None:
                         if kept is None:
                             kept = self._keep_spare(c, want, now)
-                        elif not self._room_for(want.checks, 0, now):  # over a limit with it: let it go
+                        elif not self._spare_fits(c, want, 0, now):  # over a limit, or on replaced ones: let it go
                             self._spare = kept
                             self._delete_spare(c)
                             kept = None
@@ -544,19 +747,33 @@ class Ledger(LedgerBase):
                 (now + self.lease_s, self.owner, now),
             ).rowcount
 
-    def budget_overrides(self) -> dict[tuple[str, str], int | None]:
+    def budget_overrides_at(self) -> tuple[int, Overrides]:
         with self._lock:
-            rows = self._conn.execute("SELECT scope, period, limit_nusd FROM budgets").fetchall()
-        return {(s, p): n for s, p, n in rows}
+            return self._read_overrides(self._conn)
 
     def set_budget(self, scope: str, period: str, limit_nusd: int | None) -> None:
-        with self._tx() as c:
-            c.execute(
-                "INSERT INTO budgets (scope, period, limit_nusd, updated_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (scope, period) DO UPDATE SET limit_nusd = excluded.limit_nusd,"
-                " updated_at = excluded.updated_at",
-                (scope, period, limit_nusd, now_iso()),
-            )
+        """The limit and a raised limits version, in one write transaction: every reservation after
+        it sees the new version and checks against the new limit (see ``Limits``). This server's
+        spare hold goes with the limits it was kept under: held on, it would count against the new
+        ones as though a call were in flight (other servers let theirs go at their next call, or
+        within ``SPARE_IDLE_S``, and never take one over on the old limits)."""
+        with self._lock:
+            spare = self._spare
+            with self._tx() as c:
+                c.execute(
+                    "INSERT INTO budgets (scope, period, limit_nusd, updated_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (scope, period) DO UPDATE SET limit_nusd = excluded.limit_nusd,"
+                    " updated_at = excluded.updated_at",
+                    (scope, period, limit_nusd, now_iso()),
+                )
+                version = int(c.execute(_RAISE_LIMITS_VERSION).fetchone()[0])
+                dropped = spare is not None and c.execute(
+                    "DELETE FROM reservations WHERE id = ?", (spare.rid,)
+                ).rowcount > 0
+            self._saw_limits(version)
+            if spare is not None:
+                self._spare = None
+                self._forget_hold(spare.rid, dropped)
 
     def reservations_total(self) -> int:
         with self._lock:
@@ -669,27 +886,45 @@ class _Spare:
 class _BusyLock:
     """The connection's re-entrant lock, which also sets how long SQLite waits for another
     process's write lock: briefly while a call runs inline on the event loop (a busy file sends it
-    to the worker thread rather than stall every other request), the full busy timeout for all
-    else. The setting changes only when the kind of holder does, not on every call."""
+    to the worker thread rather than stall every other request), until the step's own deadline
+    when it has one (``LedgerBase.run_within``, upkeep), else the full busy timeout. The setting
+    changes only when the wait wanted does, not on every call."""
 
-    def __init__(self, conn: sqlite3.Connection, *, full_ms: int) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, *, full_ms: int, wait: threading.local, busy: Callable[[float], LedgerBusy],
+    ) -> None:
         self._rlock = threading.RLock()
         self._conn = conn
-        self._full = f"PRAGMA busy_timeout={full_ms}"
-        self._brief = f"PRAGMA busy_timeout={_BRIEF_BUSY_MS}"
-        self._set_brief = False
+        self._full_ms = full_ms
+        self._ms = full_ms
+        """What the connection's busy timeout is now (the ledger sets the full one at open)."""
+        self._wait = wait
+        self._busy = busy
         self._inline = False
 
+    @property
+    def inline(self) -> bool:
+        """Held by a call running inline (which waits only briefly and is then retried on the thread)."""
+        return self._inline
+
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        if not self._rlock.acquire(blocking, timeout):
-            return False
-        if self._set_brief and not self._inline:
+        until = getattr(self._wait, "until", None) if blocking and timeout < 0 else None
+        if until is None:
+            if not self._rlock.acquire(blocking, timeout):
+                return False
+            want = self._full_ms
+        else:
+            left = until - time.monotonic()
+            if not self._rlock.acquire(True, max(left, 0.0)):
+                raise self._busy(max(left, 0.0))
+            want = min(self._full_ms, max(int((until - time.monotonic()) * 1000), 0))
+        if not self._inline and want != self._ms:
             try:
-                self._conn.execute(self._full)
+                self._conn.execute(f"PRAGMA busy_timeout={want}")
             except BaseException:
                 self._rlock.release()
                 raise
-            self._set_brief = False
+            self._ms = want
         return True
 
     def release(self) -> None:
@@ -706,14 +941,14 @@ class _BusyLock:
         if not self._rlock.acquire(blocking=False):
             return False
         self._inline = True
-        if not self._set_brief:
+        if self._ms != _BRIEF_BUSY_MS:
             try:
-                self._conn.execute(self._brief)
+                self._conn.execute(f"PRAGMA busy_timeout={_BRIEF_BUSY_MS}")
             except BaseException:
                 self._inline = False
                 self._rlock.release()
                 raise
-            self._set_brief = True
+            self._ms = _BRIEF_BUSY_MS
         return True
 
     def release_brief(self) -> None:
@@ -730,6 +965,9 @@ class _UsageCache:
     def __init__(self) -> None:
         self.sums: dict[tuple[str, str | None, str, str], list[int]] = {}
         self.version: int | None = None
+        self.limits_version: int | None = None
+        """The limits version in the file as of ``version`` (None: not read since another
+        connection wrote). Kept when the sums are dropped for age: only another writer changes it."""
         self.filled_at = 0.0
         self.synced_at = -math.inf
         self.lapses_at = math.inf
@@ -743,6 +981,8 @@ class _UsageCache:
             return
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         self.synced_at = now
+        if version != self.version:
+            self.limits_version = None
         if version != self.version or now - self.filled_at > _CACHE_MAX_AGE_S or now >= self.lapses_at:
             self.clear()
             self.version = version
@@ -765,33 +1005,112 @@ class _UsageCache:
 
 class _Transaction:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error), holding the thread lock.
-    ``check`` runs just before ``COMMIT``: when it raises, the transaction is rolled back."""
 
-    def __init__(self, conn: sqlite3.Connection, lock: Any, check: Callable[[], None]) -> None:
-        self._conn = conn
-        self._lock = lock
-        self._check = check
+    Just after ``BEGIN`` it replays the journal, if anything waits there (``Ledger._replay_in``);
+    the file's identity is checked just before ``COMMIT`` (when that raises, it rolls back). A
+    ``BEGIN`` that finds the write lock held past the wait allowed raises ``LedgerBusy`` (inline,
+    the plain busy error, for ``run`` to retry on the worker thread). Nothing in here awaits: a
+    write transaction never spans anything but its own statements."""
+
+    __slots__ = ("_led", "_conn", "_lock", "_taken")
+
+    def __init__(self, led: Ledger) -> None:
+        self._led = led
+        self._conn = led._conn
+        self._lock = led._lock
+        self._taken: Taken | None = None
 
     def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
+        lock = self._lock
+        lock.acquire()
+        led = self._led
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
+            t0 = time.monotonic()
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if getattr(e, "sqlite_errorcode", None) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise led._storage_error(e) from e
+                if lock.inline:
+                    raise
+                raise led._busy(time.monotonic() - t0) from None
+            if led._unwritable_since is not None:
+                led._unwritable_since = None
+            try:
+                self._taken = led._replay_in(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
         except BaseException:
-            self._lock.release()
+            lock.release()
             raise
         return self._conn
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        committed = False
         try:
             if exc_type is None:
                 try:
-                    self._check()
+                    self._led._check_file()
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
-            self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            try:
+                self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            except sqlite3.OperationalError as e:
+                # A COMMIT the disk could not take (SQLITE_FULL, an I/O error): never leave the
+                # connection inside the failed transaction, or every later BEGIN would fail.
+                if self._conn.in_transaction:
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise self._led._storage_error(e) from e
+            committed = exc_type is None
         finally:
-            self._lock.release()
+            try:
+                if self._taken is not None:
+                    self._led._replayed(self._taken, committed)
+            finally:
+                self._lock.release()
+        if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) not in (
+            sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
+        ):  # a statement the disk could not take: said plainly
+            raise self._led._storage_error(exc) from exc
+
+
+def _write_lock_holder(db_path: str) -> int | None:
+    """The process holding the write lock of a SQLite file in WAL mode, as Linux's ``/proc/locks``
+    says: SQLite takes it as a POSIX lock on byte 120 of the ``-shm`` file. None elsewhere, or when
+    no process holds it now. Read only when a write has waited in vain: nothing on the hot path."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        st = os.stat(db_path + "-shm")
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in text.splitlines():
+        parts = line.split()  # "1: POSIX  ADVISORY  WRITE 14187 fe:00:2154642 120 120" (waiters have "->")
+        if len(parts) >= 8 and parts[1] == "POSIX" and parts[3] == "WRITE" and parts[5] == inode and parts[6] == "120":
+            try:
+                return int(parts[4])
+            except ValueError:
+                return None
+    return None
+
+
+def _process_state(pid: int) -> str | None:
+    """A process's state letter from ``/proc/PID/stat`` (``T``: stopped), None when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    after = text.rpartition(")")[2].split()
+    return after[0] if after else None
 
 
 def _use_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
