@@ -20,7 +20,7 @@ import pytest
 from mcp import Client
 from mcp_types import ResourceUpdatedNotification
 
-from llm_router.access import Access, mask
+from llm_router.access import Access, error_view, mask
 from llm_router.config import Settings, settings_from_dict
 from llm_router.defaults import demo_config
 from llm_router.engine import Engine
@@ -434,3 +434,14 @@ def test_a_shared_limits_spend_is_masked_in_the_router_own_wording_and_a_members
     assert mask(alice, own) == own and "0.987654321" in own
     assert mask(Access("admin", "ops"), shared) == shared
     assert mask(Access("member", "ali"), own) != own, "another tag that merely starts the same is not one's own"
+
+
+def test_a_members_refusal_by_its_own_tags_limit_keeps_its_figures_and_says_an_admin_must_raise_it() -> None:
+    refusal = BudgetExceeded(limit_name="tag:alice daily", limit_nusd=1_000_000_000, spent_nusd=987_654_321,
+                             reserved_nusd=0, needed_nusd=900_000_000, resets_at=None)
+    refusal.request_id = "r1"
+    shown = error_view(Access("member", "alice"), refusal)
+    assert isinstance(shown, BudgetExceeded) and shown.request_id == "r1"
+    assert "0.987654321" in str(shown) and "set_budget" not in str(shown), str(shown)
+    assert "Ask an admin to raise the limit" in str(shown)
+    assert error_view(Access("admin", "ops"), refusal) is refusal

@@ -290,8 +290,16 @@ def error_view(access: Access, e: RouterError) -> RouterError:
         return e
     shown: RouterError
     if isinstance(e, BudgetExceeded):
-        if e.limit_name.startswith(f"tag:{access.tag} ") or e.limit_name.endswith(" per_request"):
+        if e.limit_name.endswith(" per_request"):
             return e
+        if e.limit_name.startswith(f"tag:{access.tag} "):  # its own: every figure, and who can raise it
+            own = BudgetExceeded(
+                limit_name=e.limit_name, limit_nusd=e.limit_nusd, spent_nusd=e.spent_nusd, reserved_nusd=e.reserved_nusd,
+                needed_nusd=e.needed_nusd, resets_at=e.resets_at, restricted=e.restricted,
+                raise_it="Ask an admin to raise the limit (a member token may only lower it)",
+            )
+            own.request_id = e.request_id
+            return own
         return _SharedLimitExceeded(e)
     if isinstance(e, AllAttemptsFailed):
         shown = AllAttemptsFailed(

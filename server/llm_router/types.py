@@ -250,7 +250,9 @@ class BudgetExceeded(RouterError):
         needed_nusd: int,
         resets_at: str | None,
         restricted: bool = False,
+        raise_it: str = "Raise the limit with set_budget",
     ) -> None:
+        """``raise_it``: how this caller can have the limit raised (a member token cannot itself)."""
         self.limit_name = limit_name
         self.limit_nusd = limit_nusd
         self.spent_nusd = spent_nusd
@@ -265,14 +267,14 @@ class BudgetExceeded(RouterError):
             text = (
                 f"budget {limit_name} of ${usd_str(limit_nusd)} is {used}% spent (${usd_str(spent_nusd)}): from 90% "
                 f"only free models are used, and none can take this call{when}. "
-                "Raise the limit with set_budget, or name a free (local) model."
+                f"{raise_it}, or name a free (local) model."
             )
         else:
             text = (
                 f"budget {limit_name} of ${usd_str(limit_nusd)} would be exceeded: "
                 f"${usd_str(spent_nusd)} spent, ${usd_str(reserved_nusd)} held by calls in flight, "
                 f"this call may cost up to ${usd_str(needed_nusd)}{when}. "
-                "Raise the limit with set_budget, lower max_tokens, or ask for a cheaper model."
+                f"{raise_it}, lower max_tokens, or ask for a cheaper model."
             )
         super().__init__(text)
 
