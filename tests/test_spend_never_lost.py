@@ -29,7 +29,7 @@ import pytest
 from llm_router.calls import CompleteArgs
 from llm_router.config import ledger_path
 from llm_router.engine import Engine
-from llm_router.ledger import Journal, Ledger, LimitCheck, Refusal, RequestRow
+from llm_router.ledger import Journal, Ledger, LimitCheck, Refusal, RequestRow, SpareRequest
 from llm_router.ledger.journal import Entry
 from llm_router.types import AllAttemptsFailed, LedgerBusy, SpendNotRecorded
 
@@ -242,6 +242,44 @@ def test_a_row_already_written_is_not_written_twice_by_a_replay(tmp_path: Path) 
         assert not Path(f"{path}.journal").exists()
     finally:
         led.close()
+
+
+def test_a_spare_hold_is_not_taken_over_while_rows_wait_in_the_journal_so_the_reservation_replays_them(
+    tmp_path: Path,
+) -> None:
+    """Taking the spare over writes nothing, so it skipped the replay every write transaction makes
+    first: another server's journaled row waited on, call after call, while this one kept taking
+    its spare. Now the reservation's own transaction runs (and replays) while anything waits."""
+    path = tmp_path / "ledger.db"
+    clock = ManualClock()  # the spare stays fresh: no time passes between the lines
+    ours, theirs = Ledger(path, clock=clock), Ledger(path, clock=clock)
+    try:
+        first = ours.reserve(_checks(10**9), 1_000, request_id="c1", day=DAY, provider="p", tag="", ttl_s=60)
+        assert isinstance(first, str)
+        ours.record(_row(1, 300), reservation_id=first, spare=SpareRequest(_checks(10**9), 2_000, DAY, "p", "", 60))
+        kept = ours._spare.rid if ours._spare else None
+        assert kept is not None and ours.spare_nusd == 2_000
+        # The other server's call was answered; its row could not be written, so it went to the
+        # journal with its hold (as ``settle`` does), the hold staying in the file meanwhile.
+        hold = theirs.reserve(_checks(10**9), 9_000, request_id="r2", day=DAY, provider="p", tag="", ttl_s=60)
+        assert isinstance(hold, str)
+        assert theirs.journal.append(Entry("row", (hold,), _row(2, 5_000)))
+        assert ours.reservations_total() == 2_000 + 9_000
+
+        second = ours.reserve(_checks(10**9), 1_500, request_id="c3", day=DAY, provider="p", tag="", ttl_s=60)
+        assert isinstance(second, str) and second != kept, "the spare was taken over: the journal was not replayed"
+        assert not Path(f"{path}.journal").exists()
+        assert ours.rows(request_id="r2")[0]["cost_nusd"] == 5_000
+        assert ours.reservations_total() == 1_500  # the journaled row's hold and the spare gone, c3's own held
+        assert ours.spare_nusd == 0
+
+        # With nothing waiting, the spare is taken over again (no write).
+        ours.record(_row(3, 400), reservation_id=second, spare=SpareRequest(_checks(10**9), 2_000, DAY, "p", "", 60))
+        again = ours._spare.rid if ours._spare else None
+        assert ours.reserve(_checks(10**9), 1_500, request_id="c4", day=DAY, provider="p", tag="", ttl_s=60) == again
+    finally:
+        theirs.close()
+        ours.close()
 
 
 def test_a_torn_last_journal_line_is_never_applied_and_a_damaged_one_is_set_aside(tmp_path: Path) -> None:

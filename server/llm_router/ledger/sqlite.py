@@ -530,7 +530,8 @@ class Ledger(LedgerBase):
         version: int | None = None,
     ) -> str | None:
         """The spare hold's id, when it can stand for this call's reservation: same day, provider
-        and tag, at least as large, fresh, long-lived enough, and every check (read from the file
+        and tag, at least as large, fresh, long-lived enough, nothing waiting in the journal (whose
+        replay only a write transaction makes), and every check (read from the file
         as of now, and built from the limits ``version`` now in the file) would have granted this
         call's own hold in its place."""
         spare = self._spare
@@ -538,6 +539,11 @@ class Ledger(LedgerBase):
             return None
         now = self._clock()
         if now - spare.made_at > SPARE_IDLE_S or spare.hard_expires - now < ttl_s - SPARE_IDLE_S:
+            return None
+        if self.journal.pending():
+            # Taking the spare over writes nothing, so it would skip the replay every write
+            # transaction makes first: rows waiting there would wait on. The reservation's own
+            # transaction replays them (and lets the spare go).
             return None
         self._usage_cache.sync(self._conn, now)
         if not self._room_for(checks, amount_nusd - spare.amount, now):  # the spare counted as given back
