@@ -264,3 +264,93 @@ def _terminate(url: str, pid: int) -> None:
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+# -- PostgreSQL: a reconnection within the call's deadline -------------------------------------------
+
+
+def _silent_listener(port: int) -> Any:
+    """A socket on 127.0.0.1:``port`` that takes connections (the system completes them) and never
+    answers: a database host that is up but whose server hangs."""
+    import socket
+
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(16)
+    return s
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+async def test_a_reconnection_to_a_postgresql_that_never_answers_waits_no_longer_than_the_call_has_left(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: a reconnection during a call waited the whole connect_timeout (10 s) for a
+    database that accepted the connection and never answered, whatever the call's deadline."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from llm_router.ledger import LedgerStorageError
+
+    from .ledger_faults import BILLED_NUSD, Proxy, timed
+
+    parts = urlsplit(pg_url)
+    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    journal = tmp_path / "pg.journal"
+    deadline_s = 1.5
+    silent = None
+    async with _fake() as fake:
+        cfg = settings(tmp_path, fake, monkeypatch, deadline_s=deadline_s,
+                       ledger={"path": None, "url": via_proxy, "journal_path": str(journal)})
+        engine = Engine(cfg)
+        try:
+            assert engine.ledger._connect_timeout_s == 10  # type: ignore[attr-defined]
+            g = gate(engine)
+            answered = [(await engine.complete(CompleteArgs(prompt="one"))).request_id]
+            g.arm()
+            result: dict[str, Any] = {}
+
+            async def second() -> None:
+                result["answer"], result["took"] = await timed(lambda: engine.complete(CompleteArgs(prompt="two")))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(second)
+                await wait_for(g.answered, "the upstream's answer")
+                proxy.cut()  # the connection drops; the next one reaches a host that never answers
+                silent = _silent_listener(proxy.port)
+                g.open()
+            answer = result["answer"]
+            answered.append(answer.request_id)
+            assert result["took"] < deadline_s + 1.5, f"the call took {result['took']:.1f} s (deadline {deadline_s} s)"
+            note = answer.notes[-1]
+            assert "journal" in note and str(journal) in note and "no connection within" in note, note
+            assert engine.ledger.journaled() == (1, BILLED_NUSD)
+
+            # A reservation meanwhile waits no longer than it may either (the connection still
+            # being tried in the background, not one more begun).
+            day = engine.budget.clock.today().isoformat()
+            checks = [LimitCheck("global daily", "global", None, day, day, 10**9)]
+            t0 = time.monotonic()
+            with pytest.raises(LedgerStorageError, match="no connection within"):
+                await engine.ledger.run_within(0.3, engine.ledger.reserve, checks, 1_000, request_id="r", day=day,
+                                               provider="openai", tag="", ttl_s=60)
+            waited = time.monotonic() - t0
+            assert waited < 1.5, waited
+
+            silent.close()  # the database answers again: the next write replays the journal first
+            silent = None
+            proxy.restore()
+            answered.append((await engine.complete(CompleteArgs(prompt="three"))).request_id)
+            acc = account(engine.ledger, journal)
+            assert acc.journaled == {} and not journal.exists()
+            check_billed(acc, answered, upstream_calls(fake))
+            print(f"\nPostgreSQL silent at reconnection: the answer came back in {result['took']:.2f} s (deadline "
+                  f"{deadline_s} s, connect_timeout 10 s), journaled; a reservation gave up after {waited:.2f} s "
+                  f"(0.3 s allowed); {len(answered)} answered, {len(acc.rows)} rows, billed "
+                  f"{upstream_calls(fake) * BILLED_NUSD} n$, recorded {acc.recorded_nusd()} n$")
+        finally:
+            if silent is not None:
+                silent.close()
+            await engine.aclose()
+            proxy.close()

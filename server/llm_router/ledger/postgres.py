@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 import uuid
 import zlib
@@ -165,6 +166,9 @@ class PostgresLedger(LedgerBase):
         self.url = url
         self._connect_timeout_s = connect_timeout_s
         self._conn: psycopg.Connection[Any] | None = None
+        self._connecting: _Connecting | None = None
+        """A connection being made on a thread of its own, which a step with a deadline stopped
+        waiting for: the next step waits for it rather than start another."""
         with self._lock:
             try:
                 conn = self._connection()
@@ -196,19 +200,57 @@ class PostgresLedger(LedgerBase):
         return redact_url(self.url)
 
     def _connection(self) -> psycopg.Connection[Any]:
+        """The open connection, or a new one (the caller holds ``_lock``).
+
+        Regression: a reconnection during a call waited the whole ``connect_timeout`` (10 s) for
+        a database that accepted the connection and never answered, far past the call's deadline,
+        holding the call's answer (and this server's connection) meanwhile. Now a step with a
+        deadline (``run_within``, upkeep) waits for a new connection no longer than it has left;
+        past that it fails (a paid call's row then goes to the journal, as for a busy ledger),
+        while the attempt goes on in the background for the next step to pick up."""
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            conn.close()
+            self._conn = None
+        until = getattr(self._wait, "until", None)
+        attempt = self._connecting
+        if attempt is not None and attempt.failed:  # an old failure says nothing of now: try afresh
+            attempt = self._connecting = None
+        inherited = attempt is not None
+        if attempt is None:
+            if until is None:  # no deadline: connect here, bounded by connect_timeout alone
+                self._conn = self._connect()
+                return self._conn
+            attempt = self._connecting = _Connecting(self._connect)
+        left = None if until is None else max(until - time.monotonic(), 0.0)
+        if not attempt.done.wait(left):
+            import psycopg
+
+            raise psycopg.errors.ConnectionTimeout(
+                f"no connection within the {left:.1f} s this step could wait (a new connection is still being "
+                f"tried, for up to {self._connect_timeout_s:g} s)"
+            )
+        self._connecting = None
+        if inherited and attempt.failed:  # begun before this step, and failed while it waited: its own try
+            return self._connection()
+        self._conn = attempt.result()
+        return self._conn
+
+    def _connect(self) -> psycopg.Connection[Any]:
         import psycopg
 
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=max(int(self._connect_timeout_s), 1),
-                application_name="llm-router",
-            )
-        return self._conn
+        return psycopg.connect(
+            self.url, autocommit=True, connect_timeout=max(int(self._connect_timeout_s), 1),
+            application_name="llm-router",
+        )
 
     def _close(self) -> None:
         with self._lock:
+            if self._connecting is not None:
+                self._connecting.abandon()
+                self._connecting = None
             if self._conn is not None:
                 self._conn.close()
 
@@ -684,6 +726,50 @@ class PostgresLedger(LedgerBase):
                 return list(cur.fetchall())
 
         return self._call(read)
+
+
+class _Connecting:
+    """One connection attempt on a thread of its own, so that a step can stop waiting for it (a
+    database that accepts connections and never answers holds ``connect`` for its whole
+    timeout). Its outcome waits for whoever comes next; abandoned, it closes what it made."""
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self.done = threading.Event()
+        self._mutex = threading.Lock()
+        self._conn: Any = None
+        self._error: BaseException | None = None
+        self._abandoned = False
+        threading.Thread(target=self._run, args=(connect,), name="ledger-connect", daemon=True).start()
+
+    def _run(self, connect: Callable[[], Any]) -> None:
+        try:
+            conn, error = connect(), None
+        except BaseException as e:  # handed to the step that picks it up
+            conn, error = None, e
+        with self._mutex:
+            self._conn, self._error = conn, error
+            abandoned = self._abandoned
+            self.done.set()
+        if abandoned and conn is not None:
+            conn.close()
+
+    @property
+    def failed(self) -> bool:
+        return self.done.is_set() and self._error is not None
+
+    def result(self) -> Any:
+        """The connection made (once ``done``), or the error that stopped it."""
+        if self._error is not None:
+            raise self._error
+        return self._conn
+
+    def abandon(self) -> None:
+        """No one will take the outcome (the ledger closes): close what was or will be made."""
+        with self._mutex:
+            self._abandoned = True
+            conn = self._conn if self.done.is_set() else None
+        if conn is not None:
+            conn.close()
 
 
 def _default_journal(url: str, schema: str) -> Path:
