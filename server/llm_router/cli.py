@@ -238,24 +238,38 @@ def _check_http_tokens(say: Any) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    import functools
+
     import anyio
 
+    from .budget import Budget
+    from .catalog import Catalog
     from .config import ledger_path
-    from .engine import Engine
     from .ledger import ledger_url, open_ledger
+    from .reports import cost_report
 
     settings = _settings(args)
     if ledger_url(settings) is None and not ledger_path(settings).exists():
         return _report_without_ledger(args, settings, ledger_path(settings))
 
-    async def run() -> Any:
-        engine = Engine(settings, providers={}, ledger=open_ledger(settings, upkeep=False))
-        try:
-            return await engine.cost_report(period=args.period, group_by=args.group_by, since=args.since, until=args.until)
-        finally:
-            await engine.aclose()
-
-    report = anyio.run(run)
+    # Read only: no engine, whose start-up writes (its time zone check, a reclaim) waited for the
+    # write lock (30 s, then failed "ledger busy") just when calls wait in the journal, which is
+    # when a report must say so. A server re-files the days when the time zone changed.
+    ledger = open_ledger(settings, upkeep=False)
+    try:
+        budget = Budget(settings.budget, ledger)
+        ref = settings.routing.reference_model
+        reference = Catalog(settings).entries.get(ref) if ref else None
+        report = anyio.run(functools.partial(
+            cost_report, ledger, budget, reference, period=args.period, group_by=args.group_by, since=args.since,
+            until=args.until, where={},
+        ))
+        filed_in = ledger.meta("timezone")
+    finally:
+        ledger.close()
+    if filed_in is not None and filed_in != budget.clock.tz_name:
+        report.notes.append(f"the ledger's days are those of the time zone {filed_in}, not {budget.clock.tz_name} "
+                            "as configured: the server re-files them when it next starts")
     p = report.period
     group = args.group_by
     empty = EMPTY_GROUP.get(group, "(none)")
@@ -272,6 +286,8 @@ def _report(args: argparse.Namespace) -> int:
     if t.get("estimated_requests"):
         print(f"of which ${t['estimated_cost_usd']} over {plural(t['estimated_requests'], 'call')} is estimated "
               "(the provider reported no usage)")
+    for note in report.notes:  # calls waiting in the journal, say
+        print(f"note: {note}")
     print(f"month-end projection: ${report.projection['month_end_usd']} ({report.projection['method']})")
     for b in report.budgets:
         if "spent_usd" in b:

@@ -783,6 +783,24 @@ class Engine:
         states = await self.ledger.run(self.budget.all_states)
         return [s.to_dict() for s in states]
 
+    async def journaled(self, *, tag: str | None = None, day: str | None = None, entries: bool = False) -> dict[str, Any]:
+        """What waits in the ledger's journal, for a resource: ``{"requests", "cost_usd", "note"}``
+        (``note`` None when nothing waits), with each row's plain facts under ``entries`` when
+        asked. Only ``tag``'s rows when one is given (a member's view: never another tag's count or
+        cost), only ``day``'s when one is. Free when nothing waits (see ``reports.journaled``)."""
+        from .reports import journaled
+
+        waiting = await journaled(self.ledger, where={"tag": tag} if tag is not None else None, first_day=day, last_day=day)
+        out: dict[str, Any] = {**waiting.totals(), "note": waiting.note}
+        if entries:
+            out["entries"] = [
+                {"id": r.id, "ts": r.ts, "day": r.day, "tag": r.tag, "task_type": r.task_type, "provider": r.provider,
+                 "model": r.model, "status": r.status, "error_code": r.error_code, "cost_usd": usd_str(r.cost_nusd),
+                 "cost_estimated": bool(r.cost_estimated)}
+                for r in reversed(waiting.rows)  # newest first, as the ledger's entries
+            ]
+        return out
+
     async def limit_in_force(self, scope: str, period: str) -> int | None:
         """The limit on ``scope``'s ``period`` now, in nano-dollars (None: there is none), read from
         the ledger itself rather than any cache: a member's change is checked against it."""

@@ -262,6 +262,14 @@ def _access(ctx: ServerRequestContext[Any, Any]) -> Access:
     return Access(scopes[0] if scopes and scopes[0] in ROLES else "member", user.access_token.client_id)  # type: ignore[arg-type]
 
 
+def _with_journal(data: dict[str, Any], waiting: dict[str, Any]) -> dict[str, Any]:
+    """A ledger or budgets resource with what waits in the journal (already only the caller's own
+    tag's for a member): ``journaled`` (requests, cost, and for the ledger the waiting entries) and,
+    while any wait, a note saying they are held against every limit but not yet in the figures."""
+    note = waiting.pop("note", None)
+    return {**data, "journaled": waiting, "notes": [note] if note else []}
+
+
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
 
@@ -525,9 +533,11 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
             text = _json({"providers": engine.providers_status()})
         elif uri == LEDGER_URI:
             rows = await engine.ledger_rows(limit=50, tag=rows_tag(access))
-            text = _json({"entries": rows_view(access, rows)})
+            text = _json(_with_journal({"entries": rows_view(access, rows)},
+                                       await engine.journaled(tag=rows_tag(access), entries=True)))
         elif uri == BUDGETS_URI:
-            text = _json({"budgets": limits_view(access, await engine.budgets())})
+            text = _json(_with_journal({"budgets": limits_view(access, await engine.budgets())},
+                                       await engine.journaled(tag=rows_tag(access))))
         elif uri.startswith(LEDGER_URI + "/"):
             day = uri[len(LEDGER_URI) + 1:]
             try:
@@ -536,7 +546,8 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
                 rows = await engine.ledger_rows(day=day, limit=10_000, tag=rows_tag(access))
             except InvalidInput as e:
                 raise MCPError(INVALID_PARAMS, redact(str(e)), data={"uri": redact(uri[:200])}) from None
-            text = _json({"date": day, "entries": rows_view(access, rows)})
+            text = _json(_with_journal({"date": day, "entries": rows_view(access, rows)},
+                                       await engine.journaled(tag=rows_tag(access), day=day, entries=True)))
         else:
             raise MCPError(RESOURCE_NOT_FOUND, f"no such resource: {uri[:200]!r}; this server has {_RESOURCE_NAMES}",
                            data={"uri": uri[:200]})

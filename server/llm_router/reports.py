@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from .budget import Budget
 from .calls import ReportResult
 from .catalog import ModelEntry
-from .ledger import GROUPINGS, LedgerBase
+from .ledger import GROUPINGS, LedgerBase, RequestRow
+from .ledger.base import journaled_note
 from .types import InvalidInput, usd_str
 
-__all__ = ["cost_report", "period_days"]
+__all__ = ["Journaled", "cost_report", "journaled", "period_days"]
 
 
 def period_days(today: date, period: str | None, since: str | None, until: str | None) -> tuple[str, str, str]:
@@ -47,6 +52,42 @@ def period_days(today: date, period: str | None, since: str | None, until: str |
     return first.isoformat(), last.isoformat(), p
 
 
+@dataclass(frozen=True, slots=True)
+class Journaled:
+    """Rows waiting in the ledger's journal that a report or resource covers: not yet in the
+    ledger's figures, but held against every limit until they are written."""
+
+    rows: list[RequestRow]
+    note: str | None
+
+    @property
+    def cost_nusd(self) -> int:
+        return sum(r.cost_nusd for r in self.rows)
+
+    def totals(self) -> dict[str, Any]:
+        return {"requests": len(self.rows), "cost_usd": usd_str(self.cost_nusd)}
+
+
+_NONE_WAITING = Journaled([], None)
+
+
+async def journaled(
+    ledger: LedgerBase, *, where: dict[str, str] | None = None, first_day: str | None = None, last_day: str | None = None,
+) -> Journaled:
+    """The journal's waiting rows that ``where`` (a member's view: its own tag) and the days select.
+
+    Regression: a call whose row waited in the journal showed in no report, resource or command
+    but as a hold; now each says it plainly. Free when nothing waits (one ``os.access``, no read);
+    else the file is read off the event loop, never on the ledger's connection."""
+    journal = ledger.journal
+    if not journal.pending():
+        return _NONE_WAITING
+    rows = await anyio.to_thread.run_sync(lambda: journal.rows(where=where, first_day=first_day, last_day=last_day))
+    if not rows:
+        return _NONE_WAITING
+    return Journaled(rows, journaled_note(len(rows), sum(r.cost_nusd for r in rows), journal.path))
+
+
 async def cost_report(
     ledger: LedgerBase, budget: Budget, reference: ModelEntry | None, *, period: str | None, group_by: str,
     since: str | None, until: str | None, where: dict[str, str],
@@ -59,6 +100,8 @@ async def cost_report(
     def read() -> tuple[list[dict[str, Any]], tuple[int, int]]:  # one trip to the ledger for both
         return ledger.report(first, last, group_by, where=where), ledger.estimated(first, last, where=where)
 
+    # The journal first: a replay between the two reads then counts a row twice, never not at all.
+    waiting = await journaled(ledger, where=where, first_day=first, last_day=last)
     rows, (estimated_calls, estimated_nusd) = await ledger.run(read)
     states = await ledger.run(budget.all_states)
     total = {k: sum(r[k] for r in rows) for k in ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "reference_cost_nusd")}
@@ -90,6 +133,10 @@ async def cost_report(
             # Calls whose provider reported no usage: their tokens and cost were estimated.
             "estimated_requests": estimated_calls,
             "estimated_cost_usd": usd_str(estimated_nusd),
+            # Calls whose rows wait in the journal (the ledger could not take them yet): not in
+            # the figures above, but held against every limit until they are written.
+            "journaled_requests": len(waiting.rows),
+            "journaled_cost_usd": usd_str(waiting.cost_nusd),
         },
         rows=[
             {
@@ -110,4 +157,5 @@ async def cost_report(
             "method": f"month-to-date spend × {days_in_month} / {today.day} days",
         },
         savings=savings,
+        notes=[waiting.note] if waiting.note else [],
     )

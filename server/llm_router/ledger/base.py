@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 
-from ..types import LedgerBusy, RouterError, SpendNotRecorded, usd_str
+from ..types import LedgerBusy, RouterError, SpendNotRecorded, plural, usd_str
 
 if TYPE_CHECKING:
     from .journal import Journal
@@ -54,6 +54,7 @@ __all__ = [
     "Refusal",
     "RequestRow",
     "SpareRequest",
+    "journaled_note",
 ]
 
 P = ParamSpec("P")
@@ -538,24 +539,21 @@ class LedgerBase(ABC):
             request_id=row.id, cost_nusd=row.cost_nusd,
         )
 
-    def journaled(self) -> tuple[int, int]:
+    def journaled(
+        self, *, where: dict[str, str] | None = None, first_day: str | None = None, last_day: str | None = None,
+    ) -> tuple[int, int]:
         """(calls, nano-dollars) whose rows wait in the journal, not yet in the ledger's figures
-        (their holds are: they count against every limit as reserved)."""
-        return self.journal.summary()
+        (their holds are: they count against every limit as reserved); only those ``where`` and the
+        days select (``Journal.rows``). When nothing waits this costs one ``os.access``, no read."""
+        return self.journal.summary(where=where, first_day=first_day, last_day=last_day)
 
-    def journal_note(self) -> str | None:
+    def journal_note(
+        self, *, where: dict[str, str] | None = None, first_day: str | None = None, last_day: str | None = None,
+    ) -> str | None:
         """What a report should say while rows wait in the journal (None when none do): they are
         not in its figures yet."""
-        calls, nusd = self.journaled()
-        if not calls:
-            return None
-        from ..types import plural
-
-        what = "1 call costing" if calls == 1 else f"{plural(calls, 'call')} costing in all"
-        return (f"{what} ${usd_str(nusd)} {'waits' if calls == 1 else 'wait'} in the ledger's journal "
-                f"({self.journal.path}), not yet in these figures: the ledger could not take "
-                f"{'its row' if calls == 1 else 'their rows'}. The spend is held against every limit meanwhile, and "
-                "written to the ledger as soon as it can take it")
+        calls, nusd = self.journaled(where=where, first_day=first_day, last_day=last_day)
+        return journaled_note(calls, nusd, self.journal.path)
 
     def replay_journal(self) -> None:
         """Write what waits in the journal now, if the ledger can take it (a write transaction
@@ -807,6 +805,19 @@ class LedgerBase(ABC):
                 log.warning("ledger upkeep: %s; will try again", e)
             except Exception:
                 log.warning("ledger upkeep failed; will try again", exc_info=True)
+
+
+def journaled_note(calls: int, nusd: int, path: object) -> str | None:
+    """The note of a report, resource or command while ``calls`` rows costing ``nusd`` wait in the
+    journal at ``path`` (None when none do)."""
+    if not calls:
+        return None
+    one = calls == 1
+    return (f"{plural(calls, 'call')} costing ${usd_str(nusd)}{'' if one else ' in all'} "
+            f"{'is' if one else 'are'} waiting in the ledger's journal ({path}): the ledger could not take "
+            f"{'its row' if one else 'their rows'} yet, so {'it is' if one else 'they are'} not in these figures; "
+            f"{'it is' if one else 'they are'} counted against every limit (as held) and will be written to the "
+            "ledger at its next write")
 
 
 def _why(error: BaseException) -> str:

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -366,10 +366,33 @@ class Journal:
         with self._mutex:
             return entries + list(self._backlog)
 
-    def summary(self) -> tuple[int, int]:
-        """(rows waiting, their cost in nano-dollars)."""
-        rows = [e for e in self.waiting() if e.row is not None]
-        return len(rows), sum(e.cost_nusd for e in rows)
+    def rows(
+        self, *, where: Mapping[str, str] | None = None, first_day: str | None = None, last_day: str | None = None,
+    ) -> list[RequestRow]:
+        """The rows waiting (each once, oldest first), only those whose columns equal ``where``'s
+        values (provider, model, task_type, tag, day: a missing provider or model counts as "", as
+        in the rollups) and whose day is in [``first_day``, ``last_day``]: what a report or a
+        member's view may count. No file is read when nothing is pending."""
+        seen: set[str] = set()
+        out: list[RequestRow] = []
+        for e in self.waiting():
+            row = e.row
+            if row is None or row.id in seen:
+                continue  # an entry appended twice (a backlog moved while a replay took it) counts once
+            seen.add(row.id)
+            if (first_day is not None and row.day < first_day) or (last_day is not None and row.day > last_day):
+                continue
+            if where and any((getattr(row, column, None) or "") != value for column, value in where.items()):
+                continue
+            out.append(row)
+        return out
+
+    def summary(
+        self, *, where: Mapping[str, str] | None = None, first_day: str | None = None, last_day: str | None = None,
+    ) -> tuple[int, int]:
+        """(rows waiting, their cost in nano-dollars), filtered as ``rows`` filters them."""
+        rows = self.rows(where=where, first_day=first_day, last_day=last_day)
+        return len(rows), sum(r.cost_nusd for r in rows)
 
 
 def _lock(fd: int, deadline: float) -> bool:
