@@ -49,9 +49,9 @@ from .base import (
     upsert_day_totals,
     upsert_estimated,
 )
-from ..types import LedgerBusy
+from ..types import LedgerBusy, usd_str
 from .journal import Entry, Journal, Taken
-from .schema import WRITER_SCHEMA_KEY, migrate_connection
+from .schema import LEDGER_ID_KEY, WRITER_SCHEMA_KEY, migrate_connection
 
 __all__ = ["GROUPINGS", "Ledger", "LimitCheck", "Refusal", "RequestRow"]
 
@@ -68,8 +68,12 @@ _REFILE_ESTIMATED = estimated_from_rows()
 # read along with statements a reservation runs anyway (the sums, the next lapse), never alone on
 # the way of a call.
 _LIMITS_VERSION = "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'limits_version'), 0)"
-_READ_LIMITS_VERSION = f"SELECT {_LIMITS_VERSION}"
-_LAPSES_AND_LIMITS = f"SELECT (SELECT min(expires_at) FROM reservations), {_LIMITS_VERSION}"
+# Read along with it (two look-ups by key): the writer schema, which a newer build may raise while
+# this server runs, and the ledger's id, which changes when another ledger is copied over the file
+# in place (same device and inode). See ``Ledger._saw_meta``.
+_WHICH_LEDGER = "(SELECT value FROM meta WHERE key = 'writer_schema'), (SELECT value FROM meta WHERE key = 'ledger_id')"
+_READ_LIMITS_VERSION = f"SELECT {_LIMITS_VERSION}, {_WHICH_LEDGER}"
+_LAPSES_AND_LIMITS = f"SELECT (SELECT min(expires_at) FROM reservations), {_LIMITS_VERSION}, {_WHICH_LEDGER}"
 _READ_OVERRIDES = f"SELECT NULL, NULL, {_LIMITS_VERSION} UNION ALL SELECT scope, period, limit_nusd FROM budgets"
 _RAISE_LIMITS_VERSION = (
     "INSERT INTO meta (key, value) VALUES ('limits_version', '1') ON CONFLICT (key) DO UPDATE"
@@ -77,7 +81,8 @@ _RAISE_LIMITS_VERSION = (
 )
 # One statement per scope kind, so each is prepared once and reused. Spend comes from the day
 # totals (a few rows a day). Holds past their expiry are not counted: their process stopped
-# renewing them, and the next write transaction reclaims them. The third column is the limits version.
+# renewing them, and the next write transaction reclaims them. The third column is the limits version,
+# the last two the writer schema and the ledger's id.
 _USAGE_SQL: dict[ScopeKind, str] = {
     "global": "SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE dim = 'day' AND key BETWEEN ?1 AND ?2),"
     " (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE day BETWEEN ?1 AND ?2 AND expires_at >= ?3)",
@@ -90,7 +95,7 @@ _USAGE_SQL: dict[ScopeKind, str] = {
     " (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE tag = ?4 AND day BETWEEN ?1 AND ?2"
     " AND expires_at >= ?3)",
 }
-_USAGE_SQL = {kind: f"{sql}, {_LIMITS_VERSION}" for kind, sql in _USAGE_SQL.items()}
+_USAGE_SQL = {kind: f"{sql}, {_LIMITS_VERSION}, {_WHICH_LEDGER}" for kind, sql in _USAGE_SQL.items()}
 _RESERVATION_COLUMNS = "id, request_id, pid, host, amount_nusd, day, provider, tag"
 _REFILE_ROLLUPS = """
 INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, input_tokens, output_tokens,
@@ -157,15 +162,21 @@ class Ledger(LedgerBase):
         self._identity: tuple[int, int] | None = None
         """(device, inode) of the file at open (None in memory): see ``_check_file``."""
         self._gone: LedgerUnavailable | None = None
-        """Set once the file at ``path`` is found not to be the one open: every write refuses."""
+        """Set once the file at ``path`` is found not to be the one open, or its writer schema newer
+        than this build's: every write refuses."""
         self._stat_path = os.path.abspath(path)
+        self._writer_schema: str | None = None
+        self._ledger_id: str | None = None
+        """The writer schema and id (``schema.name_the_ledger``) of the ledger opened: see ``_saw_meta``."""
         try:
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             _use_wal(self._conn, busy_timeout_s)
             self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
             self._conn.execute("PRAGMA foreign_keys=ON")
             self.migrations_applied = migrate_connection(self._conn)
-            check_writer_schema(self._meta(self._conn, WRITER_SCHEMA_KEY), str(self.path))
+            self._writer_schema = self._meta(self._conn, WRITER_SCHEMA_KEY)
+            check_writer_schema(self._writer_schema, str(self.path))
+            self._ledger_id = self._meta(self._conn, LEDGER_ID_KEY)
             if str(path) != ":memory:":
                 st = os.stat(self._stat_path)
                 self._identity = (st.st_dev, st.st_ino)
@@ -265,7 +276,14 @@ class Ledger(LedgerBase):
             message += f"; if it lasts, look for a process that keeps the file in a transaction (fuser {self.path})"
         return LedgerBusy(message, retry_after=5.0 if stopped else 1.0, waited_s=waited_s, holder_pid=pid, stuck_s=stuck)
 
-    def _storage_error(self, error: sqlite3.OperationalError) -> LedgerStorageError:
+    def _storage_error(self, error: sqlite3.OperationalError) -> LedgerStorageError | LedgerUnavailable:
+        """What a statement's failure means. Regression: with the file moved away and a new server
+        started at its path, this connection shared the new file's ``-wal`` and ``-shm`` by name and
+        its statements failed ("no such table: reservations"), which was then called a full disk.
+        So the file's identity is asked first (only ever on a failure)."""
+        gone = self._file_gone()
+        if gone is not None:
+            return gone
         return LedgerStorageError(
             f"the ledger {self.path} cannot be written: {error} (a full disk, a file size limit, or a failing "
             f"disk). Nothing was reserved or spent by this step; free some space where it lives (df {self.path.parent}) "
@@ -363,13 +381,27 @@ class Ledger(LedgerBase):
             if (st.st_dev, st.st_ino) == self._identity:
                 return None
             what = "was replaced by another file"
-        self._gone = LedgerUnavailable(
+        return self._went(what)
+
+    def _went(self, what: str) -> LedgerUnavailable:
+        """Note that the file at ``path`` is not the one open (``what`` happened to it): from now
+        on every write refuses with the error returned."""
+        if self._gone is not None:
+            return self._gone
+        return self._write_no_more(LedgerUnavailable(
             f"the ledger file {self.path} {what} while this server had it open: its spend would go to a file "
             "no other server sees, so it makes no more calls. Restart the server so it opens the file now at "
             f"{self.path} (if the ledger was deleted or moved by mistake, put it back first: a server that finds "
             "no file there starts a new ledger at $0)"
-        )
-        # Its holds (and spare) are in the old file, which no one counts: there is nothing to release.
+        ))
+
+    def _write_no_more(self, error: LedgerUnavailable) -> LedgerUnavailable:
+        """From now on every write refuses with ``error`` (the first such error stays)."""
+        if self._gone is not None:
+            return self._gone
+        self._gone = error
+        # Its holds (and spare) are in a file no one counts, or one this server may no longer write
+        # to (the newer servers reclaim them once their lease lapses): there is nothing to release.
         self._own_holds.clear()
         self._spare = None
         self._usage_cache.clear()
@@ -400,8 +432,14 @@ class Ledger(LedgerBase):
             raise self._gone
         with self._lock:
             now = self._clock()
-            self._usage_cache.sync(self._conn, now, fresh_within=stale_ok_s)
-            return [self._usage(check, now) for check in checks]
+            try:
+                self._usage_cache.sync(self._conn, now, fresh_within=stale_ok_s)
+                return [self._usage(check, now) for check in checks]
+            except sqlite3.DatabaseError:
+                gone = self._file_gone()  # another file's tables seen through its -wal, say
+                if gone is not None:
+                    raise gone from None
+                raise
 
     def _usage(self, check: LimitCheck, now: float) -> tuple[int, int]:
         key = (check.scope_kind, check.scope_name, check.first_day, check.last_day)
@@ -411,8 +449,8 @@ class Ledger(LedgerBase):
             if check.scope_kind != "global":
                 params += (check.scope_name,)
             row = self._conn.execute(_USAGE_SQL[check.scope_kind], params).fetchone()
+            self._saw_meta(row[2], row[3], row[4])
             sums = self._usage_cache.sums[key] = [int(row[0]), int(row[1])]
-            self._saw_limits(row[2])
         return sums[0], sums[1]
 
     def _saw_limits(self, version: int) -> None:
@@ -421,13 +459,36 @@ class Ledger(LedgerBase):
         if version > self.limits_version_seen:
             self.limits_version_seen = version
 
+    def _saw_meta(self, limits_version: int, writer_schema: str | None, ledger_id: str | None) -> None:
+        """``_saw_limits``, once the writer schema and the ledger's id read with the limits version
+        (whenever another connection has written) are found to be those of the ledger opened.
+
+        Regression: a ledger copied over the file in place (``cp backup.db ledger.db``: same device
+        and inode) was not noticed, and a server started on it granted from $0 what the running one
+        had already spent; and a newer build raising the writer schema while this one ran went
+        unseen until restart.
+
+        Raises:
+            LedgerUnavailable: another ledger is at ``path`` (every call refuses from now on), or
+                its writers must keep a schema newer than this build knows."""
+        if ledger_id != self._ledger_id:
+            raise self._went("was replaced: another ledger was copied over it in place")
+        if writer_schema != self._writer_schema:
+            try:
+                check_writer_schema(writer_schema, str(self.path))
+            except LedgerUnavailable as e:
+                raise self._write_no_more(e) from None  # no more writes of this build's kind: the journal waits too
+            self._writer_schema = writer_schema
+        self._saw_limits(int(limits_version))
+
     def _limits_version(self, conn: sqlite3.Connection) -> int:
         """The limits version in the file, just after a ``sync``: as last read, unless another
         connection has written since (then read now: only when no sums were read to carry it)."""
         known = self._usage_cache.limits_version
         if known is None:
-            known = int(conn.execute(_READ_LIMITS_VERSION).fetchone()[0])
-            self._saw_limits(known)
+            version, writer_schema, ledger_id = conn.execute(_READ_LIMITS_VERSION).fetchone()
+            self._saw_meta(version, writer_schema, ledger_id)
+            known = int(version)
         return known
 
     def _read_overrides(self, conn: sqlite3.Connection) -> tuple[int, Overrides]:
@@ -494,10 +555,10 @@ class Ledger(LedgerBase):
                     # read with the next lapse, in the one statement this needs anyway.
                     if self._reclaim(c, now, dead_pids=False):
                         cache.clear()
-                    first, in_file = c.execute(_LAPSES_AND_LIMITS).fetchone()
+                    first, in_file, writer_schema, ledger_id = c.execute(_LAPSES_AND_LIMITS).fetchone()
+                    self._saw_meta(in_file, writer_schema, ledger_id)
                     self._next_lapse = math.inf if first is None else first
                     self._lapse_version = cache.version
-                    self._saw_limits(in_file)
                 if version is not None and cache.limits_version != version:
                     # set_budget changed the limits since this call's checks were built: build them
                     # again from the limits in the file, under this write lock (no set_budget can
@@ -685,13 +746,12 @@ class Ledger(LedgerBase):
                 if e is not self._gone:
                     raise
                 # An answer in flight when the file went: its row was rolled back, not left in the
-                # unlinked file. A paid one says which call and what it cost, for the operator to
-                # account for (a call refused before it cost anything needs no such note).
+                # unlinked file. A paid one says which call and what it cost (``settle`` puts its
+                # row in the journal, which the ledger next opened at the path writes).
                 message = str(e)
                 if row.cost_nusd:
-                    log.error("request %s (cost %d nano-dollars, status %s) was not recorded: %s",
-                              row.id, row.cost_nusd, row.status, e)
-                    message += f". This call (request {row.id}, cost {row.cost_nusd} nano-dollars) was not recorded"
+                    message += (f". This call's row (request {row.id}, cost ${usd_str(row.cost_nusd)}) was not "
+                                "written to the ledger")
                 lost = LedgerUnavailable(message)
                 lost.request_id = row.id
                 raise lost from None
@@ -1012,8 +1072,9 @@ class _UsageCache:
 class _Transaction:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error), holding the thread lock.
 
-    Just after ``BEGIN`` it replays the journal, if anything waits there (``Ledger._replay_in``);
-    the file's identity is checked just before ``COMMIT`` (when that raises, it rolls back). A
+    Just after ``BEGIN`` it checks the file's identity, then replays the journal, if anything waits
+    there (``Ledger._replay_in``); the identity is checked again just before ``COMMIT`` (when either
+    check raises, it rolls back). A
     ``BEGIN`` that finds the write lock held past the wait allowed raises ``LedgerBusy`` (inline,
     the plain busy error, for ``run`` to retry on the worker thread). Nothing in here awaits: a
     write transaction never spans anything but its own statements."""
@@ -1037,12 +1098,18 @@ class _Transaction:
             except sqlite3.OperationalError as e:
                 if getattr(e, "sqlite_errorcode", None) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                     raise led._storage_error(e) from e
+                gone = led._file_gone()
+                if gone is not None:  # the lock waited for may be another file's
+                    raise gone from None
                 if lock.inline:
                     raise
                 raise led._busy(time.monotonic() - t0) from None
             if led._unwritable_since is not None:
                 led._unwritable_since = None
             try:
+                # Before any statement: with the file moved or replaced, this connection may share
+                # another file's -wal and -shm by name (and read its pages as its own).
+                led._check_file()
                 self._taken = led._replay_in(self._conn)
             except BaseException:
                 self._conn.execute("ROLLBACK")
