@@ -2,8 +2,10 @@
 
 A key has leaked when any 8 consecutive characters of it appear in some output, as they are or
 once the quoting a reader would undo is undone: JSON string escapes (``\\u0067``, ``\\"``),
-percent-encoding, HTML character references, base64 (either alphabet, any alignment). The search
-is independent of ``llm_router.redaction``: it shares none of its code.
+percent-encoding, HTML character references, base64 (either alphabet, any alignment). Only the
+8 characters that lie wholly inside a vendor's public prefix (``sk-ant-api03-``: the same in
+every key of that vendor) are no leak. The search is independent of ``llm_router.redaction``: it
+shares none of its code.
 """
 
 from __future__ import annotations
@@ -76,8 +78,13 @@ def views(text: str) -> list[str]:
     return list(dict.fromkeys(seen))
 
 
+_VENDOR_PREFIX = re.compile(r"(?:sk|pk|rk)-(?:(?:ant|proj|svcacct|admin)-)?(?:(?:api|admin)\d\d-)?")
+
+
 def _pieces(key: str) -> set[str]:
-    return {key[i : i + PIECE] for i in range(len(key) - PIECE + 1)}
+    """Every 8 consecutive characters of ``key`` but those inside its vendor's public prefix."""
+    public = m.end() if (m := _VENDOR_PREFIX.match(key)) else 0
+    return {key[i : i + PIECE] for i in range(len(key) - PIECE + 1) if i + PIECE > public}
 
 
 def leaks(where: str, text: str, keys: Mapping[str, str]) -> list[str]:

@@ -4,11 +4,11 @@ at the end of a quote, and so does it for credentials written into a URL.
 
 What redaction must catch is what honest software makes of a key it quotes: a gateway that
 percent-encodes a URL, a JSON encoder that escapes every character (or only quotes and
-backslashes), a proxy that dumps its request headers in base64, an HTML error page. What it
-cannot catch is a key transformed on purpose (reversed, split across two fields, XORed): an
-upstream doing that already holds the key, and no text filter can undo every transformation;
-one matching any 8 characters of a key anywhere would mangle ordinary text and still miss
-pieces of 7 (see ``llm_router.redaction``).
+backslashes), a proxy that dumps its request headers in base64, an HTML error page, a 401 that
+stars out the key's tail or cuts it with an ellipsis (any 8 consecutive characters of a key are
+masked). What it cannot catch is a key transformed on purpose (reversed, split into pieces of 7,
+XORed): an upstream doing that already holds the key, and no text filter can undo every
+transformation (see ``llm_router.redaction``).
 
 The search (``tests/key_leaks``) undoes the same quotings independently and looks for any 8
 consecutive characters of a key.
@@ -275,3 +275,141 @@ async def test_a_credential_in_a_configured_header_or_a_base_url_is_redacted_lik
     stored = {**files_under(tmp_path), **sqlite_rows(tmp_path / "ledger.db")}
     found = all_leaks([*stored.items(), *outputs], {"header": header_secret, "password": password, **KEYS})
     assert not found, "\n".join(found)
+
+
+# -- a part of a key: starred out, cut mid-sentence, quoted; and keys in answers -------------------
+
+VENDOR_KEY = "sk-proj-" + KEYS["openai"][:40]
+"""A key with a public vendor prefix, as an upstream's 401 names it."""
+
+
+@pytest.mark.parametrize("quoting", list(QUOTINGS)[:11])  # the quotings of text (base64: whole or cut off at the end)
+@pytest.mark.parametrize("size", [8, 9, 13, 24, 37])
+def test_a_run_of_eight_or_more_characters_of_a_key_anywhere_in_a_quote_is_redacted_in_every_quoting(
+    quoting: str, size: int,
+) -> None:
+    """Any 8 consecutive characters of a key are the key: its start, its middle or its end, in
+    the middle of a sentence, quoted or not; its tail starred out or its head cut by an ellipsis."""
+    key = VENDOR_KEY
+    for at in range(len(key) - size + 1):
+        if at + size <= len("sk-proj-"):
+            continue  # the vendor's public prefix, the same in every key (see the next test)
+        part = QUOTINGS[quoting](key[at : at + size])
+        text = f"Incorrect API key provided: {part}****. You can find your API key at ..."
+        for out in (mask(text, [key]), clip(text, [key], 200), Redactor([key]).quote(text)):
+            assert not leaks("quote", out, {"key": key}), (at, out)
+            assert "[redacted]" in out and out.endswith("You can find your API key at ..."), out
+
+
+def test_seven_characters_of_a_key_and_its_public_vendor_prefix_are_left_in_a_quote() -> None:
+    """Fewer than 8 characters are not the key; nor is the prefix every key of a vendor starts with."""
+    key = VENDOR_KEY
+    for text in (f"keys look like sk-proj-... and {key[20:27]} is 7", "expected sk-proj- or sk-ant-api03-, 50% & more"):
+        assert mask(text, [key, SPECIAL_KEYS["anthropic"]]) == text
+        assert Redactor([key, SPECIAL_KEYS["anthropic"]])(text) == text
+    assert mask(f"a {key[:9]} b", [key]) == "a [redacted] b"  # the prefix and one character more
+
+
+@pytest.mark.parametrize("shown", [VENDOR_KEY[:-4] + "****", VENDOR_KEY[:24] + "... is not valid"],
+                         ids=["tail_starred_out", "cut_by_an_ellipsis"])
+async def test_a_401_quoting_the_key_starred_out_or_cut_mid_sentence_keeps_none_of_it_in_the_ledger_or_the_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shown: str,
+) -> None:
+    """37 and 24 characters of the key reached ``requests.error``, ``requests.attempts`` and the
+    tool result: only the whole key, or its start ending the text, was masked."""
+    from mcp import Client
+
+    from llm_router.mcp_server import create_server
+
+    from .fakes import FakeProvider
+
+    fake = FakeProvider("openai", models=[FAKE_MODELS["openai"]], api_key=VENDOR_KEY)
+    fake.start()
+    try:
+        fake.fault("status", status=401, message=f"Incorrect API key provided: {shown}. You can find your API key at ...")
+        settings = settings_for_fakes(tmp_path, {"openai": fake}, monkeypatch)
+        engine = Engine(settings)
+        try:
+            async with Client(create_server(engine, redact=Redactor.from_environment(settings))) as client:
+                r = await client.call_tool("complete", {"prompt": "hi", "model": f"openai:{FAKE_MODELS['openai']}"})
+        finally:
+            await engine.aclose()
+    finally:
+        fake.stop()
+    assert r.is_error
+    out = json.dumps([getattr(b, "text", "") for b in r.content]) + json.dumps(r.meta)
+    rows = sqlite_rows(tmp_path / "ledger.db")["requests"]
+    assert "Incorrect API key provided: [redacted]" in rows, rows
+    found = leaks("tool result", out, {"key": VENDOR_KEY}) + leaks("requests row", rows, {"key": VENDOR_KEY})
+    found += all_leaks(ledger_files(tmp_path).items(), {"key": VENDOR_KEY})
+    assert not found, "\n".join(found)
+
+
+ANSWER_FORMS: dict[str, Callable[[str], str]] = {
+    "as it is": lambda k: k,
+    "percent-encoded": _percent,
+    "JSON \\u00xx": QUOTINGS["JSON \\u00xx, every character"],
+    "HTML decimal references": QUOTINGS["HTML decimal references"],
+    "HTML hex references": QUOTINGS["HTML hex references"],
+    "its start cut by an ellipsis": lambda k: k[:24] + "... (truncated)",
+    "its start percent-encoded, cut by an ellipsis": lambda k: _percent(k[:16]) + "...",
+    "its middle as HTML references": lambda k: QUOTINGS["HTML decimal references"](k[20:32]),
+}
+
+
+@pytest.mark.parametrize("form", list(ANSWER_FORMS))
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "streamed_with_progress"])
+async def test_a_key_an_upstream_echoes_in_its_answer_encoded_or_cut_never_reaches_the_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str, stream: bool,
+) -> None:
+    """Answer text and progress messages passed only the plain net: an answer holding the key
+    percent-encoded or as HTML character references, or its start cut mid-text, reached the client."""
+    from mcp import Client
+
+    from llm_router.mcp_server import create_server
+
+    from .fakes import FakeProvider
+
+    answer = f"your header was: {ANSWER_FORMS[form](VENDOR_KEY)} ok"
+    assert leaks("unredacted", answer, {"key": VENDOR_KEY})
+    progress: list[str] = []
+
+    async def on_progress(_p: float, _t: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    fake = FakeProvider("openai", models=[FAKE_MODELS["openai"]], api_key=VENDOR_KEY, text=answer)
+    fake.start()
+    try:
+        settings = settings_for_fakes(tmp_path, {"openai": fake}, monkeypatch)
+        engine = Engine(settings)
+        try:
+            async with Client(create_server(engine, redact=Redactor.from_environment(settings))) as client:
+                r = await client.call_tool("complete", {"prompt": "hi", "model": f"openai:{FAKE_MODELS['openai']}"},
+                                           progress_callback=on_progress if stream else None)
+        finally:
+            await engine.aclose()
+    finally:
+        fake.stop()
+    assert not r.is_error, r.content
+    text = "".join(getattr(b, "text", "") for b in r.content)
+    assert text.startswith("your header was: [redacted]") and " ok" in text, text
+    assert r.structured_content is not None and r.structured_content["text"].startswith("your header was: [redacted]")
+    assert not stream or progress, "the streamed call reported no progress"
+    found = leaks("answer", text, {"key": VENDOR_KEY}) + leaks("structured", json.dumps(r.structured_content),
+                                                              {"key": VENDOR_KEY})
+    found += leaks("progress", "\n".join(progress), {"key": VENDOR_KEY})
+    assert not found, "\n".join(found)
+
+
+def test_the_net_finds_an_encoded_key_or_a_run_of_it_in_an_answer_and_leaves_ordinary_text_alone() -> None:
+    """The net's cheap check: only a text with ``%``, ``&``, a backslash or a key's start is read
+    further; the full reading keeps the text's URLs and its own escapes."""
+    redact = Redactor([VENDOR_KEY, *KEYS.values()])
+    for form, how in ANSWER_FORMS.items():
+        out = redact(f"echo: {how(VENDOR_KEY)} | 50% done &amp; \\u00e9 https://x.example/?api_key=YOUR_KEY")
+        assert out.startswith("echo: [redacted]"), (form, out)
+        assert out.endswith(" | 50% done &amp; \\u00e9 https://x.example/?api_key=YOUR_KEY"), (form, out)
+        assert not leaks(form, out, {"key": VENDOR_KEY}), out
+    ordinary = "sk-proj- keys (and sk-ant-api03- ones) go in the header; 100% of \\\\path &lt;b&gt; %41%42"
+    assert redact(ordinary) == ordinary
+    assert redact.scrub({"text": ordinary}) == {"text": ordinary}

@@ -3,28 +3,39 @@
 ``mask`` and ``clip`` are the one boundary every string from upstream crosses before it is
 kept: adapters pass the credentials their own requests carry (``credentials``: the key, a
 credential header's value, a ``base_url`` password), the engine passes every one it knows before
-it stores an attempt's or a row's error. A quote is redacted first and cut after, and the start of
-a key that ends the text is masked too: text that is itself only the head of a body (read up to a
+it stores an attempt's or a row's error. A quote is redacted first and cut after. Any run of 8 or
+more consecutive characters of a key is masked wherever it stands (``RUN_CHARS``): an upstream
+that quotes a key with its tail starred out (``sk-...6kL0****``) or cut with an ellipsis
+mid-sentence still shows the key. Runs that lie wholly inside a key's public vendor prefix
+(``sk-ant-api03-``, ``sk-proj-``: lowercase words each ending in ``-``) do not count: every key of
+that vendor starts so, and prose naming it is not a leak. The start of a key (4 characters or
+more) that ends the text is masked too: text that is itself only the head of a body (read up to a
 cap) may cut a key in two, and what is left of it is still the key.
 
 A key is found as it is and as plain quoting writes it: JSON string escapes (``\\u0067``,
 ``\\"``, ``\\/``) and Python's ``\\'``, percent-encoding (``%67``, either case), HTML character
 references (``&#103;``, ``&#x67;``, ``&amp;``...), any mix of those and plain characters, and base64
 of a text that holds it (a header line ``authorization: Bearer KEY`` dumped by a proxy, in any
-alignment, standard or URL-safe alphabet); whole, or cut off at the end of the text. ``mask`` (for
-errors) also removes the credentials of any URL it quotes (``?key=``, ``&access_token=``...,
+alignment, standard or URL-safe alphabet); whole, or cut off at the end of the text (the runs of
+8 above are found as it is and in every quoted form; in base64 the key is found whole or cut off
+at the end). ``mask`` (for errors) also removes the credentials of any URL it quotes (``?key=``, ``&access_token=``...,
 ``user:password@``), known or not: httpx errors and upstream messages can name a request's URL.
 
-Not caught, by design: a key reversed, split into pieces, or otherwise transformed on purpose.
-An upstream that does that already holds the key; no text filter can undo every transformation,
-and one that tried (matching any 8 characters of a key anywhere) would mangle ordinary text and
-still miss pieces of 7. What is caught is what honest software (proxies, gateways, JSON encoders,
-URL builders) makes of a key it quotes.
+Not caught, by design: a key reversed, split into pieces shorter than 8, or otherwise
+transformed on purpose. An upstream that does that already holds the key; no text filter can undo
+every transformation. What is caught is what honest software (proxies, gateways, JSON encoders,
+URL builders, error messages that star out or cut a key) makes of a key it quotes. Runs of 8 of a
+random key do not occur in ordinary text by chance (62^8 choices each).
 
 ``Redactor`` is the net behind them, applied where text leaves the server: tool results and
 errors, resources, log messages to the client, stderr logging and ``check``'s output. It knows
 every key a configured provider names, the values of configured headers that look like
-credentials, and credentials written into a provider's ``base_url``.
+credentials, and credentials written into a provider's ``base_url``. On answers and progress
+messages it stays cheap: a text with no ``%``, ``&`` or ``\\`` and none of a key's 4-character
+starts is returned as it is after a few substring checks; any other is searched for a key as it
+is, quoted, or a run of 8 of it (not base64, and its URLs are kept: an answer's
+``?api_key=YOUR_KEY`` is its own). A run of 8 that holds neither a key's start nor an escape
+character passes the net: finding it would cost a pass over every answer.
 """
 
 from __future__ import annotations
@@ -48,6 +59,13 @@ MIN_SECRET_CHARS = 8
 """Shorter values are not treated as secrets: scrubbing them would mangle ordinary text."""
 CUT_START_CHARS = 4
 """A key's start this long or longer ending a text is taken for the key cut in two."""
+RUN_CHARS = 8
+"""This many consecutive characters of a key, anywhere in a text, are masked as the key."""
+_GRAM = 4
+"""Every run of ``RUN_CHARS`` holds a whole ``_GRAM``-character slice of the text at a multiple of
+``_GRAM`` (``RUN_CHARS >= 2 * _GRAM``): the slices at those positions, all a text needs looked up."""
+_PUBLIC_PREFIX = re.compile(r"[a-z]{2,4}-(?:[a-z]{2,8}[0-9]{0,2}-){0,2}")
+"""A vendor's public key prefix (``sk-``, ``sk-proj-``, ``sk-ant-api03-``): the same in every key."""
 KEY_VARIABLES = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
 
 
@@ -58,11 +76,39 @@ def mask(text: str, secrets: Iterable[str | None]) -> str:
     return _mask_urls(_mask_secrets(text, [s for s in secrets if s and len(s) >= CUT_START_CHARS]))
 
 
-def _mask_secrets(text: str, secrets: Sequence[str]) -> str:
+def _mask_secrets(text: str, secrets: Sequence[str], base64_forms: bool = True) -> str:
     """Every secret masked in one pass over spans of the original text, found as it is and in
     each reading of the text with escapes undone: a key that holds what looks like an escape
     (``%20``, ``\\"``) is found as it is, one quoted partly (JSON escapes only its quotes) in a
-    reading, and a key inside another is masked with it whole. Base64 forms after."""
+    reading, and a key inside another is masked with it whole. Base64 forms after.
+
+    When no secret holds what may look like an escape, the one reading of a text with escapes
+    holds every run of a secret the text holds as it is: the runs are looked for there only."""
+    key = tuple(secrets)
+    spans = _plain_spans(text, key, runs=False)
+    covered = False
+    if key and ("\\" in text or "%" in text or "&" in text):
+        escape_like = _escape_like(key)
+        for pattern in _readings(text, escape_like):
+            found = _quoted_spans(text, key, pattern)
+            if found is not None:
+                spans += found
+                covered = not escape_like
+    if not covered:
+        spans += _run_spans(text, key)
+    if spans:
+        text = _masked(text, spans)
+    if base64_forms:
+        for secret in key:
+            for start, form in _base64_forms(secret):
+                if start in text:
+                    text = _mask_base64(text, form)
+    return text
+
+
+def _plain_spans(text: str, secrets: tuple[str, ...], runs: bool = True) -> list[tuple[int, int]]:
+    """Where ``text`` holds a secret as it is: whole, its start ending the text, or (``runs``) a
+    run of ``RUN_CHARS`` of it."""
     spans: list[tuple[int, int]] = []
     for secret in secrets:
         at = text.find(secret)
@@ -72,16 +118,66 @@ def _mask_secrets(text: str, secrets: Sequence[str]) -> str:
         at = _cut_start_at(text, secret)
         if at != -1:
             spans.append((at, len(text)))
-    if secrets and ("\\" in text or "%" in text or "&" in text):
-        for pattern in _readings(text):
-            spans += _quoted_spans(text, secrets, pattern)
-    if spans:
-        text = _masked(text, spans)
+    return spans + _run_spans(text, secrets) if runs else spans
+
+
+def _public_length(secret: str) -> int:
+    """How many leading characters of ``secret`` are its vendor's public prefix (0 if none, or if
+    too little would be left of it to be a key)."""
+    m = _PUBLIC_PREFIX.match(secret)
+    return m.end() if m and len(secret) - m.end() >= 2 * RUN_CHARS else 0
+
+
+@functools.lru_cache(maxsize=64)
+def _run_index(secrets: tuple[str, ...]) -> tuple[frozenset[tuple[str, ...]], dict[str, list[tuple[str, int, int]]]]:
+    """Every ``_GRAM``-character slice of the secrets (as a tuple of characters, what ``zip``
+    makes of a text, and as a string), each with where it stands in which secret, and where that
+    secret's public prefix ends."""
+    index: dict[str, list[tuple[str, int, int]]] = {}
     for secret in secrets:
-        for start, form in _base64_forms(secret):
-            if start in text:
-                text = _mask_base64(text, form)
-    return text
+        if len(secret) >= RUN_CHARS:
+            public = _public_length(secret)
+            for q in range(len(secret) - _GRAM + 1):
+                index.setdefault(secret[q : q + _GRAM], []).append((secret, q, public))
+    return frozenset(tuple(g) for g in index), index
+
+
+def _run_spans(text: str, secrets: tuple[str, ...]) -> list[tuple[int, int]]:
+    """The stretches of ``text`` that are ``RUN_CHARS`` or more consecutive characters of a secret
+    (not all of them in its public prefix).
+
+    A text holding none costs one pass in C: its slices at multiples of ``_GRAM`` against every
+    slice of the secrets. A secret with a hit is looked for by its own slices at multiples of
+    ``_GRAM`` (every run of it holds one), each hit grown both ways along it; a run is grown once
+    (kept by its offset in the secret), however many of its slices the text holds."""
+    grams, index = _run_index(secrets)
+    if not grams or len(text) < RUN_CHARS:
+        return []
+    chars = iter(text)
+    if grams.isdisjoint(zip(*[chars] * _GRAM)):
+        return []
+    chars = iter(text)
+    hit = {secret: public for g in grams.intersection(zip(*[chars] * _GRAM)) for secret, _, public in index["".join(g)]}
+    spans: list[tuple[int, int]] = []
+    for secret, public in hit.items():
+        grown: dict[int, list[tuple[int, int]]] = {}
+        for q in range(0, len(secret) - _GRAM + 1, _GRAM):
+            piece = secret[q : q + _GRAM]
+            at = text.find(piece)
+            while at != -1:
+                done = grown.setdefault(at - q, [])
+                if not any(s <= at < e for s, e in done):
+                    left = 0
+                    while left < min(at, q) and text[at - left - 1] == secret[q - left - 1]:
+                        left += 1
+                    right = _GRAM
+                    while at + right < len(text) and q + right < len(secret) and text[at + right] == secret[q + right]:
+                        right += 1
+                    done.append((at - left, at + right))
+                    if left + right >= RUN_CHARS and q + right > public:
+                        spans.append((at - left, at + right))
+                at = text.find(piece, at + 1)
+    return spans
 
 
 def _masked(text: str, spans: list[tuple[int, int]]) -> str:
@@ -115,11 +211,6 @@ def _cut_start_at(text: str, secret: str) -> int:
     return -1
 
 
-def _mask_cut_start(text: str, secret: str) -> str:
-    at = _cut_start_at(text, secret)
-    return text if at == -1 else text[:at] + MASK
-
-
 # -- quoted forms: JSON and Python escapes, percent-encoding, HTML character references ----------
 
 _JSON_ESCAPES = r"\\u[0-9a-fA-F]{4}|\\[\"'\\/]"
@@ -132,12 +223,20 @@ _QUOTED_CUT = re.compile(r"(?:\\u[0-9a-fA-F]{0,3}|\\|%[0-9a-fA-F]?|&#?[xX]?[0-9a
 _ENTITIES = {"amp": "&", "quot": '"', "apos": "'", "lt": "<", "gt": ">"}
 
 
-def _readings(text: str) -> list[re.Pattern[str]]:
+def _readings(text: str, escape_like: bool) -> list[re.Pattern[str]]:
     """The escapes to undo to read ``text``: all of them at once (a key quoted twice over, JSON
-    around a URL), and each kind alone when several are present (a key holding what looks like
-    an escape of another kind)."""
+    around a URL), and, when a secret holds what may look like an escape (``escape_like``), each
+    kind alone where several are present (an escape of one kind that is part of the key)."""
     kinds = [pattern for trigger, pattern in _EACH_QUOTING if trigger in text]
-    return [_QUOTED, *kinds] if len(kinds) > 1 else kinds
+    if len(kinds) < 2:
+        return kinds
+    return [_QUOTED, *kinds] if escape_like else [_QUOTED]
+
+
+@functools.lru_cache(maxsize=64)
+def _escape_like(secrets: tuple[str, ...]) -> bool:
+    """Whether a secret holds ``%``, ``&`` or a backslash (real API keys never do)."""
+    return any(c in s for s in secrets for c in "%&\\")
 
 
 def _unquote_one(match: re.Match[str]) -> str:
@@ -154,9 +253,10 @@ def _unquote_one(match: re.Match[str]) -> str:
     return chr(n) if n <= 0x10FFFF else "\ufffd"
 
 
-def _quoted_spans(text: str, secrets: Sequence[str], escapes: re.Pattern[str]) -> list[tuple[int, int]]:
-    """The stretches of ``text`` that spell a secret once ``escapes`` are undone (escapes mixed
-    with plain characters too), a secret's start ending it included.
+def _quoted_spans(text: str, secrets: tuple[str, ...], escapes: re.Pattern[str]) -> list[tuple[int, int]] | None:
+    """The stretches of ``text`` that spell a secret, or a run of it, once ``escapes`` are undone
+    (escapes mixed with plain characters too), a secret's start ending it included; None when
+    ``text`` holds none of those escapes (nothing was read).
 
     The text is read with every escape undone (one character each); a secret found there is
     masked over the stretch of the original it was read from. The rare text where one is found
@@ -164,9 +264,10 @@ def _quoted_spans(text: str, secrets: Sequence[str], escapes: re.Pattern[str]) -
     cut = _QUOTED_CUT.search(text, max(0, len(text) - 10))
     body = text if cut is None else text[: cut.start()]
     if cut is None and escapes.search(body) is None:
-        return []
+        return None
     read = escapes.sub(_unquote_one, body)
-    if not any(s in read or _cut_start_at(read, s) != -1 for s in secrets):
+    found = _plain_spans(read, secrets)
+    if not found:
         return []
     starts: list[int] = []  # where in ``text`` each character of ``read`` begins
     pos = 0
@@ -176,16 +277,8 @@ def _quoted_spans(text: str, secrets: Sequence[str], escapes: re.Pattern[str]) -
         pos = m.end()
     starts.extend(range(pos, len(body)))
     starts.append(len(body))
-    spans: list[tuple[int, int]] = []
-    for secret in secrets:
-        at = read.find(secret)
-        while at != -1:
-            spans.append((starts[at], starts[at + len(secret)]))
-            at = read.find(secret, at + len(secret))
-        at = _cut_start_at(read, secret)
-        if at != -1:
-            spans.append((starts[at], len(text)))  # with the escape cut in the middle, if any
-    return spans
+    # A stretch that ends the reading takes the escape cut in the middle with it, if any.
+    return [(starts[a], starts[b] if b < len(read) else len(text)) for a, b in found]
 
 
 # -- base64 --------------------------------------------------------------------------------------
@@ -297,11 +390,12 @@ def clip(text: str, secrets: Iterable[str | None], limit: int) -> str:
 class Redactor:
     """Replaces every known secret value with ``[redacted]``.
 
-    As a net (``__call__``, ``scrub``) it runs on every result, answers included, so it first
-    asks whether a text could hold a secret at all (a key, whole or cut, begins with one of a
-    few 4-character starts), and asks it once for all the strings of a result. Errors, quotes
-    of upstream text and log records get the whole treatment (``quote``, ``clip``, the logging
-    filter): quoted forms, base64 and URL credentials too."""
+    As a net (``__call__``, ``scrub``) it runs on every result, answers and progress included,
+    so it first asks whether a text could hold a secret at all: a key as it is begins with one of
+    a few 4-character starts, and a quoted one needs ``%``, ``&`` or ``\\``; it asks that once for
+    all the strings of a result. Such a text gets every form ``mask`` knows but base64 and the
+    URL credentials (an answer's URLs are its own). Errors, quotes of upstream text and log records
+    get the whole treatment (``quote``, ``clip``, the logging filter), URL credentials too."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: tuple[str, ...] = ()
@@ -336,18 +430,21 @@ class Redactor:
                 return True
         return False
 
-    def __call__(self, text: str) -> str:
-        """``text`` without any known secret as it is, whole or its start ending the text.
+    def _may_hold(self, text: str) -> bool:
+        """Whether ``text`` may hold a secret as it is or quoted (False: it certainly holds none)."""
+        return "%" in text or "&" in text or "\\" in text or self._suspect(text)
 
-        The net over what leaves the server, answers included: what it catches costs a scan per
-        key. Quoted forms and URLs are for what is quoted from upstream (``quote``, ``clip``)."""
-        if not self._secrets or not self._suspect(text):
+    def __call__(self, text: str) -> str:
+        """``text`` without any known secret, in every form ``mask`` knows; its URLs kept.
+
+        The net over what leaves the server, answers and progress included: a text that cannot
+        hold a secret (``_may_hold``) costs a few substring checks. A run of ``RUN_CHARS`` is
+        found only in a text that holds a key's start or an escape character: finding one that
+        holds neither would cost a pass over every answer. URL credentials are for what is
+        quoted from upstream (``quote``, ``clip``)."""
+        if not self._secrets or not self._may_hold(text):
             return text
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-            text = _mask_cut_start(text, secret)
-        return text
+        return _mask_secrets(text, self._secrets, base64_forms=False)
 
     def quote(self, text: str) -> str:
         """``text`` as it may be kept or shown when it quotes an upstream or an error: every known
@@ -364,7 +461,7 @@ class Redactor:
             return data
         strings: list[str] = []
         _strings(data, strings)
-        if not self._suspect("\0".join(strings)):  # no start spans two: none holds a NUL
+        if not self._may_hold("\0".join(strings)):  # no start spans two: none holds a NUL
             return data
         return self._scrub(data)
 

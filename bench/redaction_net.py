@@ -1,0 +1,59 @@
+"""What the redacting net costs per call on answer text and progress messages (µs per call).
+
+    python bench/redaction_net.py [--number N]
+
+A ``Redactor`` holding four realistic keys (an Anthropic, an OpenAI project, a Gemini key and a
+long random one) runs on the strings a ``complete`` answer sends through it: the text, and the
+structured result holding it (``scrub``); then on a progress message. Each text is timed as it
+is and, for the escape-bearing ones, with none of the key in it (the common case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import timeit
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+
+from llm_router.redaction import Redactor  # noqa: E402
+
+KEYS = (
+    "sk-ant-api03-gNSWPH8prVqsUeQCtDR3zzX6hqo35uwZqxZOOHjkJQQrkaPehMvbfrn2yzL7C5Mg3PR4hLLOOxl3gV3FGRmrCNnFZsGqgh0f-AA",
+    "sk-proj-JEZqgygcmtbaLGsH7Zwqhc9jXmaoq3GqlpnMR6vsUW5xcJ6MV8YWkGP1mxFyp9yIJX6uF68NcpP7BEXvfqZgimdS7jnqFCiI"
+    "5ydYgqTxIBAiCofjZUljbQ6oP3Q0w7MQ0JTcKADr9Eu7e3xdRP7PI0g63eB1h3d1",
+    "AIzaSyP7keaYRtciy4Lja4CDY3FTHbsfrpsRLPGa",
+    "520rE5tIdjdHbRtFxOsxQ9VliZbnGXei4Lo53t2zLE0MZwlwp23JOwv0HBhact35rktmZYmhG2Vo7ysMChyXhCXMWZeT0I07",
+)
+PROSE = "The router must cost next to nothing on the path of every call, and it does. " * 3
+CODE = ('def pct(values, q):\n    """Nearest-rank percentile."""\n    s = sorted(values)\n'
+        '    print(f"{q}% done \\u00e9 &amp; \\\\path")  # see https://example.com/v1?a=1&b=2\n    return s[-1]\n')
+TEXTS = {
+    "short prose (240 chars)": PROSE,
+    "long prose (4 kB)": (PROSE * 18)[:4000],
+    "short code with % & \\ (220 chars)": CODE,
+    "long code with % & \\ (4 kB)": (CODE * 20)[:4000],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--number", type=int, default=2000)
+    n = parser.parse_args().number
+    redact = Redactor(KEYS)
+    print(f"{'text':40} {'answer+scrub µs':>16} {'progress µs':>12}")
+    for name, text in TEXTS.items():
+        structured = {"text": text, "model": "openai:gpt-x", "cost_usd": "0.000012", "attempts": []}
+
+        def answer() -> None:
+            redact(text)
+            redact.scrub(structured)
+
+        a = min(timeit.repeat(answer, number=n, repeat=5)) / n * 1e6
+        p = min(timeit.repeat(lambda: redact(text[:200]), number=n, repeat=5)) / n * 1e6
+        print(f"{name:40} {a:16.2f} {p:12.2f}")
+
+
+if __name__ == "__main__":
+    main()
