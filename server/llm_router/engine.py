@@ -249,10 +249,22 @@ class Engine:
             explain=explain,
         )
 
-    async def decision(self, prepared: Prepared, *, explain: bool = True) -> Decision:
+    async def decision(self, prepared: Prepared, *, explain: bool = True, wait_s: float | None = None) -> Decision:
+        """Route the call on the budget as the ledger has it now, waiting for the ledger at most
+        ``wait_s`` (None: the call's whole deadline).
+
+        Regression: routing's read waited for this server's ledger connection without end, so a
+        call queued behind another call of the same server waiting for a frozen process's write
+        lock waited that call's whole deadline, not its own.
+
+        Raises:
+            LedgerBusy: the ledger could not be read within the wait.
+        """
         if self._windows_unasked and time.monotonic() >= self._windows_ask_at:
             await self._ask_windows()
-        snapshot = await self.ledger.run(self.budget.snapshot, tag=prepared.tag)
+        snapshot = await self.ledger.run_within(
+            prepared.deadline_s if wait_s is None else wait_s, self.budget.snapshot, tag=prepared.tag
+        )
         return self._decide(prepared.route, snapshot, explain=explain)
 
     async def _ask_windows(self) -> None:
@@ -304,7 +316,13 @@ class Engine:
         prepared = self.prepare(args)
         request_id = os.urandom(16).hex()
         started = time.perf_counter()
-        decision = await self.decision(prepared, explain=False)
+        deadline = anyio.current_time() + prepared.deadline_s  # routing's wait for the ledger included
+        try:
+            decision = await self.decision(prepared, explain=False)
+        except LedgerBusy as e:
+            e.request_id = request_id
+            await self._record_failure(prepared, request_id, None, [], e, started, wait_s=0.0)
+            raise
         if not decision.chain:
             error = self._no_route_error(decision)
             error.request_id = request_id
@@ -315,7 +333,6 @@ class Engine:
         attempts: list[AttemptRecord] = []
         billed = _Billed()
         budget_error: BudgetExceeded | None = None
-        deadline = anyio.current_time() + prepared.deadline_s
         context_floor = 0  # after a context-length error, only models with a larger known window
         to_try = min(len(decision.chain), self.settings.routing.max_attempts)
         tried = 0
@@ -662,7 +679,7 @@ class Engine:
         )
 
     def _failure_row(
-        self, prepared: Prepared, request_id: str, decision: Decision, attempts: list[AttemptRecord],
+        self, prepared: Prepared, request_id: str, decision: Decision | None, attempts: list[AttemptRecord],
         billed: _Billed | None = None, *, status: str, error_code: str, error: str | None, started: float,
     ) -> RequestRow:
         billed = billed or _Billed()
@@ -690,13 +707,16 @@ class Engine:
             error=self.redact.clip(error, 2000) if error else None,
             prompt_hash=prepared.prompt_hash,
             prompt=prepared.prompt_text,
-            strategy=decision.strategy,
+            strategy=None if decision is None else decision.strategy,  # None: not routed (the ledger busy)
         )
 
     async def _record_failure(
-        self, prepared: Prepared, request_id: str, decision: Decision, attempts: list[AttemptRecord],
+        self, prepared: Prepared, request_id: str, decision: Decision | None, attempts: list[AttemptRecord],
         error: Exception, started: float, *, status: str = "error", billed: _Billed | None = None,
+        wait_s: float | None = None,
     ) -> None:
+        """Record a call that ends with ``error``, its row waiting for the ledger at most ``wait_s``
+        (None: what is left of the call's deadline)."""
         code = getattr(error, "code", "error")
         if isinstance(error, BudgetExceeded) and not (billed and billed.nusd):
             status = "refused"
@@ -707,7 +727,7 @@ class Engine:
         with anyio.CancelScope(shield=True):
             try:
                 await self.ledger.settle(row, held=billed.held if billed is not None else (),
-                                         wait_s=self._wait_left(prepared, started))
+                                         wait_s=self._wait_left(prepared, started) if wait_s is None else wait_s)
             except SpendNotRecorded as lost:
                 raise _also_unrecorded(error, lost) from error
         self._budget_freed()
