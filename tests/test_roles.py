@@ -18,15 +18,17 @@ import anyio
 import httpx
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 from mcp_types import ResourceUpdatedNotification
 
 from llm_router.access import Access, error_view, mask
+from llm_router.calls import CompleteArgs
 from llm_router.config import Settings, settings_from_dict
 from llm_router.defaults import demo_config
 from llm_router.engine import Engine
 from llm_router.http_app import Tokens, load_tokens, parse_tokens
 from llm_router.mcp_server import BUDGETS_URI, LEDGER_URI, PROVIDERS_URI, create_server
-from llm_router.types import BudgetExceeded, ConfigError
+from llm_router.types import BudgetExceeded, ConfigError, LedgerBusy, SpendNotRecorded
 
 from .backends import Store
 from .http_server import mcp_client, serve
@@ -414,7 +416,20 @@ async def test_stdio_and_http_without_tokens_are_the_one_local_user_with_every_r
 # -- the masking, against the messages as the router words them ---------------------------------------
 
 
-def test_a_shared_limits_spend_is_masked_in_the_router_own_wording_and_a_members_own_is_kept() -> None:
+async def routing_no_room_detail(tmp_path: Path) -> str:
+    """What routing itself says of a model whose worst case does not fit in the global day (built
+    by routing.py's own code, from a call routed on a ledger whose global day has $0.001234 left)."""
+    async with role_engine({"path": str(tmp_path / "ledger.db")}) as engine:
+        await engine.set_budget("global", "daily", Decimal("0.001234"))
+        decision = await engine.decision(engine.prepare(CompleteArgs(prompt="alice asks", max_tokens=4000,
+                                                                     model="openai:gpt-4o")))
+    (detail,) = [x.detail for x in decision.excluded if x.reason == "over_budget"]
+    return detail
+
+
+async def test_a_shared_limits_spend_is_masked_in_the_router_own_wording_and_a_members_own_is_kept(
+    tmp_path: Path,
+) -> None:
     alice = Access("member", "alice")
     shared = str(BudgetExceeded(limit_name="global daily", limit_nusd=5_000_000_000, spent_nusd=4_123_456_789,
                                 reserved_nusd=300_000_000, needed_nusd=900_000_000, resets_at="2026-01-02T00:00:00+00:00"))
@@ -423,14 +438,14 @@ def test_a_shared_limits_spend_is_masked_in_the_router_own_wording_and_a_members
                                     restricted=True))
     own = str(BudgetExceeded(limit_name="tag:alice daily", limit_nusd=1_000_000_000, spent_nusd=987_654_321,
                              reserved_nusd=0, needed_nusd=900_000_000, resets_at=None))
-    detail = "worst case $0.04 does not fit: global daily has $0.001234 left (resets 2026-01-02T00:00:00+00:00)"
+    detail = await routing_no_room_detail(tmp_path)
     for text, secret in ((shared, "4.123456789"), (shared, "0.3"), (restricted, "4.700000001"), (restricted, "94%"),
                          (detail, "0.001234")):
         assert secret in text, "the router's own wording holds the figure"
         assert secret not in mask(alice, text), mask(alice, text)
     assert "budget global daily of $5 (shared by every tag) would be exceeded: this call may cost up to $0.9" in mask(alice, shared)
     assert "is 90% spent or more" in mask(alice, restricted)
-    assert mask(alice, detail) == "worst case $0.04 does not fit: global daily has too little left (resets 2026-01-02T00:00:00+00:00)"
+    assert mask(alice, detail) == detail.replace("has $0.001234 left", "has too little left"), mask(alice, detail)
     assert mask(alice, own) == own and "0.987654321" in own
     assert mask(Access("admin", "ops"), shared) == shared
     assert mask(Access("member", "ali"), own) != own, "another tag that merely starts the same is not one's own"
@@ -445,3 +460,41 @@ def test_a_members_refusal_by_its_own_tags_limit_keeps_its_figures_and_says_an_a
     assert "0.987654321" in str(shown) and "set_budget" not in str(shown), str(shown)
     assert "Ask an admin to raise the limit" in str(shown)
     assert error_view(Access("admin", "ops"), refusal) is refusal
+
+
+def test_every_error_a_member_is_shown_has_a_shared_limits_spend_masked_not_only_refusals() -> None:
+    """Regression: only refusals, failed chains and no-route errors were masked; a SpendNotRecorded,
+    which quotes the refusal that ended its call, showed the shared limit's spent and held."""
+    alice = Access("member", "alice")
+    refusal = BudgetExceeded(limit_name="global daily", limit_nusd=5_000_000_000, spent_nusd=4_123_456_789,
+                             reserved_nusd=300_000_000, needed_nusd=900_000_000, resets_at=None)
+    lost = SpendNotRecorded("this call was billed $0.0002, but its spend is not recorded", request_id="r1", cost_nusd=200_000)
+    unrecorded = SpendNotRecorded(f"{refusal}. Besides, {lost}", request_id="r1", cost_nusd=200_000)
+    assert "4.123456789" in str(unrecorded) and "0.3 held" in str(unrecorded)
+    shown = error_view(alice, unrecorded)
+    assert type(shown) is SpendNotRecorded and shown.code == "spend_not_recorded"
+    assert "4.123456789" not in str(shown) and "0.3 held" not in str(shown), str(shown)
+    assert "4.123456789" not in json.dumps(shown.to_dict()), shown.to_dict()
+    assert "(shared by every tag) would be exceeded" in str(shown) and "$0.0002" in str(shown)
+    assert shown.to_dict() == {**unrecorded.to_dict(), "message": str(shown)}
+    assert str(unrecorded).startswith("budget global daily of $5 would be exceeded: $4.123456789 spent"), \
+        "the original is left as it was (the admin's, the log's)"
+    assert error_view(Access("admin", "ops"), unrecorded) is unrecorded
+    busy = LedgerBusy("ledger busy: try again", retry_after=1.0, waited_s=0.5)
+    assert error_view(alice, busy) is busy, "an error that quotes no shared figure is shown as it is"
+
+
+async def test_a_server_built_with_tokens_refuses_a_request_that_comes_without_an_http_request(engine: Engine) -> None:
+    """Regression: ``_access`` took any request without an HTTP request for the local admin, even
+    on a server built to require tokens: it could remove the global cap and read every tag's rows."""
+    async with Client(create_server(engine, tokens=True)) as nobody:  # in memory: no HTTP request
+        removed = await nobody.call_tool("set_budget", {"scope": "global", "period": "daily", "limit_usd": None})
+        called = await nobody.call_tool("complete", {"prompt": BOB_PROMPT})
+        with pytest.raises(MCPError) as caught:
+            await nobody.read_resource(LEDGER_URI)
+    for result in (removed, called):
+        assert error_of(result)["code"] == "forbidden", result.content
+        assert "requires a bearer token" in everything(result)
+    assert "requires a bearer token" in str(caught.value)
+    assert await engine.ledger.run(engine.ledger.rows) == [], "nothing was called or recorded"
+    assert ("global", "daily") not in await engine.ledger.run(engine.ledger.budget_overrides)

@@ -285,7 +285,11 @@ def _shared_refusal_text(e: BudgetExceeded) -> str:
 
 
 def error_view(access: Access, e: RouterError) -> RouterError:
-    """A tool's failure as this caller may see it (the same type and code, shared figures left out)."""
+    """A tool's failure as this caller may see it (the same type and code, shared figures left out).
+
+    Regression: only refusals, failed chains and no-route errors were masked; any other error was
+    shown as raised, and one may quote a refusal (``SpendNotRecorded`` does, with the shared
+    limit's spent and held). Every message is masked now."""
     if access.role == "admin":
         return e
     shown: RouterError
@@ -309,7 +313,14 @@ def error_view(access: Access, e: RouterError) -> RouterError:
     elif isinstance(e, NoRoute):
         shown = NoRoute("", {m: mask(access, r) for m, r in e.reasons.items()})
     else:
-        return e
+        text = str(e)
+        masked = mask(access, text)
+        if masked == text:
+            return e
+        # The same error with its message masked: a copy of its attributes, not a new one built
+        # with its own arguments (each type has its own), so its code and facts stay as they were.
+        shown = type(e).__new__(type(e))
+        shown.__dict__.update(e.__dict__)
     shown.args = (mask(access, str(e)),)
     shown.request_id = e.request_id
     return shown

@@ -407,7 +407,7 @@ def build_app(engine: Engine, *, tokens: Tokens, http: HttpConfig, metrics: Metr
 
     from .mcp_server import create_server
 
-    server = create_server(engine, observer=metrics, redact=redact)
+    server = create_server(engine, observer=metrics, redact=redact, tokens=bool(tokens))
     routes: list[Route] = []
     if metrics is not None:
         # The tags whose limits an admin's scrape shows: the tokens' and the config's, a bounded set

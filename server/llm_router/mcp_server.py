@@ -242,24 +242,36 @@ def _wants_progress(ctx: ServerRequestContext[Any, Any]) -> bool:
     return False
 
 
-def _access(ctx: ServerRequestContext[Any, Any]) -> Access:
+def _access(ctx: ServerRequestContext[Any, Any], *, tokens: bool = False) -> Access:
     """Who is asking: the role and tag of the bearer token the HTTP request came with, as the
-    guard found it; the local user (an admin) over stdio or HTTP without tokens."""
-    request = ctx.request
-    if request is None:
-        return LOCAL
-    scope = getattr(request, "scope", {})
-    access = scope.get(ACCESS_SCOPE_KEY)
-    if access is not None:
-        return access
-    # Served without http_app's guard (embedded): a token's user, if any, is at most a member.
-    from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+    guard found it; the local user (an admin) over stdio or HTTP without tokens.
 
-    user = scope.get("user")
-    if not isinstance(user, AuthenticatedUser):
-        return LOCAL
-    scopes = user.access_token.scopes
-    return Access(scopes[0] if scopes and scopes[0] in ROLES else "member", user.access_token.client_id)  # type: ignore[arg-type]
+    Regression: a request without an HTTP request (or one the guard never saw, without a token's
+    user) was the local admin even on a server built to require tokens. Such a server now refuses
+    it (``tokens``): only a server without tokens has a local user.
+
+    Raises:
+        Forbidden: ``tokens`` is set and the request carries no token's access.
+    """
+    request = ctx.request
+    scope = getattr(request, "scope", None) if request is not None else None
+    if scope is not None:
+        access = scope.get(ACCESS_SCOPE_KEY)
+        if access is not None:
+            return access
+        # Served without http_app's guard (embedded): a token's user, if any, is at most a member.
+        from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+
+        user = scope.get("user")
+        if isinstance(user, AuthenticatedUser):
+            scopes = user.access_token.scopes
+            return Access(scopes[0] if scopes and scopes[0] in ROLES else "member", user.access_token.client_id)  # type: ignore[arg-type]
+    if tokens:
+        refusal = Forbidden("", role="none", may="nothing: this server takes requests with a bearer token only")
+        refusal.args = ("this server requires a bearer token, and this request came without an HTTP request to carry "
+                        "one, so it is refused: send it to the server's /mcp endpoint with Authorization: Bearer <token>",)
+        raise refusal
+    return LOCAL
 
 
 def _with_journal(data: dict[str, Any], waiting: dict[str, Any]) -> dict[str, Any]:
@@ -341,8 +353,12 @@ class _Bound:
     run: Callable[[Ctx, Access, Any], Awaitable[tuple[Any, Wire]]]
 
 
-def create_server(engine: Engine, *, observer: Observer | None = None, redact: Redactor | None = None) -> Server[Any]:
-    """An MCP server bound to one engine (the caller owns the engine and closes it)."""
+def create_server(
+    engine: Engine, *, observer: Observer | None = None, redact: Redactor | None = None, tokens: bool = False,
+) -> Server[Any]:
+    """An MCP server bound to one engine (the caller owns the engine and closes it). ``tokens``:
+    it is served behind bearer tokens (``http_app``), so a request that brings none is refused
+    rather than taken for the local user."""
     redact = redact if redact is not None else Redactor.from_environment(engine.settings)
     subscribers = _Subscribers()
     bus = InMemorySubscriptionBus()
@@ -496,7 +512,10 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
             raise MCPError(INVALID_PARAMS, f"Unknown tool: {params.name[:100]!r}; this server has {_TOOL_NAMES}",
                            data={"tool": params.name[:100]})
         t0 = time.perf_counter()
-        access = _access(ctx)
+        try:
+            access = _access(ctx, tokens=tokens)
+        except Forbidden as e:
+            return error(e)
         try:
             check_mcp(access, f"the tool {params.name}")
             result, wire = await tool.run(ctx, access, tool.arguments.parse(params.arguments))
@@ -524,8 +543,8 @@ def create_server(engine: Engine, *, observer: Observer | None = None, redact: R
 
     async def read_resource(ctx: Ctx, params: ReadResourceRequestParams) -> ReadResourceResult:
         uri = params.uri
-        access = _access(ctx)
         try:
+            access = _access(ctx, tokens=tokens)
             check_mcp(access, f"reading {uri[:200]}")
         except Forbidden as e:
             raise MCPError(INVALID_REQUEST, str(e), data=e.to_dict()) from None
