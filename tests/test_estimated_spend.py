@@ -119,7 +119,7 @@ def test_a_ledger_from_before_estimated_sums_gets_them_from_its_rows(
             old.close()
     led = store.open()
     try:
-        assert led.migrations_applied == ["010_create_estimated_rollups", "011_record_writer_schema"]
+        assert led.migrations_applied[:2] == ["010_create_estimated_rollups", "011_record_writer_schema"]
         assert led.estimated(DAY, DAY) == (2, 12)
     finally:
         led.close()

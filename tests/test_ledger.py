@@ -40,6 +40,8 @@ MIGRATION_NAMES = [
     "009_reservations_without_rowid",
     "010_create_estimated_rollups",
     "011_record_writer_schema",
+    "012_writers_keep_limits_version_and_journal",
+    "013_name_the_ledger",
 ]
 TABLES = ["_migrations", "budgets", "day_totals", "estimated_rollups", "events", "meta", "requests", "reservations",
           "rollups"]

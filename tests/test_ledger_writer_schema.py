@@ -7,19 +7,62 @@ from __future__ import annotations
 
 import pytest
 
-from llm_router.ledger import LedgerUnavailable, RequestRow
+from llm_router.ledger import LedgerUnavailable, LimitCheck, RequestRow
+from llm_router.ledger import base
 from llm_router.ledger.base import WRITER_SCHEMA
 from llm_router.ledger.schema import RAISE_WRITER_SCHEMA, WRITER_SCHEMA_KEY
 
 from .backends import Store, execute
 
+DAY = "2025-03-14"
+CHECKS = [LimitCheck("global daily", "global", None, DAY, DAY, 10_000_000)]
+
 
 def test_a_new_ledger_records_the_schema_its_writers_must_keep(store: Store) -> None:
     led = store.open()
     try:
-        assert led.meta(WRITER_SCHEMA_KEY) == str(WRITER_SCHEMA) == "2"
+        assert led.meta(WRITER_SCHEMA_KEY) == str(WRITER_SCHEMA) == "3"
     finally:
         led.close()
+
+
+def test_a_build_of_writer_schema_2_refuses_a_ledger_whose_writers_keep_the_limits_version_and_journal(
+    store: Store, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: the writer schema stayed 2 when set_budget began raising the limits version
+    (which every reservation checks) and writers began replaying the journal, so a build from
+    before both opened this ledger without complaint: lowering the limit to $0 there, it left 383
+    reservations granted after set_budget returned in a server of this build."""
+    store.open().close()
+    monkeypatch.setattr(base, "WRITER_SCHEMA", 2)  # what such a build knows
+    with pytest.raises(LedgerUnavailable) as caught:
+        store.open()
+    message = str(caught.value)
+    assert "its writers must keep schema 3" in message and "knows schema 2 only" in message, message
+
+
+def test_a_running_server_refuses_to_reserve_once_a_newer_build_raises_the_writer_schema(store: Store) -> None:
+    """Read along with the figures a reservation reads anyway (SQLite: whenever another connection
+    has written), never with a statement of its own."""
+    running = store.open()
+    try:
+        assert isinstance(running.reserve(CHECKS, 1_000, request_id="r1", day=DAY, provider="p", tag="", ttl_s=60),
+                          str)
+        newer = store.open()
+        try:
+            execute(newer, RAISE_WRITER_SCHEMA.format(n=WRITER_SCHEMA + 1))
+        finally:
+            newer.close()
+        for _ in range(2):  # and stays refused
+            with pytest.raises(LedgerUnavailable) as caught:
+                running.reserve(CHECKS, 1_000, request_id="r2", day=DAY, provider="p", tag="", ttl_s=60)
+            assert f"its writers must keep schema {WRITER_SCHEMA + 1}" in str(caught.value)
+            assert f"knows schema {WRITER_SCHEMA} only" in str(caught.value)
+        with pytest.raises(LedgerUnavailable):
+            running.usages(CHECKS)  # routing's read, too
+        assert running.reservations_total() == 1_000  # nothing was reserved by the refused calls
+    finally:
+        running.close()
 
 
 def test_a_ledger_a_newer_build_raised_is_refused_naming_both_versions(store: Store) -> None:

@@ -149,8 +149,9 @@ class LedgerStorageError(RouterError):
         return {**super().to_dict(), "retryable": True}
 
 
-WRITER_SCHEMA = 2
-"""What this build's writers maintain (see ``schema.record_writer_schema``)."""
+WRITER_SCHEMA = 3
+"""What this build's writers maintain (see ``schema.record_writer_schema`` and
+``schema.writers_keep_limits_version_and_journal``)."""
 
 
 def check_writer_schema(stored: str | None, where: str) -> None:
@@ -486,13 +487,20 @@ class LedgerBase(ABC):
         Raises:
             SpendNotRecorded: a call that cost money whose row neither the ledger nor its journal
                 could take (its holds are kept, and this process keeps the row in memory).
-            LedgerUnavailable: the ledger cannot be used at all (its file was replaced): nothing
-                is written anywhere, as that error says.
+            LedgerUnavailable: the ledger cannot be used at all (its file was replaced), and the
+                call cost nothing: there is no spend to keep.
+
+        Regression: a paid answer in flight when the ledger file was moved away or replaced was
+        withheld (the caller got "was not recorded") and its spend went nowhere. Its row now goes to
+        the journal, which is named after the ledger's path: whichever ledger is next opened there
+        writes it at its start. The answer is returned with a note; the next call is refused.
         """
         try:
             await self.run_within(wait_s, self.record, row, reservation_id=reservation_id, spare=spare)
-        except LedgerUnavailable:
-            raise
+        except LedgerUnavailable as e:
+            if not row.cost_nusd:
+                raise
+            return await self._journal_row(row, (reservation_id, *held), e, unavailable=True)
         except Exception as e:  # whatever the storage said: the answer was paid for, keep its row
             return await self._journal_row(row, (reservation_id, *held), e)
         for hold in held:
@@ -512,13 +520,21 @@ class LedgerBase(ABC):
             log.warning("could not free hold %s now (%s); it goes to the journal", reservation_id, _why(e))
             await _in_thread(self.journal.append, Entry("release", (reservation_id,)))
 
-    async def _journal_row(self, row: RequestRow, holds: Sequence[str | None], error: Exception) -> str | None:
+    async def _journal_row(
+        self, row: RequestRow, holds: Sequence[str | None], error: Exception, *, unavailable: bool = False,
+    ) -> str | None:
+        """``unavailable``: ``error`` is a ``LedgerUnavailable`` this server will not write past."""
         from .journal import Entry
 
         entry = Entry("row", tuple(h for h in holds if h), row)
         why = _why(error)
         on_disk = await _in_thread(self.journal.append, entry)
         cost = usd_str(row.cost_nusd)
+        if on_disk and unavailable:
+            log.error("request %s (cost $%s) could not be written to the ledger: written to its journal %s. %s",
+                      row.id, cost, self.journal.path, error)
+            return (f"{error}. Its spend (${cost}) is in the ledger's journal ({self.journal.path}), which the "
+                    f"next server to open the ledger at {self.location} writes into it first")
         if on_disk:
             log.warning("the ledger could not take the row of request %s (%s, cost $%s): written to its journal %s",
                         row.id, why, cost, self.journal.path)
@@ -787,9 +803,14 @@ class LedgerBase(ABC):
 
     def _upkeep_loop(self, renew_every: float, interval_s: float) -> None:
         last_renew = last_tidy = time.monotonic()
+        failing_since: float | None = None
+        """Since when upkeep's steps have failed (None: the last one that wrote succeeded). What
+        fails is said once, and once more when upkeep writes again: a writer frozen for an hour
+        used to put a warning in the log every second."""
         while not self._stop.wait(min(renew_every, SPARE_IDLE_S)):
             # Each step waits briefly for another process's write lock: it holds this server's
             # connection meanwhile, and tries again next round anyway.
+            wrote = False
             try:
                 with self._waiting(UPKEEP_WAIT_S):
                     self.drop_spare(idle_s=SPARE_IDLE_S)
@@ -798,13 +819,27 @@ class LedgerBase(ABC):
                         self._checkpoint()
                         self.journal.flush_backlog()
                         self.renew()  # its transaction replays the journal first
+                        wrote = True
                     if time.monotonic() - last_tidy >= interval_s:
                         last_tidy = time.monotonic()
                         self.tidy()
-            except LedgerBusy as e:
-                log.warning("ledger upkeep: %s; will try again", e)
-            except Exception:
-                log.warning("ledger upkeep failed; will try again", exc_info=True)
+                        wrote = True
+            except Exception as e:
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    if isinstance(e, LedgerBusy):
+                        log.warning("ledger upkeep cannot write: %s. It tries again every %.1f s and says so when "
+                                    "it can write again", e, renew_every)
+                    else:
+                        log.warning("ledger upkeep failed; it tries again every %.1f s and says so when it can "
+                                    "write again", renew_every, exc_info=True)
+                else:
+                    log.debug("ledger upkeep still cannot write: %s", _why(e))
+                continue
+            if wrote and failing_since is not None:
+                log.warning("ledger upkeep can write again, after %.1f s (holds renewed, journal replayed)",
+                            time.monotonic() - failing_since)
+                failing_since = None
 
 
 def journaled_note(calls: int, nusd: int, path: object) -> str | None:

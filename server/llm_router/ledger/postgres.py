@@ -89,9 +89,11 @@ _LIMITS_VERSION = "coalesce((SELECT value FROM meta WHERE key = 'limits_version'
 _USAGE_SQL = {
     kind: f"SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE {_SPENT[kind]}),"
     f" (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE day BETWEEN %(first)s AND %(last)s{held}"
-    f" AND expires_at >= {_NOW}), {_LIMITS_VERSION}"
+    f" AND expires_at >= {_NOW}), {_LIMITS_VERSION}, (SELECT value FROM meta WHERE key = 'writer_schema')"
     for kind, held in _HELD.items()
 }
+"""(spent, held, limits version, writer schema): a newer build raising the writer schema while this
+server runs is noticed by the next reservation that reads any sums (see ``_usage``)."""
 _READ_OVERRIDES = f"SELECT NULL, NULL, {_LIMITS_VERSION} UNION ALL SELECT scope, period, limit_nusd FROM budgets"
 _RAISE_LIMITS_VERSION = (
     "INSERT INTO meta (key, value) VALUES ('limits_version', '1') ON CONFLICT (key) DO UPDATE"
@@ -136,6 +138,42 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+LEDGER_ID_KEY = "ledger_id"
+"""The ``meta`` key of the ledger's random id (the same key as the SQLite ledger's)."""
+IDLE_IN_TRANSACTION_S = 10.0
+"""How long one of the ledger's sessions may sit idle inside a transaction before PostgreSQL ends
+it (a server frozen mid-transaction: stopped, or its machine asleep), freeing its locks."""
+PINNED_OWNER = "journaled"
+"""The ``owner`` of a hold whose call's row waits in a journal: no upkeep renews it, it never
+lapses, and only the replay of that journal (which writes the row) removes it."""
+PINNED_FOR_S = 10 * 365 * 86400.0
+"""How far ahead a pinned hold's expiry is set (never reached in practice)."""
+PIN_WAIT_S = 0.5
+"""How long pinning a journaled call's holds waits for a lock: the call's own wait is over."""
+
+
+APPLICATION_NAME = "llm-router"
+"""The ``application_name`` of the ledger's sessions, as ``pg_stat_activity`` shows them."""
+_LOCK_HOLDER = """
+SELECT a.pid, coalesce(a.application_name, ''), host(a.client_addr),
+       extract(epoch from clock_timestamp() - a.xact_start)::float8, a.state
+FROM pg_stat_activity a
+WHERE a.pid <> pg_backend_pid() AND a.pid IN (
+    SELECT l.pid FROM pg_locks l
+    WHERE l.granted AND (
+        (l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         AND l.classid = 0 AND l.objid = %(key)s::bigint::oid AND l.objsubid = 1)
+        OR (l.locktype = 'relation' AND l.mode <> 'AccessShareLock' AND l.relation IN (
+            SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %(schema)s))))
+ORDER BY coalesce(a.state LIKE 'idle in transaction%%', false) DESC, a.xact_start NULLS LAST
+LIMIT 1
+"""
+"""The session holding a lock the ledger's steps wait for: the reservations' advisory lock
+(``pg_advisory_xact_lock`` of a key below 2^32: classid 0, objid the key, objsubid 1), or any lock
+but ``AccessShareLock`` (a plain read's, which no write of ours waits for) on a table of the
+ledger's schema (row locks come with a table lock: a writer's RowExclusiveLock)."""
+
+
 def _lock_key(schema: str, purpose: str) -> int:
     """A 32-bit advisory-lock key per schema, so two ledgers in one database do not queue on each other."""
     return zlib.crc32(f"llm-router:{schema}:{purpose}".encode())
@@ -146,15 +184,21 @@ class PostgresLedger(LedgerBase):
 
     def __init__(
         self, url: str, *, connect_timeout_s: float = 10, busy_timeout_s: float = 30,
-        journal_path: str | os.PathLike[str] | None = None,
+        journal_path: str | os.PathLike[str] | None = None, idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S,
     ) -> None:
         """``busy_timeout_s``: the longest any statement waits for a lock (``lock_timeout``): a
         server frozen inside a transaction holds its locks until its connection drops, and must
         not hold every other server with them. ``journal_path``: where rows the database cannot
-        take wait, on this machine's disk (default: a file named after the ledger in the
-        platform's state folder, shared by the servers on this machine that use this ledger)."""
+        take wait, on this machine's disk (default: a file named after the ledger's identity, as
+        the database states it, in the platform's state folder: shared by every server on this
+        machine that uses this ledger, however its URL is spelled). ``idle_in_transaction_s``:
+        how long PostgreSQL lets one of this ledger's sessions sit idle inside a transaction
+        before it ends the session (``idle_in_transaction_session_timeout``): our transactions
+        never wait on anything between statements, so only a frozen server's session is ended,
+        and the locks it held go with it."""
         super().__init__()
         self._lock_timeout_ms = max(int(busy_timeout_s * 1000), 1)
+        self._idle_timeout_ms = max(int(idle_in_transaction_s * 1000), 1)
         self._tuned: Any = None
         """The connection ``lock_timeout`` was set on (a new one after a reconnection needs it again)."""
         try:
@@ -183,11 +227,13 @@ class PostgresLedger(LedgerBase):
                 self.schema = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
                 self._reserve_key = _lock_key(self.schema, "reserve")
                 self.migrations_applied = self._migrate(conn)
-                check_writer_schema(self._meta(conn, WRITER_SCHEMA_KEY), redact_url(url))
+                self._writer_schema = self._meta(conn, WRITER_SCHEMA_KEY)
+                check_writer_schema(self._writer_schema, redact_url(url))
+                identity = None if journal_path is not None else self._identity(conn)
             except BaseException:
                 conn.close()
                 raise
-        self.journal = Journal(Path(journal_path) if journal_path is not None else _default_journal(url, self.schema))
+        self.journal = Journal(Path(journal_path) if journal_path is not None else _default_journal(identity))
         if self.journal.pending():  # left by a server on this machine that could not write
             with self._waiting(base.UPKEEP_WAIT_S):
                 try:
@@ -198,6 +244,21 @@ class PostgresLedger(LedgerBase):
     @property
     def location(self) -> str:
         return redact_url(self.url)
+
+    def _identity(self, conn: psycopg.Connection[Any]) -> str:
+        """What the database says this ledger is: the id in its ``meta`` (made by the first server
+        to open it), its database and its schema. Every server reaching it, from any machine and
+        by any spelling of the URL (localhost or 127.0.0.1, a DNS name, a socket), reads the same.
+
+        Regression: the default journal was named after the URL's text, so a server spelling it
+        otherwise never replayed a journal left by one that died, and overspent the limit."""
+        ledger_id = self._meta(conn, LEDGER_ID_KEY)
+        if ledger_id is None:
+            conn.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                         (LEDGER_ID_KEY, uuid.uuid4().hex))
+            ledger_id = self._meta(conn, LEDGER_ID_KEY)
+        database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        return f"{ledger_id}|{database}|{self.schema}"
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The open connection, or a new one (the caller holds ``_lock``).
@@ -296,7 +357,11 @@ class PostgresLedger(LedgerBase):
                 try:
                     conn = self._connection()
                     if conn is not self._tuned:
-                        conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
+                        conn.execute(
+                            "SELECT set_config('lock_timeout', %s, false),"
+                            " set_config('idle_in_transaction_session_timeout', %s, false)",
+                            (f"{self._lock_timeout_ms}ms", f"{self._idle_timeout_ms}ms"),
+                        )
                         self._tuned = conn
                     if not tx:
                         return op(conn)
@@ -338,18 +403,19 @@ class PostgresLedger(LedgerBase):
                 taken.finish(committed)
 
     def _busy(self, conn: psycopg.Connection[Any], waited_s: float) -> LedgerBusy:
-        """The error of a step that did not get its lock in time, naming the session that has held
-        a transaction open the longest (a frozen server holds its locks until its connection drops)."""
+        """The error of a step that did not get its lock in time, naming the session that holds a
+        lock such a step waits for: the reservations' advisory lock, or a write lock on one of the
+        ledger's tables (a frozen server holds its locks until its connection drops). Of those,
+        one idle inside its transaction (frozen) comes first, then the oldest transaction.
+
+        Regression: the session named was the oldest idle in transaction anywhere in the
+        database, often an unrelated application's harmless one, and the operator was told to
+        end it with pg_terminate_backend."""
         import psycopg
 
         holder = None
         try:
-            holder = conn.execute(
-                "SELECT pid, coalesce(application_name, ''), coalesce(host(client_addr), 'a local socket'),"
-                " extract(epoch from clock_timestamp() - xact_start)::float8, state FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
-                " AND state LIKE 'idle in transaction%' ORDER BY xact_start LIMIT 1"
-            ).fetchone()
+            holder = conn.execute(_LOCK_HOLDER, {"key": self._reserve_key, "schema": self.schema}).fetchone()
         except psycopg.Error:
             pass
         where = f"the PostgreSQL ledger {self.location}"
@@ -360,13 +426,18 @@ class PostgresLedger(LedgerBase):
                 retry_after=1.0, waited_s=waited_s,
             )
         pid, app, addr, age, state = holder
+        frozen = (state or "").startswith("idle in transaction")
+        since = f" for {age:.0f} s" if age is not None else ""
+        local = "a local socket" if state else "an address not shown"  # hidden: another role's session
+        ends = (f"; PostgreSQL ends it once it has been idle in its transaction for {self._idle_timeout_ms / 1000:g} s"
+                if frozen and app == APPLICATION_NAME else "")
         return LedgerBusy(
-            f"ledger busy: session {pid} ({app or 'no application name'}, from {addr}) has kept a transaction open "
-            f"in {where} for {age:.0f} s ({state}), holding the lock this step waited {waited_s:.1f} s for: a server "
-            "frozen mid-transaction (stopped, or its machine asleep) keeps its locks until its connection drops. "
-            "Nothing was reserved or spent by this step. Try again in a few seconds; if it lasts, resume that server "
-            f"or end its session (SELECT pg_terminate_backend({pid}))",
-            retry_after=5.0, waited_s=waited_s, holder_pid=int(pid), stuck_s=float(age),
+            f"ledger busy: session {pid} ({app or 'no application name'}, from {addr or local}) has kept a "
+            f"transaction open in {where}{since} ({state or 'state not shown'}), holding a lock this step waited "
+            f"{waited_s:.1f} s for: a server frozen mid-transaction (stopped, or its machine asleep) keeps "
+            f"its locks until its connection drops{ends}. Nothing was reserved or spent by this step. Try again in a "
+            f"few seconds; if it lasts, resume that server or end its session (SELECT pg_terminate_backend({pid}))",
+            retry_after=5.0, waited_s=waited_s, holder_pid=int(pid), stuck_s=None if age is None else float(age),
         )
 
     def replay_journal(self) -> None:
@@ -440,6 +511,9 @@ class PostgresLedger(LedgerBase):
             {"first": check.first_day, "last": check.last_day, "name": check.scope_name},
         ).fetchone()
         assert row is not None
+        if row[3] != self._writer_schema:  # raised by a newer build since: refused if this one cannot keep it
+            check_writer_schema(row[3], self.location)
+            self._writer_schema = row[3]
         version = int(row[2])
         if version > self.limits_version_seen:
             self.limits_version_seen = version
@@ -522,6 +596,60 @@ class PostgresLedger(LedgerBase):
     def release(self, reservation_id: str) -> None:
         self._call(lambda c: c.execute("DELETE FROM reservations WHERE id = %s", (reservation_id,)), tx=True)
 
+    async def _journal_row(self, row: RequestRow, holds: Sequence[str | None], error: Exception) -> str | None:
+        """The row goes to the journal (``LedgerBase._journal_row``), and its holds are pinned.
+
+        Regression: the journal is on this machine's disk, and only servers here replay it; the
+        journaled call's holds were leases that lapsed about ``lease_s`` after its server died,
+        and servers on other machines then stopped counting its spend: they granted calls past
+        the limit. Now, the database being reachable (only locked, or busy), the holds are pinned
+        at once by a statement of their own that waits for none of the locks the row did: they
+        never lapse, and only the replay that writes the row removes them. What remains: a
+        server cut off from PostgreSQL cannot pin them, and if it dies before it reconnects its
+        charge is counted nowhere else until a server on its machine replays its journal."""
+        try:
+            return await super()._journal_row(row, holds, error)
+        finally:
+            held = tuple(h for h in holds if h)
+            if held and row.cost_nusd:  # a call that cost nothing has no charge to keep counted
+                try:
+                    await self.run_within(PIN_WAIT_S, self.pin_holds, held, row)
+                except Exception as e:  # the hold stays a lease, as before
+                    base.log.warning("could not pin the holds of journaled request %s (%s): they lapse with their "
+                                     "lease if this server stops before its journal is replayed", row.id, base._why(e))
+
+    def pin_holds(self, holds: Sequence[str], row: RequestRow) -> int:
+        """Make the holds of a call whose row waits in the journal never lapse (a short transaction
+        of its own, without the journal's replay, waiting at most the step's deadline for a lock,
+        as none of the locks a row waits for are needed: reservations take no table lock). The first,
+        the call's own, is made again for the row's cost should it have lapsed already. Returns
+        how many were pinned; 0 without a live connection (no reconnection is tried for this)."""
+
+        def pin(c: psycopg.Connection[Any]) -> int:
+            with c.transaction():
+                until = getattr(self._wait, "until", None)
+                if until is not None:
+                    ms = max(int((until - time.monotonic()) * 1000), 1)
+                    c.execute("SELECT set_config('lock_timeout', %s, true)", (f"{min(ms, self._lock_timeout_ms)}ms",))
+                n = c.execute(
+                    f"UPDATE reservations SET expires_at = {_NOW} + %s, hard_expires_at = {_NOW} + %s, owner = %s"
+                    " WHERE id = ANY(%s)",
+                    (PINNED_FOR_S, PINNED_FOR_S, PINNED_OWNER, list(holds)),
+                ).rowcount
+                if not c.execute("SELECT 1 FROM reservations WHERE id = %s", (holds[0],)).fetchone():
+                    now = c.execute(f"SELECT {_NOW}").fetchone()[0]  # type: ignore[index]
+                    c.execute(_INSERT_RESERVATION, (holds[0], row.id, now, now + PINNED_FOR_S, HOST, self._pid,
+                                                    row.day, row.provider or "", row.tag, row.cost_nusd,
+                                                    PINNED_OWNER, now + PINNED_FOR_S))
+                    n += 1
+                return n
+
+        with self._lock:
+            conn = self._conn
+            if conn is None or conn.closed or conn.broken:
+                return 0
+            return self._call(pin, retry=False)
+
     def record(self, row: RequestRow, *, reservation_id: str | None = None, spare: SpareRequest | None = None) -> None:
         # No spare holds here: a reservation is one round trip to the server either way.
 
@@ -573,8 +701,8 @@ class PostgresLedger(LedgerBase):
         if dead_pids:
             for r in c.execute(
                 f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE host = %s AND pid <> %s AND expires_at >= %s"
-                " FOR UPDATE SKIP LOCKED",
-                (HOST, self._pid, now),
+                " AND owner IS DISTINCT FROM %s FOR UPDATE SKIP LOCKED",  # a pinned hold waits for its journal
+                (HOST, self._pid, now, PINNED_OWNER),
             ).fetchall():
                 if not base.alive(r[2]):
                     doomed.append((*r, "process_gone"))
@@ -652,6 +780,8 @@ class PostgresLedger(LedgerBase):
 
     def rebuild_rollups(self, day_of: Callable[[str], str]) -> None:
         def rebuild(c: psycopg.Connection[Any]) -> None:
+            # Days are worked out here between statements: a long pause, not a frozen server.
+            c.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             pruned_before = self._meta(c, "pruned_before")
             with c.cursor() as cur:
                 cur.executemany(
@@ -772,12 +902,12 @@ class _Connecting:
             conn.close()
 
 
-def _default_journal(url: str, schema: str) -> Path:
-    """A journal on this machine's disk for one PostgreSQL ledger (its URL without the password,
-    and its schema): the servers here that share the ledger share the file."""
+def _default_journal(identity: str) -> Path:
+    """A journal on this machine's disk for one PostgreSQL ledger (``PostgresLedger._identity``):
+    the servers here that share the ledger share the file."""
     import platformdirs
 
-    key = hashlib.sha256(f"{redact_url(url)}|{schema}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     folder = Path(platformdirs.user_state_dir("llm-router"))
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from .base import DAY_TOTALS_FROM_ROLLUPS, estimated_from_rows
 if TYPE_CHECKING:
     import sqlite_utils
 
-__all__ = ["MIGRATIONS", "migrate", "migrate_connection"]
+__all__ = ["LEDGER_ID_KEY", "MIGRATIONS", "WRITER_SCHEMA_KEY", "migrate", "migrate_connection"]
 
 Migration = Callable[["sqlite_utils.Database"], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
@@ -280,3 +280,25 @@ def record_writer_schema(db: sqlite_utils.Database) -> None:
     whose version is above its own, so an older server can never write rows a newer one cannot
     see. A later migration that changes what writers must keep raises it the same way."""
     db.execute(RAISE_WRITER_SCHEMA.format(n=2))
+
+
+@_migration
+def writers_keep_limits_version_and_journal(db: sqlite_utils.Database) -> None:
+    """Writer schema 3: every ``set_budget`` raises ``limits_version`` and every reservation checks
+    it (a lowered limit holds from the moment it returns), and every write transaction first
+    replays the journal of answered calls whose rows could not be written. A build of schema 2 did
+    neither: opening such a ledger, it granted calls under a limit another server had just lowered
+    and never wrote the journal's spend. Raised, so such builds refuse this ledger."""
+    db.execute(RAISE_WRITER_SCHEMA.format(n=3))
+
+
+LEDGER_ID_KEY = "ledger_id"
+
+
+@_migration
+def name_the_ledger(db: sqlite_utils.Database) -> None:
+    """A random id for this ledger in ``meta``, read by the way with the limits version: a server
+    notices when another ledger was copied over its file in place (same device and inode)."""
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('ledger_id', lower(hex(randomblob(16)))) ON CONFLICT (key) DO NOTHING"
+    )
