@@ -308,3 +308,31 @@ async def test_a_lone_surrogate_that_slips_into_an_answer_still_arrives_over_htt
     assert not done.is_error, done.content
     assert done.structured_content["text"].endswith(" half \ufffd, whole \U0001F600")
     assert " half \ufffd, whole \U0001F600\n" in done.content[0].text
+
+
+def test_the_printed_address_accepts_connections_before_uvicorn_has_started(
+    server_engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: the address was printed when the socket was bound but not yet listening, so a
+    client connecting as soon as it read the line could be refused until uvicorn listened."""
+    import socket
+
+    import anyio
+    import uvicorn
+
+    from llm_router.http_app import serve_http
+
+    connected: list[bool] = []
+
+    async def serve_late(self: Any, sockets: list[socket.socket]) -> None:  # uvicorn not started yet
+        try:
+            port = sockets[0].getsockname()[1]
+            assert f":{port}/mcp" in capsys.readouterr().err, "the address was printed first"
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                connected.append(True)
+        finally:
+            sockets[0].close()
+
+    monkeypatch.setattr(uvicorn.Server, "serve", serve_late)
+    anyio.run(lambda: serve_http(server_engine, host="127.0.0.1", port=0, tokens=Tokens([]), http=HttpConfig()))
+    assert connected == [True]

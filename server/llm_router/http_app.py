@@ -455,6 +455,9 @@ async def serve_http(engine: Engine, *, host: str, port: int, tokens: Tokens, ht
             redact.install(logging.getLogger(name))
     if sock is None:
         sock = config.bind_socket()
+    # Listening before the address is printed: a client that connects as soon as it reads it
+    # would otherwise be refused (a bound socket refuses until uvicorn calls listen() itself).
+    sock.listen(config.backlog)
     port = sock.getsockname()[1]  # the one the OS chose, for --port 0
     where = f"[{host}]" if ":" in host else host
     roles = ", ".join(f"{n} {role}" for role, n in tokens.roles().items())
