@@ -208,16 +208,7 @@ class Ledger(LedgerBase):
         worker thread. Inline, a write lock held by another process is waited for only briefly:
         SQLite then refuses before anything is written, and the call goes to the thread, which
         waits as long as the busy timeout allows."""
-        lock = self._lock
-        if self._limiter.borrowed_tokens == 0 and lock.acquire_brief():
-            try:
-                return fn(*args, **kwargs)
-            except sqlite3.OperationalError as e:
-                if getattr(e, "sqlite_errorcode", None) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                    raise
-            finally:
-                lock.release_brief()
-        return await self._on_thread(None, fn, args, kwargs)
+        return await self.run_within(None, fn, *args, **kwargs)
 
     async def run_within(self, wait_s: float | None, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``run``, the wait on the worker thread bounded by ``wait_s`` (see ``LedgerBase.run_within``)."""
