@@ -40,7 +40,7 @@ import anyio.to_thread
 from ..types import LedgerBusy, RouterError, SpendNotRecorded, plural, usd_str
 
 if TYPE_CHECKING:
-    from .journal import Journal
+    from .journal import Entry, Journal
 
 __all__ = [
     "GROUPINGS",
@@ -152,6 +152,48 @@ class LedgerStorageError(RouterError):
 WRITER_SCHEMA = 3
 """What this build's writers maintain (see ``schema.record_writer_schema`` and
 ``schema.writers_keep_limits_version_and_journal``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowStatements:
+    """The statements that write one request row and keep its sums in step, in one backend's
+    placeholders (``mark``): the same for a settle and for a row replayed from the journal."""
+
+    insert_row: str
+    upsert_rollup: str
+    upsert_day_totals: str
+    upsert_estimated: str
+    mark: str
+
+    def write(self, c: Any, row: RequestRow) -> None:
+        c.execute(self.insert_row, row.values())
+        c.execute(self.upsert_rollup, row.rollup_values())
+        c.execute(self.upsert_day_totals, row.totals_values())
+        if row.cost_estimated:
+            c.execute(self.upsert_estimated, row.estimated_values())
+
+    def apply_journal_entry(self, c: Any, entry: Entry) -> None:
+        """Inside a write transaction: one journal entry's holds removed, and its row (unless one
+        with its id is already written) with its sums and a ``row_from_journal`` event."""
+        m, row = self.mark, entry.row
+        written = row is not None and c.execute(f"SELECT 1 FROM requests WHERE id = {m}", (row.id,)).fetchone() is not None
+        first_gone = False
+        for i, hold in enumerate(entry.holds):
+            if c.execute(f"DELETE FROM reservations WHERE id = {m}", (hold,)).rowcount == 0 and i == 0:
+                first_gone = True
+        if row is None or written:
+            return
+        if first_gone:  # its hold lapsed before the row could be written: said, as for a late settle
+            c.execute(
+                f"INSERT INTO events (ts, kind, detail) VALUES ({m}, 'settled_after_reclaim', {m})",
+                (now_iso(), json.dumps({"reservation": entry.holds[0], "request_id": row.id, "cost_nusd": row.cost_nusd})),
+            )
+        self.write(c, row)
+        c.execute(
+            f"INSERT INTO events (ts, kind, detail) VALUES ({m}, 'row_from_journal', {m})",
+            (now_iso(), json.dumps({"request_id": row.id, "cost_nusd": row.cost_nusd, "status": row.status,
+                                    "journaled_by": {"pid": entry.pid, "host": entry.host}, "journaled_at": entry.at})),
+        )
 
 
 def check_writer_schema(stored: str | None, where: str) -> None:

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import base
 from .base import (
+    RowStatements,
     DAY_TOTALS_FROM_ROLLUPS,
     HOST,
     ROW_COLUMNS,
@@ -57,7 +58,7 @@ from .base import (
     upsert_estimated,
 )
 from ..types import LedgerBusy
-from .journal import Entry, Journal, Taken
+from .journal import Journal, Taken
 from .schema import WRITER_SCHEMA_KEY
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s)
 """ + add_to_rollup("rollups.")
 _UPSERT_DAY_TOTALS = upsert_day_totals("%s", "day_totals.")
 _UPSERT_ESTIMATED = upsert_estimated("%s", "estimated_rollups.")
+_ROW_SQL = RowStatements(_INSERT_ROW, _UPSERT_ROLLUP, _UPSERT_DAY_TOTALS, _UPSERT_ESTIMATED, "%s")
 _REFILE_ESTIMATED = estimated_from_rows("estimated_rollups.")
 _NOW = "extract(epoch from clock_timestamp())::double precision"
 _SPENT = {
@@ -458,7 +460,7 @@ class PostgresLedger(LedgerBase):
                 for entry in taken.entries:
                     try:
                         with c.transaction():
-                            self._apply_entry(c, entry)
+                            _ROW_SQL.apply_journal_entry(c, entry)
                     except (psycopg.IntegrityError, psycopg.DataError, psycopg.ProgrammingError, ValueError,
                             TypeError) as e:  # this entry would fail every replay: set it aside
                         taken.reject(entry, f"{type(e).__name__}: {e}")
@@ -472,32 +474,6 @@ class PostgresLedger(LedgerBase):
             taken.finish(False)
             raise
         return taken
-
-    @staticmethod
-    def _apply_entry(c: psycopg.Connection[Any], entry: Entry) -> None:
-        row = entry.row
-        written = row is not None and c.execute("SELECT 1 FROM requests WHERE id = %s", (row.id,)).fetchone() is not None
-        first_gone = False
-        for i, hold in enumerate(entry.holds):
-            if c.execute("DELETE FROM reservations WHERE id = %s", (hold,)).rowcount == 0 and i == 0:
-                first_gone = True
-        if row is None or written:
-            return
-        if first_gone:
-            c.execute(
-                "INSERT INTO events (ts, kind, detail) VALUES (%s, 'settled_after_reclaim', %s)",
-                (now_iso(), json.dumps({"reservation": entry.holds[0], "request_id": row.id, "cost_nusd": row.cost_nusd})),
-            )
-        c.execute(_INSERT_ROW, row.values())
-        c.execute(_UPSERT_ROLLUP, row.rollup_values())
-        c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
-        if row.cost_estimated:
-            c.execute(_UPSERT_ESTIMATED, row.estimated_values())
-        c.execute(
-            "INSERT INTO events (ts, kind, detail) VALUES (%s, 'row_from_journal', %s)",
-            (now_iso(), json.dumps({"request_id": row.id, "cost_nusd": row.cost_nusd, "status": row.status,
-                                    "journaled_by": {"pid": entry.pid, "host": entry.host}, "journaled_at": entry.at})),
-        )
 
     # -- budgets --------------------------------------------------------------------------------
 
@@ -664,11 +640,7 @@ class PostgresLedger(LedgerBase):
                     (now_iso(), json.dumps({"reservation": reservation_id, "request_id": row.id,
                                             "cost_nusd": row.cost_nusd})),
                 )
-            c.execute(_INSERT_ROW, row.values())
-            c.execute(_UPSERT_ROLLUP, row.rollup_values())
-            c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
-            if row.cost_estimated:
-                c.execute(_UPSERT_ESTIMATED, row.estimated_values())
+            _ROW_SQL.write(c, row)
 
         with self._lock:
             try:

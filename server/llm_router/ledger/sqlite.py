@@ -23,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from . import base
 from .base import (
+    RowStatements,
     check_writer_schema,
     DAY_TOTALS_FROM_ROLLUPS,
     GROUPINGS,
@@ -50,7 +51,7 @@ from .base import (
     upsert_estimated,
 )
 from ..types import LedgerBusy, usd_str
-from .journal import Entry, Journal, Taken
+from .journal import Journal, Taken
 from .schema import LEDGER_ID_KEY, WRITER_SCHEMA_KEY, migrate_connection
 
 __all__ = ["GROUPINGS", "Ledger", "LimitCheck", "Refusal", "RequestRow"]
@@ -63,6 +64,7 @@ VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
 """ + add_to_rollup()
 _UPSERT_DAY_TOTALS = upsert_day_totals("?")
 _UPSERT_ESTIMATED = upsert_estimated("?")
+_ROW_SQL = RowStatements(_INSERT_ROW, _UPSERT_ROLLUP, _UPSERT_DAY_TOTALS, _UPSERT_ESTIMATED, "?")
 _REFILE_ESTIMATED = estimated_from_rows()
 # The limits version: raised by every set_budget in the transaction that writes the limit. It is
 # read along with statements a reservation runs anyway (the sums, the next lapse), never alone on
@@ -303,7 +305,7 @@ class Ledger(LedgerBase):
             for entry in taken.entries:
                 c.execute("SAVEPOINT entry")
                 try:
-                    self._apply_entry(c, entry)
+                    _ROW_SQL.apply_journal_entry(c, entry)
                 except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError,
                         ValueError, TypeError) as e:  # this entry would fail every replay: set it aside
                     c.execute("ROLLBACK TO entry")
@@ -318,29 +320,6 @@ class Ledger(LedgerBase):
         c.execute("RELEASE journal")
         self._usage_cache.clear()
         return taken
-
-    def _apply_entry(self, c: sqlite3.Connection, entry: Entry) -> None:
-        """One journal entry: its holds removed, its row (unless already written) with its sums."""
-        row = entry.row
-        written = row is not None and c.execute("SELECT 1 FROM requests WHERE id = ?", (row.id,)).fetchone() is not None
-        first_gone = False
-        for i, hold in enumerate(entry.holds):
-            if c.execute("DELETE FROM reservations WHERE id = ?", (hold,)).rowcount == 0 and i == 0:
-                first_gone = True
-        if row is None or written:
-            return
-        if first_gone:  # its hold lapsed before the row could be written: said, as for a late settle
-            self._late_settle(c, row, entry.holds[0])
-        c.execute(_INSERT_ROW, row.values())
-        c.execute(_UPSERT_ROLLUP, row.rollup_values())
-        c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
-        if row.cost_estimated:
-            c.execute(_UPSERT_ESTIMATED, row.estimated_values())
-        c.execute(
-            "INSERT INTO events (ts, kind, detail) VALUES (?, 'row_from_journal', ?)",
-            (now_iso(), json.dumps({"request_id": row.id, "cost_nusd": row.cost_nusd, "status": row.status,
-                                    "journaled_by": {"pid": entry.pid, "host": entry.host}, "journaled_at": entry.at})),
-        )
 
     def _replayed(self, taken: Taken, committed: bool) -> None:
         taken.finish(committed)
@@ -717,11 +696,7 @@ class Ledger(LedgerBase):
                             self._forget_hold(reservation_id, not gone)
                         if gone:
                             self._late_settle(c, row, reservation_id)
-                    c.execute(_INSERT_ROW, row.values())
-                    c.execute(_UPSERT_ROLLUP, row.rollup_values())
-                    c.execute(_UPSERT_DAY_TOTALS, row.totals_values())
-                    if row.cost_estimated:
-                        c.execute(_UPSERT_ESTIMATED, row.estimated_values())
+                    _ROW_SQL.write(c, row)
                     cache.add(row.day, row.provider or "", row.tag, spent=row.cost_nusd)
                     if want is not None:
                         if kept is None:
