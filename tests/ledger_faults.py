@@ -6,6 +6,7 @@ billed."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from typing import Any
 
 import anyio
 
+from llm_router.calls import CompleteArgs
 from llm_router.config import Settings, settings_from_dict
 from llm_router.ledger import Journal, LedgerBase
 from llm_router.types import usd_to_nusd
@@ -83,6 +85,43 @@ def gate(engine: Any) -> Gate:
     """Put a gate in front of the engine's provider."""
     g = engine.providers["openai"] = Gate(engine.providers["openai"])
     return g
+
+
+@dataclass
+class Outcome:
+    """How one call went: its answer or the error it raised, and how long it took."""
+
+    answer: Any = None
+    error: BaseException | None = None
+    took: float = 0.0
+
+
+async def answered_during(
+    engine: Any, g: Gate, fault: Callable[[], Any], *, prompt: str = "in flight",
+    catch: type[BaseException] | tuple[type[BaseException], ...] = (),
+) -> Outcome:
+    """One ``complete`` whose answer, once the upstream has sent (and billed) it, waits while
+    ``fault()`` (sync or async) breaks the ledger, then goes on to be settled. An error of a type
+    in ``catch`` is kept in the outcome; any other is raised."""
+    g.arm()
+    out = Outcome()
+
+    async def call() -> None:
+        t0 = time.monotonic()
+        try:
+            out.answer = await engine.complete(CompleteArgs(prompt=prompt))
+        except catch as e:
+            out.error = e
+        out.took = time.monotonic() - t0
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        await wait_for(g.answered, "the upstream's answer")
+        done = fault()
+        if inspect.isawaitable(done):
+            await done
+        g.open()
+    return out
 
 
 _HOLDER = textwrap.dedent(

@@ -25,9 +25,7 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import Any
 
-import anyio
 import pytest
 
 from llm_router.calls import CompleteArgs
@@ -38,6 +36,7 @@ from llm_router.types import RouterError, usd_str
 
 from .fakes import FakeProvider, Usage
 from .ledger_faults import (
+    answered_during,
     BILLED_NUSD,
     INPUT_TOKENS,
     MODEL,
@@ -45,7 +44,6 @@ from .ledger_faults import (
     gate,
     settings,
     upstream_calls,
-    wait_for,
 )
 
 pytestmark = pytest.mark.anyio
@@ -66,27 +64,16 @@ async def _answer_while(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, new_
         cfg = settings(tmp_path, fake, monkeypatch)
         path = ledger_path(cfg)
         engine = Engine(cfg)
-        out: dict[str, Any] = {}
         try:
             first = await engine.complete(CompleteArgs(prompt="one"))
-            g = gate(engine)
-            g.arm()
-
-            async def call() -> None:
-                try:
-                    out["answer"] = await engine.complete(CompleteArgs(prompt="two"))
-                except RouterError as e:
-                    out["error"] = e
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call)
-                await wait_for(g.answered, "the upstream's answer")
+            def move() -> None:
                 os.replace(path, _moved(path))
                 if new_server:
                     Ledger(path).close()  # a server started now: a new ledger at $0 under the name
-                g.open()
-            assert "error" not in out, f"{type(out['error']).__name__}: {out['error']}"
-            answer = out["answer"]
+
+            out = await answered_during(engine, gate(engine), move, prompt="two", catch=RouterError)
+            assert out.error is None, f"{type(out.error).__name__}: {out.error}"
+            answer = out.answer
             note = " ".join(answer.notes)
             assert str(path) in note and f"{path}.journal" in note and f"${usd_str(BILLED_NUSD)}" in note, note
             assert "nano-dollars" not in note and "full disk" not in note, note

@@ -36,6 +36,7 @@ from llm_router.types import AllAttemptsFailed, LedgerBusy, SpendNotRecorded
 from .clocks import ManualClock
 from .fakes import FakeProvider, Usage
 from .ledger_faults import (
+    answered_during,
     BILLED_NUSD,
     INPUT_TOKENS,
     MODEL,
@@ -45,7 +46,6 @@ from .ledger_faults import (
     check_billed,
     gate,
     settings,
-    timed,
     upstream_calls,
     wait_for,
 )
@@ -86,23 +86,13 @@ async def test_a_paid_answer_whose_row_meets_a_lock_held_past_the_busy_timeout_i
 
             # The next call is answered (and billed) upstream; then another server takes the
             # write lock and keeps it, past this server's busy timeout.
-            g.arm()
-            result: dict[str, object] = {}
-
-            async def second() -> None:
-                result["answer"], result["waited"] = await timed(lambda: engine.complete(CompleteArgs(prompt="two")))
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(second)
-                await wait_for(g.answered, "the upstream's answer")
-                await anyio.to_thread.run_sync(holder.lock)
-                g.open()
-            answer = result["answer"]
+            result = await answered_during(engine, g, lambda: anyio.to_thread.run_sync(holder.lock), prompt="two")
+            answer = result.answer
             answered.append(answer.request_id)  # type: ignore[attr-defined]
             note = answer.notes[-1]  # type: ignore[attr-defined]
             assert "journal" in note and f"{path}.journal" in note and "counted against every limit" in note, note
             assert f"held by process {holder.pid}" in note, note
-            print(f"\nsettle with the lock held: the answer came back after {result['waited']:.2f} s (busy timeout 0.5 s)")
+            print(f"\nsettle with the lock held: the answer came back after {result.took:.2f} s (busy timeout 0.5 s)")
 
             acc = account(path)
             assert set(acc.rows) == {answered[0]} and set(acc.journaled) == {answered[1]}
@@ -316,21 +306,9 @@ async def test_when_even_the_journal_cannot_be_written_the_caller_gets_the_reque
         holder = LockHolder(path)
         try:
             g = gate(engine)
-            g.arm()
-            caught: dict[str, BaseException] = {}
-
-            async def call() -> None:
-                try:
-                    await engine.complete(CompleteArgs(prompt="one"))
-                except SpendNotRecorded as e:
-                    caught["e"] = e
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call)
-                await wait_for(g.answered, "the upstream's answer")
-                await anyio.to_thread.run_sync(holder.lock)
-                g.open()
-            lost = caught["e"]
+            lost = (await answered_during(engine, g, lambda: anyio.to_thread.run_sync(holder.lock), prompt="one",
+                                          catch=SpendNotRecorded)).error
+            assert lost is not None
             facts = lost.to_dict()  # type: ignore[attr-defined]
             assert facts["code"] == "spend_not_recorded" and facts["request_id"] and facts["recorded"] is False
             assert facts["cost_usd"] == "0.00018" and "is not recorded" in facts["message"]
@@ -360,21 +338,9 @@ async def test_a_failed_call_whose_attempts_were_billed_is_journaled_with_its_ho
         try:
             g = gate(engine)
             fake.fault("tool_call")  # an answer that is only a tool call: a failed attempt, billed
-            g.arm()
-            caught: dict[str, BaseException] = {}
-
-            async def call() -> None:
-                try:
-                    await engine.complete(CompleteArgs(prompt="one"))
-                except AllAttemptsFailed as e:
-                    caught["e"] = e
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(call)
-                await wait_for(g.answered, "the upstream's answer")
-                await anyio.to_thread.run_sync(holder.lock)
-                g.open()
-            rid = caught["e"].request_id  # type: ignore[attr-defined]
+            failed = (await answered_during(engine, g, lambda: anyio.to_thread.run_sync(holder.lock), prompt="one",
+                                            catch=AllAttemptsFailed)).error
+            rid = failed.request_id  # type: ignore[union-attr]
             acc = account(path)
             assert acc.journaled[rid]["status"] == "error" and acc.journaled[rid]["cost_nusd"] == BILLED_NUSD
             assert acc.holds >= BILLED_NUSD  # the billed attempt's hold waits with the row
@@ -635,18 +601,9 @@ async def test_a_paid_answer_whose_postgresql_ledger_is_unreachable_at_settle_is
         try:
             g = gate(engine)
             answered = [(await engine.complete(CompleteArgs(prompt="one"))).request_id]
-            g.arm()
-            result: dict[str, object] = {}
-
-            async def second() -> None:
-                result["answer"], result["took"] = await timed(lambda: engine.complete(CompleteArgs(prompt="two")))
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(second)
-                await wait_for(g.answered, "the upstream's answer")
-                proxy.cut()  # the database is gone: the connection drops, reconnecting is refused
-                g.open()
-            answer = result["answer"]
+            # The database goes once the call is billed: the connection drops, reconnecting is refused.
+            result = await answered_during(engine, g, proxy.cut, prompt="two")
+            answer = result.answer
             answered.append(answer.request_id)  # type: ignore[attr-defined]
             note = answer.notes[-1]  # type: ignore[attr-defined]
             assert "journal" in note and str(journal) in note and "cannot be reached" in note, note
@@ -657,7 +614,7 @@ async def test_a_paid_answer_whose_postgresql_ledger_is_unreachable_at_settle_is
             acc = account(engine.ledger, journal)
             assert acc.journaled == {} and not journal.exists()
             check_billed(acc, answered, upstream_calls(fake))
-            print(f"\nPostgreSQL cut at settle: the answer came back in {result['took']:.2f} s, journaled; "
+            print(f"\nPostgreSQL cut at settle: the answer came back in {result.took:.2f} s, journaled; "
                   f"{len(answered)} answered, {len(acc.rows)} rows, billed {upstream_calls(fake) * BILLED_NUSD} n$, "
                   f"recorded {acc.recorded_nusd()} n$")
         finally:
