@@ -221,3 +221,11 @@ def test_the_report_command_says_what_waits_in_the_journal(tmp_path: Path, capsy
     assert main(args) == 0  # the lock gone: the ledger opened replays the journal, and the report counts it
     out = capsys.readouterr().out
     assert "$0.0000035 over 2 calls\n" in out and "journal" not in out
+
+
+def test_a_journal_holding_only_refusals_that_cost_nothing_is_not_said_to_count_against_any_limit() -> None:
+    from llm_router.ledger.base import journaled_note
+
+    note = journaled_note(1, 0, "/x/ledger.db.journal")
+    assert note is not None and "cost nothing" in note and "counted against every limit" not in note, note
+    assert "counted against every limit" in (journaled_note(2, 5, "/x/ledger.db.journal") or "")

@@ -890,6 +890,10 @@ def journaled_note(calls: int, nusd: int, path: object) -> str | None:
     if not calls:
         return None
     one = calls == 1
+    if not nusd:  # refusals (a busy ledger, say): their rows wait, but nothing is held for them
+        return (f"{plural(calls, 'call')} that cost nothing {'is' if one else 'are'} waiting in the ledger's journal "
+                f"({path}): {'its row is' if one else 'their rows are'} written to the ledger at its next write; "
+                "no limit counts anything for them")
     return (f"{plural(calls, 'call')} costing ${usd_str(nusd)}{'' if one else ' in all'} "
             f"{'is' if one else 'are'} waiting in the ledger's journal ({path}): the ledger could not take "
             f"{'its row' if one else 'their rows'} yet, so {'it is' if one else 'they are'} not in these figures; "
