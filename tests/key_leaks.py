@@ -17,9 +17,9 @@ import json
 import logging
 import re
 import sqlite3
-from datetime import UTC, datetime
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest

@@ -69,7 +69,7 @@ def genai_cost(model: str, provider_id: str, usage: Usage) -> Decimal:
         genai_prices.Usage(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
+            cache_read_tokens=usage.cached_tokens,
             cache_write_tokens=usage.cache_write_tokens,
         ),
         model,
@@ -141,7 +141,7 @@ def test_config_prices_override_genai_prices_and_say_config(catalog: Catalog) ->
     )
     # the cost follows the configured price, not genai-prices'
     assert entry.cost_usd(
-        Usage(input_tokens=1_000_000, output_tokens=1_000_000, cache_read_tokens=500_000)
+        Usage(input_tokens=1_000_000, output_tokens=1_000_000, cached_tokens=500_000)
     ) == (Decimal("1.0") + Decimal("0.25") + Decimal(8))
     # the context window still comes from genai-prices
     assert entry.context_source == "genai-prices"
@@ -272,8 +272,8 @@ def test_model_overrides_set_max_output_tokens() -> None:
 
 USAGES = [
     Usage(input_tokens=1_000, output_tokens=500),
-    Usage(input_tokens=12_345, output_tokens=678, cache_read_tokens=10_000),
-    Usage(input_tokens=50_000, output_tokens=1, cache_read_tokens=49_000),
+    Usage(input_tokens=12_345, output_tokens=678, cached_tokens=10_000),
+    Usage(input_tokens=50_000, output_tokens=1, cached_tokens=49_000),
     Usage(input_tokens=3, output_tokens=0),
     Usage(),
 ]
@@ -413,8 +413,8 @@ def test_integer_costs_equal_the_decimal_definitions_exactly(
     entry = ModelEntry(ref="p:m", provider="p", model="m", kind="openai", prices=p, price_source="config",
                        context_window=1_000_000, context_source="config", tier="medium", tier_source="config")
     mtok = Decimal(1_000_000)
-    fresh = max(usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens, 0)
-    usd = (fresh * p.input + usage.cache_read_tokens * p.cache_read + usage.cache_write_tokens * p.cache_write
+    fresh = max(usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens, 0)
+    usd = (fresh * p.input + usage.cached_tokens * p.cache_read + usage.cache_write_tokens * p.cache_write
            + usage.output_tokens * p.output) / mtok
     worst = math.ceil((input_bound * max(p.input, p.cache_read, p.cache_write) + max_tokens * p.output) * NUSD_PER_USD / mtok)
     typical = math.ceil((input_bound * p.input + max_tokens * p.output) * NUSD_PER_USD / mtok)
@@ -497,7 +497,7 @@ def test_our_per_call_arithmetic_always_equals_genai_prices(
     provider_id = "google" if ref.startswith("gemini:") else ref.split(":")[0]
     if provider_id != "anthropic":
         written = 0  # only Anthropic reports cache writes
-    usage = Usage(input_tokens=fresh + cached + written, output_tokens=output, cache_read_tokens=cached,
+    usage = Usage(input_tokens=fresh + cached + written, output_tokens=output, cached_tokens=cached,
                   cache_write_tokens=written)
     assert entry.cost_usd(usage) == genai_cost(entry.model, provider_id, usage)
 

@@ -45,7 +45,7 @@ def test_every_conformance_scenario_that_applies_passes_and_the_rest_fail_only_f
     for checks in out.glob("*/checks.json"):
         scenario = re.sub(r"^server-|-\d{4}-\d{2}-\d{2}T.*$", "", checks.parent.name)
         results[scenario] = json.loads(checks.read_text())
-    assert APPLIES <= set(results), (sorted(results), run.stdout[-3000:])
+    assert set(results) >= APPLIES, (sorted(results), run.stdout[-3000:])
     for scenario, checks in sorted(results.items()):
         statuses = {str(c["status"]) for c in checks}
         if scenario in APPLIES:

@@ -19,7 +19,8 @@ from llm_router.calls import CompleteArgs
 from llm_router.config import Settings, settings_from_dict
 from llm_router.engine import Engine
 from llm_router.providers.base import ProbeResult
-from llm_router.resilience import FALLBACK_RESERVE_S, Window, model_window
+from llm_router.resilience import Window, model_window
+from llm_router.timings import FALLBACK_RESERVE_S
 from llm_router.types import (
     AllAttemptsFailed,
     AuthError,
@@ -348,7 +349,7 @@ async def test_a_retried_stream_reports_only_its_own_text_as_progress(
 ) -> None:
     """A stream cut midway is retried: what the caller is shown must restart with the new try,
     never the dead try's text with the new one after it."""
-    monkeypatch.setattr("llm_router.engine.PROGRESS_INTERVAL_S", 0)
+    monkeypatch.setattr("llm_router.timings.PROGRESS_INTERVAL_S", 0)
     cut = MalformedResponse("the stream ended before [DONE]", provider="first")
     engine = make(Scripted("first", streamed("dead ", "end", then=fail(cut)),
                            streamed("fresh ", "answer", then=answer("fresh answer"))), resilience={"max_retries": 1})

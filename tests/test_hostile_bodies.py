@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from llm_router import timings
 from llm_router.providers import base, wire
 from llm_router.providers.anthropic import AnthropicProvider
 from llm_router.providers.gemini import GeminiProvider
@@ -32,10 +33,10 @@ from llm_router.types import (
 
 from .test_providers_wire import (
     ALL,
-    KEY,
     ANTHROPIC_REPLY,
     BASES,
     GEMINI_REPLY,
+    KEY,
     MODELS,
     OLLAMA_REPLY,
     OPENAI_REPLY,
@@ -106,7 +107,7 @@ def check_sane(result: Completion | ProviderError) -> None:
     assert result.response_id is None or isinstance(result.response_id, str)
     if result.usage is not None:
         assert isinstance(result.usage, Usage)
-        for n in (result.usage.input_tokens, result.usage.output_tokens, result.usage.cache_read_tokens):
+        for n in (result.usage.input_tokens, result.usage.output_tokens, result.usage.cached_tokens):
             assert type(n) is int and 0 <= n <= 2 * wire.MAX_TOKEN_COUNT
 
 
@@ -321,7 +322,7 @@ async def test_a_retry_after_header_of_any_kind_never_raises(header: str) -> Non
     response = js({"error": {"message": "slow down"}}, 429, headers={"retry-after": header})
     result = await outcome(OpenAIProvider, response, stream=False)
     assert isinstance(result, ProviderError)
-    assert result.retry_after is None or 0 <= result.retry_after <= base.RETRY_AFTER_CAP_S
+    assert result.retry_after is None or 0 <= result.retry_after <= timings.RETRY_AFTER_CAP_S
 
 
 # -- a property: real answers with any one part replaced by anything ----------------------------

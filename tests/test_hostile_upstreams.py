@@ -17,6 +17,7 @@ import anyio
 import anyio.abc
 import pytest
 
+from llm_router import timings
 from llm_router.providers import base
 from llm_router.providers.anthropic import AnthropicProvider
 from llm_router.providers.base import HttpSettings
@@ -373,18 +374,18 @@ async def test_a_passing_failure_to_say_the_window_is_asked_again_later(monkeypa
         fake.fault("status", status=503, endpoint="side")  # llama.cpp answers 503 while the model loads
         async with adapter(fake) as provider:
             assert await provider.context_window("gpt-test-1") is None
-            now[0] += base.UNKNOWN_RETRY_S - 1
+            now[0] += timings.UNKNOWN_RETRY_S - 1
             assert await provider.context_window("gpt-test-1") is None  # not asked again yet
             assert [r.path for r in fake.requests].count("/props") == 1
             now[0] += 2
             assert await provider.context_window("gpt-test-1") == 3000
-            now[0] += 10 * base.UNKNOWN_RETRY_S
+            now[0] += 10 * timings.UNKNOWN_RETRY_S
             assert await provider.context_window("gpt-test-1") == 3000  # a stated window holds for good
         assert [r.path for r in fake.requests].count("/props") == 2
 
 
 async def test_a_side_question_that_hangs_gives_up_quickly_and_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(base, "PROBE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(timings, "PROBE_TIMEOUT_S", 0.2)
     with FakeProvider("openai", api_key=None, llama_cpp=True) as fake:
         fake.fault("hang", endpoint="side", times=2)
         async with adapter(fake) as provider:
@@ -502,6 +503,6 @@ async def test_ollama_for_a_model_not_pulled_says_nothing_and_asks_again_later(
         async with adapter(fake) as provider:
             assert await provider.context_window("not-pulled") is None
             assert await provider.count_tokens("not-pulled", "x") is None  # Ollama has no tokenizer endpoint
-            now[0] += base.UNKNOWN_RETRY_S + 1
+            now[0] += timings.UNKNOWN_RETRY_S + 1
             assert await provider.context_window("not-pulled") is None
         assert [r.path for r in fake.requests].count("/api/show") == 2

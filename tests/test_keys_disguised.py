@@ -37,7 +37,7 @@ from llm_router.types import ServerError
 
 from .conftest import FAKE_MODELS, settings_for_fakes
 from .fakes.echoing_upstream import DISGUISES, echoing_upstreams
-from .key_leaks import all_leaks, drive_every_path, files_under, ledger_files, leaks, redacting_logs, sqlite_rows
+from .key_leaks import all_leaks, drive_every_path, files_under, leaks, ledger_files, redacting_logs, sqlite_rows
 from .test_keys_never_leak import KEYS, SPECIAL_KEYS
 
 pytestmark = pytest.mark.anyio

@@ -32,7 +32,16 @@ from llm_router.engine import Engine
 from .backends import Store
 from .conftest import settings_for_fakes
 from .fakes.echoing_upstream import JSON_CASES, STREAM_CASES, echoing_upstreams
-from .key_leaks import all_leaks, drive_every_path, files_under, ledger_files, leaks, pg_rows, redacting_logs, sqlite_rows
+from .key_leaks import (
+    all_leaks,
+    drive_every_path,
+    files_under,
+    leaks,
+    ledger_files,
+    pg_rows,
+    redacting_logs,
+    sqlite_rows,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

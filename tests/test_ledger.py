@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import sqlite_utils
 
+from llm_router import timings
 from llm_router.ledger import GROUPINGS, Ledger, LedgerBase, LimitCheck, Refusal, RequestRow, SpareRequest
 from llm_router.ledger import base as ledger_base
 from llm_router.ledger import sqlite as ledger_sqlite
@@ -914,14 +915,14 @@ def test_cached_usage_always_matches_a_fresh_read_of_the_file(ledger_file: Path)
             if led._spare is not None and rng.random() < 0.5:  # a next call like the last one
                 provider, tag, day = led._spare.provider, led._spare.tag, led._spare.day
                 if rng.random() < 0.2:  # but after the spare has waited too long for it
-                    pause += ledger_base.SPARE_IDLE_S
+                    pause += timings.SPARE_IDLE_S
             clock.advance(pause)
             mine = [c for c in checks if c.first_day <= day <= c.last_day
                     and (c.scope_kind == "global" or c.scope_name in (provider, tag))]
             action = rng.random()
             if action < 0.45:
                 spare_id = None if led._spare is None else led._spare.rid
-                stale = led._spare is not None and clock() - led._spare.made_at > ledger_base.SPARE_IDLE_S
+                stale = led._spare is not None and clock() - led._spare.made_at > timings.SPARE_IDLE_S
                 rid = led.reserve(mine, rng.randint(500, 9_000), request_id=f"s{step}", day=day, provider=provider,
                                   tag=tag, ttl_s=900)
                 if isinstance(rid, str):
@@ -1035,8 +1036,7 @@ def test_no_spare_is_kept_where_a_limit_has_no_room_for_it(sqlite_ledger: Ledger
 def test_an_unused_spare_is_let_go_by_upkeep_and_on_close(ledger_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Idleness is judged on the ledger's clock, here the test's: the spare cannot look idle before
     the test says so, however long a paused machine takes between two steps."""
-    monkeypatch.setattr(ledger_base, "SPARE_IDLE_S", 0.2)  # upkeep looks every 0.2 s
-    monkeypatch.setattr(ledger_sqlite, "SPARE_IDLE_S", 0.2)
+    monkeypatch.setattr(timings, "SPARE_IDLE_S", 0.2)  # upkeep looks every 0.2 s
     clock = ManualClock()
     led = Ledger(ledger_file, clock=clock)
     try:
@@ -1096,7 +1096,7 @@ def test_routing_may_read_slightly_stale_figures_but_a_reservation_never_does(le
 
         b.record(row(cost_nusd=500))
         assert a.usages([daily(10_000)], stale_ok_s=60) == [(9_000, 0)]
-        clock.advance(ledger_sqlite._CACHE_MAX_AGE_S + 0.01)  # what routing read has grown too old
+        clock.advance(timings.USAGE_CACHE_MAX_AGE_S + 0.01)  # what routing read has grown too old
         assert a.usages([daily(10_000)], stale_ok_s=60) == [(9_500, 0)]
     finally:
         a.close()

@@ -17,10 +17,10 @@ from typing import Any
 import anyio
 import pytest
 
+from llm_router import timings
 from llm_router.calls import CompleteArgs
 from llm_router.config import ledger_path
 from llm_router.engine import Engine
-from llm_router.ledger import base
 from llm_router.types import LedgerBusy, RouterError
 
 from .fakes import FakeProvider, Usage
@@ -137,7 +137,7 @@ def test_upkeep_says_once_that_the_ledger_is_busy_and_once_when_it_is_not(
 ) -> None:
     from llm_router.ledger import Ledger
 
-    monkeypatch.setattr(base, "UPKEEP_WAIT_S", 0.05)
+    monkeypatch.setattr(timings, "UPKEEP_WAIT_S", 0.05)
     led = Ledger(tmp_path / "ledger.db", busy_timeout_s=0.05)
     holder = LockHolder(tmp_path / "ledger.db")
     rounds = {"n": 0}

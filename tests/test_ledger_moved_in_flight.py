@@ -36,11 +36,11 @@ from llm_router.types import RouterError, usd_str
 
 from .fakes import FakeProvider, Usage
 from .ledger_faults import (
-    answered_during,
     BILLED_NUSD,
     INPUT_TOKENS,
     MODEL,
     OUTPUT_TOKENS,
+    answered_during,
     gate,
     settings,
     upstream_calls,

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_router.ledger import LedgerUnavailable, LimitCheck, RequestRow
-from llm_router.ledger import base
+from llm_router.ledger import LedgerUnavailable, LimitCheck, RequestRow, base
 from llm_router.ledger.base import WRITER_SCHEMA
 from llm_router.ledger.schema import RAISE_WRITER_SCHEMA, WRITER_SCHEMA_KEY
 

@@ -25,7 +25,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from llm_router import budget as budget_module
+from llm_router import timings
 from llm_router.budget import Budget
 from llm_router.config import BudgetConfig
 from llm_router.ledger import Ledger, LedgerBase, RequestRow, SpareRequest
@@ -48,7 +48,7 @@ _n = itertools.count()
 def _limits_only_through_the_version(monkeypatch: pytest.MonkeyPatch) -> None:
     """A server also reads the limits again now and then (for writers that do not raise the
     version); in these tests it never does, so only the version can tell a server of a new limit."""
-    monkeypatch.setattr(budget_module, "OVERRIDE_REFRESH_S", 1e9)
+    monkeypatch.setattr(timings, "OVERRIDE_REFRESH_S", 1e9)
 
 
 def budget_of(led: LedgerBase, **limits: Any) -> Budget:
@@ -227,7 +227,7 @@ def test_a_raised_limit_is_routed_on_at_once_in_another_server(store: Store) -> 
         mine, other = budget_of(ours, daily_usd=1), budget_of(theirs, daily_usd=1)
         one_call(mine)
         other.set_limit("global", "daily", Decimal(2))
-        clock.advance(budget_module.ROUTING_STALENESS_S * 2)  # what routing may reuse has aged
+        clock.advance(timings.ROUTING_STALENESS_S * 2)  # what routing may reuse has aged
         assert [s.limit.limit_nusd for s in mine.snapshot().states] == [2 * 10**9]
     finally:
         ours.close()

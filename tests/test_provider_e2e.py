@@ -27,11 +27,11 @@ MODELS = FAKE_MODELS
 def expected(kind: str, wire: WireUsage) -> Usage:
     """Our convention: input counts every input token, cached ones included."""
     if kind == "anthropic":
-        total = wire.input_tokens + wire.cache_read_tokens + wire.cache_write_tokens
-        return Usage(total, wire.output_tokens, wire.cache_read_tokens, wire.cache_write_tokens)
+        total = wire.input_tokens + wire.cached_tokens + wire.cache_write_tokens
+        return Usage(total, wire.output_tokens, wire.cached_tokens, wire.cache_write_tokens)
     if kind == "ollama":
         return Usage(wire.input_tokens, wire.output_tokens)
-    return Usage(wire.input_tokens + wire.cache_read_tokens, wire.output_tokens, wire.cache_read_tokens)
+    return Usage(wire.input_tokens + wire.cached_tokens, wire.output_tokens, wire.cached_tokens)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -45,7 +45,7 @@ async def test_ledger_tokens_and_cost_equal_what_each_provider_reported(
             for kind, fake in fakes.items():
                 cached = 0 if kind == "ollama" else 7 * i
                 written = 3 * i if kind == "anthropic" else 0
-                wire = WireUsage(input_tokens=40 + i, output_tokens=9 + 2 * i, cache_read_tokens=cached, cache_write_tokens=written)
+                wire = WireUsage(input_tokens=40 + i, output_tokens=9 + 2 * i, cached_tokens=cached, cache_write_tokens=written)
                 fake.reply(text=f"answer {i} from {kind}", usage=wire)
                 deltas: list[str] = []
 
@@ -83,7 +83,7 @@ async def test_cached_tokens_are_priced_at_the_cached_rate(
 ) -> None:
     engine = Engine(settings_for_fakes(tmp_path, fakes, monkeypatch))
     try:
-        fakes["anthropic"].reply(usage=WireUsage(input_tokens=1000, output_tokens=100, cache_read_tokens=9000))
+        fakes["anthropic"].reply(usage=WireUsage(input_tokens=1000, output_tokens=100, cached_tokens=9000))
         result = await engine.complete(CompleteArgs(prompt="q", model="anthropic:claude-haiku-4-5"))
         # Haiku 4.5: $1/M input, $0.10/M cache read, $5/M output.
         assert Decimal(result.cost_usd) == Decimal("0.001") + Decimal("0.0009") + Decimal("0.0005")

@@ -45,12 +45,12 @@ ADAPTERS: dict[str, type[Any]] = {
 }
 KINDS = list(ADAPTERS)
 KEYED = ["anthropic", "openai", "gemini"]  # the fakes of a local Ollama take no key
-WIRE_USAGE = WireUsage(input_tokens=100, output_tokens=20, cache_read_tokens=30, cache_write_tokens=5)
+WIRE_USAGE = WireUsage(input_tokens=100, output_tokens=20, cached_tokens=30, cache_write_tokens=5)
 # What each adapter must make of WIRE_USAGE, normalised so that input counts cached tokens too.
 EXPECTED_USAGE = {
-    "anthropic": Usage(input_tokens=135, output_tokens=20, cache_read_tokens=30, cache_write_tokens=5),
-    "openai": Usage(input_tokens=130, output_tokens=20, cache_read_tokens=30),
-    "gemini": Usage(input_tokens=130, output_tokens=20, cache_read_tokens=30),
+    "anthropic": Usage(input_tokens=135, output_tokens=20, cached_tokens=30, cache_write_tokens=5),
+    "openai": Usage(input_tokens=130, output_tokens=20, cached_tokens=30),
+    "gemini": Usage(input_tokens=130, output_tokens=20, cached_tokens=30),
     "ollama": Usage(input_tokens=100, output_tokens=20),  # Ollama has no prompt cache
 }
 REQ = CompletionRequest(

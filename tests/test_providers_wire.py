@@ -267,7 +267,7 @@ async def test_anthropic_json_reply_counts_cache_tokens_as_input() -> None:
     assert result.finish_reason == "end_turn"
     assert result.response_id == "msg_01"
     assert result.usage == Usage(
-        input_tokens=130, output_tokens=3, cache_read_tokens=100, cache_write_tokens=20
+        input_tokens=130, output_tokens=3, cached_tokens=100, cache_write_tokens=20
     )
 
 
@@ -280,7 +280,7 @@ async def test_anthropic_stream_reply() -> None:
     assert result.finish_reason == "end_turn"
     # message_delta's output count is cumulative: it replaces message_start's, it is not added.
     assert result.usage == Usage(
-        input_tokens=130, output_tokens=7, cache_read_tokens=100, cache_write_tokens=20
+        input_tokens=130, output_tokens=7, cached_tokens=100, cache_write_tokens=20
     )
 
 
@@ -442,7 +442,7 @@ async def test_openai_json_reply_with_cached_tokens() -> None:
         "stop",
         "chatcmpl-1",
     )
-    assert result.usage == Usage(input_tokens=2006, output_tokens=300, cache_read_tokens=1920)
+    assert result.usage == Usage(input_tokens=2006, output_tokens=300, cached_tokens=1920)
 
 
 async def test_openai_stream_reply_with_usage_chunk() -> None:
@@ -454,7 +454,7 @@ async def test_openai_stream_reply_with_usage_chunk() -> None:
         "stop",
         "chatcmpl-2",
     )
-    assert result.usage == Usage(input_tokens=50, output_tokens=4, cache_read_tokens=32)
+    assert result.usage == Usage(input_tokens=50, output_tokens=4, cached_tokens=32)
 
 
 async def test_openai_missing_usage_is_none() -> None:
@@ -594,7 +594,7 @@ async def test_gemini_json_reply_counts_thinking_as_output() -> None:
         "STOP",
         "resp-1",
     )
-    assert result.usage == Usage(input_tokens=1200, output_tokens=45, cache_read_tokens=1024)
+    assert result.usage == Usage(input_tokens=1200, output_tokens=45, cached_tokens=1024)
 
 
 async def test_gemini_stream_reply_takes_last_usage() -> None:

@@ -36,13 +36,13 @@ from llm_router.types import AllAttemptsFailed, LedgerBusy, SpendNotRecorded
 from .clocks import ManualClock
 from .fakes import FakeProvider, Usage
 from .ledger_faults import (
-    answered_during,
     BILLED_NUSD,
     INPUT_TOKENS,
     MODEL,
     OUTPUT_TOKENS,
     LockHolder,
     account,
+    answered_during,
     check_billed,
     gate,
     settings,

@@ -26,7 +26,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from .types import AllAttemptsFailed, AttemptRecord, BudgetExceeded, Forbidden, NoRoute, RouterError, usd_str, usd_to_nusd
+from .types import (
+    AllAttemptsFailed,
+    AttemptRecord,
+    BudgetExceeded,
+    Forbidden,
+    NoRoute,
+    RouterError,
+    usd_str,
+    usd_to_nusd,
+)
 
 __all__ = [
     "ACCESS_SCOPE_KEY",

@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from . import timings
 from .config import BudgetConfig
 from .ledger import Ledger, LimitCheck, Refusal, SpareRequest
 from .ledger.base import Limits, Overrides
@@ -30,18 +31,8 @@ Period = Literal["daily", "monthly", "per_request"]
 PERIODS: tuple[Period, ...] = ("daily", "monthly", "per_request")
 Tier = Literal["normal", "cautious", "restricted", "exhausted"]
 _TIER_RANK: dict[Tier, int] = {"normal": 0, "cautious": 1, "restricted": 2, "exhausted": 3}
-OVERRIDE_REFRESH_S = 1.0
-"""How often the limits set with ``set_budget`` are read again regardless. Every ``set_budget``
-raises the ledger's limits version, which a reservation checks in its own transaction (rebuilding
-its checks when it has moved) and routing notices as it reads the figures: so a limit set by this
-build takes effect at once. This catches a limit written without raising it (an older build, a
-hand edit of the ledger)."""
 SPARE_MARGIN = 2
 """A spare hold is this many times the worst case of the call that kept it."""
-ROUTING_STALENESS_S = 0.05
-"""How old the spend figures routing reads may be: another process's commit may be missed for this
-long. The reservation always reads them fresh, under the write lock, so this never lets a limit
-be passed."""
 
 
 def tier_of(fraction: float) -> Tier:
@@ -248,7 +239,7 @@ class Budget:
 
     def _refresh(self, force: bool = False) -> None:
         now = time.monotonic()
-        if force or self.ledger.limits_version_seen != self._hint or now - self._overrides_read > OVERRIDE_REFRESH_S:
+        if force or self.ledger.limits_version_seen != self._hint or now - self._overrides_read > timings.OVERRIDE_REFRESH_S:
             self._install(*self.ledger.budget_overrides_at())
             self._overrides_read = now
 
@@ -346,13 +337,11 @@ class Budget:
         for lim, check in self._day_checks(today):
             if check is None:
                 per_request = lim.limit_nusd
-            elif check.scope_kind == "tag" and check.scope_name != tag:
-                continue
-            elif check.scope_kind == "provider" and wanted is not None and check.scope_name not in wanted:
+            elif check.scope_kind == "tag" and check.scope_name != tag or check.scope_kind == "provider" and wanted is not None and check.scope_name not in wanted:
                 continue
             states.append(LimitState(lim, check))
         checked = [s for s in states if s.check is not None]
-        for state, (spent, reserved) in zip(checked, self.ledger.usages([s.check for s in checked], stale_ok_s=ROUTING_STALENESS_S), strict=True):
+        for state, (spent, reserved) in zip(checked, self.ledger.usages([s.check for s in checked], stale_ok_s=timings.ROUTING_STALENESS_S), strict=True):
             state.spent_nusd, state.reserved_nusd = spent, reserved
         return BudgetSnapshot(day=today.isoformat(), tag=tag, states=states, per_request_nusd=per_request,
                               limits=self._limits_at)

@@ -94,10 +94,10 @@ class ModelEntry:
         if self._genai is not None and self._priced_day != _today():
             self._reprice()
         p = self._prices_for(usage.input_tokens)
-        fresh = max(usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens, 0)
+        fresh = max(usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens, 0)
         return (
             fresh * p.input
-            + usage.cache_read_tokens * p.cache_read
+            + usage.cached_tokens * p.cache_read
             + usage.cache_write_tokens * p.cache_write
             + usage.output_tokens * p.output
         ) / _MTOK
@@ -125,9 +125,9 @@ class ModelEntry:
         if n is None:
             cost = self.cost_usd(usage)
             return None if cost is None else usd_to_nusd(cost)
-        fresh = max(usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens, 0)
+        fresh = max(usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens, 0)
         q, r = divmod(
-            fresh * n[0] + usage.output_tokens * n[1] + usage.cache_read_tokens * n[2] + usage.cache_write_tokens * n[3],
+            fresh * n[0] + usage.output_tokens * n[1] + usage.cached_tokens * n[2] + usage.cache_write_tokens * n[3],
             _MTOK_INT,
         )
         return q + 1 if 2 * r > _MTOK_INT or (2 * r == _MTOK_INT and q % 2) else q

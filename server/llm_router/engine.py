@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 
+from . import timings
 from .budget import Budget, BudgetSnapshot, LimitState, Tier, parse_scope, tier_of, worst_tier
 from .calls import (
     Answer,
@@ -34,10 +35,10 @@ from .calls import (
 )
 from .catalog import Catalog, ModelEntry, Prices, worst_case_input_tokens
 from .config import Settings
+from .estimates import estimate_usage, note_for, prompt_tokens_by_chars
 from .ledger import Ledger, LedgerUnavailable, RequestRow, open_ledger
 from .providers import Provider, availability, build_provider
 from .redaction import Redactor
-from .estimates import COUNT_TOKENS_S, estimate_usage, note_for, prompt_tokens_by_chars
 from .resilience import HealthBoard, Window, counts_against_circuit
 from .routing import Candidate, Decision, Excluded, RouteRequest, decide
 from .types import (
@@ -45,8 +46,8 @@ from .types import (
     AttemptRecord,
     BudgetExceeded,
     Completion,
-    ContextTooLong,
     CompletionRequest,
+    ContextTooLong,
     InvalidInput,
     LedgerBusy,
     MalformedResponse,
@@ -57,8 +58,8 @@ from .types import (
     SpendNotRecorded,
     Timeout,
     Usage,
-    usd_str,
     parse_model_ref,
+    usd_str,
     usd_to_nusd,
 )
 
@@ -67,17 +68,6 @@ __all__ = ["Engine", "Progress"]
 Progress = Callable[[float, float | None, str], Awaitable[None]]
 """(progress, total, message) — how the engine tells the caller what it is doing."""
 
-PROGRESS_INTERVAL_S = 0.1
-HOLD_POLL_S = 0.05
-SETTLE_MIN_WAIT_S = 0.1
-"""The least a row waits for the ledger's write lock, even at the deadline (ordinary contention
-between servers takes milliseconds); past that wait it goes to the journal, never lost."""
-WINDOW_ASK_S = 0.25
-"""How long a routing decision waits for servers to say the windows we only assume; one that has
-not said by then (busy, down, or it cannot say) keeps its assumed window and is asked again later."""
-WINDOW_REASK_S = (60.0, 3600.0)
-"""When a server that did not say its window is asked again: after a minute, then twice as long
-each time, up to an hour (an adapter that knows it cannot say answers from memory)."""
 
 log = logging.getLogger("llm_router.engine")
 
@@ -139,7 +129,7 @@ class Engine:
         self._windows_unasked = [e for e in self.catalog if not e.context_known and e.provider in self.providers]
         """Models whose window is only assumed, whose server is to be asked for it."""
         self._windows_ask_at = 0.0  # monotonic time of the next ask
-        self._windows_reask_s = WINDOW_REASK_S[0]
+        self._windows_reask_s = timings.WINDOW_REASK_S[0]
         self._check_timezone()
         self.ledger.reclaim()
 
@@ -269,12 +259,12 @@ class Engine:
 
     async def _ask_windows(self) -> None:
         """Ask the servers, before the first decision, for the windows we only assume (llama.cpp
-        ``/props``, Ollama ``/api/show``): all at once, waiting at most WINDOW_ASK_S. Calls that
+        ``/props``, Ollama ``/api/show``): all at once, waiting at most timings.WINDOW_ASK_S. Calls that
         start meanwhile do not wait; a model whose server did not say is asked again later
-        (WINDOW_REASK_S), so a server down or busy at start still teaches its window."""
+        (timings.WINDOW_REASK_S), so a server down or busy at start still teaches its window."""
         unasked, self._windows_unasked = self._windows_unasked, []
         self._windows_ask_at = time.monotonic() + self._windows_reask_s
-        self._windows_reask_s = min(self._windows_reask_s * 2, WINDOW_REASK_S[1])
+        self._windows_reask_s = min(self._windows_reask_s * 2, timings.WINDOW_REASK_S[1])
 
         async def ask(entry: ModelEntry) -> None:
             try:
@@ -285,7 +275,7 @@ class Engine:
             if window is not None and self.catalog.learn_window(entry.ref, window, "reported by the server"):
                 log.info("%s: the server runs it with a %s-token window", entry.ref, window)
 
-        with anyio.move_on_after(WINDOW_ASK_S):
+        with anyio.move_on_after(timings.WINDOW_ASK_S):
             async with anyio.create_task_group() as tg:
                 for entry in unasked:
                     tg.start_soon(ask, entry)
@@ -444,8 +434,8 @@ class Engine:
     @staticmethod
     def _wait_left(prepared: Prepared, started: float) -> float:
         """How long a row may wait for the ledger: what is left of the call's deadline (at least
-        SETTLE_MIN_WAIT_S); a row that cannot be written by then goes to the journal."""
-        return max(prepared.deadline_s - (time.perf_counter() - started), SETTLE_MIN_WAIT_S)
+        timings.SETTLE_MIN_WAIT_S); a row that cannot be written by then goes to the journal."""
+        return max(prepared.deadline_s - (time.perf_counter() - started), timings.SETTLE_MIN_WAIT_S)
 
     async def _reserve(
         self, decision: Decision, entry: ModelEntry, amount_nusd: int, request_id: str, prepared: Prepared,
@@ -470,13 +460,13 @@ class Engine:
             except BudgetExceeded as e:
                 if e.reserved_nusd == 0 or e.spent_nusd + e.needed_nusd > e.limit_nusd:
                     raise
-                if anyio.current_time() + HOLD_POLL_S >= deadline:
+                if anyio.current_time() + timings.HOLD_POLL_S >= deadline:
                     raise
                 # Woken by a settle or release in this process; polls for other processes.
                 poll = True
                 if self._freed is None:
                     self._freed = anyio.Event()
-                with anyio.move_on_after(HOLD_POLL_S):
+                with anyio.move_on_after(timings.HOLD_POLL_S):
                     await self._freed.wait()
 
     def _budget_freed(self) -> None:
@@ -610,7 +600,7 @@ class Engine:
             with anyio.CancelScope(shield=True):
                 answer, method = await estimate_usage(
                     self.providers[entry.provider], entry.model, prepared.request, completion.text,
-                    wait_s=min(COUNT_TOKENS_S, deadline - anyio.current_time()),
+                    wait_s=min(timings.COUNT_TOKENS_S, deadline - anyio.current_time()),
                 )
         ref_cost = self.reference.cost_nusd(answer) if self.reference is not None else None
         # The call's cost: the answer's, plus what withheld answers of earlier attempts were billed.
@@ -628,7 +618,7 @@ class Engine:
             model=entry.model,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
-            cached_tokens=usage.cache_read_tokens,
+            cached_tokens=usage.cached_tokens,
             cache_write_tokens=usage.cache_write_tokens,
             cost_nusd=cost_nusd,
             cost_usd=usd_str(cost_nusd),
@@ -650,7 +640,7 @@ class Engine:
         # journal: the answer is returned all the same, saying so, and its holds keep counting.
         journaled = await self.ledger.settle(
             row, reservation_id=reservation, held=billed.held, spare=spare,
-            wait_s=max(deadline - anyio.current_time(), SETTLE_MIN_WAIT_S),
+            wait_s=max(deadline - anyio.current_time(), timings.SETTLE_MIN_WAIT_S),
         )
         self._budget_freed()
         notes = self._notes(prepared, method) if method is not None or prepared.route.task_type else ()
@@ -666,7 +656,7 @@ class Engine:
             usage=AnswerUsage(
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
-                cached_tokens=usage.cache_read_tokens,
+                cached_tokens=usage.cached_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
                 estimated=method is not None,
                 estimate_method=method,
@@ -697,7 +687,7 @@ class Engine:
             model=model,
             input_tokens=billed.usage.input_tokens,
             output_tokens=billed.usage.output_tokens,
-            cached_tokens=billed.usage.cache_read_tokens,
+            cached_tokens=billed.usage.cached_tokens,
             cache_write_tokens=billed.usage.cache_write_tokens,
             cost_nusd=billed.nusd,
             cost_usd=usd_str(billed.nusd),
@@ -972,7 +962,7 @@ def _budget_after(snapshot: BudgetSnapshot, provider: str, cost_nusd: int) -> di
 
 
 def _streamer(progress: Progress) -> Callable[[str], Awaitable[None]]:
-    """Forward streamed text as progress, at most every PROGRESS_INTERVAL_S."""
+    """Forward streamed text as progress, at most every timings.PROGRESS_INTERVAL_S."""
     parts: list[str] = []
     last = 0.0
 
@@ -980,7 +970,7 @@ def _streamer(progress: Progress) -> Callable[[str], Awaitable[None]]:
         nonlocal last
         parts.append(delta)
         now = time.monotonic()
-        if now - last >= PROGRESS_INTERVAL_S:
+        if now - last >= timings.PROGRESS_INTERVAL_S:
             last = now
             text = "".join(parts)
             try:

@@ -15,6 +15,7 @@ import logging
 
 import anyio
 
+from . import timings
 from .providers import Provider
 from .providers.mock import estimate_tokens
 from .types import CompletionRequest, Usage
@@ -34,8 +35,6 @@ REPLY_FRAMING_TOKENS = 3
 """Chat framing a tokenizer does not see in the bare text: a few tokens a message (its role and
 separators; the system text counts as one) and a few for the start of the reply, as chat
 templates add and as OpenAI documents for its own count."""
-COUNT_TOKENS_S = 1.0
-"""How long an estimate waits for a server's tokenizer before counting characters instead."""
 BY_TOKENIZER = "server_tokenizer"
 BY_CHARS = "about_4_chars_per_token"
 
@@ -49,7 +48,7 @@ def prompt_tokens_by_chars(request: CompletionRequest) -> int:
 
 
 async def estimate_usage(
-    provider: Provider, model: str, request: CompletionRequest, text: str, *, wait_s: float = COUNT_TOKENS_S
+    provider: Provider, model: str, request: CompletionRequest, text: str, *, wait_s: float = timings.COUNT_TOKENS_S
 ) -> tuple[Usage, str]:
     """The usage of an answer ``text`` to ``request``, and how it was counted (BY_TOKENIZER or
     BY_CHARS). Waits at most ``wait_s`` for the tokenizer; whatever it answers (None, garbage, an

@@ -57,6 +57,7 @@ from mcp_types import (
     UnsubscribeRequestParams,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
 from . import __version__
 from .access import (
     ACCESS_SCOPE_KEY,

@@ -23,18 +23,16 @@ from typing import Any, Literal
 
 import anyio
 
+from . import timings
 from .types import AuthError, ProviderError
 
-__all__ = ["Breaker", "Health", "HealthBoard", "FALLBACK_RESERVE_S", "Window", "counts_against_circuit", "model_window"]
+__all__ = ["Breaker", "Health", "HealthBoard", "Window", "counts_against_circuit", "model_window"]
 
 CircuitState = Literal["closed", "open", "half_open"]
 
-FALLBACK_RESERVE_S = 8.0
-"""Time each later model in a chain keeps for itself while an earlier one is tried (or an equal
-share of what remains, when that is less): see ``model_window``."""
 
 
-def model_window(remaining_s: float, later_models: int, reserve_s: float = FALLBACK_RESERVE_S) -> float:
+def model_window(remaining_s: float, later_models: int, reserve_s: float = timings.FALLBACK_RESERVE_S) -> float:
     """Seconds one model of a chain may use, its retries included, out of ``remaining_s``.
 
     Each of the ``later_models`` keeps ``reserve_s`` for itself, or an equal share of what remains
@@ -58,7 +56,7 @@ class Window:
     """Models after this one in the chain, which keep time for themselves."""
 
     @classmethod
-    def share_of(cls, deadline: float, *, later: int, reserve_s: float = FALLBACK_RESERVE_S) -> Window:
+    def share_of(cls, deadline: float, *, later: int, reserve_s: float = timings.FALLBACK_RESERVE_S) -> Window:
         now = anyio.current_time()
         share = model_window(deadline - now, later, reserve_s)
         return cls(now + share, share, later)

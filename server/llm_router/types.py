@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
-
 __all__ = [
     "NUSD_PER_USD",
     "Quality",
@@ -125,20 +124,20 @@ class Usage:
     """Tokens as the provider reported them.
 
     ``input_tokens`` counts every input token, cached ones included (the OpenAI and genai-prices
-    convention); ``cache_read_tokens`` and ``cache_write_tokens`` say how many of those were read
+    convention); ``cached_tokens`` and ``cache_write_tokens`` say how many of those were read
     from or written to the provider's prompt cache. Adapters normalise to this.
     """
 
     input_tokens: int = 0
     output_tokens: int = 0
-    cache_read_tokens: int = 0
+    cached_tokens: int = 0
     cache_write_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
-            self.cache_read_tokens + other.cache_read_tokens,
+            self.cached_tokens + other.cached_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
         )
 

@@ -80,7 +80,7 @@ class Usage:
 
     input_tokens: int = 12
     output_tokens: int = 8
-    cache_read_tokens: int = 0
+    cached_tokens: int = 0
     cache_write_tokens: int = 0
 
 
@@ -380,7 +380,7 @@ class _Anthropic(_Dialect):
         return {
             "input_tokens": u.input_tokens,
             "cache_creation_input_tokens": u.cache_write_tokens,
-            "cache_read_input_tokens": u.cache_read_tokens,
+            "cache_read_input_tokens": u.cached_tokens,
             "output_tokens": output_tokens,
         }
 
@@ -629,12 +629,12 @@ class _OpenAI(_Dialect):
 
     @staticmethod
     def _usage(u: Usage) -> dict[str, Any]:
-        prompt = u.input_tokens + u.cache_read_tokens
+        prompt = u.input_tokens + u.cached_tokens
         return {
             "prompt_tokens": prompt,
             "completion_tokens": u.output_tokens,
             "total_tokens": prompt + u.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens, "audio_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": u.cached_tokens, "audio_tokens": 0},
             "completion_tokens_details": {
                 "reasoning_tokens": 0,
                 "audio_tokens": 0,
@@ -901,7 +901,7 @@ class _Gemini(_Dialect):
 
     @staticmethod
     def _usage(u: Usage, *, final: bool) -> dict[str, int]:
-        prompt = u.input_tokens + u.cache_read_tokens
+        prompt = u.input_tokens + u.cached_tokens
         if not final:  # non-final stream chunks: prompt side only; the last chunk is complete
             return {"promptTokenCount": prompt, "totalTokenCount": prompt}
         meta = {
@@ -909,8 +909,8 @@ class _Gemini(_Dialect):
             "candidatesTokenCount": u.output_tokens,
             "totalTokenCount": prompt + u.output_tokens,
         }
-        if u.cache_read_tokens:  # proto3 JSON leaves zero counts out
-            meta["cachedContentTokenCount"] = u.cache_read_tokens
+        if u.cached_tokens:  # proto3 JSON leaves zero counts out
+            meta["cachedContentTokenCount"] = u.cached_tokens
         return meta
 
     def _response(self, t: _Turn, text: str | None, finish: str | None, final: bool) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pytest
 
 from .provider_servers import KINDS, FakeProvider, Usage, refused_url, unused_url
 
-USAGE = Usage(input_tokens=100, output_tokens=20, cache_read_tokens=30, cache_write_tokens=5)
+USAGE = Usage(input_tokens=100, output_tokens=20, cached_tokens=30, cache_write_tokens=5)
 
 
 # -- hand-written wire parsers (independent of the fakes' code) -----------------------------
@@ -164,23 +164,23 @@ def expected_usage(kind: str, u: Usage) -> dict[str, int]:
         return {
             "input_tokens": u.input_tokens,
             "output_tokens": u.output_tokens,
-            "cache_read_input_tokens": u.cache_read_tokens,
+            "cache_read_input_tokens": u.cached_tokens,
             "cache_creation_input_tokens": u.cache_write_tokens,
         }
     if kind == "openai":
-        prompt = u.input_tokens + u.cache_read_tokens
+        prompt = u.input_tokens + u.cached_tokens
         return {
             "prompt_tokens": prompt,
             "completion_tokens": u.output_tokens,
             "total_tokens": prompt + u.output_tokens,
         }
     if kind == "gemini":
-        prompt = u.input_tokens + u.cache_read_tokens
+        prompt = u.input_tokens + u.cached_tokens
         return {
             "promptTokenCount": prompt,
             "candidatesTokenCount": u.output_tokens,
             "totalTokenCount": prompt + u.output_tokens,
-            "cachedContentTokenCount": u.cache_read_tokens,
+            "cachedContentTokenCount": u.cached_tokens,
         }
     return {"prompt_eval_count": u.input_tokens, "eval_count": u.output_tokens}
 
@@ -190,7 +190,7 @@ def assert_usage(kind: str, got: dict[str, Any] | None, u: Usage) -> None:
     for key, value in expected_usage(kind, u).items():
         assert got[key] == value, key
     if kind == "openai":
-        assert got["prompt_tokens_details"]["cached_tokens"] == u.cache_read_tokens
+        assert got["prompt_tokens_details"]["cached_tokens"] == u.cached_tokens
 
 
 STOP = {"anthropic": "end_turn", "openai": "stop", "gemini": "STOP", "ollama": "stop"}
@@ -310,7 +310,7 @@ def test_gemini_stream_without_alt_sse_is_a_json_array(client: httpx.Client) -> 
 
 
 def test_scripted_text_usage_and_finish(fake: FakeProvider, client: httpx.Client) -> None:
-    custom = Usage(input_tokens=7, output_tokens=3, cache_read_tokens=2, cache_write_tokens=1)
+    custom = Usage(input_tokens=7, output_tokens=3, cached_tokens=2, cache_write_tokens=1)
     fake.reply(text="exactly this", usage=custom, finish="length")
     text, usage, finish = parse_json_reply(fake.kind, post(client, fake, stream=False).json())
     assert text == "exactly this"

@@ -12,7 +12,7 @@ are reclaimed (logged in ``events``) by whichever server next reserves or tidies
 A busy server keeps one *spare* hold between calls: the transaction that records a call may also
 hold that call's worst case again (when every limit has room for it), and the next call that
 fits within it takes it over instead of opening a transaction of its own. A spare is a hold like
-any other (counted by every process, shown as reserved); it is let go within ``SPARE_IDLE_S`` of
+any other (counted by every process, shown as reserved); it is let go within ``timings.SPARE_IDLE_S`` of
 going unused, and when the ledger closes. Backends may decline to keep spares.
 """
 
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 
+from .. import timings
 from ..types import LedgerBusy, RouterError, SpendNotRecorded, plural, usd_str
 
 if TYPE_CHECKING:
@@ -117,16 +118,8 @@ def upsert_day_totals(mark: str, table_prefix: str = "") -> str:
         f"INSERT INTO day_totals (dim, key, day, {', '.join(SUM_COLUMNS)}) VALUES {values}"
         f" ON CONFLICT (dim, key, day) DO UPDATE SET {updates}"
     )
-SPARE_IDLE_S = 2.0
-"""A spare hold unused for this long is let go (and is no longer taken over by a call)."""
 PRUNE_BATCH = 5_000
 """Rows deleted per transaction when pruning: short enough that reservations never queue long."""
-UPKEEP_WAIT_S = 1.0
-"""How long upkeep (renewals, tidying, letting a spare go) waits for another process's write lock:
-it tries again next round, and meanwhile it would hold this server's connection from its calls."""
-RELEASE_WAIT_S = 1.0
-"""How long freeing a hold waits for the write lock before the release goes to the journal (the
-hold then counts a little longer, until the next write replays it: never less than it should)."""
 
 log = logging.getLogger("llm_router.ledger")
 
@@ -549,7 +542,7 @@ class LedgerBase(ABC):
             await self.free(hold)
         return None
 
-    async def free(self, reservation_id: str, *, wait_s: float | None = RELEASE_WAIT_S) -> None:
+    async def free(self, reservation_id: str, *, wait_s: float | None = timings.RELEASE_WAIT_S) -> None:
         """Let a hold go (a call that failed or was cancelled). Never fails the call: a release the
         ledger cannot take now goes to the journal, and the hold counts until it is replayed."""
         try:
@@ -624,7 +617,7 @@ class LedgerBase(ABC):
 
     def close(self) -> None:
         self.stop_upkeep()
-        with self._waiting(UPKEEP_WAIT_S):
+        with self._waiting(timings.UPKEEP_WAIT_S):
             try:
                 self.drop_spare()
             except Exception:  # a spare left behind lapses with its lease, like any hold
@@ -849,13 +842,13 @@ class LedgerBase(ABC):
         """Since when upkeep's steps have failed (None: the last one that wrote succeeded). What
         fails is said once, and once more when upkeep writes again: a writer frozen for an hour
         used to put a warning in the log every second."""
-        while not self._stop.wait(min(renew_every, SPARE_IDLE_S)):
+        while not self._stop.wait(min(renew_every, timings.SPARE_IDLE_S)):
             # Each step waits briefly for another process's write lock: it holds this server's
             # connection meanwhile, and tries again next round anyway.
             wrote = False
             try:
-                with self._waiting(UPKEEP_WAIT_S):
-                    self.drop_spare(idle_s=SPARE_IDLE_S)
+                with self._waiting(timings.UPKEEP_WAIT_S):
+                    self.drop_spare(idle_s=timings.SPARE_IDLE_S)
                     if time.monotonic() - last_renew >= renew_every * 0.99:
                         last_renew = time.monotonic()
                         self._checkpoint()

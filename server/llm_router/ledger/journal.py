@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import timings
 from .base import HOST, RequestRow
 
 if sys.platform != "win32":
@@ -45,11 +46,6 @@ __all__ = ["Entry", "Journal", "Taken"]
 
 log = logging.getLogger("llm_router.ledger")
 
-APPEND_LOCK_WAIT_S = 5.0
-"""How long an append waits for another process's append or replay to let go of the file."""
-REPLAY_LOCK_WAIT_S = 0.2
-"""How long a write transaction waits for the file before it leaves the replay to a later one (it
-holds the ledger's write lock meanwhile, so this stays short)."""
 RESERVE_BYTES = 64 * 1024
 """Room kept for the journal on a disk that fills up: a file of this size beside it
 (``<journal>.reserve``), deleted when an append finds the disk full, made again after a replay.
@@ -224,12 +220,12 @@ class Journal:
 
     def _write(self, data: bytes) -> None:
         assert self._path_s is not None
-        deadline = time.monotonic() + APPEND_LOCK_WAIT_S
+        deadline = time.monotonic() + timings.JOURNAL_APPEND_WAIT_S
         while True:
             fd = os.open(self._path_s, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
             try:
                 if not _lock(fd, deadline):
-                    raise OSError(0, f"another process holds the journal for more than {APPEND_LOCK_WAIT_S:g} s")
+                    raise OSError(0, f"another process holds the journal for more than {timings.JOURNAL_APPEND_WAIT_S:g} s")
                 st = os.fstat(fd)
                 try:
                     same = os.stat(self._path_s).st_ino == st.st_ino
@@ -264,7 +260,7 @@ class Journal:
         (then ``Taken.finish``). None when there is nothing, or when the file stays locked by
         another process and this one has nothing in memory (the caller leaves it to a later
         transaction)."""
-        if not self._replaying.acquire(timeout=REPLAY_LOCK_WAIT_S):
+        if not self._replaying.acquire(timeout=timings.JOURNAL_REPLAY_WAIT_S):
             return None
         fd: int | None = None
         try:
@@ -299,7 +295,7 @@ class Journal:
         """The journal file, open and locked (None: there is none, or it stayed locked)."""
         if self._path_s is None:
             return None
-        deadline = time.monotonic() + REPLAY_LOCK_WAIT_S
+        deadline = time.monotonic() + timings.JOURNAL_REPLAY_WAIT_S
         while True:
             try:
                 fd = os.open(self._path_s, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))

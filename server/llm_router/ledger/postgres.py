@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import timings
+from ..types import LedgerBusy
 from . import base
 from .base import (
-    RowStatements,
     DAY_TOTALS_FROM_ROLLUPS,
     HOST,
     ROW_COLUMNS,
@@ -46,18 +47,18 @@ from .base import (
     Overrides,
     Refusal,
     RequestRow,
+    RowStatements,
     SpareRequest,
+    add_to_rollup,
+    check_writer_schema,
+    estimated_from_rows,
     now_iso,
     reclaim_detail,
     report_query,
     report_rows,
-    add_to_rollup,
-    check_writer_schema,
-    estimated_from_rows,
     upsert_day_totals,
     upsert_estimated,
 )
-from ..types import LedgerBusy
 from .journal import Journal, Taken
 from .schema import WRITER_SCHEMA_KEY
 
@@ -142,16 +143,11 @@ def redact_url(url: str) -> str:
 
 LEDGER_ID_KEY = "ledger_id"
 """The ``meta`` key of the ledger's random id (the same key as the SQLite ledger's)."""
-IDLE_IN_TRANSACTION_S = 10.0
-"""How long one of the ledger's sessions may sit idle inside a transaction before PostgreSQL ends
-it (a server frozen mid-transaction: stopped, or its machine asleep), freeing its locks."""
 PINNED_OWNER = "journaled"
 """The ``owner`` of a hold whose call's row waits in a journal: no upkeep renews it, it never
 lapses, and only the replay of that journal (which writes the row) removes it."""
 PINNED_FOR_S = 10 * 365 * 86400.0
 """How far ahead a pinned hold's expiry is set (never reached in practice)."""
-PIN_WAIT_S = 0.5
-"""How long pinning a journaled call's holds waits for a lock: the call's own wait is over."""
 
 
 APPLICATION_NAME = "llm-router"
@@ -186,7 +182,7 @@ class PostgresLedger(LedgerBase):
 
     def __init__(
         self, url: str, *, connect_timeout_s: float = 10, busy_timeout_s: float = 30,
-        journal_path: str | os.PathLike[str] | None = None, idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S,
+        journal_path: str | os.PathLike[str] | None = None, idle_in_transaction_s: float = timings.PG_IDLE_IN_TRANSACTION_S,
     ) -> None:
         """``busy_timeout_s``: the longest any statement waits for a lock (``lock_timeout``): a
         server frozen inside a transaction holds its locks until its connection drops, and must
@@ -237,7 +233,7 @@ class PostgresLedger(LedgerBase):
                 raise
         self.journal = Journal(Path(journal_path) if journal_path is not None else _default_journal(identity))
         if self.journal.pending():  # left by a server on this machine that could not write
-            with self._waiting(base.UPKEEP_WAIT_S):
+            with self._waiting(timings.UPKEEP_WAIT_S):
                 try:
                     self.replay_journal()
                 except (psycopg.Error, LedgerBusy, LedgerStorageError) as e:
@@ -589,7 +585,7 @@ class PostgresLedger(LedgerBase):
             held = tuple(h for h in holds if h)
             if held and row.cost_nusd:  # a call that cost nothing has no charge to keep counted
                 try:
-                    await self.run_within(PIN_WAIT_S, self.pin_holds, held, row)
+                    await self.run_within(timings.PIN_WAIT_S, self.pin_holds, held, row)
                 except Exception as e:  # the hold stays a lease, as before
                     base.log.warning("could not pin the holds of journaled request %s (%s): they lapse with their "
                                      "lease if this server stops before its journal is replayed", row.id, base._why(e))

@@ -21,15 +21,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from .. import timings
+from ..types import LedgerBusy, usd_str
 from . import base
 from .base import (
-    RowStatements,
-    check_writer_schema,
     DAY_TOTALS_FROM_ROLLUPS,
     GROUPINGS,
     HOST,
     ROW_COLUMNS,
-    SPARE_IDLE_S,
     LedgerBase,
     LedgerStorageError,
     LedgerUnavailable,
@@ -38,19 +37,20 @@ from .base import (
     Overrides,
     Refusal,
     RequestRow,
+    RowStatements,
     ScopeKind,
     SpareRequest,
+    add_to_rollup,
+    check_writer_schema,
+    estimated_from_rows,
     log,
     now_iso,
     reclaim_detail,
     report_query,
     report_rows,
-    add_to_rollup,
-    estimated_from_rows,
     upsert_day_totals,
     upsert_estimated,
 )
-from ..types import LedgerBusy, usd_str
 from .journal import Journal, Taken
 from .schema import LEDGER_ID_KEY, WRITER_SCHEMA_KEY, migrate_connection
 
@@ -107,9 +107,6 @@ SELECT day, coalesce(provider, ''), coalesce(model, ''), tag, task_type, count(*
 FROM requests GROUP BY day, coalesce(provider, ''), coalesce(model, ''), tag, task_type
 """ + add_to_rollup()
 
-_BRIEF_BUSY_MS = 5
-_CACHE_MAX_AGE_S = 1.0
-"""How long usage sums read from the file are reused while no other process writes to it."""
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -187,7 +184,7 @@ class Ledger(LedgerBase):
             raise
         self.journal.keep_room()
         if self.journal.pending():  # left by a server that could not write (and may have died since)
-            with self._waiting(base.UPKEEP_WAIT_S):
+            with self._waiting(timings.UPKEEP_WAIT_S):
                 try:
                     self.replay_journal()
                 except (sqlite3.Error, LedgerBusy) as e:
@@ -569,7 +566,7 @@ class Ledger(LedgerBase):
         if spare is None or (spare.day, spare.provider, spare.tag) != (day, provider, tag) or spare.amount < amount_nusd:
             return None
         now = self._clock()
-        if now - spare.made_at > SPARE_IDLE_S or spare.hard_expires - now < ttl_s - SPARE_IDLE_S:
+        if now - spare.made_at > timings.SPARE_IDLE_S or spare.hard_expires - now < ttl_s - timings.SPARE_IDLE_S:
             return None
         if self.journal.pending():
             # Taking the spare over writes nothing, so it would skip the replay every write
@@ -788,7 +785,7 @@ class Ledger(LedgerBase):
         it sees the new version and checks against the new limit (see ``Limits``). This server's
         spare hold goes with the limits it was kept under: held on, it would count against the new
         ones as though a call were in flight (other servers let theirs go at their next call, or
-        within ``SPARE_IDLE_S``, and never take one over on the old limits)."""
+        within ``timings.SPARE_IDLE_S``, and never take one over on the old limits)."""
         with self._lock:
             spare = self._spare
             with self._tx() as c:
@@ -973,14 +970,14 @@ class _BusyLock:
         if not self._rlock.acquire(blocking=False):
             return False
         self._inline = True
-        if self._ms != _BRIEF_BUSY_MS:
+        if self._ms != timings.INLINE_BUSY_MS:
             try:
-                self._conn.execute(f"PRAGMA busy_timeout={_BRIEF_BUSY_MS}")
+                self._conn.execute(f"PRAGMA busy_timeout={timings.INLINE_BUSY_MS}")
             except BaseException:
                 self._inline = False
                 self._rlock.release()
                 raise
-            self._ms = _BRIEF_BUSY_MS
+            self._ms = timings.INLINE_BUSY_MS
         return True
 
     def release_brief(self) -> None:
@@ -1009,13 +1006,13 @@ class _UsageCache:
         """Drop the sums if another connection committed, they are a second old, or one of this
         process's holds may have lapsed. ``fresh_within``: skip asking the file when it was asked
         that recently."""
-        if now - self.synced_at < fresh_within and now - self.filled_at <= _CACHE_MAX_AGE_S and now < self.lapses_at:
+        if now - self.synced_at < fresh_within and now - self.filled_at <= timings.USAGE_CACHE_MAX_AGE_S and now < self.lapses_at:
             return
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         self.synced_at = now
         if version != self.version:
             self.limits_version = None
-        if version != self.version or now - self.filled_at > _CACHE_MAX_AGE_S or now >= self.lapses_at:
+        if version != self.version or now - self.filled_at > timings.USAGE_CACHE_MAX_AGE_S or now >= self.lapses_at:
             self.clear()
             self.version = version
             self.filled_at = now

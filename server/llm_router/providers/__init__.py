@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 
 from ..config import ProviderConfig
-from .base import HttpSettings, Provider, ProbeResult, TextCallback
+from .base import HttpSettings, ProbeResult, Provider, TextCallback
 
 __all__ = ["Provider", "ProbeResult", "TextCallback", "build_provider", "api_key_for", "availability"]
 

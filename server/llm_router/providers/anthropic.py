@@ -25,8 +25,8 @@ from .base import (
     reclassify,
 )
 from .wire import (
-    EventStream,
     SHAPE_ERRORS,
+    EventStream,
     TextJoiner,
     clean_text,
     content_type,

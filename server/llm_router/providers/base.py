@@ -27,11 +27,12 @@ from typing import Any, Protocol
 import anyio
 import httpx
 
+from .. import timings
 from ..redaction import credentials
 from ..types import (
     AuthError,
-    CompletionRequest,
     Completion,
+    CompletionRequest,
     ConnectionFailed,
     ContextTooLong,
     InvalidRequest,
@@ -81,13 +82,8 @@ __all__ = [
 TextCallback = Callable[[str], Awaitable[None]]
 """Called with each piece of text as a stream delivers it."""
 
-RETRY_AFTER_CAP_S = 120.0
 
-PROBE_TIMEOUT_S = 3.0
-"""A side question to a local server (its window, a token count) never holds a call up longer."""
 PROBE_BODY_BYTES = 4 * 1024 * 1024
-UNKNOWN_RETRY_S = 60.0
-"""A side question that found no answer for a passing reason is asked again after this long."""
 _clock: Callable[[], float] = time.monotonic
 """When remembered side answers lapse (replaced in tests)."""
 
@@ -183,7 +179,7 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
         try:
             value = float(raw_ms) / 1000
             if math.isfinite(value):
-                return min(max(value, 0.0), RETRY_AFTER_CAP_S)
+                return min(max(value, 0.0), timings.RETRY_AFTER_CAP_S)
         except ValueError:
             pass
     raw = headers.get("retry-after")
@@ -191,7 +187,7 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
         return None
     try:
         value = float(raw)
-        return min(max(value, 0.0), RETRY_AFTER_CAP_S) if math.isfinite(value) else None
+        return min(max(value, 0.0), timings.RETRY_AFTER_CAP_S) if math.isfinite(value) else None
     except ValueError:
         pass
     try:
@@ -199,7 +195,7 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     try:
-        return min(max(when.timestamp() - time.time(), 0.0), RETRY_AFTER_CAP_S)
+        return min(max(when.timestamp() - time.time(), 0.0), timings.RETRY_AFTER_CAP_S)
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -523,7 +519,7 @@ class HttpAdapter:
             content = None if body is None else _encode(body, provider=self.name, model="")
             headers = None if body is None else _JSON_HEADERS
             async with self._client.stream(
-                method, url, content=content, headers=headers, timeout=PROBE_TIMEOUT_S
+                method, url, content=content, headers=headers, timeout=timings.PROBE_TIMEOUT_S
             ) as response:
                 status = response.status_code
                 if not 200 <= status < 300:
@@ -540,7 +536,7 @@ class HttpAdapter:
         self, model: str, ask: Callable[[str], Awaitable[tuple[int | None, bool]]]
     ) -> int | None:
         """``ask(model)`` once, remembered: a final answer (a window, or "not offered") for good, a
-        passing failure for ``UNKNOWN_RETRY_S``. Concurrent callers share one question."""
+        passing failure for ``timings.UNKNOWN_RETRY_S``. Concurrent callers share one question."""
         hit = self._windows.get(model)
         if hit is not None and hit[1] > _clock():
             return hit[0]
@@ -556,7 +552,7 @@ class HttpAdapter:
                 window, final = None, False
             if window is not None and not 0 < window <= MAX_TOKEN_COUNT:
                 window = None
-            self._windows[model] = (window, math.inf if final else _clock() + UNKNOWN_RETRY_S)
+            self._windows[model] = (window, math.inf if final else _clock() + timings.UNKNOWN_RETRY_S)
             return window
 
     async def count_tokens(self, model: str, text: str) -> int | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from .. import timings
 from ..types import (
     AuthError,
     Completion,
@@ -20,15 +21,14 @@ from ..types import (
 from .base import (
     HttpAdapter,
     HttpSettings,
-    RETRY_AFTER_CAP_S,
     TextCallback,
     error_detail,
     error_from_status,
     reclassify,
 )
 from .wire import (
-    EventStream,
     SHAPE_ERRORS,
+    EventStream,
     TextJoiner,
     clean_text,
     content_type,
@@ -75,7 +75,7 @@ def _retry_delay(detail: dict[str, Any]) -> float | None:
         if isinstance(item, dict) and str(item.get("@type", "")).endswith("RetryInfo"):
             match = _DELAY.match(str(item.get("retryDelay", "")))
             if match:
-                return min(float(match.group(1)), RETRY_AFTER_CAP_S)
+                return min(float(match.group(1)), timings.RETRY_AFTER_CAP_S)
     return None
 
 

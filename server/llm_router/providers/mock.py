@@ -28,10 +28,7 @@ from .base import ProbeResult, TextCallback
 
 __all__ = ["MockProvider", "estimate_tokens"]
 
-_WORDS = (
-    "the answer considers each part of the question and gives a short clear reply with the key facts "
-    "first then the reasoning that supports them and a brief note on what remains uncertain"
-).split()
+_WORDS = ["the", "answer", "considers", "each", "part", "of", "the", "question", "and", "gives", "a", "short", "clear", "reply", "with", "the", "key", "facts", "first", "then", "the", "reasoning", "that", "supports", "them", "and", "a", "brief", "note", "on", "what", "remains", "uncertain"]
 
 _FAILURES: dict[str, type[ProviderError]] = {
     "server": ServerError,
