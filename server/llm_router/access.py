@@ -79,7 +79,7 @@ LOCAL = Access("admin")
 
 def parse_role(text: str) -> Role | None:
     """The role named by ``text``, or None when it names none."""
-    return text if text in ROLES else None  # type: ignore[return-value]
+    return text if text in ROLES else None
 
 
 def close_role(text: str) -> str | None:

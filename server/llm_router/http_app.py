@@ -28,7 +28,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,9 +94,9 @@ class Tokens:
     """The accepted bearer tokens, held as SHA-256 digests. Entries are ``(tag, token)`` or
     ``(tag, token, role)``; the role is ``member`` when not given."""
 
-    def __init__(self, entries: list[tuple[str, str]] | list[tuple[str, str, Role]]) -> None:
+    def __init__(self, entries: Sequence[tuple[str, str] | tuple[str, str, Role]]) -> None:
         self._entries = [
-            (hashlib.sha256(e[1].encode()).digest(), Caller(e[0], f"token {i}", e[2] if len(e) > 2 else "member"))  # type: ignore[misc]
+            (hashlib.sha256(e[1].encode()).digest(), Caller(e[0], f"token {i}", e[2] if len(e) == 3 else "member"))
             for i, e in enumerate(entries, 1)
         ]
         # Kept only so that they can be scrubbed from anything shown; never logged or compared as text.
@@ -309,7 +309,8 @@ def _bearer(scope: Scope) -> str | None:
 def _header(scope: Scope, wanted: bytes) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == wanted:
-            return value.decode("latin-1")
+            text: str = value.decode("latin-1")
+            return text
     return None
 
 
