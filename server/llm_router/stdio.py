@@ -335,8 +335,10 @@ async def serve_stdio(server: Server[Any] | MCPServer, *, max_message_bytes: int
     ``limit_messages``, else ``DEFAULT_MAX_MESSAGE_BYTES``."""
     from mcp.server.mcpserver import MCPServer
 
+    from .sdk_seams import lowlevel_server_of
+
     # An MCPServer (the benchmark's bare floor) is served by the low-level server inside it.
-    low = server._lowlevel_server if isinstance(server, MCPServer) else server
+    low = lowlevel_server_of(server) if isinstance(server, MCPServer) else server
     limit = max_message_bytes or _LIMITS.get(low, DEFAULT_MAX_MESSAGE_BYTES)
     if sys.platform == "win32":
         await _serve_with_sdk_transport(low)
