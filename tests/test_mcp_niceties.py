@@ -125,16 +125,16 @@ async def test_a_2026_listener_hears_when_the_ledger_and_budgets_change(engine: 
 async def test_with_no_listener_open_nothing_is_published(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each publish costs a trip round the event loop, listener or not: a call with nobody
     listening publishes nothing (the test above shows a listener still hears)."""
-    from mcp.server.subscriptions import InMemorySubscriptionBus
+    from llm_router.mcp_notify import ListeningBus
 
     published: list[Any] = []
-    real = InMemorySubscriptionBus.publish
+    real = ListeningBus.publish
 
-    async def counting(self: InMemorySubscriptionBus, event: Any) -> None:
+    async def counting(self: ListeningBus, event: Any) -> None:
         published.append(event)
         await real(self, event)
 
-    monkeypatch.setattr(InMemorySubscriptionBus, "publish", counting)
+    monkeypatch.setattr(ListeningBus, "publish", counting)
     async with Client(create_server(engine)) as client:
         assert not (await client.call_tool("complete", {"prompt": "hello"})).is_error
         assert published == []

@@ -1,0 +1,164 @@
+"""What the MCP server tells a client besides a tool's result: log messages, progress, and
+resource-updated notifications for subscribers (they carry only the URI: what a subscriber then
+reads is filtered like any read).
+
+Two eras of client are served. Clients of 2026-07-28 and later use ``subscriptions/listen`` (the
+SDK's ``ListenHandler``, fed from ``ListeningBus``) and opt in to log messages per request, which
+the SDK filters itself. Handshake-era clients (Claude Desktop, the Inspector, ...) use
+``resources/subscribe`` and ``logging/setLevel``, served by ``HandshakeSubscribers``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio.lowlevel
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.subscriptions import ResourceUpdated, ServerEvent
+from mcp_types import EmptyResult, LoggingLevel, SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from .mcp_surface import BUDGETS_URI, LEDGER_URI, RESOURCE_NOT_FOUND, SUBSCRIBABLE
+from .sdk_seams import connection_of, progress_callback_given
+
+if TYPE_CHECKING:
+    from mcp.server.connection import Connection
+    from mcp.server.context import ServerRequestContext
+    from mcp.server.session import ServerSession
+
+    from .redaction import Redactor
+
+__all__ = ["LOG_LEVELS", "HandshakeSubscribers", "ListeningBus", "Notifier", "wants_progress"]
+
+_log = logging.getLogger("llm_router.mcp")
+
+LOG_LEVELS: tuple[LoggingLevel, ...] = (
+    "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency",
+)
+
+# Log messages are deprecated from protocol 2026-07-28 on, but handshake-era clients (Claude Desktop
+# among them) show them, and 2026 clients can still opt in per request: sent on purpose.
+warnings.filterwarnings("ignore", category=MCPDeprecationWarning, module=r"llm_router\.mcp_notify")
+
+
+class ListeningBus:
+    """The SDK's ``SubscriptionBus`` for ``subscriptions/listen`` streams, delivering as its
+    ``InMemorySubscriptionBus`` does, that also says whether any stream is open (``listening``).
+
+    The SDK's bus ends every publish with a trip round the event loop, listeners or not: three per
+    call, a tenth of a millisecond. Knowing that nobody listens, the router publishes nothing."""
+
+    def __init__(self) -> None:
+        # Keyed by a token per subscription, so the same callable may be registered twice.
+        self._listeners: dict[object, Callable[[ServerEvent], None]] = {}
+
+    @property
+    def listening(self) -> bool:
+        return bool(self._listeners)
+
+    async def publish(self, event: ServerEvent) -> None:
+        """Deliver ``event`` to every listener; one that raises is skipped (the SDK's listeners do
+        not) and logged, and a checkpoint lets the listen streams drain between events."""
+        for listener in list(self._listeners.values()):
+            try:
+                listener(event)
+            except Exception:  # one bad listener must not starve the others or fail the call
+                _log.exception("subscription listener raised; continuing")
+        await anyio.lowlevel.checkpoint()
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        token = object()
+        self._listeners[token] = listener
+
+        def unsubscribe() -> None:
+            self._listeners.pop(token, None)
+
+        return unsubscribe
+
+
+class HandshakeSubscribers:
+    """``resources/subscribe`` for handshake-era clients, and their ``logging/setLevel``.
+    Connections are held weakly: one that ends without unsubscribing is simply forgotten."""
+
+    LEVEL_KEY = "llm_router.log_level"
+
+    def __init__(self) -> None:
+        self.by_uri: dict[str, weakref.WeakSet[Connection]] = {}
+
+    async def subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        if not SUBSCRIBABLE.match(params.uri):
+            raise MCPError(RESOURCE_NOT_FOUND, f"no such resource to subscribe to: {params.uri[:200]!r}",
+                           data={"uri": params.uri[:200]})
+        self.by_uri.setdefault(params.uri, weakref.WeakSet()).add(connection_of(ctx.session))
+        return EmptyResult()
+
+    async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+        subscribers = self.by_uri.get(params.uri)
+        if subscribers is not None:
+            subscribers.discard(connection_of(ctx.session))
+        return EmptyResult()
+
+    async def set_level(self, ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
+        connection_of(ctx.session).state[self.LEVEL_KEY] = LOG_LEVELS.index(params.level)
+        return EmptyResult()
+
+    def level(self, session: ServerSession) -> int:
+        """The lowest level this session's connection asked for (an index into ``LOG_LEVELS``)."""
+        level: int = connection_of(session).state.get(self.LEVEL_KEY, 0)
+        return level
+
+    async def updated(self, uri: str) -> None:
+        for connection in list(self.by_uri.get(uri, ())):
+            try:
+                await connection.send_resource_updated(uri)
+            except Exception:  # noqa: BLE001 - whatever a gone client raises, a notice must not fail the call
+                self.by_uri[uri].discard(connection)
+
+
+def wants_progress(ctx: ServerRequestContext[Any, Any]) -> bool:
+    """Whether the caller asked for progress: a JSON-RPC request carries a progress token; the
+    in-process transport hands the dispatcher a callback instead."""
+    meta = ctx.meta or {}
+    if meta.get("progress_token") is not None or meta.get("progressToken") is not None:
+        return True
+    return progress_callback_given(ctx.session)
+
+
+@dataclass(slots=True)
+class Notifier:
+    """Everything a server sends besides results, for one server: its subscribers of both eras,
+    and the redactor every payload passes through. ``today`` is the budget clock's date (for the
+    ledger's page of today)."""
+
+    redact: Redactor
+    today: Callable[[], str]
+    bus: ListeningBus = field(default_factory=ListeningBus)
+    subscribers: HandshakeSubscribers = field(default_factory=HandshakeSubscribers)
+
+    async def log(self, ctx: ServerRequestContext[Any, Any], level: LoggingLevel, message: str, **data: Any) -> None:
+        """A log message to the client (dropped when it asked for a higher level)."""
+        # The SDK filters 2026-07-28 sessions itself, by each request's opt-in.
+        if (ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS
+                and LOG_LEVELS.index(level) < self.subscribers.level(ctx.session)):
+            return
+        payload = self.redact.scrub({"message": message, **data})
+        await ctx.session.send_log_message(level, payload, logger="llm-router", related_request_id=ctx.request_id)
+
+    async def updated(self, *uris: str) -> None:
+        """Tell whoever subscribed to these resources that they changed."""
+        if self.bus.listening:
+            for uri in uris:
+                await self.bus.publish(ResourceUpdated(uri=uri))
+        if self.subscribers.by_uri:
+            for uri in uris:
+                await self.subscribers.updated(uri)
+
+    async def ledger_written(self) -> None:
+        """The ledger, today's page of it and the budgets changed (worked out only if anyone listens)."""
+        if self.subscribers.by_uri or self.bus.listening:
+            await self.updated(LEDGER_URI, f"{LEDGER_URI}/{self.today()}", BUDGETS_URI)

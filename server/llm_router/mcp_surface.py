@@ -1,0 +1,155 @@
+"""What the MCP server offers, as its clients see it: the instructions, the four tools (names,
+descriptions, input and output schemas, annotations) and the resources, all worked out once, at
+import. Only data here; ``mcp_tools`` and ``mcp_resources`` serve it.
+
+``complete`` and ``route_explain`` take the same steering parameters (prompt or messages, quality,
+strategy, model, max_cost_usd, tag ...): both are ``calls.CompleteArgs``, and what each may be is
+said once, in ``STEERING_ALLOWED``, so the two published schemas and their error messages cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mcp_types import (
+    ListResourcesResult,
+    ListResourceTemplatesResult,
+    ListToolsResult,
+    Resource,
+    ResourceTemplate,
+    Tool,
+    ToolAnnotations,
+)
+
+from .arguments import ToolArguments
+from .calls import (
+    DATE_PATTERN,
+    BudgetArgs,
+    BudgetResult,
+    CompleteArgs,
+    CompleteResult,
+    ExplainResult,
+    ReportArgs,
+    ReportResult,
+)
+
+__all__ = [
+    "BUDGETS_URI",
+    "ERROR_META_KEY",
+    "INSTRUCTIONS",
+    "LEDGER_URI",
+    "PROVIDERS_URI",
+    "RESOURCES",
+    "RESOURCE_NAMES",
+    "RESOURCE_NOT_FOUND",
+    "STEERING_ALLOWED",
+    "SUBSCRIBABLE",
+    "TEMPLATES",
+    "TOOLS",
+    "TOOL_LIST",
+    "TOOL_NAMES",
+    "DAY",
+]
+
+INSTRUCTIONS = """\
+This server hands LLM work to other models and keeps a spend ledger.
+Use `complete` to delegate self-contained work a cheaper or different model can do (summaries,
+drafts, classification, code snippets, second opinions); set `quality` when the work needs a strong
+model, `task_type` so routing rules apply, `tag` to bill it. Use `route_explain` first when you want
+to know which model would answer and what it may cost, or afterwards to explain a choice. Use
+`cost_report` for questions about spend ("what did I spend this week on Anthropic?") and
+`set_budget` to cap it ("set a $2 daily cap"). Every call is within a hard budget; a refusal says
+which limit and when it resets."""
+
+PROVIDERS_URI = "llm-router://providers"
+LEDGER_URI = "llm-router://ledger"
+BUDGETS_URI = "llm-router://budgets"
+ERROR_META_KEY = "llm-router/error"
+"""Where an error result carries its machine-readable facts (``RouterError.to_dict``), in ``_meta``."""
+RESOURCE_NOT_FOUND = -32002
+"""The MCP spec's code for a resource that does not exist (JSON-RPC's range for servers)."""
+
+DAY = re.compile(DATE_PATTERN)
+SUBSCRIBABLE = re.compile(r"^llm-router://(providers|ledger|budgets|ledger/\d{4}-\d{2}-\d{2})$")
+
+
+# -- the tools -----------------------------------------------------------------------------------
+
+STEERING_ALLOWED = {
+    "model": '"provider:model", or a list of them (an explicit fallback chain)',
+    "max_cost_usd": "a number of dollars from 0 to 10000",
+}
+"""What the steering parameters ``complete`` and ``route_explain`` share may be, in words, where the
+schema alone would say it less well."""
+
+COMPLETE_ARGS = ToolArguments("complete", CompleteArgs, allowed=STEERING_ALLOWED)
+EXPLAIN_ARGS = ToolArguments("route_explain", CompleteArgs, allowed=STEERING_ALLOWED)
+REPORT_ARGS = ToolArguments("cost_report", ReportArgs)
+BUDGET_ARGS = ToolArguments("set_budget", BudgetArgs, allowed={
+    "scope": '"global", "provider:NAME" or "tag:NAME"', "limit_usd": "a number of dollars >= 0, or null to remove the limit",
+})
+
+
+def _annotations(*, read_only: bool, idempotent: bool, open_world: bool) -> ToolAnnotations:
+    return ToolAnnotations(read_only_hint=read_only, destructive_hint=False, idempotent_hint=idempotent,
+                           open_world_hint=open_world)
+
+
+_READ_ONLY = _annotations(read_only=True, idempotent=True, open_world=False)
+TOOLS: dict[str, tuple[Tool, ToolArguments[Any]]] = {
+    tool.name: (tool, arguments)
+    for tool, arguments in (
+        (Tool(
+            name="complete",
+            description="Send a prompt to the best-suited LLM (cheapest that meets the quality asked), with "
+            "fallback across providers and a hard budget. Returns the answer, the model used, tokens and exact cost.",
+            input_schema=COMPLETE_ARGS.schema,
+            output_schema=CompleteResult.model_json_schema(),
+            annotations=_annotations(read_only=False, idempotent=False, open_world=True),
+        ), COMPLETE_ARGS),
+        (Tool(
+            name="route_explain",
+            description="Explain, without calling any model or spending anything, which models `complete` would try "
+            "for these arguments, in what order, why others were excluded, and the estimated cost.",
+            input_schema=EXPLAIN_ARGS.schema,
+            output_schema=ExplainResult.model_json_schema(),
+            annotations=_READ_ONLY,
+        ), EXPLAIN_ARGS),
+        (Tool(
+            name="cost_report",
+            description="Spend from the ledger for a period, grouped by provider, model, task_type, tag or day, "
+            "with every budget's status, a month-end projection and savings against the reference model.",
+            input_schema=REPORT_ARGS.schema,
+            output_schema=ReportResult.model_json_schema(),
+            annotations=_READ_ONLY,
+        ), REPORT_ARGS),
+        (Tool(
+            name="set_budget",
+            description="Set, change or remove (limit_usd null) a spending limit. Persisted; applies to every later call.",
+            input_schema=BUDGET_ARGS.schema,
+            output_schema=BudgetResult.model_json_schema(),
+            annotations=_annotations(read_only=False, idempotent=True, open_world=False),
+        ), BUDGET_ARGS),
+    )
+}
+"""Each tool's listing and its arguments, by name."""
+TOOL_LIST = ListToolsResult(tools=[tool for tool, _ in TOOLS.values()])
+TOOL_NAMES = ", ".join(TOOLS)
+
+
+# -- the resources -------------------------------------------------------------------------------
+
+RESOURCES = ListResourcesResult(resources=[
+    Resource(uri=PROVIDERS_URI, name="providers", mime_type="application/json",
+             description="Each provider: usable or not and why, circuit state, latency, models with prices."),
+    Resource(uri=LEDGER_URI, name="ledger", mime_type="application/json", description="The 50 most recent ledger entries."),
+    Resource(uri=BUDGETS_URI, name="budgets", mime_type="application/json",
+             description="Every limit with spent, reserved and remaining, and when it resets."),
+])
+TEMPLATES = ListResourceTemplatesResult(resource_templates=[
+    ResourceTemplate(uri_template=LEDGER_URI + "/{date}", name="ledger_day", mime_type="application/json",
+                     description="Every ledger entry of one day (YYYY-MM-DD, budget time zone)."),
+])
+RESOURCE_NAMES = ", ".join([*(r.uri for r in RESOURCES.resources), LEDGER_URI + "/YYYY-MM-DD"])

@@ -1,0 +1,184 @@
+"""The four tools, served: ``tools/list`` and ``tools/call``, each tool a function of the server's
+state, the request, the caller's access and its parsed arguments.
+
+Around each call, and only in MCP's own terms: who to bill when the transport identified the
+caller, what the caller's role lets it do and see (``access``: asked before each tool acts, its
+views applied to every result and error on the way out), log messages for fallbacks and budget
+warnings, resource-updated notifications for subscribers, and the observer (metrics). An unknown
+tool is a JSON-RPC error (-32602), as the spec says.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, CallToolRequestParams, ListToolsResult, PaginatedRequestParams
+
+from .access import Access, check_budget_change, check_mcp, error_view, report_tag, result_view
+from .calls import BudgetArgs, CompleteArgs, ReportArgs
+from .mcp_notify import wants_progress
+from .mcp_state import Ctx, ServerState, Wire, caller_access, error, ok
+from .mcp_surface import BUDGETS_URI, TOOL_LIST, TOOL_NAMES, TOOLS
+from .types import EMPTY_GROUP, AllAttemptsFailed, BudgetExceeded, Forbidden, InvalidInput, RouterError, plural
+
+__all__ = ["call_tool", "list_tools"]
+
+_log = logging.getLogger("llm_router.mcp")
+
+Tool = Callable[[ServerState, Ctx, Access, Any], Awaitable[tuple[Any, Wire]]]
+"""A tool: (state, request, caller, parsed arguments) -> (the engine's result, the wire reply)."""
+
+
+class _Unexpected(RouterError):
+    """A tool failed in a way the router did not foresee (a bug): the details go to the server's log,
+    never to the caller."""
+
+    code = "internal"
+
+
+def _billing_tag(access: Access, args: CompleteArgs) -> str:
+    """Bill the token's tag, with a note when a tag argument was overridden. A token's tag wins
+    (whatever its role): otherwise a caller could move its spend out of its own tag's budget."""
+    caller = access.tag
+    if caller is None:
+        return ""
+    given = args.tag
+    args.tag = caller
+    return f" (billed to {caller!r}, this connection's token, not {given.strip()!r})" if given and given.strip() != caller else ""
+
+
+async def _refused(state: ServerState, ctx: Ctx, access: Access, e: RouterError) -> None:
+    """What a failed ``complete`` tells besides its error: the ledger changed, and a log message
+    for a budget refusal or for every attempt failing."""
+    if not isinstance(e, InvalidInput):  # past validation, every call leaves a ledger row
+        await state.notifier.ledger_written()
+    shown = error_view(access, e)
+    if isinstance(shown, BudgetExceeded):
+        await state.notifier.log(ctx, "warning", f"budget refusal: {shown}", limit=shown.limit_name,
+                                 resets_at=shown.resets_at)
+    elif isinstance(shown, AllAttemptsFailed):
+        await state.notifier.log(ctx, "error", str(shown), attempts=[a.to_dict() for a in shown.attempts])
+
+
+async def complete(state: ServerState, ctx: Ctx, access: Access, args: CompleteArgs) -> tuple[Any, Wire]:
+    note = _billing_tag(access, args)
+    step = 0
+
+    async def progress(_value: float, _total: float | None, message: str) -> None:
+        nonlocal step
+        step += 1  # MCP progress must increase with every notification
+        await ctx.session.report_progress(step, None, state.redact(message))
+
+    try:
+        # Streaming from the provider and reporting it costs a little: only when asked for.
+        result = await state.engine.complete(args, progress=progress if wants_progress(ctx) else None)
+    except RouterError as e:
+        await _refused(state, ctx, access, e)
+        raise
+    await state.notifier.ledger_written()
+    structured = result_view(access, "complete", result.to_json())
+    failed = [a for a in result.attempts if a.outcome != "ok"]
+    if failed:
+        what = "; ".join(f"{a.model} {a.outcome} ({a.error_code})" for a in failed)
+        await state.notifier.log(ctx, "warning", f"fallback: {what}; answered by {result.model}",
+                                 request_id=result.request_id, attempts=structured["attempts"])
+    budget = structured["budget"]
+    if budget.get("tier", "normal") != "normal":
+        tight = budget.get("tightest") or {}
+        used = f"{tight['percent_used']}% used" if "percent_used" in tight else "shared by every tag"
+        await state.notifier.log(
+            ctx, "warning", f"budget {tight.get('scope', '')} {tight.get('period', '')} is {used} "
+            f"(tier {budget['tier']}): " + ("cheaper models go first" if budget["tier"] == "cautious"
+                                            else "only free models are used"),
+            budget=budget)
+    u = result.usage
+    tokens = f"{u.input_tokens} in / {u.output_tokens} out" + (" (estimated)" if u.estimated else "")
+    summary = (
+        f"{result.text}\n\n— {result.model}, {tokens}, "
+        f"${result.cost_usd}{' after fallback' if failed else ''}; request {result.request_id}{note}"
+    )
+    if result.notes:
+        summary += "".join(f"\n{line}" for line in result.notes)
+    return result, ok(state, structured, summary)
+
+
+async def route_explain(state: ServerState, ctx: Ctx, access: Access, args: CompleteArgs) -> tuple[Any, Wire]:
+    note = _billing_tag(access, args)
+    result = await state.engine.explain(args)
+    structured = result_view(access, "route_explain", result.to_json())
+    head = result.chain[0] if result.chain else "no model"
+    summary = (f"Would try {', '.join(result.chain) or 'nothing'} (first: {head}); budget tier {result.budget_tier}"
+               f"{note}.\n" + "\n".join(structured["steps"]))
+    if result.excluded:
+        summary += "\nexcluded: " + "; ".join(f"{x['model']} ({x['reason']})" for x in result.excluded)
+    return result, ok(state, structured, summary)
+
+
+async def cost_report(state: ServerState, ctx: Ctx, access: Access, args: ReportArgs) -> tuple[Any, Wire]:
+    if args.period is not None and (args.since or args.until):
+        raise InvalidInput("period", "give a period or since/until, not both", allowed="one of them")
+    result = await state.engine.cost_report(period=args.period, group_by=args.group_by, since=args.since,
+                                            until=args.until, tag=report_tag(access, args.tag), provider=args.provider)
+    totals = result.totals
+    only = ", ".join(f"{k} {v!r}" for k, v in result.filters.items())
+    lines = [(f"{result.period['name']} ({result.period['first_day']}..{result.period['last_day']})"
+              f"{f', only {only}' if only else ''}: ${totals['cost_usd']} over {plural(totals['requests'], 'call')}")]
+    if totals.get("estimated_requests"):
+        lines.append(f"  of which ${totals['estimated_cost_usd']} over {plural(totals['estimated_requests'], 'call')} is "
+                     "estimated (the provider reported no usage)")
+    empty = EMPTY_GROUP.get(args.group_by, "(none)")
+    lines += [f"  {r[args.group_by] or empty}: ${r['cost_usd']} ({plural(r['requests'], 'call')})" for r in result.rows]
+    lines += [f"note: {n}" for n in result.notes]
+    return result, ok(state, result_view(access, "cost_report", result.to_json()), "\n".join(lines))
+
+
+async def set_budget(state: ServerState, ctx: Ctx, access: Access, args: BudgetArgs) -> tuple[Any, Wire]:
+    engine = state.engine
+    await check_budget_change(access, args.scope, args.period, args.limit_usd, engine.limit_in_force)
+    result = await engine.set_budget(args.scope, args.period, args.limit_usd)
+    await state.notifier.updated(BUDGETS_URI)
+    what = "removed" if args.limit_usd is None else f"set to ${result.changed['limit_usd']}"
+    return result, ok(state, result_view(access, "set_budget", result.to_json()), f"{args.scope} {args.period} limit {what}.")
+
+
+_RUNS: dict[str, Tool] = {"complete": complete, "route_explain": route_explain, "cost_report": cost_report,
+                          "set_budget": set_budget}
+
+
+async def list_tools(state: ServerState, ctx: Ctx, params: PaginatedRequestParams | None) -> ListToolsResult:
+    return TOOL_LIST
+
+
+async def call_tool(state: ServerState, ctx: Ctx, params: CallToolRequestParams) -> Wire:
+    """One ``tools/call``: who asks, may they, the arguments parsed, the tool run, the observer told;
+    every failure as a tool error (an unexpected one logged here, never shown)."""
+    run = _RUNS.get(params.name)
+    if run is None:
+        raise MCPError(INVALID_PARAMS, f"Unknown tool: {params.name[:100]!r}; this server has {TOOL_NAMES}",
+                       data={"tool": params.name[:100]})
+    observer = state.observer
+    t0 = time.perf_counter()
+    try:
+        access = caller_access(ctx, tokens=state.tokens)
+    except Forbidden as e:
+        return error(state, e)
+    try:
+        check_mcp(access, f"the tool {params.name}")
+        result, wire = await run(state, ctx, access, TOOLS[params.name][1].parse(params.arguments))
+    except RouterError as e:
+        if observer is not None:
+            observer.tool_done(params.name, time.perf_counter() - t0, None, e)
+        return error(state, error_view(access, e))
+    except Exception:
+        _log.exception("tool %s failed unexpectedly", params.name)
+        failure = _Unexpected(f"{params.name} failed unexpectedly; the server's log has the details")
+        if observer is not None:
+            observer.tool_done(params.name, time.perf_counter() - t0, None, failure)
+        return error(state, failure)
+    if observer is not None:
+        observer.tool_done(params.name, time.perf_counter() - t0, result, None)
+    return wire
