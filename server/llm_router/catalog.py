@@ -240,7 +240,7 @@ def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
     genai = None
     prices: Prices | None = None
     tiers: tuple[tuple[int, Prices], ...] = ()
-    price_source = "unknown: set [providers.prices.\"%s\"] in the config" % model
+    price_source = f'unknown: set [providers.prices."{model}"] in the config'
     configured = cfg.prices.get(model)
     self_hosted = cfg.kind == "openai" and cfg.base_url is not None and is_local_url(cfg.base_url)
     found = None

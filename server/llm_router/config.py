@@ -207,7 +207,7 @@ class BudgetConfig(_Strict):
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"timezone: unknown time zone {name!r} (use an IANA name such as 'Europe/Paris')")
+            raise ValueError(f"timezone: unknown time zone {name!r} (use an IANA name such as 'Europe/Paris')") from None
         return name
 
 
@@ -333,9 +333,9 @@ class Settings(_Strict):
             for ref in rule.chain:
                 if ref not in models:
                     problems.append(f"routing.rules[{i}].chain: {ref!r} is not a configured model ({_hint(ref, models)})")
-        ref = self.routing.reference_model
-        if ref and ref not in models:
-            problems.append(f"routing.reference_model: {ref!r} is not a configured model ({_hint(ref, models)})")
+        reference = self.routing.reference_model
+        if reference and reference not in models:
+            problems.append(f"routing.reference_model: {reference!r} is not a configured model ({_hint(reference, models)})")
         for name in self.budget.providers:
             if name not in known:
                 problems.append(f"budget.providers: {name!r} is not a configured provider ({_hint(name, known)})")

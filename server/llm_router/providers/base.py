@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import anyio
 import httpx
@@ -287,14 +287,15 @@ def error_detail(body: str | dict[str, Any]) -> dict[str, Any]:
     Anthropic, OpenAI and Gemini send ``{"error": {...}}``; Ollama sends ``{"error": "text"}``.
     Gemini may wrap it in a one-element list.
     """
+    data: object = body
     if isinstance(body, str):
         try:
-            body = json.loads(body)
+            data = json.loads(body)
         except (ValueError, RecursionError):
             return {}
-    if isinstance(body, list) and len(body) == 1:
-        body = body[0]
-    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
         return err
     if isinstance(err, str):
@@ -383,6 +384,10 @@ async def open_stream(
         raise error_from_transport(exc, provider=provider, model=model, secrets=secrets) from None
 
 
+_UNREADABLE_LIST: tuple[type[BaseException], ...] = (UnicodeDecodeError, *SHAPE_ERRORS)
+"""What reading a model list that is not UTF-8 JSON of the expected shape raises."""
+
+
 async def probe_models(
     client: httpx.AsyncClient,
     path: str,
@@ -408,7 +413,7 @@ async def probe_models(
     latency = _ms_since(start)
     try:
         models = [name for name in extract(json.loads(raw)) if isinstance(name, str)]
-    except (UnicodeDecodeError, *SHAPE_ERRORS):
+    except _UNREADABLE_LIST:
         detail = f"{provider} sent a model list that could not be read: {shown(raw[:QUOTE_HEAD], secrets)!r}"
         return ProbeResult(False, detail, latency_ms=latency)
     models = [clean_text(name) for name in models]
@@ -489,6 +494,10 @@ class HttpAdapter:
     def _malformed(self, what: str, model: str) -> MalformedResponse:
         return MalformedResponse(f"{self.name} sent {redact(clean_text(what), self._secrets)}", provider=self.name, model=model)
 
+    @overload
+    def _field(self, value: Any, default: str) -> str: ...
+    @overload
+    def _field(self, value: Any, default: str | None = None) -> str | None: ...
     def _field(self, value: Any, default: str | None = None) -> str | None:
         """A short string field from upstream (model, id, finish reason), without this adapter's credentials."""
         return upstream_str(value, default, secrets=self._secrets)

@@ -181,8 +181,8 @@ class GeminiProvider(HttpAdapter):
             texts: list[str] = []
             for part in parts:
                 if "functionCall" in part:
-                    call = part["functionCall"] or {}
-                    answer.tools.append(call.get("name") if isinstance(call.get("name"), str) else "")
+                    name = (part["functionCall"] or {}).get("name")
+                    answer.tools.append(name if isinstance(name, str) else "")
                 elif not part.get("thought"):
                     texts.append(part.get("text", ""))
             return "".join(texts)
