@@ -140,7 +140,7 @@ async def attribution(
                     await engine.complete(args)
                     await plain()
                 active = True
-                for i in range(n):
+                for _ in range(n):
                     t0 = time.perf_counter()
                     await engine.complete(args)
                     rec["Engine.complete (whole call)"].append(time.perf_counter() - t0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import threading
@@ -182,10 +183,8 @@ async def _serve(port: int, max_seconds: float) -> None:
             loop.call_soon_threadsafe(stop.set)
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), max_seconds)
-    except TimeoutError:
-        pass
     server.close()
 
 

@@ -425,6 +425,17 @@ def test_integer_costs_equal_the_decimal_definitions_exactly(
     assert entry.typical_nusd(input_bound, max_tokens) == typical
 
 
+@pytest.mark.parametrize(("input_tokens", "nusd"), [(1, 0), (2, 1), (3, 2), (5, 2), (7, 4)])
+def test_cost_nusd_rounds_half_a_nano_dollar_to_even(input_tokens: int, nusd: int) -> None:
+    """$0.0005 per million tokens is half a nano-dollar a token: an odd count lands on a tie."""
+    half = Decimal("0.0005")
+    entry = ModelEntry(ref="p:m", provider="p", model="m", kind="openai", prices=Prices(half, half, half, half),
+                       price_source="config", context_window=1000, context_source="config", tier="low", tier_source="config")
+    assert entry.prices is not None and entry.prices.nano is not None  # the integer path
+    assert entry.cost_nusd(Usage(input_tokens=input_tokens, output_tokens=0)) == nusd
+    assert nusd == usd_to_nusd(entry.cost_usd(Usage(input_tokens=input_tokens, output_tokens=0)) or 0)
+
+
 def test_typical_estimate_uses_uncached_input_and_output_prices(catalog: Catalog) -> None:
     entry = catalog.get("openai:gpt-4o")  # $2 in, $8 out per million
 

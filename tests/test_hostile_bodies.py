@@ -31,7 +31,7 @@ from llm_router.types import (
     Usage,
 )
 
-from .test_providers_wire import (
+from .providers_wire import (
     ALL,
     ANTHROPIC_REPLY,
     BASES,

@@ -468,9 +468,8 @@ async def test_usage_of_all_zeros_is_no_usage_not_a_free_call(fake: FakeProvider
 
 async def test_llama_cpp_refusing_a_prompt_over_its_window_states_it() -> None:
     big = CompletionRequest(messages=(Message(role="user", content="word " * 300),), max_tokens=8)
-    with FakeProvider("openai", api_key=None, llama_cpp=True, n_ctx=256) as fake:
-        with pytest.raises(ContextTooLong) as info:
-            await call(fake, stream=False, request=big)
+    with FakeProvider("openai", api_key=None, llama_cpp=True, n_ctx=256) as fake, pytest.raises(ContextTooLong) as info:
+        await call(fake, stream=False, request=big)
     assert info.value.context_window == 256
 
 

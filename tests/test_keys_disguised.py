@@ -31,7 +31,7 @@ import pytest
 from llm_router.calls import CompleteArgs
 from llm_router.config import settings_from_dict
 from llm_router.engine import Engine
-from llm_router.providers.base import error_from_transport
+from llm_router.providers.errors import error_from_transport
 from llm_router.redaction import Redactor, clip, mask
 from llm_router.types import ServerError
 

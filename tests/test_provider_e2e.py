@@ -49,7 +49,7 @@ async def test_ledger_tokens_and_cost_equal_what_each_provider_reported(
                 fake.reply(text=f"answer {i} from {kind}", usage=wire)
                 deltas: list[str] = []
 
-                async def progress(_v: float, _t: float | None, message: str) -> None:
+                async def progress(_v: float, _t: float | None, message: str, deltas: list[str] = deltas) -> None:
                     deltas.append(message)
 
                 result = await engine.complete(

@@ -23,13 +23,20 @@ from .config import ProviderConfig, Settings
 from .defaults import PRICING_IDS, is_local_url, tier_for
 from .types import NUSD_PER_USD, InvalidInput, Quality, Usage, parse_model_ref, usd_to_nusd
 
-__all__ = ["ModelEntry", "Catalog", "worst_case_input_tokens", "DEFAULT_CONTEXT_WINDOW"]
+__all__ = ["CAPABILITIES", "ModelEntry", "Catalog", "worst_case_input_tokens", "DEFAULT_CONTEXT_WINDOW"]
 
 DEFAULT_CONTEXT_WINDOW = 128_000
 MAX_PLAUSIBLE_WINDOW = 100_000_000
 """A window a server states above this is taken as garbage, not remembered."""
 _MTOK = Decimal(1_000_000)
 _MTOK_INT = 1_000_000
+
+
+CAPABILITIES = ("text", "streaming", "system_prompt")
+"""What every model can be asked for, as ``llm-router://providers`` lists it per model: the same
+for all, because each adapter (the mock included) sends text with an optional system prompt and
+can stream its answer. The router asks for nothing else (no tools, images or JSON modes), so
+routing has no capability to exclude a model for."""
 
 
 def worst_case_input_tokens(text_bytes: int, n_messages: int) -> int:
@@ -71,7 +78,6 @@ class ModelEntry:
     max_output_tokens: int | None = None
     context_known: bool = True
     """False while ``context_window`` is only assumed (no override, genai-prices or server said)."""
-    capabilities: tuple[str, ...] = ("text", "streaming", "system_prompt")
     _genai: Any = field(default=None, repr=False)
     """(ModelInfo, Provider) from genai-prices, when the price comes from there."""
     _tiers: tuple[tuple[int, Prices], ...] = field(default=(), repr=False)
@@ -126,11 +132,12 @@ class ModelEntry:
             cost = self.cost_usd(usage)
             return None if cost is None else usd_to_nusd(cost)
         fresh = max(usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens, 0)
-        q, r = divmod(
-            fresh * n[0] + usage.output_tokens * n[1] + usage.cached_tokens * n[2] + usage.cache_write_tokens * n[3],
-            _MTOK_INT,
+        nusd_per_mtok = (
+            fresh * n[0] + usage.output_tokens * n[1] + usage.cached_tokens * n[2] + usage.cache_write_tokens * n[3]
         )
-        return q + 1 if 2 * r > _MTOK_INT or (2 * r == _MTOK_INT and q % 2) else q
+        # Exact: the quotient has no more digits than the sum (at most 22, under Decimal's 28), and
+        # round() of a Decimal rounds half to even, as usd_to_nusd does on the Decimal path.
+        return round(Decimal(nusd_per_mtok) / _MTOK)
 
     def worst_case_nusd(self, input_tokens: int, max_tokens: int) -> int | None:
         """The most a call can cost: every input token uncached at the dearest input price, and all
@@ -172,7 +179,7 @@ class ModelEntry:
             },
             "price_source": self.price_source,
             "free": self.free,
-            "capabilities": list(self.capabilities),
+            "capabilities": list(CAPABILITIES),
         }
 
 
@@ -240,7 +247,7 @@ def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
     genai = None
     prices: Prices | None = None
     tiers: tuple[tuple[int, Prices], ...] = ()
-    price_source = "unknown: set [providers.prices.\"%s\"] in the config" % model
+    price_source = f'unknown: set [providers.prices."{model}"] in the config'
     configured = cfg.prices.get(model)
     self_hosted = cfg.kind == "openai" and cfg.base_url is not None and is_local_url(cfg.base_url)
     found = None

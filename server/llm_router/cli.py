@@ -173,8 +173,8 @@ def _check(args: argparse.Namespace) -> int:
                         for entry in catalog:
                             if entry.provider == cfg.name and not entry.context_known:
                                 with anyio.move_on_after(5):
-                                    if (window := await provider.context_window(entry.model)) is not None:
-                                        windows[entry.model] = window
+                                    if (served_window := await provider.context_window(entry.model)) is not None:
+                                        windows[entry.model] = served_window
                 finally:
                     await provider.aclose()
                 if result is None:

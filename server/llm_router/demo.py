@@ -48,6 +48,7 @@ def _error_of(result: Any) -> dict[str, Any]:
 async def _drive(ledger: str) -> int:
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
+    from mcp.types import TextResourceContents
 
     # The server is started with the SDK's minimal environment (HOME, PATH, ...): no API key
     # reaches it, so every provider is a mock and nothing leaves the machine.
@@ -90,7 +91,10 @@ async def _drive(ledger: str) -> int:
 
         async def read(uri: str) -> Any:
             result = await client.read_resource(uri)
-            return json.loads(result.contents[0].text)
+            content = result.contents[0]
+            if not isinstance(content, TextResourceContents):  # every resource the server has is JSON text
+                raise TypeError(f"{uri} was sent as {type(content).__name__}, not text")
+            return json.loads(content.text)
 
         print("Started llm-router-mcp over stdio with the built-in demo configuration.")
         print("Its providers are MOCKS named after real ones (no network, no keys), priced with real prices.")

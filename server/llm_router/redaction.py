@@ -154,10 +154,10 @@ def _run_spans(text: str, secrets: tuple[str, ...]) -> list[tuple[int, int]]:
     if not grams or len(text) < RUN_CHARS:
         return []
     chars = iter(text)
-    if grams.isdisjoint(zip(*[chars] * _GRAM)):
+    if grams.isdisjoint(zip(*[chars] * _GRAM, strict=False)):
         return []
     chars = iter(text)
-    hit = {secret: public for g in grams.intersection(zip(*[chars] * _GRAM)) for secret, _, public in index["".join(g)]}
+    hit = {secret: public for g in grams.intersection(zip(*[chars] * _GRAM, strict=False)) for secret, _, public in index["".join(g)]}
     spans: list[tuple[int, int]] = []
     for secret, public in hit.items():
         grown: dict[int, list[tuple[int, int]]] = {}
@@ -182,7 +182,8 @@ def _run_spans(text: str, secrets: tuple[str, ...]) -> list[tuple[int, int]]:
 
 def _masked(text: str, spans: list[tuple[int, int]]) -> str:
     """``text`` with each stretch of ``spans`` (merged where they touch) replaced by ``[redacted]``."""
-    out, last = [], 0
+    out: list[str] = []
+    last = 0
     for start, end in _merged(spans):
         out += (text[last:start], MASK)
         last = end
@@ -425,10 +426,7 @@ class Redactor:
 
     def _suspect(self, text: str) -> bool:
         """Whether ``text`` may hold a secret as it is, whole or cut (False: it certainly holds none)."""
-        for start in self._starts:
-            if start in text:
-                return True
-        return False
+        return any(start in text for start in self._starts)
 
     def _may_hold(self, text: str) -> bool:
         """Whether ``text`` may hold a secret as it is or quoted (False: it certainly holds none)."""

@@ -58,7 +58,7 @@ def llama_tokenize(body: Any) -> tuple[int, dict[str, Any]]:
     pieces = _TOKEN.findall(content)
     ids = fake_tokens(content)
     if body.get("with_pieces"):
-        return 200, {"tokens": [{"id": i, "piece": p} for i, p in zip(ids, pieces)]}
+        return 200, {"tokens": [{"id": i, "piece": p} for i, p in zip(ids, pieces, strict=True)]}
     return 200, {"tokens": ids}
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .provider_servers import KINDS, TOOL_ARGS, FakeProvider, Usage
+from . import KINDS, FakeProvider, Usage
+from .dialect import TOOL_ARGS
 from .side_endpoints import fake_tokens
 from .test_fake_servers import make_client, ndjson, parse_json_reply, post, sse_events
 

@@ -15,7 +15,7 @@ import anyio
 import httpx
 import pytest
 
-from .provider_servers import KINDS, FakeProvider, Usage, refused_url, unused_url
+from . import KINDS, FakeProvider, Usage, refused_url, unused_url
 
 USAGE = Usage(input_tokens=100, output_tokens=20, cached_tokens=30, cache_write_tokens=5)
 

@@ -26,10 +26,9 @@ def availability(cfg: ProviderConfig, env: Mapping[str, str] = os.environ) -> tu
         return True, "mock provider: always available"
     if cfg.api_key_env and not env.get(cfg.api_key_env):
         return False, f"no API key: set the environment variable {cfg.api_key_env}"
-    if cfg.kind in _KEY_REQUIRED and not cfg.api_key_env:
-        # An OpenAI-compatible local server (vLLM, LM Studio, llama.cpp) needs no key.
-        if not (cfg.kind == "openai" and cfg.base_url):
-            return False, "no api_key_env configured for this provider"
+    # An OpenAI-compatible local server (vLLM, LM Studio, llama.cpp) needs no key.
+    if cfg.kind in _KEY_REQUIRED and not cfg.api_key_env and not (cfg.kind == "openai" and cfg.base_url):
+        return False, "no api_key_env configured for this provider"
     return True, "key present" if cfg.api_key_env else "configured (no key needed)"
 
 

@@ -20,10 +20,8 @@ from .base import (
     HttpAdapter,
     HttpSettings,
     TextCallback,
-    error_detail,
-    error_from_status,
-    reclassify,
 )
+from .errors import error_detail, error_from_status, reclassify
 from .wire import (
     SHAPE_ERRORS,
     EventStream,

@@ -22,10 +22,8 @@ from .base import (
     HttpAdapter,
     HttpSettings,
     TextCallback,
-    error_detail,
-    error_from_status,
-    reclassify,
 )
+from .errors import error_detail, error_from_status, reclassify
 from .wire import (
     SHAPE_ERRORS,
     EventStream,
@@ -181,8 +179,8 @@ class GeminiProvider(HttpAdapter):
             texts: list[str] = []
             for part in parts:
                 if "functionCall" in part:
-                    call = part["functionCall"] or {}
-                    answer.tools.append(call.get("name") if isinstance(call.get("name"), str) else "")
+                    name = (part["functionCall"] or {}).get("name")
+                    answer.tools.append(name if isinstance(name, str) else "")
                 elif not part.get("thought"):
                     texts.append(part.get("text", ""))
             return "".join(texts)

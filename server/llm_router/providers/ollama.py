@@ -21,9 +21,8 @@ from .base import (
     HttpAdapter,
     HttpSettings,
     TextCallback,
-    error_detail,
-    error_from_status,
 )
+from .errors import error_detail, error_from_status
 from .wire import (
     SHAPE_ERRORS,
     TextJoiner,

@@ -34,10 +34,8 @@ from .base import (
     HttpAdapter,
     HttpSettings,
     TextCallback,
-    error_detail,
-    error_from_status,
-    reclassify,
 )
+from .errors import error_detail, error_from_status, reclassify
 from .wire import (
     SHAPE_ERRORS,
     EventStream,
@@ -126,11 +124,12 @@ def _tool_names(holder: dict[str, Any]) -> list[str]:
     calls = holder.get("tool_calls")
     if calls:
         for call in calls:
-            function = call.get("function") or {}
-            names.append(function.get("name") if isinstance(function.get("name"), str) else "")
+            name = (call.get("function") or {}).get("name")
+            names.append(name if isinstance(name, str) else "")
     legacy = holder.get("function_call")
     if legacy:
-        names.append(legacy.get("name") if isinstance(legacy.get("name"), str) else "")
+        name = legacy.get("name")
+        names.append(name if isinstance(name, str) else "")
     return names
 
 

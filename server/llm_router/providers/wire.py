@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, overload
 
 import httpx
 
@@ -97,6 +97,10 @@ class TextJoiner:
         return "\ufffd" if held else ""
 
 
+@overload
+def upstream_str(value: Any, default: str, *, limit: int = 200, secrets: Sequence[str] = ()) -> str: ...
+@overload
+def upstream_str(value: Any, default: str | None = None, *, limit: int = 200, secrets: Sequence[str] = ()) -> str | None: ...
 def upstream_str(value: Any, default: str | None = None, *, limit: int = 200, secrets: Sequence[str] = ()) -> str | None:
     """A short string field from upstream (a model name, an id, a finish reason), redacted, then
     cut, made valid; ``default`` when it is missing, empty or not a string."""
@@ -161,7 +165,8 @@ def dumps_or_empty(value: Any) -> str:
 
 def content_type(response: httpx.Response) -> str:
     """The media type of a response, lowercased, without parameters ("" when there is none)."""
-    return response.headers.get("content-type", "").partition(";")[0].strip().lower()
+    header: str = response.headers.get("content-type", "")
+    return header.partition(";")[0].strip().lower()
 
 
 def is_json_type(media_type: str) -> bool:
