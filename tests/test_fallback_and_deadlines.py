@@ -524,7 +524,7 @@ async def test_a_call_cancelled_while_its_usage_is_counted_still_records_its_row
 async def test_reported_usage_is_never_marked_estimated(make: Callable[..., Engine]) -> None:
     engine = make(Scripted("first"))
     result = await engine.complete(CompleteArgs(prompt="hi", model="first:m"))
-    assert not result.usage.estimated and result.usage.estimate_method is None and result.notes == ()
+    assert not result.usage.estimated and result.usage.estimate_method is None and result.notes is None
     assert "estimate_method" not in result.to_json()["usage"]
 
 
@@ -551,7 +551,7 @@ async def test_an_unknown_task_type_is_accepted_and_said_in_the_notes(tmp_path: 
         assert any("no routing rule for task_type 'code_generaton'" in n and "did you mean 'code_generation'" in n
                    for n in result.notes)
         ruled = await engine.complete(CompleteArgs(prompt="hi", task_type="code_generation"))
-        assert ruled.notes == ()
+        assert ruled.notes is None
     finally:
         await engine.aclose()
 

@@ -25,10 +25,9 @@ import anyio
 from . import timings
 from .budget import Budget, BudgetSnapshot, LimitState, Tier, parse_scope, tier_of, worst_tier
 from .calls import (
-    Answer,
-    AnswerUsage,
     BudgetResult,
     CompleteArgs,
+    CompleteResult,
     ExplainResult,
     ReportResult,
     prompt_hash,
@@ -288,7 +287,7 @@ class Engine:
 
     # -- the call -------------------------------------------------------------------------------
 
-    async def complete(self, args: CompleteArgs, *, progress: Progress | None = None) -> Answer:
+    async def complete(self, args: CompleteArgs, *, progress: Progress | None = None) -> CompleteResult:
         """Route, then walk the chain: reserve the worst case, call, settle to the actual cost.
 
         Exactly one ledger row is written per call that passed validation, before this returns
@@ -590,7 +589,7 @@ class Engine:
         started: float,
         billed: _Billed,
         deadline: float,
-    ) -> Answer:
+    ) -> CompleteResult:
         entry = cand.entry
         method: str | None = None
         if completion.usage is not None:
@@ -646,26 +645,19 @@ class Engine:
         notes = self._notes(prepared, method) if method is not None or prepared.route.task_type else ()
         if journaled is not None:
             notes = (*notes, journaled)
-        return Answer(
+        return CompleteResult(
             request_id=request_id,
             text=completion.text,
             provider=entry.provider,
             model=entry.ref,
             provider_model=completion.model,
             finish_reason=completion.finish_reason,
-            usage=AnswerUsage(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cached_tokens=usage.cached_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-                estimated=method is not None,
-                estimate_method=method,
-            ),
+            usage=usage,
             cost_usd=row.cost_usd,
             latency_ms=row.latency_ms,
             attempts=attempts,
             budget=_budget_after(decision.budget, entry.provider, cost_nusd),
-            notes=notes,
+            notes=list(notes) or None,
         )
 
     def _failure_row(
