@@ -197,15 +197,15 @@ async def test_a_retry_is_made_only_when_the_wait_and_another_try_as_long_fit_in
     engine = make(Scripted("first"), Scripted("second"), resilience={"max_retries": 2})
     timeout = Timeout("no answer in time", provider="first", status=None)
     roomy = Window.share_of(anyio.current_time() + 100, later=1)  # 92 s for the first model
-    wait = engine._retry_wait(timeout, 0, 1.0, roomy.end)
+    wait = engine.caller.retry_wait(timeout, 0, 1.0, roomy.end)
     assert wait is not None and 0 < wait <= 0.02  # a fast failure is retried, after its backoff
-    assert engine._retry_wait(timeout, 2, 1.0, roomy.end) is None  # out of retries
-    assert engine._retry_wait(timeout, 0, 92.0, roomy.end) is None  # a try as long again would not fit
+    assert engine.caller.retry_wait(timeout, 2, 1.0, roomy.end) is None  # out of retries
+    assert engine.caller.retry_wait(timeout, 0, 92.0, roomy.end) is None  # a try as long again would not fit
     # The case seen, in numbers: a 4 s deadline, two models. The first's share is 2 s, so its try
     # is cut there (not at its own 3 s timeout) and no retry fits in what is left of it.
     issue = Window.share_of(anyio.current_time() + 4, later=1)
     assert issue.share_s <= 2.0
-    assert engine._retry_wait(timeout, 0, issue.share_s, issue.end) is None
+    assert engine.caller.retry_wait(timeout, 0, issue.share_s, issue.end) is None
 
 
 @pytest.mark.slow
@@ -652,11 +652,11 @@ async def test_a_server_that_did_not_say_its_window_at_start_is_asked_again_late
     assert local.window_asks == 1  # not again at once: the next ask waits a minute
     assert engine.catalog.get("first:m").context_known is False
 
-    engine._windows_ask_at = 0.0  # the minute has passed
+    engine.windows.ask_at = 0.0  # the minute has passed
     await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
     assert local.window_asks == 2
     entry = engine.catalog.get("first:m")
     assert (entry.context_window, entry.context_source, entry.context_known) == (4_096, "reported by the server", True)
-    engine._windows_ask_at = 0.0
+    engine.windows.ask_at = 0.0
     await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
     assert local.window_asks == 2, "a window learnt is never asked again"
