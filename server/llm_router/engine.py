@@ -389,7 +389,9 @@ class Engine:
         notes = views.answer_notes(prepared.route, self.rules, method) if method is not None or prepared.route.task_type else []
         if journaled is not None:
             notes.append(journaled)
-        return CompleteResult(
+        # Built without validation, like the row: every field comes from the engine itself, once per
+        # call, and the answer is paid for and recorded by now (nothing may fail it any more).
+        return CompleteResult.model_construct(
             request_id=call.request_id,
             text=completion.text,
             provider=entry.provider,
