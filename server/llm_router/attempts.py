@@ -35,10 +35,11 @@ Progress = Callable[[float, float | None, str], Awaitable[None]]
 log = logging.getLogger("llm_router.engine")
 
 
-@dataclass(slots=True)
+@dataclass
 class ModelCaller:
     """What asking a model needs: the providers (the engine's own mapping, so a provider swapped
-    in it is the one asked), the health board, the redactor and the retry policy."""
+    in it is the one asked), the health board, the redactor and the retry policy. (No slots: one
+    per engine, and a profiler may wrap its ``call``.)"""
 
     providers: Mapping[str, Provider]
     health: HealthBoard
