@@ -22,13 +22,13 @@ import anyio
 
 from . import timings, views
 from .attempts import ModelCaller, Progress, passed_over, skipped
-from .budget import Budget, BudgetSnapshot, parse_scope
+from .budget import Budget, BudgetSnapshot
 from .calls import BudgetResult, CompleteArgs, CompleteResult, ExplainResult, ReportResult
 from .catalog import Catalog, ModelEntry
 from .config import Settings
 from .estimates import estimate_usage
 from .ledger import Ledger, LedgerUnavailable, RequestRow, open_ledger
-from .prepare import Prepared, limit_to_store, prepare
+from .prepare import Prepared, configured_limit, limit_to_store, prepare
 from .providers import Provider, availability, build_provider
 from .redaction import Redactor
 from .resilience import HealthBoard, Window
@@ -45,7 +45,6 @@ from .types import (
     RouterError,
     SpendNotRecorded,
     usd_str,
-    usd_to_nusd,
 )
 from .windows import WindowAsker
 
@@ -129,17 +128,10 @@ class Engine:
 
     def _decide(self, route: RouteRequest, snapshot: BudgetSnapshot, *, explain: bool = True) -> Decision:
         return decide(
-            route,
-            catalog=self.catalog,
-            rules=self.rules,
-            default_strategy=self.settings.routing.strategy,
-            default_quality=self.settings.routing.default_quality,
-            availability=self.availability,
-            circuit=self.health.allows,
-            latency_of=self.health.p50_ms,
-            error_rate_of=self.health.error_rate,
-            budget=snapshot,
-            explain=explain,
+            route, catalog=self.catalog, rules=self.rules, default_strategy=self.settings.routing.strategy,
+            default_quality=self.settings.routing.default_quality, availability=self.availability,
+            circuit=self.health.allows, latency_of=self.health.p50_ms, error_rate_of=self.health.error_rate,
+            budget=snapshot, explain=explain,
         )
 
     async def decision(self, prepared: Prepared, *, explain: bool = True, wait_s: float | None = None) -> Decision:
@@ -492,14 +484,7 @@ class Engine:
         overrides = await self.ledger.run(self.ledger.budget_overrides)
         if (scope, period) in overrides:
             return overrides[(scope, period)]
-        b = self.settings.budget
-        kind, name = parse_scope(scope)
-        if kind == "global":
-            value = getattr(b, f"{period}_usd", None)
-        else:
-            limits = (b.providers if kind == "provider" else b.tags).get(name or "")
-            value = getattr(limits, f"{period}_usd", None) if limits is not None else None
-        return None if value is None else usd_to_nusd(value)
+        return configured_limit(self.settings.budget, scope, period)
 
     def providers_status(self) -> list[dict[str, Any]]:
         return views.providers_view(self.settings.providers, self.availability, self.catalog, self.health)

@@ -14,12 +14,12 @@ from decimal import Decimal
 from .budget import parse_scope
 from .calls import CompleteArgs, prompt_hash
 from .catalog import Catalog, worst_case_input_tokens
-from .config import Settings
+from .config import BudgetConfig, Settings
 from .estimates import prompt_tokens_by_chars
 from .routing import RouteRequest
 from .types import CompletionRequest, InvalidInput, Message, parse_model_ref, usd_to_nusd
 
-__all__ = ["Prepared", "prepare", "limit_to_store"]
+__all__ = ["Prepared", "prepare", "limit_to_store", "configured_limit"]
 
 
 @dataclass(slots=True)
@@ -125,6 +125,17 @@ def limit_to_store(scope: str, limit_usd: Decimal | None, providers: Collection[
         raise InvalidInput("limit_usd", f"${limit_usd:f} is less than half a billionth of a dollar, the ledger's "
                            "smallest amount", allowed="0 (nothing may be spent), or at least 0.000000001")
     return stored
+
+
+def configured_limit(budget: BudgetConfig, scope: str, period: str) -> int | None:
+    """The limit the configuration sets on ``scope``'s ``period``, in nano-dollars (None: none)."""
+    kind, name = parse_scope(scope)
+    if kind == "global":
+        value = getattr(budget, f"{period}_usd", None)
+    else:
+        limits = (budget.providers if kind == "provider" else budget.tags).get(name or "")
+        value = getattr(limits, f"{period}_usd", None) if limits is not None else None
+    return None if value is None else usd_to_nusd(value)
 
 
 def _clean_label(value: str | None, field_name: str) -> str:
