@@ -44,7 +44,10 @@ pytestmark = pytest.mark.anyio
 Step = Callable[[str, CompletionRequest], Awaitable[Completion]]
 
 
-def answer(text: str = "an answer", usage: Usage | None = Usage(10, 5)) -> Step:
+REPORTED = Usage(10, 5)
+
+
+def answer(text: str = "an answer", usage: Usage | None = REPORTED) -> Step:
     async def step(model: str, request: CompletionRequest) -> Completion:
         return Completion(text=text, model=model, usage=usage, finish_reason="stop")
 
