@@ -393,7 +393,7 @@ def test_the_prices_stored_on_a_row_follow_an_entry_repriced_in_place() -> None:
     from decimal import Decimal
 
     from llm_router.catalog import ModelEntry, Prices
-    from llm_router.engine import _prices_json
+    from llm_router.rows import prices_json as _prices_json
 
     entry = ModelEntry(
         ref="p:m", provider="p", model="m", kind="openai", prices=Prices(Decimal(1), Decimal(2), Decimal(1), Decimal(1)),

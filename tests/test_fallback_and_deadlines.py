@@ -44,7 +44,10 @@ pytestmark = pytest.mark.anyio
 Step = Callable[[str, CompletionRequest], Awaitable[Completion]]
 
 
-def answer(text: str = "an answer", usage: Usage | None = Usage(10, 5)) -> Step:
+REPORTED = Usage(10, 5)
+
+
+def answer(text: str = "an answer", usage: Usage | None = REPORTED) -> Step:
     async def step(model: str, request: CompletionRequest) -> Completion:
         return Completion(text=text, model=model, usage=usage, finish_reason="stop")
 
@@ -197,15 +200,15 @@ async def test_a_retry_is_made_only_when_the_wait_and_another_try_as_long_fit_in
     engine = make(Scripted("first"), Scripted("second"), resilience={"max_retries": 2})
     timeout = Timeout("no answer in time", provider="first", status=None)
     roomy = Window.share_of(anyio.current_time() + 100, later=1)  # 92 s for the first model
-    wait = engine._retry_wait(timeout, 0, 1.0, roomy.end)
+    wait = engine.caller.retry_wait(timeout, 0, 1.0, roomy.end)
     assert wait is not None and 0 < wait <= 0.02  # a fast failure is retried, after its backoff
-    assert engine._retry_wait(timeout, 2, 1.0, roomy.end) is None  # out of retries
-    assert engine._retry_wait(timeout, 0, 92.0, roomy.end) is None  # a try as long again would not fit
+    assert engine.caller.retry_wait(timeout, 2, 1.0, roomy.end) is None  # out of retries
+    assert engine.caller.retry_wait(timeout, 0, 92.0, roomy.end) is None  # a try as long again would not fit
     # The case seen, in numbers: a 4 s deadline, two models. The first's share is 2 s, so its try
     # is cut there (not at its own 3 s timeout) and no retry fits in what is left of it.
     issue = Window.share_of(anyio.current_time() + 4, later=1)
     assert issue.share_s <= 2.0
-    assert engine._retry_wait(timeout, 0, issue.share_s, issue.end) is None
+    assert engine.caller.retry_wait(timeout, 0, issue.share_s, issue.end) is None
 
 
 @pytest.mark.slow
@@ -524,7 +527,7 @@ async def test_a_call_cancelled_while_its_usage_is_counted_still_records_its_row
 async def test_reported_usage_is_never_marked_estimated(make: Callable[..., Engine]) -> None:
     engine = make(Scripted("first"))
     result = await engine.complete(CompleteArgs(prompt="hi", model="first:m"))
-    assert not result.usage.estimated and result.usage.estimate_method is None and result.notes == ()
+    assert not result.usage.estimated and result.usage.estimate_method is None and result.notes is None
     assert "estimate_method" not in result.to_json()["usage"]
 
 
@@ -551,7 +554,7 @@ async def test_an_unknown_task_type_is_accepted_and_said_in_the_notes(tmp_path: 
         assert any("no routing rule for task_type 'code_generaton'" in n and "did you mean 'code_generation'" in n
                    for n in result.notes)
         ruled = await engine.complete(CompleteArgs(prompt="hi", task_type="code_generation"))
-        assert ruled.notes == ()
+        assert ruled.notes is None
     finally:
         await engine.aclose()
 
@@ -652,11 +655,11 @@ async def test_a_server_that_did_not_say_its_window_at_start_is_asked_again_late
     assert local.window_asks == 1  # not again at once: the next ask waits a minute
     assert engine.catalog.get("first:m").context_known is False
 
-    engine._windows_ask_at = 0.0  # the minute has passed
+    engine.windows.ask_at = 0.0  # the minute has passed
     await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
     assert local.window_asks == 2
     entry = engine.catalog.get("first:m")
     assert (entry.context_window, entry.context_source, entry.context_known) == (4_096, "reported by the server", True)
-    engine._windows_ask_at = 0.0
+    engine.windows.ask_at = 0.0
     await engine.complete(CompleteArgs(prompt="hi", model=CHAIN))
     assert local.window_asks == 2, "a window learnt is never asked again"

@@ -14,7 +14,7 @@ from llm_router.catalog import Catalog
 from llm_router.config import settings_from_dict
 from llm_router.ledger import LimitCheck
 from llm_router.routing import Decision, Excluded, RouteRequest, decide
-from llm_router.types import InvalidInput, usd_to_nusd
+from llm_router.types import BudgetExceeded, InvalidInput, NoRoute, usd_to_nusd
 
 from .conftest import make_settings
 
@@ -240,6 +240,43 @@ def test_a_provider_limit_only_restricts_that_provider(catalog: Catalog) -> None
     assert d.budget_tier == "normal"
     assert reasons(d)["anthropic:claude-haiku-4-5"] == "budget_restricted"
     assert any(c.ref.startswith("openai:") for c in d.chain)
+
+
+def test_a_call_no_limit_leaves_room_for_is_refused_naming_the_limit_with_routings_figures(catalog: Catalog) -> None:
+    """The refusal is the decision's own: the limit that left the first budget-excluded model out,
+    and that model's worst case as routing judged it (not worked out again)."""
+    ref = "openai:gpt-4o"
+    d = route(catalog, snapshot(state("global", "1", "0.999999", "0.0000005")), models=(ref,))
+    error = d.refusal()
+    assert not d.chain and isinstance(error, BudgetExceeded) and not error.restricted
+    assert (error.limit_name, error.limit_nusd, error.spent_nusd, error.reserved_nusd) == (
+        "global daily", usd_to_nusd("1"), usd_to_nusd("0.999999"), usd_to_nusd("0.0000005"))
+    assert error.needed_nusd == catalog.get(ref).worst_case_nusd(200, 500)
+    assert error.resets_at == "2026-11-24T00:00:00+00:00"
+
+
+def test_a_call_over_the_per_request_limit_is_refused_naming_it(catalog: Catalog) -> None:
+    ref = "openai:gpt-4o"
+    d = route(catalog, snapshot(per_request=1), models=(ref,))
+    error = d.refusal()
+    assert isinstance(error, BudgetExceeded) and error.limit_name == "global per_request"
+    assert (error.limit_nusd, error.spent_nusd, error.needed_nusd) == (1, 0, catalog.get(ref).worst_case_nusd(200, 500))
+
+
+def test_a_call_only_paid_models_could_take_past_90_percent_is_refused_as_restricted(catalog: Catalog) -> None:
+    d = route(catalog, snapshot(state("global", "10", "9.5")), models=("openai:gpt-4o",))
+    error = d.refusal()
+    assert isinstance(error, BudgetExceeded) and error.restricted and error.limit_name == "global daily"
+    assert "95% spent" in str(error)
+
+
+def test_a_call_no_model_fits_for_other_reasons_is_refused_listing_every_exclusion(catalog: Catalog) -> None:
+    d = route(catalog, availability={**ALL_UP, "openai": (False, "no key: set OPENAI_API_KEY")},
+              models=("openai:gpt-4o",))
+    error = d.refusal()
+    assert isinstance(error, NoRoute)
+    assert error.reasons == {"openai:gpt-4o": "no_key: no key: set OPENAI_API_KEY"}
+    assert str(error) == "no model can take this call. openai:gpt-4o: no_key: no key: set OPENAI_API_KEY"
 
 
 def test_a_model_with_no_known_price_cannot_be_budgeted(tmp_path: Path) -> None:

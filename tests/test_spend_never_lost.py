@@ -432,7 +432,7 @@ _SERVER = textwrap.dedent(
                     async def call():
                         try:
                             a = await engine.complete(CompleteArgs(prompt=cmd["prompt"]))
-                            out.update(ok=True, request_id=a.request_id, cost_usd=a.cost_usd, notes=list(a.notes))
+                            out.update(ok=True, request_id=a.request_id, cost_usd=a.cost_usd, notes=list(a.notes or ()))
                         except Exception as e:
                             out.update(ok=False, error=e.to_dict() if hasattr(e, "to_dict") else repr(e))
                     tg.start_soon(call)

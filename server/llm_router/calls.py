@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
-from .types import AttemptRecord, Quality, Strategy
+from .types import AttemptRecord, Quality, Strategy, Usage
 
 __all__ = [
     "MessageIn",
@@ -24,12 +24,8 @@ __all__ = [
     "BudgetArgs",
     "BudgetPeriod",
     "DATE_PATTERN",
-    "Answer",
-    "AnswerUsage",
     "Period",
     "Grouping",
-    "UsageOut",
-    "AttemptOut",
     "CompleteResult",
     "ExplainResult",
     "ReportResult",
@@ -131,34 +127,13 @@ class BudgetArgs(BaseModel):
     limit_usd: _Dollars | None = Field(ge=0, description="The limit in USD; null removes it.")
 
 
-_SHA256 = hashlib.sha256()  # copied per prompt: cheaper than looking the algorithm up each time
-_json_string = json.encoder.encode_basestring  # a str as JSON, non-ASCII kept (as _COMPACT writes it)
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once: json.dumps with
-# arguments builds a new encoder per call
-
-
-def prompt_hash(system: str | None, messages: list[tuple[str, str]]) -> str:
+def prompt_hash(system: str | None, messages: Sequence[tuple[str, str]]) -> str:
     """SHA-256 of the prompt, what the ledger keeps instead of the text (unless store_prompts):
-    of its compact JSON ``{"system": …, "messages": [[role, content], …]}``. A lone user prompt
-    without system text, the usual call, is spelled out directly (the same bytes, a test checks)."""
-    if system is None and len(messages) == 1 and messages[0][0] == "user":
-        text = '{"system":null,"messages":[["user",' + _json_string(messages[0][1]) + "]]}"
-    else:
-        text = _COMPACT.encode({"system": system, "messages": messages})
-    digest = _SHA256.copy()
-    digest.update(text.encode())
-    return digest.hexdigest()
-
-
-class UsageOut(BaseModel):
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    cache_write_tokens: int = 0
-    estimated: bool = Field(default=False, description="true when the provider reported no usage and it was estimated")
-    estimate_method: str | SkipJsonSchema[None] = Field(
-        default=None, description="how an estimated usage was counted (present only when estimated)"
-    )
+    of its compact JSON ``{"system": …, "messages": [[role, content], …]}``, non-ASCII kept as
+    UTF-8. These bytes are what every ledger's hashes were made of: they must never change (a
+    test pins known hashes)."""
+    text = json.dumps({"system": system, "messages": messages}, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class _Result(BaseModel):
@@ -177,79 +152,28 @@ class _NoNulls(_Result):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-class AttemptOut(_NoNulls):
-    model: str
-    outcome: Literal["ok", "error", "skipped", "cancelled"]
-    error_code: str | SkipJsonSchema[None] = None
-    error: str | SkipJsonSchema[None] = None
-    latency_ms: int = 0
+def _inline(kind: type[Any], *, title: str, required: list[str]) -> WithJsonSchema:
+    """``kind``'s published schema, written out in place rather than as a ``$ref`` into ``$defs``:
+    a client validates every result against the output schema, and resolving references is a
+    third of that work. Generated from the type as it is dumped (fields marked ``exclude`` left
+    out), under the title clients have always seen, without the type's docstring, and with the
+    fields a result always carries as required, without a default (``Usage`` defaults every
+    count to 0 for the adapters' sake)."""
+    schema = TypeAdapter(kind).json_schema(mode="serialization")
+    schema.pop("description", None)
+    for name in required:
+        schema["properties"][name].pop("default", None)
+    return WithJsonSchema({**schema, "title": title, "required": required})
 
 
-# Published inline rather than as ``$ref``s into ``$defs``: a client validates every result against
-# the output schema, and resolving references is a third of that work.
-_Usage = Annotated[UsageOut, WithJsonSchema(UsageOut.model_json_schema())]
-_Attempt = Annotated[AttemptOut, WithJsonSchema(AttemptOut.model_json_schema())]
+_PublishedUsage = Annotated[
+    Usage, _inline(Usage, title="UsageOut", required=["input_tokens", "output_tokens", "cached_tokens"])
+]
+_PublishedAttempt = Annotated[AttemptRecord, _inline(AttemptRecord, title="AttemptOut", required=["model", "outcome"])]
 
 
-@dataclass(frozen=True, slots=True)
-class AnswerUsage:
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    cache_write_tokens: int = 0
-    estimated: bool = False
-    estimate_method: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What ``Engine.complete`` returns. ``to_json`` gives the structured content of the tool, in
-    the shape ``CompleteResult`` publishes (a test holds the two together). Plain data, built
-    without validation: every field comes from the engine itself, once per call."""
-
-    request_id: str
-    text: str
-    provider: str
-    model: str
-    provider_model: str
-    finish_reason: str | None
-    usage: AnswerUsage
-    cost_usd: str
-    latency_ms: int
-    attempts: list[AttemptRecord]
-    budget: dict[str, Any]
-    notes: tuple[str, ...] = ()
-    """What the caller should know about how the call was handled (an estimate, a rule that did not apply, ...)."""
-
-    def to_json(self) -> dict[str, Any]:
-        u = self.usage
-        out: dict[str, Any] = {
-            "request_id": self.request_id,
-            "text": self.text,
-            "provider": self.provider,
-            "model": self.model,
-            "provider_model": self.provider_model,
-        }
-        if self.finish_reason is not None:
-            out["finish_reason"] = self.finish_reason
-        out["usage"] = {
-            "input_tokens": u.input_tokens,
-            "output_tokens": u.output_tokens,
-            "cached_tokens": u.cached_tokens,
-            "cache_write_tokens": u.cache_write_tokens,
-            "estimated": u.estimated,
-        }
-        if u.estimate_method is not None:
-            out["usage"]["estimate_method"] = u.estimate_method
-        out["cost_usd"] = self.cost_usd
-        out["latency_ms"] = self.latency_ms
-        out["attempts"] = [a.published() for a in self.attempts]
-        out["budget"] = self.budget
-        if self.notes:
-            out["notes"] = list(self.notes)
-        return out
-
-
+# What ``Engine.complete`` returns is this model itself: one shape from the engine to the client,
+# its output schema generated from it. (Its docstring is published, as the schema's description.)
 class CompleteResult(_NoNulls):
     """The published shape of ``complete``'s structured content (its output schema)."""
 
@@ -259,10 +183,10 @@ class CompleteResult(_NoNulls):
     model: str = Field(description='"provider:model" that answered')
     provider_model: str = Field(description="the model name the provider reported")
     finish_reason: str | SkipJsonSchema[None] = None
-    usage: _Usage
+    usage: _PublishedUsage
     cost_usd: str = Field(description="exact cost in USD, from the provider-reported usage")
     latency_ms: int
-    attempts: list[_Attempt]
+    attempts: list[_PublishedAttempt]
     budget: dict[str, Any] = Field(
         description="budget tier after this call, and the limit with the least left (null when no limit applies)"
     )

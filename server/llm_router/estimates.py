@@ -66,9 +66,10 @@ async def estimate_usage(
             log.debug("%s:%s: counting tokens failed", provider.name, model, exc_info=True)
     if type(prompt_n) is int and type(answer_n) is int and prompt_n >= 0 and answer_n >= 0:
         framing = FRAMING_TOKENS_PER_MESSAGE * len(parts) + REPLY_FRAMING_TOKENS
-        return Usage(input_tokens=prompt_n + framing, output_tokens=min(answer_n, request.max_tokens)), BY_TOKENIZER
+        usage = Usage(prompt_n + framing, min(answer_n, request.max_tokens), estimated=True, estimate_method=BY_TOKENIZER)
+        return usage, BY_TOKENIZER
     output = min(estimate_tokens(text), request.max_tokens)
-    return Usage(input_tokens=prompt_tokens_by_chars(request), output_tokens=output), BY_CHARS
+    return Usage(prompt_tokens_by_chars(request), output, estimated=True, estimate_method=BY_CHARS), BY_CHARS
 
 
 def note_for(method: str) -> str:

@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .budget import BudgetSnapshot, Tier
+from .budget import BudgetSnapshot, LimitState, Tier
 from .catalog import Catalog, ModelEntry
-from .types import QUALITIES, Quality, Strategy, usd_str
+from .types import QUALITIES, BudgetExceeded, NoRoute, Quality, RouterError, Strategy, usd_str
 
 __all__ = ["RouteRequest", "Candidate", "Excluded", "Decision", "decide", "TYPICAL_OUTPUT_TOKENS"]
 
@@ -87,6 +87,12 @@ class Excluded:
     detail: str
     retry: dict[str, Any] | None = None
     """For an open circuit: ``retry_at`` (ISO 8601) and ``retry_in_s``."""
+    needed_nusd: int = 0
+    """For a budget exclusion: the call's worst case on this model, as routing judged it."""
+    room_nusd: int | None = None
+    limit: LimitState | None = None
+    """For a budget exclusion: the least any limit on the model's provider allows beyond what is
+    spent, and that limit (``BudgetSnapshot.headroom``; None: no limit applies)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "reason": self.reason, "detail": self.detail}
@@ -132,6 +138,27 @@ class Decision:
             "excluded": [e.to_dict() for e in self.excluded],
             "steps": self.steps,
         }
+
+    def refusal(self) -> RouterError:
+        """Why no model can take this call (the chain is empty): the limit, when the budget is what
+        left no model (the first model it left out, with the figures routing judged it by);
+        otherwise every exclusion."""
+        first = next((e for e in self.excluded if e.reason in ("over_budget", "budget_restricted")), None)
+        if first is not None:
+            need, state = first.needed_nusd, first.limit
+            over = first.room_nusd is not None and need > first.room_nusd
+            if state is not None and state.check is not None and (first.reason == "budget_restricted" or over):
+                return BudgetExceeded(
+                    limit_name=state.check.name, limit_nusd=state.limit.limit_nusd, spent_nusd=state.spent_nusd,
+                    reserved_nusd=state.reserved_nusd, needed_nusd=need, resets_at=state.check.resets_at,
+                    restricted=not over,
+                )
+            if self.budget.per_request_nusd is not None:
+                return BudgetExceeded(
+                    limit_name="global per_request", limit_nusd=self.budget.per_request_nusd, spent_nusd=0,
+                    reserved_nusd=0, needed_nusd=need, resets_at=None,
+                )
+        return NoRoute("no model can take this call", {e.model: f"{e.reason}: {e.detail}" for e in self.excluded})
 
 
 Availability = Mapping[str, tuple[bool, str]]
@@ -238,16 +265,19 @@ def decide(
         if req.max_cost_nusd is not None and worst > req.max_cost_nusd:
             exclude(Excluded(e.ref, "over_max_cost", f"worst case ${usd_str(worst)} is above max_cost_usd ${usd_str(req.max_cost_nusd)}"))
             continue
-        if budget.per_request_nusd is not None and worst > budget.per_request_nusd:
-            exclude(Excluded(e.ref, "over_budget", f"worst case ${usd_str(worst)} is above the per-request limit ${usd_str(budget.per_request_nusd)}"))
-            continue
         room, state = budget.headroom(e.provider)
+        if budget.per_request_nusd is not None and worst > budget.per_request_nusd:
+            exclude(Excluded(e.ref, "over_budget", f"worst case ${usd_str(worst)} is above the per-request limit ${usd_str(budget.per_request_nusd)}",
+                             needed_nusd=worst, room_nusd=room, limit=state))
+            continue
         if room is not None and state is not None and worst > room:
-            exclude(Excluded(e.ref, "over_budget", f"worst case ${usd_str(worst)} does not fit: {state.limit.scope} {state.limit.period} has ${usd_str(room)} left (resets {state.check.resets_at if state.check else 'never'})"))
+            exclude(Excluded(e.ref, "over_budget", f"worst case ${usd_str(worst)} does not fit: {state.limit.scope} {state.limit.period} has ${usd_str(room)} left (resets {state.check.resets_at if state.check else 'never'})",
+                             needed_nusd=worst, room_nusd=room, limit=state))
             continue
         tier = budget.tier(e.provider)
         if tier in ("restricted", "exhausted") and not e.free:
-            exclude(Excluded(e.ref, "budget_restricted", "a limit is 90% used or more: only free models are allowed"))
+            exclude(Excluded(e.ref, "budget_restricted", "a limit is 90% used or more: only free models are allowed",
+                             needed_nusd=worst, room_nusd=room, limit=state))
             continue
         candidates.append(Candidate(e, worst, typical, budget_tier=tier))
     overall_tier = budget.tier()

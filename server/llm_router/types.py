@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 __all__ = [
     "NUSD_PER_USD",
@@ -22,7 +25,6 @@ __all__ = [
     "Usage",
     "Completion",
     "usd_to_nusd",
-    "nusd_to_usd",
     "usd_str",
     "plural",
     "EMPTY_GROUP",
@@ -83,14 +85,6 @@ def usd_str(amount: int) -> str:
     return f"{sign}{whole}.{frac:09d}".rstrip("0") if frac else f"{sign}{whole}"
 
 
-def nusd_to_usd(amount: int) -> Decimal:
-    """Nano-dollars as an exact ``Decimal`` of dollars (for display and JSON), never in exponent form."""
-    if not amount:
-        return Decimal(0)
-    value = (Decimal(amount) / NUSD_PER_USD).normalize()
-    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
-
-
 @dataclass(frozen=True, slots=True)
 class Message:
     """One turn of a conversation. System text travels apart, in ``CompletionRequest.system``.
@@ -121,24 +115,37 @@ class CompletionRequest:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens as the provider reported them.
+    """Tokens as the provider reported them, or as they were counted here when it reported none
+    (``estimated``): the one usage shape, from the adapter through the ledger row to the result.
 
     ``input_tokens`` counts every input token, cached ones included (the OpenAI and genai-prices
     convention); ``cached_tokens`` and ``cache_write_tokens`` say how many of those were read
     from or written to the provider's prompt cache. Adapters normalise to this.
+
+    The field descriptions are what ``complete``'s output schema publishes (``calls.CompleteResult``).
     """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+    estimated: Annotated[
+        bool, Field(description="true when the provider reported no usage and it was estimated")
+    ] = False
+    estimate_method: Annotated[
+        str | SkipJsonSchema[None],
+        Field(description="how an estimated usage was counted (present only when estimated)"),
+    ] = None
 
     def __add__(self, other: Usage) -> Usage:
+        """Both counts together; estimated when either was."""
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.cached_tokens + other.cached_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
+            self.estimated or other.estimated,
+            self.estimate_method or other.estimate_method,
         )
 
 
@@ -406,29 +413,21 @@ class ToolCallOnly(ProviderError):
 
 @dataclass
 class AttemptRecord:
-    """One try at one model, as the ledger and the tool result show it."""
+    """One try at one model, as the ledger and the tool result show it. The ledger keeps every
+    field (``to_dict``); ``complete`` publishes it without ``status`` and ``cost_usd`` (marked
+    ``exclude``), leaving out what is None (``calls.CompleteResult``)."""
 
     model: str
     outcome: Literal["ok", "error", "skipped", "cancelled"]
-    error_code: str | None = None
-    error: str | None = None
+    error_code: str | SkipJsonSchema[None] = None
+    error: str | SkipJsonSchema[None] = None
     latency_ms: int = 0
-    status: int | None = None
-    cost_usd: str | None = None
+    status: Annotated[int | None, Field(exclude=True)] = None
+    cost_usd: Annotated[str | None, Field(exclude=True)] = None
     """What a failed attempt still cost, when the provider reported billed usage for it."""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
-
-    def published(self) -> dict[str, Any]:
-        """As ``complete`` returns it (the ``AttemptOut`` shape): without status and cost."""
-        out: dict[str, Any] = {"model": self.model, "outcome": self.outcome}
-        if self.error_code is not None:
-            out["error_code"] = self.error_code
-        if self.error is not None:
-            out["error"] = self.error
-        out["latency_ms"] = self.latency_ms
-        return out
 
 
 class AllAttemptsFailed(RouterError):

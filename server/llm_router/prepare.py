@@ -1,0 +1,175 @@
+"""A call's arguments checked and turned into what the provider is sent and what routing is asked.
+
+Every refusal here is an ``InvalidInput`` naming the field: nothing has been routed, reserved or
+written yet, so a refused call leaves no ledger row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .budget import parse_scope
+from .calls import CompleteArgs, prompt_hash
+from .catalog import Catalog, worst_case_input_tokens
+from .config import BudgetConfig, Settings
+from .estimates import prompt_tokens_by_chars
+from .routing import RouteRequest
+from .types import CompletionRequest, InvalidInput, Message, parse_model_ref, usd_to_nusd
+
+__all__ = ["Prepared", "prepare", "limit_to_store", "configured_limit"]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A validated call: what the provider is sent, and what routing is asked."""
+
+    request: CompletionRequest
+    route: RouteRequest
+    tag: str
+    task_type: str
+    deadline_s: float
+    ttl_s: float
+    """How long a hold for this call may live at most (renewed as a lease until then)."""
+    prompt_hash: str
+    prompt_text: str | None
+
+
+def prepare(args: CompleteArgs, settings: Settings, catalog: Catalog) -> Prepared:
+    """Turn tool arguments into a provider request and a routing request.
+
+    Raises:
+        InvalidInput: naming the field and what is allowed.
+    """
+    limits = settings.limits
+    if args.prompt is not None and args.messages is not None:
+        raise InvalidInput("prompt", "give prompt or messages, not both", allowed="one of prompt, messages")
+    if args.prompt is not None:
+        if not args.prompt.strip():
+            raise InvalidInput("prompt", "is empty", allowed="a non-empty string")
+        messages: tuple[Message, ...] = (Message(role="user", content=args.prompt),)
+    elif args.messages:
+        if len(args.messages) > limits.max_messages:
+            raise InvalidInput("messages", f"{len(args.messages)} turns is too many", allowed=f"at most {limits.max_messages}")
+        if args.messages[-1].role != "user":
+            raise InvalidInput("messages", "the last turn must be the user's", allowed="a list ending with role user")
+        if not any(m.content.strip() for m in args.messages):
+            raise InvalidInput("messages", "every turn is blank", allowed="at least one non-blank turn")
+        messages = tuple(Message(role=m.role, content=m.content) for m in args.messages)
+    else:
+        raise InvalidInput("prompt", "nothing to send", allowed="a prompt string or a messages list")
+    request = CompletionRequest(
+        messages=messages,
+        system=args.system or None,
+        max_tokens=args.max_tokens or settings.routing.default_max_tokens,
+        temperature=args.temperature,
+    )
+    try:
+        text_bytes = request.text_bytes()
+    except UnicodeEncodeError:  # only an in-process caller can send one: the transports repair them
+        raise _not_text(_first_not_text(args)) from None
+    size = len(request.system or "") + sum(len(m.content) for m in messages)
+    if size > limits.max_prompt_chars:
+        raise InvalidInput("prompt", f"{size} characters is too long", allowed=f"at most {limits.max_prompt_chars} characters in all")
+
+    models: tuple[str, ...] = ()
+    if args.model is not None:
+        refs = [args.model] if isinstance(args.model, str) else list(args.model)
+        if not refs or len(refs) > 8:
+            raise InvalidInput("model", "a chain lists 1 to 8 models", allowed='"provider:model" or a list of them')
+        for ref in refs:
+            parse_model_ref(ref)
+            catalog.get(ref)
+        models = tuple(dict.fromkeys(refs))
+    tag = _clean_label(args.tag, "tag")
+    task_type = _clean_label(args.task_type, "task_type")
+    pairs = [(m.role, m.content) for m in messages]
+    route = RouteRequest(
+        models=models,
+        task_type=task_type or None,
+        quality=args.quality,
+        strategy=args.strategy,
+        max_cost_nusd=usd_to_nusd(args.max_cost_usd) if args.max_cost_usd is not None else None,
+        tag=tag,
+        input_tokens_bound=worst_case_input_tokens(text_bytes, len(messages)),
+        input_tokens_typical=prompt_tokens_by_chars(request),
+        max_tokens=request.max_tokens,
+    )
+    return Prepared(
+        request=request,
+        route=route,
+        tag=tag,
+        task_type=task_type,
+        deadline_s=(deadline_s := args.deadline_s or settings.resilience.deadline_s),
+        ttl_s=max(settings.budget.reservation_ttl_s, deadline_s + 60),
+        prompt_hash=prompt_hash(request.system, pairs),
+        prompt_text=json.dumps({"system": request.system, "messages": pairs}, ensure_ascii=False)
+        if settings.ledger.store_prompts
+        else None,
+    )
+
+
+def limit_to_store(scope: str, limit_usd: Decimal | None, providers: Collection[str]) -> int | None:
+    """A ``set_budget``'s limit as the ledger stores it, in whole nano-dollars (None: no limit).
+
+    Raises:
+        InvalidInput: an unknown provider's scope, or a limit above 0 too small to store.
+    """
+    kind, name = parse_scope(scope)
+    if kind == "provider" and name not in providers:
+        raise InvalidInput("scope", f"unknown provider {name!r}", allowed=", ".join(f"provider:{p}" for p in providers))
+    stored = None if limit_usd is None or not limit_usd.is_finite() else usd_to_nusd(limit_usd)
+    if stored == 0 and limit_usd:
+        raise InvalidInput("limit_usd", f"${limit_usd:f} is less than half a billionth of a dollar, the ledger's "
+                           "smallest amount", allowed="0 (nothing may be spent), or at least 0.000000001")
+    return stored
+
+
+def configured_limit(budget: BudgetConfig, scope: str, period: str) -> int | None:
+    """The limit the configuration sets on ``scope``'s ``period``, in nano-dollars (None: none)."""
+    kind, name = parse_scope(scope)
+    if kind == "global":
+        value = getattr(budget, f"{period}_usd", None)
+    else:
+        limits = (budget.providers if kind == "provider" else budget.tags).get(name or "")
+        value = getattr(limits, f"{period}_usd", None) if limits is not None else None
+    return None if value is None else usd_to_nusd(value)
+
+
+def _clean_label(value: str | None, field_name: str) -> str:
+    if value is None:
+        return ""
+    value = value.strip()
+    if any(ord(ch) < 32 for ch in value):
+        raise InvalidInput(field_name, "contains control characters", allowed="printable text")
+    if not value.isascii() and not _is_text(value):
+        raise _not_text(field_name)
+    return value
+
+
+def _is_text(value: str) -> bool:
+    """False for a string holding a lone UTF-16 surrogate: it cannot be encoded, sent or stored."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_text(field_name: str) -> InvalidInput:
+    return InvalidInput(field_name, "holds a lone UTF-16 surrogate (half of a character), which is not text",
+                        allowed="valid Unicode text")
+
+
+def _first_not_text(args: CompleteArgs) -> str:
+    """Which of a call's texts holds a lone surrogate."""
+    if args.system and not _is_text(args.system):
+        return "system"
+    if args.prompt is not None:
+        return "prompt"
+    for i, m in enumerate(args.messages or ()):
+        if not _is_text(m.content):
+            return f"messages[{i}].content"
+    return "prompt"
