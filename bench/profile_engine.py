@@ -100,12 +100,17 @@ async def attribution(
 
         return wrap
 
+    from llm_router import prepare as prepare_mod
+    from llm_router import rows as rows_mod
+    from llm_router import views as views_mod
+
     saved = {
-        k: getattr(engine_mod, k)
-        for k in ("_budget_after", "_prices_json", "Answer", "prompt_hash", "decide")
+        (mod, k): getattr(mod, k)
+        for mod, k in ((views_mod, "budget_after"), (rows_mod, "prices_json"), (prepare_mod, "prompt_hash"),
+                       (engine_mod, "decide"))
     }
-    for k, fn in saved.items():
-        setattr(engine_mod, k, timed(f"  {k}", fn))
+    for (mod, k), fn in saved.items():
+        setattr(mod, k, timed(f"  {k}", fn))
     try:
         kw = {"model": GENAI_MODEL, "genai_priced": True} if genai else {}
         engine = _engine(folder, "attr-genai" if genai else "attr", base_url, **kw)
@@ -123,8 +128,9 @@ async def attribution(
                     rec[f"ledger {name}"].append(time.perf_counter() - t0)
 
         ledger.run = run
-        for name in ("prepare", "_decide", "_call_with_retries", "_settle"):
+        for name in ("prepare", "_decide", "_settle"):
             setattr(engine, name, timed(name, getattr(engine, name)))
+        engine.caller.call = timed("_call_with_retries", engine.caller.call)  # type: ignore[method-assign]
         provider = next(iter(engine.providers.values()))
         provider.complete = timed("provider.complete (HTTP)", provider.complete)
         entry_cls = type(next(iter(engine.catalog)))
@@ -152,8 +158,8 @@ async def attribution(
             entry_cls.cost_usd = saved_cost
             await engine.aclose()
     finally:
-        for k, fn in saved.items():
-            setattr(engine_mod, k, fn)
+        for (mod, k), fn in saved.items():
+            setattr(mod, k, fn)
     r = rec
     r["_call_with_retries minus provider.complete"] = [
         a - b for a, b in zip(r["_call_with_retries"], r["provider.complete (HTTP)"], strict=True)
@@ -186,9 +192,8 @@ def print_attribution(rec: dict[str, list[float]], n: int, title: str) -> None:
         "provider.complete minus floor (paired)",
         "_settle",
         "  ModelEntry.cost_usd",
-        "  _budget_after",
-        "  _prices_json",
-        "  Answer",
+        "  budget_after",
+        "  prices_json",
     ]
     for k in order + sorted(set(rec) - set(order)):
         if k in rec and rec[k] and k not in ("_call_with_retries", "provider.complete (HTTP)"):
