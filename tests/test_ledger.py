@@ -4,6 +4,7 @@ when a test server is given, see ``backends.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -22,7 +23,6 @@ import sqlite_utils
 from llm_router import timings
 from llm_router.ledger import GROUPINGS, Ledger, LedgerBase, LimitCheck, Refusal, RequestRow, SpareRequest
 from llm_router.ledger import base as ledger_base
-from llm_router.ledger import sqlite as ledger_sqlite
 from llm_router.ledger.schema import MIGRATIONS, migrate
 
 from .backends import Store, columns, execute, integrity_errors, tables
@@ -484,7 +484,7 @@ def test_record_stores_the_row_as_given(ledger: LedgerBase) -> None:
 
     stored = ledger.rows(request_id=r.id)
 
-    expected = {k: v for k, v in ledger_sqlite.row_asdict(r).items() if k != "extra"}
+    expected = dataclasses.asdict(r)
     assert stored == [expected]
 
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from . import timings
 from .config import BudgetConfig
-from .ledger import Ledger, LimitCheck, Refusal, SpareRequest
+from .ledger import LedgerBase, LimitCheck, Refusal, SpareRequest
 from .ledger.base import Limits, Overrides
 from .types import BudgetExceeded, InvalidInput, usd_str, usd_to_nusd
 
@@ -75,9 +75,6 @@ class Clock:
         self._day: tuple[float, float, date, str] = (0.0, 0.0, date.min, "")
         """(start, end, the day, as ISO): the local day in force between two unix times, kept
         for reuse: asked for several times per call, it changes once a day."""
-
-    def now(self) -> datetime:
-        return datetime.now(self.tz)
 
     def day_of(self, ts_iso: str) -> str:
         return datetime.fromisoformat(ts_iso).astimezone(self.tz).date().isoformat()
@@ -208,7 +205,7 @@ class BudgetSnapshot:
 
 
 class Budget:
-    def __init__(self, config: BudgetConfig, ledger: Ledger) -> None:
+    def __init__(self, config: BudgetConfig, ledger: LedgerBase) -> None:
         self.config = config
         self.ledger = ledger
         self.clock = Clock(config.timezone)
@@ -340,8 +337,9 @@ class Budget:
             elif check.scope_kind == "tag" and check.scope_name != tag or check.scope_kind == "provider" and wanted is not None and check.scope_name not in wanted:
                 continue
             states.append(LimitState(lim, check))
-        checked = [s for s in states if s.check is not None]
-        for state, (spent, reserved) in zip(checked, self.ledger.usages([s.check for s in checked], stale_ok_s=timings.ROUTING_STALENESS_S), strict=True):
+        checked = [(s, s.check) for s in states if s.check is not None]
+        usages = self.ledger.usages([check for _, check in checked], stale_ok_s=timings.ROUTING_STALENESS_S)
+        for (state, _), (spent, reserved) in zip(checked, usages, strict=True):
             state.spent_nusd, state.reserved_nusd = spent, reserved
         return BudgetSnapshot(day=today.isoformat(), tag=tag, states=states, per_request_nusd=per_request,
                               limits=self._limits_at)

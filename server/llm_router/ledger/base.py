@@ -30,8 +30,9 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
 import anyio
@@ -296,25 +297,20 @@ class RequestRow:
     prompt_hash: str | None = None
     prompt: str | None = None
     strategy: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def values(self) -> tuple[Any, ...]:
         return _row_values(self)
 
     def totals_values(self) -> tuple[Any, ...]:
-        """Parameters of the five ``day_totals`` rows this row adds to, one per dimension (in the
-        order of DIMENSIONS), each as (dim, key, day, errors, input, output, cached, cost,
-        reference cost)."""
+        """Parameters of the day_totals rows this row adds to, one per dimension (in the order of
+        DIMENSIONS), each as (dim, key, day, errors, input, output, cached, cost, reference cost)."""
         day = self.day
         sums = (0 if self.status == "ok" else 1, self.input_tokens, self.output_tokens, self.cached_tokens,
                 self.cost_nusd, self.reference_cost_nusd or 0)
-        return (
-            "day", day, day, *sums,
-            "provider", self.provider or "", day, *sums,
-            "model", self.model or "", day, *sums,
-            "task_type", self.task_type, day, *sums,
-            "tag", self.tag, day, *sums,
-        )
+        values: list[Any] = []
+        for dim in DIMENSIONS:
+            values += (dim, getattr(self, dim) or "", day, *sums)
+        return tuple(values)
 
     def estimated_values(self) -> tuple[Any, ...]:
         """(day, provider, model, tag, task_type, cost): what a row whose usage was estimated adds
@@ -339,9 +335,8 @@ class RequestRow:
         )
 
 
-ROW_COLUMNS = [f for f in RequestRow.__dataclass_fields__ if f != "extra"]
+ROW_COLUMNS = list(RequestRow.__dataclass_fields__)
 _row_values = operator.attrgetter(*ROW_COLUMNS)
-assert DIMENSIONS == ("day", "provider", "model", "task_type", "tag"), "RequestRow.totals_values lists them in this order"
 
 
 def now_iso() -> str:
@@ -415,10 +410,21 @@ def report_rows(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
     return [{"key": r[0], **{n: int(v or 0) for n, v in zip(SUM_COLUMNS, r[1:], strict=True)}} for r in rows]
 
 
+class ConnectionLock(Protocol):
+    """What serialises the use of a backend's one connection (a re-entrant lock)."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /,
+    ) -> object: ...
+
+
 class LedgerBase(ABC):
     """The interface every backend implements, and the upkeep they share."""
 
     migrations_applied: list[str]
+    _lock: ConnectionLock
 
     journal: Journal
     """Rows (and releases) this ledger could not take yet, replayed by its next write (``journal.py``)."""
@@ -446,7 +452,8 @@ class LedgerBase(ABC):
         settled or released; a row to record is always written). A cancellation takes effect
         at the caller's next checkpoint."""
         with anyio.CancelScope(shield=True):
-            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
+            result = await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
+        return result
 
     async def run_within(self, wait_s: float | None, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``run``, waiting at most ``wait_s`` (None: the backend's own timeout) for this ledger's
@@ -459,30 +466,34 @@ class LedgerBase(ABC):
 
     async def _on_thread(self, wait_s: float | None, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
         with anyio.CancelScope(shield=True):
-            if wait_s is None:
-                return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
-            wait_s = max(wait_s, 0.0)
-            until = time.monotonic() + wait_s
-            limiter = self._limiter
-            try:
-                limiter.acquire_nowait()
-            except anyio.WouldBlock:
-                with anyio.move_on_after(wait_s) as scope:
-                    await limiter.acquire()
-                if scope.cancelled_caught:  # this server's own ledger work kept the connection
-                    raise self._busy_here(wait_s) from None
+            result = await self._on_thread_unshielded(wait_s, fn, args, kwargs)
+        return result
 
-            def bounded() -> T:
-                self._wait.until = until
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    self._wait.until = None
+    async def _on_thread_unshielded(self, wait_s: float | None, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        if wait_s is None:
+            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
+        wait_s = max(wait_s, 0.0)
+        until = time.monotonic() + wait_s
+        limiter = self._limiter
+        try:
+            limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            with anyio.move_on_after(wait_s) as scope:
+                await limiter.acquire()
+            if scope.cancelled_caught:  # this server's own ledger work kept the connection
+                raise self._busy_here(wait_s) from None
 
+        def bounded() -> T:
+            self._wait.until = until
             try:
-                return await anyio.to_thread.run_sync(bounded)
+                return fn(*args, **kwargs)
             finally:
-                limiter.release()
+                self._wait.until = None
+
+        try:
+            return await anyio.to_thread.run_sync(bounded)
+        finally:
+            limiter.release()
 
     def _busy_here(self, waited_s: float) -> LedgerBusy:
         """The error of a step that waited its whole time for this server's own connection."""
@@ -609,6 +620,7 @@ class LedgerBase(ABC):
     def replay_journal(self) -> None:
         """Write what waits in the journal now, if the ledger can take it (a write transaction
         replays the journal before anything else)."""
+        return None
 
     @property
     @abstractmethod
@@ -684,6 +696,7 @@ class LedgerBase(ABC):
 
     def drop_spare(self, *, idle_s: float = 0.0) -> None:
         """Let the spare hold go (only if it has gone unused for ``idle_s``)."""
+        return None
 
     @abstractmethod
     def reclaim(self, *, dead_pids: bool = True) -> int:
@@ -835,6 +848,7 @@ class LedgerBase(ABC):
 
     def _checkpoint(self) -> None:
         """Backends with a write-ahead log flush it here, off the request path."""
+        return None
 
     def _upkeep_loop(self, renew_every: float, interval_s: float) -> None:
         last_renew = last_tidy = time.monotonic()
@@ -906,4 +920,5 @@ def _why(error: BaseException) -> str:
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
     """Run a blocking step (a journal append: an fsync) off the event loop, not cancellable."""
     with anyio.CancelScope(shield=True):
-        return await anyio.to_thread.run_sync(lambda: fn(*args))
+        result = await anyio.to_thread.run_sync(lambda: fn(*args))
+    return result

@@ -17,6 +17,8 @@ clocks disagree still agree on when a hold lapses.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -124,7 +126,7 @@ FROM requests GROUP BY day, coalesce(provider, ''), coalesce(model, ''), tag, ta
 
 def _load_migrations() -> list[tuple[str, str]]:
     folder = resources.files(__package__).joinpath("pg_migrations")
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in files]
 
 
@@ -227,11 +229,11 @@ class PostgresLedger(LedgerBase):
                 self.migrations_applied = self._migrate(conn)
                 self._writer_schema = self._meta(conn, WRITER_SCHEMA_KEY)
                 check_writer_schema(self._writer_schema, redact_url(url))
-                identity = None if journal_path is not None else self._identity(conn)
+                where = Path(journal_path) if journal_path is not None else _default_journal(self._identity(conn))
             except BaseException:
                 conn.close()
                 raise
-        self.journal = Journal(Path(journal_path) if journal_path is not None else _default_journal(identity))
+        self.journal = Journal(where)
         if self.journal.pending():  # left by a server on this machine that could not write
             with self._waiting(timings.UPKEEP_WAIT_S):
                 try:
@@ -322,7 +324,7 @@ class PostgresLedger(LedgerBase):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(self.schema, "migrate"),))
             conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name text PRIMARY KEY, applied_at text)")
-            for name, sql in self._pending(conn):
+            for name, sql in self._pending(conn) or []:
                 conn.execute(sql.encode())
                 conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (%s, %s)",
                              (name, datetime.now(UTC).isoformat()))
@@ -412,10 +414,8 @@ class PostgresLedger(LedgerBase):
         import psycopg
 
         holder = None
-        try:
+        with contextlib.suppress(psycopg.Error):
             holder = conn.execute(_LOCK_HOLDER, {"key": self._reserve_key, "schema": self.schema}).fetchone()
-        except psycopg.Error:
-            pass
         where = f"the PostgreSQL ledger {self.location}"
         if holder is None:
             return LedgerBusy(
@@ -568,7 +568,9 @@ class PostgresLedger(LedgerBase):
     def release(self, reservation_id: str) -> None:
         self._call(lambda c: c.execute("DELETE FROM reservations WHERE id = %s", (reservation_id,)), tx=True)
 
-    async def _journal_row(self, row: RequestRow, holds: Sequence[str | None], error: Exception) -> str | None:
+    async def _journal_row(
+        self, row: RequestRow, holds: Sequence[str | None], error: Exception, *, unavailable: bool = False,
+    ) -> str | None:
         """The row goes to the journal (``LedgerBase._journal_row``), and its holds are pinned.
 
         Regression: the journal is on this machine's disk, and only servers here replay it; the
@@ -580,7 +582,7 @@ class PostgresLedger(LedgerBase):
         server cut off from PostgreSQL cannot pin them, and if it dies before it reconnects its
         charge is counted nowhere else until a server on its machine replays its journal."""
         try:
-            return await super()._journal_row(row, holds, error)
+            return await super()._journal_row(row, holds, error, unavailable=unavailable)
         finally:
             held = tuple(h for h in holds if h)
             if held and row.cost_nusd:  # a call that cost nothing has no charge to keep counted
@@ -795,7 +797,7 @@ class PostgresLedger(LedgerBase):
             n = self._call(batch, tx=True)
             deleted += n
             if n < base.PRUNE_BATCH:
-                self._call(lambda c, total=deleted: done(c, total), tx=True)
+                self._call(functools.partial(done, deleted=deleted), tx=True)
                 return deleted
 
     def meta(self, key: str) -> str | None:
@@ -877,10 +879,8 @@ def _default_journal(identity: str) -> Path:
 
     key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     folder = Path(platformdirs.user_state_dir("llm-router"))
-    try:
+    with contextlib.suppress(OSError):  # said when a row first needs the journal
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError:  # said when a row first needs the journal
-        pass
     return folder / f"postgres-{key}.journal"
 
 

@@ -9,6 +9,7 @@ the rollup updated) and release.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -119,6 +120,7 @@ class Ledger(LedgerBase):
     """One open ledger file. Thread-safe; all statements serialised on one connection."""
 
     _NEWEST_LAST_TIE = "rowid"
+    _lock: _BusyLock
 
     def __init__(
         self,
@@ -222,7 +224,7 @@ class Ledger(LedgerBase):
                 lock.release_brief()
         return await self._on_thread(wait_s, fn, args, kwargs)
 
-    def start_upkeep(self, **kwargs: Any) -> None:  # type: ignore[override]
+    def start_upkeep(self, **kwargs: Any) -> None:
         # With upkeep running, the WAL is checkpointed by its thread, not by whichever request
         # happens to cross SQLite's threshold (a checkpoint ends in an fsync: a 15-20 ms stall).
         with self._lock:
@@ -1097,10 +1099,8 @@ class _Transaction:
                 # A COMMIT the disk could not take (SQLITE_FULL, an I/O error): never leave the
                 # connection inside the failed transaction, or every later BEGIN would fail.
                 if self._conn.in_transaction:
-                    try:
+                    with contextlib.suppress(sqlite3.Error):
                         self._conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
                 raise self._led._storage_error(e) from e
             committed = exc_type is None
         finally:
@@ -1166,7 +1166,3 @@ def _use_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
-
-
-def row_asdict(row: RequestRow) -> dict[str, Any]:
-    return asdict(row)
