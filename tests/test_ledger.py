@@ -23,6 +23,7 @@ import sqlite_utils
 from llm_router import timings
 from llm_router.ledger import GROUPINGS, Ledger, LedgerBase, LimitCheck, Refusal, RequestRow, SpareRequest
 from llm_router.ledger import base as ledger_base
+from llm_router.ledger import records as ledger_records
 from llm_router.ledger.schema import MIGRATIONS, migrate
 
 from .backends import Store, columns, execute, integrity_errors, tables
@@ -710,8 +711,8 @@ def test_reclaim_never_signals_processes_on_windows(
     """Regression: on Windows os.kill(pid, 0) terminates the process instead of probing it."""
     fake_reservation(ledger, pid=dead_pid, host=ledger_base.HOST)
     signalled: list[int] = []
-    monkeypatch.setattr(ledger_base.sys, "platform", "win32")
-    monkeypatch.setattr(ledger_base.os, "kill", lambda pid, sig: signalled.append(pid))
+    monkeypatch.setattr(ledger_records.sys, "platform", "win32")
+    monkeypatch.setattr(ledger_records.os, "kill", lambda pid, sig: signalled.append(pid))
 
     assert ledger.reclaim() == 0
     assert signalled == []

@@ -18,40 +18,72 @@ going unused, and when the ledger closes. Backends may decline to keep spares.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import operator
 import os
-import socket
-import sys
 import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from .. import timings
-from ..types import LedgerBusy, RouterError, SpendNotRecorded, plural, usd_str
+from ..types import LedgerBusy, SpendNotRecorded, plural, usd_str
+from . import statements
+from .dialect import Dialect
+from .records import (
+    DIMENSIONS,
+    GROUPINGS,
+    HOST,
+    ROW_COLUMNS,
+    SUM_COLUMNS,
+    WRITER_SCHEMA,
+    LedgerStorageError,
+    LedgerUnavailable,
+    LimitCheck,
+    LimitsMoved,
+    Overrides,
+    Refusal,
+    RequestRow,
+    ScopeKind,
+    SpareRequest,
+    alive,
+    check_grouping,
+    check_writer_schema,
+    now_iso,
+)
+from .statements import DAY_TOTALS_FROM_ROLLUPS, PRUNE_BATCH, Connection
 
 if TYPE_CHECKING:
-    from .journal import Entry, Journal
+    from .journal import Journal, Taken
 
-__all__ = [
+__all__ = [  # the records and statements' names too, where callers have long found them
+    "DAY_TOTALS_FROM_ROLLUPS",
+    "DIMENSIONS",
     "GROUPINGS",
     "HOST",
+    "PRUNE_BATCH",
     "ROW_COLUMNS",
     "SUM_COLUMNS",
+    "WRITER_SCHEMA",
     "LedgerBase",
+    "LedgerStorageError",
+    "LedgerUnavailable",
+    "ScopeKind",
+    "alive",
+    "check_grouping",
+    "check_writer_schema",
+    "now_iso",
     "LimitCheck",
-    "Limits",
+    "LimitsMoved",
     "Overrides",
     "Refusal",
     "RequestRow",
@@ -62,352 +94,7 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
-ScopeKind = Literal["global", "provider", "tag"]
-GROUPINGS = ("provider", "model", "task_type", "tag", "day")
-SUM_COLUMNS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "reference_cost_nusd")
-HOST = socket.gethostname()
-DIMENSIONS = ("day", "provider", "model", "task_type", "tag")
-"""The dimensions of ``day_totals``: one row per day and value of each (``day``'s value is the day)."""
-_SUMS = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
-DAY_TOTALS_FROM_ROLLUPS = "INSERT INTO day_totals (dim, key, day, " + ", ".join(SUM_COLUMNS) + ")\n" + "\nUNION ALL ".join(
-    f"SELECT '{dim}', {dim}, day, {_SUMS} FROM rollups GROUP BY {dim}, day" if dim != "day"
-    else f"SELECT 'day', day, day, {_SUMS} FROM rollups GROUP BY day"
-    for dim in DIMENSIONS
-)
-"""Derives every day total from the rollups (same SQL on both backends)."""
-
-
-def add_to_rollup(table_prefix: str = "") -> str:
-    """The ON CONFLICT clause that adds a new rollup row's sums to the one already there
-    (``table_prefix``: how PostgreSQL names the old value)."""
-    return "ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET " + ", ".join(
-        f"{c} = {table_prefix}{c} + excluded.{c}" for c in SUM_COLUMNS
-    )
-
-
-def upsert_estimated(mark: str, table_prefix: str = "") -> str:
-    """The statement that adds one row whose usage was estimated to ``estimated_rollups`` (run only
-    for such rows: ``mark`` the driver's placeholder, ``table_prefix`` how PostgreSQL names the old value)."""
-    return (
-        "INSERT INTO estimated_rollups (day, provider, model, tag, task_type, requests, cost_nusd)"
-        f" VALUES ({mark}, {mark}, {mark}, {mark}, {mark}, 1, {mark})"
-        " ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET"
-        f" requests = {table_prefix}requests + excluded.requests, cost_nusd = {table_prefix}cost_nusd + excluded.cost_nusd"
-    )
-
-
-def estimated_from_rows(table_prefix: str = "") -> str:
-    """Derives ``estimated_rollups`` from the rows whose usage was estimated (both backends), adding
-    to what is there: after a rebuild has emptied the days the rows still cover."""
-    return (
-        "INSERT INTO estimated_rollups (day, provider, model, tag, task_type, requests, cost_nusd)"
-        " SELECT day, coalesce(provider, ''), coalesce(model, ''), tag, task_type, count(*), sum(cost_nusd)"
-        " FROM requests WHERE cost_estimated = 1 GROUP BY day, coalesce(provider, ''), coalesce(model, ''), tag, task_type"
-        " ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET"
-        f" requests = {table_prefix}requests + excluded.requests, cost_nusd = {table_prefix}cost_nusd + excluded.cost_nusd"
-    )
-
-
-def upsert_day_totals(mark: str, table_prefix: str = "") -> str:
-    """The statement that adds one request row to its five day totals in one round trip
-    (``mark``: the driver's placeholder; ``table_prefix``: how PostgreSQL names the old value)."""
-    values = ", ".join([f"({mark}, {mark}, {mark}, 1, " + ", ".join([mark] * 6) + ")"] * len(DIMENSIONS))
-    updates = ", ".join(
-        f"{c} = {table_prefix}{c} + excluded.{c}" for c in SUM_COLUMNS
-    )
-    return (
-        f"INSERT INTO day_totals (dim, key, day, {', '.join(SUM_COLUMNS)}) VALUES {values}"
-        f" ON CONFLICT (dim, key, day) DO UPDATE SET {updates}"
-    )
-PRUNE_BATCH = 5_000
-"""Rows deleted per transaction when pruning: short enough that reservations never queue long."""
-
 log = logging.getLogger("llm_router.ledger")
-
-
-class LedgerUnavailable(RouterError):
-    """The ledger cannot be opened: no call can be budgeted, so none is made."""
-
-    code = "ledger_unavailable"
-
-
-class LedgerStorageError(RouterError):
-    """A step the ledger's storage could not take: a full disk (or a file size limit), an I/O
-    error, PostgreSQL unreachable. Nothing that step would have written was written; a paid
-    call's row goes to the journal instead (``LedgerBase.settle``)."""
-
-    code = "ledger_storage_error"
-    retryable = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "retryable": True}
-
-
-WRITER_SCHEMA = 3
-"""What this build's writers maintain (see ``schema.record_writer_schema`` and
-``schema.writers_keep_limits_version_and_journal``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RowStatements:
-    """The statements that write one request row and keep its sums in step, in one backend's
-    placeholders (``mark``): the same for a settle and for a row replayed from the journal."""
-
-    insert_row: str
-    upsert_rollup: str
-    upsert_day_totals: str
-    upsert_estimated: str
-    mark: str
-
-    def write(self, c: Any, row: RequestRow) -> None:
-        c.execute(self.insert_row, row.values())
-        c.execute(self.upsert_rollup, row.rollup_values())
-        c.execute(self.upsert_day_totals, row.totals_values())
-        if row.cost_estimated:
-            c.execute(self.upsert_estimated, row.estimated_values())
-
-    def apply_journal_entry(self, c: Any, entry: Entry) -> None:
-        """Inside a write transaction: one journal entry's holds removed, and its row (unless one
-        with its id is already written) with its sums and a ``row_from_journal`` event."""
-        m, row = self.mark, entry.row
-        written = row is not None and c.execute(f"SELECT 1 FROM requests WHERE id = {m}", (row.id,)).fetchone() is not None
-        first_gone = False
-        for i, hold in enumerate(entry.holds):
-            if c.execute(f"DELETE FROM reservations WHERE id = {m}", (hold,)).rowcount == 0 and i == 0:
-                first_gone = True
-        if row is None or written:
-            return
-        if first_gone:  # its hold lapsed before the row could be written: said, as for a late settle
-            c.execute(
-                f"INSERT INTO events (ts, kind, detail) VALUES ({m}, 'settled_after_reclaim', {m})",
-                (now_iso(), json.dumps({"reservation": entry.holds[0], "request_id": row.id, "cost_nusd": row.cost_nusd})),
-            )
-        self.write(c, row)
-        c.execute(
-            f"INSERT INTO events (ts, kind, detail) VALUES ({m}, 'row_from_journal', {m})",
-            (now_iso(), json.dumps({"request_id": row.id, "cost_nusd": row.cost_nusd, "status": row.status,
-                                    "journaled_by": {"pid": entry.pid, "host": entry.host}, "journaled_at": entry.at})),
-        )
-
-
-def check_writer_schema(stored: str | None, where: str) -> None:
-    """Refuse a ledger whose writers must maintain more than this build knows of.
-
-    Raises:
-        LedgerUnavailable: naming both versions and what to do.
-    """
-    need = int(stored) if stored is not None and stored.strip().isdigit() else 0
-    if need > WRITER_SCHEMA:
-        from .. import __version__
-
-        raise LedgerUnavailable(
-            f"the ledger {where} was upgraded by a newer llm-router-mcp: its writers must keep schema {need}, "
-            f"and this build ({__version__}) knows schema {WRITER_SCHEMA} only, so the spend it recorded could "
-            "be missed by the newer servers' budgets. Upgrade this server, or point it at another ledger"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class LimitCheck:
-    """One limit to hold: spend in [first_day, last_day] for a scope must stay within limit_nusd."""
-
-    name: str
-    scope_kind: ScopeKind
-    scope_name: str | None
-    first_day: str
-    last_day: str
-    limit_nusd: int
-    resets_at: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a reservation was refused: the first limit it would break, with the figures."""
-
-    check: LimitCheck
-    spent_nusd: int
-    reserved_nusd: int
-
-
-@dataclass(frozen=True, slots=True)
-class SpareRequest:
-    """Ask ``record`` to keep this much on hold for the next call, under these checks."""
-
-    checks: Sequence[LimitCheck]
-    amount_nusd: int
-    day: str
-    provider: str
-    tag: str
-    ttl_s: float
-    limits_version: int | None = None
-    """The limits version ``checks`` were built from (see ``Limits``): no spare is kept on checks
-    a newer ``set_budget`` has replaced. None: the checks are taken as they are."""
-
-
-Overrides = dict[tuple[str, str], int | None]
-"""Limits set with ``set_budget``: (scope, period) -> nano-dollars (None: removed)."""
-
-
-class RebuildChecks(Protocol):
-    def __call__(
-        self, version: int, overrides: Overrides, *, day: str, provider: str, tag: str, amount_nusd: int
-    ) -> Sequence[LimitCheck] | Refusal:
-        """The checks a hold of ``amount_nusd`` on this day, provider and tag must pass under these
-        overrides, or the refusal of a limit that needs no sums (the per-request one)."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The limits version a call's checks were built from, and how to build them again.
-
-    Every ``set_budget`` raises the ledger's limits version in the transaction that writes the
-    limit. A reservation given this compares it with the version in the store, inside its own
-    transaction (read in statements it runs anyway), and when they differ it reads the limits
-    there and then, has ``rebuild`` make the checks anew, and decides on those: so from the moment
-    ``set_budget`` returns, no process grants a hold under the limits it replaced."""
-
-    version: int
-    rebuild: RebuildChecks
-
-
-@dataclass(slots=True)
-class RequestRow:
-    id: str
-    ts: str
-    day: str
-    status: str
-    tag: str = ""
-    task_type: str = ""
-    provider: str | None = None
-    model: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    cache_write_tokens: int = 0
-    cost_nusd: int = 0
-    cost_usd: str = "0"
-    cost_estimated: int = 0
-    prices: str | None = None
-    reference_cost_nusd: int | None = None
-    latency_ms: int = 0
-    attempts: str = "[]"
-    error_code: str | None = None
-    error: str | None = None
-    prompt_hash: str | None = None
-    prompt: str | None = None
-    strategy: str | None = None
-
-    def values(self) -> tuple[Any, ...]:
-        return _row_values(self)
-
-    def totals_values(self) -> tuple[Any, ...]:
-        """Parameters of the day_totals rows this row adds to, one per dimension (in the order of
-        DIMENSIONS), each as (dim, key, day, errors, input, output, cached, cost, reference cost)."""
-        day = self.day
-        sums = (0 if self.status == "ok" else 1, self.input_tokens, self.output_tokens, self.cached_tokens,
-                self.cost_nusd, self.reference_cost_nusd or 0)
-        values: list[Any] = []
-        for dim in DIMENSIONS:
-            values += (dim, getattr(self, dim) or "", day, *sums)
-        return tuple(values)
-
-    def estimated_values(self) -> tuple[Any, ...]:
-        """(day, provider, model, tag, task_type, cost): what a row whose usage was estimated adds
-        to ``estimated_rollups``."""
-        return (self.day, self.provider or "", self.model or "", self.tag, self.task_type, self.cost_nusd)
-
-    def rollup_values(self) -> tuple[Any, ...]:
-        """(day, provider, model, tag, task_type, errors, input, output, cached, cost, reference cost):
-        what this row adds to its rollup."""
-        return (
-            self.day,
-            self.provider or "",
-            self.model or "",
-            self.tag,
-            self.task_type,
-            0 if self.status == "ok" else 1,
-            self.input_tokens,
-            self.output_tokens,
-            self.cached_tokens,
-            self.cost_nusd,
-            self.reference_cost_nusd or 0,
-        )
-
-
-ROW_COLUMNS = list(RequestRow.__dataclass_fields__)
-_row_values = operator.attrgetter(*ROW_COLUMNS)
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine."""
-    if sys.platform == "win32":
-        # There os.kill(pid, 0) does not probe: it terminates the process. Expiry reclaims instead.
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def reclaim_detail(
-    reservation: str, request_id: str | None, pid: int | None, host: str | None, amount: int, day: str,
-    provider: str, tag: str, reason: str,
-) -> str:
-    return json.dumps(
-        {
-            "reservation": reservation,
-            "request_id": request_id,
-            "pid": pid,
-            "host": host,
-            "amount_nusd": amount,
-            "day": day,
-            "provider": provider,
-            "tag": tag,
-            "reason": reason,
-        }
-    )
-
-
-def check_grouping(group_by: str, where: dict[str, str] | None) -> None:
-    if group_by not in GROUPINGS:
-        raise ValueError(f"group_by must be one of {GROUPINGS}")
-    for column in where or {}:
-        if column not in GROUPINGS:
-            raise ValueError(f"cannot filter on {column!r}")
-
-
-def report_query(
-    group_by: str, first_day: str, last_day: str, where: dict[str, str] | None, *, mark: str, collate: str = ""
-) -> tuple[str, list[Any]]:
-    """The SQL and parameters of a report, for a backend whose placeholder is ``mark``. Unfiltered,
-    it reads the day totals (one dimension at a time, a few rows a day); filtered, the per-day
-    rollups. Values are always parameters; column names come from ``GROUPINGS`` only."""
-    check_grouping(group_by, where)
-    sums = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
-    if not where:
-        sql = (
-            f"SELECT key, {sums} FROM day_totals WHERE dim = {mark} AND day BETWEEN {mark} AND {mark}"
-            f" GROUP BY key ORDER BY sum(cost_nusd) DESC, key{collate}"
-        )
-        return sql, [group_by, first_day, last_day]
-    clauses = [f"day BETWEEN {mark} AND {mark}", *(f"{column} = {mark}" for column in where)]
-    sql = (
-        f"SELECT {group_by} AS key, {sums} FROM rollups WHERE {' AND '.join(clauses)}"
-        f" GROUP BY {group_by} ORDER BY sum(cost_nusd) DESC, {group_by}{collate}"
-    )
-    return sql, [first_day, last_day, *where.values()]
-
-
-def report_rows(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-    return [{"key": r[0], **{n: int(v or 0) for n, v in zip(SUM_COLUMNS, r[1:], strict=True)}} for r in rows]
 
 
 class ConnectionLock(Protocol):
@@ -622,6 +309,55 @@ class LedgerBase(ABC):
         replays the journal before anything else)."""
         return None
 
+    _entry_errors: tuple[type[BaseException], ...] = (ValueError, TypeError)
+    """What a journal entry that would fail every replay raises (it is set aside)."""
+    _storage_errors: tuple[type[BaseException], ...] = ()
+    """What a replay the storage cannot take yet raises (the disk still full, say)."""
+
+    @abstractmethod
+    def _savepoint(self, c: Connection) -> AbstractContextManager[object]:
+        """A savepoint: rolled back to (and the error raised on) when its block raises."""
+
+    def _connection_lost(self, c: Connection) -> bool:
+        return False
+
+    def _journal_applied(self) -> None:
+        """After a replay's statements ran (before the transaction commits)."""
+        return None
+
+    def _replay_in(self, c: Connection) -> Taken | None:
+        """Inside a write transaction, before its own statements: apply what waits in the journal
+        (the one check on the hot path is ``journal.pending``: a flag, else one ``stat``). Returns
+        what was taken, to be finished once the transaction commits or rolls back. An entry that
+        would fail every replay is set aside; a replay the storage cannot take yet is rolled back
+        alone: the caller's own step may succeed where it fails."""
+        journal = self.journal
+        if not journal.pending():
+            return None
+        taken = journal.take()
+        if taken is None:
+            return None
+        rows = statements.RowStatements(self.dialect)
+        try:
+            with self._savepoint(c):
+                for entry in taken.entries:
+                    try:
+                        with self._savepoint(c):
+                            rows.apply_journal_entry(c, entry)
+                    except self._entry_errors as e:  # this entry would fail every replay: set it aside
+                        taken.reject(entry, f"{type(e).__name__}: {e}")
+        except self._storage_errors as e:
+            taken.finish(False)
+            if self._connection_lost(c):
+                raise
+            log.warning("the ledger's journal %s could not be replayed yet: %s", journal.path, e)
+            return None
+        except BaseException:
+            taken.finish(False)
+            raise
+        self._journal_applied()
+        return taken
+
     @property
     @abstractmethod
     def location(self) -> str:
@@ -669,15 +405,16 @@ class LedgerBase(ABC):
     @abstractmethod
     def reserve(
         self, checks: Sequence[LimitCheck], amount_nusd: int, *, request_id: str, day: str, provider: str, tag: str,
-        ttl_s: float, poll: bool = False, limits: Limits | None = None,
-    ) -> str | Refusal:
+        ttl_s: float, poll: bool = False, limits_version: int | None = None,
+    ) -> str | Refusal | LimitsMoved:
         """Atomically: if ``amount_nusd`` fits under every check (with what is spent and held by
         every process sharing the ledger), hold it and return the reservation id; otherwise hold
         nothing and return the first refusal. ``poll``: the caller is waiting for holds to settle
         and asks again; a refusal is then read without the write lock, so waiting calls do not
-        queue behind every other process's writes. ``limits``: the version ``checks`` were built
-        from; when a ``set_budget`` has raised it since, the checks are rebuilt from the limits in
-        the store before anything is decided (None: ``checks`` are taken as they are)."""
+        queue behind every other process's writes. ``limits_version``: the version ``checks`` were
+        built from; when a ``set_budget`` has raised it since, nothing is decided on them and the
+        limits in the store are returned (``LimitsMoved``) for the caller to build the checks anew
+        (None: ``checks`` are taken as they are)."""
 
     @abstractmethod
     def release(self, reservation_id: str) -> None:
@@ -698,13 +435,38 @@ class LedgerBase(ABC):
         """Let the spare hold go (only if it has gone unused for ``idle_s``)."""
         return None
 
-    @abstractmethod
-    def reclaim(self, *, dead_pids: bool = True) -> int:
-        """Free holds that lapsed, or (same machine) whose process is gone. Each is logged in events."""
+    # -- the one connection ----------------------------------------------------------------------
+
+    dialect: Dialect
+    """How this backend spells what the shared statements (``statements.py``) cannot say alike."""
 
     @abstractmethod
+    def _read(self, op: Callable[[Connection], T]) -> T:
+        """Run ``op`` on the connection, outside any write transaction."""
+
+    @abstractmethod
+    def _write(self, op: Callable[[Connection], T]) -> T:
+        """Run ``op`` in one write transaction (which first replays the journal)."""
+
+    @abstractmethod
+    def _now(self, c: Connection) -> float:
+        """The time holds are dated by (unix seconds): SQLite's clock, PostgreSQL's server's."""
+
+    def _serialise_holds(self, c: Connection) -> None:
+        """Inside a write transaction: order it with every reservation (SQLite's write lock already does)."""
+        return None
+
+    def reclaim(self, *, dead_pids: bool = True) -> int:
+        """Free holds that lapsed, or (same machine) whose process is gone. Each is logged in events."""
+        return self._write(lambda c: statements.reclaim(c, self.dialect, self._now(c), pid=self._pid,
+                                                         dead_pids=dead_pids))
+
     def renew(self) -> int:
         """Extend this ledger's own live holds by another lease. Returns how many."""
+        lease = self.lease_s
+        if lease is None:
+            return 0
+        return self._write(lambda c: statements.renew(c, self.dialect, self._now(c), lease_s=lease, owner=self.owner))
 
     limits_version_seen: int = 0
     """The newest limits version this ledger has read from the store, by the way (in statements it
@@ -714,25 +476,41 @@ class LedgerBase(ABC):
     def budget_overrides(self) -> Overrides:
         return self.budget_overrides_at()[1]
 
-    @abstractmethod
     def budget_overrides_at(self) -> tuple[int, Overrides]:
         """(limits version, limits set with ``set_budget``), read at one moment (one statement)."""
+        return self._read(self._read_overrides)
 
-    @abstractmethod
+    def _read_overrides(self, c: Connection) -> tuple[int, Overrides]:
+        version, overrides = statements.read_overrides(c)
+        self._saw_limits(version)
+        return version, overrides
+
+    def _saw_limits(self, version: int) -> None:
+        """Note the limits version just read from the store."""
+        if version > self.limits_version_seen:
+            self.limits_version_seen = version
+
     def set_budget(self, scope: str, period: str, limit_nusd: int | None) -> None:
         """Store a limit (None removes it) and raise the limits version in the same transaction,
-        ordered with every reservation: one made after this returns is checked against it."""
+        ordered with every reservation: one made after this returns is checked against it (see
+        ``LimitsMoved``)."""
 
-    @abstractmethod
-    def reservations_total(self) -> int: ...
+        def write(c: Connection) -> int:
+            self._serialise_holds(c)
+            return statements.set_budget(c, self.dialect, scope, period, limit_nusd)
+
+        self._saw_limits(self._write(write))
+
+    def reservations_total(self) -> int:
+        return self._read(statements.reservations_total)
 
     # -- reading --------------------------------------------------------------------------------
 
-    @abstractmethod
     def report(
         self, first_day: str, last_day: str, group_by: str, *, where: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
         """Sums per group over the rollups for days in [first_day, last_day], dearest first."""
+        return self._read(lambda c: statements.report(c, self.dialect, first_day, last_day, group_by, where))
 
     def estimated(self, first_day: str, last_day: str, *, where: dict[str, str] | None = None) -> tuple[int, int]:
         """(calls, nano-dollars) of spend in [first_day, last_day] whose usage was estimated (the
@@ -747,8 +525,10 @@ class LedgerBase(ABC):
         )[0]
         return int(r["n"]), int(r["cost"])
 
-    _NEWEST_LAST_TIE = "id"
-    """Breaks ties between rows of the same millisecond (SQLite: insertion order, ``rowid``)."""
+    @property
+    def _NEWEST_LAST_TIE(self) -> str:  # noqa: N802 - the name the engine's paged reads ask for
+        """Breaks ties between rows of the same millisecond (SQLite: insertion order, ``rowid``)."""
+        return self.dialect.row_key
 
     def rows(self, *, day: str | None = None, limit: int = 50, request_id: str | None = None) -> list[dict[str, Any]]:
         """Raw request rows, newest first."""
@@ -765,32 +545,51 @@ class LedgerBase(ABC):
         params.append(limit)
         return self.query(sql, params)
 
-    @abstractmethod
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
         """What the ledger itself did (reclaims, prunes, rebuilds), newest first."""
+        return self._read(functools.partial(statements.events, d=self.dialect, limit=limit))
 
-    @abstractmethod
     def totals(self) -> dict[str, int]:
         """Sums over the raw rows (the truth), for checks against the rollups."""
+        return self._read(statements.totals)
 
-    @abstractmethod
     def rebuild_rollups(self, day_of: Callable[[str], str]) -> None:
         """Recompute ``day`` of every row (after a time-zone change) and the rollups from the rows.
         Days whose rows were pruned keep their rollups: there is nothing left to recompute them from."""
 
-    @abstractmethod
-    def meta(self, key: str) -> str | None: ...
+        def rebuild(c: Connection) -> None:
+            self._long_transaction(c)
+            statements.rebuild_rollups(c, self.dialect, day_of, functools.partial(self._executemany, c))
+
+        self._write(rebuild)
+
+    def _long_transaction(self, c: Connection) -> None:
+        """Inside a write transaction that works between its statements (a rebuild): say it is not frozen."""
+        return None
 
     @abstractmethod
-    def set_meta(self, key: str, value: str) -> None: ...
+    def _executemany(self, c: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None: ...
+
+    def meta(self, key: str) -> str | None:
+        return self._read(lambda c: statements.meta(c, self.dialect, key))
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write(lambda c: statements.set_meta(c, self.dialect, key, value))
 
     @abstractmethod
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run one read statement (``?`` placeholders) and return its rows as dicts."""
 
-    @abstractmethod
     def prune(self, before_day: str) -> int:
-        """Delete raw rows of days before ``before_day``, keeping their rollups. Returns rows deleted."""
+        """Delete raw rows of days before ``before_day``, keeping their rollups, a batch per
+        transaction (reservations never queue long behind it). Returns rows deleted."""
+        deleted = 0
+        while True:
+            n = self._write(functools.partial(statements.prune_batch, d=self.dialect, before_day=before_day,
+                                              deleted_before=deleted))
+            deleted += n
+            if n < PRUNE_BATCH:
+                return deleted
 
     def reclaimed(self, since_ts: str) -> list[dict[str, Any]]:
         """Holds reclaimed since ``since_ts`` (ISO UTC), oldest first: what each held and why."""

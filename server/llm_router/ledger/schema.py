@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .base import DAY_TOTALS_FROM_ROLLUPS, estimated_from_rows
+from .statements import DAY_TOTALS_FROM_ROLLUPS, REFILE_ESTIMATED
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -221,7 +221,7 @@ def create_estimated_rollups(db: sqlite_utils.Database) -> None:
         pk=("day", "provider", "model", "tag", "task_type"),
         not_null={"day", "provider", "model", "tag", "task_type"},
     )
-    db.execute(estimated_from_rows())
+    db.execute(REFILE_ESTIMATED)
 
 
 def migrate_connection(conn: sqlite3.Connection) -> list[str]:

@@ -10,78 +10,50 @@ the rollup updated) and release.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from .. import timings
 from ..types import LedgerBusy, usd_str
-from . import base
-from .base import (
-    DAY_TOTALS_FROM_ROLLUPS,
+from . import base, statements
+from .base import LedgerBase, log
+from .dialect import SQLITE
+from .journal import Journal, Taken
+from .records import (
     GROUPINGS,
     HOST,
-    ROW_COLUMNS,
-    LedgerBase,
     LedgerStorageError,
     LedgerUnavailable,
     LimitCheck,
-    Limits,
-    Overrides,
+    LimitsMoved,
     Refusal,
     RequestRow,
-    RowStatements,
     ScopeKind,
     SpareRequest,
-    add_to_rollup,
     check_writer_schema,
-    estimated_from_rows,
-    log,
-    now_iso,
-    reclaim_detail,
-    report_query,
-    report_rows,
-    upsert_day_totals,
-    upsert_estimated,
 )
-from .journal import Journal, Taken
 from .schema import LEDGER_ID_KEY, WRITER_SCHEMA_KEY, migrate_connection
+from .statements import INSERT_RESERVATION, LIMITS_VERSION, Connection, RowStatements
 
 __all__ = ["GROUPINGS", "Ledger", "LimitCheck", "Refusal", "RequestRow"]
 
-_INSERT_ROW = f"INSERT INTO requests ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
-_UPSERT_ROLLUP = """
-INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, input_tokens, output_tokens,
-                     cached_tokens, cost_nusd, reference_cost_nusd)
-VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
-""" + add_to_rollup()
-_UPSERT_DAY_TOTALS = upsert_day_totals("?")
-_UPSERT_ESTIMATED = upsert_estimated("?")
-_ROW_SQL = RowStatements(_INSERT_ROW, _UPSERT_ROLLUP, _UPSERT_DAY_TOTALS, _UPSERT_ESTIMATED, "?")
-_REFILE_ESTIMATED = estimated_from_rows()
-# The limits version: raised by every set_budget in the transaction that writes the limit. It is
-# read along with statements a reservation runs anyway (the sums, the next lapse), never alone on
-# the way of a call.
-_LIMITS_VERSION = "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'limits_version'), 0)"
+_ROW_SQL = RowStatements(SQLITE)
+_LIMITS_VERSION = LIMITS_VERSION
+_INSERT_RESERVATION = SQLITE.sql(INSERT_RESERVATION)
 # Read along with it (two look-ups by key): the writer schema, which a newer build may raise while
 # this server runs, and the ledger's id, which changes when another ledger is copied over the file
 # in place (same device and inode). See ``Ledger._saw_meta``.
 _WHICH_LEDGER = "(SELECT value FROM meta WHERE key = 'writer_schema'), (SELECT value FROM meta WHERE key = 'ledger_id')"
 _READ_LIMITS_VERSION = f"SELECT {_LIMITS_VERSION}, {_WHICH_LEDGER}"
 _LAPSES_AND_LIMITS = f"SELECT (SELECT min(expires_at) FROM reservations), {_LIMITS_VERSION}, {_WHICH_LEDGER}"
-_READ_OVERRIDES = f"SELECT NULL, NULL, {_LIMITS_VERSION} UNION ALL SELECT scope, period, limit_nusd FROM budgets"
-_RAISE_LIMITS_VERSION = (
-    "INSERT INTO meta (key, value) VALUES ('limits_version', '1') ON CONFLICT (key) DO UPDATE"
-    " SET value = CAST(meta.value AS INTEGER) + 1 RETURNING CAST(value AS INTEGER)"
-)
 # One statement per scope kind, so each is prepared once and reused. Spend comes from the day
 # totals (a few rows a day). Holds past their expiry are not counted: their process stopped
 # renewing them, and the next write transaction reclaims them. The third column is the limits version,
@@ -99,15 +71,6 @@ _USAGE_SQL: dict[ScopeKind, str] = {
     " AND expires_at >= ?3)",
 }
 _USAGE_SQL = {kind: f"{sql}, {_LIMITS_VERSION}, {_WHICH_LEDGER}" for kind, sql in _USAGE_SQL.items()}
-_RESERVATION_COLUMNS = "id, request_id, pid, host, amount_nusd, day, provider, tag"
-_REFILE_ROLLUPS = """
-INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, input_tokens, output_tokens,
-                     cached_tokens, cost_nusd, reference_cost_nusd)
-SELECT day, coalesce(provider, ''), coalesce(model, ''), tag, task_type, count(*), sum(status != 'ok'),
-       sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cost_nusd), sum(coalesce(reference_cost_nusd, 0))
-FROM requests GROUP BY day, coalesce(provider, ''), coalesce(model, ''), tag, task_type
-""" + add_to_rollup()
-
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -119,8 +82,11 @@ def _random_id() -> str:
 class Ledger(LedgerBase):
     """One open ledger file. Thread-safe; all statements serialised on one connection."""
 
-    _NEWEST_LAST_TIE = "rowid"
+    dialect = SQLITE
     _lock: _BusyLock
+    _entry_errors = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError,
+                     ValueError, TypeError)
+    _storage_errors = (sqlite3.Error,)
 
     def __init__(
         self,
@@ -175,9 +141,9 @@ class Ledger(LedgerBase):
             self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
             self._conn.execute("PRAGMA foreign_keys=ON")
             self.migrations_applied = migrate_connection(self._conn)
-            self._writer_schema = self._meta(self._conn, WRITER_SCHEMA_KEY)
+            self._writer_schema = statements.meta(self._conn, SQLITE, WRITER_SCHEMA_KEY)
             check_writer_schema(self._writer_schema, str(self.path))
-            self._ledger_id = self._meta(self._conn, LEDGER_ID_KEY)
+            self._ledger_id = statements.meta(self._conn, SQLITE, LEDGER_ID_KEY)
             if str(path) != ":memory:":
                 st = os.stat(self._stat_path)
                 self._identity = (st.st_dev, st.st_ino)
@@ -289,36 +255,19 @@ class Ledger(LedgerBase):
             with self._tx():
                 pass  # beginning the transaction replays the journal
 
-    def _replay_in(self, c: sqlite3.Connection) -> Taken | None:
-        """Just after ``BEGIN IMMEDIATE``: apply what waits in the journal, inside this transaction
-        (the one check on the hot path is ``journal.pending``: a flag, else one ``stat``). Returns
-        what was taken, for ``_replayed`` once the transaction commits or rolls back."""
-        journal = self.journal
-        if not journal.pending():
-            return None
-        taken = journal.take()
-        if taken is None:
-            return None
-        c.execute("SAVEPOINT journal")
+    @contextlib.contextmanager
+    def _savepoint(self, c: Connection) -> Iterator[None]:
+        c.execute("SAVEPOINT replay")
         try:
-            for entry in taken.entries:
-                c.execute("SAVEPOINT entry")
-                try:
-                    _ROW_SQL.apply_journal_entry(c, entry)
-                except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError,
-                        ValueError, TypeError) as e:  # this entry would fail every replay: set it aside
-                    c.execute("ROLLBACK TO entry")
-                    taken.reject(entry, f"{type(e).__name__}: {e}")
-                c.execute("RELEASE entry")
-        except sqlite3.Error as e:  # the disk still full, say: the caller's own write may yet succeed
-            c.execute("ROLLBACK TO journal")
-            c.execute("RELEASE journal")
-            taken.finish(False)
-            log.warning("the ledger's journal %s could not be replayed yet: %s", journal.path, e)
-            return None
-        c.execute("RELEASE journal")
+            yield
+        except BaseException:
+            c.execute("ROLLBACK TO replay")
+            c.execute("RELEASE replay")
+            raise
+        c.execute("RELEASE replay")
+
+    def _journal_applied(self) -> None:
         self._usage_cache.clear()
-        return taken
 
     def _replayed(self, taken: Taken, committed: bool) -> None:
         taken.finish(committed)
@@ -425,8 +374,7 @@ class Ledger(LedgerBase):
     def _saw_limits(self, version: int) -> None:
         """Note the limits version just read from the file (valid until another connection writes)."""
         self._usage_cache.limits_version = version
-        if version > self.limits_version_seen:
-            self.limits_version_seen = version
+        super()._saw_limits(version)
 
     def _saw_meta(self, limits_version: int, writer_schema: str | None, ledger_id: str | None) -> None:
         """``_saw_limits``, once the writer schema and the ledger's id read with the limits version
@@ -460,16 +408,6 @@ class Ledger(LedgerBase):
             known = int(version)
         return known
 
-    def _read_overrides(self, conn: sqlite3.Connection) -> tuple[int, Overrides]:
-        version, overrides = 0, {}
-        for scope, period, value in conn.execute(_READ_OVERRIDES).fetchall():
-            if scope is None:
-                version = int(value)
-            else:
-                overrides[(scope, period)] = value
-        self._saw_limits(version)
-        return version, overrides
-
     def _first_refusal(self, checks: Sequence[LimitCheck], amount_nusd: int, now: float) -> Refusal | None:
         for fresh in (False, True):
             if fresh:  # a refusal is only ever given on figures read from the file just now
@@ -495,10 +433,10 @@ class Ledger(LedgerBase):
         tag: str,
         ttl_s: float,
         poll: bool = False,
-        limits: Limits | None = None,
-    ) -> str | Refusal:
+        limits_version: int | None = None,
+    ) -> str | Refusal | LimitsMoved:
         cache = self._usage_cache
-        version = None if limits is None else limits.version
+        version = limits_version
         with self._lock:
             if self._gone is not None:
                 raise self._gone
@@ -522,32 +460,24 @@ class Ledger(LedgerBase):
                 if now >= self._next_lapse or cache.version != self._lapse_version or cache.limits_version is None:
                     # Another connection wrote (or a hold may have lapsed): the limits version is
                     # read with the next lapse, in the one statement this needs anyway.
-                    if self._reclaim(c, now, dead_pids=False):
+                    if statements.reclaim(c, SQLITE, now, pid=self._pid, dead_pids=False):
                         cache.clear()
                     first, in_file, writer_schema, ledger_id = c.execute(_LAPSES_AND_LIMITS).fetchone()
                     self._saw_meta(in_file, writer_schema, ledger_id)
                     self._next_lapse = math.inf if first is None else first
                     self._lapse_version = cache.version
                 if version is not None and cache.limits_version != version:
-                    # set_budget changed the limits since this call's checks were built: build them
-                    # again from the limits in the file, under this write lock (no set_budget can
-                    # commit meanwhile), and decide on those. None it replaced grants this hold.
-                    rebuilt = limits.rebuild(  # type: ignore[union-attr]
-                        *self._read_overrides(c), day=day, provider=provider, tag=tag, amount_nusd=amount_nusd
-                    )
-                    if isinstance(rebuilt, Refusal):
-                        return rebuilt
-                    checks = rebuilt
+                    # set_budget changed the limits since this call's checks were built: nothing is
+                    # decided on them. The limits in the file, read under this write lock (no
+                    # set_budget can commit meanwhile), go back for the checks to be built anew.
+                    return LimitsMoved(*self._read_overrides(c))
                 refusal = self._first_refusal(checks, amount_nusd, now)
                 if refusal is not None:
                     return refusal
                 rid = self._new_id()
                 expires, hard = self._expiry(now, ttl_s)
-                c.execute(
-                    "INSERT INTO reservations (id, request_id, created_at, expires_at, host, pid, day, provider, tag,"
-                    " amount_nusd, owner, hard_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rid, request_id, now, expires, HOST, self._pid, day, provider, tag, amount_nusd, self.owner, hard),
-                )
+                c.execute(_INSERT_RESERVATION, (rid, request_id, now, expires, HOST, self._pid, day, provider, tag,
+                                                amount_nusd, self.owner, hard))
             # Committed: the cache learns of the hold.
             self._own_holds[rid] = (amount_nusd, day, provider, tag)
             cache.add(day, provider, tag, reserved=amount_nusd)
@@ -624,11 +554,8 @@ class Ledger(LedgerBase):
             return None
         rid = self._new_id()
         expires, hard = self._expiry(now, want.ttl_s)
-        c.execute(
-            "INSERT INTO reservations (id, request_id, created_at, expires_at, host, pid, day, provider, tag,"
-            " amount_nusd, owner, hard_expires_at) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rid, now, expires, HOST, self._pid, want.day, want.provider, want.tag, want.amount_nusd, self.owner, hard),
-        )
+        c.execute(_INSERT_RESERVATION, (rid, None, now, expires, HOST, self._pid, want.day, want.provider, want.tag,
+                                        want.amount_nusd, self.owner, hard))
         return self._note_spare(rid, want, now, expires, hard)
 
     def _delete_spare(self, c: sqlite3.Connection) -> None:
@@ -694,7 +621,7 @@ class Ledger(LedgerBase):
                             gone = c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount == 0
                             self._forget_hold(reservation_id, not gone)
                         if gone:
-                            self._late_settle(c, row, reservation_id)
+                            statements.late_settle(c, SQLITE, row, reservation_id)
                     _ROW_SQL.write(c, row)
                     cache.add(row.day, row.provider or "", row.tag, spent=row.cost_nusd)
                     if want is not None:
@@ -728,76 +655,46 @@ class Ledger(LedgerBase):
             if kept is not None:
                 self._spare = kept
 
-    def _late_settle(self, c: sqlite3.Connection, row: RequestRow, reservation_id: str) -> None:
-        # Its hold was reclaimed while the call ran (the process was frozen past its lease): the
-        # spend is recorded all the same, and the operator can see why a limit may be passed.
-        c.execute(
-            "INSERT INTO events (ts, kind, detail) VALUES (?, 'settled_after_reclaim', ?)",
-            (now_iso(), json.dumps({"reservation": reservation_id, "request_id": row.id, "cost_nusd": row.cost_nusd})),
-        )
+    # -- the one connection ----------------------------------------------------------------------
+
+    def _read(self, op: Callable[[Connection], T]) -> T:
+        with self._lock:
+            return op(self._conn)
+
+    def _write(self, op: Callable[[Connection], T]) -> T:
+        with self._tx() as c:
+            return op(c)
+
+    def _now(self, c: Connection) -> float:
+        return self._clock()
+
+    def _executemany(self, c: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        self._conn.executemany(sql, rows)
 
     def reclaim(self, *, dead_pids: bool = True) -> int:
         with self._lock:
             if self._file_gone() is not None:
                 return 0
-            with self._tx() as c:
-                n = self._reclaim(c, self._clock(), dead_pids=dead_pids)
+            n = super().reclaim(dead_pids=dead_pids)
             if n:
                 self._usage_cache.clear()
             return n
 
-    def _reclaim(self, c: sqlite3.Connection, now: float, *, dead_pids: bool) -> int:
-        doomed = [
-            (*r, "expired")
-            for r in c.execute(f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE expires_at < ?", (now,))
-        ]
-        if dead_pids:
-            # Only the unexpired ones: an expired reservation of a dead process is already doomed.
-            for r in c.execute(
-                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE host = ? AND pid != ? AND expires_at >= ?",
-                (HOST, self._pid, now),
-            ).fetchall():
-                if not base.alive(r[2]):
-                    doomed.append((*r, "process_gone"))
-        for rid, request_id, pid, host, amount, day, provider, tag, reason in doomed:
-            c.execute("DELETE FROM reservations WHERE id = ?", (rid,))
-            c.execute(
-                "INSERT INTO events (ts, kind, detail) VALUES (?, 'reservation_reclaimed', ?)",
-                (now_iso(), reclaim_detail(rid, request_id, pid, host, amount, day, provider, tag, reason)),
-            )
-        return len(doomed)
-
     def renew(self) -> int:
-        if self.lease_s is None or self._file_gone() is not None:
+        if self._file_gone() is not None:
             return 0
-        with self._tx() as c:
-            now = self._clock()
-            return c.execute(
-                "UPDATE reservations SET expires_at = min(coalesce(hard_expires_at, expires_at), ?)"
-                " WHERE owner = ? AND expires_at >= ?",
-                (now + self.lease_s, self.owner, now),
-            ).rowcount
-
-    def budget_overrides_at(self) -> tuple[int, Overrides]:
-        with self._lock:
-            return self._read_overrides(self._conn)
+        return super().renew()
 
     def set_budget(self, scope: str, period: str, limit_nusd: int | None) -> None:
         """The limit and a raised limits version, in one write transaction: every reservation after
-        it sees the new version and checks against the new limit (see ``Limits``). This server's
+        it sees the new version and checks against the new limit (see ``LimitsMoved``). This server's
         spare hold goes with the limits it was kept under: held on, it would count against the new
         ones as though a call were in flight (other servers let theirs go at their next call, or
         within ``timings.SPARE_IDLE_S``, and never take one over on the old limits)."""
         with self._lock:
             spare = self._spare
             with self._tx() as c:
-                c.execute(
-                    "INSERT INTO budgets (scope, period, limit_nusd, updated_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (scope, period) DO UPDATE SET limit_nusd = excluded.limit_nusd,"
-                    " updated_at = excluded.updated_at",
-                    (scope, period, limit_nusd, now_iso()),
-                )
-                version = int(c.execute(_RAISE_LIMITS_VERSION).fetchone()[0])
+                version = statements.set_budget(c, SQLITE, scope, period, limit_nusd)
                 dropped = spare is not None and c.execute(
                     "DELETE FROM reservations WHERE id = ?", (spare.rid,)
                 ).rowcount > 0
@@ -806,93 +703,11 @@ class Ledger(LedgerBase):
                 self._spare = None
                 self._forget_hold(spare.rid, dropped)
 
-    def reservations_total(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT coalesce(sum(amount_nusd), 0) FROM reservations").fetchone()[0])
-
     # -- reading --------------------------------------------------------------------------------
 
-    def report(
-        self, first_day: str, last_day: str, group_by: str, *, where: dict[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        sql, params = report_query(group_by, first_day, last_day, where, mark="?")
-        with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
-        return report_rows(rows)
-
-    def events(self, limit: int = 50) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._conn.execute("SELECT ts, kind, detail FROM events ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [{"ts": t, "kind": k, "detail": json.loads(d)} for t, k, d in rows]
-
-    def totals(self) -> dict[str, int]:
-        with self._lock:
-            r = self._conn.execute(
-                "SELECT count(*), coalesce(sum(cost_nusd), 0), coalesce(sum(input_tokens), 0),"
-                " coalesce(sum(output_tokens), 0) FROM requests"
-            ).fetchone()
-        return {"requests": r[0], "cost_nusd": r[1], "input_tokens": r[2], "output_tokens": r[3]}
-
     def rebuild_rollups(self, day_of: Callable[[str], str]) -> None:
-        with self._tx() as c:
-            pruned_before = self._meta(c, "pruned_before")
-            c.executemany(
-                "UPDATE requests SET day = ? WHERE id = ?",
-                [(day_of(ts), rid) for rid, ts in c.execute("SELECT id, ts FROM requests").fetchall()],
-            )
-            if pruned_before is None:
-                c.execute("DELETE FROM rollups")
-                c.execute("DELETE FROM estimated_rollups")
-            else:
-                c.execute("DELETE FROM rollups WHERE day >= ?", (pruned_before,))
-                c.execute("DELETE FROM estimated_rollups WHERE day >= ?", (pruned_before,))
-            c.execute(_REFILE_ROLLUPS)
-            c.execute(_REFILE_ESTIMATED)
-            c.execute("DELETE FROM day_totals")
-            c.execute(DAY_TOTALS_FROM_ROLLUPS)
-            c.execute("INSERT INTO events (ts, kind, detail) VALUES (?, 'rollups_rebuilt', ?)",
-                      (now_iso(), json.dumps({"kept_before": pruned_before} if pruned_before else {})))
-            self._usage_cache.clear()
-
-    def prune(self, before_day: str) -> int:
-        deleted = 0
-        while True:
-            with self._tx() as c:
-                n = c.execute(
-                    "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE day < ? LIMIT ?)",
-                    (before_day, base.PRUNE_BATCH),
-                ).rowcount
-                deleted += n
-                if n < base.PRUNE_BATCH:
-                    previous = self._meta(c, "pruned_before")
-                    if previous is None or previous < before_day:
-                        c.execute(
-                            "INSERT INTO meta (key, value) VALUES ('pruned_before', ?)"
-                            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                            (before_day,),
-                        )
-                    if deleted:
-                        c.execute(
-                            "INSERT INTO events (ts, kind, detail) VALUES (?, 'rows_pruned', ?)",
-                            (now_iso(), json.dumps({"before_day": before_day, "rows": deleted})),
-                        )
-                    return deleted
-
-    def meta(self, key: str) -> str | None:
-        with self._lock:
-            return self._meta(self._conn, key)
-
-    @staticmethod
-    def _meta(c: sqlite3.Connection, key: str) -> str | None:
-        row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._tx() as c:
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        super().rebuild_rollups(day_of)
+        self._usage_cache.clear()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
