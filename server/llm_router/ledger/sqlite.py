@@ -13,11 +13,8 @@ import contextlib
 import math
 import os
 import sqlite3
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -41,7 +38,10 @@ from .records import (
     check_writer_schema,
 )
 from .schema import LEDGER_ID_KEY, WRITER_SCHEMA_KEY, migrate_connection
+from .sqlite_locking import BusyLock, Transaction, busy_error, use_wal
+from .sqlite_spare import Spare, SpareHolds
 from .statements import INSERT_RESERVATION, LIMITS_VERSION, Connection, RowStatements
+from .usage_cache import UsageCache
 
 __all__ = ["GROUPINGS", "Ledger", "LimitCheck", "Refusal", "RequestRow"]
 
@@ -79,11 +79,11 @@ def _random_id() -> str:
     return os.urandom(16).hex()
 
 
-class Ledger(LedgerBase):
+class Ledger(SpareHolds, LedgerBase):
     """One open ledger file. Thread-safe; all statements serialised on one connection."""
 
     dialect = SQLITE
-    _lock: _BusyLock
+    _lock: BusyLock
     _entry_errors = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError,
                      ValueError, TypeError)
     _storage_errors = (sqlite3.Error,)
@@ -115,9 +115,9 @@ class Ledger(LedgerBase):
         self._conn = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s, cached_statements=256
         )
-        self._lock = _BusyLock(self._conn, full_ms=int(busy_timeout_s * 1000), wait=self._wait, busy=self._busy_here)
+        self._lock = BusyLock(self._conn, full_ms=int(busy_timeout_s * 1000), wait=self._wait, busy=self._busy_here)
         self._checkpoint_conn: sqlite3.Connection | None = None
-        self._usage_cache = _UsageCache()
+        self._usage_cache = UsageCache()
         self._next_lapse = -math.inf
         self._lapse_version: int | None = None
         """No hold in the file lapses before ``_next_lapse``, as long as no other connection has
@@ -125,7 +125,7 @@ class Ledger(LedgerBase):
         need not look for lapsed holds to reclaim."""
         self._own_holds: dict[str, tuple[int, str, str, str]] = {}
         """This process's live holds: id -> (amount, day, provider, tag), to keep the cache exact."""
-        self._spare: _Spare | None = None
+        self._spare: Spare | None = None
         self._identity: tuple[int, int] | None = None
         """(device, inode) of the file at open (None in memory): see ``_check_file``."""
         self._gone: LedgerUnavailable | None = None
@@ -137,7 +137,7 @@ class Ledger(LedgerBase):
         """The writer schema and id (``schema.name_the_ledger``) of the ledger opened: see ``_saw_meta``."""
         try:
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-            _use_wal(self._conn, busy_timeout_s)
+            use_wal(self._conn, busy_timeout_s)
             self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
             self._conn.execute("PRAGMA foreign_keys=ON")
             self.migrations_applied = migrate_connection(self._conn)
@@ -204,35 +204,15 @@ class Ledger(LedgerBase):
             self._checkpoint_conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self)
+    def _tx(self) -> Transaction:
+        return Transaction(self)
 
     def _busy(self, waited_s: float) -> LedgerBusy:
-        """The error of a step that could not have the file's write lock in time: who holds it (the
-        system says on Linux), whether that process is stopped, and for how long this server has
-        been unable to write."""
+        """The error of a step that could not have the file's write lock in time (``busy_error``)."""
         now = time.monotonic()
         if self._unwritable_since is None or self._unwritable_since > now - waited_s:
             self._unwritable_since = now - waited_s
-        stuck = now - self._unwritable_since
-        pid = _write_lock_holder(self._stat_path)
-        stopped = pid is not None and _process_state(pid) in ("T", "t")
-        if pid is None:
-            who = "another process holds its write lock"
-        elif pid == self._pid:
-            who = f"this server itself (process {pid}) holds its write lock on another connection"
-        else:
-            who = f"process {pid} on this machine holds its write lock" + (
-                " and is stopped (paused with SIGSTOP or Ctrl-Z, or held in a debugger)" if stopped else "")
-        message = (f"ledger busy: {who}, and this server has not been able to write to the ledger {self.path} for "
-                   f"{stuck:.1f} s (this step waited {waited_s:.1f} s). Nothing was reserved or spent by it. "
-                   "Try again in a few seconds")
-        if pid is not None and pid != self._pid:
-            message += (f"; if it lasts, resume that process (kill -CONT {pid}) or stop it (kill {pid})" if stopped
-                        else f"; if it lasts, see what process {pid} is doing (a transaction left open?) or stop it")
-        elif pid is None:
-            message += f"; if it lasts, look for a process that keeps the file in a transaction (fuser {self.path})"
-        return LedgerBusy(message, retry_after=5.0 if stopped else 1.0, waited_s=waited_s, holder_pid=pid, stuck_s=stuck)
+        return busy_error(self.path, self._stat_path, self._pid, waited_s, now - self._unwritable_since)
 
     def _storage_error(self, error: sqlite3.OperationalError) -> LedgerStorageError | LedgerUnavailable:
         """What a statement's failure means. Regression: with the file moved away and a new server
@@ -485,102 +465,6 @@ class Ledger(LedgerBase):
             self._next_lapse = min(self._next_lapse, expires)
             return rid
 
-    def _take_spare(
-        self, checks: Sequence[LimitCheck], amount_nusd: int, *, day: str, provider: str, tag: str, ttl_s: float,
-        version: int | None = None,
-    ) -> str | None:
-        """The spare hold's id, when it can stand for this call's reservation: same day, provider
-        and tag, at least as large, fresh, long-lived enough, nothing waiting in the journal (whose
-        replay only a write transaction makes), and every check (read from the file
-        as of now, and built from the limits ``version`` now in the file) would have granted this
-        call's own hold in its place."""
-        spare = self._spare
-        if spare is None or (spare.day, spare.provider, spare.tag) != (day, provider, tag) or spare.amount < amount_nusd:
-            return None
-        now = self._clock()
-        if now - spare.made_at > timings.SPARE_IDLE_S or spare.hard_expires - now < ttl_s - timings.SPARE_IDLE_S:
-            return None
-        if self.journal.pending():
-            # Taking the spare over writes nothing, so it would skip the replay every write
-            # transaction makes first: rows waiting there would wait on. The reservation's own
-            # transaction replays them (and lets the spare go).
-            return None
-        self._usage_cache.sync(self._conn, now)
-        if not self._room_for(checks, amount_nusd - spare.amount, now):  # the spare counted as given back
-            return None
-        if version is not None and self._limits_version(self._conn) != version:
-            return None  # set_budget changed the limits: the reservation decides, on checks built anew
-        # Taking it over writes nothing, so no commit checks the file: check it here. (The
-        # reservation's own transaction checks it just before it commits.)
-        self._check_file()
-        self._spare = None
-        return spare.rid
-
-    def _room_for(self, checks: Sequence[LimitCheck], amount_nusd: int, now: float) -> bool:
-        return all(sum(self._usage(check, now)) + amount_nusd <= check.limit_nusd for check in checks)
-
-    def _hold_becomes_spare(self, c: sqlite3.Connection, rid: str, want: SpareRequest, now: float) -> _Spare | None:
-        """Turn a call's hold into the spare (None when the hold is no longer in the file)."""
-        expires, hard = self._expiry(now, want.ttl_s)
-        found = c.execute(
-            "UPDATE reservations SET request_id = NULL, created_at = ?, expires_at = ?, hard_expires_at = ?, day = ?,"
-            " provider = ?, tag = ?, amount_nusd = ? WHERE id = ?",
-            (now, expires, hard, want.day, want.provider, want.tag, want.amount_nusd, rid),
-        ).rowcount > 0
-        self._forget_hold(rid, found)
-        if not found:
-            return None
-        return self._note_spare(rid, want, now, expires, hard)
-
-    def _note_spare(self, rid: str, want: SpareRequest, now: float, expires: float, hard: float) -> _Spare:
-        self._own_holds[rid] = (want.amount_nusd, want.day, want.provider, want.tag)
-        self._usage_cache.add(want.day, want.provider, want.tag, reserved=want.amount_nusd)
-        self._usage_cache.lapses_at = min(self._usage_cache.lapses_at, expires)
-        self._next_lapse = min(self._next_lapse, expires)
-        return _Spare(rid, want.amount_nusd, want.day, want.provider, want.tag, hard, now)
-
-    def _spare_fits(self, c: sqlite3.Connection, want: SpareRequest, amount_nusd: int, now: float) -> bool:
-        """Whether ``want``'s checks have room for ``amount_nusd`` more and are still those of the
-        limits in the file (a spare kept on limits set_budget replaced would be held against the
-        new ones as though a call were in flight)."""
-        if not self._room_for(want.checks, amount_nusd, now):
-            return False
-        return want.limits_version is None or self._limits_version(c) == want.limits_version
-
-    def _keep_spare(self, c: sqlite3.Connection, want: SpareRequest, now: float) -> _Spare | None:
-        """Inside a write transaction whose own writes the cache already knows: hold ``want`` for
-        the next call if every check has room for it."""
-        if not self._spare_fits(c, want, want.amount_nusd, now):
-            return None
-        rid = self._new_id()
-        expires, hard = self._expiry(now, want.ttl_s)
-        c.execute(_INSERT_RESERVATION, (rid, None, now, expires, HOST, self._pid, want.day, want.provider, want.tag,
-                                        want.amount_nusd, self.owner, hard))
-        return self._note_spare(rid, want, now, expires, hard)
-
-    def _delete_spare(self, c: sqlite3.Connection) -> None:
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            deleted = c.execute("DELETE FROM reservations WHERE id = ?", (spare.rid,)).rowcount > 0
-            self._forget_hold(spare.rid, deleted)
-
-    @property
-    def spare_nusd(self) -> int:
-        spare = self._spare
-        return 0 if spare is None else spare.amount
-
-    def drop_spare(self, *, idle_s: float = 0.0) -> None:
-        with self._lock:
-            spare = self._spare
-            if spare is None or self._clock() - spare.made_at < idle_s or self._file_gone() is not None:
-                return
-            try:
-                with self._tx() as c:
-                    self._delete_spare(c)
-            except BaseException:
-                self._usage_cache.clear()
-                raise
-
     def _forget_hold(self, reservation_id: str, deleted: bool) -> None:
         """After a committed delete of a reservation: take its amount out of the cached holds."""
         hold = self._own_holds.pop(reservation_id, None)
@@ -603,7 +487,7 @@ class Ledger(LedgerBase):
     def record(self, row: RequestRow, *, reservation_id: str | None = None, spare: SpareRequest | None = None) -> None:
         cache = self._usage_cache
         with self._lock:
-            kept: _Spare | None = None
+            kept: Spare | None = None
             try:
                 with self._tx() as c:
                     now = self._clock()
@@ -716,268 +600,3 @@ class Ledger(LedgerBase):
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
-@dataclass(frozen=True, slots=True)
-class _Spare:
-    """A hold this process keeps for its next call (``request_id`` NULL in the file)."""
-
-    rid: str
-    amount: int
-    day: str
-    provider: str
-    tag: str
-    hard_expires: float
-    made_at: float
-
-
-class _BusyLock:
-    """The connection's re-entrant lock, which also sets how long SQLite waits for another
-    process's write lock: briefly while a call runs inline on the event loop (a busy file sends it
-    to the worker thread rather than stall every other request), until the step's own deadline
-    when it has one (``LedgerBase.run_within``, upkeep), else the full busy timeout. The setting
-    changes only when the wait wanted does, not on every call."""
-
-    def __init__(
-        self, conn: sqlite3.Connection, *, full_ms: int, wait: threading.local, busy: Callable[[float], LedgerBusy],
-    ) -> None:
-        self._rlock = threading.RLock()
-        self._conn = conn
-        self._full_ms = full_ms
-        self._ms = full_ms
-        """What the connection's busy timeout is now (the ledger sets the full one at open)."""
-        self._wait = wait
-        self._busy = busy
-        self._inline = False
-
-    @property
-    def inline(self) -> bool:
-        """Held by a call running inline (which waits only briefly and is then retried on the thread)."""
-        return self._inline
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        until = getattr(self._wait, "until", None) if blocking and timeout < 0 else None
-        if until is None:
-            if not self._rlock.acquire(blocking, timeout):
-                return False
-            want = self._full_ms
-        else:
-            left = until - time.monotonic()
-            if not self._rlock.acquire(True, max(left, 0.0)):
-                raise self._busy(max(left, 0.0))
-            want = min(self._full_ms, max(int((until - time.monotonic()) * 1000), 0))
-        if not self._inline and want != self._ms:
-            try:
-                self._conn.execute(f"PRAGMA busy_timeout={want}")
-            except BaseException:
-                self._rlock.release()
-                raise
-            self._ms = want
-        return True
-
-    def release(self) -> None:
-        self._rlock.release()
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self._rlock.release()
-
-    def acquire_brief(self) -> bool:
-        """Take the lock for an inline call, without waiting for it."""
-        if not self._rlock.acquire(blocking=False):
-            return False
-        self._inline = True
-        if self._ms != timings.INLINE_BUSY_MS:
-            try:
-                self._conn.execute(f"PRAGMA busy_timeout={timings.INLINE_BUSY_MS}")
-            except BaseException:
-                self._inline = False
-                self._rlock.release()
-                raise
-            self._ms = timings.INLINE_BUSY_MS
-        return True
-
-    def release_brief(self) -> None:
-        self._inline = False
-        self._rlock.release()
-
-
-class _UsageCache:
-    """Spend and holds per limit, as last read from the file, kept exact by this process's own
-    writes and dropped whenever another connection commits (``PRAGMA data_version`` changes) or it
-    is a second old. Each call reads every limit twice (routing, then the reservation): without
-    this, four queries per call; with it, one pragma."""
-
-    def __init__(self) -> None:
-        self.sums: dict[tuple[str, str | None, str, str], list[int]] = {}
-        self.version: int | None = None
-        self.limits_version: int | None = None
-        """The limits version in the file as of ``version`` (None: not read since another
-        connection wrote). Kept when the sums are dropped for age: only another writer changes it."""
-        self.filled_at = 0.0
-        self.synced_at = -math.inf
-        self.lapses_at = math.inf
-        """When the first hold this process added lapses (its lease, unless renewed)."""
-
-    def sync(self, conn: sqlite3.Connection, now: float, *, fresh_within: float = 0.0) -> None:
-        """Drop the sums if another connection committed, they are a second old, or one of this
-        process's holds may have lapsed. ``fresh_within``: skip asking the file when it was asked
-        that recently."""
-        if now - self.synced_at < fresh_within and now - self.filled_at <= timings.USAGE_CACHE_MAX_AGE_S and now < self.lapses_at:
-            return
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
-        self.synced_at = now
-        if version != self.version:
-            self.limits_version = None
-        if version != self.version or now - self.filled_at > timings.USAGE_CACHE_MAX_AGE_S or now >= self.lapses_at:
-            self.clear()
-            self.version = version
-            self.filled_at = now
-
-    def clear(self) -> None:
-        self.sums.clear()
-        self.lapses_at = math.inf
-
-    def add(self, day: str, provider: str, tag: str, *, spent: int = 0, reserved: int = 0) -> None:
-        """Apply one of this process's writes: ``spent`` and ``reserved`` added on ``day`` to the
-        global scope, ``provider`` and ``tag``."""
-        for (kind, name, first, last), sums in self.sums.items():
-            if first <= day <= last and (
-                kind == "global" or (kind == "provider" and name == provider) or (kind == "tag" and name == tag)
-            ):
-                sums[0] += spent
-                sums[1] += reserved
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error), holding the thread lock.
-
-    Just after ``BEGIN`` it checks the file's identity, then replays the journal, if anything waits
-    there (``Ledger._replay_in``); the identity is checked again just before ``COMMIT`` (when either
-    check raises, it rolls back). A
-    ``BEGIN`` that finds the write lock held past the wait allowed raises ``LedgerBusy`` (inline,
-    the plain busy error, for ``run`` to retry on the worker thread). Nothing in here awaits: a
-    write transaction never spans anything but its own statements."""
-
-    __slots__ = ("_led", "_conn", "_lock", "_taken")
-
-    def __init__(self, led: Ledger) -> None:
-        self._led = led
-        self._conn = led._conn
-        self._lock = led._lock
-        self._taken: Taken | None = None
-
-    def __enter__(self) -> sqlite3.Connection:
-        lock = self._lock
-        lock.acquire()
-        led = self._led
-        try:
-            t0 = time.monotonic()
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                if getattr(e, "sqlite_errorcode", None) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                    raise led._storage_error(e) from e
-                gone = led._file_gone()
-                if gone is not None:  # the lock waited for may be another file's
-                    raise gone from None
-                if lock.inline:
-                    raise
-                raise led._busy(time.monotonic() - t0) from None
-            if led._unwritable_since is not None:
-                led._unwritable_since = None
-            try:
-                # Before any statement: with the file moved or replaced, this connection may share
-                # another file's -wal and -shm by name (and read its pages as its own).
-                led._check_file()
-                self._taken = led._replay_in(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-        except BaseException:
-            lock.release()
-            raise
-        return self._conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        committed = False
-        try:
-            if exc_type is None:
-                try:
-                    self._led._check_file()
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-            try:
-                self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
-            except sqlite3.OperationalError as e:
-                # A COMMIT the disk could not take (SQLITE_FULL, an I/O error): never leave the
-                # connection inside the failed transaction, or every later BEGIN would fail.
-                if self._conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._conn.execute("ROLLBACK")
-                raise self._led._storage_error(e) from e
-            committed = exc_type is None
-        finally:
-            try:
-                if self._taken is not None:
-                    self._led._replayed(self._taken, committed)
-            finally:
-                self._lock.release()
-        if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) not in (
-            sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
-        ):  # a statement the disk could not take: said plainly
-            raise self._led._storage_error(exc) from exc
-
-
-def _write_lock_holder(db_path: str) -> int | None:
-    """The process holding the write lock of a SQLite file in WAL mode, as Linux's ``/proc/locks``
-    says: SQLite takes it as a POSIX lock on byte 120 of the ``-shm`` file. None elsewhere, or when
-    no process holds it now. Read only when a write has waited in vain: nothing on the hot path."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        st = os.stat(db_path + "-shm")
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
-    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    for line in text.splitlines():
-        parts = line.split()  # "1: POSIX  ADVISORY  WRITE 14187 fe:00:2154642 120 120" (waiters have "->")
-        if len(parts) >= 8 and parts[1] == "POSIX" and parts[3] == "WRITE" and parts[5] == inode and parts[6] == "120":
-            try:
-                return int(parts[4])
-            except ValueError:
-                return None
-    return None
-
-
-def _process_state(pid: int) -> str | None:
-    """A process's state letter from ``/proc/PID/stat`` (``T``: stopped), None when unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
-    after = text.rpartition(")")[2].split()
-    return after[0] if after else None
-
-
-def _use_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
-    """Switch the file to WAL. Regression: several processes opening a new file at once failed
-    with 'database is locked', because SQLite does not wait (busy timeout) for the exclusive lock
-    this switch needs; so wait here, and only switch a file that is not in WAL already."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.005
-    while True:
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as e:
-            busy = getattr(e, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-            if not busy or time.monotonic() + delay > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
