@@ -9,11 +9,9 @@ holds it renews it while it runs, up to the call's own time-to-live. A server th
 crashed, frozen) stops renewing, so its holds lapse within about ``lease_s`` wherever it ran, and
 are reclaimed (logged in ``events``) by whichever server next reserves or tidies up.
 
-A busy server keeps one *spare* hold between calls: the transaction that records a call may also
-hold that call's worst case again (when every limit has room for it), and the next call that
-fits within it takes it over instead of opening a transaction of its own. A spare is a hold like
-any other (counted by every process, shown as reserved); it is let go within ``timings.SPARE_IDLE_S`` of
-going unused, and when the ledger closes. Backends may decline to keep spares.
+A SQLite ledger keeps one *spare* hold between calls for a busy server (``sqlite_spare.py``);
+PostgreSQL keeps none. The statements both run are in ``statements.py``, settling whatever the
+ledger can take in ``settling.py``, the background upkeep in ``upkeep.py``.
 """
 
 from __future__ import annotations
@@ -23,22 +21,19 @@ import json
 import logging
 import os
 import threading
-import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
-import anyio
-import anyio.to_thread
-
 from .. import timings
-from ..types import LedgerBusy, SpendNotRecorded, plural, usd_str
-from . import statements
+from ..types import LedgerBusy
+from . import settling, statements, upkeep
 from .dialect import Dialect
+from .executor import Executor
 from .records import (
     DIMENSIONS,
     GROUPINGS,
@@ -60,6 +55,7 @@ from .records import (
     check_writer_schema,
     now_iso,
 )
+from .settling import journaled_note, why
 from .statements import DAY_TOTALS_FROM_ROLLUPS, PRUNE_BATCH, Connection
 
 if TYPE_CHECKING:
@@ -118,8 +114,9 @@ class LedgerBase(ABC):
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._limiter = anyio.CapacityLimiter(1)
-        self._wait = threading.local()
+        self._executor = Executor(self._busy_here)
+        self._limiter = self._executor.limiter
+        self._wait = self._executor.wait
         """``until``: the monotonic time by which the step running on this thread must have the
         write lock (None: the backend's own timeout). Set by ``run_within`` and upkeep."""
         self._pid = os.getpid()
@@ -138,9 +135,7 @@ class LedgerBase(ABC):
         runs and its result reaches the caller (a reservation made is always returned, to be
         settled or released; a row to record is always written). A cancellation takes effect
         at the caller's next checkpoint."""
-        with anyio.CancelScope(shield=True):
-            result = await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
-        return result
+        return await self._on_thread(None, fn, args, kwargs)
 
     async def run_within(self, wait_s: float | None, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``run``, waiting at most ``wait_s`` (None: the backend's own timeout) for this ledger's
@@ -152,35 +147,7 @@ class LedgerBase(ABC):
         return await self._on_thread(wait_s, fn, args, kwargs)
 
     async def _on_thread(self, wait_s: float | None, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
-        with anyio.CancelScope(shield=True):
-            result = await self._on_thread_unshielded(wait_s, fn, args, kwargs)
-        return result
-
-    async def _on_thread_unshielded(self, wait_s: float | None, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
-        if wait_s is None:
-            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
-        wait_s = max(wait_s, 0.0)
-        until = time.monotonic() + wait_s
-        limiter = self._limiter
-        try:
-            limiter.acquire_nowait()
-        except anyio.WouldBlock:
-            with anyio.move_on_after(wait_s) as scope:
-                await limiter.acquire()
-            if scope.cancelled_caught:  # this server's own ledger work kept the connection
-                raise self._busy_here(wait_s) from None
-
-        def bounded() -> T:
-            self._wait.until = until
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self._wait.until = None
-
-        try:
-            return await anyio.to_thread.run_sync(bounded)
-        finally:
-            limiter.release()
+        return await self._executor.on_thread(wait_s, fn, args, kwargs)
 
     def _busy_here(self, waited_s: float) -> LedgerBusy:
         """The error of a step that waited its whole time for this server's own connection."""
@@ -191,15 +158,9 @@ class LedgerBase(ABC):
             retry_after=2.0, waited_s=waited_s,
         )
 
-    @contextmanager
-    def _waiting(self, seconds: float) -> Iterator[None]:
+    def _waiting(self, seconds: float) -> AbstractContextManager[None]:
         """On this thread, wait at most ``seconds`` for each write lock (upkeep's own steps)."""
-        before = getattr(self._wait, "until", None)
-        self._wait.until = time.monotonic() + seconds
-        try:
-            yield
-        finally:
-            self._wait.until = before
+        return self._executor.waiting(seconds)
 
     # -- settling, whatever the ledger can take -----------------------------------------------------
 
@@ -207,86 +168,18 @@ class LedgerBase(ABC):
         self, row: RequestRow, *, reservation_id: str | None = None, held: Sequence[str] = (),
         spare: SpareRequest | None = None, wait_s: float | None = None,
     ) -> str | None:
-        """Record a call's row (``record``, waiting at most ``wait_s`` for the write lock), then
-        free the holds kept for its billed failed attempts (``held``).
-
-        Regression: a row the ledger could not take (locked past the busy timeout, a full disk,
-        PostgreSQL unreachable) was lost with its spend, and its hold lapsed. Now it goes to the
-        journal, fsynced, with every hold it settles; the holds stay (they count against every
-        limit until the row is written), and the next write transaction that can take the row
-        writes it and removes the holds in one go. Returns None when the row is in the ledger,
-        else a note for the caller saying where the spend waits.
-
-        Raises:
-            SpendNotRecorded: a call that cost money whose row neither the ledger nor its journal
-                could take (its holds are kept, and this process keeps the row in memory).
-            LedgerUnavailable: the ledger cannot be used at all (its file was replaced), and the
-                call cost nothing: there is no spend to keep.
-
-        Regression: a paid answer in flight when the ledger file was moved away or replaced was
-        withheld (the caller got "was not recorded") and its spend went nowhere. Its row now goes to
-        the journal, which is named after the ledger's path: whichever ledger is next opened there
-        writes it at its start. The answer is returned with a note; the next call is refused.
-        """
-        try:
-            await self.run_within(wait_s, self.record, row, reservation_id=reservation_id, spare=spare)
-        except LedgerUnavailable as e:
-            if not row.cost_nusd:
-                raise
-            return await self._journal_row(row, (reservation_id, *held), e, unavailable=True)
-        except Exception as e:  # whatever the storage said: the answer was paid for, keep its row
-            return await self._journal_row(row, (reservation_id, *held), e)
-        for hold in held:
-            await self.free(hold)
-        return None
+        """Record a call's row, or journal it if the ledger cannot take it (``settling.settle``)."""
+        return await settling.settle(self, row, reservation_id=reservation_id, held=held, spare=spare, wait_s=wait_s)
 
     async def free(self, reservation_id: str, *, wait_s: float | None = timings.RELEASE_WAIT_S) -> None:
-        """Let a hold go (a call that failed or was cancelled). Never fails the call: a release the
-        ledger cannot take now goes to the journal, and the hold counts until it is replayed."""
-        try:
-            await self.run_within(wait_s, self.release, reservation_id)
-        except LedgerUnavailable:
-            return  # the hold is in a file no one counts any more
-        except Exception as e:
-            from .journal import Entry
+        """Let a hold go; never fails the call (``settling.free``)."""
+        await settling.free(self, reservation_id, wait_s=wait_s)
 
-            log.warning("could not free hold %s now (%s); it goes to the journal", reservation_id, _why(e))
-            await _in_thread(self.journal.append, Entry("release", (reservation_id,)))
+    async def _keep_journaled_counted(self, row: RequestRow, holds: Sequence[str]) -> None:
+        """After a row went to the journal: what this backend does so its holds keep counting
+        everywhere until the row is written (SQLite: nothing; the journal is beside the file)."""
+        return None
 
-    async def _journal_row(
-        self, row: RequestRow, holds: Sequence[str | None], error: Exception, *, unavailable: bool = False,
-    ) -> str | None:
-        """``unavailable``: ``error`` is a ``LedgerUnavailable`` this server will not write past."""
-        from .journal import Entry
-
-        entry = Entry("row", tuple(h for h in holds if h), row)
-        why = _why(error)
-        on_disk = await _in_thread(self.journal.append, entry)
-        cost = usd_str(row.cost_nusd)
-        if on_disk and unavailable:
-            log.error("request %s (cost $%s) could not be written to the ledger: written to its journal %s. %s",
-                      row.id, cost, self.journal.path, error)
-            return (f"{error}. Its spend (${cost}) is in the ledger's journal ({self.journal.path}), which the "
-                    f"next server to open the ledger at {self.location} writes into it first")
-        if on_disk:
-            log.warning("the ledger could not take the row of request %s (%s, cost $%s): written to its journal %s",
-                        row.id, why, cost, self.journal.path)
-            return (f"the ledger could not take this call's row just now ({why}): its spend (${cost}) is in the "
-                    f"ledger's journal ({self.journal.path}), counted against every limit, and is written to the "
-                    "ledger as soon as it can take it")
-        log.error("request %s (cost $%s, status %s) is recorded nowhere on disk: the ledger (%s) and its journal "
-                  "could not take it", row.id, cost, row.status, why)
-        if not row.cost_nusd:
-            return None  # a call that cost nothing: no spend to account for
-        what = "was answered and cost" if row.status == "ok" else "was billed"
-        raise SpendNotRecorded(
-            f"this call {what} ${cost}, but its spend is not recorded: the ledger {self.location} "
-            f"could not take its row ({why}) and neither could its journal ({self.journal.path}). This server "
-            "keeps the row and the call's holds in memory and writes them at its next successful write; if it "
-            f"stops first, add ${cost} (request {row.id}) to your records by hand. Free disk space or fix the "
-            "ledger's storage",
-            request_id=row.id, cost_nusd=row.cost_nusd,
-        )
 
     def journaled(
         self, *, where: dict[str, str] | None = None, first_day: str | None = None, last_day: str | None = None,
@@ -375,7 +268,7 @@ class LedgerBase(ABC):
                     self.replay_journal()
                 except Exception as e:
                     log.warning("the ledger's journal could not be replayed on close (%s); the next server to "
-                                "write to the ledger replays it", _why(e))
+                                "write to the ledger replays it", why(e))
         self.journal.flush_backlog()
         self._close()
 
@@ -635,7 +528,7 @@ class LedgerBase(ABC):
         self.tidy()
         renew_every = max(min(lease_s / 4, interval_s), 0.05)
         self._upkeep = threading.Thread(
-            target=self._upkeep_loop, args=(renew_every, interval_s), name="ledger-upkeep", daemon=True
+            target=upkeep.loop, args=(self, renew_every, interval_s), name="ledger-upkeep", daemon=True
         )
         self._upkeep.start()
 
@@ -649,75 +542,5 @@ class LedgerBase(ABC):
         """Backends with a write-ahead log flush it here, off the request path."""
         return None
 
-    def _upkeep_loop(self, renew_every: float, interval_s: float) -> None:
-        last_renew = last_tidy = time.monotonic()
-        failing_since: float | None = None
-        """Since when upkeep's steps have failed (None: the last one that wrote succeeded). What
-        fails is said once, and once more when upkeep writes again: a writer frozen for an hour
-        used to put a warning in the log every second."""
-        while not self._stop.wait(min(renew_every, timings.SPARE_IDLE_S)):
-            # Each step waits briefly for another process's write lock: it holds this server's
-            # connection meanwhile, and tries again next round anyway.
-            wrote = False
-            try:
-                with self._waiting(timings.UPKEEP_WAIT_S):
-                    self.drop_spare(idle_s=timings.SPARE_IDLE_S)
-                    if time.monotonic() - last_renew >= renew_every * 0.99:
-                        last_renew = time.monotonic()
-                        self._checkpoint()
-                        self.journal.flush_backlog()
-                        self.renew()  # its transaction replays the journal first
-                        wrote = True
-                    if time.monotonic() - last_tidy >= interval_s:
-                        last_tidy = time.monotonic()
-                        self.tidy()
-                        wrote = True
-            except Exception as e:
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                    if isinstance(e, LedgerBusy):
-                        log.warning("ledger upkeep cannot write: %s. It tries again every %.1f s and says so when "
-                                    "it can write again", e, renew_every)
-                    else:
-                        log.warning("ledger upkeep failed; it tries again every %.1f s and says so when it can "
-                                    "write again", renew_every, exc_info=True)
-                else:
-                    log.debug("ledger upkeep still cannot write: %s", _why(e))
-                continue
-            if wrote and failing_since is not None:
-                log.warning("ledger upkeep can write again, after %.1f s (holds renewed, journal replayed)",
-                            time.monotonic() - failing_since)
-                failing_since = None
 
 
-def journaled_note(calls: int, nusd: int, path: object) -> str | None:
-    """The note of a report, resource or command while ``calls`` rows costing ``nusd`` wait in the
-    journal at ``path`` (None when none do)."""
-    if not calls:
-        return None
-    one = calls == 1
-    if not nusd:  # refusals (a busy ledger, say): their rows wait, but nothing is held for them
-        return (f"{plural(calls, 'call')} that cost nothing {'is' if one else 'are'} waiting in the ledger's journal "
-                f"({path}): {'its row is' if one else 'their rows are'} written to the ledger at its next write; "
-                "no limit counts anything for them")
-    return (f"{plural(calls, 'call')} costing ${usd_str(nusd)}{'' if one else ' in all'} "
-            f"{'is' if one else 'are'} waiting in the ledger's journal ({path}): the ledger could not take "
-            f"{'its row' if one else 'their rows'} yet, so {'it is' if one else 'they are'} not in these figures; "
-            f"{'it is' if one else 'they are'} counted against every limit (as held) and will be written to the "
-            "ledger at its next write")
-
-
-def _why(error: BaseException) -> str:
-    """What a storage error says, in a few words (no traceback)."""
-    if isinstance(error, LedgerBusy):
-        holder = f" (held by process {error.holder_pid})" if error.holder_pid is not None else ""
-        return f"its write lock{holder} stayed out of reach for the {error.waited_s:.1f} s this call could wait"
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run a blocking step (a journal append: an fsync) off the event loop, not cancellable."""
-    with anyio.CancelScope(shield=True):
-        result = await anyio.to_thread.run_sync(lambda: fn(*args))
-    return result

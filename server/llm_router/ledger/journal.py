@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import timings
-from .base import HOST, RequestRow
+from .records import HOST, RequestRow
 
 if sys.platform != "win32":
     import fcntl

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import timings
 from ..types import LedgerBusy
-from . import base, statements
-from .base import LedgerBase
+from . import statements
+from .base import LedgerBase, log
 from .dialect import POSTGRES
 from .journal import Journal, Taken
 from .pg_session import (
@@ -53,6 +53,7 @@ from .records import (
     check_writer_schema,
 )
 from .schema import WRITER_SCHEMA_KEY
+from .settling import why
 from .statements import INSERT_RESERVATION, LIMITS_VERSION, PINNED_OWNER, Connection, RowStatements
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ class PostgresLedger(LedgerBase):
                 try:
                     self.replay_journal()
                 except (psycopg.Error, LedgerBusy, LedgerStorageError) as e:
-                    base.log.warning("the ledger's journal %s waits: %s", self.journal.path, base._why(e))
+                    log.warning("the ledger's journal %s waits: %s", self.journal.path, why(e))
 
     @property
     def location(self) -> str:
@@ -274,7 +275,7 @@ class PostgresLedger(LedgerBase):
                     ) from None
                 except psycopg.OperationalError as e:
                     if attempt == 1 and retry and conn is not None and conn.broken:
-                        base.log.warning("lost the connection to the PostgreSQL ledger; reconnecting")
+                        log.warning("lost the connection to the PostgreSQL ledger; reconnecting")
                         continue
                     raise self._storage_error(e) from e
             raise AssertionError("unreachable")
@@ -398,10 +399,8 @@ class PostgresLedger(LedgerBase):
     def release(self, reservation_id: str) -> None:
         self._call(lambda c: c.execute("DELETE FROM reservations WHERE id = %s", (reservation_id,)), tx=True)
 
-    async def _journal_row(
-        self, row: RequestRow, holds: Sequence[str | None], error: Exception, *, unavailable: bool = False,
-    ) -> str | None:
-        """The row goes to the journal (``LedgerBase._journal_row``), and its holds are pinned.
+    async def _keep_journaled_counted(self, row: RequestRow, holds: Sequence[str]) -> None:
+        """The holds of a row gone to the journal are pinned.
 
         Regression: the journal is on this machine's disk, and only servers here replay it; the
         journaled call's holds were leases that lapsed about ``lease_s`` after its server died,
@@ -411,16 +410,12 @@ class PostgresLedger(LedgerBase):
         never lapse, and only the replay that writes the row removes them. What remains: a
         server cut off from PostgreSQL cannot pin them, and if it dies before it reconnects its
         charge is counted nowhere else until a server on its machine replays its journal."""
-        try:
-            return await super()._journal_row(row, holds, error, unavailable=unavailable)
-        finally:
-            held = tuple(h for h in holds if h)
-            if held and row.cost_nusd:  # a call that cost nothing has no charge to keep counted
-                try:
-                    await self.run_within(timings.PIN_WAIT_S, self.pin_holds, held, row)
-                except Exception as e:  # the hold stays a lease, as before
-                    base.log.warning("could not pin the holds of journaled request %s (%s): they lapse with their "
-                                     "lease if this server stops before its journal is replayed", row.id, base._why(e))
+        if holds and row.cost_nusd:  # a call that cost nothing has no charge to keep counted
+            try:
+                await self.run_within(timings.PIN_WAIT_S, self.pin_holds, holds, row)
+            except Exception as e:  # the hold stays a lease, as before
+                log.warning("could not pin the holds of journaled request %s (%s): they lapse with their "
+                            "lease if this server stops before its journal is replayed", row.id, why(e))
 
     def pin_holds(self, holds: Sequence[str], row: RequestRow) -> int:
         """Make the holds of a call whose row waits in the journal never lapse (a short transaction
@@ -471,7 +466,7 @@ class PostgresLedger(LedgerBase):
             except LedgerStorageError:
                 if self._conn is None or not self._conn.broken:
                     raise
-                base.log.warning("lost the connection to the PostgreSQL ledger while recording; reconnecting")
+                log.warning("lost the connection to the PostgreSQL ledger while recording; reconnecting")
             # The commit may have gone through before the connection died: the row's id says.
             if self._call(lambda c: c.execute("SELECT 1 FROM requests WHERE id = %s", (row.id,)).fetchone()):
                 return

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from .. import timings
 from ..types import LedgerBusy, usd_str
-from . import base, statements
+from . import statements
 from .base import LedgerBase, log
 from .dialect import SQLITE
 from .journal import Journal, Taken
@@ -38,6 +38,7 @@ from .records import (
     check_writer_schema,
 )
 from .schema import LEDGER_ID_KEY, WRITER_SCHEMA_KEY, migrate_connection
+from .settling import why
 from .sqlite_locking import BusyLock, Transaction, busy_error, use_wal
 from .sqlite_spare import Spare, SpareHolds
 from .statements import INSERT_RESERVATION, LIMITS_VERSION, Connection, RowStatements
@@ -156,7 +157,7 @@ class Ledger(SpareHolds, LedgerBase):
                 try:
                     self.replay_journal()
                 except (sqlite3.Error, LedgerBusy) as e:
-                    log.warning("the ledger's journal %s waits: %s", self.journal.path, base._why(e))
+                    log.warning("the ledger's journal %s waits: %s", self.journal.path, why(e))
 
     @property
     def location(self) -> str:
