@@ -168,6 +168,15 @@ class BudgetSnapshot:
     """Each provider's limits, worked out once: routing, the reservation, the spare and the
     answer's budget all ask."""
 
+    def unread_checks(self) -> list[LimitCheck]:
+        """The checks whose spend and holds ``fill`` takes, in order."""
+        return [s.check for s in self.states if s.check is not None]
+
+    def fill(self, usages: Sequence[tuple[int, int]]) -> None:
+        """Take (spent, reserved) of each of ``unread_checks``, read from the ledger at one moment."""
+        for state, (spent, reserved) in zip([s for s in self.states if s.check is not None], usages, strict=True):
+            state.spent_nusd, state.reserved_nusd = spent, reserved
+
     def for_provider(self, provider: str) -> list[LimitState]:
         mine = self._mine.get(provider)
         if mine is None:
@@ -235,10 +244,19 @@ class Budget:
     # -- limits ---------------------------------------------------------------------------------
 
     def _refresh(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or self.ledger.limits_version_seen != self._hint or now - self._overrides_read > timings.OVERRIDE_REFRESH_S:
-            self._install(*self.ledger.budget_overrides_at())
-            self._overrides_read = now
+        if force or self.overrides_due():
+            self.install_overrides(*self.ledger.budget_overrides_at())
+
+    def overrides_due(self) -> bool:
+        """Whether the limits set with ``set_budget`` are to be read again: another process set one
+        (the ledger saw the limits version move), or they are ``timings.OVERRIDE_REFRESH_S`` old."""
+        return (self.ledger.limits_version_seen != self._hint
+                or time.monotonic() - self._overrides_read > timings.OVERRIDE_REFRESH_S)
+
+    def install_overrides(self, version: int, overrides: Overrides) -> None:
+        """The limits set with ``set_budget`` as just read from the ledger (``budget_overrides_at``)."""
+        self._install(version, overrides)
+        self._overrides_read = time.monotonic()
 
     def _install(self, version: int, overrides: Overrides) -> None:
         if overrides != self._overrides:
@@ -315,17 +333,25 @@ class Budget:
     # -- reading state --------------------------------------------------------------------------
 
     def snapshot(self, *, tag: str = "", providers: Iterable[str] | None = None) -> BudgetSnapshot:
-        """Spend and holds for the global limits, the tag's, and those of ``providers`` (all when None).
-        Synchronous: call through ``ledger.run``."""
-        snap = self._snapshot(tag, providers)
-        if self.ledger.limits_version_seen != self._hint:
-            # Reading the figures showed that another process set a limit: route on it (a raised
-            # one then takes effect at once too; a lowered one the reservation enforces anyway).
-            snap = self._snapshot(tag, providers)
+        """Spend and holds for the global limits, the tag's, and those of ``providers`` (all when None),
+        read here (``Holds.snapshot`` is the same, awaited, bounded by the call's deadline).
+        Reading the figures may show that another process set a limit: then they are read again
+        on it (a raised one then takes effect at once too; a lowered one the reservation enforces
+        anyway)."""
+        for _ in range(2):
+            self._refresh()
+            snap = self.unread(tag=tag, providers=providers)
+            snap.fill(self.ledger.usages(snap.unread_checks(), stale_ok_s=timings.ROUTING_STALENESS_S))
+            if not self.limits_moved():
+                break
         return snap
 
-    def _snapshot(self, tag: str, providers: Iterable[str] | None) -> BudgetSnapshot:
-        self._refresh()
+    def limits_moved(self) -> bool:
+        """Whether the ledger has seen the limits version move since the overrides were read."""
+        return self.ledger.limits_version_seen != self._hint
+
+    def unread(self, *, tag: str = "", providers: Iterable[str] | None = None) -> BudgetSnapshot:
+        """The snapshot's limits under the overrides read last, their figures not read yet (``fill``)."""
         today = self.clock.today()
         wanted = None if providers is None else set(providers)
         states: list[LimitState] = []
@@ -336,10 +362,6 @@ class Budget:
             elif check.scope_kind == "tag" and check.scope_name != tag or check.scope_kind == "provider" and wanted is not None and check.scope_name not in wanted:
                 continue
             states.append(LimitState(lim, check))
-        checked = [(s, s.check) for s in states if s.check is not None]
-        usages = self.ledger.usages([check for _, check in checked], stale_ok_s=timings.ROUTING_STALENESS_S)
-        for (state, _), (spent, reserved) in zip(checked, usages, strict=True):
-            state.spent_nusd, state.reserved_nusd = spent, reserved
         return BudgetSnapshot(day=today.isoformat(), tag=tag, states=states, per_request_nusd=per_request,
                               limits_version=self._version)
 

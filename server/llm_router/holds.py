@@ -2,8 +2,8 @@
 held, then settled with the call's row or freed.
 
 The engine awaits this one component. Each step is one ledger step on the ledger's executor,
-bounded by the call's deadline; the budget's part is pure (checks built from limits, answers
-read): nothing here is called back by the ledger. When ``set_budget`` has changed the limits
+bounded by the call's deadline; the budget's part is pure (checks built from limits, figures and
+answers read): the ledger calls nothing back. When ``set_budget`` has changed the limits
 since a call's checks were built, the ledger grants nothing on them and says which limits it
 found (``LimitsMoved``); the checks are built anew and the ledger asked again, each attempt
 atomic, so from the moment ``set_budget`` returns no process grants a hold under the limits it
@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from . import timings
 from .budget import Budget, BudgetSnapshot
 from .ledger import LedgerBase, RequestRow, SpareRequest
 
@@ -35,7 +36,17 @@ class Holds:
         Raises:
             LedgerBusy: the ledger could not be read within the wait.
         """
-        return await self.ledger.run_within(wait_s, self.budget.snapshot, tag=tag)
+        until = None if wait_s is None else time.monotonic() + wait_s
+        ledger, budget = self.ledger, self.budget
+        for _ in range(2):  # once more should the figures show that another process set a limit
+            if budget.overrides_due():
+                budget.install_overrides(*await ledger.run_within(_left(until), ledger.budget_overrides_at))
+            snap = budget.unread(tag=tag)
+            snap.fill(await ledger.run_within(_left(until), ledger.usages, snap.unread_checks(),
+                                              stale_ok_s=timings.ROUTING_STALENESS_S))
+            if not budget.limits_moved():
+                break
+        return snap
 
     async def reserve(
         self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, request_id: str, ttl_s: float | None,
@@ -53,8 +64,7 @@ class Holds:
                                             request_id=request_id, ttl_s=ttl_s, poll=poll)
         until = None if wait_s is None else time.monotonic() + wait_s
         while True:
-            left = None if until is None else until - time.monotonic()
-            answer = self.budget.next_attempt(attempt, await self.ledger.run_within(left, attempt.make, self.ledger))
+            answer = self.budget.next_attempt(attempt, await self.ledger.run_within(_left(until), attempt.make, self.ledger))
             if isinstance(answer, str):
                 return answer
             attempt = answer
@@ -76,3 +86,8 @@ class Holds:
     async def free(self, reservation_id: str) -> None:
         """Let a hold go; never fails the call (``LedgerBase.free``)."""
         await self.ledger.free(reservation_id)
+
+
+def _left(until: float | None) -> float | None:
+    """What is left of a wait that ends at ``until`` (monotonic; None: no bound)."""
+    return None if until is None else until - time.monotonic()
