@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlite_utils
@@ -281,3 +282,50 @@ def test_several_connections_opening_a_new_ledger_at_once_migrate_it_once(store:
     finally:
         for led in opened:
             led.close()
+
+
+def _shape(led: LedgerBase) -> dict[str, Any]:
+    """Each table's columns and the ledger's own indexes (not those behind its keys), by name."""
+    if isinstance(led, Ledger):
+        indexes = led.query("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        names = [r["name"] for r in indexes]
+    else:
+        indexes = led.query(
+            "SELECT i.indexname AS name FROM pg_indexes i WHERE i.schemaname = current_schema() AND NOT EXISTS"
+            " (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname AND c.connamespace = current_schema()::regnamespace)"
+        )
+        names = [r["name"] for r in indexes]
+    return {"columns": {t: sorted(columns(led, t)) for t in tables(led)}, "indexes": sorted(names)}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("steps", [0, 1, 5, 8, 9, 12])
+def test_a_ledger_migrated_from_any_earlier_step_has_the_same_shape_on_both_backends(
+    steps: int, tmp_path: Path, pg_url: str,
+) -> None:
+    """Both schema histories, run from a blank ledger or from one an earlier build left after
+    ``steps`` migrations, end in the same tables, columns and indexes on SQLite and PostgreSQL."""
+    import psycopg
+
+    from llm_router.ledger import postgres
+
+    old = sqlite_utils.Database(tmp_path / "ledger.db")
+    old["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+    for name, fn in MIGRATIONS[:steps]:
+        fn(old)
+        old["_migrations"].insert({"name": name, "applied_at": "2025-01-01T00:00:00+00:00"})
+    old.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE _migrations (name text PRIMARY KEY, applied_at text)")
+        for name, sql in postgres.MIGRATIONS[:steps]:
+            conn.execute(sql.encode())
+            conn.execute("INSERT INTO _migrations VALUES (%s, '2025-01-01T00:00:00+00:00')", (name,))
+
+    on_sqlite, on_postgres = Ledger(tmp_path / "ledger.db"), postgres.PostgresLedger(pg_url)
+    try:
+        assert on_sqlite.migrations_applied == on_postgres.migrations_applied == MIGRATION_NAMES[steps:]
+        assert _shape(on_sqlite) == _shape(on_postgres)
+        assert _shape(on_sqlite)["columns"]["requests"] == sorted(name for name, _ in REQUEST_COLUMNS)
+    finally:
+        on_sqlite.close()
+        on_postgres.close()
