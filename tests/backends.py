@@ -98,6 +98,27 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     return Store("postgres", request.getfixturevalue("pg_url"))
 
 
+# -- a ledger opened for a test (the ledger tests' own fixtures) --------------------------------------
+
+@pytest.fixture
+def ledger_file(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.db"
+
+
+@pytest.fixture
+def ledger(store: Store) -> Iterator[LedgerBase]:
+    led = store.open()
+    yield led
+    led.close()
+
+
+@pytest.fixture
+def sqlite_ledger(ledger_file: Path) -> Iterator[Ledger]:
+    led = Ledger(ledger_file)
+    yield led
+    led.close()
+
+
 # -- raw access, for tests that must reach under the interface -----------------------------------
 
 

@@ -6,6 +6,7 @@ billed."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -333,26 +334,20 @@ class Proxy:
         except OSError:
             pass
         for s in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def cut(self) -> None:
         if self._listener is not None:
-            try:  # wakes the thread blocked in accept(): a plain close would leave it listening
+            with contextlib.suppress(OSError):  # wakes the thread blocked in accept(): a plain close would leave it listening
                 self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._listener.close()
             self._listener = None
         with self._lock:
             conns, self._conns = self._conns, []
         for c in conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             c.close()
 
     def close(self) -> None:

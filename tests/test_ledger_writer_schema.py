@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from llm_router.ledger import LedgerUnavailable, LimitCheck, RequestRow, base
-from llm_router.ledger.base import WRITER_SCHEMA
+from llm_router.ledger import LedgerUnavailable, LimitCheck, RequestRow, records
+from llm_router.ledger.records import WRITER_SCHEMA
 from llm_router.ledger.schema import RAISE_WRITER_SCHEMA, WRITER_SCHEMA_KEY
 
 from .backends import Store, execute
@@ -33,7 +33,7 @@ def test_a_build_of_writer_schema_2_refuses_a_ledger_whose_writers_keep_the_limi
     before both opened this ledger without complaint: lowering the limit to $0 there, it left 383
     reservations granted after set_budget returned in a server of this build."""
     store.open().close()
-    monkeypatch.setattr(base, "WRITER_SCHEMA", 2)  # what such a build knows
+    monkeypatch.setattr(records, "WRITER_SCHEMA", 2)  # what such a build knows
     with pytest.raises(LedgerUnavailable) as caught:
         store.open()
     message = str(caught.value)

@@ -14,15 +14,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from . import timings
 from .config import BudgetConfig
-from .ledger import Ledger, LimitCheck, Refusal, SpareRequest
-from .ledger.base import Limits, Overrides
+from .ledger import LedgerBase, LimitCheck, Refusal, SpareRequest
+from .ledger.base import LimitsMoved, Overrides
 from .types import BudgetExceeded, InvalidInput, usd_str, usd_to_nusd
 
 __all__ = ["Period", "Tier", "Limit", "Clock", "Budget", "BudgetSnapshot", "tier_of", "parse_scope"]
@@ -75,9 +75,6 @@ class Clock:
         self._day: tuple[float, float, date, str] = (0.0, 0.0, date.min, "")
         """(start, end, the day, as ISO): the local day in force between two unix times, kept
         for reuse: asked for several times per call, it changes once a day."""
-
-    def now(self) -> datetime:
-        return datetime.now(self.tz)
 
     def day_of(self, ts_iso: str) -> str:
         return datetime.fromisoformat(ts_iso).astimezone(self.tz).date().isoformat()
@@ -163,13 +160,22 @@ class BudgetSnapshot:
     tag: str
     states: list[LimitState]
     per_request_nusd: int | None
-    limits: Limits | None = None
-    """The limits version the checks were built from (the reservation rebuilds them if it moved)."""
+    limits_version: int | None = None
+    """The limits version the checks were built from (a reservation finding it moved builds them anew)."""
     _tiers: dict[str | None, Tier] = field(default_factory=dict, repr=False)
     """Each provider's tier, worked out once: routing asks for it per candidate and overall."""
     _mine: dict[str, list[LimitState]] = field(default_factory=dict, repr=False)
     """Each provider's limits, worked out once: routing, the reservation, the spare and the
     answer's budget all ask."""
+
+    def unread_checks(self) -> list[LimitCheck]:
+        """The checks whose spend and holds ``fill`` takes, in order."""
+        return [s.check for s in self.states if s.check is not None]
+
+    def fill(self, usages: Sequence[tuple[int, int]]) -> None:
+        """Take (spent, reserved) of each of ``unread_checks``, read from the ledger at one moment."""
+        for state, (spent, reserved) in zip([s for s in self.states if s.check is not None], usages, strict=True):
+            state.spent_nusd, state.reserved_nusd = spent, reserved
 
     def for_provider(self, provider: str) -> list[LimitState]:
         mine = self._mine.get(provider)
@@ -208,14 +214,14 @@ class BudgetSnapshot:
 
 
 class Budget:
-    def __init__(self, config: BudgetConfig, ledger: Ledger) -> None:
+    def __init__(self, config: BudgetConfig, ledger: LedgerBase) -> None:
         self.config = config
         self.ledger = ledger
         self.clock = Clock(config.timezone)
         self._overrides: Overrides = {}
         self._overrides_read = -math.inf
-        self._limits_at = Limits(-1, self._rebuild)
-        """The limits version ``_overrides`` were read at, with how to rebuild a call's checks."""
+        self._version = -1
+        """The limits version ``_overrides`` were read at."""
         self._hint = -1
         """``ledger.limits_version_seen`` when the overrides were last read: when it moves, another
         process has set a limit, and the next snapshot reads them again."""
@@ -238,25 +244,33 @@ class Budget:
     # -- limits ---------------------------------------------------------------------------------
 
     def _refresh(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or self.ledger.limits_version_seen != self._hint or now - self._overrides_read > timings.OVERRIDE_REFRESH_S:
-            self._install(*self.ledger.budget_overrides_at())
-            self._overrides_read = now
+        if force or self.overrides_due():
+            self.install_overrides(*self.ledger.budget_overrides_at())
+
+    def overrides_due(self) -> bool:
+        """Whether the limits set with ``set_budget`` are to be read again: another process set one
+        (the ledger saw the limits version move), or they are ``timings.OVERRIDE_REFRESH_S`` old."""
+        return (self.ledger.limits_version_seen != self._hint
+                or time.monotonic() - self._overrides_read > timings.OVERRIDE_REFRESH_S)
+
+    def install_overrides(self, version: int, overrides: Overrides) -> None:
+        """The limits set with ``set_budget`` as just read from the ledger (``budget_overrides_at``)."""
+        self._install(version, overrides)
+        self._overrides_read = time.monotonic()
 
     def _install(self, version: int, overrides: Overrides) -> None:
         if overrides != self._overrides:
             self._overrides = overrides
-        if version != self._limits_at.version:
-            self._limits_at = Limits(version, self._rebuild)
+        self._version = version
         self._hint = self.ledger.limits_version_seen
 
-    def _rebuild(
-        self, version: int, overrides: Overrides, *, day: str, provider: str, tag: str, amount_nusd: int
-    ) -> Sequence[LimitCheck] | Refusal:
-        """The checks of a hold on this provider and tag under the limits now in the ledger: asked
-        by the ledger inside a reservation's transaction when ``set_budget`` has changed them since
-        the call's own were built. The per-request limit, which needs no sums, is checked here."""
-        self._install(version, overrides)
+    def checks_under(
+        self, moved: LimitsMoved, *, day: str, provider: str, tag: str, amount_nusd: int
+    ) -> list[LimitCheck] | Refusal:
+        """The checks of a hold on this provider and tag under the limits a reservation found in
+        the ledger (``set_budget`` changed them since the call's own checks were built), or the
+        refusal of the per-request limit, which needs no sums."""
+        self._install(moved.version, moved.overrides)
         self._overrides_read = time.monotonic()
         checks: list[LimitCheck] = []
         for lim, check in self._day_checks(date.fromisoformat(day)):
@@ -319,17 +333,25 @@ class Budget:
     # -- reading state --------------------------------------------------------------------------
 
     def snapshot(self, *, tag: str = "", providers: Iterable[str] | None = None) -> BudgetSnapshot:
-        """Spend and holds for the global limits, the tag's, and those of ``providers`` (all when None).
-        Synchronous: call through ``ledger.run``."""
-        snap = self._snapshot(tag, providers)
-        if self.ledger.limits_version_seen != self._hint:
-            # Reading the figures showed that another process set a limit: route on it (a raised
-            # one then takes effect at once too; a lowered one the reservation enforces anyway).
-            snap = self._snapshot(tag, providers)
+        """Spend and holds for the global limits, the tag's, and those of ``providers`` (all when None),
+        read here (``Holds.snapshot`` is the same, awaited, bounded by the call's deadline).
+        Reading the figures may show that another process set a limit: then they are read again
+        on it (a raised one then takes effect at once too; a lowered one the reservation enforces
+        anyway)."""
+        for _ in range(2):
+            self._refresh()
+            snap = self.unread(tag=tag, providers=providers)
+            snap.fill(self.ledger.usages(snap.unread_checks(), stale_ok_s=timings.ROUTING_STALENESS_S))
+            if not self.limits_moved():
+                break
         return snap
 
-    def _snapshot(self, tag: str, providers: Iterable[str] | None) -> BudgetSnapshot:
-        self._refresh()
+    def limits_moved(self) -> bool:
+        """Whether the ledger has seen the limits version move since the overrides were read."""
+        return self.ledger.limits_version_seen != self._hint
+
+    def unread(self, *, tag: str = "", providers: Iterable[str] | None = None) -> BudgetSnapshot:
+        """The snapshot's limits under the overrides read last, their figures not read yet (``fill``)."""
         today = self.clock.today()
         wanted = None if providers is None else set(providers)
         states: list[LimitState] = []
@@ -340,11 +362,8 @@ class Budget:
             elif check.scope_kind == "tag" and check.scope_name != tag or check.scope_kind == "provider" and wanted is not None and check.scope_name not in wanted:
                 continue
             states.append(LimitState(lim, check))
-        checked = [s for s in states if s.check is not None]
-        for state, (spent, reserved) in zip(checked, self.ledger.usages([s.check for s in checked], stale_ok_s=timings.ROUTING_STALENESS_S), strict=True):
-            state.spent_nusd, state.reserved_nusd = spent, reserved
         return BudgetSnapshot(day=today.isoformat(), tag=tag, states=states, per_request_nusd=per_request,
-                              limits=self._limits_at)
+                              limits_version=self._version)
 
     def all_states(self) -> list[LimitState]:
         """Every limit, every tag and provider included (for resources and reports)."""
@@ -364,22 +383,40 @@ class Budget:
         """What a settled call may keep on hold for the next one on the same provider and tag:
         twice its own worst case (room for a somewhat larger next call), and only while every limit
         on it is in the normal tier, so that near a limit no hold is kept that nobody is using."""
-        limits = snapshot.limits
-        if (snapshot.tier(provider) != "normal" or limits is None or limits.version != self._limits_at.version
+        version = snapshot.limits_version
+        if (snapshot.tier(provider) != "normal" or version is None or version != self._version
                 or self.ledger.limits_version_seen != self._hint):
             return None  # (limits were set since the call's checks were built: none is kept on the old ones)
         return SpareRequest(snapshot.checks(provider), SPARE_MARGIN * amount_nusd, snapshot.day, provider, snapshot.tag,
-                            ttl_s, limits.version)
+                            ttl_s, version)
 
     def reserve(
         self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, request_id: str, ttl_s: float | None = None,
         poll: bool = False,
     ) -> str:
         """Hold ``amount_nusd`` against every limit on this provider and tag, atomically with the
-        check. Synchronous: call through ``ledger.run``.
+        check (``Holds.reserve`` is the same, awaited, each attempt bounded by the call's deadline).
 
         Raises:
             BudgetExceeded: naming the limit, what is spent and held, and when it resets.
+        """
+        attempt = self.first_attempt(snapshot, provider=provider, amount_nusd=amount_nusd, request_id=request_id,
+                                     ttl_s=ttl_s, poll=poll)
+        while True:
+            result = attempt.make(self.ledger)
+            answer = self.next_attempt(attempt, result)
+            if isinstance(answer, str):
+                return answer
+            attempt = answer
+
+    def first_attempt(
+        self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, request_id: str, ttl_s: float | None = None,
+        poll: bool = False,
+    ) -> Attempt:
+        """The first ``ledger.reserve`` a hold asks for: on the snapshot's checks and limits version.
+
+        Raises:
+            BudgetExceeded: over the per-request limit (which needs no sums).
         """
         per_request = snapshot.per_request_nusd
         if per_request is not None and amount_nusd > per_request:
@@ -387,14 +424,50 @@ class Budget:
                 limit_name="global per_request", limit_nusd=per_request, spent_nusd=0, reserved_nusd=0,
                 needed_nusd=amount_nusd, resets_at=None,
             )
-        result = self.ledger.reserve(
-            snapshot.checks(provider), amount_nusd, request_id=request_id, day=snapshot.day, provider=provider, tag=snapshot.tag,
-            ttl_s=ttl_s or self.config.reservation_ttl_s, poll=poll, limits=snapshot.limits,
+        return Attempt(
+            snapshot.checks(provider), amount_nusd, request_id=request_id, day=snapshot.day, provider=provider,
+            tag=snapshot.tag, ttl_s=ttl_s or self.config.reservation_ttl_s, poll=poll,
+            limits_version=snapshot.limits_version,
         )
+
+    def next_attempt(self, attempt: Attempt, result: str | Refusal | LimitsMoved) -> str | Attempt:
+        """What a ``ledger.reserve`` answer means: the hold's id; or, the limits having moved, the
+        attempt to make next, on checks built from the limits the ledger read (pure: no ledger read).
+
+        Raises:
+            BudgetExceeded: naming the limit, what is spent and held, and when it resets.
+        """
+        if isinstance(result, LimitsMoved):
+            rebuilt = self.checks_under(result, day=attempt.day, provider=attempt.provider, tag=attempt.tag,
+                                        amount_nusd=attempt.amount_nusd)
+            if not isinstance(rebuilt, Refusal):
+                return replace(attempt, checks=rebuilt, limits_version=result.version)
+            result = rebuilt
         if isinstance(result, Refusal):
             raise BudgetExceeded(
                 limit_name=result.check.name, limit_nusd=result.check.limit_nusd, spent_nusd=result.spent_nusd,
-                reserved_nusd=result.reserved_nusd, needed_nusd=amount_nusd, resets_at=result.check.resets_at,
+                reserved_nusd=result.reserved_nusd, needed_nusd=attempt.amount_nusd, resets_at=result.check.resets_at,
             )
         return result
 
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One ``ledger.reserve`` to make: its checks, and the limits version they were built from."""
+
+    checks: Sequence[LimitCheck]
+    amount_nusd: int
+    request_id: str
+    day: str
+    provider: str
+    tag: str
+    ttl_s: float
+    poll: bool
+    limits_version: int | None
+
+    def make(self, ledger: LedgerBase) -> str | Refusal | LimitsMoved:
+        """Ask the ledger for this hold (one atomic step: see ``LedgerBase.reserve``)."""
+        return ledger.reserve(
+            self.checks, self.amount_nusd, request_id=self.request_id, day=self.day, provider=self.provider,
+            tag=self.tag, ttl_s=self.ttl_s, poll=self.poll, limits_version=self.limits_version,
+        )

@@ -27,6 +27,7 @@ from .calls import BudgetResult, CompleteArgs, CompleteResult, ExplainResult, Re
 from .catalog import Catalog, ModelEntry
 from .config import Settings
 from .estimates import estimate_usage
+from .holds import Holds
 from .ledger import Ledger, LedgerUnavailable, RequestRow, open_ledger
 from .prepare import Prepared, configured_limit, limit_to_store, prepare
 from .providers import Provider, availability, build_provider
@@ -88,6 +89,7 @@ class Engine:
         self.catalog = Catalog(settings)
         self.ledger = ledger or open_ledger(settings)
         self.budget = Budget(settings.budget, self.ledger)
+        self.holds = Holds(self.ledger, self.budget)
         self.health = HealthBoard(settings.resilience.breaker_failures, settings.resilience.breaker_cooldown_s)
         self.availability = {p.name: availability(p, env) for p in settings.providers}
         self.redact = Redactor.from_environment(settings, env)
@@ -146,9 +148,7 @@ class Engine:
             LedgerBusy: the ledger could not be read within the wait.
         """
         await self.windows.ask_if_due()
-        snapshot = await self.ledger.run_within(
-            prepared.deadline_s if wait_s is None else wait_s, self.budget.snapshot, tag=prepared.tag
-        )
+        snapshot = await self.holds.snapshot(tag=prepared.tag, wait_s=prepared.deadline_s if wait_s is None else wait_s)
         return self._decide(prepared.route, snapshot, explain=explain)
 
     async def explain(self, args: CompleteArgs) -> ExplainResult:
@@ -262,7 +262,7 @@ class Engine:
             # A busy ledger will not be less busy now: the row goes straight to the journal.
             wait = 0.0 if isinstance(e, LedgerBusy) else self._wait_left(call.prepared, call.started)
             try:
-                await self.ledger.settle(row, reservation_id=reservation, held=billed.held, wait_s=wait)
+                await self.holds.settle(row, reservation_id=reservation, held=billed.held, wait_s=wait)
             except SpendNotRecorded as lost:
                 if known is None:
                     log.error("%s", lost)  # the cancellation (or the bug) goes on
@@ -292,7 +292,7 @@ class Engine:
         if e.usage is not None:
             billed.add(e.usage, entry.cost_nusd(e.usage) or 0, reservation)
         else:
-            await self.ledger.free(reservation)  # never fails the call: a release it cannot make is journaled
+            await self.holds.free(reservation)  # never fails the call: a release it cannot make is journaled
             self._budget_freed()
         if isinstance(e, ContextTooLong) and e.context_window is not None:
             self.catalog.learn_window(entry.ref, e.context_window, "reported by the server in an error")
@@ -319,9 +319,9 @@ class Engine:
         poll = False
         while True:
             try:
-                return await self.ledger.run_within(
-                    deadline - anyio.current_time(), self.budget.reserve, decision.budget, provider=entry.provider,
-                    amount_nusd=amount_nusd, request_id=request_id, ttl_s=ttl, poll=poll,
+                return await self.holds.reserve(
+                    decision.budget, provider=entry.provider, amount_nusd=amount_nusd, request_id=request_id,
+                    ttl_s=ttl, poll=poll, wait_s=deadline - anyio.current_time(),
                 )
             except BudgetExceeded as e:
                 if e.reserved_nusd == 0 or e.spent_nusd + e.needed_nusd > e.limit_nusd:
@@ -368,12 +368,12 @@ class Engine:
         )
         # The row is durable before the answer is returned (ledger.run is not cancellable). The
         # same transaction may keep a spare hold, which the next call then takes over.
-        spare = self.budget.spare_for(
+        spare = self.holds.spare_for(
             decision.budget, provider=entry.provider, amount_nusd=cand.worst_case_nusd, ttl_s=prepared.ttl_s
         )
         # A row the ledger cannot take by the deadline (locked, disk full, unreachable) goes to its
         # journal: the answer is returned all the same, saying so, and its holds keep counting.
-        journaled = await self.ledger.settle(
+        journaled = await self.holds.settle(
             row, reservation_id=reservation, held=billed.held, spare=spare,
             wait_s=max(deadline - anyio.current_time(), timings.SETTLE_MIN_WAIT_S),
         )
@@ -425,7 +425,7 @@ class Engine:
                         error=str(error), billed=billed)
         with anyio.CancelScope(shield=True):
             try:
-                await self.ledger.settle(row, held=billed.held if billed is not None else (),
+                await self.holds.settle(row, held=billed.held if billed is not None else (),
                                          wait_s=self._wait_left(prepared, started) if wait_s is None else wait_s)
             except SpendNotRecorded as lost:
                 raise _also_unrecorded(error, lost) from error

@@ -9,48 +9,77 @@ holds it renews it while it runs, up to the call's own time-to-live. A server th
 crashed, frozen) stops renewing, so its holds lapse within about ``lease_s`` wherever it ran, and
 are reclaimed (logged in ``events``) by whichever server next reserves or tidies up.
 
-A busy server keeps one *spare* hold between calls: the transaction that records a call may also
-hold that call's worst case again (when every limit has room for it), and the next call that
-fits within it takes it over instead of opening a transaction of its own. A spare is a hold like
-any other (counted by every process, shown as reserved); it is let go within ``timings.SPARE_IDLE_S`` of
-going unused, and when the ledger closes. Backends may decline to keep spares.
+A SQLite ledger keeps one *spare* hold between calls for a busy server (``sqlite_spare.py``);
+PostgreSQL keeps none. The statements both run are in ``statements.py``, settling whatever the
+ledger can take in ``settling.py``, the background upkeep in ``upkeep.py``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import operator
 import os
-import socket
-import sys
 import threading
-import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
-
-import anyio
-import anyio.to_thread
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from .. import timings
-from ..types import LedgerBusy, RouterError, SpendNotRecorded, plural, usd_str
+from ..types import LedgerBusy
+from . import settling, statements, upkeep
+from .dialect import Dialect
+from .executor import Executor
+from .records import (
+    DIMENSIONS,
+    GROUPINGS,
+    HOST,
+    ROW_COLUMNS,
+    SUM_COLUMNS,
+    WRITER_SCHEMA,
+    LedgerStorageError,
+    LedgerUnavailable,
+    LimitCheck,
+    LimitsMoved,
+    Overrides,
+    Refusal,
+    RequestRow,
+    ScopeKind,
+    SpareRequest,
+    alive,
+    check_grouping,
+    check_writer_schema,
+    now_iso,
+)
+from .settling import journaled_note, why
+from .statements import DAY_TOTALS_FROM_ROLLUPS, PRUNE_BATCH, Connection
 
 if TYPE_CHECKING:
-    from .journal import Entry, Journal
+    from .journal import Journal, Taken
 
-__all__ = [
+__all__ = [  # the records and statements' names too, where callers have long found them
+    "DAY_TOTALS_FROM_ROLLUPS",
+    "DIMENSIONS",
     "GROUPINGS",
     "HOST",
+    "PRUNE_BATCH",
     "ROW_COLUMNS",
     "SUM_COLUMNS",
+    "WRITER_SCHEMA",
     "LedgerBase",
+    "LedgerStorageError",
+    "LedgerUnavailable",
+    "ScopeKind",
+    "alive",
+    "check_grouping",
+    "check_writer_schema",
+    "now_iso",
     "LimitCheck",
-    "Limits",
+    "LimitsMoved",
     "Overrides",
     "Refusal",
     "RequestRow",
@@ -61,372 +90,33 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
-ScopeKind = Literal["global", "provider", "tag"]
-GROUPINGS = ("provider", "model", "task_type", "tag", "day")
-SUM_COLUMNS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "reference_cost_nusd")
-HOST = socket.gethostname()
-DIMENSIONS = ("day", "provider", "model", "task_type", "tag")
-"""The dimensions of ``day_totals``: one row per day and value of each (``day``'s value is the day)."""
-_SUMS = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
-DAY_TOTALS_FROM_ROLLUPS = "INSERT INTO day_totals (dim, key, day, " + ", ".join(SUM_COLUMNS) + ")\n" + "\nUNION ALL ".join(
-    f"SELECT '{dim}', {dim}, day, {_SUMS} FROM rollups GROUP BY {dim}, day" if dim != "day"
-    else f"SELECT 'day', day, day, {_SUMS} FROM rollups GROUP BY day"
-    for dim in DIMENSIONS
-)
-"""Derives every day total from the rollups (same SQL on both backends)."""
-
-
-def add_to_rollup(table_prefix: str = "") -> str:
-    """The ON CONFLICT clause that adds a new rollup row's sums to the one already there
-    (``table_prefix``: how PostgreSQL names the old value)."""
-    return "ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET " + ", ".join(
-        f"{c} = {table_prefix}{c} + excluded.{c}" for c in SUM_COLUMNS
-    )
-
-
-def upsert_estimated(mark: str, table_prefix: str = "") -> str:
-    """The statement that adds one row whose usage was estimated to ``estimated_rollups`` (run only
-    for such rows: ``mark`` the driver's placeholder, ``table_prefix`` how PostgreSQL names the old value)."""
-    return (
-        "INSERT INTO estimated_rollups (day, provider, model, tag, task_type, requests, cost_nusd)"
-        f" VALUES ({mark}, {mark}, {mark}, {mark}, {mark}, 1, {mark})"
-        " ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET"
-        f" requests = {table_prefix}requests + excluded.requests, cost_nusd = {table_prefix}cost_nusd + excluded.cost_nusd"
-    )
-
-
-def estimated_from_rows(table_prefix: str = "") -> str:
-    """Derives ``estimated_rollups`` from the rows whose usage was estimated (both backends), adding
-    to what is there: after a rebuild has emptied the days the rows still cover."""
-    return (
-        "INSERT INTO estimated_rollups (day, provider, model, tag, task_type, requests, cost_nusd)"
-        " SELECT day, coalesce(provider, ''), coalesce(model, ''), tag, task_type, count(*), sum(cost_nusd)"
-        " FROM requests WHERE cost_estimated = 1 GROUP BY day, coalesce(provider, ''), coalesce(model, ''), tag, task_type"
-        " ON CONFLICT (day, provider, model, tag, task_type) DO UPDATE SET"
-        f" requests = {table_prefix}requests + excluded.requests, cost_nusd = {table_prefix}cost_nusd + excluded.cost_nusd"
-    )
-
-
-def upsert_day_totals(mark: str, table_prefix: str = "") -> str:
-    """The statement that adds one request row to its five day totals in one round trip
-    (``mark``: the driver's placeholder; ``table_prefix``: how PostgreSQL names the old value)."""
-    values = ", ".join([f"({mark}, {mark}, {mark}, 1, " + ", ".join([mark] * 6) + ")"] * len(DIMENSIONS))
-    updates = ", ".join(
-        f"{c} = {table_prefix}{c} + excluded.{c}" for c in SUM_COLUMNS
-    )
-    return (
-        f"INSERT INTO day_totals (dim, key, day, {', '.join(SUM_COLUMNS)}) VALUES {values}"
-        f" ON CONFLICT (dim, key, day) DO UPDATE SET {updates}"
-    )
-PRUNE_BATCH = 5_000
-"""Rows deleted per transaction when pruning: short enough that reservations never queue long."""
-
 log = logging.getLogger("llm_router.ledger")
 
 
-class LedgerUnavailable(RouterError):
-    """The ledger cannot be opened: no call can be budgeted, so none is made."""
+class ConnectionLock(Protocol):
+    """What serialises the use of a backend's one connection (a re-entrant lock)."""
 
-    code = "ledger_unavailable"
+    def __enter__(self) -> object: ...
 
-
-class LedgerStorageError(RouterError):
-    """A step the ledger's storage could not take: a full disk (or a file size limit), an I/O
-    error, PostgreSQL unreachable. Nothing that step would have written was written; a paid
-    call's row goes to the journal instead (``LedgerBase.settle``)."""
-
-    code = "ledger_storage_error"
-    retryable = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "retryable": True}
-
-
-WRITER_SCHEMA = 3
-"""What this build's writers maintain (see ``schema.record_writer_schema`` and
-``schema.writers_keep_limits_version_and_journal``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RowStatements:
-    """The statements that write one request row and keep its sums in step, in one backend's
-    placeholders (``mark``): the same for a settle and for a row replayed from the journal."""
-
-    insert_row: str
-    upsert_rollup: str
-    upsert_day_totals: str
-    upsert_estimated: str
-    mark: str
-
-    def write(self, c: Any, row: RequestRow) -> None:
-        c.execute(self.insert_row, row.values())
-        c.execute(self.upsert_rollup, row.rollup_values())
-        c.execute(self.upsert_day_totals, row.totals_values())
-        if row.cost_estimated:
-            c.execute(self.upsert_estimated, row.estimated_values())
-
-    def apply_journal_entry(self, c: Any, entry: Entry) -> None:
-        """Inside a write transaction: one journal entry's holds removed, and its row (unless one
-        with its id is already written) with its sums and a ``row_from_journal`` event."""
-        m, row = self.mark, entry.row
-        written = row is not None and c.execute(f"SELECT 1 FROM requests WHERE id = {m}", (row.id,)).fetchone() is not None
-        first_gone = False
-        for i, hold in enumerate(entry.holds):
-            if c.execute(f"DELETE FROM reservations WHERE id = {m}", (hold,)).rowcount == 0 and i == 0:
-                first_gone = True
-        if row is None or written:
-            return
-        if first_gone:  # its hold lapsed before the row could be written: said, as for a late settle
-            c.execute(
-                f"INSERT INTO events (ts, kind, detail) VALUES ({m}, 'settled_after_reclaim', {m})",
-                (now_iso(), json.dumps({"reservation": entry.holds[0], "request_id": row.id, "cost_nusd": row.cost_nusd})),
-            )
-        self.write(c, row)
-        c.execute(
-            f"INSERT INTO events (ts, kind, detail) VALUES ({m}, 'row_from_journal', {m})",
-            (now_iso(), json.dumps({"request_id": row.id, "cost_nusd": row.cost_nusd, "status": row.status,
-                                    "journaled_by": {"pid": entry.pid, "host": entry.host}, "journaled_at": entry.at})),
-        )
-
-
-def check_writer_schema(stored: str | None, where: str) -> None:
-    """Refuse a ledger whose writers must maintain more than this build knows of.
-
-    Raises:
-        LedgerUnavailable: naming both versions and what to do.
-    """
-    need = int(stored) if stored is not None and stored.strip().isdigit() else 0
-    if need > WRITER_SCHEMA:
-        from .. import __version__
-
-        raise LedgerUnavailable(
-            f"the ledger {where} was upgraded by a newer llm-router-mcp: its writers must keep schema {need}, "
-            f"and this build ({__version__}) knows schema {WRITER_SCHEMA} only, so the spend it recorded could "
-            "be missed by the newer servers' budgets. Upgrade this server, or point it at another ledger"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class LimitCheck:
-    """One limit to hold: spend in [first_day, last_day] for a scope must stay within limit_nusd."""
-
-    name: str
-    scope_kind: ScopeKind
-    scope_name: str | None
-    first_day: str
-    last_day: str
-    limit_nusd: int
-    resets_at: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a reservation was refused: the first limit it would break, with the figures."""
-
-    check: LimitCheck
-    spent_nusd: int
-    reserved_nusd: int
-
-
-@dataclass(frozen=True, slots=True)
-class SpareRequest:
-    """Ask ``record`` to keep this much on hold for the next call, under these checks."""
-
-    checks: Sequence[LimitCheck]
-    amount_nusd: int
-    day: str
-    provider: str
-    tag: str
-    ttl_s: float
-    limits_version: int | None = None
-    """The limits version ``checks`` were built from (see ``Limits``): no spare is kept on checks
-    a newer ``set_budget`` has replaced. None: the checks are taken as they are."""
-
-
-Overrides = dict[tuple[str, str], int | None]
-"""Limits set with ``set_budget``: (scope, period) -> nano-dollars (None: removed)."""
-
-
-class RebuildChecks(Protocol):
-    def __call__(
-        self, version: int, overrides: Overrides, *, day: str, provider: str, tag: str, amount_nusd: int
-    ) -> Sequence[LimitCheck] | Refusal:
-        """The checks a hold of ``amount_nusd`` on this day, provider and tag must pass under these
-        overrides, or the refusal of a limit that needs no sums (the per-request one)."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The limits version a call's checks were built from, and how to build them again.
-
-    Every ``set_budget`` raises the ledger's limits version in the transaction that writes the
-    limit. A reservation given this compares it with the version in the store, inside its own
-    transaction (read in statements it runs anyway), and when they differ it reads the limits
-    there and then, has ``rebuild`` make the checks anew, and decides on those: so from the moment
-    ``set_budget`` returns, no process grants a hold under the limits it replaced."""
-
-    version: int
-    rebuild: RebuildChecks
-
-
-@dataclass(slots=True)
-class RequestRow:
-    id: str
-    ts: str
-    day: str
-    status: str
-    tag: str = ""
-    task_type: str = ""
-    provider: str | None = None
-    model: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    cache_write_tokens: int = 0
-    cost_nusd: int = 0
-    cost_usd: str = "0"
-    cost_estimated: int = 0
-    prices: str | None = None
-    reference_cost_nusd: int | None = None
-    latency_ms: int = 0
-    attempts: str = "[]"
-    error_code: str | None = None
-    error: str | None = None
-    prompt_hash: str | None = None
-    prompt: str | None = None
-    strategy: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def values(self) -> tuple[Any, ...]:
-        return _row_values(self)
-
-    def totals_values(self) -> tuple[Any, ...]:
-        """Parameters of the five ``day_totals`` rows this row adds to, one per dimension (in the
-        order of DIMENSIONS), each as (dim, key, day, errors, input, output, cached, cost,
-        reference cost)."""
-        day = self.day
-        sums = (0 if self.status == "ok" else 1, self.input_tokens, self.output_tokens, self.cached_tokens,
-                self.cost_nusd, self.reference_cost_nusd or 0)
-        return (
-            "day", day, day, *sums,
-            "provider", self.provider or "", day, *sums,
-            "model", self.model or "", day, *sums,
-            "task_type", self.task_type, day, *sums,
-            "tag", self.tag, day, *sums,
-        )
-
-    def estimated_values(self) -> tuple[Any, ...]:
-        """(day, provider, model, tag, task_type, cost): what a row whose usage was estimated adds
-        to ``estimated_rollups``."""
-        return (self.day, self.provider or "", self.model or "", self.tag, self.task_type, self.cost_nusd)
-
-    def rollup_values(self) -> tuple[Any, ...]:
-        """(day, provider, model, tag, task_type, errors, input, output, cached, cost, reference cost):
-        what this row adds to its rollup."""
-        return (
-            self.day,
-            self.provider or "",
-            self.model or "",
-            self.tag,
-            self.task_type,
-            0 if self.status == "ok" else 1,
-            self.input_tokens,
-            self.output_tokens,
-            self.cached_tokens,
-            self.cost_nusd,
-            self.reference_cost_nusd or 0,
-        )
-
-
-ROW_COLUMNS = [f for f in RequestRow.__dataclass_fields__ if f != "extra"]
-_row_values = operator.attrgetter(*ROW_COLUMNS)
-assert DIMENSIONS == ("day", "provider", "model", "task_type", "tag"), "RequestRow.totals_values lists them in this order"
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine."""
-    if sys.platform == "win32":
-        # There os.kill(pid, 0) does not probe: it terminates the process. Expiry reclaims instead.
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def reclaim_detail(
-    reservation: str, request_id: str | None, pid: int | None, host: str | None, amount: int, day: str,
-    provider: str, tag: str, reason: str,
-) -> str:
-    return json.dumps(
-        {
-            "reservation": reservation,
-            "request_id": request_id,
-            "pid": pid,
-            "host": host,
-            "amount_nusd": amount,
-            "day": day,
-            "provider": provider,
-            "tag": tag,
-            "reason": reason,
-        }
-    )
-
-
-def check_grouping(group_by: str, where: dict[str, str] | None) -> None:
-    if group_by not in GROUPINGS:
-        raise ValueError(f"group_by must be one of {GROUPINGS}")
-    for column in where or {}:
-        if column not in GROUPINGS:
-            raise ValueError(f"cannot filter on {column!r}")
-
-
-def report_query(
-    group_by: str, first_day: str, last_day: str, where: dict[str, str] | None, *, mark: str, collate: str = ""
-) -> tuple[str, list[Any]]:
-    """The SQL and parameters of a report, for a backend whose placeholder is ``mark``. Unfiltered,
-    it reads the day totals (one dimension at a time, a few rows a day); filtered, the per-day
-    rollups. Values are always parameters; column names come from ``GROUPINGS`` only."""
-    check_grouping(group_by, where)
-    sums = ", ".join(f"sum({c})" for c in SUM_COLUMNS)
-    if not where:
-        sql = (
-            f"SELECT key, {sums} FROM day_totals WHERE dim = {mark} AND day BETWEEN {mark} AND {mark}"
-            f" GROUP BY key ORDER BY sum(cost_nusd) DESC, key{collate}"
-        )
-        return sql, [group_by, first_day, last_day]
-    clauses = [f"day BETWEEN {mark} AND {mark}", *(f"{column} = {mark}" for column in where)]
-    sql = (
-        f"SELECT {group_by} AS key, {sums} FROM rollups WHERE {' AND '.join(clauses)}"
-        f" GROUP BY {group_by} ORDER BY sum(cost_nusd) DESC, {group_by}{collate}"
-    )
-    return sql, [first_day, last_day, *where.values()]
-
-
-def report_rows(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-    return [{"key": r[0], **{n: int(v or 0) for n, v in zip(SUM_COLUMNS, r[1:], strict=True)}} for r in rows]
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /,
+    ) -> object: ...
 
 
 class LedgerBase(ABC):
     """The interface every backend implements, and the upkeep they share."""
 
     migrations_applied: list[str]
+    _lock: ConnectionLock
 
     journal: Journal
     """Rows (and releases) this ledger could not take yet, replayed by its next write (``journal.py``)."""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._limiter = anyio.CapacityLimiter(1)
-        self._wait = threading.local()
+        self._executor = Executor(self._busy_here)
+        self._limiter = self._executor.limiter
+        self._wait = self._executor.wait
         """``until``: the monotonic time by which the step running on this thread must have the
         write lock (None: the backend's own timeout). Set by ``run_within`` and upkeep."""
         self._pid = os.getpid()
@@ -445,8 +135,7 @@ class LedgerBase(ABC):
         runs and its result reaches the caller (a reservation made is always returned, to be
         settled or released; a row to record is always written). A cancellation takes effect
         at the caller's next checkpoint."""
-        with anyio.CancelScope(shield=True):
-            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
+        return await self._on_thread(None, fn, args, kwargs)
 
     async def run_within(self, wait_s: float | None, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``run``, waiting at most ``wait_s`` (None: the backend's own timeout) for this ledger's
@@ -458,31 +147,7 @@ class LedgerBase(ABC):
         return await self._on_thread(wait_s, fn, args, kwargs)
 
     async def _on_thread(self, wait_s: float | None, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
-        with anyio.CancelScope(shield=True):
-            if wait_s is None:
-                return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
-            wait_s = max(wait_s, 0.0)
-            until = time.monotonic() + wait_s
-            limiter = self._limiter
-            try:
-                limiter.acquire_nowait()
-            except anyio.WouldBlock:
-                with anyio.move_on_after(wait_s) as scope:
-                    await limiter.acquire()
-                if scope.cancelled_caught:  # this server's own ledger work kept the connection
-                    raise self._busy_here(wait_s) from None
-
-            def bounded() -> T:
-                self._wait.until = until
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    self._wait.until = None
-
-            try:
-                return await anyio.to_thread.run_sync(bounded)
-            finally:
-                limiter.release()
+        return await self._executor.on_thread(wait_s, fn, args, kwargs)
 
     def _busy_here(self, waited_s: float) -> LedgerBusy:
         """The error of a step that waited its whole time for this server's own connection."""
@@ -493,15 +158,9 @@ class LedgerBase(ABC):
             retry_after=2.0, waited_s=waited_s,
         )
 
-    @contextmanager
-    def _waiting(self, seconds: float) -> Iterator[None]:
+    def _waiting(self, seconds: float) -> AbstractContextManager[None]:
         """On this thread, wait at most ``seconds`` for each write lock (upkeep's own steps)."""
-        before = getattr(self._wait, "until", None)
-        self._wait.until = time.monotonic() + seconds
-        try:
-            yield
-        finally:
-            self._wait.until = before
+        return self._executor.waiting(seconds)
 
     # -- settling, whatever the ledger can take -----------------------------------------------------
 
@@ -509,86 +168,18 @@ class LedgerBase(ABC):
         self, row: RequestRow, *, reservation_id: str | None = None, held: Sequence[str] = (),
         spare: SpareRequest | None = None, wait_s: float | None = None,
     ) -> str | None:
-        """Record a call's row (``record``, waiting at most ``wait_s`` for the write lock), then
-        free the holds kept for its billed failed attempts (``held``).
-
-        Regression: a row the ledger could not take (locked past the busy timeout, a full disk,
-        PostgreSQL unreachable) was lost with its spend, and its hold lapsed. Now it goes to the
-        journal, fsynced, with every hold it settles; the holds stay (they count against every
-        limit until the row is written), and the next write transaction that can take the row
-        writes it and removes the holds in one go. Returns None when the row is in the ledger,
-        else a note for the caller saying where the spend waits.
-
-        Raises:
-            SpendNotRecorded: a call that cost money whose row neither the ledger nor its journal
-                could take (its holds are kept, and this process keeps the row in memory).
-            LedgerUnavailable: the ledger cannot be used at all (its file was replaced), and the
-                call cost nothing: there is no spend to keep.
-
-        Regression: a paid answer in flight when the ledger file was moved away or replaced was
-        withheld (the caller got "was not recorded") and its spend went nowhere. Its row now goes to
-        the journal, which is named after the ledger's path: whichever ledger is next opened there
-        writes it at its start. The answer is returned with a note; the next call is refused.
-        """
-        try:
-            await self.run_within(wait_s, self.record, row, reservation_id=reservation_id, spare=spare)
-        except LedgerUnavailable as e:
-            if not row.cost_nusd:
-                raise
-            return await self._journal_row(row, (reservation_id, *held), e, unavailable=True)
-        except Exception as e:  # whatever the storage said: the answer was paid for, keep its row
-            return await self._journal_row(row, (reservation_id, *held), e)
-        for hold in held:
-            await self.free(hold)
-        return None
+        """Record a call's row, or journal it if the ledger cannot take it (``settling.settle``)."""
+        return await settling.settle(self, row, reservation_id=reservation_id, held=held, spare=spare, wait_s=wait_s)
 
     async def free(self, reservation_id: str, *, wait_s: float | None = timings.RELEASE_WAIT_S) -> None:
-        """Let a hold go (a call that failed or was cancelled). Never fails the call: a release the
-        ledger cannot take now goes to the journal, and the hold counts until it is replayed."""
-        try:
-            await self.run_within(wait_s, self.release, reservation_id)
-        except LedgerUnavailable:
-            return  # the hold is in a file no one counts any more
-        except Exception as e:
-            from .journal import Entry
+        """Let a hold go; never fails the call (``settling.free``)."""
+        await settling.free(self, reservation_id, wait_s=wait_s)
 
-            log.warning("could not free hold %s now (%s); it goes to the journal", reservation_id, _why(e))
-            await _in_thread(self.journal.append, Entry("release", (reservation_id,)))
+    async def _keep_journaled_counted(self, row: RequestRow, holds: Sequence[str]) -> None:
+        """After a row went to the journal: what this backend does so its holds keep counting
+        everywhere until the row is written (SQLite: nothing; the journal is beside the file)."""
+        return None
 
-    async def _journal_row(
-        self, row: RequestRow, holds: Sequence[str | None], error: Exception, *, unavailable: bool = False,
-    ) -> str | None:
-        """``unavailable``: ``error`` is a ``LedgerUnavailable`` this server will not write past."""
-        from .journal import Entry
-
-        entry = Entry("row", tuple(h for h in holds if h), row)
-        why = _why(error)
-        on_disk = await _in_thread(self.journal.append, entry)
-        cost = usd_str(row.cost_nusd)
-        if on_disk and unavailable:
-            log.error("request %s (cost $%s) could not be written to the ledger: written to its journal %s. %s",
-                      row.id, cost, self.journal.path, error)
-            return (f"{error}. Its spend (${cost}) is in the ledger's journal ({self.journal.path}), which the "
-                    f"next server to open the ledger at {self.location} writes into it first")
-        if on_disk:
-            log.warning("the ledger could not take the row of request %s (%s, cost $%s): written to its journal %s",
-                        row.id, why, cost, self.journal.path)
-            return (f"the ledger could not take this call's row just now ({why}): its spend (${cost}) is in the "
-                    f"ledger's journal ({self.journal.path}), counted against every limit, and is written to the "
-                    "ledger as soon as it can take it")
-        log.error("request %s (cost $%s, status %s) is recorded nowhere on disk: the ledger (%s) and its journal "
-                  "could not take it", row.id, cost, row.status, why)
-        if not row.cost_nusd:
-            return None  # a call that cost nothing: no spend to account for
-        what = "was answered and cost" if row.status == "ok" else "was billed"
-        raise SpendNotRecorded(
-            f"this call {what} ${cost}, but its spend is not recorded: the ledger {self.location} "
-            f"could not take its row ({why}) and neither could its journal ({self.journal.path}). This server "
-            "keeps the row and the call's holds in memory and writes them at its next successful write; if it "
-            f"stops first, add ${cost} (request {row.id}) to your records by hand. Free disk space or fix the "
-            "ledger's storage",
-            request_id=row.id, cost_nusd=row.cost_nusd,
-        )
 
     def journaled(
         self, *, where: dict[str, str] | None = None, first_day: str | None = None, last_day: str | None = None,
@@ -609,6 +200,56 @@ class LedgerBase(ABC):
     def replay_journal(self) -> None:
         """Write what waits in the journal now, if the ledger can take it (a write transaction
         replays the journal before anything else)."""
+        return None
+
+    _entry_errors: tuple[type[BaseException], ...] = (ValueError, TypeError)
+    """What a journal entry that would fail every replay raises (it is set aside)."""
+    _storage_errors: tuple[type[BaseException], ...] = ()
+    """What a replay the storage cannot take yet raises (the disk still full, say)."""
+
+    @abstractmethod
+    def _savepoint(self, c: Connection) -> AbstractContextManager[object]:
+        """A savepoint: rolled back to (and the error raised on) when its block raises."""
+
+    def _connection_lost(self, c: Connection) -> bool:
+        return False
+
+    def _journal_applied(self) -> None:
+        """After a replay's statements ran (before the transaction commits)."""
+        return None
+
+    def _replay_in(self, c: Connection) -> Taken | None:
+        """Inside a write transaction, before its own statements: apply what waits in the journal
+        (the one check on the hot path is ``journal.pending``: a flag, else one ``stat``). Returns
+        what was taken, to be finished once the transaction commits or rolls back. An entry that
+        would fail every replay is set aside; a replay the storage cannot take yet is rolled back
+        alone: the caller's own step may succeed where it fails."""
+        journal = self.journal
+        if not journal.pending():
+            return None
+        taken = journal.take()
+        if taken is None:
+            return None
+        rows = statements.RowStatements(self.dialect)
+        try:
+            with self._savepoint(c):
+                for entry in taken.entries:
+                    try:
+                        with self._savepoint(c):
+                            rows.apply_journal_entry(c, entry)
+                    except self._entry_errors as e:  # this entry would fail every replay: set it aside
+                        taken.reject(entry, f"{type(e).__name__}: {e}")
+        except self._storage_errors as e:
+            taken.finish(False)
+            if self._connection_lost(c):
+                raise
+            log.warning("the ledger's journal %s could not be replayed yet: %s", journal.path, e)
+            return None
+        except BaseException:
+            taken.finish(False)
+            raise
+        self._journal_applied()
+        return taken
 
     @property
     @abstractmethod
@@ -627,7 +268,7 @@ class LedgerBase(ABC):
                     self.replay_journal()
                 except Exception as e:
                     log.warning("the ledger's journal could not be replayed on close (%s); the next server to "
-                                "write to the ledger replays it", _why(e))
+                                "write to the ledger replays it", why(e))
         self.journal.flush_backlog()
         self._close()
 
@@ -657,15 +298,16 @@ class LedgerBase(ABC):
     @abstractmethod
     def reserve(
         self, checks: Sequence[LimitCheck], amount_nusd: int, *, request_id: str, day: str, provider: str, tag: str,
-        ttl_s: float, poll: bool = False, limits: Limits | None = None,
-    ) -> str | Refusal:
+        ttl_s: float, poll: bool = False, limits_version: int | None = None,
+    ) -> str | Refusal | LimitsMoved:
         """Atomically: if ``amount_nusd`` fits under every check (with what is spent and held by
         every process sharing the ledger), hold it and return the reservation id; otherwise hold
         nothing and return the first refusal. ``poll``: the caller is waiting for holds to settle
         and asks again; a refusal is then read without the write lock, so waiting calls do not
-        queue behind every other process's writes. ``limits``: the version ``checks`` were built
-        from; when a ``set_budget`` has raised it since, the checks are rebuilt from the limits in
-        the store before anything is decided (None: ``checks`` are taken as they are)."""
+        queue behind every other process's writes. ``limits_version``: the version ``checks`` were
+        built from; when a ``set_budget`` has raised it since, nothing is decided on them and the
+        limits in the store are returned (``LimitsMoved``) for the caller to build the checks anew
+        (None: ``checks`` are taken as they are)."""
 
     @abstractmethod
     def release(self, reservation_id: str) -> None:
@@ -684,14 +326,40 @@ class LedgerBase(ABC):
 
     def drop_spare(self, *, idle_s: float = 0.0) -> None:
         """Let the spare hold go (only if it has gone unused for ``idle_s``)."""
+        return None
+
+    # -- the one connection ----------------------------------------------------------------------
+
+    dialect: Dialect
+    """How this backend spells what the shared statements (``statements.py``) cannot say alike."""
 
     @abstractmethod
+    def _read(self, op: Callable[[Connection], T]) -> T:
+        """Run ``op`` on the connection, outside any write transaction."""
+
+    @abstractmethod
+    def _write(self, op: Callable[[Connection], T]) -> T:
+        """Run ``op`` in one write transaction (which first replays the journal)."""
+
+    @abstractmethod
+    def _now(self, c: Connection) -> float:
+        """The time holds are dated by (unix seconds): SQLite's clock, PostgreSQL's server's."""
+
+    def _serialise_holds(self, c: Connection) -> None:
+        """Inside a write transaction: order it with every reservation (SQLite's write lock already does)."""
+        return None
+
     def reclaim(self, *, dead_pids: bool = True) -> int:
         """Free holds that lapsed, or (same machine) whose process is gone. Each is logged in events."""
+        return self._write(lambda c: statements.reclaim(c, self.dialect, self._now(c), pid=self._pid,
+                                                         dead_pids=dead_pids))
 
-    @abstractmethod
     def renew(self) -> int:
         """Extend this ledger's own live holds by another lease. Returns how many."""
+        lease = self.lease_s
+        if lease is None:
+            return 0
+        return self._write(lambda c: statements.renew(c, self.dialect, self._now(c), lease_s=lease, owner=self.owner))
 
     limits_version_seen: int = 0
     """The newest limits version this ledger has read from the store, by the way (in statements it
@@ -701,25 +369,41 @@ class LedgerBase(ABC):
     def budget_overrides(self) -> Overrides:
         return self.budget_overrides_at()[1]
 
-    @abstractmethod
     def budget_overrides_at(self) -> tuple[int, Overrides]:
         """(limits version, limits set with ``set_budget``), read at one moment (one statement)."""
+        return self._read(self._read_overrides)
 
-    @abstractmethod
+    def _read_overrides(self, c: Connection) -> tuple[int, Overrides]:
+        version, overrides = statements.read_overrides(c)
+        self._saw_limits(version)
+        return version, overrides
+
+    def _saw_limits(self, version: int) -> None:
+        """Note the limits version just read from the store."""
+        if version > self.limits_version_seen:
+            self.limits_version_seen = version
+
     def set_budget(self, scope: str, period: str, limit_nusd: int | None) -> None:
         """Store a limit (None removes it) and raise the limits version in the same transaction,
-        ordered with every reservation: one made after this returns is checked against it."""
+        ordered with every reservation: one made after this returns is checked against it (see
+        ``LimitsMoved``)."""
 
-    @abstractmethod
-    def reservations_total(self) -> int: ...
+        def write(c: Connection) -> int:
+            self._serialise_holds(c)
+            return statements.set_budget(c, self.dialect, scope, period, limit_nusd)
+
+        self._saw_limits(self._write(write))
+
+    def reservations_total(self) -> int:
+        return self._read(statements.reservations_total)
 
     # -- reading --------------------------------------------------------------------------------
 
-    @abstractmethod
     def report(
         self, first_day: str, last_day: str, group_by: str, *, where: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
         """Sums per group over the rollups for days in [first_day, last_day], dearest first."""
+        return self._read(lambda c: statements.report(c, self.dialect, first_day, last_day, group_by, where))
 
     def estimated(self, first_day: str, last_day: str, *, where: dict[str, str] | None = None) -> tuple[int, int]:
         """(calls, nano-dollars) of spend in [first_day, last_day] whose usage was estimated (the
@@ -734,8 +418,10 @@ class LedgerBase(ABC):
         )[0]
         return int(r["n"]), int(r["cost"])
 
-    _NEWEST_LAST_TIE = "id"
-    """Breaks ties between rows of the same millisecond (SQLite: insertion order, ``rowid``)."""
+    @property
+    def _NEWEST_LAST_TIE(self) -> str:  # noqa: N802 - the name the engine's paged reads ask for
+        """Breaks ties between rows of the same millisecond (SQLite: insertion order, ``rowid``)."""
+        return self.dialect.row_key
 
     def rows(self, *, day: str | None = None, limit: int = 50, request_id: str | None = None) -> list[dict[str, Any]]:
         """Raw request rows, newest first."""
@@ -752,32 +438,51 @@ class LedgerBase(ABC):
         params.append(limit)
         return self.query(sql, params)
 
-    @abstractmethod
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
         """What the ledger itself did (reclaims, prunes, rebuilds), newest first."""
+        return self._read(functools.partial(statements.events, d=self.dialect, limit=limit))
 
-    @abstractmethod
     def totals(self) -> dict[str, int]:
         """Sums over the raw rows (the truth), for checks against the rollups."""
+        return self._read(statements.totals)
 
-    @abstractmethod
     def rebuild_rollups(self, day_of: Callable[[str], str]) -> None:
         """Recompute ``day`` of every row (after a time-zone change) and the rollups from the rows.
         Days whose rows were pruned keep their rollups: there is nothing left to recompute them from."""
 
-    @abstractmethod
-    def meta(self, key: str) -> str | None: ...
+        def rebuild(c: Connection) -> None:
+            self._long_transaction(c)
+            statements.rebuild_rollups(c, self.dialect, day_of, functools.partial(self._executemany, c))
+
+        self._write(rebuild)
+
+    def _long_transaction(self, c: Connection) -> None:
+        """Inside a write transaction that works between its statements (a rebuild): say it is not frozen."""
+        return None
 
     @abstractmethod
-    def set_meta(self, key: str, value: str) -> None: ...
+    def _executemany(self, c: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None: ...
+
+    def meta(self, key: str) -> str | None:
+        return self._read(lambda c: statements.meta(c, self.dialect, key))
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write(lambda c: statements.set_meta(c, self.dialect, key, value))
 
     @abstractmethod
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run one read statement (``?`` placeholders) and return its rows as dicts."""
 
-    @abstractmethod
     def prune(self, before_day: str) -> int:
-        """Delete raw rows of days before ``before_day``, keeping their rollups. Returns rows deleted."""
+        """Delete raw rows of days before ``before_day``, keeping their rollups, a batch per
+        transaction (reservations never queue long behind it). Returns rows deleted."""
+        deleted = 0
+        while True:
+            n = self._write(functools.partial(statements.prune_batch, d=self.dialect, before_day=before_day,
+                                              deleted_before=deleted))
+            deleted += n
+            if n < PRUNE_BATCH:
+                return deleted
 
     def reclaimed(self, since_ts: str) -> list[dict[str, Any]]:
         """Holds reclaimed since ``since_ts`` (ISO UTC), oldest first: what each held and why."""
@@ -823,7 +528,7 @@ class LedgerBase(ABC):
         self.tidy()
         renew_every = max(min(lease_s / 4, interval_s), 0.05)
         self._upkeep = threading.Thread(
-            target=self._upkeep_loop, args=(renew_every, interval_s), name="ledger-upkeep", daemon=True
+            target=upkeep.loop, args=(self, renew_every, interval_s), name="ledger-upkeep", daemon=True
         )
         self._upkeep.start()
 
@@ -835,75 +540,7 @@ class LedgerBase(ABC):
 
     def _checkpoint(self) -> None:
         """Backends with a write-ahead log flush it here, off the request path."""
-
-    def _upkeep_loop(self, renew_every: float, interval_s: float) -> None:
-        last_renew = last_tidy = time.monotonic()
-        failing_since: float | None = None
-        """Since when upkeep's steps have failed (None: the last one that wrote succeeded). What
-        fails is said once, and once more when upkeep writes again: a writer frozen for an hour
-        used to put a warning in the log every second."""
-        while not self._stop.wait(min(renew_every, timings.SPARE_IDLE_S)):
-            # Each step waits briefly for another process's write lock: it holds this server's
-            # connection meanwhile, and tries again next round anyway.
-            wrote = False
-            try:
-                with self._waiting(timings.UPKEEP_WAIT_S):
-                    self.drop_spare(idle_s=timings.SPARE_IDLE_S)
-                    if time.monotonic() - last_renew >= renew_every * 0.99:
-                        last_renew = time.monotonic()
-                        self._checkpoint()
-                        self.journal.flush_backlog()
-                        self.renew()  # its transaction replays the journal first
-                        wrote = True
-                    if time.monotonic() - last_tidy >= interval_s:
-                        last_tidy = time.monotonic()
-                        self.tidy()
-                        wrote = True
-            except Exception as e:
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                    if isinstance(e, LedgerBusy):
-                        log.warning("ledger upkeep cannot write: %s. It tries again every %.1f s and says so when "
-                                    "it can write again", e, renew_every)
-                    else:
-                        log.warning("ledger upkeep failed; it tries again every %.1f s and says so when it can "
-                                    "write again", renew_every, exc_info=True)
-                else:
-                    log.debug("ledger upkeep still cannot write: %s", _why(e))
-                continue
-            if wrote and failing_since is not None:
-                log.warning("ledger upkeep can write again, after %.1f s (holds renewed, journal replayed)",
-                            time.monotonic() - failing_since)
-                failing_since = None
-
-
-def journaled_note(calls: int, nusd: int, path: object) -> str | None:
-    """The note of a report, resource or command while ``calls`` rows costing ``nusd`` wait in the
-    journal at ``path`` (None when none do)."""
-    if not calls:
         return None
-    one = calls == 1
-    if not nusd:  # refusals (a busy ledger, say): their rows wait, but nothing is held for them
-        return (f"{plural(calls, 'call')} that cost nothing {'is' if one else 'are'} waiting in the ledger's journal "
-                f"({path}): {'its row is' if one else 'their rows are'} written to the ledger at its next write; "
-                "no limit counts anything for them")
-    return (f"{plural(calls, 'call')} costing ${usd_str(nusd)}{'' if one else ' in all'} "
-            f"{'is' if one else 'are'} waiting in the ledger's journal ({path}): the ledger could not take "
-            f"{'its row' if one else 'their rows'} yet, so {'it is' if one else 'they are'} not in these figures; "
-            f"{'it is' if one else 'they are'} counted against every limit (as held) and will be written to the "
-            "ledger at its next write")
 
 
-def _why(error: BaseException) -> str:
-    """What a storage error says, in a few words (no traceback)."""
-    if isinstance(error, LedgerBusy):
-        holder = f" (held by process {error.holder_pid})" if error.holder_pid is not None else ""
-        return f"its write lock{holder} stayed out of reach for the {error.waited_s:.1f} s this call could wait"
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
-
-async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run a blocking step (a journal append: an fsync) off the event loop, not cancellable."""
-    with anyio.CancelScope(shield=True):
-        return await anyio.to_thread.run_sync(lambda: fn(*args))

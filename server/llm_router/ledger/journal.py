@@ -21,6 +21,7 @@ an appender that finds the file it locked was removed meanwhile writes to a new 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import timings
-from .base import HOST, RequestRow
+from .records import HOST, RequestRow
 
 if sys.platform != "win32":
     import fcntl
@@ -242,10 +243,8 @@ class Journal:
                         view = view[os.write(fd, view):]
                     os.fsync(fd)
                 except OSError:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.ftruncate(fd, size)  # never leave half an entry behind
-                    except OSError:
-                        pass
                     raise
                 if size == 0:
                     _fsync_dir(self._path_s)  # the file's name is durable too
@@ -393,7 +392,7 @@ class Journal:
 
 def _lock(fd: int, deadline: float) -> bool:
     """``flock`` the file, waiting until ``deadline`` (monotonic) at most."""
-    if fcntl is None:
+    if sys.platform == "win32":
         return True
     delay = 0.001
     while True:

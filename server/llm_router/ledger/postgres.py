@@ -17,68 +17,55 @@ clocks disagree still agree on when a hold lapses.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
-import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from importlib import resources
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from .. import timings
 from ..types import LedgerBusy
-from . import base
-from .base import (
-    DAY_TOTALS_FROM_ROLLUPS,
+from . import statements
+from .base import LedgerBase, log
+from .dialect import POSTGRES
+from .journal import Journal, Taken
+from .pg_session import (
+    APPLICATION_NAME,
+    MIGRATIONS,
+    Connecting,
+    busy_error,
+    default_journal,
+    lock_key,
+    migrate,
+    redact_url,
+)
+from .records import (
     HOST,
-    ROW_COLUMNS,
-    LedgerBase,
     LedgerStorageError,
     LedgerUnavailable,
     LimitCheck,
-    Limits,
-    Overrides,
+    LimitsMoved,
     Refusal,
     RequestRow,
-    RowStatements,
     SpareRequest,
-    add_to_rollup,
     check_writer_schema,
-    estimated_from_rows,
-    now_iso,
-    reclaim_detail,
-    report_query,
-    report_rows,
-    upsert_day_totals,
-    upsert_estimated,
 )
-from .journal import Journal, Taken
 from .schema import WRITER_SCHEMA_KEY
+from .settling import why
+from .statements import INSERT_RESERVATION, LIMITS_VERSION, PINNED_OWNER, Connection, RowStatements
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["MIGRATIONS", "PostgresLedger", "redact_url"]
+__all__ = ["APPLICATION_NAME", "MIGRATIONS", "PostgresLedger", "lock_key", "redact_url"]
+
+_lock_key = lock_key  # the name the advisory-lock tests know it by
 
 T = TypeVar("T")
 
-_INSERT_ROW = f"INSERT INTO requests ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join(['%s'] * len(ROW_COLUMNS))})"
-_UPSERT_ROLLUP = """
-INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, input_tokens, output_tokens,
-                     cached_tokens, cost_nusd, reference_cost_nusd)
-VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s)
-""" + add_to_rollup("rollups.")
-_UPSERT_DAY_TOTALS = upsert_day_totals("%s", "day_totals.")
-_UPSERT_ESTIMATED = upsert_estimated("%s", "estimated_rollups.")
-_ROW_SQL = RowStatements(_INSERT_ROW, _UPSERT_ROLLUP, _UPSERT_DAY_TOTALS, _UPSERT_ESTIMATED, "%s")
-_REFILE_ESTIMATED = estimated_from_rows("estimated_rollups.")
+_ROW_SQL = RowStatements(POSTGRES)
 _NOW = "extract(epoch from clock_timestamp())::double precision"
 _SPENT = {
     "global": "dim = 'day' AND key BETWEEN %(first)s AND %(last)s",
@@ -88,7 +75,7 @@ _SPENT = {
 _HELD = {"global": "", "provider": " AND provider = %(name)s", "tag": " AND tag = %(name)s"}
 # The limits version (raised by every set_budget, under the reservations' advisory lock) comes with
 # the sums: a reservation reads it in statements it runs anyway.
-_LIMITS_VERSION = "coalesce((SELECT value FROM meta WHERE key = 'limits_version'), '0')::bigint"
+_LIMITS_VERSION = LIMITS_VERSION
 _USAGE_SQL = {
     kind: f"SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE {_SPENT[kind]}),"
     f" (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE day BETWEEN %(first)s AND %(last)s{held}"
@@ -97,88 +84,25 @@ _USAGE_SQL = {
 }
 """(spent, held, limits version, writer schema): a newer build raising the writer schema while this
 server runs is noticed by the next reservation that reads any sums (see ``_usage``)."""
-_READ_OVERRIDES = f"SELECT NULL, NULL, {_LIMITS_VERSION} UNION ALL SELECT scope, period, limit_nusd FROM budgets"
-_RAISE_LIMITS_VERSION = (
-    "INSERT INTO meta (key, value) VALUES ('limits_version', '1') ON CONFLICT (key) DO UPDATE"
-    " SET value = (meta.value::bigint + 1)::text RETURNING value::bigint"
-)
-_RESERVATION_VALUES = "id, request_id, created_at, expires_at, host, pid, day, provider, tag, amount_nusd, owner, hard_expires_at"
-_INSERT_RESERVATION = f"INSERT INTO reservations ({_RESERVATION_VALUES}) VALUES ({', '.join(['%s'] * 12)})"
+_INSERT_RESERVATION = POSTGRES.sql(INSERT_RESERVATION)
 _INSERT_RESERVATION_IF_LIMITS = (
-    f"INSERT INTO reservations ({_RESERVATION_VALUES})"
+    f"INSERT INTO reservations ({statements.RESERVATION_VALUES})"
     " SELECT %s, %s, %s::double precision, %s::double precision, %s, %s::integer, %s, %s, %s, %s::bigint, %s,"
     f" %s::double precision WHERE {_LIMITS_VERSION} = %s"
 )
 """A hold with no limit to check, made only if the limits version is still the one the caller
 built its (empty) checks from: the version then needs no statement of its own."""
-_RESERVATION_COLUMNS = "id, request_id, pid, host, amount_nusd, day, provider, tag"
-_REFILE_ROLLUPS = """
-INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, input_tokens, output_tokens,
-                     cached_tokens, cost_nusd, reference_cost_nusd)
-SELECT day, coalesce(provider, ''), coalesce(model, ''), tag, task_type, count(*),
-       count(*) FILTER (WHERE status <> 'ok'), sum(input_tokens), sum(output_tokens), sum(cached_tokens),
-       sum(cost_nusd), sum(coalesce(reference_cost_nusd, 0))
-FROM requests GROUP BY day, coalesce(provider, ''), coalesce(model, ''), tag, task_type
-""" + add_to_rollup("rollups.")
-
-
-def _load_migrations() -> list[tuple[str, str]]:
-    folder = resources.files(__package__).joinpath("pg_migrations")
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
-    return [(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in files]
-
-
-MIGRATIONS: list[tuple[str, str]] = _load_migrations()
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, to show in messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
 
 LEDGER_ID_KEY = "ledger_id"
 """The ``meta`` key of the ledger's random id (the same key as the SQLite ledger's)."""
-PINNED_OWNER = "journaled"
-"""The ``owner`` of a hold whose call's row waits in a journal: no upkeep renews it, it never
-lapses, and only the replay of that journal (which writes the row) removes it."""
 PINNED_FOR_S = 10 * 365 * 86400.0
 """How far ahead a pinned hold's expiry is set (never reached in practice)."""
 
 
-APPLICATION_NAME = "llm-router"
-"""The ``application_name`` of the ledger's sessions, as ``pg_stat_activity`` shows them."""
-_LOCK_HOLDER = """
-SELECT a.pid, coalesce(a.application_name, ''), host(a.client_addr),
-       extract(epoch from clock_timestamp() - a.xact_start)::float8, a.state
-FROM pg_stat_activity a
-WHERE a.pid <> pg_backend_pid() AND a.pid IN (
-    SELECT l.pid FROM pg_locks l
-    WHERE l.granted AND (
-        (l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-         AND l.classid = 0 AND l.objid = %(key)s::bigint::oid AND l.objsubid = 1)
-        OR (l.locktype = 'relation' AND l.mode <> 'AccessShareLock' AND l.relation IN (
-            SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %(schema)s))))
-ORDER BY coalesce(a.state LIKE 'idle in transaction%%', false) DESC, a.xact_start NULLS LAST
-LIMIT 1
-"""
-"""The session holding a lock the ledger's steps wait for: the reservations' advisory lock
-(``pg_advisory_xact_lock`` of a key below 2^32: classid 0, objid the key, objsubid 1), or any lock
-but ``AccessShareLock`` (a plain read's, which no write of ours waits for) on a table of the
-ledger's schema (row locks come with a table lock: a writer's RowExclusiveLock)."""
-
-
-def _lock_key(schema: str, purpose: str) -> int:
-    """A 32-bit advisory-lock key per schema, so two ledgers in one database do not queue on each other."""
-    return zlib.crc32(f"llm-router:{schema}:{purpose}".encode())
-
-
 class PostgresLedger(LedgerBase):
     """One connection to a PostgreSQL ledger. Thread-safe; reconnects after a lost connection."""
+
+    dialect = POSTGRES
 
     def __init__(
         self, url: str, *, connect_timeout_s: float = 10, busy_timeout_s: float = 30,
@@ -205,10 +129,12 @@ class PostgresLedger(LedgerBase):
             raise LedgerUnavailable(
                 "a postgresql:// ledger needs psycopg: pip install 'llm-router-mcp[postgres]'"
             ) from None
+        self._entry_errors = (psycopg.IntegrityError, psycopg.DataError, psycopg.ProgrammingError, ValueError, TypeError)
+        self._storage_errors = (psycopg.OperationalError,)
         self.url = url
         self._connect_timeout_s = connect_timeout_s
         self._conn: psycopg.Connection[Any] | None = None
-        self._connecting: _Connecting | None = None
+        self._connecting: Connecting | None = None
         """A connection being made on a thread of its own, which a step with a deadline stopped
         waiting for: the next step waits for it rather than start another."""
         with self._lock:
@@ -223,21 +149,21 @@ class PostgresLedger(LedgerBase):
                 ) from None
             try:
                 self.schema = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
-                self._reserve_key = _lock_key(self.schema, "reserve")
-                self.migrations_applied = self._migrate(conn)
-                self._writer_schema = self._meta(conn, WRITER_SCHEMA_KEY)
+                self._reserve_key = lock_key(self.schema, "reserve")
+                self.migrations_applied = migrate(conn, self.schema, MIGRATIONS)
+                self._writer_schema = statements.meta(conn, POSTGRES, WRITER_SCHEMA_KEY)
                 check_writer_schema(self._writer_schema, redact_url(url))
-                identity = None if journal_path is not None else self._identity(conn)
+                where = Path(journal_path) if journal_path is not None else default_journal(self._identity(conn))
             except BaseException:
                 conn.close()
                 raise
-        self.journal = Journal(Path(journal_path) if journal_path is not None else _default_journal(identity))
+        self.journal = Journal(where)
         if self.journal.pending():  # left by a server on this machine that could not write
             with self._waiting(timings.UPKEEP_WAIT_S):
                 try:
                     self.replay_journal()
                 except (psycopg.Error, LedgerBusy, LedgerStorageError) as e:
-                    base.log.warning("the ledger's journal %s waits: %s", self.journal.path, base._why(e))
+                    log.warning("the ledger's journal %s waits: %s", self.journal.path, why(e))
 
     @property
     def location(self) -> str:
@@ -250,11 +176,11 @@ class PostgresLedger(LedgerBase):
 
         Regression: the default journal was named after the URL's text, so a server spelling it
         otherwise never replayed a journal left by one that died, and overspent the limit."""
-        ledger_id = self._meta(conn, LEDGER_ID_KEY)
+        ledger_id = statements.meta(conn, POSTGRES, LEDGER_ID_KEY)
         if ledger_id is None:
             conn.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
                          (LEDGER_ID_KEY, uuid.uuid4().hex))
-            ledger_id = self._meta(conn, LEDGER_ID_KEY)
+            ledger_id = statements.meta(conn, POSTGRES, LEDGER_ID_KEY)
         database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
         return f"{ledger_id}|{database}|{self.schema}"
 
@@ -282,7 +208,7 @@ class PostgresLedger(LedgerBase):
             if until is None:  # no deadline: connect here, bounded by connect_timeout alone
                 self._conn = self._connect()
                 return self._conn
-            attempt = self._connecting = _Connecting(self._connect)
+            attempt = self._connecting = Connecting(self._connect)
         left = None if until is None else max(until - time.monotonic(), 0.0)
         if not attempt.done.wait(left):
             import psycopg
@@ -312,29 +238,6 @@ class PostgresLedger(LedgerBase):
                 self._connecting = None
             if self._conn is not None:
                 self._conn.close()
-
-    def _migrate(self, conn: psycopg.Connection[Any]) -> list[str]:
-        """Apply what is missing, in one transaction, under an advisory lock: several servers may
-        open a new ledger at the same moment, and only one of them must migrate it."""
-        if self._pending(conn, probe=True) == []:
-            return []
-        applied: list[str] = []
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(self.schema, "migrate"),))
-            conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name text PRIMARY KEY, applied_at text)")
-            for name, sql in self._pending(conn):
-                conn.execute(sql.encode())
-                conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (%s, %s)",
-                             (name, datetime.now(UTC).isoformat()))
-                applied.append(name)
-        return applied
-
-    @staticmethod
-    def _pending(conn: psycopg.Connection[Any], *, probe: bool = False) -> list[tuple[str, str]] | None:
-        if probe and conn.execute("SELECT to_regclass('_migrations')").fetchone()[0] is None:  # type: ignore[index]
-            return None
-        done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
-        return [(name, sql) for name, sql in MIGRATIONS if name not in done]
 
     def _call(self, op: Callable[[psycopg.Connection[Any]], T], *, tx: bool = False, retry: bool = True) -> T:
         """Run ``op`` on the connection (in a transaction with ``tx``, which first replays the
@@ -366,10 +269,13 @@ class PostgresLedger(LedgerBase):
                     return self._in_transaction(conn, op)
                 except psycopg.errors.LockNotAvailable:
                     assert conn is not None
-                    raise self._busy(conn, time.monotonic() - t0) from None
+                    raise busy_error(
+                        conn, where=f"the PostgreSQL ledger {self.location}", reserve_key=self._reserve_key,
+                        schema=self.schema, idle_timeout_ms=self._idle_timeout_ms, waited_s=time.monotonic() - t0,
+                    ) from None
                 except psycopg.OperationalError as e:
                     if attempt == 1 and retry and conn is not None and conn.broken:
-                        base.log.warning("lost the connection to the PostgreSQL ledger; reconnecting")
+                        log.warning("lost the connection to the PostgreSQL ledger; reconnecting")
                         continue
                     raise self._storage_error(e) from e
             raise AssertionError("unreachable")
@@ -400,76 +306,17 @@ class PostgresLedger(LedgerBase):
             if taken is not None:
                 taken.finish(committed)
 
-    def _busy(self, conn: psycopg.Connection[Any], waited_s: float) -> LedgerBusy:
-        """The error of a step that did not get its lock in time, naming the session that holds a
-        lock such a step waits for: the reservations' advisory lock, or a write lock on one of the
-        ledger's tables (a frozen server holds its locks until its connection drops). Of those,
-        one idle inside its transaction (frozen) comes first, then the oldest transaction.
-
-        Regression: the session named was the oldest idle in transaction anywhere in the
-        database, often an unrelated application's harmless one, and the operator was told to
-        end it with pg_terminate_backend."""
-        import psycopg
-
-        holder = None
-        try:
-            holder = conn.execute(_LOCK_HOLDER, {"key": self._reserve_key, "schema": self.schema}).fetchone()
-        except psycopg.Error:
-            pass
-        where = f"the PostgreSQL ledger {self.location}"
-        if holder is None:
-            return LedgerBusy(
-                f"ledger busy: a lock in {where} was held by another session for the whole {waited_s:.1f} s this "
-                "step could wait. Nothing was reserved or spent by it; try again in a few seconds",
-                retry_after=1.0, waited_s=waited_s,
-            )
-        pid, app, addr, age, state = holder
-        frozen = (state or "").startswith("idle in transaction")
-        since = f" for {age:.0f} s" if age is not None else ""
-        local = "a local socket" if state else "an address not shown"  # hidden: another role's session
-        ends = (f"; PostgreSQL ends it once it has been idle in its transaction for {self._idle_timeout_ms / 1000:g} s"
-                if frozen and app == APPLICATION_NAME else "")
-        return LedgerBusy(
-            f"ledger busy: session {pid} ({app or 'no application name'}, from {addr or local}) has kept a "
-            f"transaction open in {where}{since} ({state or 'state not shown'}), holding a lock this step waited "
-            f"{waited_s:.1f} s for: a server frozen mid-transaction (stopped, or its machine asleep) keeps "
-            f"its locks until its connection drops{ends}. Nothing was reserved or spent by this step. Try again in a "
-            f"few seconds; if it lasts, resume that server or end its session (SELECT pg_terminate_backend({pid}))",
-            retry_after=5.0, waited_s=waited_s, holder_pid=int(pid), stuck_s=None if age is None else float(age),
-        )
-
     def replay_journal(self) -> None:
         self._call(lambda c: None, tx=True)  # a transaction replays the journal as it begins
 
-    def _replay_in(self, c: psycopg.Connection[Any]) -> Taken | None:
-        """At the start of a transaction: apply what waits in the journal (see ``sqlite.Ledger._replay_in``)."""
+    def _savepoint(self, c: Connection) -> AbstractContextManager[object]:
         import psycopg
 
-        journal = self.journal
-        if not journal.pending():
-            return None
-        taken = journal.take()
-        if taken is None:
-            return None
-        try:
-            with c.transaction():  # a savepoint: the caller's own step may succeed where this fails
-                for entry in taken.entries:
-                    try:
-                        with c.transaction():
-                            _ROW_SQL.apply_journal_entry(c, entry)
-                    except (psycopg.IntegrityError, psycopg.DataError, psycopg.ProgrammingError, ValueError,
-                            TypeError) as e:  # this entry would fail every replay: set it aside
-                        taken.reject(entry, f"{type(e).__name__}: {e}")
-        except psycopg.OperationalError as e:
-            taken.finish(False)
-            if c.broken:
-                raise
-            base.log.warning("the ledger's journal %s could not be replayed yet: %s", journal.path, e)
-            return None
-        except BaseException:
-            taken.finish(False)
-            raise
-        return taken
+        assert isinstance(c, psycopg.Connection)
+        return c.transaction()
+
+    def _connection_lost(self, c: Connection) -> bool:
+        return bool(getattr(c, "broken", False))
 
     # -- budgets --------------------------------------------------------------------------------
 
@@ -504,17 +351,6 @@ class PostgresLedger(LedgerBase):
                 return Refusal(check, spent, reserved), version
         return None, version
 
-    def _read_overrides(self, conn: psycopg.Connection[Any]) -> tuple[int, Overrides]:
-        version, overrides = 0, {}
-        for scope, period, value in conn.execute(_READ_OVERRIDES).fetchall():
-            if scope is None:
-                version = int(value)
-            else:
-                overrides[(scope, period)] = None if value is None else int(value)
-        if version > self.limits_version_seen:
-            self.limits_version_seen = version
-        return version, overrides
-
     def reserve(
         self,
         checks: Sequence[LimitCheck],
@@ -526,36 +362,31 @@ class PostgresLedger(LedgerBase):
         tag: str,
         ttl_s: float,
         poll: bool = False,
-        limits: Limits | None = None,
-    ) -> str | Refusal:
+        limits_version: int | None = None,
+    ) -> str | Refusal | LimitsMoved:
         if poll:
             # A refusal needs no lock (spend only grows, so it still holds a moment later): calls
             # waiting for holds to settle poll without queueing behind the reservations being made.
             # One on limits set_budget has replaced is decided again under the lock, on the new ones.
             refusal, seen = self._call(lambda c: self._first_refusal(c, checks, amount_nusd))
-            if refusal is not None and (limits is None or seen == limits.version):
+            if refusal is not None and (limits_version is None or seen == limits_version):
                 return refusal
 
-        def hold(c: psycopg.Connection[Any]) -> str | Refusal:
+        def hold(c: psycopg.Connection[Any]) -> str | Refusal | LimitsMoved:
             now = c.execute(f"SELECT pg_advisory_xact_lock(%s)::text, {_NOW}", (self._reserve_key,)).fetchone()[1]  # type: ignore[index]
-            self._reclaim(c, now, dead_pids=False)
+            statements.reclaim(c, POSTGRES, now, pid=self._pid, dead_pids=False)
             # Read after the lock is held, by statements of their own: set_budget takes the same
             # lock, so these see any limit it set before, and none can be set until this commits.
             refusal, seen = self._first_refusal(c, checks, amount_nusd)
             rid = uuid.uuid4().hex
             expires, hard = self._expiry(now, ttl_s)
             values = (rid, request_id, now, expires, HOST, self._pid, day, provider, tag, amount_nusd, self.owner, hard)
-            if limits is not None and seen != limits.version:
-                if seen is None and c.execute(_INSERT_RESERVATION_IF_LIMITS, (*values, limits.version)).rowcount:
+            if limits_version is not None and seen != limits_version:
+                if seen is None and c.execute(_INSERT_RESERVATION_IF_LIMITS, (*values, limits_version)).rowcount:
                     return rid  # no limit applied, and none has been set since
-                # set_budget changed the limits since the checks were built: build them again from
-                # the limits in the store and decide on those.
-                rebuilt = limits.rebuild(
-                    *self._read_overrides(c), day=day, provider=provider, tag=tag, amount_nusd=amount_nusd
-                )
-                if isinstance(rebuilt, Refusal):
-                    return rebuilt
-                refusal, _ = self._first_refusal(c, rebuilt, amount_nusd)
+                # set_budget changed the limits since the checks were built: nothing is decided on
+                # them; the limits in the store go back for the checks to be built anew.
+                return LimitsMoved(*self._read_overrides(c))
             if refusal is not None:
                 return refusal
             c.execute(_INSERT_RESERVATION, values)
@@ -568,8 +399,8 @@ class PostgresLedger(LedgerBase):
     def release(self, reservation_id: str) -> None:
         self._call(lambda c: c.execute("DELETE FROM reservations WHERE id = %s", (reservation_id,)), tx=True)
 
-    async def _journal_row(self, row: RequestRow, holds: Sequence[str | None], error: Exception) -> str | None:
-        """The row goes to the journal (``LedgerBase._journal_row``), and its holds are pinned.
+    async def _keep_journaled_counted(self, row: RequestRow, holds: Sequence[str]) -> None:
+        """The holds of a row gone to the journal are pinned.
 
         Regression: the journal is on this machine's disk, and only servers here replay it; the
         journaled call's holds were leases that lapsed about ``lease_s`` after its server died,
@@ -579,16 +410,12 @@ class PostgresLedger(LedgerBase):
         never lapse, and only the replay that writes the row removes them. What remains: a
         server cut off from PostgreSQL cannot pin them, and if it dies before it reconnects its
         charge is counted nowhere else until a server on its machine replays its journal."""
-        try:
-            return await super()._journal_row(row, holds, error)
-        finally:
-            held = tuple(h for h in holds if h)
-            if held and row.cost_nusd:  # a call that cost nothing has no charge to keep counted
-                try:
-                    await self.run_within(timings.PIN_WAIT_S, self.pin_holds, held, row)
-                except Exception as e:  # the hold stays a lease, as before
-                    base.log.warning("could not pin the holds of journaled request %s (%s): they lapse with their "
-                                     "lease if this server stops before its journal is replayed", row.id, base._why(e))
+        if holds and row.cost_nusd:  # a call that cost nothing has no charge to keep counted
+            try:
+                await self.run_within(timings.PIN_WAIT_S, self.pin_holds, holds, row)
+            except Exception as e:  # the hold stays a lease, as before
+                log.warning("could not pin the holds of journaled request %s (%s): they lapse with their "
+                            "lease if this server stops before its journal is replayed", row.id, why(e))
 
     def pin_holds(self, holds: Sequence[str], row: RequestRow) -> int:
         """Make the holds of a call whose row waits in the journal never lapse (a short transaction
@@ -626,16 +453,10 @@ class PostgresLedger(LedgerBase):
         # No spare holds here: a reservation is one round trip to the server either way.
 
         def write(c: psycopg.Connection[Any]) -> None:
-            gone = reservation_id is not None and c.execute(
+            if reservation_id is not None and not c.execute(
                 "DELETE FROM reservations WHERE id = %s", (reservation_id,)
-            ).rowcount == 0
-            if gone:
-                # Its hold was reclaimed while the call ran: record the spend, and say so.
-                c.execute(
-                    "INSERT INTO events (ts, kind, detail) VALUES (%s, 'settled_after_reclaim', %s)",
-                    (now_iso(), json.dumps({"reservation": reservation_id, "request_id": row.id,
-                                            "cost_nusd": row.cost_nusd})),
-                )
+            ).rowcount:
+                statements.late_settle(c, POSTGRES, row, reservation_id)  # its hold was reclaimed meanwhile
             _ROW_SQL.write(c, row)
 
         with self._lock:
@@ -645,175 +466,38 @@ class PostgresLedger(LedgerBase):
             except LedgerStorageError:
                 if self._conn is None or not self._conn.broken:
                     raise
-                base.log.warning("lost the connection to the PostgreSQL ledger while recording; reconnecting")
+                log.warning("lost the connection to the PostgreSQL ledger while recording; reconnecting")
             # The commit may have gone through before the connection died: the row's id says.
             if self._call(lambda c: c.execute("SELECT 1 FROM requests WHERE id = %s", (row.id,)).fetchone()):
                 return
             self._call(write, tx=True)
 
-    def reclaim(self, *, dead_pids: bool = True) -> int:
-        def free(c: psycopg.Connection[Any]) -> int:
-            now = c.execute(f"SELECT {_NOW}").fetchone()[0]  # type: ignore[index]
-            return self._reclaim(c, now, dead_pids=dead_pids)
+    # -- the one connection ----------------------------------------------------------------------
 
-        return self._call(free, tx=True)
+    def _read(self, op: Callable[[Connection], T]) -> T:
+        return self._call(op)
 
-    def _reclaim(self, c: psycopg.Connection[Any], now: float, *, dead_pids: bool) -> int:
-        # SKIP LOCKED: two servers tidying at once each reclaim (and log) a hold once, never twice.
-        doomed = [
-            (*r, "expired")
-            for r in c.execute(
-                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE expires_at < %s FOR UPDATE SKIP LOCKED", (now,)
-            ).fetchall()
-        ]
-        if dead_pids:
-            for r in c.execute(
-                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE host = %s AND pid <> %s AND expires_at >= %s"
-                " AND owner IS DISTINCT FROM %s FOR UPDATE SKIP LOCKED",  # a pinned hold waits for its journal
-                (HOST, self._pid, now, PINNED_OWNER),
-            ).fetchall():
-                if not base.alive(r[2]):
-                    doomed.append((*r, "process_gone"))
-        for rid, request_id, pid, host, amount, day, provider, tag, reason in doomed:
-            c.execute("DELETE FROM reservations WHERE id = %s", (rid,))
-            c.execute(
-                "INSERT INTO events (ts, kind, detail) VALUES (%s, 'reservation_reclaimed', %s)",
-                (now_iso(), reclaim_detail(rid, request_id, pid, host, amount, day, provider, tag, reason)),
-            )
-        return len(doomed)
+    def _write(self, op: Callable[[Connection], T]) -> T:
+        return self._call(op, tx=True)
 
-    def renew(self) -> int:
-        lease = self.lease_s
-        if lease is None:
-            return 0
-        return self._call(
-            lambda c: c.execute(
-                f"UPDATE reservations SET expires_at = least(coalesce(hard_expires_at, expires_at), {_NOW} + %s)"
-                f" WHERE owner = %s AND expires_at >= {_NOW}",
-                (lease, self.owner),
-            ).rowcount,
-            tx=True,
-        )
+    def _now(self, c: Connection) -> float:
+        return float(c.execute(f"SELECT {_NOW}").fetchone()[0])
 
-    def budget_overrides_at(self) -> tuple[int, Overrides]:
-        return self._call(self._read_overrides)
+    def _serialise_holds(self, c: Connection) -> None:
+        """set_budget takes the reservations' advisory lock: a reservation racing it is ordered
+        with it, and every one after it sees the new version."""
+        c.execute("SELECT pg_advisory_xact_lock(%s)", (self._reserve_key,))
 
-    def set_budget(self, scope: str, period: str, limit_nusd: int | None) -> None:
-        """The limit and a raised limits version in one transaction, under the reservations'
-        advisory lock: a reservation racing it is ordered with it, and every one after it sees
-        the new version and checks against the new limit (see ``Limits``)."""
+    def _long_transaction(self, c: Connection) -> None:
+        # Days are worked out here between statements: a long pause, not a frozen server.
+        c.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
 
-        def write(c: psycopg.Connection[Any]) -> int:
-            c.execute("SELECT pg_advisory_xact_lock(%s)", (self._reserve_key,))
-            c.execute(
-                "INSERT INTO budgets (scope, period, limit_nusd, updated_at) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (scope, period) DO UPDATE SET limit_nusd = excluded.limit_nusd,"
-                " updated_at = excluded.updated_at",
-                (scope, period, limit_nusd, now_iso()),
-            )
-            return int(c.execute(_RAISE_LIMITS_VERSION).fetchone()[0])  # type: ignore[index]
+    def _executemany(self, c: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        import psycopg
 
-        version = self._call(write, tx=True)
-        if version > self.limits_version_seen:
-            self.limits_version_seen = version
-
-    def reservations_total(self) -> int:
-        row = self._call(lambda c: c.execute("SELECT coalesce(sum(amount_nusd), 0) FROM reservations").fetchone())
-        return int(row[0])  # type: ignore[index]
-
-    # -- reading --------------------------------------------------------------------------------
-
-    def report(
-        self, first_day: str, last_day: str, group_by: str, *, where: dict[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        # COLLATE "C": ties ordered by code point, as SQLite orders them.
-        sql, params = report_query(group_by, first_day, last_day, where, mark="%s", collate=' COLLATE "C"')
-        return report_rows(self._call(lambda c: c.execute(sql, params).fetchall()))
-
-    def events(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self._call(
-            lambda c: c.execute("SELECT ts, kind, detail FROM events ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
-        )
-        return [{"ts": t, "kind": k, "detail": json.loads(d)} for t, k, d in rows]
-
-    def totals(self) -> dict[str, int]:
-        r = self._call(
-            lambda c: c.execute(
-                "SELECT count(*), coalesce(sum(cost_nusd), 0), coalesce(sum(input_tokens), 0),"
-                " coalesce(sum(output_tokens), 0) FROM requests"
-            ).fetchone()
-        )
-        assert r is not None
-        return {"requests": int(r[0]), "cost_nusd": int(r[1]), "input_tokens": int(r[2]), "output_tokens": int(r[3])}
-
-    def rebuild_rollups(self, day_of: Callable[[str], str]) -> None:
-        def rebuild(c: psycopg.Connection[Any]) -> None:
-            # Days are worked out here between statements: a long pause, not a frozen server.
-            c.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
-            pruned_before = self._meta(c, "pruned_before")
-            with c.cursor() as cur:
-                cur.executemany(
-                    "UPDATE requests SET day = %s WHERE id = %s",
-                    [(day_of(ts), rid) for rid, ts in c.execute("SELECT id, ts FROM requests").fetchall()],
-                )
-            if pruned_before is None:
-                c.execute("DELETE FROM rollups")
-                c.execute("DELETE FROM estimated_rollups")
-            else:
-                c.execute("DELETE FROM rollups WHERE day >= %s", (pruned_before,))
-                c.execute("DELETE FROM estimated_rollups WHERE day >= %s", (pruned_before,))
-            c.execute(_REFILE_ROLLUPS)
-            c.execute(_REFILE_ESTIMATED)
-            c.execute("DELETE FROM day_totals")
-            c.execute(DAY_TOTALS_FROM_ROLLUPS)
-            c.execute("INSERT INTO events (ts, kind, detail) VALUES (%s, 'rollups_rebuilt', %s)",
-                      (now_iso(), json.dumps({"kept_before": pruned_before} if pruned_before else {})))
-
-        self._call(rebuild, tx=True)
-
-    def prune(self, before_day: str) -> int:
-        def batch(c: psycopg.Connection[Any]) -> int:
-            return c.execute(
-                "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE day < %s LIMIT %s)",
-                (before_day, base.PRUNE_BATCH),
-            ).rowcount
-
-        def done(c: psycopg.Connection[Any], deleted: int) -> None:
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES ('pruned_before', %s)"
-                " ON CONFLICT (key) DO UPDATE SET value = greatest(meta.value, excluded.value)",
-                (before_day,),
-            )
-            if deleted:
-                c.execute(
-                    "INSERT INTO events (ts, kind, detail) VALUES (%s, 'rows_pruned', %s)",
-                    (now_iso(), json.dumps({"before_day": before_day, "rows": deleted})),
-                )
-
-        deleted = 0
-        while True:
-            n = self._call(batch, tx=True)
-            deleted += n
-            if n < base.PRUNE_BATCH:
-                self._call(lambda c, total=deleted: done(c, total), tx=True)
-                return deleted
-
-    def meta(self, key: str) -> str | None:
-        return self._call(lambda c: self._meta(c, key))
-
-    @staticmethod
-    def _meta(c: psycopg.Connection[Any], key: str) -> str | None:
-        row = c.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._call(
-            lambda c: c.execute(
-                "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            ),
-            tx=True,
-        )
+        assert isinstance(c, psycopg.Connection)
+        with c.cursor() as cur:
+            cur.executemany(sql, rows)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         from psycopg.rows import dict_row
@@ -826,67 +510,7 @@ class PostgresLedger(LedgerBase):
         return self._call(read)
 
 
-class _Connecting:
-    """One connection attempt on a thread of its own, so that a step can stop waiting for it (a
-    database that accepts connections and never answers holds ``connect`` for its whole
-    timeout). Its outcome waits for whoever comes next; abandoned, it closes what it made."""
-
-    def __init__(self, connect: Callable[[], Any]) -> None:
-        self.done = threading.Event()
-        self._mutex = threading.Lock()
-        self._conn: Any = None
-        self._error: BaseException | None = None
-        self._abandoned = False
-        threading.Thread(target=self._run, args=(connect,), name="ledger-connect", daemon=True).start()
-
-    def _run(self, connect: Callable[[], Any]) -> None:
-        try:
-            conn, error = connect(), None
-        except BaseException as e:  # handed to the step that picks it up
-            conn, error = None, e
-        with self._mutex:
-            self._conn, self._error = conn, error
-            abandoned = self._abandoned
-            self.done.set()
-        if abandoned and conn is not None:
-            conn.close()
-
-    @property
-    def failed(self) -> bool:
-        return self.done.is_set() and self._error is not None
-
-    def result(self) -> Any:
-        """The connection made (once ``done``), or the error that stopped it."""
-        if self._error is not None:
-            raise self._error
-        return self._conn
-
-    def abandon(self) -> None:
-        """No one will take the outcome (the ledger closes): close what was or will be made."""
-        with self._mutex:
-            self._abandoned = True
-            conn = self._conn if self.done.is_set() else None
-        if conn is not None:
-            conn.close()
-
-
-def _default_journal(identity: str) -> Path:
-    """A journal on this machine's disk for one PostgreSQL ledger (``PostgresLedger._identity``):
-    the servers here that share the ledger share the file."""
-    import platformdirs
-
-    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    folder = Path(platformdirs.user_state_dir("llm-router"))
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:  # said when a row first needs the journal
-        pass
-    return folder / f"postgres-{key}.journal"
-
-
-_QMARK = re.compile(r"\?")
-
-
 def _placeholders(sql: str) -> str:
     """``?`` placeholders (as in SQLite) to psycopg's ``%s``; a literal ``%`` is doubled first."""
-    return _QMARK.sub("%s", sql.replace("%", "%%"))
+    return POSTGRES.sql(sql)
+

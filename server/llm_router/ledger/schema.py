@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .base import DAY_TOTALS_FROM_ROLLUPS, estimated_from_rows
+from .statements import DAY_TOTALS_FROM_ROLLUPS, REFILE_ESTIMATED
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -31,7 +31,7 @@ def _migration(fn: Migration) -> Migration:
 @_migration
 def create_requests(db: sqlite_utils.Database) -> None:
     """One row per ``complete`` call, whatever its outcome. Money in integer nano-dollars."""
-    db["requests"].create(
+    db.table("requests").create(
         {
             "id": str,
             "ts": str,  # UTC, ISO 8601 with milliseconds
@@ -62,15 +62,15 @@ def create_requests(db: sqlite_utils.Database) -> None:
         not_null={"id", "ts", "day", "status"},
         defaults={"tag": "", "task_type": "", "cost_nusd": 0, "cost_estimated": 0},
     )
-    db["requests"].create_index(["ts"])
-    db["requests"].create_index(["day"])
+    db.table("requests").create_index(["ts"])
+    db.table("requests").create_index(["day"])
 
 
 @_migration
 def create_rollups(db: sqlite_utils.Database) -> None:
     """Per-day sums kept in step with ``requests`` in the same transaction: budget checks and
     reports read these, so they stay fast at millions of rows. ``requests`` remains the truth."""
-    db["rollups"].create(
+    db.table("rollups").create(
         {
             "day": str,
             "provider": str,
@@ -88,15 +88,15 @@ def create_rollups(db: sqlite_utils.Database) -> None:
         pk=("day", "provider", "model", "tag", "task_type"),
         not_null={"day", "provider", "model", "tag", "task_type"},
     )
-    db["rollups"].create_index(["tag", "day"])
-    db["rollups"].create_index(["provider", "day"])
+    db.table("rollups").create_index(["tag", "day"])
+    db.table("rollups").create_index(["provider", "day"])
 
 
 @_migration
 def create_reservations(db: sqlite_utils.Database) -> None:
     """Money held by calls in flight. Deleted on settle or release; reclaimed when expired or
     when the process that made it is gone."""
-    db["reservations"].create(
+    db.table("reservations").create(
         {
             "id": str,
             "request_id": str,
@@ -112,14 +112,14 @@ def create_reservations(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"id", "day", "provider", "tag", "amount_nusd"},
     )
-    db["reservations"].create_index(["day"])
-    db["reservations"].create_index(["expires_at"])
+    db.table("reservations").create_index(["day"])
+    db.table("reservations").create_index(["expires_at"])
 
 
 @_migration
 def create_budgets(db: sqlite_utils.Database) -> None:
     """Limits set with ``set_budget``. They override the config; a NULL limit removes one."""
-    db["budgets"].create(
+    db.table("budgets").create(
         {"scope": str, "period": str, "limit_nusd": int, "updated_at": str},
         pk=("scope", "period"),
         not_null={"scope", "period"},
@@ -129,17 +129,17 @@ def create_budgets(db: sqlite_utils.Database) -> None:
 @_migration
 def create_events(db: sqlite_utils.Database) -> None:
     """Things the ledger itself did that an operator should be able to see (reclaims, rebuilds)."""
-    db["events"].create({"id": int, "ts": str, "kind": str, "detail": str}, pk="id")
-    db["meta"].create({"key": str, "value": str}, pk="key")
+    db.table("events").create({"id": int, "ts": str, "kind": str, "detail": str}, pk="id")
+    db.table("meta").create({"key": str, "value": str}, pk="key")
 
 
 @_migration
 def lease_reservations(db: sqlite_utils.Database) -> None:
     """Reservations become leases: ``owner`` (the open ledger that renews them) and
     ``hard_expires_at`` (the call's own time-to-live, past which no renewal extends them)."""
-    db["reservations"].add_column("owner", str)
-    db["reservations"].add_column("hard_expires_at", float)
-    db["reservations"].create_index(["owner"])
+    db.table("reservations").add_column("owner", str)
+    db.table("reservations").add_column("hard_expires_at", float)
+    db.table("reservations").create_index(["owner"])
 
 
 @_migration
@@ -147,7 +147,7 @@ def create_day_totals(db: sqlite_utils.Database) -> None:
     """Per-day sums by one dimension at a time (``dim`` = day, provider, model, task_type or tag,
     ``key`` its value), kept in step with ``rollups`` in the same transaction: a month's report or
     budget check reads a few hundred of these instead of tens of thousands of rollups."""
-    db["day_totals"].create(
+    db.table("day_totals").create(
         {
             "dim": str,
             "key": str,
@@ -169,7 +169,7 @@ def create_day_totals(db: sqlite_utils.Database) -> None:
 def _pending(db: sqlite_utils.Database) -> list[tuple[str, Migration]]:
     if "_migrations" not in db.table_names():
         return list(MIGRATIONS)
-    done = {row["name"] for row in db["_migrations"].rows}
+    done = {row["name"] for row in db.table("_migrations").rows}
     return [(name, fn) for name, fn in MIGRATIONS if name not in done]
 
 
@@ -216,12 +216,12 @@ def create_estimated_rollups(db: sqlite_utils.Database) -> None:
     same keys as ``rollups``: a report says how much of a period's spend is an estimate without
     reading rows. Written only for such calls, so most days have no row here at all. Filled from
     the rows already recorded."""
-    db["estimated_rollups"].create(
+    db.table("estimated_rollups").create(
         {"day": str, "provider": str, "model": str, "tag": str, "task_type": str, "requests": int, "cost_nusd": int},
         pk=("day", "provider", "model", "tag", "task_type"),
         not_null={"day", "provider", "model", "tag", "task_type"},
     )
-    db.execute(estimated_from_rows())
+    db.execute(REFILE_ESTIMATED)
 
 
 def migrate_connection(conn: sqlite3.Connection) -> list[str]:
@@ -250,11 +250,11 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
         conn.execute("BEGIN IMMEDIATE")
     try:
         if "_migrations" not in db.table_names():
-            db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+            db.table("_migrations").create({"name": str, "applied_at": str}, pk="name")
         applied: list[str] = []
         for name, fn in _pending(db):
             fn(db)
-            db["_migrations"].insert({"name": name, "applied_at": datetime.now(UTC).isoformat()})
+            db.table("_migrations").insert({"name": name, "applied_at": datetime.now(UTC).isoformat()})
             applied.append(name)
     except BaseException:
         if own:

@@ -9,78 +9,52 @@ the rollup updated) and release.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
 import sqlite3
-import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from .. import timings
 from ..types import LedgerBusy, usd_str
-from . import base
-from .base import (
-    DAY_TOTALS_FROM_ROLLUPS,
+from . import statements
+from .base import LedgerBase, log
+from .dialect import SQLITE
+from .journal import Journal, Taken
+from .records import (
     GROUPINGS,
     HOST,
-    ROW_COLUMNS,
-    LedgerBase,
-    LedgerStorageError,
     LedgerUnavailable,
     LimitCheck,
-    Limits,
-    Overrides,
+    LimitsMoved,
     Refusal,
     RequestRow,
-    RowStatements,
     ScopeKind,
     SpareRequest,
-    add_to_rollup,
     check_writer_schema,
-    estimated_from_rows,
-    log,
-    now_iso,
-    reclaim_detail,
-    report_query,
-    report_rows,
-    upsert_day_totals,
-    upsert_estimated,
 )
-from .journal import Journal, Taken
 from .schema import LEDGER_ID_KEY, WRITER_SCHEMA_KEY, migrate_connection
+from .settling import why
+from .sqlite_file import FileIdentity
+from .sqlite_locking import BusyLock, Transaction, busy_error, use_wal
+from .sqlite_spare import Spare, SpareHolds
+from .statements import INSERT_RESERVATION, LIMITS_VERSION, Connection, RowStatements
+from .usage_cache import UsageCache
 
 __all__ = ["GROUPINGS", "Ledger", "LimitCheck", "Refusal", "RequestRow"]
 
-_INSERT_ROW = f"INSERT INTO requests ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
-_UPSERT_ROLLUP = """
-INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, input_tokens, output_tokens,
-                     cached_tokens, cost_nusd, reference_cost_nusd)
-VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
-""" + add_to_rollup()
-_UPSERT_DAY_TOTALS = upsert_day_totals("?")
-_UPSERT_ESTIMATED = upsert_estimated("?")
-_ROW_SQL = RowStatements(_INSERT_ROW, _UPSERT_ROLLUP, _UPSERT_DAY_TOTALS, _UPSERT_ESTIMATED, "?")
-_REFILE_ESTIMATED = estimated_from_rows()
-# The limits version: raised by every set_budget in the transaction that writes the limit. It is
-# read along with statements a reservation runs anyway (the sums, the next lapse), never alone on
-# the way of a call.
-_LIMITS_VERSION = "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'limits_version'), 0)"
+_ROW_SQL = RowStatements(SQLITE)
+_LIMITS_VERSION = LIMITS_VERSION
+_INSERT_RESERVATION = SQLITE.sql(INSERT_RESERVATION)
 # Read along with it (two look-ups by key): the writer schema, which a newer build may raise while
 # this server runs, and the ledger's id, which changes when another ledger is copied over the file
 # in place (same device and inode). See ``Ledger._saw_meta``.
 _WHICH_LEDGER = "(SELECT value FROM meta WHERE key = 'writer_schema'), (SELECT value FROM meta WHERE key = 'ledger_id')"
 _READ_LIMITS_VERSION = f"SELECT {_LIMITS_VERSION}, {_WHICH_LEDGER}"
 _LAPSES_AND_LIMITS = f"SELECT (SELECT min(expires_at) FROM reservations), {_LIMITS_VERSION}, {_WHICH_LEDGER}"
-_READ_OVERRIDES = f"SELECT NULL, NULL, {_LIMITS_VERSION} UNION ALL SELECT scope, period, limit_nusd FROM budgets"
-_RAISE_LIMITS_VERSION = (
-    "INSERT INTO meta (key, value) VALUES ('limits_version', '1') ON CONFLICT (key) DO UPDATE"
-    " SET value = CAST(meta.value AS INTEGER) + 1 RETURNING CAST(value AS INTEGER)"
-)
 # One statement per scope kind, so each is prepared once and reused. Spend comes from the day
 # totals (a few rows a day). Holds past their expiry are not counted: their process stopped
 # renewing them, and the next write transaction reclaims them. The third column is the limits version,
@@ -98,15 +72,6 @@ _USAGE_SQL: dict[ScopeKind, str] = {
     " AND expires_at >= ?3)",
 }
 _USAGE_SQL = {kind: f"{sql}, {_LIMITS_VERSION}, {_WHICH_LEDGER}" for kind, sql in _USAGE_SQL.items()}
-_RESERVATION_COLUMNS = "id, request_id, pid, host, amount_nusd, day, provider, tag"
-_REFILE_ROLLUPS = """
-INSERT INTO rollups (day, provider, model, tag, task_type, requests, errors, input_tokens, output_tokens,
-                     cached_tokens, cost_nusd, reference_cost_nusd)
-SELECT day, coalesce(provider, ''), coalesce(model, ''), tag, task_type, count(*), sum(status != 'ok'),
-       sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cost_nusd), sum(coalesce(reference_cost_nusd, 0))
-FROM requests GROUP BY day, coalesce(provider, ''), coalesce(model, ''), tag, task_type
-""" + add_to_rollup()
-
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -115,10 +80,14 @@ def _random_id() -> str:
     return os.urandom(16).hex()
 
 
-class Ledger(LedgerBase):
+class Ledger(FileIdentity, SpareHolds, LedgerBase):
     """One open ledger file. Thread-safe; all statements serialised on one connection."""
 
-    _NEWEST_LAST_TIE = "rowid"
+    dialect = SQLITE
+    _lock: BusyLock
+    _entry_errors = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError,
+                     ValueError, TypeError)
+    _storage_errors = (sqlite3.Error,)
 
     def __init__(
         self,
@@ -147,9 +116,9 @@ class Ledger(LedgerBase):
         self._conn = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s, cached_statements=256
         )
-        self._lock = _BusyLock(self._conn, full_ms=int(busy_timeout_s * 1000), wait=self._wait, busy=self._busy_here)
+        self._lock = BusyLock(self._conn, full_ms=int(busy_timeout_s * 1000), wait=self._wait, busy=self._busy_here)
         self._checkpoint_conn: sqlite3.Connection | None = None
-        self._usage_cache = _UsageCache()
+        self._usage_cache = UsageCache()
         self._next_lapse = -math.inf
         self._lapse_version: int | None = None
         """No hold in the file lapses before ``_next_lapse``, as long as no other connection has
@@ -157,7 +126,7 @@ class Ledger(LedgerBase):
         need not look for lapsed holds to reclaim."""
         self._own_holds: dict[str, tuple[int, str, str, str]] = {}
         """This process's live holds: id -> (amount, day, provider, tag), to keep the cache exact."""
-        self._spare: _Spare | None = None
+        self._spare: Spare | None = None
         self._identity: tuple[int, int] | None = None
         """(device, inode) of the file at open (None in memory): see ``_check_file``."""
         self._gone: LedgerUnavailable | None = None
@@ -169,13 +138,13 @@ class Ledger(LedgerBase):
         """The writer schema and id (``schema.name_the_ledger``) of the ledger opened: see ``_saw_meta``."""
         try:
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-            _use_wal(self._conn, busy_timeout_s)
+            use_wal(self._conn, busy_timeout_s)
             self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
             self._conn.execute("PRAGMA foreign_keys=ON")
             self.migrations_applied = migrate_connection(self._conn)
-            self._writer_schema = self._meta(self._conn, WRITER_SCHEMA_KEY)
+            self._writer_schema = statements.meta(self._conn, SQLITE, WRITER_SCHEMA_KEY)
             check_writer_schema(self._writer_schema, str(self.path))
-            self._ledger_id = self._meta(self._conn, LEDGER_ID_KEY)
+            self._ledger_id = statements.meta(self._conn, SQLITE, LEDGER_ID_KEY)
             if str(path) != ":memory:":
                 st = os.stat(self._stat_path)
                 self._identity = (st.st_dev, st.st_ino)
@@ -188,7 +157,7 @@ class Ledger(LedgerBase):
                 try:
                     self.replay_journal()
                 except (sqlite3.Error, LedgerBusy) as e:
-                    log.warning("the ledger's journal %s waits: %s", self.journal.path, base._why(e))
+                    log.warning("the ledger's journal %s waits: %s", self.journal.path, why(e))
 
     @property
     def location(self) -> str:
@@ -222,7 +191,7 @@ class Ledger(LedgerBase):
                 lock.release_brief()
         return await self._on_thread(wait_s, fn, args, kwargs)
 
-    def start_upkeep(self, **kwargs: Any) -> None:  # type: ignore[override]
+    def start_upkeep(self, **kwargs: Any) -> None:
         # With upkeep running, the WAL is checkpointed by its thread, not by whichever request
         # happens to cross SQLite's threshold (a checkpoint ends in an fsync: a 15-20 ms stall).
         with self._lock:
@@ -236,49 +205,15 @@ class Ledger(LedgerBase):
             self._checkpoint_conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self)
+    def _tx(self) -> Transaction:
+        return Transaction(self)
 
     def _busy(self, waited_s: float) -> LedgerBusy:
-        """The error of a step that could not have the file's write lock in time: who holds it (the
-        system says on Linux), whether that process is stopped, and for how long this server has
-        been unable to write."""
+        """The error of a step that could not have the file's write lock in time (``busy_error``)."""
         now = time.monotonic()
         if self._unwritable_since is None or self._unwritable_since > now - waited_s:
             self._unwritable_since = now - waited_s
-        stuck = now - self._unwritable_since
-        pid = _write_lock_holder(self._stat_path)
-        stopped = pid is not None and _process_state(pid) in ("T", "t")
-        if pid is None:
-            who = "another process holds its write lock"
-        elif pid == self._pid:
-            who = f"this server itself (process {pid}) holds its write lock on another connection"
-        else:
-            who = f"process {pid} on this machine holds its write lock" + (
-                " and is stopped (paused with SIGSTOP or Ctrl-Z, or held in a debugger)" if stopped else "")
-        message = (f"ledger busy: {who}, and this server has not been able to write to the ledger {self.path} for "
-                   f"{stuck:.1f} s (this step waited {waited_s:.1f} s). Nothing was reserved or spent by it. "
-                   "Try again in a few seconds")
-        if pid is not None and pid != self._pid:
-            message += (f"; if it lasts, resume that process (kill -CONT {pid}) or stop it (kill {pid})" if stopped
-                        else f"; if it lasts, see what process {pid} is doing (a transaction left open?) or stop it")
-        elif pid is None:
-            message += f"; if it lasts, look for a process that keeps the file in a transaction (fuser {self.path})"
-        return LedgerBusy(message, retry_after=5.0 if stopped else 1.0, waited_s=waited_s, holder_pid=pid, stuck_s=stuck)
-
-    def _storage_error(self, error: sqlite3.OperationalError) -> LedgerStorageError | LedgerUnavailable:
-        """What a statement's failure means. Regression: with the file moved away and a new server
-        started at its path, this connection shared the new file's ``-wal`` and ``-shm`` by name and
-        its statements failed ("no such table: reservations"), which was then called a full disk.
-        So the file's identity is asked first (only ever on a failure)."""
-        gone = self._file_gone()
-        if gone is not None:
-            return gone
-        return LedgerStorageError(
-            f"the ledger {self.path} cannot be written: {error} (a full disk, a file size limit, or a failing "
-            f"disk). Nothing was reserved or spent by this step; free some space where it lives (df {self.path.parent}) "
-            "and try again"
-        )
+        return busy_error(self.path, self._stat_path, self._pid, waited_s, now - self._unwritable_since)
 
     def replay_journal(self) -> None:
         with self._lock:
@@ -287,36 +222,19 @@ class Ledger(LedgerBase):
             with self._tx():
                 pass  # beginning the transaction replays the journal
 
-    def _replay_in(self, c: sqlite3.Connection) -> Taken | None:
-        """Just after ``BEGIN IMMEDIATE``: apply what waits in the journal, inside this transaction
-        (the one check on the hot path is ``journal.pending``: a flag, else one ``stat``). Returns
-        what was taken, for ``_replayed`` once the transaction commits or rolls back."""
-        journal = self.journal
-        if not journal.pending():
-            return None
-        taken = journal.take()
-        if taken is None:
-            return None
-        c.execute("SAVEPOINT journal")
+    @contextlib.contextmanager
+    def _savepoint(self, c: Connection) -> Iterator[None]:
+        c.execute("SAVEPOINT replay")
         try:
-            for entry in taken.entries:
-                c.execute("SAVEPOINT entry")
-                try:
-                    _ROW_SQL.apply_journal_entry(c, entry)
-                except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError,
-                        ValueError, TypeError) as e:  # this entry would fail every replay: set it aside
-                    c.execute("ROLLBACK TO entry")
-                    taken.reject(entry, f"{type(e).__name__}: {e}")
-                c.execute("RELEASE entry")
-        except sqlite3.Error as e:  # the disk still full, say: the caller's own write may yet succeed
-            c.execute("ROLLBACK TO journal")
-            c.execute("RELEASE journal")
-            taken.finish(False)
-            log.warning("the ledger's journal %s could not be replayed yet: %s", journal.path, e)
-            return None
-        c.execute("RELEASE journal")
+            yield
+        except BaseException:
+            c.execute("ROLLBACK TO replay")
+            c.execute("RELEASE replay")
+            raise
+        c.execute("RELEASE replay")
+
+    def _journal_applied(self) -> None:
         self._usage_cache.clear()
-        return taken
 
     def _replayed(self, taken: Taken, committed: bool) -> None:
         taken.finish(committed)
@@ -326,61 +244,6 @@ class Ledger(LedgerBase):
                     self._own_holds.pop(hold, None)
         else:
             self._usage_cache.clear()
-
-    def _file_gone(self) -> LedgerUnavailable | None:
-        """Why the file now at ``path`` is not the one this ledger has open (None: it is).
-
-        Regression: a ledger file deleted, moved away or replaced while servers ran was written on
-        by the server that had it open (its connection follows the inode, not the name) while a
-        second server started a fresh ledger at $0 under the name, so spend doubled past the
-        limit and the first server's rows vanished with the unlinked file. One ``stat`` of the
-        name, compared with the device and inode seen at open, tells them apart (about 2 µs, run
-        just before every write transaction commits: twice per call, some 2-4 % of one)."""
-        if self._gone is not None or self._identity is None:
-            return self._gone
-        try:
-            st = os.stat(self._stat_path)
-        except FileNotFoundError:
-            what = "is no longer there (deleted, or moved away)"
-        except OSError as e:
-            what = f"can no longer be looked up ({e.strerror or e})"
-        else:
-            if (st.st_dev, st.st_ino) == self._identity:
-                return None
-            what = "was replaced by another file"
-        return self._went(what)
-
-    def _went(self, what: str) -> LedgerUnavailable:
-        """Note that the file at ``path`` is not the one open (``what`` happened to it): from now
-        on every write refuses with the error returned."""
-        if self._gone is not None:
-            return self._gone
-        return self._write_no_more(LedgerUnavailable(
-            f"the ledger file {self.path} {what} while this server had it open: its spend would go to a file "
-            "no other server sees, so it makes no more calls. Restart the server so it opens the file now at "
-            f"{self.path} (if the ledger was deleted or moved by mistake, put it back first: a server that finds "
-            "no file there starts a new ledger at $0)"
-        ))
-
-    def _write_no_more(self, error: LedgerUnavailable) -> LedgerUnavailable:
-        """From now on every write refuses with ``error`` (the first such error stays)."""
-        if self._gone is not None:
-            return self._gone
-        self._gone = error
-        # Its holds (and spare) are in a file no one counts, or one this server may no longer write
-        # to (the newer servers reclaim them once their lease lapses): there is nothing to release.
-        self._own_holds.clear()
-        self._spare = None
-        self._usage_cache.clear()
-        log.error("%s", self._gone)
-        return self._gone
-
-    def _check_file(self) -> None:
-        """Raises:
-            LedgerUnavailable: the file at ``path`` is not the one open (see ``_file_gone``)."""
-        gone = self._file_gone()
-        if gone is not None:
-            raise gone
 
     def _close(self) -> None:
         with self._lock:
@@ -423,30 +286,7 @@ class Ledger(LedgerBase):
     def _saw_limits(self, version: int) -> None:
         """Note the limits version just read from the file (valid until another connection writes)."""
         self._usage_cache.limits_version = version
-        if version > self.limits_version_seen:
-            self.limits_version_seen = version
-
-    def _saw_meta(self, limits_version: int, writer_schema: str | None, ledger_id: str | None) -> None:
-        """``_saw_limits``, once the writer schema and the ledger's id read with the limits version
-        (whenever another connection has written) are found to be those of the ledger opened.
-
-        Regression: a ledger copied over the file in place (``cp backup.db ledger.db``: same device
-        and inode) was not noticed, and a server started on it granted from $0 what the running one
-        had already spent; and a newer build raising the writer schema while this one ran went
-        unseen until restart.
-
-        Raises:
-            LedgerUnavailable: another ledger is at ``path`` (every call refuses from now on), or
-                its writers must keep a schema newer than this build knows."""
-        if ledger_id != self._ledger_id:
-            raise self._went("was replaced: another ledger was copied over it in place")
-        if writer_schema != self._writer_schema:
-            try:
-                check_writer_schema(writer_schema, str(self.path))
-            except LedgerUnavailable as e:
-                raise self._write_no_more(e) from None  # no more writes of this build's kind: the journal waits too
-            self._writer_schema = writer_schema
-        self._saw_limits(int(limits_version))
+        super()._saw_limits(version)
 
     def _limits_version(self, conn: sqlite3.Connection) -> int:
         """The limits version in the file, just after a ``sync``: as last read, unless another
@@ -457,16 +297,6 @@ class Ledger(LedgerBase):
             self._saw_meta(version, writer_schema, ledger_id)
             known = int(version)
         return known
-
-    def _read_overrides(self, conn: sqlite3.Connection) -> tuple[int, Overrides]:
-        version, overrides = 0, {}
-        for scope, period, value in conn.execute(_READ_OVERRIDES).fetchall():
-            if scope is None:
-                version = int(value)
-            else:
-                overrides[(scope, period)] = value
-        self._saw_limits(version)
-        return version, overrides
 
     def _first_refusal(self, checks: Sequence[LimitCheck], amount_nusd: int, now: float) -> Refusal | None:
         for fresh in (False, True):
@@ -493,10 +323,10 @@ class Ledger(LedgerBase):
         tag: str,
         ttl_s: float,
         poll: bool = False,
-        limits: Limits | None = None,
-    ) -> str | Refusal:
+        limits_version: int | None = None,
+    ) -> str | Refusal | LimitsMoved:
         cache = self._usage_cache
-        version = None if limits is None else limits.version
+        version = limits_version
         with self._lock:
             if self._gone is not None:
                 raise self._gone
@@ -520,137 +350,30 @@ class Ledger(LedgerBase):
                 if now >= self._next_lapse or cache.version != self._lapse_version or cache.limits_version is None:
                     # Another connection wrote (or a hold may have lapsed): the limits version is
                     # read with the next lapse, in the one statement this needs anyway.
-                    if self._reclaim(c, now, dead_pids=False):
+                    if statements.reclaim(c, SQLITE, now, pid=self._pid, dead_pids=False):
                         cache.clear()
                     first, in_file, writer_schema, ledger_id = c.execute(_LAPSES_AND_LIMITS).fetchone()
                     self._saw_meta(in_file, writer_schema, ledger_id)
                     self._next_lapse = math.inf if first is None else first
                     self._lapse_version = cache.version
                 if version is not None and cache.limits_version != version:
-                    # set_budget changed the limits since this call's checks were built: build them
-                    # again from the limits in the file, under this write lock (no set_budget can
-                    # commit meanwhile), and decide on those. None it replaced grants this hold.
-                    rebuilt = limits.rebuild(  # type: ignore[union-attr]
-                        *self._read_overrides(c), day=day, provider=provider, tag=tag, amount_nusd=amount_nusd
-                    )
-                    if isinstance(rebuilt, Refusal):
-                        return rebuilt
-                    checks = rebuilt
+                    # set_budget changed the limits since this call's checks were built: nothing is
+                    # decided on them. The limits in the file, read under this write lock (no
+                    # set_budget can commit meanwhile), go back for the checks to be built anew.
+                    return LimitsMoved(*self._read_overrides(c))
                 refusal = self._first_refusal(checks, amount_nusd, now)
                 if refusal is not None:
                     return refusal
                 rid = self._new_id()
                 expires, hard = self._expiry(now, ttl_s)
-                c.execute(
-                    "INSERT INTO reservations (id, request_id, created_at, expires_at, host, pid, day, provider, tag,"
-                    " amount_nusd, owner, hard_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rid, request_id, now, expires, HOST, self._pid, day, provider, tag, amount_nusd, self.owner, hard),
-                )
+                c.execute(_INSERT_RESERVATION, (rid, request_id, now, expires, HOST, self._pid, day, provider, tag,
+                                                amount_nusd, self.owner, hard))
             # Committed: the cache learns of the hold.
             self._own_holds[rid] = (amount_nusd, day, provider, tag)
             cache.add(day, provider, tag, reserved=amount_nusd)
             cache.lapses_at = min(cache.lapses_at, expires)
             self._next_lapse = min(self._next_lapse, expires)
             return rid
-
-    def _take_spare(
-        self, checks: Sequence[LimitCheck], amount_nusd: int, *, day: str, provider: str, tag: str, ttl_s: float,
-        version: int | None = None,
-    ) -> str | None:
-        """The spare hold's id, when it can stand for this call's reservation: same day, provider
-        and tag, at least as large, fresh, long-lived enough, nothing waiting in the journal (whose
-        replay only a write transaction makes), and every check (read from the file
-        as of now, and built from the limits ``version`` now in the file) would have granted this
-        call's own hold in its place."""
-        spare = self._spare
-        if spare is None or (spare.day, spare.provider, spare.tag) != (day, provider, tag) or spare.amount < amount_nusd:
-            return None
-        now = self._clock()
-        if now - spare.made_at > timings.SPARE_IDLE_S or spare.hard_expires - now < ttl_s - timings.SPARE_IDLE_S:
-            return None
-        if self.journal.pending():
-            # Taking the spare over writes nothing, so it would skip the replay every write
-            # transaction makes first: rows waiting there would wait on. The reservation's own
-            # transaction replays them (and lets the spare go).
-            return None
-        self._usage_cache.sync(self._conn, now)
-        if not self._room_for(checks, amount_nusd - spare.amount, now):  # the spare counted as given back
-            return None
-        if version is not None and self._limits_version(self._conn) != version:
-            return None  # set_budget changed the limits: the reservation decides, on checks built anew
-        # Taking it over writes nothing, so no commit checks the file: check it here. (The
-        # reservation's own transaction checks it just before it commits.)
-        self._check_file()
-        self._spare = None
-        return spare.rid
-
-    def _room_for(self, checks: Sequence[LimitCheck], amount_nusd: int, now: float) -> bool:
-        return all(sum(self._usage(check, now)) + amount_nusd <= check.limit_nusd for check in checks)
-
-    def _hold_becomes_spare(self, c: sqlite3.Connection, rid: str, want: SpareRequest, now: float) -> _Spare | None:
-        """Turn a call's hold into the spare (None when the hold is no longer in the file)."""
-        expires, hard = self._expiry(now, want.ttl_s)
-        found = c.execute(
-            "UPDATE reservations SET request_id = NULL, created_at = ?, expires_at = ?, hard_expires_at = ?, day = ?,"
-            " provider = ?, tag = ?, amount_nusd = ? WHERE id = ?",
-            (now, expires, hard, want.day, want.provider, want.tag, want.amount_nusd, rid),
-        ).rowcount > 0
-        self._forget_hold(rid, found)
-        if not found:
-            return None
-        return self._note_spare(rid, want, now, expires, hard)
-
-    def _note_spare(self, rid: str, want: SpareRequest, now: float, expires: float, hard: float) -> _Spare:
-        self._own_holds[rid] = (want.amount_nusd, want.day, want.provider, want.tag)
-        self._usage_cache.add(want.day, want.provider, want.tag, reserved=want.amount_nusd)
-        self._usage_cache.lapses_at = min(self._usage_cache.lapses_at, expires)
-        self._next_lapse = min(self._next_lapse, expires)
-        return _Spare(rid, want.amount_nusd, want.day, want.provider, want.tag, hard, now)
-
-    def _spare_fits(self, c: sqlite3.Connection, want: SpareRequest, amount_nusd: int, now: float) -> bool:
-        """Whether ``want``'s checks have room for ``amount_nusd`` more and are still those of the
-        limits in the file (a spare kept on limits set_budget replaced would be held against the
-        new ones as though a call were in flight)."""
-        if not self._room_for(want.checks, amount_nusd, now):
-            return False
-        return want.limits_version is None or self._limits_version(c) == want.limits_version
-
-    def _keep_spare(self, c: sqlite3.Connection, want: SpareRequest, now: float) -> _Spare | None:
-        """Inside a write transaction whose own writes the cache already knows: hold ``want`` for
-        the next call if every check has room for it."""
-        if not self._spare_fits(c, want, want.amount_nusd, now):
-            return None
-        rid = self._new_id()
-        expires, hard = self._expiry(now, want.ttl_s)
-        c.execute(
-            "INSERT INTO reservations (id, request_id, created_at, expires_at, host, pid, day, provider, tag,"
-            " amount_nusd, owner, hard_expires_at) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rid, now, expires, HOST, self._pid, want.day, want.provider, want.tag, want.amount_nusd, self.owner, hard),
-        )
-        return self._note_spare(rid, want, now, expires, hard)
-
-    def _delete_spare(self, c: sqlite3.Connection) -> None:
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            deleted = c.execute("DELETE FROM reservations WHERE id = ?", (spare.rid,)).rowcount > 0
-            self._forget_hold(spare.rid, deleted)
-
-    @property
-    def spare_nusd(self) -> int:
-        spare = self._spare
-        return 0 if spare is None else spare.amount
-
-    def drop_spare(self, *, idle_s: float = 0.0) -> None:
-        with self._lock:
-            spare = self._spare
-            if spare is None or self._clock() - spare.made_at < idle_s or self._file_gone() is not None:
-                return
-            try:
-                with self._tx() as c:
-                    self._delete_spare(c)
-            except BaseException:
-                self._usage_cache.clear()
-                raise
 
     def _forget_hold(self, reservation_id: str, deleted: bool) -> None:
         """After a committed delete of a reservation: take its amount out of the cached holds."""
@@ -674,7 +397,7 @@ class Ledger(LedgerBase):
     def record(self, row: RequestRow, *, reservation_id: str | None = None, spare: SpareRequest | None = None) -> None:
         cache = self._usage_cache
         with self._lock:
-            kept: _Spare | None = None
+            kept: Spare | None = None
             try:
                 with self._tx() as c:
                     now = self._clock()
@@ -692,7 +415,7 @@ class Ledger(LedgerBase):
                             gone = c.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount == 0
                             self._forget_hold(reservation_id, not gone)
                         if gone:
-                            self._late_settle(c, row, reservation_id)
+                            statements.late_settle(c, SQLITE, row, reservation_id)
                     _ROW_SQL.write(c, row)
                     cache.add(row.day, row.provider or "", row.tag, spent=row.cost_nusd)
                     if want is not None:
@@ -726,76 +449,46 @@ class Ledger(LedgerBase):
             if kept is not None:
                 self._spare = kept
 
-    def _late_settle(self, c: sqlite3.Connection, row: RequestRow, reservation_id: str) -> None:
-        # Its hold was reclaimed while the call ran (the process was frozen past its lease): the
-        # spend is recorded all the same, and the operator can see why a limit may be passed.
-        c.execute(
-            "INSERT INTO events (ts, kind, detail) VALUES (?, 'settled_after_reclaim', ?)",
-            (now_iso(), json.dumps({"reservation": reservation_id, "request_id": row.id, "cost_nusd": row.cost_nusd})),
-        )
+    # -- the one connection ----------------------------------------------------------------------
+
+    def _read(self, op: Callable[[Connection], T]) -> T:
+        with self._lock:
+            return op(self._conn)
+
+    def _write(self, op: Callable[[Connection], T]) -> T:
+        with self._tx() as c:
+            return op(c)
+
+    def _now(self, c: Connection) -> float:
+        return self._clock()
+
+    def _executemany(self, c: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        self._conn.executemany(sql, rows)
 
     def reclaim(self, *, dead_pids: bool = True) -> int:
         with self._lock:
             if self._file_gone() is not None:
                 return 0
-            with self._tx() as c:
-                n = self._reclaim(c, self._clock(), dead_pids=dead_pids)
+            n = super().reclaim(dead_pids=dead_pids)
             if n:
                 self._usage_cache.clear()
             return n
 
-    def _reclaim(self, c: sqlite3.Connection, now: float, *, dead_pids: bool) -> int:
-        doomed = [
-            (*r, "expired")
-            for r in c.execute(f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE expires_at < ?", (now,))
-        ]
-        if dead_pids:
-            # Only the unexpired ones: an expired reservation of a dead process is already doomed.
-            for r in c.execute(
-                f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE host = ? AND pid != ? AND expires_at >= ?",
-                (HOST, self._pid, now),
-            ).fetchall():
-                if not base.alive(r[2]):
-                    doomed.append((*r, "process_gone"))
-        for rid, request_id, pid, host, amount, day, provider, tag, reason in doomed:
-            c.execute("DELETE FROM reservations WHERE id = ?", (rid,))
-            c.execute(
-                "INSERT INTO events (ts, kind, detail) VALUES (?, 'reservation_reclaimed', ?)",
-                (now_iso(), reclaim_detail(rid, request_id, pid, host, amount, day, provider, tag, reason)),
-            )
-        return len(doomed)
-
     def renew(self) -> int:
-        if self.lease_s is None or self._file_gone() is not None:
+        if self._file_gone() is not None:
             return 0
-        with self._tx() as c:
-            now = self._clock()
-            return c.execute(
-                "UPDATE reservations SET expires_at = min(coalesce(hard_expires_at, expires_at), ?)"
-                " WHERE owner = ? AND expires_at >= ?",
-                (now + self.lease_s, self.owner, now),
-            ).rowcount
-
-    def budget_overrides_at(self) -> tuple[int, Overrides]:
-        with self._lock:
-            return self._read_overrides(self._conn)
+        return super().renew()
 
     def set_budget(self, scope: str, period: str, limit_nusd: int | None) -> None:
         """The limit and a raised limits version, in one write transaction: every reservation after
-        it sees the new version and checks against the new limit (see ``Limits``). This server's
+        it sees the new version and checks against the new limit (see ``LimitsMoved``). This server's
         spare hold goes with the limits it was kept under: held on, it would count against the new
         ones as though a call were in flight (other servers let theirs go at their next call, or
         within ``timings.SPARE_IDLE_S``, and never take one over on the old limits)."""
         with self._lock:
             spare = self._spare
             with self._tx() as c:
-                c.execute(
-                    "INSERT INTO budgets (scope, period, limit_nusd, updated_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (scope, period) DO UPDATE SET limit_nusd = excluded.limit_nusd,"
-                    " updated_at = excluded.updated_at",
-                    (scope, period, limit_nusd, now_iso()),
-                )
-                version = int(c.execute(_RAISE_LIMITS_VERSION).fetchone()[0])
+                version = statements.set_budget(c, SQLITE, scope, period, limit_nusd)
                 dropped = spare is not None and c.execute(
                     "DELETE FROM reservations WHERE id = ?", (spare.rid,)
                 ).rowcount > 0
@@ -804,93 +497,11 @@ class Ledger(LedgerBase):
                 self._spare = None
                 self._forget_hold(spare.rid, dropped)
 
-    def reservations_total(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT coalesce(sum(amount_nusd), 0) FROM reservations").fetchone()[0])
-
     # -- reading --------------------------------------------------------------------------------
 
-    def report(
-        self, first_day: str, last_day: str, group_by: str, *, where: dict[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        sql, params = report_query(group_by, first_day, last_day, where, mark="?")
-        with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
-        return report_rows(rows)
-
-    def events(self, limit: int = 50) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._conn.execute("SELECT ts, kind, detail FROM events ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [{"ts": t, "kind": k, "detail": json.loads(d)} for t, k, d in rows]
-
-    def totals(self) -> dict[str, int]:
-        with self._lock:
-            r = self._conn.execute(
-                "SELECT count(*), coalesce(sum(cost_nusd), 0), coalesce(sum(input_tokens), 0),"
-                " coalesce(sum(output_tokens), 0) FROM requests"
-            ).fetchone()
-        return {"requests": r[0], "cost_nusd": r[1], "input_tokens": r[2], "output_tokens": r[3]}
-
     def rebuild_rollups(self, day_of: Callable[[str], str]) -> None:
-        with self._tx() as c:
-            pruned_before = self._meta(c, "pruned_before")
-            c.executemany(
-                "UPDATE requests SET day = ? WHERE id = ?",
-                [(day_of(ts), rid) for rid, ts in c.execute("SELECT id, ts FROM requests").fetchall()],
-            )
-            if pruned_before is None:
-                c.execute("DELETE FROM rollups")
-                c.execute("DELETE FROM estimated_rollups")
-            else:
-                c.execute("DELETE FROM rollups WHERE day >= ?", (pruned_before,))
-                c.execute("DELETE FROM estimated_rollups WHERE day >= ?", (pruned_before,))
-            c.execute(_REFILE_ROLLUPS)
-            c.execute(_REFILE_ESTIMATED)
-            c.execute("DELETE FROM day_totals")
-            c.execute(DAY_TOTALS_FROM_ROLLUPS)
-            c.execute("INSERT INTO events (ts, kind, detail) VALUES (?, 'rollups_rebuilt', ?)",
-                      (now_iso(), json.dumps({"kept_before": pruned_before} if pruned_before else {})))
-            self._usage_cache.clear()
-
-    def prune(self, before_day: str) -> int:
-        deleted = 0
-        while True:
-            with self._tx() as c:
-                n = c.execute(
-                    "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE day < ? LIMIT ?)",
-                    (before_day, base.PRUNE_BATCH),
-                ).rowcount
-                deleted += n
-                if n < base.PRUNE_BATCH:
-                    previous = self._meta(c, "pruned_before")
-                    if previous is None or previous < before_day:
-                        c.execute(
-                            "INSERT INTO meta (key, value) VALUES ('pruned_before', ?)"
-                            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                            (before_day,),
-                        )
-                    if deleted:
-                        c.execute(
-                            "INSERT INTO events (ts, kind, detail) VALUES (?, 'rows_pruned', ?)",
-                            (now_iso(), json.dumps({"before_day": before_day, "rows": deleted})),
-                        )
-                    return deleted
-
-    def meta(self, key: str) -> str | None:
-        with self._lock:
-            return self._meta(self._conn, key)
-
-    @staticmethod
-    def _meta(c: sqlite3.Connection, key: str) -> str | None:
-        row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._tx() as c:
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        super().rebuild_rollups(day_of)
+        self._usage_cache.clear()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -899,274 +510,3 @@ class Ledger(LedgerBase):
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
-@dataclass(frozen=True, slots=True)
-class _Spare:
-    """A hold this process keeps for its next call (``request_id`` NULL in the file)."""
-
-    rid: str
-    amount: int
-    day: str
-    provider: str
-    tag: str
-    hard_expires: float
-    made_at: float
-
-
-class _BusyLock:
-    """The connection's re-entrant lock, which also sets how long SQLite waits for another
-    process's write lock: briefly while a call runs inline on the event loop (a busy file sends it
-    to the worker thread rather than stall every other request), until the step's own deadline
-    when it has one (``LedgerBase.run_within``, upkeep), else the full busy timeout. The setting
-    changes only when the wait wanted does, not on every call."""
-
-    def __init__(
-        self, conn: sqlite3.Connection, *, full_ms: int, wait: threading.local, busy: Callable[[float], LedgerBusy],
-    ) -> None:
-        self._rlock = threading.RLock()
-        self._conn = conn
-        self._full_ms = full_ms
-        self._ms = full_ms
-        """What the connection's busy timeout is now (the ledger sets the full one at open)."""
-        self._wait = wait
-        self._busy = busy
-        self._inline = False
-
-    @property
-    def inline(self) -> bool:
-        """Held by a call running inline (which waits only briefly and is then retried on the thread)."""
-        return self._inline
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        until = getattr(self._wait, "until", None) if blocking and timeout < 0 else None
-        if until is None:
-            if not self._rlock.acquire(blocking, timeout):
-                return False
-            want = self._full_ms
-        else:
-            left = until - time.monotonic()
-            if not self._rlock.acquire(True, max(left, 0.0)):
-                raise self._busy(max(left, 0.0))
-            want = min(self._full_ms, max(int((until - time.monotonic()) * 1000), 0))
-        if not self._inline and want != self._ms:
-            try:
-                self._conn.execute(f"PRAGMA busy_timeout={want}")
-            except BaseException:
-                self._rlock.release()
-                raise
-            self._ms = want
-        return True
-
-    def release(self) -> None:
-        self._rlock.release()
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self._rlock.release()
-
-    def acquire_brief(self) -> bool:
-        """Take the lock for an inline call, without waiting for it."""
-        if not self._rlock.acquire(blocking=False):
-            return False
-        self._inline = True
-        if self._ms != timings.INLINE_BUSY_MS:
-            try:
-                self._conn.execute(f"PRAGMA busy_timeout={timings.INLINE_BUSY_MS}")
-            except BaseException:
-                self._inline = False
-                self._rlock.release()
-                raise
-            self._ms = timings.INLINE_BUSY_MS
-        return True
-
-    def release_brief(self) -> None:
-        self._inline = False
-        self._rlock.release()
-
-
-class _UsageCache:
-    """Spend and holds per limit, as last read from the file, kept exact by this process's own
-    writes and dropped whenever another connection commits (``PRAGMA data_version`` changes) or it
-    is a second old. Each call reads every limit twice (routing, then the reservation): without
-    this, four queries per call; with it, one pragma."""
-
-    def __init__(self) -> None:
-        self.sums: dict[tuple[str, str | None, str, str], list[int]] = {}
-        self.version: int | None = None
-        self.limits_version: int | None = None
-        """The limits version in the file as of ``version`` (None: not read since another
-        connection wrote). Kept when the sums are dropped for age: only another writer changes it."""
-        self.filled_at = 0.0
-        self.synced_at = -math.inf
-        self.lapses_at = math.inf
-        """When the first hold this process added lapses (its lease, unless renewed)."""
-
-    def sync(self, conn: sqlite3.Connection, now: float, *, fresh_within: float = 0.0) -> None:
-        """Drop the sums if another connection committed, they are a second old, or one of this
-        process's holds may have lapsed. ``fresh_within``: skip asking the file when it was asked
-        that recently."""
-        if now - self.synced_at < fresh_within and now - self.filled_at <= timings.USAGE_CACHE_MAX_AGE_S and now < self.lapses_at:
-            return
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
-        self.synced_at = now
-        if version != self.version:
-            self.limits_version = None
-        if version != self.version or now - self.filled_at > timings.USAGE_CACHE_MAX_AGE_S or now >= self.lapses_at:
-            self.clear()
-            self.version = version
-            self.filled_at = now
-
-    def clear(self) -> None:
-        self.sums.clear()
-        self.lapses_at = math.inf
-
-    def add(self, day: str, provider: str, tag: str, *, spent: int = 0, reserved: int = 0) -> None:
-        """Apply one of this process's writes: ``spent`` and ``reserved`` added on ``day`` to the
-        global scope, ``provider`` and ``tag``."""
-        for (kind, name, first, last), sums in self.sums.items():
-            if first <= day <= last and (
-                kind == "global" or (kind == "provider" and name == provider) or (kind == "tag" and name == tag)
-            ):
-                sums[0] += spent
-                sums[1] += reserved
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error), holding the thread lock.
-
-    Just after ``BEGIN`` it checks the file's identity, then replays the journal, if anything waits
-    there (``Ledger._replay_in``); the identity is checked again just before ``COMMIT`` (when either
-    check raises, it rolls back). A
-    ``BEGIN`` that finds the write lock held past the wait allowed raises ``LedgerBusy`` (inline,
-    the plain busy error, for ``run`` to retry on the worker thread). Nothing in here awaits: a
-    write transaction never spans anything but its own statements."""
-
-    __slots__ = ("_led", "_conn", "_lock", "_taken")
-
-    def __init__(self, led: Ledger) -> None:
-        self._led = led
-        self._conn = led._conn
-        self._lock = led._lock
-        self._taken: Taken | None = None
-
-    def __enter__(self) -> sqlite3.Connection:
-        lock = self._lock
-        lock.acquire()
-        led = self._led
-        try:
-            t0 = time.monotonic()
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                if getattr(e, "sqlite_errorcode", None) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                    raise led._storage_error(e) from e
-                gone = led._file_gone()
-                if gone is not None:  # the lock waited for may be another file's
-                    raise gone from None
-                if lock.inline:
-                    raise
-                raise led._busy(time.monotonic() - t0) from None
-            if led._unwritable_since is not None:
-                led._unwritable_since = None
-            try:
-                # Before any statement: with the file moved or replaced, this connection may share
-                # another file's -wal and -shm by name (and read its pages as its own).
-                led._check_file()
-                self._taken = led._replay_in(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-        except BaseException:
-            lock.release()
-            raise
-        return self._conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        committed = False
-        try:
-            if exc_type is None:
-                try:
-                    self._led._check_file()
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-            try:
-                self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
-            except sqlite3.OperationalError as e:
-                # A COMMIT the disk could not take (SQLITE_FULL, an I/O error): never leave the
-                # connection inside the failed transaction, or every later BEGIN would fail.
-                if self._conn.in_transaction:
-                    try:
-                        self._conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                raise self._led._storage_error(e) from e
-            committed = exc_type is None
-        finally:
-            try:
-                if self._taken is not None:
-                    self._led._replayed(self._taken, committed)
-            finally:
-                self._lock.release()
-        if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) not in (
-            sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
-        ):  # a statement the disk could not take: said plainly
-            raise self._led._storage_error(exc) from exc
-
-
-def _write_lock_holder(db_path: str) -> int | None:
-    """The process holding the write lock of a SQLite file in WAL mode, as Linux's ``/proc/locks``
-    says: SQLite takes it as a POSIX lock on byte 120 of the ``-shm`` file. None elsewhere, or when
-    no process holds it now. Read only when a write has waited in vain: nothing on the hot path."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        st = os.stat(db_path + "-shm")
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
-    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    for line in text.splitlines():
-        parts = line.split()  # "1: POSIX  ADVISORY  WRITE 14187 fe:00:2154642 120 120" (waiters have "->")
-        if len(parts) >= 8 and parts[1] == "POSIX" and parts[3] == "WRITE" and parts[5] == inode and parts[6] == "120":
-            try:
-                return int(parts[4])
-            except ValueError:
-                return None
-    return None
-
-
-def _process_state(pid: int) -> str | None:
-    """A process's state letter from ``/proc/PID/stat`` (``T``: stopped), None when unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
-    after = text.rpartition(")")[2].split()
-    return after[0] if after else None
-
-
-def _use_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
-    """Switch the file to WAL. Regression: several processes opening a new file at once failed
-    with 'database is locked', because SQLite does not wait (busy timeout) for the exclusive lock
-    this switch needs; so wait here, and only switch a file that is not in WAL already."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.005
-    while True:
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as e:
-            busy = getattr(e, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-            if not busy or time.monotonic() + delay > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-
-
-def row_asdict(row: RequestRow) -> dict[str, Any]:
-    return asdict(row)

@@ -1,0 +1,93 @@
+"""A call's reservations, as the engine asks for them: the budget read for routing, the worst case
+held, then settled with the call's row or freed.
+
+The engine awaits this one component. Each step is one ledger step on the ledger's executor,
+bounded by the call's deadline; the budget's part is pure (checks built from limits, figures and
+answers read): the ledger calls nothing back. When ``set_budget`` has changed the limits
+since a call's checks were built, the ledger grants nothing on them and says which limits it
+found (``LimitsMoved``); the checks are built anew and the ledger asked again, each attempt
+atomic, so from the moment ``set_budget`` returns no process grants a hold under the limits it
+replaced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from . import timings
+from .budget import Budget, BudgetSnapshot
+from .ledger import LedgerBase, RequestRow, SpareRequest
+
+__all__ = ["Holds"]
+
+
+class Holds:
+    """Reservations against one ledger, under one budget's limits."""
+
+    def __init__(self, ledger: LedgerBase, budget: Budget) -> None:
+        self.ledger = ledger
+        self.budget = budget
+
+    async def snapshot(self, *, tag: str, wait_s: float | None) -> BudgetSnapshot:
+        """Spend and holds of every limit that may apply to a call with this tag, waiting at most
+        ``wait_s`` for the ledger (None: its own timeout).
+
+        Raises:
+            LedgerBusy: the ledger could not be read within the wait.
+        """
+        until = None if wait_s is None else time.monotonic() + wait_s
+        ledger, budget = self.ledger, self.budget
+        for _ in range(2):  # once more should the figures show that another process set a limit
+            if budget.overrides_due():
+                budget.install_overrides(*await ledger.run_within(_left(until), ledger.budget_overrides_at))
+            snap = budget.unread(tag=tag)
+            snap.fill(await ledger.run_within(_left(until), ledger.usages, snap.unread_checks(),
+                                              stale_ok_s=timings.ROUTING_STALENESS_S))
+            if not budget.limits_moved():
+                break
+        return snap
+
+    async def reserve(
+        self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, request_id: str, ttl_s: float | None,
+        wait_s: float | None, poll: bool = False,
+    ) -> str:
+        """Hold ``amount_nusd`` against every limit on this provider and the snapshot's tag,
+        atomically with the check, waiting at most ``wait_s`` in all for the ledger. Returns the
+        hold's id, to be settled or freed.
+
+        Raises:
+            BudgetExceeded: naming the limit, what is spent and held, and when it resets.
+            LedgerBusy: the ledger could not be had within the wait (nothing was held).
+        """
+        attempt = self.budget.first_attempt(snapshot, provider=provider, amount_nusd=amount_nusd,
+                                            request_id=request_id, ttl_s=ttl_s, poll=poll)
+        until = None if wait_s is None else time.monotonic() + wait_s
+        while True:
+            answer = self.budget.next_attempt(attempt, await self.ledger.run_within(_left(until), attempt.make, self.ledger))
+            if isinstance(answer, str):
+                return answer
+            attempt = answer
+
+    def spare_for(
+        self, snapshot: BudgetSnapshot, *, provider: str, amount_nusd: int, ttl_s: float,
+    ) -> SpareRequest | None:
+        """What a settled call may keep on hold for the next one (``Budget.spare_for``)."""
+        return self.budget.spare_for(snapshot, provider=provider, amount_nusd=amount_nusd, ttl_s=ttl_s)
+
+    async def settle(
+        self, row: RequestRow, *, reservation_id: str | None = None, held: Sequence[str] = (),
+        spare: SpareRequest | None = None, wait_s: float | None = None,
+    ) -> str | None:
+        """Write a call's row and let its holds go (``LedgerBase.settle``: a row the ledger cannot
+        take goes to its journal, and None or a note saying where the spend waits is returned)."""
+        return await self.ledger.settle(row, reservation_id=reservation_id, held=held, spare=spare, wait_s=wait_s)
+
+    async def free(self, reservation_id: str) -> None:
+        """Let a hold go; never fails the call (``LedgerBase.free``)."""
+        await self.ledger.free(reservation_id)
+
+
+def _left(until: float | None) -> float | None:
+    """What is left of a wait that ends at ``until`` (monotonic; None: no bound)."""
+    return None if until is None else until - time.monotonic()
