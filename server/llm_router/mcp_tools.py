@@ -29,8 +29,9 @@ __all__ = ["call_tool", "list_tools"]
 
 _log = logging.getLogger("llm_router.mcp")
 
-Tool = Callable[[ServerState, Ctx, Access, Any], Awaitable[tuple[Any, Wire]]]
-"""A tool: (state, request, caller, parsed arguments) -> (the engine's result, the wire reply)."""
+ToolRun = Callable[[ServerState, Ctx, Access, Any], Awaitable[tuple[Any, Wire]]]
+"""A tool's handler: (state, request, caller, parsed arguments) -> (the engine's result, the wire
+reply). Not ``mcp_types.Tool``, which is a tool's listing."""
 
 
 class _Unexpected(RouterError):
@@ -145,7 +146,7 @@ async def set_budget(state: ServerState, ctx: Ctx, access: Access, args: BudgetA
     return result, ok(state, result_view(access, "set_budget", result.to_json()), f"{args.scope} {args.period} limit {what}.")
 
 
-_RUNS: dict[str, Tool] = {"complete": complete, "route_explain": route_explain, "cost_report": cost_report,
+_RUNS: dict[str, ToolRun] = {"complete": complete, "route_explain": route_explain, "cost_report": cost_report,
                           "set_budget": set_budget}
 
 
