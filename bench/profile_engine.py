@@ -130,7 +130,7 @@ async def attribution(
         ledger.run = run
         for name in ("prepare", "_decide", "_settle"):
             setattr(engine, name, timed(name, getattr(engine, name)))
-        engine.caller.call = timed("_call_with_retries", engine.caller.call)  # type: ignore[method-assign]
+        engine.caller.call = timed("ModelCaller.call", engine.caller.call)  # type: ignore[method-assign]
         provider = next(iter(engine.providers.values()))
         provider.complete = timed("provider.complete (HTTP)", provider.complete)
         entry_cls = type(next(iter(engine.catalog)))
@@ -161,8 +161,8 @@ async def attribution(
         for (mod, k), fn in saved.items():
             setattr(mod, k, fn)
     r = rec
-    r["_call_with_retries minus provider.complete"] = [
-        a - b for a, b in zip(r["_call_with_retries"], r["provider.complete (HTTP)"], strict=True)
+    r["ModelCaller.call minus provider.complete"] = [
+        a - b for a, b in zip(r["ModelCaller.call"], r["provider.complete (HTTP)"], strict=True)
     ]
     r["provider.complete minus floor (paired)"] = [
         a - b for a, b in zip(r["provider.complete (HTTP)"], r["direct httpx (floor)"], strict=True)
@@ -188,7 +188,7 @@ def print_attribution(rec: dict[str, list[float]], n: int, title: str) -> None:
         "  prompt_hash",
         "_decide",
         "  decide",
-        "_call_with_retries minus provider.complete",
+        "ModelCaller.call minus provider.complete",
         "provider.complete minus floor (paired)",
         "_settle",
         "  ModelEntry.cost_usd",
@@ -196,7 +196,7 @@ def print_attribution(rec: dict[str, list[float]], n: int, title: str) -> None:
         "  prices_json",
     ]
     for k in order + sorted(set(rec) - set(order)):
-        if k in rec and rec[k] and k not in ("_call_with_retries", "provider.complete (HTTP)"):
+        if k in rec and rec[k] and k not in ("ModelCaller.call", "provider.complete (HTTP)"):
             v = rec[k]
             print(f"  {k:<52} {statistics.median(v) * 1e6:9.1f} µs   (mean {statistics.fmean(v) * 1e6:8.1f})")
     print("  (_settle includes the Ledger.record call above)\n")

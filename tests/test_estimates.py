@@ -6,6 +6,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from llm_router import timings
 from llm_router.estimates import BY_CHARS, BY_TOKENIZER, estimate_usage, note_for
 from llm_router.types import CompletionRequest, Message
 
@@ -58,3 +59,12 @@ async def test_a_tokenizer_too_slow_to_count_is_not_said_to_be_missing() -> None
     assert note.startswith("usage and cost are estimated: the provider reported no usage; about 4 characters a token")
     assert "it has none, or it did not answer in time" in note
     assert "server's own tokenizer" in note_for(BY_TOKENIZER)
+
+
+async def test_a_patched_tokenizer_wait_is_what_an_estimate_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: the wait was a default bound when ``estimate_usage`` was defined, so a patch of
+    ``timings.COUNT_TOKENS_S`` (1 s) was ignored: here a hanging tokenizer is given up on in time."""
+    monkeypatch.setattr(timings, "COUNT_TOKENS_S", 0.05)
+    with anyio.fail_after(0.9):
+        _usage, method = await estimate_usage(Tokenizer(hangs=True), "m", ask(40), "red")
+    assert method == BY_CHARS

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
+from llm_router import timings
 from llm_router.calls import CompleteArgs
 from llm_router.config import Settings, settings_from_dict
 from llm_router.engine import Engine
@@ -191,6 +192,20 @@ async def test_a_models_window_ends_where_the_models_after_it_keep_their_slices(
     assert Window.share_of(deadline, later=1, reserve_s=0.2).end == pytest.approx(deadline - 0.2)
     last = Window.share_of(deadline, later=0)
     assert last.end == pytest.approx(deadline) and last.later == 0
+
+
+async def test_a_patched_fallback_reserve_is_what_a_window_and_the_settings_default_keep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: the reserve was a default bound when ``model_window`` and ``Window.share_of`` were
+    defined, so a patch of ``timings.FALLBACK_RESERVE_S`` was ignored; and the setting
+    ``[resilience] fallback_reserve_s`` had a default of its own, a second figure to keep in step."""
+    assert Settings().resilience.fallback_reserve_s == FALLBACK_RESERVE_S
+    monkeypatch.setattr(timings, "FALLBACK_RESERVE_S", 2.0)
+    assert model_window(55, 1) == 53
+    deadline = anyio.current_time() + 100
+    assert Window.share_of(deadline, later=1).end == pytest.approx(deadline - 2)
+    assert Settings().resilience.fallback_reserve_s == 2
 
 
 async def test_a_retry_is_made_only_when_the_wait_and_another_try_as_long_fit_in_the_models_window(

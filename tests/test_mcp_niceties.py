@@ -145,6 +145,29 @@ async def test_with_no_listener_open_nothing_is_published(engine: Engine, monkey
     assert len(published) == 3
 
 
+async def test_the_bus_is_listening_while_any_subscription_is_open_and_delivers_to_each() -> None:
+    """``ListeningBus.listening`` counts the open subscriptions through the SDK bus's public
+    ``subscribe``: the same listener subscribed twice is two, an unsubscribe may be called twice."""
+    from mcp.shared.subscriptions import ResourceUpdated
+
+    from llm_router.mcp_notify import ListeningBus
+
+    bus = ListeningBus()
+    heard: list[Any] = []
+    assert not bus.listening
+    first, second = bus.subscribe(heard.append), bus.subscribe(heard.append)
+    assert bus.listening
+    await bus.publish(ResourceUpdated(uri=LEDGER_URI))
+    assert heard == [ResourceUpdated(uri=LEDGER_URI)] * 2
+    first()
+    first()
+    assert bus.listening, "the second subscription is still open"
+    second()
+    assert not bus.listening
+    await bus.publish(ResourceUpdated(uri=LEDGER_URI))
+    assert len(heard) == 2
+
+
 async def test_a_subscriber_over_http_hears_another_clients_spend(engine: Engine) -> None:
     seen = Seen()
     with serve(engine) as url:

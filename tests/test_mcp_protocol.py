@@ -28,6 +28,24 @@ async def test_an_unknown_tool_is_a_json_rpc_invalid_params_error_naming_the_too
     assert engine.ledger.rows() == []
 
 
+async def test_every_listed_tool_is_served_none_answers_unknown_tool(engine: Engine) -> None:
+    """Regression: the tools' listings and their handlers were two tables keyed by name, so a tool
+    whose handler was dropped stayed listed and answered "Unknown tool" when called. Every listed
+    tool is called here (with arguments it may refuse, so nothing is spent): each answers as a
+    tool, with a result or a tool error, never with the JSON-RPC error for a tool that is not there."""
+    unserved: list[str] = []
+    async with Client(create_server(engine)) as client:
+        listed = [tool.name for tool in (await client.list_tools()).tools]
+        for name in listed:
+            try:
+                assert (await client.call_tool(name, {})).content, f"{name} answered as a tool"
+            except MCPError as e:
+                unserved.append(f"{name}: {e.message}")
+    assert listed == ["complete", "route_explain", "cost_report", "set_budget"]
+    assert unserved == []
+    assert engine.ledger.rows() == []
+
+
 @pytest.mark.parametrize(
     "uri", ["llm-router://nothing", "llm-router://ledgers", "file:///etc/passwd", "llm-router://providers/x"]
 )

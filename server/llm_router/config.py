@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from . import timings
 from .config_problems import NOT_KEYS, ConfigProblems, keys_at, unknown_key, validation_problems
 from .types import ConfigError, InvalidInput, Quality, Strategy, parse_model_ref
 
@@ -262,9 +263,10 @@ class ResilienceConfig(_Strict):
     """How long an open circuit waits before one trial call."""
     deadline_s: float = Field(default=55, gt=0, le=3600)
     """The whole ``complete`` call's deadline (Claude Desktop gives up on a tool call after about 60 s)."""
-    fallback_reserve_s: float = Field(default=8, ge=0, le=600)
+    fallback_reserve_s: float = Field(default_factory=lambda: timings.FALLBACK_RESERVE_S, ge=0, le=600)
     """Time each later model in a chain keeps for itself: a model may use what is left of the deadline
-    less this for every model after it (or an equal share, when that leaves it less)."""
+    less this for every model after it (or an equal share, when that leaves it less). Its default
+    is ``timings.FALLBACK_RESERVE_S``, read when the settings are made, so there is one figure."""
 
 
 class LimitsConfig(_Strict):

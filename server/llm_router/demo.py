@@ -48,7 +48,7 @@ def _error_of(result: Any) -> dict[str, Any]:
 async def _drive(ledger: str) -> int:
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
-    from mcp.types import TextResourceContents
+    from mcp_types import TextResourceContents
 
     # The server is started with the SDK's minimal environment (HOME, PATH, ...): no API key
     # reaches it, so every provider is a mock and nothing leaves the machine.

@@ -48,15 +48,17 @@ def prompt_tokens_by_chars(request: CompletionRequest) -> int:
 
 
 async def estimate_usage(
-    provider: Provider, model: str, request: CompletionRequest, text: str, *, wait_s: float = timings.COUNT_TOKENS_S
+    provider: Provider, model: str, request: CompletionRequest, text: str, *, wait_s: float | None = None
 ) -> tuple[Usage, str]:
     """The usage of an answer ``text`` to ``request``, and how it was counted (BY_TOKENIZER or
-    BY_CHARS). Waits at most ``wait_s`` for the tokenizer; whatever it answers (None, garbage, an
-    error, nothing in time) only means the count by characters. The answer's tokens are capped
-    at ``request.max_tokens``."""
+    BY_CHARS). Waits at most ``wait_s`` (by default ``timings.COUNT_TOKENS_S``, read at each call)
+    for the tokenizer; whatever it answers (None, garbage, an error, nothing in time) only means
+    the count by characters. The answer's tokens are capped at ``request.max_tokens``."""
     parts = ([request.system] if request.system else []) + [m.content for m in request.messages]
     prompt_n: object = None
     answer_n: object = None
+    if wait_s is None:
+        wait_s = timings.COUNT_TOKENS_S
     with anyio.move_on_after(max(wait_s, 0.05)):
         try:
             prompt_n = await provider.count_tokens(model, "\n".join(parts))

@@ -248,7 +248,7 @@ def _hostname(host_header: str) -> str | None:
 class HostPolicy:
     """Which ``Host`` and ``Origin`` headers are accepted (see the module docstring)."""
 
-    def __init__(self, allowed_hosts: list[str] = (), allowed_origins: list[str] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, allowed_hosts: Sequence[str] = (), allowed_origins: Sequence[str] = ()) -> None:
         self.names = {"localhost", *(h.lower() for h in allowed_hosts)}
         self.origins = {o.rstrip("/").lower() for o in allowed_origins}
 
@@ -288,7 +288,7 @@ def check_bind(host: str, tokens: Tokens) -> None:
 # -- the ASGI application -------------------------------------------------------------------------
 
 
-async def _respond(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+async def _respond(send: Send, status: int, body: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     data = json.dumps(body).encode()
     await send({
         "type": "http.response.start",

@@ -10,14 +10,13 @@ the SDK filters itself. Handshake-era clients (Claude Desktop, the Inspector, ..
 
 from __future__ import annotations
 
-import logging
 import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import anyio.lowlevel
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.subscriptions import ResourceUpdated, ServerEvent
 from mcp_types import EmptyResult, LoggingLevel, SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams
@@ -35,8 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LOG_LEVELS", "HandshakeSubscribers", "ListeningBus", "Notifier", "wants_progress"]
 
-_log = logging.getLogger("llm_router.mcp")
-
 LOG_LEVELS: tuple[LoggingLevel, ...] = (
     "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency",
 )
@@ -46,37 +43,31 @@ LOG_LEVELS: tuple[LoggingLevel, ...] = (
 warnings.filterwarnings("ignore", category=MCPDeprecationWarning, module=r"llm_router\.mcp_notify")
 
 
-class ListeningBus:
-    """The SDK's ``SubscriptionBus`` for ``subscriptions/listen`` streams, delivering as its
-    ``InMemorySubscriptionBus`` does, that also says whether any stream is open (``listening``).
+class ListeningBus(InMemorySubscriptionBus):
+    """The SDK's ``InMemorySubscriptionBus`` (it feeds the ``subscriptions/listen`` streams and
+    delivers as it does), that also says whether any stream is open: ``listening``.
 
-    The SDK's bus ends every publish with a trip round the event loop, listeners or not: three per
-    call, a tenth of a millisecond. Knowing that nobody listens, the router publishes nothing."""
+    Why: every publish ends with a trip round the event loop, listeners or not (three per call, a
+    tenth of a millisecond), so when nobody listens the router publishes nothing. The SDK's bus
+    cannot say whether anyone listens without reaching into its private ``_listeners``: here the
+    open subscriptions are counted through its public ``subscribe`` and the unsubscribe it returns."""
 
     def __init__(self) -> None:
-        # Keyed by a token per subscription, so the same callable may be registered twice.
-        self._listeners: dict[object, Callable[[ServerEvent], None]] = {}
+        super().__init__()
+        self._open: set[object] = set()
 
     @property
     def listening(self) -> bool:
-        return bool(self._listeners)
-
-    async def publish(self, event: ServerEvent) -> None:
-        """Deliver ``event`` to every listener; one that raises is skipped (the SDK's listeners do
-        not) and logged, and a checkpoint lets the listen streams drain between events."""
-        for listener in list(self._listeners.values()):
-            try:
-                listener(event)
-            except Exception:  # one bad listener must not starve the others or fail the call
-                _log.exception("subscription listener raised; continuing")
-        await anyio.lowlevel.checkpoint()
+        return bool(self._open)
 
     def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
-        token = object()
-        self._listeners[token] = listener
+        sdk_unsubscribe = super().subscribe(listener)
+        token = object()  # one per subscription: the same listener may subscribe twice
+        self._open.add(token)
 
-        def unsubscribe() -> None:
-            self._listeners.pop(token, None)
+        def unsubscribe() -> None:  # idempotent, as the SDK's is
+            self._open.discard(token)
+            sdk_unsubscribe()
 
         return unsubscribe
 

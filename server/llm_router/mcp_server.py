@@ -7,7 +7,8 @@ what is served is advertised (no prompts capability, since there are no prompts)
 Where each part lives:
 
 * ``mcp_surface``: what is offered (instructions, tools and their schemas, resources), as data;
-* ``mcp_tools``: ``tools/list`` and ``tools/call``, one function per tool;
+* ``mcp_tools``: ``tools/list`` and ``tools/call``, one function per tool, each beside its listing
+  in one table (``TOOLS``);
 * ``mcp_resources``: ``resources/list``, the template and ``resources/read``;
 * ``mcp_notify``: log messages, progress and resource-updated notifications, for clients of both
   eras (``subscriptions/listen``; ``resources/subscribe`` and ``logging/setLevel``);
@@ -39,9 +40,8 @@ from .mcp_surface import (
     LEDGER_URI,
     PROVIDERS_URI,
     RESOURCE_NOT_FOUND,
-    TOOLS,
 )
-from .mcp_tools import call_tool, list_tools
+from .mcp_tools import TOOLS, call_tool, list_tools
 from .redaction import Redactor
 
 __all__ = [

@@ -1,6 +1,7 @@
 """What the MCP server offers, as its clients see it: the instructions, the four tools (names,
 descriptions, input and output schemas, annotations) and the resources, all worked out once, at
-import. Only data here; ``mcp_tools`` and ``mcp_resources`` serve it.
+import. Only data here; ``mcp_tools`` and ``mcp_resources`` serve it (``mcp_tools.TOOLS`` puts each
+tool's listing beside its handler).
 
 ``complete`` and ``route_explain`` take the same steering parameters (prompt or messages, quality,
 strategy, model, max_cost_usd, tag ...): both are ``calls.CompleteArgs``, and what each may be is
@@ -11,12 +12,10 @@ drift apart.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from mcp_types import (
     ListResourcesResult,
     ListResourceTemplatesResult,
-    ListToolsResult,
     Resource,
     ResourceTemplate,
     Tool,
@@ -37,20 +36,25 @@ from .calls import (
 
 __all__ = [
     "BUDGETS_URI",
+    "BUDGET_ARGS",
+    "BUDGET_TOOL",
+    "COMPLETE_ARGS",
+    "COMPLETE_TOOL",
+    "DAY",
     "ERROR_META_KEY",
+    "EXPLAIN_ARGS",
+    "EXPLAIN_TOOL",
     "INSTRUCTIONS",
     "LEDGER_URI",
     "PROVIDERS_URI",
+    "REPORT_ARGS",
+    "REPORT_TOOL",
     "RESOURCES",
     "RESOURCE_NAMES",
     "RESOURCE_NOT_FOUND",
     "STEERING_ALLOWED",
     "SUBSCRIBABLE",
     "TEMPLATES",
-    "TOOLS",
-    "TOOL_LIST",
-    "TOOL_NAMES",
-    "DAY",
 ]
 
 INSTRUCTIONS = """\
@@ -98,45 +102,39 @@ def _annotations(*, read_only: bool, idempotent: bool, open_world: bool) -> Tool
 
 
 _READ_ONLY = _annotations(read_only=True, idempotent=True, open_world=False)
-TOOLS: dict[str, tuple[Tool, ToolArguments[Any]]] = {
-    tool.name: (tool, arguments)
-    for tool, arguments in (
-        (Tool(
-            name="complete",
-            description="Send a prompt to the best-suited LLM (cheapest that meets the quality asked), with "
-            "fallback across providers and a hard budget. Returns the answer, the model used, tokens and exact cost.",
-            input_schema=COMPLETE_ARGS.schema,
-            output_schema=CompleteResult.model_json_schema(),
-            annotations=_annotations(read_only=False, idempotent=False, open_world=True),
-        ), COMPLETE_ARGS),
-        (Tool(
-            name="route_explain",
-            description="Explain, without calling any model or spending anything, which models `complete` would try "
-            "for these arguments, in what order, why others were excluded, and the estimated cost.",
-            input_schema=EXPLAIN_ARGS.schema,
-            output_schema=ExplainResult.model_json_schema(),
-            annotations=_READ_ONLY,
-        ), EXPLAIN_ARGS),
-        (Tool(
-            name="cost_report",
-            description="Spend from the ledger for a period, grouped by provider, model, task_type, tag or day, "
-            "with every budget's status, a month-end projection and savings against the reference model.",
-            input_schema=REPORT_ARGS.schema,
-            output_schema=ReportResult.model_json_schema(),
-            annotations=_READ_ONLY,
-        ), REPORT_ARGS),
-        (Tool(
-            name="set_budget",
-            description="Set, change or remove (limit_usd null) a spending limit. Persisted; applies to every later call.",
-            input_schema=BUDGET_ARGS.schema,
-            output_schema=BudgetResult.model_json_schema(),
-            annotations=_annotations(read_only=False, idempotent=True, open_world=False),
-        ), BUDGET_ARGS),
-    )
-}
-"""Each tool's listing and its arguments, by name."""
-TOOL_LIST = ListToolsResult(tools=[tool for tool, _ in TOOLS.values()])
-TOOL_NAMES = ", ".join(TOOLS)
+COMPLETE_TOOL = Tool(
+    name="complete",
+    description="Send a prompt to the best-suited LLM (cheapest that meets the quality asked), with "
+    "fallback across providers and a hard budget. Returns the answer, the model used, tokens and exact cost.",
+    input_schema=COMPLETE_ARGS.schema,
+    output_schema=CompleteResult.model_json_schema(),
+    annotations=_annotations(read_only=False, idempotent=False, open_world=True),
+)
+EXPLAIN_TOOL = Tool(
+    name="route_explain",
+    description="Explain, without calling any model or spending anything, which models `complete` would try "
+    "for these arguments, in what order, why others were excluded, and the estimated cost.",
+    input_schema=EXPLAIN_ARGS.schema,
+    output_schema=ExplainResult.model_json_schema(),
+    annotations=_READ_ONLY,
+)
+REPORT_TOOL = Tool(
+    name="cost_report",
+    description="Spend from the ledger for a period, grouped by provider, model, task_type, tag or day, "
+    "with every budget's status, a month-end projection and savings against the reference model.",
+    input_schema=REPORT_ARGS.schema,
+    output_schema=ReportResult.model_json_schema(),
+    annotations=_READ_ONLY,
+)
+BUDGET_TOOL = Tool(
+    name="set_budget",
+    description="Set, change or remove (limit_usd null) a spending limit. Persisted; applies to every later call.",
+    input_schema=BUDGET_ARGS.schema,
+    output_schema=BudgetResult.model_json_schema(),
+    annotations=_annotations(read_only=False, idempotent=True, open_world=False),
+)
+"""Each tool's listing. What serves them, and so what ``tools/list`` shows, is ``mcp_tools.TOOLS``:
+one table with each listing beside its handler, so no tool can be listed and not served."""
 
 
 # -- the resources -------------------------------------------------------------------------------

@@ -13,24 +13,39 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, CallToolRequestParams, ListToolsResult, PaginatedRequestParams
+from mcp_types import INVALID_PARAMS, CallToolRequestParams, ListToolsResult, PaginatedRequestParams, Tool
+from pydantic import BaseModel
 
 from .access import Access, check_budget_change, check_mcp, error_view, report_tag, result_view
+from .arguments import ToolArguments
 from .calls import BudgetArgs, CompleteArgs, ReportArgs
 from .mcp_notify import wants_progress
 from .mcp_state import Ctx, ServerState, Wire, caller_access, error, ok
-from .mcp_surface import BUDGETS_URI, TOOL_LIST, TOOL_NAMES, TOOLS
+from .mcp_surface import (
+    BUDGET_ARGS,
+    BUDGET_TOOL,
+    BUDGETS_URI,
+    COMPLETE_ARGS,
+    COMPLETE_TOOL,
+    EXPLAIN_ARGS,
+    EXPLAIN_TOOL,
+    REPORT_ARGS,
+    REPORT_TOOL,
+)
 from .types import EMPTY_GROUP, AllAttemptsFailed, BudgetExceeded, Forbidden, InvalidInput, RouterError, plural
 
-__all__ = ["call_tool", "list_tools"]
+__all__ = ["TOOLS", "TOOL_LIST", "ServedTool", "ToolRun", "call_tool", "list_tools"]
 
 _log = logging.getLogger("llm_router.mcp")
 
-Tool = Callable[[ServerState, Ctx, Access, Any], Awaitable[tuple[Any, Wire]]]
-"""A tool: (state, request, caller, parsed arguments) -> (the engine's result, the wire reply)."""
+A = TypeVar("A", bound=BaseModel)
+ToolRun = Callable[[ServerState, Ctx, Access, A], Awaitable[tuple[Any, Wire]]]
+"""A tool's handler: (state, request, caller, parsed arguments) -> (the engine's result, the wire
+reply). Not ``mcp_types.Tool``, which is a tool's listing."""
 
 
 class _Unexpected(RouterError):
@@ -145,8 +160,31 @@ async def set_budget(state: ServerState, ctx: Ctx, access: Access, args: BudgetA
     return result, ok(state, result_view(access, "set_budget", result.to_json()), f"{args.scope} {args.period} limit {what}.")
 
 
-_RUNS: dict[str, Tool] = {"complete": complete, "route_explain": route_explain, "cost_report": cost_report,
-                          "set_budget": set_budget}
+@dataclass(frozen=True, slots=True)
+class ServedTool(Generic[A]):
+    """One tool as served: its listing, how its arguments are parsed, and its handler, side by side."""
+
+    listing: Tool
+    arguments: ToolArguments[A]
+    run: ToolRun[A]
+
+
+TOOLS: dict[str, ServedTool[Any]] = {
+    served.listing.name: served
+    for served in (
+        ServedTool(COMPLETE_TOOL, COMPLETE_ARGS, complete),
+        ServedTool(EXPLAIN_TOOL, EXPLAIN_ARGS, route_explain),
+        ServedTool(REPORT_TOOL, REPORT_ARGS, cost_report),
+        ServedTool(BUDGET_TOOL, BUDGET_ARGS, set_budget),
+    )
+}
+"""Every tool this server offers, by name: the one table both ``tools/list`` and ``tools/call`` read.
+
+Regression: the listings and the handlers were two tables keyed by name, with nothing tying them;
+a tool whose handler was dropped stayed listed and answered "Unknown tool" when called. Here a
+tool is listed only with its handler, and a handler is typed against its arguments' parser."""
+TOOL_LIST = ListToolsResult(tools=[served.listing for served in TOOLS.values()])
+TOOL_NAMES = ", ".join(TOOLS)
 
 
 async def list_tools(state: ServerState, ctx: Ctx, params: PaginatedRequestParams | None) -> ListToolsResult:
@@ -156,8 +194,8 @@ async def list_tools(state: ServerState, ctx: Ctx, params: PaginatedRequestParam
 async def call_tool(state: ServerState, ctx: Ctx, params: CallToolRequestParams) -> Wire:
     """One ``tools/call``: who asks, may they, the arguments parsed, the tool run, the observer told;
     every failure as a tool error (an unexpected one logged here, never shown)."""
-    run = _RUNS.get(params.name)
-    if run is None:
+    served = TOOLS.get(params.name)
+    if served is None:
         raise MCPError(INVALID_PARAMS, f"Unknown tool: {params.name[:100]!r}; this server has {TOOL_NAMES}",
                        data={"tool": params.name[:100]})
     observer = state.observer
@@ -168,7 +206,7 @@ async def call_tool(state: ServerState, ctx: Ctx, params: CallToolRequestParams)
         return error(state, e)
     try:
         check_mcp(access, f"the tool {params.name}")
-        result, wire = await run(state, ctx, access, TOOLS[params.name][1].parse(params.arguments))
+        result, wire = await served.run(state, ctx, access, served.arguments.parse(params.arguments))
     except RouterError as e:
         if observer is not None:
             observer.tool_done(params.name, time.perf_counter() - t0, None, e)

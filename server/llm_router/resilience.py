@@ -32,16 +32,19 @@ CircuitState = Literal["closed", "open", "half_open"]
 
 
 
-def model_window(remaining_s: float, later_models: int, reserve_s: float = timings.FALLBACK_RESERVE_S) -> float:
+def model_window(remaining_s: float, later_models: int, reserve_s: float | None = None) -> float:
     """Seconds one model of a chain may use, its retries included, out of ``remaining_s``.
 
-    Each of the ``later_models`` keeps ``reserve_s`` for itself, or an equal share of what remains
+    Each of the ``later_models`` keeps ``reserve_s`` (by default ``timings.FALLBACK_RESERVE_S``,
+    read at each call so a patch of it applies; the engine passes the setting) for itself, or an equal share of what remains
     when the deadline is too short for that: the model gets ``max(remaining - later * reserve,
     remaining / (later + 1))``. The last model gets all that remains. So a slow or hanging first
     model cannot spend the whole deadline, and a healthy fallback is always asked in time.
     """
     if later_models <= 0 or remaining_s <= 0:
         return max(remaining_s, 0.0)
+    if reserve_s is None:
+        reserve_s = timings.FALLBACK_RESERVE_S
     return max(remaining_s - later_models * reserve_s, remaining_s / (later_models + 1))
 
 
@@ -56,7 +59,7 @@ class Window:
     """Models after this one in the chain, which keep time for themselves."""
 
     @classmethod
-    def share_of(cls, deadline: float, *, later: int, reserve_s: float = timings.FALLBACK_RESERVE_S) -> Window:
+    def share_of(cls, deadline: float, *, later: int, reserve_s: float | None = None) -> Window:
         now = anyio.current_time()
         share = model_window(deadline - now, later, reserve_s)
         return cls(now + share, share, later)

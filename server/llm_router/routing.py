@@ -21,7 +21,7 @@ call's attempts say why each was skipped.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,9 +112,10 @@ class Decision:
     steps: list[str]
     budget_tier: Tier
     budget: BudgetSnapshot
-    walk: list[Candidate | Excluded] = field(default_factory=list)
+    walk: Sequence[Candidate | Excluded] = field(default_factory=list)
     """What ``complete`` goes through, in order: each candidate of the chain, and each model it
-    should say it skipped (see the module docstring). The chain itself when nothing is skipped."""
+    should say it skipped (see the module docstring). The chain itself when nothing is skipped
+    (so read-only: a ``Sequence``, which the chain, a list of candidates, is)."""
 
     def explain(self) -> dict[str, Any]:
         head = self.chain[0] if self.chain else None
@@ -302,11 +303,11 @@ def decide(
                     _walk(candidates, listed, entries if ordered and not reordered else None))
 
 
-def _walk(chain: list[Candidate], listed: list[Excluded], order: list[ModelEntry] | None) -> list[Candidate | Excluded]:
+def _walk(chain: list[Candidate], listed: list[Excluded], order: list[ModelEntry] | None) -> Sequence[Candidate | Excluded]:
     """The chain with the listed exclusions: where they stand in ``order`` (the override or rule,
     when its order was kept), else before it."""
     if not listed:
-        return chain  # type: ignore[return-value]  # the usual call: nothing to interleave
+        return chain  # the usual call: nothing to interleave
     if order is None:
         return [*listed, *chain]
     position = {e.ref: i for i, e in reversed(list(enumerate(order)))}

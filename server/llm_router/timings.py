@@ -8,7 +8,9 @@ the ones that are not worth a setting.
 
 FALLBACK_RESERVE_S = 8.0
 """Time each later model in a chain keeps for itself while an earlier one is tried (or an equal
-share of what remains, when that is less): see ``model_window``."""
+share of what remains, when that is less): see ``model_window``. The one default of the setting
+``[resilience] fallback_reserve_s`` (which is what the engine passes), and of ``model_window`` when
+it is given no reserve."""
 
 # -- Provider side questions (providers/base.py) --------------------------------------------------
 
