@@ -11,12 +11,14 @@ import threading
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..types import LedgerBusy
+from .ddl import create_table
+from .dialect import POSTGRES
+from .schema import MIGRATIONS_TABLE, Statements, render
 
 if TYPE_CHECKING:
     import psycopg
@@ -26,13 +28,8 @@ __all__ = [
 ]
 
 
-def _load_migrations() -> list[tuple[str, str]]:
-    folder = resources.files(__package__ or "llm_router.ledger").joinpath("pg_migrations")
-    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
-    return [(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in files]
-
-
-MIGRATIONS: list[tuple[str, str]] = _load_migrations()
+MIGRATIONS: list[tuple[str, Statements]] = render(POSTGRES)
+"""The schema's history (``schema.py``) as the PostgreSQL ledger runs it."""
 
 
 def redact_url(url: str) -> str:
@@ -72,29 +69,33 @@ def lock_key(schema: str, purpose: str) -> int:
     return zlib.crc32(f"llm-router:{schema}:{purpose}".encode())
 
 
-def migrate(conn: psycopg.Connection[Any], schema: str, migrations: Sequence[tuple[str, str]]) -> list[str]:
-    """Apply what is missing of ``migrations`` (name, SQL), in one transaction, under an advisory
-    lock: several servers may open a new ledger at the same moment, and only one of them must
-    migrate it."""
-    if _pending(conn, migrations, probe=True) == []:
+def migrate(conn: psycopg.Connection[Any], schema: str, migrations: Sequence[tuple[str, Statements]]) -> list[str]:
+    """Apply what is missing of ``migrations`` (name, statements), in one transaction, under an
+    advisory lock: several servers may open a new ledger at the same moment, and only one of them
+    must migrate it."""
+    if _has_migrations_table(conn) and _pending(conn, migrations) == []:
         return []
     applied: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema, "migrate"),))
-        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name text PRIMARY KEY, applied_at text)")
-        for name, sql in _pending(conn, migrations) or []:
-            conn.execute(sql.encode())
+        conn.execute(create_table(MIGRATIONS_TABLE, POSTGRES, if_not_exists=True).encode())
+        for name, statements in _pending(conn, migrations):
+            for sql in statements:
+                conn.execute(sql.encode())
             conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (%s, %s)",
                          (name, datetime.now(UTC).isoformat()))
             applied.append(name)
     return applied
 
 
+def _has_migrations_table(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT to_regclass('_migrations') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
 def _pending(
-    conn: psycopg.Connection[Any], migrations: Sequence[tuple[str, str]], *, probe: bool = False,
-) -> list[tuple[str, str]] | None:
-    if probe and conn.execute("SELECT to_regclass('_migrations')").fetchone()[0] is None:  # type: ignore[index]
-        return None
+    conn: psycopg.Connection[Any], migrations: Sequence[tuple[str, Statements]],
+) -> list[tuple[str, Statements]]:
     done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
     return [(name, sql) for name, sql in migrations if name not in done]
 

@@ -1,7 +1,7 @@
 """The PostgreSQL ledger, for a team whose servers on several machines share one budget.
 
-Same tables, same columns and the same behaviour as the SQLite ledger (``sqlite.py``); schema
-changes are the numbered plain-SQL files in ``pg_migrations/``, applied in order on open.
+Same tables, same columns and the same behaviour as the SQLite ledger (``sqlite.py``); its schema
+is the one history in ``schema.py``, rendered for PostgreSQL and applied in order on open.
 
 How a reservation stays atomic across machines: check-and-reserve runs in one transaction that
 first takes a transaction-scoped advisory lock (``pg_advisory_xact_lock``), so reservations are
