@@ -1,6 +1,6 @@
 """A PostgreSQL ledger's session: connecting (on a thread of its own, so a step can stop waiting),
-its schema's migrations, the advisory-lock keys, the journal's place on this machine's disk, and
-naming the session that holds a lock a step waited for in vain.
+its schema's migrations, the advisory-lock keys, the ledger's identity and its journal's place on
+this machine's disk, and naming the session that holds a lock a step waited for in vain.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
+import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -18,18 +19,31 @@ from urllib.parse import urlsplit, urlunsplit
 from ..types import LedgerBusy
 from .ddl import create_table
 from .dialect import POSTGRES
-from .schema import MIGRATIONS_TABLE, Statements, render
+from .records import LedgerUnavailable
+from .schema import LEDGER_ID_KEY, MIGRATIONS_TABLE, Statements, render
+from .statements import meta
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
-    "APPLICATION_NAME", "MIGRATIONS", "Connecting", "busy_error", "default_journal", "lock_key", "migrate", "redact_url",
+    "APPLICATION_NAME", "MIGRATIONS", "Connecting", "busy_error", "default_journal", "ledger_identity", "lock_key",
+    "migrate", "redact_url", "unreachable",
 ]
 
 
 MIGRATIONS: list[tuple[str, Statements]] = render(POSTGRES)
 """The schema's history (``schema.py``) as the PostgreSQL ledger runs it."""
+
+
+def unreachable(url: str, error: Exception) -> LedgerUnavailable:
+    """What a server is told when the ledger's database does not take its connection."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return LedgerUnavailable(
+        f"cannot reach the PostgreSQL ledger at {redact_url(url)}: {reason}. Check that the server"
+        " is up and the URL ($LLM_ROUTER_DB_URL or [ledger] url); give a password in PGPASSWORD"
+        " or ~/.pgpass"
+    )
 
 
 def redact_url(url: str) -> str:
@@ -182,8 +196,25 @@ class Connecting:
             conn.close()
 
 
+def ledger_identity(conn: psycopg.Connection[Any], schema: str) -> str:
+    """What the database says this ledger is: the id in its ``meta`` (made by the first server
+    to open it), its database and its schema. Every server reaching it, from any machine and
+    by any spelling of the URL (localhost or 127.0.0.1, a DNS name, a socket), reads the same.
+
+    Regression: the default journal was named after the URL's text, so a server spelling it
+    otherwise never replayed a journal left by one that died, and overspent the limit."""
+    ledger_id = meta(conn, POSTGRES, LEDGER_ID_KEY)
+    if ledger_id is None:
+        conn.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                     (LEDGER_ID_KEY, uuid.uuid4().hex))
+        ledger_id = meta(conn, POSTGRES, LEDGER_ID_KEY)
+    database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    return f"{ledger_id}|{database}|{schema}"
+
+
+
 def default_journal(identity: str) -> Path:
-    """A journal on this machine's disk for one PostgreSQL ledger (``PostgresLedger._identity``):
+    """A journal on this machine's disk for one PostgreSQL ledger (``ledger_identity``):
     the servers here that share the ledger share the file."""
     import platformdirs
 
