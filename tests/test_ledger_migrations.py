@@ -4,6 +4,7 @@ ones. Each runs against both backends where both apply (``backends.py``); rows a
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,13 @@ from typing import Any
 import pytest
 import sqlite_utils
 
-from llm_router.ledger import Ledger, LedgerBase
+from llm_router.ledger import Ledger, LedgerBase, pg_session, schema
 from llm_router.ledger import base as ledger_base
+from llm_router.ledger.ddl import create_table
 from llm_router.ledger.schema import MIGRATIONS, migrate
 
-from .backends import Store, columns, execute, tables
+from .backends import Store, columns, execute, tables, with_search_path
+from .ledger_before import sqlite_steps as before_sqlite
 from .ledger_rows import (
     DAY,
     MIGRATION_NAMES,
@@ -126,7 +129,7 @@ def test_migrating_twice_is_a_no_op(store: Store) -> None:
 def test_database_with_only_the_first_migration_is_brought_up_to_date(ledger_file: Path) -> None:
     old = sqlite_utils.Database(ledger_file)
     old["_migrations"].create({"name": str, "applied_at": str}, pk="name")
-    for name, fn in MIGRATIONS[:1]:
+    for name, fn in before_sqlite.MIGRATIONS[:1]:
         fn(old)
         old["_migrations"].insert({"name": name, "applied_at": "2025-01-01T00:00:00+00:00"})
     old["requests"].insert(
@@ -145,7 +148,7 @@ def test_postgres_schema_with_only_the_first_migration_is_brought_up_to_date(pg_
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE _migrations (name text PRIMARY KEY, applied_at text)")
-        name, sql = postgres.MIGRATIONS[0]
+        name, sql = BEFORE_PG_STEPS[0]
         conn.execute(sql.encode())
         conn.execute("INSERT INTO _migrations VALUES (%s, '2025-01-01T00:00:00+00:00')", (name,))
         conn.execute("INSERT INTO requests (id, ts, day, status, cost_nusd) VALUES ('old-1', %s, %s, 'ok', 7)",
@@ -220,12 +223,9 @@ def test_holds_in_flight_survive_the_move_to_a_table_without_rowid(ledger_file: 
 def test_a_failing_migration_leaves_nothing_half_applied(
     ledger_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(db: sqlite_utils.Database) -> None:
-        db["half"].create({"x": int})
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr("llm_router.ledger.schema.MIGRATIONS", [*MIGRATIONS, ("007_broken", broken)])
-    with pytest.raises(RuntimeError, match="boom"):
+    broken = ("014_broken", ("CREATE TABLE half (x INTEGER)", "SELECT no_such_function()"))
+    monkeypatch.setattr("llm_router.ledger.schema.MIGRATIONS", [*MIGRATIONS, broken])
+    with pytest.raises(sqlite3.OperationalError, match="no_such_function"):
         Ledger(ledger_file)
 
     db = sqlite_utils.Database(ledger_file)
@@ -243,7 +243,7 @@ def test_a_failing_postgres_migration_leaves_nothing_half_applied(
 
     from llm_router.ledger import postgres
 
-    broken = ("007_broken", "CREATE TABLE half (x bigint); SELECT no_such_function();")
+    broken = ("014_broken", ("CREATE TABLE half (x bigint)", "SELECT no_such_function()"))
     monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, broken])
     with pytest.raises(psycopg.errors.UndefinedFunction):
         postgres.PostgresLedger(pg_url)
@@ -297,27 +297,19 @@ def _shape(led: LedgerBase) -> dict[str, Any]:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("steps", [0, 1, 5, 8, 9, 12])
+@pytest.mark.parametrize("built_by", ["an earlier build", "this history"])
+@pytest.mark.parametrize("steps", range(len(MIGRATION_NAMES)))
 def test_a_ledger_migrated_from_any_earlier_step_has_the_same_shape_on_both_backends(
-    steps: int, tmp_path: Path, pg_url: str,
+    steps: int, built_by: str, tmp_path: Path, pg_url: str,
 ) -> None:
-    """Both schema histories, run from a blank ledger or from one an earlier build left after
-    ``steps`` migrations, end in the same tables, columns and indexes on SQLite and PostgreSQL."""
-    import psycopg
-
+    """A ledger left after ``steps`` migrations, by the builds before one schema history or by the
+    history itself, ends in the same tables, columns and indexes on SQLite and PostgreSQL, and in
+    exactly the schema of a ledger this build makes from a blank one."""
     from llm_router.ledger import postgres
 
-    old = sqlite_utils.Database(tmp_path / "ledger.db")
-    old["_migrations"].create({"name": str, "applied_at": str}, pk="name")
-    for name, fn in MIGRATIONS[:steps]:
-        fn(old)
-        old["_migrations"].insert({"name": name, "applied_at": "2025-01-01T00:00:00+00:00"})
-    old.close()
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE _migrations (name text PRIMARY KEY, applied_at text)")
-        for name, sql in postgres.MIGRATIONS[:steps]:
-            conn.execute(sql.encode())
-            conn.execute("INSERT INTO _migrations VALUES (%s, '2025-01-01T00:00:00+00:00')", (name,))
+    fresh = _sqlite_schema(_sqlite_made_by("this history", tmp_path / "fresh.db", len(MIGRATION_NAMES)))
+    _sqlite_made_by(built_by, tmp_path / "ledger.db", steps)
+    _postgres_made_by(built_by, pg_url, steps)
 
     on_sqlite, on_postgres = Ledger(tmp_path / "ledger.db"), postgres.PostgresLedger(pg_url)
     try:
@@ -327,3 +319,136 @@ def test_a_ledger_migrated_from_any_earlier_step_has_the_same_shape_on_both_back
     finally:
         on_sqlite.close()
         on_postgres.close()
+    assert _sqlite_schema(tmp_path / "ledger.db") == fresh
+
+
+@pytest.mark.parametrize("steps", range(len(MIGRATION_NAMES) + 1))
+def test_each_step_of_the_history_leaves_a_sqlite_ledger_exactly_as_the_earlier_builds_did(
+    steps: int, tmp_path: Path,
+) -> None:
+    """SQLite keeps each ``CREATE`` as written: the same text, table by table and index by index,
+    and the same ``meta`` keys, after every step (so a ledger made today reads as one made before)."""
+    before = _sqlite_schema(_sqlite_made_by("an earlier build", tmp_path / "before.db", steps))
+    assert _sqlite_schema(_sqlite_made_by("this history", tmp_path / "now.db", steps)) == before
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("steps", range(len(MIGRATION_NAMES) + 1))
+def test_each_step_of_the_history_leaves_a_postgresql_ledger_exactly_as_the_earlier_builds_did(
+    steps: int, pg_url: str, pg_server_url: str,
+) -> None:
+    """Column by column (types, nullability, defaults, identity), index by index and key by key,
+    and the same ``meta`` keys, after every step, as the ``.sql`` files of the earlier builds."""
+    import psycopg
+
+    other = f"{_current_schema(pg_url)}_now"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{other}"')
+    try:
+        now_url = with_search_path(pg_server_url, other)
+        _postgres_made_by("an earlier build", pg_url, steps)
+        _postgres_made_by("this history", now_url, steps)
+        assert _postgres_schema(now_url) == _postgres_schema(pg_url)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{other}" CASCADE')
+
+
+def test_the_history_is_written_once_for_both_backends() -> None:
+    """One list of migrations: the SQLite and PostgreSQL steps are its renderings, name for name."""
+    assert [name for name, _ in schema.HISTORY] == MIGRATION_NAMES
+    assert schema.render(schema.SQLITE) == schema.MIGRATIONS
+    assert schema.render(pg_session.POSTGRES) == pg_session.MIGRATIONS
+
+
+# -- ledgers as the earlier builds and this history leave them ----------------------------------
+
+BEFORE_PG_STEPS = [
+    (f.stem, f.read_text(encoding="utf-8"))
+    for f in sorted((Path(__file__).parent / "ledger_before" / "pg_migrations").glob("*.sql"))
+]
+"""The PostgreSQL builds' migrations before one schema history, as shipped."""
+APPLIED_AT = "2025-01-01T00:00:00+00:00"
+
+
+def _sqlite_made_by(built_by: str, path: Path, steps: int) -> Path:
+    """A SQLite ledger after its first ``steps`` migrations, applied by the earlier builds'
+    sqlite-utils steps or by this history."""
+    if built_by == "an earlier build":
+        old = sqlite_utils.Database(path)
+        old["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+        for name, fn in before_sqlite.MIGRATIONS[:steps]:
+            fn(old)
+            old["_migrations"].insert({"name": name, "applied_at": APPLIED_AT})
+        old.close()
+        return path
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        if steps == 0:  # nothing to apply: the table alone, as an earlier build left it
+            conn.execute(create_table(schema.MIGRATIONS_TABLE, schema.SQLITE))
+        assert schema.migrate_connection(conn, MIGRATIONS[:steps]) == MIGRATION_NAMES[:steps]
+    finally:
+        conn.close()
+    return path
+
+
+def _postgres_made_by(built_by: str, url: str, steps: int) -> None:
+    """A PostgreSQL ledger after its first ``steps`` migrations, by the earlier builds' ``.sql``
+    files or by this history."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        if built_by == "an earlier build":
+            conn.execute("CREATE TABLE _migrations (name text PRIMARY KEY, applied_at text)")
+            for name, sql in BEFORE_PG_STEPS[:steps]:
+                conn.execute(sql.encode())
+                conn.execute("INSERT INTO _migrations VALUES (%s, %s)", (name, APPLIED_AT))
+        else:
+            applied = pg_session.migrate(conn, _current_schema(url), pg_session.MIGRATIONS[:steps])
+            assert applied == MIGRATION_NAMES[:steps]
+
+
+def _current_schema(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return str(conn.execute("SELECT current_schema()").fetchone()[0])  # type: ignore[index]
+
+
+def _sqlite_schema(path: Path) -> dict[str, Any]:
+    """What ``sqlite_master`` holds (each statement as SQLite kept it) and the keys of ``meta``."""
+    conn = sqlite3.connect(path)
+    try:
+        master = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+        has_meta = any(name == "meta" for _, name, _, _ in master)
+        meta = conn.execute("SELECT key FROM meta ORDER BY key").fetchall() if has_meta else []
+        migrations = conn.execute("SELECT name FROM _migrations ORDER BY name").fetchall()
+    finally:
+        conn.close()
+    return {"sqlite_master": master, "meta": meta, "_migrations": migrations}
+
+
+def _postgres_schema(url: str) -> dict[str, Any]:
+    """The schema's columns, indexes, keys and ``meta`` keys, with the schema's own name left out."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        name = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        cols = conn.execute(
+            "SELECT table_name, ordinal_position, column_name, data_type, is_nullable, column_default, is_identity,"
+            " identity_generation FROM information_schema.columns WHERE table_schema = current_schema() ORDER BY 1, 2"
+        ).fetchall()
+        indexes = [
+            (table, index, definition.replace(f"{name}.", ""))
+            for table, index, definition in conn.execute(
+                "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 2"
+            )
+        ]
+        keys = conn.execute(
+            "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE connamespace = current_schema()::regnamespace ORDER BY 2"
+        ).fetchall()
+        has_meta = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]  # type: ignore[index]
+        meta = conn.execute("SELECT key FROM meta ORDER BY key").fetchall() if has_meta else []
+        migrations = conn.execute("SELECT name FROM _migrations ORDER BY name").fetchall()
+    return {"columns": cols, "indexes": indexes, "keys": keys, "meta": meta, "_migrations": migrations}

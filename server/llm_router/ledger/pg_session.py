@@ -1,6 +1,6 @@
 """A PostgreSQL ledger's session: connecting (on a thread of its own, so a step can stop waiting),
-its schema's migrations, the advisory-lock keys, the journal's place on this machine's disk, and
-naming the session that holds a lock a step waited for in vain.
+its schema's migrations, the advisory-lock keys, the ledger's identity and its journal's place on
+this machine's disk, and naming the session that holds a lock a step waited for in vain.
 """
 
 from __future__ import annotations
@@ -8,31 +8,42 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
+import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..types import LedgerBusy
+from .ddl import create_table
+from .dialect import POSTGRES
+from .records import LedgerUnavailable
+from .schema import LEDGER_ID_KEY, MIGRATIONS_TABLE, Statements, render
+from .statements import meta
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
-    "APPLICATION_NAME", "MIGRATIONS", "Connecting", "busy_error", "default_journal", "lock_key", "migrate", "redact_url",
+    "APPLICATION_NAME", "MIGRATIONS", "Connecting", "busy_error", "default_journal", "ledger_identity", "lock_key",
+    "migrate", "redact_url", "unreachable",
 ]
 
 
-def _load_migrations() -> list[tuple[str, str]]:
-    folder = resources.files(__package__ or "llm_router.ledger").joinpath("pg_migrations")
-    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
-    return [(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in files]
+MIGRATIONS: list[tuple[str, Statements]] = render(POSTGRES)
+"""The schema's history (``schema.py``) as the PostgreSQL ledger runs it."""
 
 
-MIGRATIONS: list[tuple[str, str]] = _load_migrations()
+def unreachable(url: str, error: Exception) -> LedgerUnavailable:
+    """What a server is told when the ledger's database does not take its connection."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return LedgerUnavailable(
+        f"cannot reach the PostgreSQL ledger at {redact_url(url)}: {reason}. Check that the server"
+        " is up and the URL ($LLM_ROUTER_DB_URL or [ledger] url); give a password in PGPASSWORD"
+        " or ~/.pgpass"
+    )
 
 
 def redact_url(url: str) -> str:
@@ -72,29 +83,33 @@ def lock_key(schema: str, purpose: str) -> int:
     return zlib.crc32(f"llm-router:{schema}:{purpose}".encode())
 
 
-def migrate(conn: psycopg.Connection[Any], schema: str, migrations: Sequence[tuple[str, str]]) -> list[str]:
-    """Apply what is missing of ``migrations`` (name, SQL), in one transaction, under an advisory
-    lock: several servers may open a new ledger at the same moment, and only one of them must
-    migrate it."""
-    if _pending(conn, migrations, probe=True) == []:
+def migrate(conn: psycopg.Connection[Any], schema: str, migrations: Sequence[tuple[str, Statements]]) -> list[str]:
+    """Apply what is missing of ``migrations`` (name, statements), in one transaction, under an
+    advisory lock: several servers may open a new ledger at the same moment, and only one of them
+    must migrate it."""
+    if _has_migrations_table(conn) and _pending(conn, migrations) == []:
         return []
     applied: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema, "migrate"),))
-        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name text PRIMARY KEY, applied_at text)")
-        for name, sql in _pending(conn, migrations) or []:
-            conn.execute(sql.encode())
+        conn.execute(create_table(MIGRATIONS_TABLE, POSTGRES, if_not_exists=True).encode())
+        for name, statements in _pending(conn, migrations):
+            for sql in statements:
+                conn.execute(sql.encode())
             conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (%s, %s)",
                          (name, datetime.now(UTC).isoformat()))
             applied.append(name)
     return applied
 
 
+def _has_migrations_table(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT to_regclass('_migrations') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
 def _pending(
-    conn: psycopg.Connection[Any], migrations: Sequence[tuple[str, str]], *, probe: bool = False,
-) -> list[tuple[str, str]] | None:
-    if probe and conn.execute("SELECT to_regclass('_migrations')").fetchone()[0] is None:  # type: ignore[index]
-        return None
+    conn: psycopg.Connection[Any], migrations: Sequence[tuple[str, Statements]],
+) -> list[tuple[str, Statements]]:
     done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
     return [(name, sql) for name, sql in migrations if name not in done]
 
@@ -181,8 +196,25 @@ class Connecting:
             conn.close()
 
 
+def ledger_identity(conn: psycopg.Connection[Any], schema: str) -> str:
+    """What the database says this ledger is: the id in its ``meta`` (made by the first server
+    to open it), its database and its schema. Every server reaching it, from any machine and
+    by any spelling of the URL (localhost or 127.0.0.1, a DNS name, a socket), reads the same.
+
+    Regression: the default journal was named after the URL's text, so a server spelling it
+    otherwise never replayed a journal left by one that died, and overspent the limit."""
+    ledger_id = meta(conn, POSTGRES, LEDGER_ID_KEY)
+    if ledger_id is None:
+        conn.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                     (LEDGER_ID_KEY, uuid.uuid4().hex))
+        ledger_id = meta(conn, POSTGRES, LEDGER_ID_KEY)
+    database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    return f"{ledger_id}|{database}|{schema}"
+
+
+
 def default_journal(identity: str) -> Path:
-    """A journal on this machine's disk for one PostgreSQL ledger (``PostgresLedger._identity``):
+    """A journal on this machine's disk for one PostgreSQL ledger (``ledger_identity``):
     the servers here that share the ledger share the file."""
     import platformdirs
 

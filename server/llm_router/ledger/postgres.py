@@ -1,7 +1,7 @@
 """The PostgreSQL ledger, for a team whose servers on several machines share one budget.
 
-Same tables, same columns and the same behaviour as the SQLite ledger (``sqlite.py``); schema
-changes are the numbered plain-SQL files in ``pg_migrations/``, applied in order on open.
+Same tables, same columns and the same behaviour as the SQLite ledger (``sqlite.py``); its schema
+is the one history in ``schema.py``, rendered for PostgreSQL and applied in order on open.
 
 How a reservation stays atomic across machines: check-and-reserve runs in one transaction that
 first takes a transaction-scoped advisory lock (``pg_advisory_xact_lock``), so reservations are
@@ -37,9 +37,11 @@ from .pg_session import (
     Connecting,
     busy_error,
     default_journal,
+    ledger_identity,
     lock_key,
     migrate,
     redact_url,
+    unreachable,
 )
 from .records import (
     HOST,
@@ -93,8 +95,6 @@ _INSERT_RESERVATION_IF_LIMITS = (
 """A hold with no limit to check, made only if the limits version is still the one the caller
 built its (empty) checks from: the version then needs no statement of its own."""
 
-LEDGER_ID_KEY = "ledger_id"
-"""The ``meta`` key of the ledger's random id (the same key as the SQLite ledger's)."""
 PINNED_FOR_S = 10 * 365 * 86400.0
 """How far ahead a pinned hold's expiry is set (never reached in practice)."""
 
@@ -141,19 +141,14 @@ class PostgresLedger(LedgerBase):
             try:
                 conn = self._connection()
             except psycopg.OperationalError as e:
-                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise LedgerUnavailable(
-                    f"cannot reach the PostgreSQL ledger at {redact_url(url)}: {reason}. Check that the server"
-                    " is up and the URL ($LLM_ROUTER_DB_URL or [ledger] url); give a password in PGPASSWORD"
-                    " or ~/.pgpass"
-                ) from None
+                raise unreachable(url, e) from None
             try:
                 self.schema = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
                 self._reserve_key = lock_key(self.schema, "reserve")
                 self.migrations_applied = migrate(conn, self.schema, MIGRATIONS)
                 self._writer_schema = statements.meta(conn, POSTGRES, WRITER_SCHEMA_KEY)
                 check_writer_schema(self._writer_schema, redact_url(url))
-                where = Path(journal_path) if journal_path is not None else default_journal(self._identity(conn))
+                where = Path(journal_path) if journal_path is not None else default_journal(ledger_identity(conn, self.schema))
             except BaseException:
                 conn.close()
                 raise
@@ -168,21 +163,6 @@ class PostgresLedger(LedgerBase):
     @property
     def location(self) -> str:
         return redact_url(self.url)
-
-    def _identity(self, conn: psycopg.Connection[Any]) -> str:
-        """What the database says this ledger is: the id in its ``meta`` (made by the first server
-        to open it), its database and its schema. Every server reaching it, from any machine and
-        by any spelling of the URL (localhost or 127.0.0.1, a DNS name, a socket), reads the same.
-
-        Regression: the default journal was named after the URL's text, so a server spelling it
-        otherwise never replayed a journal left by one that died, and overspent the limit."""
-        ledger_id = statements.meta(conn, POSTGRES, LEDGER_ID_KEY)
-        if ledger_id is None:
-            conn.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
-                         (LEDGER_ID_KEY, uuid.uuid4().hex))
-            ledger_id = statements.meta(conn, POSTGRES, LEDGER_ID_KEY)
-        database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
-        return f"{ledger_id}|{database}|{self.schema}"
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The open connection, or a new one (the caller holds ``_lock``).
@@ -228,7 +208,7 @@ class PostgresLedger(LedgerBase):
 
         return psycopg.connect(
             self.url, autocommit=True, connect_timeout=max(int(self._connect_timeout_s), 1),
-            application_name="llm-router",
+            application_name=APPLICATION_NAME,
         )
 
     def _close(self) -> None:

@@ -1,268 +1,196 @@
-"""The ledger's schema, as append-only numbered migrations.
+"""The ledger's schema: one history of append-only numbered migrations, for both backends.
 
-Each migration is a function registered in order; ``migrate`` runs the ones a database has not
-seen, records them in ``_migrations``, and is safe to run on every open. Never edit a migration
-that has shipped: add a new one.
+Each migration is a function of the backend's dialect that returns its statements (tables and
+indexes given as data in ``ddl.py``, the few spellings that differ taken from ``dialect.py``), so
+the SQLite and PostgreSQL DDL come from the one text. ``MIGRATIONS`` is the history rendered for
+SQLite, ``pg_session.MIGRATIONS`` for PostgreSQL; each backend runs the ones a ledger has not seen
+and records their names in its ``_migrations`` table, as the builds before did (their names are
+these), and is safe to run on every open. Never edit a migration that has shipped: add a new one.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from .ddl import Column, Table, add_column, create_index, create_table, drop_index, index_name, integer, real, text
+from .dialect import SQLITE, Dialect
 from .statements import DAY_TOTALS_FROM_ROLLUPS, REFILE_ESTIMATED
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-__all__ = ["LEDGER_ID_KEY", "MIGRATIONS", "WRITER_SCHEMA_KEY", "migrate", "migrate_connection"]
+__all__ = [
+    "HISTORY", "LEDGER_ID_KEY", "MIGRATIONS", "MIGRATIONS_TABLE", "WRITER_SCHEMA_KEY", "Statements", "migrate",
+    "migrate_connection", "render",
+]
 
-Migration = Callable[["sqlite_utils.Database"], None]
-MIGRATIONS: list[tuple[str, Migration]] = []
+Statements = tuple[str, ...]
+Step = Callable[[Dialect], list[str]]
+HISTORY: list[tuple[str, Step]] = []
 
 
-def _migration(fn: Migration) -> Migration:
-    MIGRATIONS.append((f"{len(MIGRATIONS) + 1:03d}_{fn.__name__}", fn))
+def _migration(fn: Step) -> Step:
+    HISTORY.append((f"{len(HISTORY) + 1:03d}_{fn.__name__}", fn))
     return fn
 
 
+def render(dialect: Dialect, history: Sequence[tuple[str, Step]] = HISTORY) -> list[tuple[str, Statements]]:
+    """The history as one backend runs it: each migration's name and its statements."""
+    return [(name, tuple(step(dialect))) for name, step in history]
+
+
+MIGRATIONS_TABLE = Table("_migrations", (text("name"), text("applied_at")), key=("name",))
+"""Where a ledger records the migrations applied to it, by name."""
+
+
+def _sums(*names: str) -> tuple[Column, ...]:
+    return tuple(integer(n) for n in names)
+
+
+_ROLLUP_KEY = tuple(text(n, not_null=True) for n in ("day", "provider", "model", "tag", "task_type"))
+_ROLLUP_SUMS = _sums(
+    "requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "reference_cost_nusd",
+)
+
+REQUESTS = Table("requests", (
+    text("id", not_null=True),
+    text("ts", not_null=True),  # UTC, ISO 8601 with milliseconds
+    text("day", not_null=True),  # the local day (budget time zone) the call belongs to
+    text("tag", default="''"),
+    text("task_type", default="''"),
+    text("provider"),
+    text("model"),
+    text("status", not_null=True),  # ok | error | cancelled | refused
+    integer("input_tokens"),
+    integer("output_tokens"),
+    integer("cached_tokens"),
+    integer("cache_write_tokens"),
+    integer("cost_nusd", default="0"),
+    text("cost_usd"),  # the same figure as an exact decimal, for people reading the file
+    integer("cost_estimated", default="0"),  # 1 when the provider reported no usage and we estimated
+    text("prices"),  # JSON: the prices in force for this call, and their source
+    integer("reference_cost_nusd"),  # what the reference model would have cost for this usage
+    integer("latency_ms"),
+    text("attempts"),  # JSON list: every model tried, with its outcome
+    text("error_code"),
+    text("error"),
+    text("prompt_hash"),
+    text("prompt"),  # only when store_prompts = true
+    text("strategy"),
+), key=("id",))
+
+_HELD = (
+    text("id", not_null=True),
+    text("request_id"),
+    real("created_at"),  # seconds since the epoch, by the server's clock
+    real("expires_at"),
+    text("host"),
+    integer("pid"),
+    text("day", not_null=True),
+    text("provider", not_null=True),
+    text("tag", not_null=True),
+    integer("amount_nusd", not_null=True),
+)
+_LEASE = (text("owner"), real("hard_expires_at"))
+RESERVATIONS_FIRST = Table("reservations", _HELD, key=("id",))
+RESERVATIONS = Table("reservations", _HELD + _LEASE, key=("id",), without_rowid=True)
+
+
 @_migration
-def create_requests(db: sqlite_utils.Database) -> None:
+def create_requests(d: Dialect) -> list[str]:
     """One row per ``complete`` call, whatever its outcome. Money in integer nano-dollars."""
-    db.table("requests").create(
-        {
-            "id": str,
-            "ts": str,  # UTC, ISO 8601 with milliseconds
-            "day": str,  # the local day (budget time zone) the call belongs to
-            "tag": str,
-            "task_type": str,
-            "provider": str,
-            "model": str,
-            "status": str,  # ok | error | cancelled | refused
-            "input_tokens": int,
-            "output_tokens": int,
-            "cached_tokens": int,
-            "cache_write_tokens": int,
-            "cost_nusd": int,
-            "cost_usd": str,  # the same figure as an exact decimal, for people reading the file
-            "cost_estimated": int,  # 1 when the provider reported no usage and we estimated
-            "prices": str,  # JSON: the prices in force for this call, and their source
-            "reference_cost_nusd": int,  # what the reference model would have cost for this usage
-            "latency_ms": int,
-            "attempts": str,  # JSON list: every model tried, with its outcome
-            "error_code": str,
-            "error": str,
-            "prompt_hash": str,
-            "prompt": str,  # only when store_prompts = true
-            "strategy": str,
-        },
-        pk="id",
-        not_null={"id", "ts", "day", "status"},
-        defaults={"tag": "", "task_type": "", "cost_nusd": 0, "cost_estimated": 0},
-    )
-    db.table("requests").create_index(["ts"])
-    db.table("requests").create_index(["day"])
+    return [create_table(REQUESTS, d), create_index("requests", "ts"), create_index("requests", "day")]
 
 
 @_migration
-def create_rollups(db: sqlite_utils.Database) -> None:
+def create_rollups(d: Dialect) -> list[str]:
     """Per-day sums kept in step with ``requests`` in the same transaction: budget checks and
     reports read these, so they stay fast at millions of rows. ``requests`` remains the truth."""
-    db.table("rollups").create(
-        {
-            "day": str,
-            "provider": str,
-            "model": str,
-            "tag": str,
-            "task_type": str,
-            "requests": int,
-            "errors": int,
-            "input_tokens": int,
-            "output_tokens": int,
-            "cached_tokens": int,
-            "cost_nusd": int,
-            "reference_cost_nusd": int,
-        },
-        pk=("day", "provider", "model", "tag", "task_type"),
-        not_null={"day", "provider", "model", "tag", "task_type"},
-    )
-    db.table("rollups").create_index(["tag", "day"])
-    db.table("rollups").create_index(["provider", "day"])
+    rollups = Table("rollups", _ROLLUP_KEY + _ROLLUP_SUMS, key=tuple(c.name for c in _ROLLUP_KEY))
+    return [create_table(rollups, d), create_index("rollups", "tag", "day"), create_index("rollups", "provider", "day")]
 
 
 @_migration
-def create_reservations(db: sqlite_utils.Database) -> None:
+def create_reservations(d: Dialect) -> list[str]:
     """Money held by calls in flight. Deleted on settle or release; reclaimed when expired or
     when the process that made it is gone."""
-    db.table("reservations").create(
-        {
-            "id": str,
-            "request_id": str,
-            "created_at": float,
-            "expires_at": float,
-            "host": str,
-            "pid": int,
-            "day": str,
-            "provider": str,
-            "tag": str,
-            "amount_nusd": int,
-        },
-        pk="id",
-        not_null={"id", "day", "provider", "tag", "amount_nusd"},
-    )
-    db.table("reservations").create_index(["day"])
-    db.table("reservations").create_index(["expires_at"])
+    return [
+        create_table(RESERVATIONS_FIRST, d), create_index("reservations", "day"),
+        create_index("reservations", "expires_at"),
+    ]
 
 
 @_migration
-def create_budgets(db: sqlite_utils.Database) -> None:
+def create_budgets(d: Dialect) -> list[str]:
     """Limits set with ``set_budget``. They override the config; a NULL limit removes one."""
-    db.table("budgets").create(
-        {"scope": str, "period": str, "limit_nusd": int, "updated_at": str},
-        pk=("scope", "period"),
-        not_null={"scope", "period"},
-    )
+    budgets = Table("budgets", (
+        text("scope", not_null=True), text("period", not_null=True), integer("limit_nusd"), text("updated_at"),
+    ), key=("scope", "period"))
+    return [create_table(budgets, d)]
 
 
 @_migration
-def create_events(db: sqlite_utils.Database) -> None:
-    """Things the ledger itself did that an operator should be able to see (reclaims, rebuilds)."""
-    db.table("events").create({"id": int, "ts": str, "kind": str, "detail": str}, pk="id")
-    db.table("meta").create({"key": str, "value": str}, pk="key")
+def create_events(d: Dialect) -> list[str]:
+    """Things the ledger itself did that an operator should be able to see (reclaims, prunes, rebuilds)."""
+    events = Table("events", (Column("id", "serial"), text("ts"), text("kind"), text("detail")), key=("id",))
+    meta = Table("meta", (text("key"), text("value")), key=("key",))
+    return [create_table(events, d), create_table(meta, d)]
 
 
 @_migration
-def lease_reservations(db: sqlite_utils.Database) -> None:
+def lease_reservations(d: Dialect) -> list[str]:
     """Reservations become leases: ``owner`` (the open ledger that renews them) and
     ``hard_expires_at`` (the call's own time-to-live, past which no renewal extends them)."""
-    db.table("reservations").add_column("owner", str)
-    db.table("reservations").add_column("hard_expires_at", float)
-    db.table("reservations").create_index(["owner"])
+    return [*(add_column("reservations", c, d) for c in _LEASE), create_index("reservations", "owner")]
 
 
 @_migration
-def create_day_totals(db: sqlite_utils.Database) -> None:
+def create_day_totals(d: Dialect) -> list[str]:
     """Per-day sums by one dimension at a time (``dim`` = day, provider, model, task_type or tag,
     ``key`` its value), kept in step with ``rollups`` in the same transaction: a month's report or
     budget check reads a few hundred of these instead of tens of thousands of rollups."""
-    db.table("day_totals").create(
-        {
-            "dim": str,
-            "key": str,
-            "day": str,
-            "requests": int,
-            "errors": int,
-            "input_tokens": int,
-            "output_tokens": int,
-            "cached_tokens": int,
-            "cost_nusd": int,
-            "reference_cost_nusd": int,
-        },
-        pk=("dim", "key", "day"),
-        not_null={"dim", "key", "day"},
-    )
-    db.execute(DAY_TOTALS_FROM_ROLLUPS)
-
-
-def _pending(db: sqlite_utils.Database) -> list[tuple[str, Migration]]:
-    if "_migrations" not in db.table_names():
-        return list(MIGRATIONS)
-    done = {row["name"] for row in db.table("_migrations").rows}
-    return [(name, fn) for name, fn in MIGRATIONS if name not in done]
+    key = (text("dim", not_null=True), text("key", not_null=True), text("day", not_null=True))
+    return [create_table(Table("day_totals", key + _ROLLUP_SUMS, key=("dim", "key", "day")), d),
+            DAY_TOTALS_FROM_ROLLUPS]
 
 
 @_migration
-def lean_reservations(db: sqlite_utils.Database) -> None:
+def lean_reservations(d: Dialect) -> list[str]:
     """``reservations`` holds only the calls in flight (a handful of rows), and every call inserts
     and deletes one: secondary indexes there cost page writes on the hot path and save nothing
     over scanning so few rows."""
-    for name in ("idx_reservations_day", "idx_reservations_expires_at", "idx_reservations_owner"):
-        db.execute(f'DROP INDEX IF EXISTS "{name}"')
+    return [drop_index(index_name("reservations", (c,))) for c in ("day", "expires_at", "owner")]
 
 
 @_migration
-def reservations_without_rowid(db: sqlite_utils.Database) -> None:
+def reservations_without_rowid(d: Dialect) -> list[str]:
     """Keyed by id alone: a rowid table kept its rows and their id index in two B-trees, so each
     hold taken and each hold released wrote two pages to the WAL instead of one. Same columns,
-    same rows."""
-    cols = [r[1] for r in db.execute('PRAGMA table_info("reservations")').fetchall()]
-    db.execute(
-        'CREATE TABLE "reservations_new" (\n'
-        '   "id" TEXT PRIMARY KEY NOT NULL,\n'
-        '   "request_id" TEXT,\n'
-        '   "created_at" REAL,\n'
-        '   "expires_at" REAL,\n'
-        '   "host" TEXT,\n'
-        '   "pid" INTEGER,\n'
-        '   "day" TEXT NOT NULL,\n'
-        '   "provider" TEXT NOT NULL,\n'
-        '   "tag" TEXT NOT NULL,\n'
-        '   "amount_nusd" INTEGER NOT NULL,\n'
-        '   "owner" TEXT,\n'
-        '   "hard_expires_at" REAL\n'
-        ") WITHOUT ROWID"
-    )
-    listed = ", ".join(f'"{c}"' for c in cols)
-    db.execute(f'INSERT INTO "reservations_new" ({listed}) SELECT {listed} FROM "reservations"')
-    db.execute('DROP TABLE "reservations"')
-    db.execute('ALTER TABLE "reservations_new" RENAME TO "reservations"')
+    same rows. PostgreSQL tables have no rowid, and the primary key is already the only index:
+    nothing to change there; the number keeps both in step."""
+    if not d.without_rowid:
+        return []
+    listed = ", ".join(f'"{c.name}"' for c in RESERVATIONS.columns)
+    return [
+        create_table(RESERVATIONS.with_name("reservations_new"), d),
+        f'INSERT INTO "reservations_new" ({listed}) SELECT {listed} FROM "reservations"',
+        'DROP TABLE "reservations"',
+        'ALTER TABLE "reservations_new" RENAME TO "reservations"',
+    ]
 
 
 @_migration
-def create_estimated_rollups(db: sqlite_utils.Database) -> None:
+def create_estimated_rollups(d: Dialect) -> list[str]:
     """Per-day sums of the calls whose usage was estimated (the provider reported none), by the
     same keys as ``rollups``: a report says how much of a period's spend is an estimate without
     reading rows. Written only for such calls, so most days have no row here at all. Filled from
     the rows already recorded."""
-    db.table("estimated_rollups").create(
-        {"day": str, "provider": str, "model": str, "tag": str, "task_type": str, "requests": int, "cost_nusd": int},
-        pk=("day", "provider", "model", "tag", "task_type"),
-        not_null={"day", "provider", "model", "tag", "task_type"},
-    )
-    db.execute(REFILE_ESTIMATED)
-
-
-def migrate_connection(conn: sqlite3.Connection) -> list[str]:
-    """``migrate`` for a plain connection. sqlite-utils (and what it imports: 50 ms of a server's
-    start) is loaded only when there is a migration to apply, not on every open."""
-    has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone()
-    done = {r[0] for r in conn.execute("SELECT name FROM _migrations")} if has_table else set()
-    if all(name in done for name, _ in MIGRATIONS):
-        return []
-    import sqlite_utils
-
-    return migrate(sqlite_utils.Database(conn))
-
-
-def migrate(db: sqlite_utils.Database) -> list[str]:
-    """Apply what is missing; return the names applied now.
-
-    All in one ``BEGIN IMMEDIATE`` transaction, re-checked once the write lock is held: several
-    processes may open a new ledger at the same moment, and only one of them must migrate it.
-    """
-    if not _pending(db):
-        return []
-    conn = db.conn
-    own = not conn.in_transaction
-    if own:
-        conn.execute("BEGIN IMMEDIATE")
-    try:
-        if "_migrations" not in db.table_names():
-            db.table("_migrations").create({"name": str, "applied_at": str}, pk="name")
-        applied: list[str] = []
-        for name, fn in _pending(db):
-            fn(db)
-            db.table("_migrations").insert({"name": name, "applied_at": datetime.now(UTC).isoformat()})
-            applied.append(name)
-    except BaseException:
-        if own:
-            conn.execute("ROLLBACK")
-        raise
-    if own:
-        conn.execute("COMMIT")
-    return applied
+    estimated = Table("estimated_rollups", _ROLLUP_KEY + _sums("requests", "cost_nusd"),
+                      key=tuple(c.name for c in _ROLLUP_KEY))
+    return [create_table(estimated, d), REFILE_ESTIMATED]
 
 
 WRITER_SCHEMA_KEY = "writer_schema"
@@ -274,31 +202,84 @@ RAISE_WRITER_SCHEMA = (
 
 
 @_migration
-def record_writer_schema(db: sqlite_utils.Database) -> None:
+def record_writer_schema(d: Dialect) -> list[str]:
     """The version of what writers must maintain, in ``meta``: 2 since ``estimated_rollups`` (a
     writer that does not keep it in step would hide estimated spend). A build refuses a ledger
     whose version is above its own, so an older server can never write rows a newer one cannot
     see. A later migration that changes what writers must keep raises it the same way."""
-    db.execute(RAISE_WRITER_SCHEMA.format(n=2))
+    return [RAISE_WRITER_SCHEMA.format(n=2)]
 
 
 @_migration
-def writers_keep_limits_version_and_journal(db: sqlite_utils.Database) -> None:
+def writers_keep_limits_version_and_journal(d: Dialect) -> list[str]:
     """Writer schema 3: every ``set_budget`` raises ``limits_version`` and every reservation checks
     it (a lowered limit holds from the moment it returns), and every write transaction first
     replays the journal of answered calls whose rows could not be written. A build of schema 2 did
     neither: opening such a ledger, it granted calls under a limit another server had just lowered
     and never wrote the journal's spend. Raised, so such builds refuse this ledger."""
-    db.execute(RAISE_WRITER_SCHEMA.format(n=3))
+    return [RAISE_WRITER_SCHEMA.format(n=3)]
 
 
 LEDGER_ID_KEY = "ledger_id"
 
 
 @_migration
-def name_the_ledger(db: sqlite_utils.Database) -> None:
+def name_the_ledger(d: Dialect) -> list[str]:
     """A random id for this ledger in ``meta``, read by the way with the limits version: a server
-    notices when another ledger was copied over its file in place (same device and inode)."""
-    db.execute(
-        "INSERT INTO meta (key, value) VALUES ('ledger_id', lower(hex(randomblob(16)))) ON CONFLICT (key) DO NOTHING"
-    )
+    notices when another ledger was copied over its file in place (same device and inode), and a
+    PostgreSQL ledger is what the database says it is, whatever URL reached it."""
+    return [f"INSERT INTO meta (key, value) VALUES ('ledger_id', {d.random_id}) ON CONFLICT (key) DO NOTHING"]
+
+
+MIGRATIONS: list[tuple[str, Statements]] = render(SQLITE)
+"""The history as the SQLite ledger runs it."""
+
+
+def _pending(
+    conn: sqlite3.Connection, migrations: Sequence[tuple[str, Statements]] | None,
+) -> list[tuple[str, Statements]]:
+    has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone()
+    done = {r[0] for r in conn.execute("SELECT name FROM _migrations")} if has_table else set()
+    return [(name, sql) for name, sql in (MIGRATIONS if migrations is None else migrations) if name not in done]
+
+
+def migrate_connection(
+    conn: sqlite3.Connection, migrations: Sequence[tuple[str, Statements]] | None = None,
+) -> list[str]:
+    """``migrate`` for a plain connection: nothing is imported or written when nothing is missing."""
+    if not _pending(conn, migrations):
+        return []
+    import sqlite_utils  # as the builds before did: test_startup_imports pins it; the DDL needs none of it
+
+    return migrate(sqlite_utils.Database(conn), migrations)
+
+
+def migrate(db: sqlite_utils.Database, migrations: Sequence[tuple[str, Statements]] | None = None) -> list[str]:
+    """Apply what is missing of ``migrations`` (``MIGRATIONS`` when not given, as it is when
+    called); return the names applied now.
+
+    All in one ``BEGIN IMMEDIATE`` transaction, re-checked once the write lock is held: several
+    processes may open a new ledger at the same moment, and only one of them must migrate it.
+    """
+    conn = db.conn
+    if not _pending(conn, migrations):
+        return []
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone() is None:
+            conn.execute(create_table(MIGRATIONS_TABLE, SQLITE))
+        applied: list[str] = []
+        for name, statements in _pending(conn, migrations):
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, datetime.now(UTC).isoformat()))
+            applied.append(name)
+    except BaseException:
+        if own:
+            conn.execute("ROLLBACK")
+        raise
+    if own:
+        conn.execute("COMMIT")
+    return applied

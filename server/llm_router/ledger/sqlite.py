@@ -32,7 +32,6 @@ from .records import (
     LimitsMoved,
     Refusal,
     RequestRow,
-    ScopeKind,
     SpareRequest,
     check_writer_schema,
 )
@@ -40,38 +39,15 @@ from .schema import LEDGER_ID_KEY, WRITER_SCHEMA_KEY, migrate_connection
 from .settling import why
 from .sqlite_file import FileIdentity
 from .sqlite_locking import BusyLock, Transaction, busy_error, use_wal
+from .sqlite_reads import LAPSES_AND_LIMITS, READ_LIMITS_VERSION, USAGE_SQL
 from .sqlite_spare import Spare, SpareHolds
-from .statements import INSERT_RESERVATION, LIMITS_VERSION, Connection, RowStatements
+from .statements import INSERT_RESERVATION, Connection, RowStatements
 from .usage_cache import UsageCache
 
 __all__ = ["GROUPINGS", "Ledger", "LimitCheck", "Refusal", "RequestRow"]
 
 _ROW_SQL = RowStatements(SQLITE)
-_LIMITS_VERSION = LIMITS_VERSION
 _INSERT_RESERVATION = SQLITE.sql(INSERT_RESERVATION)
-# Read along with it (two look-ups by key): the writer schema, which a newer build may raise while
-# this server runs, and the ledger's id, which changes when another ledger is copied over the file
-# in place (same device and inode). See ``Ledger._saw_meta``.
-_WHICH_LEDGER = "(SELECT value FROM meta WHERE key = 'writer_schema'), (SELECT value FROM meta WHERE key = 'ledger_id')"
-_READ_LIMITS_VERSION = f"SELECT {_LIMITS_VERSION}, {_WHICH_LEDGER}"
-_LAPSES_AND_LIMITS = f"SELECT (SELECT min(expires_at) FROM reservations), {_LIMITS_VERSION}, {_WHICH_LEDGER}"
-# One statement per scope kind, so each is prepared once and reused. Spend comes from the day
-# totals (a few rows a day). Holds past their expiry are not counted: their process stopped
-# renewing them, and the next write transaction reclaims them. The third column is the limits version,
-# the last two the writer schema and the ledger's id.
-_USAGE_SQL: dict[ScopeKind, str] = {
-    "global": "SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE dim = 'day' AND key BETWEEN ?1 AND ?2),"
-    " (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE day BETWEEN ?1 AND ?2 AND expires_at >= ?3)",
-    "provider": "SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE dim = 'provider' AND key = ?4"
-    " AND day BETWEEN ?1 AND ?2),"
-    " (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE provider = ?4 AND day BETWEEN ?1 AND ?2"
-    " AND expires_at >= ?3)",
-    "tag": "SELECT (SELECT coalesce(sum(cost_nusd), 0) FROM day_totals WHERE dim = 'tag' AND key = ?4"
-    " AND day BETWEEN ?1 AND ?2),"
-    " (SELECT coalesce(sum(amount_nusd), 0) FROM reservations WHERE tag = ?4 AND day BETWEEN ?1 AND ?2"
-    " AND expires_at >= ?3)",
-}
-_USAGE_SQL = {kind: f"{sql}, {_LIMITS_VERSION}, {_WHICH_LEDGER}" for kind, sql in _USAGE_SQL.items()}
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -278,7 +254,7 @@ class Ledger(FileIdentity, SpareHolds, LedgerBase):
             params: tuple[Any, ...] = (check.first_day, check.last_day, now)
             if check.scope_kind != "global":
                 params += (check.scope_name,)
-            row = self._conn.execute(_USAGE_SQL[check.scope_kind], params).fetchone()
+            row = self._conn.execute(USAGE_SQL[check.scope_kind], params).fetchone()
             self._saw_meta(row[2], row[3], row[4])
             sums = self._usage_cache.sums[key] = [int(row[0]), int(row[1])]
         return sums[0], sums[1]
@@ -293,7 +269,7 @@ class Ledger(FileIdentity, SpareHolds, LedgerBase):
         connection has written since (then read now: only when no sums were read to carry it)."""
         known = self._usage_cache.limits_version
         if known is None:
-            version, writer_schema, ledger_id = conn.execute(_READ_LIMITS_VERSION).fetchone()
+            version, writer_schema, ledger_id = conn.execute(READ_LIMITS_VERSION).fetchone()
             self._saw_meta(version, writer_schema, ledger_id)
             known = int(version)
         return known
@@ -352,7 +328,7 @@ class Ledger(FileIdentity, SpareHolds, LedgerBase):
                     # read with the next lapse, in the one statement this needs anyway.
                     if statements.reclaim(c, SQLITE, now, pid=self._pid, dead_pids=False):
                         cache.clear()
-                    first, in_file, writer_schema, ledger_id = c.execute(_LAPSES_AND_LIMITS).fetchone()
+                    first, in_file, writer_schema, ledger_id = c.execute(LAPSES_AND_LIMITS).fetchone()
                     self._saw_meta(in_file, writer_schema, ledger_id)
                     self._next_lapse = math.inf if first is None else first
                     self._lapse_version = cache.version
