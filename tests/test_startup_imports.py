@@ -46,7 +46,7 @@ output_per_mtok = 0.60
 [providers.model_overrides."m"]
 context_window = 128000
 """)
-    assert _loaded(config) == {"sqlite_utils"}  # a new ledger file is migrated: sqlite-utils does it
+    assert _loaded(config) == set()  # a new ledger file is migrated by the ledger's own DDL
     assert _loaded(config) == set()  # already migrated; prices and window from the config
 
 

@@ -246,22 +246,12 @@ def _pending(
 def migrate_connection(
     conn: sqlite3.Connection, migrations: Sequence[tuple[str, Statements]] | None = None,
 ) -> list[str]:
-    """``migrate`` for a plain connection: nothing is imported or written when nothing is missing."""
-    if not _pending(conn, migrations):
-        return []
-    import sqlite_utils  # as the builds before did: test_startup_imports pins it; the DDL needs none of it
-
-    return migrate(sqlite_utils.Database(conn), migrations)
-
-
-def migrate(db: sqlite_utils.Database, migrations: Sequence[tuple[str, Statements]] | None = None) -> list[str]:
     """Apply what is missing of ``migrations`` (``MIGRATIONS`` when not given, as it is when
-    called); return the names applied now.
+    called); return the names applied now. Nothing is written when nothing is missing.
 
     All in one ``BEGIN IMMEDIATE`` transaction, re-checked once the write lock is held: several
     processes may open a new ledger at the same moment, and only one of them must migrate it.
     """
-    conn = db.conn
     if not _pending(conn, migrations):
         return []
     own = not conn.in_transaction
@@ -283,3 +273,8 @@ def migrate(db: sqlite_utils.Database, migrations: Sequence[tuple[str, Statement
     if own:
         conn.execute("COMMIT")
     return applied
+
+
+def migrate(db: sqlite_utils.Database, migrations: Sequence[tuple[str, Statements]] | None = None) -> list[str]:
+    """``migrate_connection`` for a ``sqlite_utils.Database`` (tools, tests)."""
+    return migrate_connection(db.conn, migrations)
