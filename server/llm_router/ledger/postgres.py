@@ -106,7 +106,7 @@ class PostgresLedger(LedgerBase):
 
     def __init__(
         self, url: str, *, connect_timeout_s: float = 10, busy_timeout_s: float = 30,
-        journal_path: str | os.PathLike[str] | None = None, idle_in_transaction_s: float = timings.PG_IDLE_IN_TRANSACTION_S,
+        journal_path: str | os.PathLike[str] | None = None, idle_in_transaction_s: float | None = None,
     ) -> None:
         """``busy_timeout_s``: the longest any statement waits for a lock (``lock_timeout``): a
         server frozen inside a transaction holds its locks until its connection drops, and must
@@ -120,6 +120,8 @@ class PostgresLedger(LedgerBase):
         and the locks it held go with it."""
         super().__init__()
         self._lock_timeout_ms = max(int(busy_timeout_s * 1000), 1)
+        if idle_in_transaction_s is None:  # read now, not when this was defined: a test may change it
+            idle_in_transaction_s = timings.PG_IDLE_IN_TRANSACTION_S
         self._idle_timeout_ms = max(int(idle_in_transaction_s * 1000), 1)
         self._tuned: Any = None
         """The connection ``lock_timeout`` was set on (a new one after a reconnection needs it again)."""
