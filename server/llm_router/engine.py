@@ -22,14 +22,14 @@ import anyio
 
 from . import timings, views
 from .attempts import ModelCaller, Progress, passed_over, skipped
-from .budget import Budget, BudgetSnapshot
+from .budget import Budget, BudgetSnapshot, limit_to_store
 from .calls import BudgetResult, CompleteArgs, CompleteResult, ExplainResult, ReportResult
 from .catalog import Catalog, ModelEntry
 from .config import Settings
 from .estimates import estimate_usage
 from .holds import Holds
 from .ledger import Ledger, LedgerUnavailable, RequestRow, open_ledger
-from .prepare import Prepared, configured_limit, limit_to_store, prepare
+from .prepare import Prepared, prepare
 from .providers import Provider, availability, build_provider
 from .redaction import Redactor
 from .resilience import HealthBoard, Window
@@ -453,17 +453,15 @@ class Engine:
 
     async def set_budget(self, scope: str, period: str, limit_usd: Decimal | None) -> BudgetResult:
         stored = limit_to_store(scope, limit_usd, self.availability)
-        await self.ledger.run(self.budget.set_limit, scope, period, limit_usd)
-        states = await self.ledger.run(self.budget.all_states)
+        await self.holds.set_limit(scope, period, limit_usd)
         return BudgetResult(
             # As stored: whole nano-dollars, written plainly ("0.0000001", not "1E-7")
             changed={"scope": scope, "period": period, "limit_usd": None if stored is None else usd_str(stored)},
-            budgets=views.budgets_view(states),
+            budgets=views.budgets_view(await self.holds.states()),
         )
 
     async def budgets(self) -> list[dict[str, Any]]:
-        states = await self.ledger.run(self.budget.all_states)
-        return views.budgets_view(states)
+        return views.budgets_view(await self.holds.states())
 
     async def journaled(self, *, tag: str | None = None, day: str | None = None, entries: bool = False) -> dict[str, Any]:
         """What waits in the ledger's journal, for a resource: ``{"requests", "cost_usd", "note"}``
@@ -479,30 +477,17 @@ class Engine:
         return out
 
     async def limit_in_force(self, scope: str, period: str) -> int | None:
-        """The limit on ``scope``'s ``period`` now, in nano-dollars (None: there is none), read from
-        the ledger itself rather than any cache: a member's change is checked against it."""
-        overrides = await self.ledger.run(self.ledger.budget_overrides)
-        if (scope, period) in overrides:
-            return overrides[(scope, period)]
-        return configured_limit(self.settings.budget, scope, period)
+        """See ``Holds.limit_in_force``."""
+        return await self.holds.limit_in_force(scope, period)
 
     def providers_status(self) -> list[dict[str, Any]]:
         return views.providers_view(self.settings.providers, self.availability, self.catalog, self.health)
 
     async def ledger_rows(self, *, day: str | None = None, limit: int = 50, tag: str | None = None) -> list[dict[str, Any]]:
-        """The newest rows (of one day), newest first; only ``tag``'s when one is given (a member's view)."""
-        if day is not None:
-            day = views.ledger_day(day)
-        if tag is None:
-            rows = await self.ledger.run(self.ledger.rows, day=day, limit=limit)
-        else:
-            # The tag is filtered in the query, so a member gets its own newest rows, however many
-            # other tags' rows are newer. (``rows`` has no tag filter; this is its query with one.)
-            tie = getattr(self.ledger, "_NEWEST_LAST_TIE", "id")
-            sql = "SELECT * FROM requests WHERE tag = ?" + (" AND day = ?" if day is not None else "")
-            sql += f" ORDER BY ts DESC, {tie} DESC LIMIT ?"
-            params = [tag, *([day] if day is not None else []), limit]
-            rows = await self.ledger.run(self.ledger.query, sql, params)
+        """The newest rows (of one day), newest first; only ``tag``'s when one is given (a member's
+        view: filtered in the query, so a member gets its own newest rows however many are newer)."""
+        day = views.ledger_day(day) if day is not None else None
+        rows = await self.ledger.run(self.ledger.rows, day=day, limit=limit, tag=tag)
         return [views.ledger_row_view(r) for r in rows]
 
 

@@ -295,6 +295,10 @@ class LedgerBase(ABC):
         reservation never relies on it."""
         return [self.usage(check) for check in checks]
 
+    def limit_figures(self, checks: Sequence[LimitCheck]) -> list[tuple[int, int, tuple[int, int]]]:
+        """(spent, reserved, reclaims) of each limit: what a budget's states show (``reclaims``)."""
+        return [(*self.usage(check), self.reclaims(check)) for check in checks]
+
     @abstractmethod
     def reserve(
         self, checks: Sequence[LimitCheck], amount_nusd: int, *, request_id: str, day: str, provider: str, tag: str,
@@ -418,25 +422,14 @@ class LedgerBase(ABC):
         )[0]
         return int(r["n"]), int(r["cost"])
 
-    @property
-    def _NEWEST_LAST_TIE(self) -> str:  # noqa: N802 - the name the engine's paged reads ask for
-        """Breaks ties between rows of the same millisecond (SQLite: insertion order, ``rowid``)."""
-        return self.dialect.row_key
-
-    def rows(self, *, day: str | None = None, limit: int = 50, request_id: str | None = None) -> list[dict[str, Any]]:
-        """Raw request rows, newest first."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        if day is not None:
-            clauses.append("day = ?")
-            params.append(day)
-        if request_id is not None:
-            clauses.append("id = ?")
-            params.append(request_id)
-        sql = "SELECT * FROM requests" + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
-        sql += f" ORDER BY ts DESC, {self._NEWEST_LAST_TIE} DESC LIMIT ?"
-        params.append(limit)
-        return self.query(sql, params)
+    def rows(
+        self, *, day: str | None = None, limit: int = 50, request_id: str | None = None, tag: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Raw request rows, newest first (ties by insertion order: the dialect's row key). The
+        filters are in the query, so a tag's newest rows come however many other tags' are newer."""
+        where = {k: v for k, v in (("tag", tag), ("day", day), ("id", request_id)) if v is not None}
+        sql = "SELECT * FROM requests" + (" WHERE " + " AND ".join(f"{k} = ?" for k in where) if where else "")
+        return self.query(sql + f" ORDER BY ts DESC, {self.dialect.row_key} DESC LIMIT ?", [*where.values(), limit])
 
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
         """What the ledger itself did (reclaims, prunes, rebuilds), newest first."""
