@@ -7,8 +7,10 @@ written yet, so a refused call leaves no ledger row.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
+from . import timings
 from .calls import CompleteArgs, prompt_hash
 from .catalog import Catalog, worst_case_input_tokens
 from .config import Settings
@@ -32,6 +34,12 @@ class Prepared:
     """How long a hold for this call may live at most (renewed as a lease until then)."""
     prompt_hash: str
     prompt_text: str | None
+
+    def wait_left(self, started: float) -> float:
+        """How long the row of a call ``started`` (``time.perf_counter``) may wait for the ledger:
+        what is left of its deadline (at least timings.SETTLE_MIN_WAIT_S); a row that cannot be
+        written by then goes to the journal."""
+        return max(self.deadline_s - (time.perf_counter() - started), timings.SETTLE_MIN_WAIT_S)
 
 
 def prepare(args: CompleteArgs, settings: Settings, catalog: Catalog) -> Prepared:
