@@ -163,7 +163,7 @@ class Engine:
 
         Exactly one ledger row is written per call that passed validation, before this returns
         or raises (or, when the ledger cannot take it by the deadline, journaled: see
-        ``LedgerBase.settle``); no reservation outlives the call, whatever happens (cancellation
+        ``ledger.settling.settle``); no reservation outlives the call, whatever happens (cancellation
         included), but a journaled call's, which counts until its row is written.
         Every model routing or the walk passed over is in the attempts, as ``skipped`` with why.
         The deadline is shared along the chain (``resilience.model_window``): a slow first model

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from .. import timings
 from ..types import LedgerBusy
-from . import settling, statements, upkeep
+from . import replay, settling, statements, upkeep
 from .dialect import Dialect
 from .executor import Executor
 from .records import (
@@ -211,8 +211,8 @@ class LedgerBase(ABC):
 
     def _replay_in(self, c: Connection) -> Taken | None:
         """Inside a write transaction, before its own statements: apply what waits in the journal
-        (``settling.replay_in``)."""
-        return settling.replay_in(self, c)
+        (``replay.replay_in``)."""
+        return replay.replay_in(self, c)
 
     @property
     @abstractmethod

@@ -1,5 +1,4 @@
-"""Settling a call whatever the ledger can take: its row written, or kept in the journal (and the
-journal replayed by the next write transaction that can take it, ``replay_in``).
+"""Settling a call whatever the ledger can take: its row written, or kept in the journal.
 
 ``settle`` and ``free`` are the one entry point a call's holds are let go through (``Holds``
 awaits them); they run the backend's ``record`` and ``release`` on its executor.
@@ -20,16 +19,13 @@ import anyio.to_thread
 
 from .. import timings
 from ..types import LedgerBusy, SpendNotRecorded, plural, usd_str
-from . import statements
 from .journal import Entry
 from .records import LedgerUnavailable, RequestRow, SpareRequest
-from .statements import Connection
 
 if TYPE_CHECKING:
     from .base import LedgerBase
-    from .journal import Taken
 
-__all__ = ["free", "in_thread", "journal_row", "journaled_note", "replay_in", "settle", "why"]
+__all__ = ["free", "in_thread", "journal_row", "journaled_note", "settle", "why"]
 
 T = TypeVar("T")
 log = logging.getLogger("llm_router.ledger")
@@ -161,37 +157,3 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     with anyio.CancelScope(shield=True):
         result = await anyio.to_thread.run_sync(lambda: fn(*args))
     return result
-
-
-def replay_in(led: LedgerBase, c: Connection) -> Taken | None:
-    """Inside a write transaction, before its own statements: apply what waits in the journal
-    (the one check on the hot path is ``journal.pending``: a flag, else one ``stat``). Returns
-    what was taken, to be finished once the transaction commits or rolls back. An entry that
-    would fail every replay is set aside; a replay the storage cannot take yet is rolled back
-    alone: the caller's own step may succeed where it fails."""
-    journal = led.journal
-    if not journal.pending():
-        return None
-    taken = journal.take()
-    if taken is None:
-        return None
-    rows = statements.RowStatements(led.dialect)
-    try:
-        with led._savepoint(c):
-            for entry in taken.entries:
-                try:
-                    with led._savepoint(c):
-                        rows.apply_journal_entry(c, entry)
-                except led._entry_errors as e:  # this entry would fail every replay: set it aside
-                    taken.reject(entry, f"{type(e).__name__}: {e}")
-    except led._storage_errors as e:
-        taken.finish(False)
-        if led._connection_lost(c):
-            raise
-        log.warning("the ledger's journal %s could not be replayed yet: %s", journal.path, e)
-        return None
-    except BaseException:
-        taken.finish(False)
-        raise
-    led._journal_applied()
-    return taken
