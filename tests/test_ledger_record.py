@@ -142,3 +142,19 @@ def test_report_refuses_to_group_or_filter_by_anything_but_the_known_columns(led
         ledger.report(DAY, DAY, "tag; DROP TABLE requests")
     with pytest.raises(ValueError, match="cannot filter"):
         ledger.report(DAY, DAY, "tag", where={"1=1 OR tag": "x"})
+
+
+def test_a_tags_newest_rows_are_found_however_many_other_tags_rows_are_newer(ledger: LedgerBase) -> None:
+    """``rows(tag=...)`` filters in the query (a member's view of the ledger): the limit applies to
+    the tag's own rows, newest first, ties of the same millisecond in insertion order."""
+    same_ms = f"{DAY}T12:00:00.000+00:00"
+    stored = [row(tag="alice", ts=same_ms), row(tag="alice", ts=same_ms)]
+    for r in stored:
+        ledger.record(r)
+    for _ in range(5):
+        ledger.record(row(tag="bob", ts=f"{DAY}T13:00:00.000+00:00"))
+    newest = ledger.rows(tag="alice", limit=2)
+    assert [r["id"] for r in newest] == [stored[1].id, stored[0].id]
+    assert [r["id"] for r in ledger.rows(tag="alice", day=DAY, limit=1)] == [stored[1].id]
+    assert ledger.rows(tag="alice", day="2025-03-15") == []
+    assert {r["tag"] for r in ledger.rows(limit=5)} == {"bob"}

@@ -29,7 +29,7 @@ import pytest
 from llm_router.calls import CompleteArgs
 from llm_router.config import ledger_path
 from llm_router.engine import Engine
-from llm_router.ledger import Journal, Ledger, LimitCheck, Refusal, RequestRow, SpareRequest
+from llm_router.ledger import Journal, Ledger, LimitCheck, Refusal, RequestRow, SpareRequest, settling
 from llm_router.ledger.journal import Entry
 from llm_router.types import AllAttemptsFailed, LedgerBusy, SpendNotRecorded
 
@@ -143,7 +143,7 @@ async def test_a_journaled_charge_counts_against_the_limit_in_another_process_ev
         rid = writer.reserve(_checks(10_000), 6_000, request_id="r1", day=DAY, provider="p", tag="", ttl_s=30)
         assert isinstance(rid, str)
         lock.execute("BEGIN IMMEDIATE")
-        assert await writer.settle(_row(1, 5_000), reservation_id=rid, wait_s=0.2) is not None
+        assert await settling.settle(writer, _row(1, 5_000), reservation_id=rid, wait_s=0.2) is not None
         lock.execute("ROLLBACK")
         clock.advance(3600)  # long past the hold's lease and time-to-live: nobody renewed it
         # The other process's reservation transaction replays the journal before it decides: the
@@ -166,7 +166,7 @@ async def test_a_journaled_charge_counts_against_the_limit_in_another_process_ev
 _DIES_AFTER_JOURNALING = textwrap.dedent(
     """
     import sys, anyio
-    from llm_router.ledger import Ledger, LimitCheck, RequestRow
+    from llm_router.ledger import Ledger, LimitCheck, RequestRow, settling
     day = "2025-03-14"
     led = Ledger(sys.argv[1], busy_timeout_s=0.2)
     checks = [LimitCheck("global daily", "global", None, day, day, 10**9)]
@@ -175,7 +175,7 @@ _DIES_AFTER_JOURNALING = textwrap.dedent(
     sys.stdin.readline()  # the test takes the write lock now
     row = RequestRow(id="c1", ts=day + "T12:00:00+00:00", day=day, status="ok", provider="p", cost_nusd=7_000,
                      cost_usd="0.000007")
-    note = anyio.run(lambda: led.settle(row, reservation_id=rid, wait_s=0.2))
+    note = anyio.run(lambda: settling.settle(led, row, reservation_id=rid, wait_s=0.2))
     print("journaled" if note else "written", flush=True)
     sys.stdin.readline()  # killed here
     """

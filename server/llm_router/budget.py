@@ -23,12 +23,12 @@ from . import timings
 from .config import BudgetConfig
 from .ledger import LedgerBase, LimitCheck, Refusal, SpareRequest
 from .ledger.base import LimitsMoved, Overrides
-from .types import BudgetExceeded, InvalidInput, usd_str, usd_to_nusd
+from .scopes import PERIODS, Period, configured_limit, limit_nusd, limit_to_store, parse_scope
+from .types import BudgetExceeded, usd_str, usd_to_nusd
 
-__all__ = ["Period", "Tier", "Limit", "Clock", "Budget", "BudgetSnapshot", "tier_of", "parse_scope"]
+__all__ = ["Period", "Tier", "Limit", "Clock", "Budget", "BudgetSnapshot", "tier_of", "parse_scope",
+           "limit_nusd", "limit_to_store", "configured_limit"]  # the scopes' too, where callers find them
 
-Period = Literal["daily", "monthly", "per_request"]
-PERIODS: tuple[Period, ...] = ("daily", "monthly", "per_request")
 Tier = Literal["normal", "cautious", "restricted", "exhausted"]
 _TIER_RANK: dict[Tier, int] = {"normal": 0, "cautious": 1, "restricted": 2, "exhausted": 3}
 SPARE_MARGIN = 2
@@ -47,15 +47,6 @@ def tier_of(fraction: float) -> Tier:
 
 def worst_tier(tiers: Iterable[Tier]) -> Tier:
     return max(tiers, key=_TIER_RANK.__getitem__, default="normal")
-
-
-def parse_scope(scope: str) -> tuple[Literal["global", "provider", "tag"], str | None]:
-    if scope == "global":
-        return "global", None
-    kind, sep, name = scope.partition(":")
-    if sep and name and kind in ("provider", "tag") and len(name) <= 128:
-        return kind, name  # type: ignore[return-value]
-    raise InvalidInput("scope", f"{scope!r} is not a budget scope", allowed='"global", "provider:NAME", "tag:NAME"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,23 +302,12 @@ class Budget:
         return self._checks[2]
 
     def set_limit(self, scope: str, period: str, limit_usd: Any) -> None:
-        """Persist a limit (None removes it). Raises InvalidInput naming the field."""
-        parse_scope(scope)
-        if period not in PERIODS:
-            raise InvalidInput("period", f"{period!r} is not a period", allowed=", ".join(PERIODS))
-        if period == "per_request" and scope != "global":
-            raise InvalidInput("period", "per_request limits apply to the global scope only", allowed="daily, monthly")
-        nusd = None
-        if limit_usd is not None:
-            try:
-                nusd = usd_to_nusd(limit_usd)
-            except Exception:
-                raise InvalidInput("limit_usd", f"{limit_usd!r} is not an amount", allowed="a number of dollars >= 0, or null") from None
-            if nusd < 0:
-                raise InvalidInput("limit_usd", "a limit cannot be negative", allowed="a number of dollars >= 0, or null")
-            if nusd > usd_to_nusd(1_000_000_000):
-                raise InvalidInput("limit_usd", "is implausibly large", allowed="at most 1e9 dollars, or null to remove the limit")
-        self.ledger.set_budget(scope, period, nusd)
+        """Persist a limit (None removes it), here (``Holds.set_limit`` is the same, awaited).
+
+        Raises:
+            InvalidInput: naming the field.
+        """
+        self.ledger.set_budget(scope, period, limit_nusd(scope, period, limit_usd))
         self._refresh(force=True)
 
     # -- reading state --------------------------------------------------------------------------
@@ -366,15 +346,30 @@ class Budget:
                               limits_version=self._version)
 
     def all_states(self) -> list[LimitState]:
-        """Every limit, every tag and provider included (for resources and reports)."""
+        """Every limit, every tag and provider included (for resources and reports), read here
+        (``Holds.states`` is the same, awaited)."""
         self._refresh()
+        limits = self.current_limits()
+        return self.states_of(limits, self.ledger.limit_figures([c for _, c in limits if c is not None]))
+
+    def current_limits(self) -> list[tuple[Limit, LimitCheck | None]]:
+        """Every limit under the overrides read last, with its check for today (None: per request)."""
+        return self._day_checks(self.clock.today())
+
+    @staticmethod
+    def states_of(
+        limits: Sequence[tuple[Limit, LimitCheck | None]], figures: Sequence[tuple[int, int, tuple[int, int]]],
+    ) -> list[LimitState]:
+        """``limits``' states, given the ledger's figures of those with a check, in order
+        (``LedgerBase.limit_figures``)."""
+        read = iter(figures)
         out: list[LimitState] = []
-        for lim, check in self._day_checks(self.clock.today()):
+        for lim, check in limits:
             if check is None:
                 out.append(LimitState(lim, None))
-                continue
-            spent, reserved = self.ledger.usage(check)
-            out.append(LimitState(lim, check, spent, reserved, self.ledger.reclaims(check)))
+            else:
+                spent, reserved, reclaimed = next(read)
+                out.append(LimitState(lim, check, spent, reserved, reclaimed))
         return out
 
     # -- reservations ---------------------------------------------------------------------------

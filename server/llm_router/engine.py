@@ -22,14 +22,14 @@ import anyio
 
 from . import timings, views
 from .attempts import ModelCaller, Progress, passed_over, skipped
-from .budget import Budget, BudgetSnapshot
+from .budget import Budget, BudgetSnapshot, limit_to_store
 from .calls import BudgetResult, CompleteArgs, CompleteResult, ExplainResult, ReportResult
 from .catalog import Catalog, ModelEntry
 from .config import Settings
 from .estimates import estimate_usage
 from .holds import Holds
 from .ledger import Ledger, LedgerUnavailable, RequestRow, open_ledger
-from .prepare import Prepared, configured_limit, limit_to_store, prepare
+from .prepare import Prepared, prepare
 from .providers import Provider, availability, build_provider
 from .redaction import Redactor
 from .resilience import HealthBoard, Window
@@ -163,7 +163,7 @@ class Engine:
 
         Exactly one ledger row is written per call that passed validation, before this returns
         or raises (or, when the ledger cannot take it by the deadline, journaled: see
-        ``LedgerBase.settle``); no reservation outlives the call, whatever happens (cancellation
+        ``ledger.settling.settle``); no reservation outlives the call, whatever happens (cancellation
         included), but a journaled call's, which counts until its row is written.
         Every model routing or the walk passed over is in the attempts, as ``skipped`` with why.
         The deadline is shared along the chain (``resilience.model_window``): a slow first model
@@ -198,9 +198,8 @@ class Engine:
                 if isinstance(item, Excluded):  # left out by routing: said, not tried
                     call.attempts.append(skipped(item))
                     continue
-                entry = item.entry
                 call.tried += 1
-                skip = passed_over(entry, call.tried, call.to_try, deadline, call.context_floor, prepared)
+                skip = passed_over(item.entry, call.tried, call.to_try, deadline, call.context_floor, prepared)
                 if skip is not None:
                     call.attempts.append(skip)
                     continue
@@ -209,32 +208,40 @@ class Engine:
                 window = Window.share_of(deadline, later=call.to_try - call.tried,
                                          reserve_s=self.settings.resilience.fallback_reserve_s)
                 try:
-                    call.reservation = await self._reserve(decision, entry, item.worst_case_nusd, request_id, prepared,
-                                                           window.end)
-                except BudgetExceeded as e:
+                    call.reservation = await self._reserve(call, item, window.end)
+                except BudgetExceeded as e:  # no room for its worst case: a cheaper model may fit
                     call.budget_error = e
-                    call.attempts.append(AttemptRecord(entry.ref, "skipped", e.code, str(e)))
+                    call.attempts.append(AttemptRecord(item.entry.ref, "skipped", e.code, str(e)))
                     continue
                 if progress is not None:
-                    await progress(0, None, f"asking {entry.ref} ({call.tried}/{call.to_try})")
+                    await progress(0, None, f"asking {item.entry.ref} ({call.tried}/{call.to_try})")
                 try:
-                    answered = item, await self.caller.call(entry, prepared, call.attempts, window, progress)
+                    answered = item, await self.caller.call(item.entry, prepared, call.attempts, window, progress)
                     break
-                except ProviderError as e:  # given up on, after its retries: the next model, if this may move on
-                    await self._failed(e, entry, call.reservation, call.billed)
-                    call.reservation = None
-                    if isinstance(e, ContextTooLong) and entry.context_known:
-                        call.context_floor = max(call.context_floor, entry.context_window)
-                    if not e.fallback_ok:
+                except ProviderError as e:  # given up on, after its retries
+                    if not await self._given_up(call, item.entry, e, progress):
                         break
-                    if progress is not None and call.tried < call.to_try:
-                        await progress(0, None, f"{entry.ref} failed ({e.code}); falling back")
         except BaseException as e:
             await self._interrupted(call, e)
             raise
         if answered is not None:
             return await self._settle(call, *answered)
         raise await self._chain_failed(call)
+
+    async def _given_up(self, call: _Call, entry: ModelEntry, e: ProviderError, progress: Progress | None) -> bool:
+        """After a model is given up on (its retries spent): bill what it reported or free its hold,
+        and say whether the walk moves on to the next model (not after a failure no other model
+        would fix, ``fallback_ok``)."""
+        assert call.reservation is not None  # a model is only asked once its hold is had
+        await self._failed(e, entry, call.reservation, call.billed)
+        call.reservation = None
+        if isinstance(e, ContextTooLong) and entry.context_known:
+            call.context_floor = max(call.context_floor, entry.context_window)
+        if not e.fallback_ok:
+            return False
+        if progress is not None and call.tried < call.to_try:
+            await progress(0, None, f"{entry.ref} failed ({e.code}); falling back")
+        return True
 
     async def _interrupted(self, call: _Call, e: BaseException) -> None:
         """Cancelled by the client, the ledger busy past the deadline (or a bug): record the call,
@@ -260,7 +267,7 @@ class Engine:
             row = self._row(call.prepared, request_id, call.decision, call.attempts, call.started, status=status,
                             error_code=code, error=error, billed=billed)
             # A busy ledger will not be less busy now: the row goes straight to the journal.
-            wait = 0.0 if isinstance(e, LedgerBusy) else self._wait_left(call.prepared, call.started)
+            wait = 0.0 if isinstance(e, LedgerBusy) else call.prepared.wait_left(call.started)
             try:
                 await self.holds.settle(row, reservation_id=reservation, held=billed.held, wait_s=wait)
             except SpendNotRecorded as lost:
@@ -297,31 +304,22 @@ class Engine:
         if isinstance(e, ContextTooLong) and e.context_window is not None:
             self.catalog.learn_window(entry.ref, e.context_window, "reported by the server in an error")
 
-    @staticmethod
-    def _wait_left(prepared: Prepared, started: float) -> float:
-        """How long a row may wait for the ledger: what is left of the call's deadline (at least
-        timings.SETTLE_MIN_WAIT_S); a row that cannot be written by then goes to the journal."""
-        return max(prepared.deadline_s - (time.perf_counter() - started), timings.SETTLE_MIN_WAIT_S)
-
-    async def _reserve(
-        self, decision: Decision, entry: ModelEntry, amount_nusd: int, request_id: str, prepared: Prepared,
-        deadline: float,
-    ) -> str:
-        """Hold the worst case against every limit. When only other calls' holds stand in the way
-        (what is spent leaves room), wait for them to settle rather than refuse: they usually
-        settle far below their worst case.
+    async def _reserve(self, call: _Call, cand: Candidate, deadline: float) -> str:
+        """Hold ``cand``'s worst case against every limit. When only other calls' holds stand in
+        the way (what is spent leaves room), wait for them to settle rather than refuse: they
+        usually settle far below their worst case.
 
         Raises:
             BudgetExceeded: when what is spent leaves no room, or ``deadline`` (the end of this
             model's share of the call's time) comes first.
         """
-        ttl = prepared.ttl_s
         poll = False
         while True:
             try:
                 return await self.holds.reserve(
-                    decision.budget, provider=entry.provider, amount_nusd=amount_nusd, request_id=request_id,
-                    ttl_s=ttl, poll=poll, wait_s=deadline - anyio.current_time(),
+                    call.decision.budget, provider=cand.entry.provider, amount_nusd=cand.worst_case_nusd,
+                    request_id=call.request_id, ttl_s=call.prepared.ttl_s, poll=poll,
+                    wait_s=deadline - anyio.current_time(),
                 )
             except BudgetExceeded as e:
                 if e.reserved_nusd == 0 or e.spent_nusd + e.needed_nusd > e.limit_nusd:
@@ -426,7 +424,7 @@ class Engine:
         with anyio.CancelScope(shield=True):
             try:
                 await self.holds.settle(row, held=billed.held if billed is not None else (),
-                                         wait_s=self._wait_left(prepared, started) if wait_s is None else wait_s)
+                                         wait_s=prepared.wait_left(started) if wait_s is None else wait_s)
             except SpendNotRecorded as lost:
                 raise _also_unrecorded(error, lost) from error
         self._budget_freed()
@@ -453,17 +451,15 @@ class Engine:
 
     async def set_budget(self, scope: str, period: str, limit_usd: Decimal | None) -> BudgetResult:
         stored = limit_to_store(scope, limit_usd, self.availability)
-        await self.ledger.run(self.budget.set_limit, scope, period, limit_usd)
-        states = await self.ledger.run(self.budget.all_states)
+        await self.holds.set_limit(scope, period, limit_usd)
         return BudgetResult(
             # As stored: whole nano-dollars, written plainly ("0.0000001", not "1E-7")
             changed={"scope": scope, "period": period, "limit_usd": None if stored is None else usd_str(stored)},
-            budgets=views.budgets_view(states),
+            budgets=views.budgets_view(await self.holds.states()),
         )
 
     async def budgets(self) -> list[dict[str, Any]]:
-        states = await self.ledger.run(self.budget.all_states)
-        return views.budgets_view(states)
+        return views.budgets_view(await self.holds.states())
 
     async def journaled(self, *, tag: str | None = None, day: str | None = None, entries: bool = False) -> dict[str, Any]:
         """What waits in the ledger's journal, for a resource: ``{"requests", "cost_usd", "note"}``
@@ -479,30 +475,17 @@ class Engine:
         return out
 
     async def limit_in_force(self, scope: str, period: str) -> int | None:
-        """The limit on ``scope``'s ``period`` now, in nano-dollars (None: there is none), read from
-        the ledger itself rather than any cache: a member's change is checked against it."""
-        overrides = await self.ledger.run(self.ledger.budget_overrides)
-        if (scope, period) in overrides:
-            return overrides[(scope, period)]
-        return configured_limit(self.settings.budget, scope, period)
+        """See ``Holds.limit_in_force``."""
+        return await self.holds.limit_in_force(scope, period)
 
     def providers_status(self) -> list[dict[str, Any]]:
         return views.providers_view(self.settings.providers, self.availability, self.catalog, self.health)
 
     async def ledger_rows(self, *, day: str | None = None, limit: int = 50, tag: str | None = None) -> list[dict[str, Any]]:
-        """The newest rows (of one day), newest first; only ``tag``'s when one is given (a member's view)."""
-        if day is not None:
-            day = views.ledger_day(day)
-        if tag is None:
-            rows = await self.ledger.run(self.ledger.rows, day=day, limit=limit)
-        else:
-            # The tag is filtered in the query, so a member gets its own newest rows, however many
-            # other tags' rows are newer. (``rows`` has no tag filter; this is its query with one.)
-            tie = getattr(self.ledger, "_NEWEST_LAST_TIE", "id")
-            sql = "SELECT * FROM requests WHERE tag = ?" + (" AND day = ?" if day is not None else "")
-            sql += f" ORDER BY ts DESC, {tie} DESC LIMIT ?"
-            params = [tag, *([day] if day is not None else []), limit]
-            rows = await self.ledger.run(self.ledger.query, sql, params)
+        """The newest rows (of one day), newest first; only ``tag``'s when one is given (a member's
+        view: filtered in the query, so a member gets its own newest rows however many are newer)."""
+        day = views.ledger_day(day) if day is not None else None
+        rows = await self.ledger.run(self.ledger.rows, day=day, limit=limit, tag=tag)
         return [views.ledger_row_view(r) for r in rows]
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 
 from . import timings
-from .budget import Budget, BudgetSnapshot
-from .ledger import LedgerBase, RequestRow, SpareRequest
+from .budget import Budget, BudgetSnapshot, LimitState
+from .ledger import LedgerBase, RequestRow, SpareRequest, settling
+from .scopes import configured_limit, limit_nusd
 
-__all__ = ["Holds"]
+__all__ = ["Holds", "budget_states"]
 
 
 class Holds:
@@ -79,13 +81,49 @@ class Holds:
         self, row: RequestRow, *, reservation_id: str | None = None, held: Sequence[str] = (),
         spare: SpareRequest | None = None, wait_s: float | None = None,
     ) -> str | None:
-        """Write a call's row and let its holds go (``LedgerBase.settle``: a row the ledger cannot
+        """Write a call's row and let its holds go (``settling.settle``: a row the ledger cannot
         take goes to its journal, and None or a note saying where the spend waits is returned)."""
-        return await self.ledger.settle(row, reservation_id=reservation_id, held=held, spare=spare, wait_s=wait_s)
+        return await settling.settle(self.ledger, row, reservation_id=reservation_id, held=held, spare=spare,
+                                     wait_s=wait_s)
 
     async def free(self, reservation_id: str) -> None:
-        """Let a hold go; never fails the call (``LedgerBase.free``)."""
-        await self.ledger.free(reservation_id)
+        """Let a hold go; never fails the call (``settling.free``)."""
+        await settling.free(self.ledger, reservation_id)
+
+    # -- the limits themselves (set_budget, resources, reports) ----------------------------------
+
+    async def set_limit(self, scope: str, period: str, limit_usd: Decimal | None) -> None:
+        """Persist a limit (None removes it; ``Budget.set_limit``, awaited): from the moment this
+        returns, no process grants a hold under the limit it replaced.
+
+        Raises:
+            InvalidInput: naming the field.
+        """
+        nusd = limit_nusd(scope, period, limit_usd)
+        await self.ledger.run(self.ledger.set_budget, scope, period, nusd)
+        self.budget.install_overrides(*await self.ledger.run(self.ledger.budget_overrides_at))
+
+    async def states(self) -> list[LimitState]:
+        """Every limit's state, every tag and provider included (``budget_states``)."""
+        return await budget_states(self.ledger, self.budget)
+
+    async def limit_in_force(self, scope: str, period: str) -> int | None:
+        """The limit on ``scope``'s ``period`` now, in nano-dollars (None: there is none), read from
+        the ledger itself rather than any cache: a member's change is checked against it."""
+        overrides = await self.ledger.run(self.ledger.budget_overrides)
+        if (scope, period) in overrides:
+            return overrides[(scope, period)]
+        return configured_limit(self.budget.config, scope, period)
+
+
+async def budget_states(ledger: LedgerBase, budget: Budget) -> list[LimitState]:
+    """Every limit's state under ``budget`` (``Budget.all_states``, awaited): the overrides read
+    again when due, then every limit's figures in one ledger step."""
+    if budget.overrides_due():
+        budget.install_overrides(*await ledger.run(ledger.budget_overrides_at))
+    limits = budget.current_limits()
+    figures = await ledger.run(ledger.limit_figures, [check for _, check in limits if check is not None])
+    return budget.states_of(limits, figures)
 
 
 def _left(until: float | None) -> float | None:

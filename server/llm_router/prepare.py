@@ -7,19 +7,18 @@ written yet, so a refused call leaves no ledger row.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+import time
 from dataclasses import dataclass
-from decimal import Decimal
 
-from .budget import parse_scope
+from . import timings
 from .calls import CompleteArgs, prompt_hash
 from .catalog import Catalog, worst_case_input_tokens
-from .config import BudgetConfig, Settings
+from .config import Settings
 from .estimates import prompt_tokens_by_chars
 from .routing import RouteRequest
 from .types import CompletionRequest, InvalidInput, Message, parse_model_ref, usd_to_nusd
 
-__all__ = ["Prepared", "prepare", "limit_to_store", "configured_limit"]
+__all__ = ["Prepared", "prepare"]
 
 
 @dataclass(slots=True)
@@ -35,6 +34,12 @@ class Prepared:
     """How long a hold for this call may live at most (renewed as a lease until then)."""
     prompt_hash: str
     prompt_text: str | None
+
+    def wait_left(self, started: float) -> float:
+        """How long the row of a call ``started`` (``time.perf_counter``) may wait for the ledger:
+        what is left of its deadline (at least timings.SETTLE_MIN_WAIT_S); a row that cannot be
+        written by then goes to the journal."""
+        return max(self.deadline_s - (time.perf_counter() - started), timings.SETTLE_MIN_WAIT_S)
 
 
 def prepare(args: CompleteArgs, settings: Settings, catalog: Catalog) -> Prepared:
@@ -109,33 +114,6 @@ def prepare(args: CompleteArgs, settings: Settings, catalog: Catalog) -> Prepare
         if settings.ledger.store_prompts
         else None,
     )
-
-
-def limit_to_store(scope: str, limit_usd: Decimal | None, providers: Collection[str]) -> int | None:
-    """A ``set_budget``'s limit as the ledger stores it, in whole nano-dollars (None: no limit).
-
-    Raises:
-        InvalidInput: an unknown provider's scope, or a limit above 0 too small to store.
-    """
-    kind, name = parse_scope(scope)
-    if kind == "provider" and name not in providers:
-        raise InvalidInput("scope", f"unknown provider {name!r}", allowed=", ".join(f"provider:{p}" for p in providers))
-    stored = None if limit_usd is None or not limit_usd.is_finite() else usd_to_nusd(limit_usd)
-    if stored == 0 and limit_usd:
-        raise InvalidInput("limit_usd", f"${limit_usd:f} is less than half a billionth of a dollar, the ledger's "
-                           "smallest amount", allowed="0 (nothing may be spent), or at least 0.000000001")
-    return stored
-
-
-def configured_limit(budget: BudgetConfig, scope: str, period: str) -> int | None:
-    """The limit the configuration sets on ``scope``'s ``period``, in nano-dollars (None: none)."""
-    kind, name = parse_scope(scope)
-    if kind == "global":
-        value = getattr(budget, f"{period}_usd", None)
-    else:
-        limits = (budget.providers if kind == "provider" else budget.tags).get(name or "")
-        value = getattr(limits, f"{period}_usd", None) if limits is not None else None
-    return None if value is None else usd_to_nusd(value)
 
 
 def _clean_label(value: str | None, field_name: str) -> str:

@@ -12,6 +12,7 @@ import anyio.to_thread
 from .budget import Budget
 from .calls import ReportResult
 from .catalog import ModelEntry
+from .holds import budget_states
 from .ledger import GROUPINGS, LedgerBase, RequestRow
 from .ledger.base import journaled_note
 from .types import InvalidInput, usd_str
@@ -103,7 +104,7 @@ async def cost_report(
     # The journal first: a replay between the two reads then counts a row twice, never not at all.
     waiting = await journaled(ledger, where=where, first_day=first, last_day=last)
     rows, (estimated_calls, estimated_nusd) = await ledger.run(read)
-    states = await ledger.run(budget.all_states)
+    states = await budget_states(ledger, budget)
     total = {k: sum(r[k] for r in rows) for k in ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "reference_cost_nusd")}
     today = budget.clock.today()
     month_first = today.replace(day=1)

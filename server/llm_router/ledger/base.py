@@ -17,7 +17,6 @@ ledger can take in ``settling.py``, the background upkeep in ``upkeep.py``.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import threading
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from .. import timings
 from ..types import LedgerBusy
-from . import settling, statements, upkeep
+from . import replay, settling, statements, upkeep
 from .dialect import Dialect
 from .executor import Executor
 from .records import (
@@ -168,18 +167,18 @@ class LedgerBase(ABC):
         self, row: RequestRow, *, reservation_id: str | None = None, held: Sequence[str] = (),
         spare: SpareRequest | None = None, wait_s: float | None = None,
     ) -> str | None:
-        """Record a call's row, or journal it if the ledger cannot take it (``settling.settle``)."""
+        """Record a call's row, or journal it if the ledger cannot take it: ``settling.settle``, the
+        one entry point (``Holds.settle`` goes there directly); kept for callers that hold only a ledger."""
         return await settling.settle(self, row, reservation_id=reservation_id, held=held, spare=spare, wait_s=wait_s)
 
     async def free(self, reservation_id: str, *, wait_s: float | None = timings.RELEASE_WAIT_S) -> None:
-        """Let a hold go; never fails the call (``settling.free``)."""
+        """Let a hold go; never fails the call (``settling.free``, as ``settle``)."""
         await settling.free(self, reservation_id, wait_s=wait_s)
 
     async def _keep_journaled_counted(self, row: RequestRow, holds: Sequence[str]) -> None:
         """After a row went to the journal: what this backend does so its holds keep counting
         everywhere until the row is written (SQLite: nothing; the journal is beside the file)."""
         return None
-
 
     def journaled(
         self, *, where: dict[str, str] | None = None, first_day: str | None = None, last_day: str | None = None,
@@ -188,14 +187,6 @@ class LedgerBase(ABC):
         (their holds are: they count against every limit as reserved); only those ``where`` and the
         days select (``Journal.rows``). When nothing waits this costs one ``os.access``, no read."""
         return self.journal.summary(where=where, first_day=first_day, last_day=last_day)
-
-    def journal_note(
-        self, *, where: dict[str, str] | None = None, first_day: str | None = None, last_day: str | None = None,
-    ) -> str | None:
-        """What a report should say while rows wait in the journal (None when none do): they are
-        not in its figures yet."""
-        calls, nusd = self.journaled(where=where, first_day=first_day, last_day=last_day)
-        return journaled_note(calls, nusd, self.journal.path)
 
     def replay_journal(self) -> None:
         """Write what waits in the journal now, if the ledger can take it (a write transaction
@@ -220,36 +211,8 @@ class LedgerBase(ABC):
 
     def _replay_in(self, c: Connection) -> Taken | None:
         """Inside a write transaction, before its own statements: apply what waits in the journal
-        (the one check on the hot path is ``journal.pending``: a flag, else one ``stat``). Returns
-        what was taken, to be finished once the transaction commits or rolls back. An entry that
-        would fail every replay is set aside; a replay the storage cannot take yet is rolled back
-        alone: the caller's own step may succeed where it fails."""
-        journal = self.journal
-        if not journal.pending():
-            return None
-        taken = journal.take()
-        if taken is None:
-            return None
-        rows = statements.RowStatements(self.dialect)
-        try:
-            with self._savepoint(c):
-                for entry in taken.entries:
-                    try:
-                        with self._savepoint(c):
-                            rows.apply_journal_entry(c, entry)
-                    except self._entry_errors as e:  # this entry would fail every replay: set it aside
-                        taken.reject(entry, f"{type(e).__name__}: {e}")
-        except self._storage_errors as e:
-            taken.finish(False)
-            if self._connection_lost(c):
-                raise
-            log.warning("the ledger's journal %s could not be replayed yet: %s", journal.path, e)
-            return None
-        except BaseException:
-            taken.finish(False)
-            raise
-        self._journal_applied()
-        return taken
+        (``replay.replay_in``)."""
+        return replay.replay_in(self, c)
 
     @property
     @abstractmethod
@@ -294,6 +257,10 @@ class LedgerBase(ABC):
         do (another process's latest commits may be missed for that long); routing passes it, a
         reservation never relies on it."""
         return [self.usage(check) for check in checks]
+
+    def limit_figures(self, checks: Sequence[LimitCheck]) -> list[tuple[int, int, tuple[int, int]]]:
+        """(spent, reserved, reclaims) of each limit: what a budget's states show (``reclaims``)."""
+        return [(*self.usage(check), self.reclaims(check)) for check in checks]
 
     @abstractmethod
     def reserve(
@@ -409,34 +376,16 @@ class LedgerBase(ABC):
         """(calls, nano-dollars) of spend in [first_day, last_day] whose usage was estimated (the
         provider reported none). Read from ``estimated_rollups``, which holds only such calls' per-day
         sums: a few rows a day at most, however many rows the ledger has."""
-        check_grouping("day", where)
-        clauses = ["day BETWEEN ? AND ?", *(f"{column} = ?" for column in where or {})]
-        r = self.query(
-            "SELECT coalesce(sum(requests), 0) AS n, coalesce(sum(cost_nusd), 0) AS cost FROM estimated_rollups"
-            f" WHERE {' AND '.join(clauses)}",
-            [first_day, last_day, *(where or {}).values()],
-        )[0]
-        return int(r["n"]), int(r["cost"])
+        return self._read(lambda c: statements.estimated(c, self.dialect, first_day, last_day, where))
 
-    @property
-    def _NEWEST_LAST_TIE(self) -> str:  # noqa: N802 - the name the engine's paged reads ask for
-        """Breaks ties between rows of the same millisecond (SQLite: insertion order, ``rowid``)."""
-        return self.dialect.row_key
-
-    def rows(self, *, day: str | None = None, limit: int = 50, request_id: str | None = None) -> list[dict[str, Any]]:
-        """Raw request rows, newest first."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        if day is not None:
-            clauses.append("day = ?")
-            params.append(day)
-        if request_id is not None:
-            clauses.append("id = ?")
-            params.append(request_id)
-        sql = "SELECT * FROM requests" + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
-        sql += f" ORDER BY ts DESC, {self._NEWEST_LAST_TIE} DESC LIMIT ?"
-        params.append(limit)
-        return self.query(sql, params)
+    def rows(
+        self, *, day: str | None = None, limit: int = 50, request_id: str | None = None, tag: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Raw request rows, newest first (ties by insertion order: the dialect's row key). The
+        filters are in the query, so a tag's newest rows come however many other tags' are newer."""
+        where = {k: v for k, v in (("tag", tag), ("day", day), ("id", request_id)) if v is not None}
+        sql = "SELECT * FROM requests" + (" WHERE " + " AND ".join(f"{k} = ?" for k in where) if where else "")
+        return self.query(sql + f" ORDER BY ts DESC, {self.dialect.row_key} DESC LIMIT ?", [*where.values(), limit])
 
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
         """What the ledger itself did (reclaims, prunes, rebuilds), newest first."""
@@ -486,10 +435,7 @@ class LedgerBase(ABC):
 
     def reclaimed(self, since_ts: str) -> list[dict[str, Any]]:
         """Holds reclaimed since ``since_ts`` (ISO UTC), oldest first: what each held and why."""
-        rows = self.query(
-            "SELECT ts, detail FROM events WHERE kind = 'reservation_reclaimed' AND ts >= ? ORDER BY id", [since_ts]
-        )
-        return [{"ts": r["ts"], **json.loads(r["detail"])} for r in rows]
+        return self._read(lambda c: statements.reclaimed(c, self.dialect, since_ts))
 
     def reclaims(self, check: LimitCheck) -> tuple[int, int]:
         """(how many, nano-dollars) of holds reclaimed in a limit's scope and period: calls whose

@@ -35,7 +35,7 @@ class LedgerUnavailable(RouterError):
 class LedgerStorageError(RouterError):
     """A step the ledger's storage could not take: a full disk (or a file size limit), an I/O
     error, PostgreSQL unreachable. Nothing that step would have written was written; a paid
-    call's row goes to the journal instead (``LedgerBase.settle``)."""
+    call's row goes to the journal instead (``settling.settle``)."""
 
     code = "ledger_storage_error"
     retryable = True

@@ -1,5 +1,8 @@
 """Settling a call whatever the ledger can take: its row written, or kept in the journal.
 
+``settle`` and ``free`` are the one entry point a call's holds are let go through (``Holds``
+awaits them); they run the backend's ``record`` and ``release`` on its executor.
+
 A row the ledger cannot take (locked past the busy timeout, a full disk, PostgreSQL unreachable)
 goes to the journal with every hold it settles; the holds stay, counting against every limit,
 until the next write transaction that can take the row writes it and removes them in one go.
@@ -62,8 +65,9 @@ async def settle(
     except Exception as e:  # whatever the storage said: the answer was paid for, keep its row
         return await journal_row(led, row, (reservation_id, *held), e)
     for hold in held:
-        await led.free(hold)
+        await free(led, hold)
     return None
+
 
 async def free(led: LedgerBase, reservation_id: str, *, wait_s: float | None = timings.RELEASE_WAIT_S) -> None:
     """Let a hold go (a call that failed or was cancelled). Never fails the call: a release the
@@ -73,10 +77,9 @@ async def free(led: LedgerBase, reservation_id: str, *, wait_s: float | None = t
     except LedgerUnavailable:
         return  # the hold is in a file no one counts any more
     except Exception as e:
-        from .journal import Entry
-
         log.warning("could not free hold %s now (%s); it goes to the journal", reservation_id, why(e))
         await in_thread(led.journal.append, Entry("release", (reservation_id,)))
+
 
 async def journal_row(
     led: LedgerBase, row: RequestRow, holds: Sequence[str | None], error: Exception, *, unavailable: bool = False,

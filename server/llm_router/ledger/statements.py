@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DAY_TOTALS_FROM_ROLLUPS", "INSERT_RESERVATION", "LIMITS_VERSION", "PRUNE_BATCH", "REFILE_ROLLUPS",
-    "RESERVATION_COLUMNS", "Connection", "RowStatements", "events", "late_settle", "meta", "prune_batch",
-    "read_overrides", "rebuild_rollups", "reclaim", "renew", "report", "reservations_total", "set_budget",
+    "RESERVATION_COLUMNS", "Connection", "RowStatements", "estimated", "events", "late_settle", "meta", "prune_batch",
+    "read_overrides", "rebuild_rollups", "reclaim", "reclaimed", "renew", "report", "reservations_total", "set_budget",
     "set_meta", "totals",
 ]
 
@@ -212,6 +212,24 @@ def report(
         params = [first_day, last_day, *where.values()]
     rows = c.execute(d.sql(sql), params).fetchall()
     return [{"key": r[0], **{n: int(v or 0) for n, v in zip(SUM_COLUMNS, r[1:], strict=True)}} for r in rows]
+
+
+def estimated(
+    c: Connection, d: Dialect, first_day: str, last_day: str, where: dict[str, str] | None,
+) -> tuple[int, int]:
+    """(calls, nano-dollars) of estimated spend in [first_day, last_day], from ``estimated_rollups``."""
+    check_grouping("day", where)
+    clauses = ["day BETWEEN ? AND ?", *(f"{column} = ?" for column in where or {})]
+    r = c.execute(d.sql("SELECT coalesce(sum(requests), 0), coalesce(sum(cost_nusd), 0) FROM estimated_rollups"
+                        f" WHERE {' AND '.join(clauses)}"), [first_day, last_day, *(where or {}).values()]).fetchone()
+    return int(r[0]), int(r[1])
+
+
+def reclaimed(c: Connection, d: Dialect, since_ts: str) -> list[dict[str, Any]]:
+    """Holds reclaimed since ``since_ts`` (ISO UTC), oldest first: what each held and why."""
+    rows = c.execute(d.sql("SELECT ts, detail FROM events WHERE kind = 'reservation_reclaimed' AND ts >= ?"
+                           " ORDER BY id"), (since_ts,)).fetchall()
+    return [{"ts": ts, **json.loads(detail)} for ts, detail in rows]
 
 
 def read_overrides(c: Connection) -> tuple[int, Overrides]:
