@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from llm_router.ledger import LimitCheck, Refusal, RequestRow
+from llm_router.ledger import LimitCheck, Refusal, RequestRow, settling
 from llm_router.types import LedgerBusy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
@@ -124,7 +124,7 @@ async def test_a_postgresql_journal_is_replayed_by_a_server_that_spells_the_url_
         rid = a.reserve(_checks(), 6_000, request_id="a1", day=DAY, provider="p", tag="", ttl_s=600)
         assert isinstance(rid, str)
         with _table_locked(pg_url, "requests"):
-            note = await a.settle(_row("a1", 5_000), reservation_id=rid, wait_s=0.3)
+            note = await settling.settle(a, _row("a1", 5_000), reservation_id=rid, wait_s=0.3)
         assert note is not None and str(a.journal.path) in note
         assert a.journal.path.parent == tmp_path / "state" / "llm-router"
         # A dies here, its row in its journal. B, on the same machine, spells the URL otherwise.
@@ -189,7 +189,7 @@ async def test_a_journaled_charge_stays_counted_by_a_server_on_another_machine_a
         rid = a.reserve(_checks(), 6_000, request_id="a1", day=DAY, provider="p", tag="", ttl_s=600)
         assert isinstance(rid, str)
         with _table_locked(pg_url, "requests"):
-            note = await a.settle(_row("a1", 5_000), reservation_id=rid, wait_s=0.3)
+            note = await settling.settle(a, _row("a1", 5_000), reservation_id=rid, wait_s=0.3)
         assert note is not None and a.journaled() == (1, 5_000)
         # A dies, its row in a journal B never reads. Even a server on A's machine with a journal
         # of its own, finding A's process gone, leaves the hold: it waits for A's journal.
@@ -225,7 +225,7 @@ async def test_a_journaled_charge_whose_hold_had_already_lapsed_and_gone_is_held
         assert isinstance(rid, str)
         with _table_locked(pg_url, "requests"):
             assert b.reclaim() == 1  # A's lease lapsed (A stalled): B tidies its hold away
-            note = await a.settle(_row("a1", 5_000), reservation_id=rid, wait_s=0.3)
+            note = await settling.settle(a, _row("a1", 5_000), reservation_id=rid, wait_s=0.3)
         assert note is not None and b.reservations_total() == 5_000  # the call's cost, held again
         got = b.reserve(_checks(), 6_000, request_id="b1", day=DAY, provider="p", tag="", ttl_s=600)
         assert isinstance(got, Refusal) and got.reserved_nusd == 5_000, got

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from .. import timings
 from ..types import LedgerBusy
-from . import replay, settling, statements, upkeep
+from . import replay, statements, upkeep
 from .dialect import Dialect
 from .executor import Executor
 from .records import (
@@ -160,20 +160,6 @@ class LedgerBase(ABC):
     def _waiting(self, seconds: float) -> AbstractContextManager[None]:
         """On this thread, wait at most ``seconds`` for each write lock (upkeep's own steps)."""
         return self._executor.waiting(seconds)
-
-    # -- settling, whatever the ledger can take -----------------------------------------------------
-
-    async def settle(
-        self, row: RequestRow, *, reservation_id: str | None = None, held: Sequence[str] = (),
-        spare: SpareRequest | None = None, wait_s: float | None = None,
-    ) -> str | None:
-        """Record a call's row, or journal it if the ledger cannot take it: ``settling.settle``, the
-        one entry point (``Holds.settle`` goes there directly); kept for callers that hold only a ledger."""
-        return await settling.settle(self, row, reservation_id=reservation_id, held=held, spare=spare, wait_s=wait_s)
-
-    async def free(self, reservation_id: str, *, wait_s: float | None = timings.RELEASE_WAIT_S) -> None:
-        """Let a hold go; never fails the call (``settling.free``, as ``settle``)."""
-        await settling.free(self, reservation_id, wait_s=wait_s)
 
     async def _keep_journaled_counted(self, row: RequestRow, holds: Sequence[str]) -> None:
         """After a row went to the journal: what this backend does so its holds keep counting

@@ -69,11 +69,12 @@ async def settle(
     return None
 
 
-async def free(led: LedgerBase, reservation_id: str, *, wait_s: float | None = timings.RELEASE_WAIT_S) -> None:
-    """Let a hold go (a call that failed or was cancelled). Never fails the call: a release the
+async def free(led: LedgerBase, reservation_id: str, *, wait_s: float | None = None) -> None:
+    """Let a hold go (a call that failed or was cancelled), waiting at most ``wait_s`` for the
+    ledger (None: ``timings.RELEASE_WAIT_S``, read now). Never fails the call: a release the
     ledger cannot take now goes to the journal, and the hold counts until it is replayed."""
     try:
-        await led.run_within(wait_s, led.release, reservation_id)
+        await led.run_within(timings.RELEASE_WAIT_S if wait_s is None else wait_s, led.release, reservation_id)
     except LedgerUnavailable:
         return  # the hold is in a file no one counts any more
     except Exception as e:
