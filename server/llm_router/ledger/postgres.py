@@ -334,17 +334,8 @@ class PostgresLedger(LedgerBase):
         return None, version
 
     def reserve(
-        self,
-        checks: Sequence[LimitCheck],
-        amount_nusd: int,
-        *,
-        request_id: str,
-        day: str,
-        provider: str,
-        tag: str,
-        ttl_s: float,
-        poll: bool = False,
-        limits_version: int | None = None,
+        self, checks: Sequence[LimitCheck], amount_nusd: int, *, request_id: str, day: str, provider: str, tag: str,
+        ttl_s: float, poll: bool = False, limits_version: int | None = None,
     ) -> str | Refusal | LimitsMoved:
         if poll:
             # A refusal needs no lock (spend only grows, so it still holds a moment later): calls

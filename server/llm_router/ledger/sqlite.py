@@ -289,17 +289,8 @@ class Ledger(FileIdentity, SpareHolds, LedgerBase):
         return refusal
 
     def reserve(
-        self,
-        checks: Sequence[LimitCheck],
-        amount_nusd: int,
-        *,
-        request_id: str,
-        day: str,
-        provider: str,
-        tag: str,
-        ttl_s: float,
-        poll: bool = False,
-        limits_version: int | None = None,
+        self, checks: Sequence[LimitCheck], amount_nusd: int, *, request_id: str, day: str, provider: str, tag: str,
+        ttl_s: float, poll: bool = False, limits_version: int | None = None,
     ) -> str | Refusal | LimitsMoved:
         cache = self._usage_cache
         version = limits_version
