@@ -1,4 +1,4 @@
-"""Limits, tiers and reservations.
+"""Limits, tiers, periods, and the checks a hold must pass (pure: the holds themselves are ``holds.py``).
 
 A limit is a scope (``global``, ``provider:NAME``, ``tag:NAME``) and a period (``daily``,
 ``monthly``, ``per_request``). Limits come from the config and from ``set_budget`` (persisted in
@@ -24,7 +24,7 @@ from .config import BudgetConfig
 from .ledger import LedgerBase, LimitCheck, Refusal, SpareRequest
 from .ledger.base import LimitsMoved, Overrides
 from .scopes import PERIODS, Period, configured_limit, limit_nusd, limit_to_store, parse_scope
-from .types import BudgetExceeded, usd_str, usd_to_nusd
+from .types import BudgetExceeded, LedgerBusy, usd_str, usd_to_nusd
 
 __all__ = ["Period", "Tier", "Limit", "Clock", "Budget", "BudgetSnapshot", "tier_of", "parse_scope",
            "limit_nusd", "limit_to_store", "configured_limit"]  # the scopes' too, where callers find them
@@ -33,6 +33,9 @@ Tier = Literal["normal", "cautious", "restricted", "exhausted"]
 _TIER_RANK: dict[Tier, int] = {"normal": 0, "cautious": 1, "restricted": 2, "exhausted": 3}
 SPARE_MARGIN = 2
 """A spare hold is this many times the worst case of the call that kept it."""
+MAX_LIMITS_MOVED = 8
+"""How many times in a row a hold is asked for again on limits ``set_budget`` changed meanwhile
+(each attempt is atomic): past that, the call is refused as busy rather than left spinning."""
 
 
 def tier_of(fraction: float) -> Tier:
@@ -431,12 +434,19 @@ class Budget:
 
         Raises:
             BudgetExceeded: naming the limit, what is spent and held, and when it resets.
+            LedgerBusy: the limits moved under ``MAX_LIMITS_MOVED`` attempts in a row.
         """
         if isinstance(result, LimitsMoved):
+            if attempt.moves >= MAX_LIMITS_MOVED:
+                raise LedgerBusy(
+                    f"the budget's limits were changed {attempt.moves + 1} times while this call asked for its "
+                    "hold (another process is calling set_budget without pause). Nothing was reserved or spent; "
+                    "try again in a few seconds", retry_after=1.0, waited_s=0.0,
+                )
             rebuilt = self.checks_under(result, day=attempt.day, provider=attempt.provider, tag=attempt.tag,
                                         amount_nusd=attempt.amount_nusd)
             if not isinstance(rebuilt, Refusal):
-                return replace(attempt, checks=rebuilt, limits_version=result.version)
+                return replace(attempt, checks=rebuilt, limits_version=result.version, moves=attempt.moves + 1)
             result = rebuilt
         if isinstance(result, Refusal):
             raise BudgetExceeded(
@@ -459,6 +469,8 @@ class Attempt:
     ttl_s: float
     poll: bool
     limits_version: int | None
+    moves: int = 0
+    """How many times the limits had moved under the attempts before this one."""
 
     def make(self, ledger: LedgerBase) -> str | Refusal | LimitsMoved:
         """Ask the ledger for this hold (one atomic step: see ``LedgerBase.reserve``)."""

@@ -3,7 +3,7 @@ held, then settled with the call's row or freed.
 
 The engine awaits this one component. Each step is one ledger step on the ledger's executor,
 bounded by the call's deadline; the budget's part is pure (checks built from limits, figures and
-answers read): the ledger calls nothing back. When ``set_budget`` has changed the limits
+answers read) and runs here, between ledger steps: the ledger calls nothing back. When ``set_budget`` has changed the limits
 since a call's checks were built, the ledger grants nothing on them and says which limits it
 found (``LimitsMoved``); the checks are built anew and the ledger asked again, each attempt
 atomic, so from the moment ``set_budget`` returns no process grants a hold under the limits it
@@ -16,10 +16,13 @@ import time
 from collections.abc import Sequence
 from decimal import Decimal
 
+import anyio.lowlevel
+
 from . import timings
 from .budget import Budget, BudgetSnapshot, LimitState
 from .ledger import LedgerBase, RequestRow, SpareRequest, settling
 from .scopes import configured_limit, limit_nusd
+from .types import LedgerBusy
 
 __all__ = ["Holds", "budget_states"]
 
@@ -65,10 +68,26 @@ class Holds:
         attempt = self.budget.first_attempt(snapshot, provider=provider, amount_nusd=amount_nusd,
                                             request_id=request_id, ttl_s=ttl_s, poll=poll)
         until = None if wait_s is None else time.monotonic() + wait_s
+        ledger = self.ledger
         while True:
-            answer = self.budget.next_attempt(attempt, await self.ledger.run_within(_left(until), attempt.make, self.ledger))
+            result = await ledger.run_within(
+                _left(until), ledger.reserve, attempt.checks, attempt.amount_nusd, request_id=attempt.request_id,
+                day=attempt.day, provider=attempt.provider, tag=attempt.tag, ttl_s=attempt.ttl_s, poll=attempt.poll,
+                limits_version=attempt.limits_version,
+            )
+            answer = self.budget.next_attempt(attempt, result)
             if isinstance(answer, str):
                 return answer
+            # The limits moved under this attempt: ask again on checks built anew, after letting
+            # the event loop run (SQLite's step may have run inline) and only while time is left.
+            await anyio.lowlevel.checkpoint()
+            left = _left(until)
+            if left is not None and left <= 0:
+                raise LedgerBusy(
+                    f"the budget's limits kept changing while this call asked for its hold, for the whole "
+                    f"{wait_s:.1f} s it could wait. Nothing was reserved or spent; try again in a few seconds",
+                    retry_after=1.0, waited_s=wait_s or 0.0,
+                )
             attempt = answer
 
     def spare_for(
