@@ -305,7 +305,7 @@ class Budget:
         return self._checks[2]
 
     def set_limit(self, scope: str, period: str, limit_usd: Any) -> None:
-        """Persist a limit (None removes it), here (``Holds.set_limit`` is the same, awaited).
+        """Persist a limit (None removes it), here (the engine awaits ``Holds.set_limit``; this form serves one-shot tools and tests).
 
         Raises:
             InvalidInput: naming the field.
@@ -317,7 +317,7 @@ class Budget:
 
     def snapshot(self, *, tag: str = "", providers: Iterable[str] | None = None) -> BudgetSnapshot:
         """Spend and holds for the global limits, the tag's, and those of ``providers`` (all when None),
-        read here (``Holds.snapshot`` is the same, awaited, bounded by the call's deadline).
+        read here (the engine awaits ``Holds.snapshot``, bounded by the call's deadline; this form serves tools and tests).
         Reading the figures may show that another process set a limit: then they are read again
         on it (a raised one then takes effect at once too; a lowered one the reservation enforces
         anyway)."""
@@ -350,7 +350,7 @@ class Budget:
 
     def all_states(self) -> list[LimitState]:
         """Every limit, every tag and provider included (for resources and reports), read here
-        (``Holds.states`` is the same, awaited)."""
+        (the engine awaits ``Holds.states``; this form serves tools and tests)."""
         self._refresh()
         limits = self.current_limits()
         return self.states_of(limits, self.ledger.limit_figures([c for _, c in limits if c is not None]))
@@ -393,7 +393,7 @@ class Budget:
         poll: bool = False,
     ) -> str:
         """Hold ``amount_nusd`` against every limit on this provider and tag, atomically with the
-        check (``Holds.reserve`` is the same, awaited, each attempt bounded by the call's deadline).
+        check (the engine awaits ``Holds.reserve``, each attempt bounded by the call's deadline; this form serves tests).
 
         Raises:
             BudgetExceeded: naming the limit, what is spent and held, and when it resets.

@@ -130,7 +130,8 @@ class LedgerBase(ABC):
     # -- plumbing -------------------------------------------------------------------------------
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a ledger method on a worker thread. Not cancellable: once asked for, the method
+        """Run a ledger method on the ledger's executor (a worker thread; SQLite runs it inline when
+        its connection is free, see ``executor``). Not cancellable: once asked for, the method
         runs and its result reaches the caller (a reservation made is always returned, to be
         settled or released; a row to record is always written). A cancellation takes effect
         at the caller's next checkpoint."""

@@ -1,5 +1,9 @@
 """A ledger's executor: its steps run one at a time on a worker thread, not cancellable, each
-waiting at most its call's deadline for the connection and for another process's write lock."""
+waiting at most its call's deadline for the connection and for another process's write lock.
+
+The SQLite ledger runs a step inline on the event loop instead when its connection is free
+(``sqlite.Ledger.run_within``, with ``sqlite_locking.BusyLock.acquire_brief``): a worker-thread round
+trip costs more than its SQL (about 1 ms a call, measured), and a busy file sends the step here."""
 
 from __future__ import annotations
 

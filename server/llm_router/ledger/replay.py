@@ -1,7 +1,7 @@
 """The journal replayed inside a write transaction, before the transaction's own statements.
 
 A row (or release) the ledger could not take waits in its journal (``settling``); the next write
-transaction of any server that opens the ledger applies it first (``LedgerBase._replay_in``),
+transaction of any server that opens the ledger applies it first (``replay_in``, called by each backend's write transaction),
 so what the journal holds reaches the ledger in the same commit as that transaction's own work.
 """
 
