@@ -13,7 +13,7 @@ from typing import Any
 from .types import Quality
 
 __all__ = [
-    "KNOWN_PROVIDERS", "TIER_PATTERNS", "LOCAL_MODELS_VAR", "tier_for", "is_local_url", "builtin_config", "demo_config",
+    "KNOWN_PROVIDERS", "TIER_PATTERNS", "KIND_CAPABILITIES", "LOCAL_MODELS_VAR", "tier_for", "is_local_url", "builtin_config", "demo_config",
 ]
 
 # name → (kind, base_url, key variables in order of preference, default models)
@@ -37,6 +37,29 @@ KNOWN_PROVIDERS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = 
         ("gemini-2.5-flash-lite", "gemini-2.5-flash", "gemini-2.5-pro"),
     ),
     "ollama": ("ollama", "http://127.0.0.1:11434", (), ("llama3.1",)),
+}
+
+# What a model can be asked for, by the wire protocol it is reached by, when nothing better is
+# known: the model's server does not say (Ollama's ``/api/show`` and llama.cpp's ``/props`` do,
+# and are asked) and the config names none (``[providers.model_overrides."m"] capabilities``).
+# Per protocol, never per model name: each is what that API offers every current model.
+_COMMON = frozenset({"text", "streaming", "system_prompt", "json_schema", "json_mode", "stop", "top_p"})
+KIND_CAPABILITIES: dict[str, frozenset[str]] = {
+    # Messages API: tools and images for every Claude model; structured output by forcing a
+    # tool; images by URL; no seed parameter.
+    "anthropic": _COMMON | {"tools", "tool_choice", "vision", "image_url"},
+    # Chat Completions at OpenAI (and hosted APIs that speak it): everything.
+    "openai": _COMMON | {"tools", "tool_choice", "vision", "image_url", "seed"},
+    # The same protocol served locally (llama.cpp, vLLM, LM Studio): tools and images depend on
+    # how the model was loaded, so only what the server says (llama.cpp's /props) or the config.
+    "openai-local": _COMMON | {"seed"},
+    # generateContent: tools, images (as bytes only: a URL must be a Files API upload), seed.
+    "gemini": _COMMON | {"tools", "tool_choice", "vision", "seed"},
+    # /api/chat: images as bytes only, no way to force a tool; tools and images as /api/show's
+    # ``capabilities`` say for the model (until asked: neither).
+    "ollama": _COMMON | {"seed"},
+    "mock": frozenset({"text", "streaming", "system_prompt", "json_schema", "json_mode", "stop", "top_p", "seed",
+                       "tools", "tool_choice", "vision", "image_url"}),
 }
 
 # The genai-prices provider id for each wire protocol (Gemini's prices live under "google").

@@ -8,12 +8,15 @@ edges, where a price from genai-prices meets a token count and where figures are
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
+
+from .content import ImagePart, Part, ResponseFormat, ToolCall, ToolChoice, ToolSpec
 
 __all__ = [
     "NUSD_PER_USD",
@@ -47,6 +50,7 @@ __all__ = [
     "ContentFiltered",
     "MalformedResponse",
     "ToolCallOnly",
+    "InvalidOutput",
     "AttemptRecord",
     "AllAttemptsFailed",
     "LedgerBusy",
@@ -89,28 +93,70 @@ def usd_str(amount: int) -> str:
 class Message:
     """One turn of a conversation. System text travels apart, in ``CompletionRequest.system``.
 
-    Built from arguments the MCP layer has already validated (role user or assistant, content not
-    empty), so a plain dataclass: nothing is checked twice on every call."""
+    ``content`` is the turn's text. ``parts`` is set only when the turn holds an image: then it
+    is the whole content, text parts and images in their order (and ``content`` their text
+    joined, for what counts or hashes text). An assistant turn may carry the ``tool_calls`` it
+    made; a ``tool`` turn answers one (``tool_call_id``, with the tool's ``name`` as the
+    assistant turn called it: some wire formats want the name, not the id).
 
-    role: Literal["user", "assistant"]
+    Built from arguments the MCP layer has already validated, so a plain dataclass: nothing is
+    checked twice on every call."""
+
+    role: Literal["user", "assistant", "tool"]
     content: str
+    parts: tuple[Part, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def images(self) -> tuple[ImagePart, ...]:
+        return tuple(p for p in self.parts if isinstance(p, ImagePart))
 
 
 @dataclass(frozen=True, slots=True)
 class CompletionRequest:
-    """What a provider adapter is asked to do: provider-neutral, already validated."""
+    """What a provider adapter is asked to do: provider-neutral, already validated.
+
+    Every field beyond ``temperature`` has a neutral "not asked" value (empty, None, ``auto``),
+    and an adapter sends what is asked or refuses it: routing has already left out the models
+    whose capabilities lack what the request needs, so an adapter never drops one silently."""
 
     messages: tuple[Message, ...]
     max_tokens: int
     system: str | None = None
     temperature: float | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    """``auto``, ``required``, ``none``, or the name of the tool that must be called."""
+    response_format: ResponseFormat | None = None
+    stop: tuple[str, ...] = ()
+    top_p: float | None = None
+    seed: int | None = None
 
     def text_bytes(self) -> int:
-        """UTF-8 size of everything sent; a hard upper bound for the input token count."""
+        """UTF-8 size of everything sent as text (tool definitions, schemas and the arguments of
+        earlier tool calls included); a hard upper bound for its input tokens. Images are
+        counted apart (``catalog.image_tokens``)."""
         total = len(self.system.encode()) if self.system else 0
         for m in self.messages:
             total += len(m.content.encode())
+            for call in m.tool_calls:
+                total += len(call.name) + len(_compact(call.arguments)) + len(call.id)
+        for tool in self.tools:
+            total += len(tool.name) + len(tool.description.encode()) + len(_compact(tool.input_schema))
+        if self.response_format is not None and self.response_format.schema is not None:
+            total += len(_compact(self.response_format.schema))
         return total
+
+    @property
+    def rich(self) -> bool:
+        """Whether anything beyond text is asked: tools, a format, images or tool turns."""
+        return bool(self.tools or self.response_format is not None
+                    or any(m.parts or m.tool_calls or m.role == "tool" for m in self.messages))
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +197,12 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A provider's answer. ``usage`` is None when the provider reported none."""
+    """A provider's answer. ``usage`` is None when the provider reported none.
+
+    ``finish_reason`` is one of ``content.FINISH_REASONS`` (each adapter maps its provider's
+    words): ``tool_calls`` when the answer is ``tool_calls``. For structured output ``text`` is
+    the JSON as the model wrote it (an adapter that forces a tool for it gives the tool's
+    input, serialised); the engine parses and validates it."""
 
     text: str
     model: str
@@ -159,6 +210,7 @@ class Completion:
     usage: Usage | None
     finish_reason: str | None = None
     response_id: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 def parse_model_ref(ref: str, *, field_name: str = "model") -> tuple[str, str]:
@@ -409,6 +461,15 @@ class ToolCallOnly(ProviderError):
     another model may answer in text."""
 
     code = "tool_call_only"
+
+
+class InvalidOutput(ProviderError):
+    """The model answered, but not as asked: JSON that does not parse or does not match the
+    request's schema, or a tool call whose arguments do not match the tool's ``inputSchema``.
+    Billed (``usage``) like any answer; the chain goes on to the next model, which may do better.
+    The message says what was wrong (the validation error, with where in the value)."""
+
+    code = "invalid_output"
 
 
 @dataclass

@@ -89,6 +89,10 @@ class Step:
     times: int | None = 1
     endpoint: Endpoint = "generate"
     tool_name: str = "get_weather"
+    tool_calls: tuple[tuple[str, Any], ...] | None = None
+    """For a ``tool_call`` step: the calls to answer with, ``(name, arguments)`` each, the
+    arguments an object or raw text (sent as given, to test broken arguments). None: one call
+    of ``tool_name`` with ``TOOL_ARGS``."""
     window: int | None = None
     flavor: str | None = None
     wire_replace: Mapping[bytes, bytes] = field(default_factory=dict)
