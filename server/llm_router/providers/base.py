@@ -120,6 +120,12 @@ class Provider(Protocol):
         ``/props``, Ollama ``/api/show``); None where it does not. Asked once per model."""
         ...
 
+    async def capabilities(self, model: str) -> frozenset[str] | None:
+        """What the server itself says ``model`` can do, in ``content.CAPABILITY_NAMES`` (Ollama's
+        ``/api/show`` ``capabilities``, llama.cpp's ``/props``); None where it does not say, or did
+        not answer. Asked once per model; routing then takes it over the protocol's default."""
+        ...
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         ...
@@ -406,6 +412,9 @@ class HttpAdapter:
         return None
 
     async def context_window(self, model: str) -> int | None:
+        return None
+
+    async def capabilities(self, model: str) -> frozenset[str] | None:
         return None
 
     async def probe(self) -> ProbeResult:

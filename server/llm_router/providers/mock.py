@@ -117,5 +117,8 @@ class MockProvider:
     async def context_window(self, model: str) -> int | None:
         return None
 
+    async def capabilities(self, model: str) -> frozenset[str] | None:
+        return None
+
     async def aclose(self) -> None:
         return None
