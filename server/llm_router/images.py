@@ -376,8 +376,9 @@ def image_tokens(kind: str, image: ImagePart, *, model: str = "") -> int:
     figures (priced so that it costs the same in money): it is covered only when ``model``
     names it, since the figure would otherwise swamp every other model's reservation. Not
     covered: models announced after these figures that take larger images (for Anthropic, the
-    bound assumes 2576 px a side at most, Opus 4.7's native size), OpenAI's ``low`` detail
-    and Gemini's ``ultra high`` media resolution (2240), neither of which the router asks for.
+    bound assumes 2576 px a side at most, Opus 4.7's native size), and Gemini's ``ultra high``
+    media resolution (2240), which the router never asks for (``low`` detail or resolution
+    counts less, so it is covered).
     A ``kind`` not listed costs the largest of the figures above (gpt-4o-mini's aside)."""
     width = image.width if image.width is not None else _LARGEST
     height = image.height if image.height is not None else _LARGEST
