@@ -113,7 +113,9 @@ def test_model_known_to_genai_prices_gets_its_prices_and_says_so(catalog: Catalo
         "price_per_mtok": genai_prices_of("claude-haiku-4-5", "anthropic"),
         "price_source": f"{GENAI}: anthropic/claude-haiku-4-5",
         "free": False,
-        "capabilities": ["text", "streaming", "system_prompt"],
+        "capabilities": ["text", "streaming", "system_prompt", "tools", "tool_choice", "vision", "image_url",
+                         "json_schema", "json_mode", "stop", "top_p"],
+        "capability_source": "default of the anthropic API",
     }
 
 

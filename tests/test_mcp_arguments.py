@@ -70,7 +70,7 @@ async def test_a_misspelt_argument_is_refused_by_name_with_the_one_it_was_meant_
     assert engine.ledger.rows() == [] and held_by_calls(engine) == 0
 
 
-@pytest.mark.parametrize("name", ["tools", "response_format", "stop", "top_p", "seed", "n"])
+@pytest.mark.parametrize("name", ["n", "logprobs", "frequency_penalty", "presence_penalty", "user"])
 async def test_an_unsupported_argument_is_refused_with_the_list_of_arguments_there_are(client: Client, name: str) -> None:
     error = error_of(await client.call_tool("complete", {"prompt": "hi", name: "x"}))
     assert error["field"] == name
@@ -108,11 +108,13 @@ async def test_a_misspelt_max_cost_never_silently_removes_the_spending_cap(clien
          'model: 42 is not valid (allowed: "provider:model", or a list of them (an explicit fallback chain))'),
         ("complete", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                                    {"role": "robot", "content": "c"}]},
-         "messages[2].role: 'robot' is not allowed (allowed: user, assistant)"),
-        ("complete", {"messages": [{"role": "user", "content": ""}]}, "messages[0].content: is empty (allowed: a non-empty string)"),
+         "messages[2].role: 'robot' is not allowed (allowed: user, assistant, tool)"),
+        ("complete", {"messages": [{"role": "user", "content": ""}]}, "messages[0].content: is empty (allowed: a non-empty string, or a list of parts: "
+         '{"type": "text", "text"}, {"type": "image", "data", "mimeType"} or {"type": "image", "url"})'),
         ("complete", {"messages": [{"role": "user", "text": "hi"}]},
-         "messages[0].text: is not a field here; more to fix: messages[0].content (allowed: role, content)"),
-        ("complete", {"messages": "hello"}, "messages: 'hello' is not a list (allowed: a list of objects with role, content)"),
+         "messages[0].text: is not a field here (allowed: role, content, tool_calls, tool_call_id)"),
+        ("complete", {"messages": "hello"},
+         "messages: 'hello' is not a list (allowed: a list of objects with role, content, tool_calls, tool_call_id)"),
         ("cost_report", {"period": "fortnight"},
          "period: 'fortnight' is not allowed (allowed: today, yesterday, this_week, this_month, last_7_days, last_30_days)"),
         ("cost_report", {"since": "20260101"}, "since: '20260101' is not in the expected form (allowed: a date, YYYY-MM-DD)"),

@@ -146,8 +146,8 @@ class ToolArguments(Generic[M]):
                 for sub, sub_prop in nested.get("properties", {}).items():
                     self._allowed[(name, "*", sub)] = _expectation(sub_prop, defs, nullable_said=False)
                 self._allowed[(name, "*")] = _expectation(nested, defs, nullable_said=False)
-        for name, words in (allowed or {}).items():
-            self._allowed[(name,)] = words
+        for name, words in (allowed or {}).items():  # a nested field as "messages.*.content"
+            self._allowed[tuple(name.split("."))] = words
         self._unions = frozenset(n for n, f in model.model_fields.items() if _is_union(f.annotation))
         self._json_text = frozenset(n for n, f in model.model_fields.items() if n not in FREE_TEXT and f.annotation is not str)
 

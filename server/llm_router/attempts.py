@@ -14,25 +14,38 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
 from . import timings
 from .catalog import ModelEntry
 from .config import ResilienceConfig
+from .estimates import BY_CHARS, prompt_tokens_by_chars
 from .prepare import Prepared
 from .providers import Provider
+from .providers.mock import estimate_tokens
 from .redaction import Redactor
 from .resilience import HealthBoard, Window, counts_against_circuit
 from .routing import Excluded
-from .types import AttemptRecord, Completion, MalformedResponse, ProviderError, Timeout, usd_str
+from .types import AttemptRecord, Completion, MalformedResponse, ProviderError, Timeout, Usage, usd_str
 
-__all__ = ["ModelCaller", "Progress", "backoff", "elapsed_ms", "passed_over", "skipped", "streamer"]
+__all__ = ["Answer", "ModelCaller", "Progress", "backoff", "elapsed_ms", "passed_over", "skipped", "streamer"]
 
 Progress = Callable[[float, float | None, str], Awaitable[None]]
 """(progress, total, message) — how the engine tells the caller what it is doing."""
 
 log = logging.getLogger("llm_router.engine")
+
+
+@dataclass(slots=True)
+class Answer:
+    """A model's answer that passed its checks: the completion, and for structured output the
+    JSON value it holds (``structured``: whether one was asked, since the value may be null)."""
+
+    completion: Completion
+    value: Any = None
+    structured: bool = False
 
 
 @dataclass
@@ -49,7 +62,7 @@ class ModelCaller:
     async def call(
         self, entry: ModelEntry, prepared: Prepared, attempts: list[AttemptRecord], window: Window,
         progress: Progress | None,
-    ) -> Completion:
+    ) -> Answer:
         """Call one model; retry a retryable failure with backoff (honouring Retry-After) while
         retries remain and the model's window (its share of the deadline) still has room for
         another try. Every try is appended to ``attempts``, a cancelled one with how long it ran.
@@ -67,7 +80,7 @@ class ModelCaller:
                 t0 = time.perf_counter()
                 try:
                     on_text = streamer(progress) if progress else None  # each try streams its own text
-                    completion = await self._try_once(provider, entry, prepared, window, on_text)
+                    answer = await self._try_once(provider, entry, prepared, window, on_text)
                 except ProviderError as e:
                     ms = elapsed_ms(t0)
                     cost = None if e.usage is None else usd_str(entry.cost_nusd(e.usage) or 0)
@@ -85,7 +98,7 @@ class ModelCaller:
                 ms = elapsed_ms(t0)
                 self.health.record(entry.ref, ok=True, latency_ms=ms)
                 attempts.append(AttemptRecord(entry.ref, "ok", latency_ms=ms))
-                return completion
+                return answer
         except ProviderError:
             raise
         except BaseException as e:
@@ -97,16 +110,23 @@ class ModelCaller:
     async def _try_once(
         self, provider: Provider, entry: ModelEntry, prepared: Prepared, window: Window,
         on_text: Callable[[str], Awaitable[None]] | None,
-    ) -> Completion:
-        """One try, cut at the model's window. Whatever the adapter lets escape fails this try
-        only (a ``MalformedResponse``), never the call.
+    ) -> Answer:
+        """One try, cut at the model's window, its answer checked against what the call asked
+        (``structured.OutputCheck``). Whatever the adapter lets escape fails this try only (a
+        ``MalformedResponse``), never the call.
 
         Raises:
-            ProviderError: Timeout when the window ends first.
+            ProviderError: Timeout when the window ends first; InvalidOutput for an answer that
+            is not what was asked (billed: usage as reported, or estimated from the text).
         """
         with anyio.CancelScope(deadline=window.end):
             try:
-                return await provider.complete(entry.model, prepared.request, on_text=on_text)
+                completion = await provider.complete(entry.model, prepared.request, on_text=on_text)
+                if prepared.checks is None:
+                    return Answer(completion)
+                usage = completion.usage or _estimated(prepared, completion)
+                value = prepared.checks.answer(completion, provider=entry.provider, model=entry.model, usage=usage)
+                return Answer(completion, value, prepared.checks.format is not None and not completion.tool_calls)
             except ProviderError:
                 raise
             except Exception as e:
@@ -136,6 +156,17 @@ class ModelCaller:
         if anyio.current_time() + wait + took_s >= window_end:
             return None
         return wait
+
+
+def _estimated(prepared: Prepared, completion: Completion) -> Usage:
+    """What an answer that came without usage is billed if it fails its checks: counted from the
+    text (a failed attempt is not worth a question to the server's tokenizer)."""
+    output = min(estimate_tokens(completion.text + _compact_calls(completion)), prepared.request.max_tokens)
+    return Usage(prompt_tokens_by_chars(prepared.request), output, estimated=True, estimate_method=BY_CHARS)
+
+
+def _compact_calls(completion: Completion) -> str:
+    return "".join(f"{c.name}{c.arguments}" for c in completion.tool_calls)
 
 
 def passed_over(

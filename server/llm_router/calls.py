@@ -12,13 +12,19 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, TypeAdapter
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
+from .content import FinishReason, ToolCall
 from .types import AttemptRecord, Quality, Strategy, Usage
 
 __all__ = [
     "MessageIn",
+    "ToolIn",
+    "ToolCallIn",
+    "ToolChoiceName",
+    "ResponseFormatIn",
     "CompleteArgs",
     "ReportArgs",
     "BudgetArgs",
@@ -34,11 +40,95 @@ __all__ = [
 ]
 
 
+_TEXT_PART_SCHEMA = {
+    "type": "object",
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+    "required": ["type", "text"],
+    "additionalProperties": False,
+}
+_IMAGE_PART_SCHEMA = {
+    "type": "object",
+    "description": "An image: its bytes as base64 with mimeType (MCP's image content), or a url.",
+    "properties": {
+        "type": {"const": "image"},
+        "data": {"type": "string", "description": "base64 of the image's bytes"},
+        "mimeType": {"type": "string", "enum": ["image/png", "image/jpeg", "image/gif", "image/webp"]},
+        "url": {"type": "string", "description": "an http(s) URL the provider fetches (not every provider can)"},
+    },
+    "required": ["type"],
+    "additionalProperties": False,
+}
+_CONTENT_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"anyOf": [_TEXT_PART_SCHEMA, _IMAGE_PART_SCHEMA]}, "minItems": 1},
+    ],
+    "description": "the text of the turn, or a list of parts (text and images)",
+}
+
+
+def _content(value: Any) -> Any:
+    """A turn's content: a non-empty string, a list of part objects (each checked by ``prepare``,
+    which names the part that is wrong), or absent (an assistant turn that only made tool calls)."""
+    if value is None or isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        if not value:
+            raise PydanticCustomError("string_too_short", "empty")
+        return value
+    raise PydanticCustomError("content_type", "not text or parts")
+
+
+class ToolCallIn(BaseModel):
+    """A call an earlier assistant turn made, as ``complete`` returned it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=128)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["user", "assistant"] = Field(description="who spoke this turn")
-    content: str = Field(min_length=1, description="the text of the turn")
+    role: Literal["user", "assistant", "tool"] = Field(
+        description="who spoke this turn: user, assistant, or tool (the result of a tool call)"
+    )
+    content: Annotated[Any, PlainValidator(_content), WithJsonSchema(_CONTENT_SCHEMA)] = None
+    tool_calls: list[ToolCallIn] | None = Field(
+        default=None, description="on an assistant turn: the tool calls it made (as complete returned them)"
+    )
+    tool_call_id: str | None = Field(
+        default=None, max_length=256, description="on a tool turn: the id of the call this is the result of"
+    )
+
+
+class ToolIn(BaseModel):
+    """A tool the model may call, in MCP's shape."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="letters, digits, _ and -, at most 64")
+    description: str = Field(default="", max_length=4096)
+    inputSchema: dict[str, Any] = Field(  # noqa: N815 (MCP's name for it)
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="a JSON Schema object for the arguments",
+    )
+
+
+class ToolChoiceName(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+
+
+class ResponseFormatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["json_object", "json_schema"]
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema", description="the JSON Schema the answer must match (json_schema)")
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="a name for the schema")
 
 
 Prompt = Annotated[str | None, Field(description="The prompt (a single user turn). Give this or messages.")]
@@ -73,6 +163,27 @@ MaxCost = Annotated[
     Field(description="Refuse models whose worst-case cost is above this (USD)."),
 ]
 Tag = Annotated[str | None, Field(max_length=128, description="Who or what to bill this call to (a tag in the ledger and budgets).")]
+ResponseFormatArg = Annotated[
+    ResponseFormatIn | None,
+    Field(description='Structured output: {"type": "json_schema", "schema": {...}} or {"type": "json_object"}. '
+          "The answer is then valid JSON (checked against the schema; a model that answers otherwise is "
+          "passed over for the next), returned parsed as json."),
+]
+Tools = Annotated[
+    list[ToolIn] | None,
+    Field(max_length=128, description="Tools the model may call (name, description, inputSchema); its calls come "
+          "back as tool_calls, for you to run and answer in a tool turn."),
+]
+ToolChoiceArg = Annotated[
+    Literal["auto", "required", "none"] | ToolChoiceName | None,
+    Field(description='Whether the model must call a tool: "auto" (default), "required", "none", or {"name": "..."}.'),
+]
+Stop = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
+    Field(min_length=1, max_length=16, description="Strings that end the answer where the model writes them."),
+]
+TopP = Annotated[float | None, Field(gt=0, le=1, allow_inf_nan=False, description="Nucleus sampling, above 0 and at most 1.")]
+Seed = Annotated[int | None, Field(ge=0, le=2**31 - 1, description="A seed for repeatable sampling, where the model offers it.")]
 DeadlineS = Annotated[float | None, Field(gt=0, le=3600, allow_inf_nan=False, description="Give up (with an error listing what was tried) after this many seconds.")]
 
 
@@ -93,6 +204,12 @@ class CompleteArgs(BaseModel):
     max_cost_usd: MaxCost = None
     tag: Tag = None
     deadline_s: DeadlineS = None
+    response_format: ResponseFormatArg = None
+    tools: Tools = None
+    tool_choice: ToolChoiceArg = None
+    stop: Stop = None
+    top_p: TopP = None
+    seed: Seed = None
 
 
 Period = Literal["today", "yesterday", "this_week", "this_month", "last_7_days", "last_30_days"]
@@ -127,12 +244,17 @@ class BudgetArgs(BaseModel):
     limit_usd: _Dollars | None = Field(ge=0, description="The limit in USD; null removes it.")
 
 
-def prompt_hash(system: str | None, messages: Sequence[tuple[str, str]]) -> str:
+def prompt_hash(system: str | None, messages: Sequence[Sequence[Any]], *, extra: dict[str, Any] | None = None) -> str:
     """SHA-256 of the prompt, what the ledger keeps instead of the text (unless store_prompts):
     of its compact JSON ``{"system": …, "messages": [[role, content], …]}``, non-ASCII kept as
     UTF-8. These bytes are what every ledger's hashes were made of: they must never change (a
-    test pins known hashes)."""
-    text = json.dumps({"system": system, "messages": messages}, ensure_ascii=False, separators=(",", ":"))
+    test pins known hashes). A rich request (tools, a format, images, tool turns, sampling
+    parameters) adds what else it asked under ``"request"`` (``rich_args.rich_extra``), and its
+    turns may carry more than text (``rich_args.hashed_turns``): a text call's bytes are as ever."""
+    body: dict[str, Any] = {"system": system, "messages": messages}
+    if extra:
+        body["request"] = extra
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -169,6 +291,7 @@ def _inline(kind: type[Any], *, title: str, required: list[str]) -> WithJsonSche
 _PublishedUsage = Annotated[
     Usage, _inline(Usage, title="UsageOut", required=["input_tokens", "output_tokens", "cached_tokens"])
 ]
+_PublishedToolCall = Annotated[ToolCall, _inline(ToolCall, title="ToolCallOut", required=["id", "name", "arguments"])]
 _PublishedAttempt = Annotated[AttemptRecord, _inline(AttemptRecord, title="AttemptOut", required=["model", "outcome"])]
 
 
@@ -182,7 +305,12 @@ class CompleteResult(_NoNulls):
     provider: str
     model: str = Field(description='"provider:model" that answered')
     provider_model: str = Field(description="the model name the provider reported")
-    finish_reason: str | SkipJsonSchema[None] = None
+    finish_reason: FinishReason = Field(description="stop, length (max_tokens reached), tool_calls or content_filter")
+    json_: Annotated[Any, WithJsonSchema({"description": "the answer parsed, valid for response_format (present "
+                                                          "only when response_format was given)"})] = Field(
+        default=None, alias="json")
+    tool_calls: list[_PublishedToolCall] | SkipJsonSchema[None] = Field(
+        default=None, description="the tools the model called, for you to run (present only when it called any)")
     usage: _PublishedUsage
     cost_usd: str = Field(description="exact cost in USD, from the provider-reported usage")
     latency_ms: int
@@ -193,6 +321,14 @@ class CompleteResult(_NoNulls):
     notes: list[str] | SkipJsonSchema[None] = Field(
         default=None, description="what the caller should know about how the call was handled, when anything"
     )
+    _structured: bool = PrivateAttr(default=False)
+    """Whether ``json`` is the answer (which may be null) rather than absent."""
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json", exclude_none=True, by_alias=True)
+        if self._structured:
+            out["json"] = self.json_
+        return out
 
 
 class ExplainResult(_Result):
@@ -206,6 +342,7 @@ class ExplainResult(_Result):
     excluded: list[dict[str, Any]]
     steps: list[str]
     input_tokens_estimate: int
+    needs: list[str] = Field(default_factory=list, description="what the call asks of a model beyond text (tools, vision, json_schema, ...)")
 
 
 class ReportResult(_Result):

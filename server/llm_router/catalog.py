@@ -20,24 +20,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from .capabilities import Capabilities, capabilities_for, learned
 from .config import ProviderConfig, Settings
-from .defaults import PRICING_IDS, is_local_url, tier_for
+from .defaults import KIND_CAPABILITIES, PRICING_IDS, is_local_url, tier_for
 from .types import NUSD_PER_USD, InvalidInput, Quality, Usage, parse_model_ref, usd_to_nusd
 
-__all__ = ["CAPABILITIES", "ModelEntry", "Catalog", "worst_case_input_tokens", "DEFAULT_CONTEXT_WINDOW"]
+__all__ = ["ModelEntry", "Catalog", "worst_case_input_tokens", "DEFAULT_CONTEXT_WINDOW"]
 
 DEFAULT_CONTEXT_WINDOW = 128_000
 MAX_PLAUSIBLE_WINDOW = 100_000_000
 """A window a server states above this is taken as garbage, not remembered."""
 _MTOK = Decimal(1_000_000)
 _MTOK_INT = 1_000_000
-
-
-CAPABILITIES = ("text", "streaming", "system_prompt")
-"""What every model can be asked for, as ``llm-router://providers`` lists it per model: the same
-for all, because each adapter (the mock included) sends text with an optional system prompt and
-can stream its answer. The router asks for nothing else (no tools, images or JSON modes), so
-routing has no capability to exclude a model for."""
 
 
 def worst_case_input_tokens(text_bytes: int, n_messages: int) -> int:
@@ -79,6 +73,8 @@ class ModelEntry:
     max_output_tokens: int | None = None
     context_known: bool = True
     """False while ``context_window`` is only assumed (no override, genai-prices or server said)."""
+    capabilities: Capabilities = field(default_factory=lambda: Capabilities(KIND_CAPABILITIES["mock"], "assumed"))
+    """What it can be asked for, and where that came from (``capabilities.py``)."""
     _genai: Any = field(default=None, repr=False)
     """(ModelInfo, Provider) from genai-prices, when the price comes from there."""
     _tiers: tuple[tuple[int, Prices], ...] = field(default=(), repr=False)
@@ -180,7 +176,8 @@ class ModelEntry:
             },
             "price_source": self.price_source,
             "free": self.free,
-            "capabilities": list(CAPABILITIES),
+            "capabilities": self.capabilities.listed(),
+            "capability_source": self.capabilities.source,
         }
 
 
@@ -310,6 +307,7 @@ def _entry(cfg: ProviderConfig, model: str) -> ModelEntry:
         tier_source=tier_source,
         max_output_tokens=override.max_output_tokens if override else None,
         context_known=not context_source.startswith("assumed"),
+        capabilities=capabilities_for(cfg, model),
         _genai=genai if configured is None else None,
         _tiers=tiers,
         _priced_day=_today(),
@@ -372,6 +370,15 @@ class Catalog:
         if entry.context_source == "config" and window > entry.context_window:
             return False
         entry.context_window, entry.context_source, entry.context_known = window, source, True
+        return True
+
+    def learn_capabilities(self, ref: str, said: frozenset[str], source: str) -> bool:
+        """Take what a model's server said it can do (tools, vision) over the protocol's default,
+        unless the config settled it. Returns whether the entry changed."""
+        entry = self.entries.get(ref)
+        if entry is None or not entry.capabilities.askable:
+            return False
+        entry.capabilities = learned(entry.capabilities, said, source)
         return True
 
     def __iter__(self) -> Iterator[ModelEntry]:

@@ -64,12 +64,22 @@ class PriceOverride(_Strict):
     """Price of input tokens written to the prompt cache; defaults to the input price."""
 
 
+CapabilityName = Literal[
+    "text", "streaming", "system_prompt", "tools", "tool_choice", "vision", "image_url",
+    "json_schema", "json_mode", "stop", "top_p", "seed",
+]
+"""``content.CAPABILITY_NAMES``, as a config may name them (a test keeps the two equal)."""
+
+
 class ModelOverride(_Strict):
     """Per-model facts that override the catalog's."""
 
     tier: Quality | None = None
     context_window: int | None = Field(default=None, gt=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
+    capabilities: list[CapabilityName] | dict[CapabilityName, bool] | None = None
+    """What the model can be asked for: a list is the whole set (replacing what the server says
+    and the protocol's default); a table changes single ones (``{vision = false}``)."""
 
 
 class MockSettings(_Strict):
@@ -272,6 +282,12 @@ class ResilienceConfig(_Strict):
 class LimitsConfig(_Strict):
     max_prompt_chars: int = Field(default=400_000, gt=0)
     max_messages: int = Field(default=500, gt=0)
+    max_image_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    """The largest image a call may send, decoded (5 MiB: Anthropic's limit, the smallest of the
+    four APIs'). Its base64 must also fit in ``max_message_bytes``."""
+    max_images: int = Field(default=20, gt=0)
+    """The most images one call may send, over all its turns (Anthropic allows 20 a request on
+    its API at this size; OpenAI and Gemini more)."""
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     """The longest MCP message a client may send, in bytes (stdio and HTTP): a longer one is refused
     before it is read whole."""

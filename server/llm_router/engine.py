@@ -21,11 +21,12 @@ from typing import Any
 import anyio
 
 from . import timings, views
-from .attempts import ModelCaller, Progress, passed_over, skipped
+from .attempts import Answer, ModelCaller, Progress, passed_over, skipped
 from .budget import Budget, BudgetSnapshot, limit_to_store
 from .calls import BudgetResult, CompleteArgs, CompleteResult, ExplainResult, ReportResult
 from .catalog import Catalog, ModelEntry
 from .config import Settings
+from .content import FINISH_REASONS, FinishReason
 from .estimates import estimate_usage
 from .holds import Holds
 from .ledger import Ledger, LedgerUnavailable, RequestRow, open_ledger
@@ -154,7 +155,8 @@ class Engine:
     async def explain(self, args: CompleteArgs) -> ExplainResult:
         prepared = self.prepare(args)
         decision = await self.decision(prepared)
-        return ExplainResult(**decision.explain(), input_tokens_estimate=prepared.route.input_tokens_typical)
+        return ExplainResult(**decision.explain(), input_tokens_estimate=prepared.route.input_tokens_typical,
+                             needs=sorted(prepared.route.needs))
 
     # -- the call -------------------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class Engine:
 
         call = _Call(prepared, request_id, decision, started, deadline,
                      to_try=min(len(decision.chain), self.settings.routing.max_attempts))
-        answered: tuple[Candidate, Completion] | None = None
+        answered: tuple[Candidate, Answer] | None = None
         try:
             for item in decision.walk:
                 if isinstance(item, Excluded):  # left out by routing: said, not tried
@@ -338,10 +340,11 @@ class Engine:
             self._freed.set()
             self._freed = None
 
-    async def _settle(self, call: _Call, cand: Candidate, completion: Completion) -> CompleteResult:
+    async def _settle(self, call: _Call, cand: Candidate, answered: Answer) -> CompleteResult:
         """Record the answered call (its cost from the usage reported, or estimated when none
         was), free or pass on its holds, and build its result."""
         prepared, decision, billed, deadline = call.prepared, call.decision, call.billed, call.deadline
+        completion = answered.completion
         reservation = call.reservation
         assert reservation is not None  # a model is only asked once its hold is had
         entry = cand.entry
@@ -357,8 +360,11 @@ class Engine:
                 )
         ref_cost = self.reference.cost_nusd(answer) if self.reference is not None else None
         # The call's cost: the answer's, plus what withheld answers of earlier attempts were billed.
+        answer_nusd = entry.cost_nusd(answer) or 0
+        if billed.nusd:  # earlier attempts were billed too: each attempt shows its own cost
+            call.attempts[-1].cost_usd = usd_str(answer_nusd)
         usage = answer + billed.usage
-        cost_nusd = (entry.cost_nusd(answer) or 0) + billed.nusd
+        cost_nusd = answer_nusd + billed.nusd
         row = request_row(
             prepared, call.request_id, self.budget.clock, status="ok", attempts=call.attempts, started=call.started,
             strategy=decision.strategy, answered_by=entry, usage=usage, cost_nusd=cost_nusd,
@@ -381,13 +387,15 @@ class Engine:
             notes.append(journaled)
         # Built without validation, like the row: every field comes from the engine itself, once per
         # call, and the answer is paid for and recorded by now (nothing may fail it any more).
-        return CompleteResult.model_construct(
+        result = CompleteResult.model_construct(
             request_id=call.request_id,
             text=completion.text,
             provider=entry.provider,
             model=entry.ref,
             provider_model=completion.model,
-            finish_reason=completion.finish_reason,
+            finish_reason=finish_reason(completion),
+            json_=answered.value,
+            tool_calls=list(completion.tool_calls) or None,
             usage=usage,
             cost_usd=row.cost_usd,
             latency_ms=row.latency_ms,
@@ -395,6 +403,8 @@ class Engine:
             budget=views.budget_after(decision.budget, entry.provider, cost_nusd),
             notes=notes or None,
         )
+        result._structured = answered.structured
+        return result
 
     def _row(
         self, prepared: Prepared, request_id: str, decision: Decision | None, attempts: list[AttemptRecord],
@@ -487,6 +497,15 @@ class Engine:
         day = views.ledger_day(day) if day is not None else None
         rows = await self.ledger.run(self.ledger.rows, day=day, limit=limit, tag=tag)
         return [views.ledger_row_view(r) for r in rows]
+
+
+def finish_reason(completion: Completion) -> FinishReason:
+    """The answer's finish reason in the router's words (adapters map their own; a provider that
+    said nothing, or something else, ended normally)."""
+    if completion.tool_calls:
+        return "tool_calls"
+    reason = completion.finish_reason
+    return reason if reason in FINISH_REASONS else "stop"
 
 
 def _also_unrecorded(error: Exception, lost: SpendNotRecorded) -> SpendNotRecorded:

@@ -84,6 +84,9 @@ SUBSCRIBABLE = re.compile(r"^llm-router://(providers|ledger|budgets|ledger/\d{4}
 STEERING_ALLOWED = {
     "model": '"provider:model", or a list of them (an explicit fallback chain)',
     "max_cost_usd": "a number of dollars from 0 to 10000",
+    "tool_choice": '"auto", "required", "none", or {"name": "<one of the tools>"}',
+    "messages.*.content": 'a non-empty string, or a list of parts: {"type": "text", "text"}, '
+    '{"type": "image", "data", "mimeType"} or {"type": "image", "url"}',
 }
 """What the steering parameters ``complete`` and ``route_explain`` share may be, in words, where the
 schema alone would say it less well."""
@@ -105,7 +108,11 @@ _READ_ONLY = _annotations(read_only=True, idempotent=True, open_world=False)
 COMPLETE_TOOL = Tool(
     name="complete",
     description="Send a prompt to the best-suited LLM (cheapest that meets the quality asked), with "
-    "fallback across providers and a hard budget. Returns the answer, the model used, tokens and exact cost.",
+    "fallback across providers and a hard budget. Returns the answer, the model used, tokens and exact cost. "
+    "For structured work: response_format gets JSON valid for your schema (returned parsed as json; a model "
+    "whose answer does not match is passed over for the next), tools lets the model call functions "
+    "(tool_calls come back for you to run; answer them in a tool turn), and messages may hold images. Only "
+    "models that can do what the call asks are tried.",
     input_schema=COMPLETE_ARGS.schema,
     output_schema=CompleteResult.model_json_schema(),
     annotations=_annotations(read_only=False, idempotent=False, open_world=True),

@@ -15,7 +15,9 @@ from .calls import CompleteArgs, prompt_hash
 from .catalog import Catalog, worst_case_input_tokens
 from .config import Settings
 from .estimates import prompt_tokens_by_chars
+from .rich_args import conversation, format_of, hashed_turns, needs_of, rich_extra, tools_of
 from .routing import RouteRequest
+from .structured import OutputCheck
 from .types import CompletionRequest, InvalidInput, Message, parse_model_ref, usd_to_nusd
 
 __all__ = ["Prepared", "prepare"]
@@ -34,6 +36,8 @@ class Prepared:
     """How long a hold for this call may live at most (renewed as a lease until then)."""
     prompt_hash: str
     prompt_text: str | None
+    checks: OutputCheck | None = None
+    """What every answer is checked against (a schema, tools); None for a plain text call."""
 
     def wait_left(self, started: float) -> float:
         """How long the row of a call ``started`` (``time.perf_counter``) may wait for the ledger:
@@ -58,18 +62,22 @@ def prepare(args: CompleteArgs, settings: Settings, catalog: Catalog) -> Prepare
     elif args.messages:
         if len(args.messages) > limits.max_messages:
             raise InvalidInput("messages", f"{len(args.messages)} turns is too many", allowed=f"at most {limits.max_messages}")
-        if args.messages[-1].role != "user":
-            raise InvalidInput("messages", "the last turn must be the user's", allowed="a list ending with role user")
-        if not any(m.content.strip() for m in args.messages):
-            raise InvalidInput("messages", "every turn is blank", allowed="at least one non-blank turn")
-        messages = tuple(Message(role=m.role, content=m.content) for m in args.messages)
+        messages = conversation(args.messages, limits)
     else:
         raise InvalidInput("prompt", "nothing to send", allowed="a prompt string or a messages list")
+    tools, tool_choice = tools_of(args)
+    response_format = format_of(args)
     request = CompletionRequest(
         messages=messages,
         system=args.system or None,
         max_tokens=args.max_tokens or settings.routing.default_max_tokens,
         temperature=args.temperature,
+        tools=tools,
+        tool_choice=tool_choice,
+        response_format=response_format,
+        stop=tuple(args.stop) if args.stop else (),
+        top_p=args.top_p,
+        seed=args.seed,
     )
     try:
         text_bytes = request.text_bytes()
@@ -78,6 +86,7 @@ def prepare(args: CompleteArgs, settings: Settings, catalog: Catalog) -> Prepare
     size = len(request.system or "") + sum(len(m.content) for m in messages)
     if size > limits.max_prompt_chars:
         raise InvalidInput("prompt", f"{size} characters is too long", allowed=f"at most {limits.max_prompt_chars} characters in all")
+    checks = OutputCheck.build(response_format, tools, tool_choice)
 
     models: tuple[str, ...] = ()
     if args.model is not None:
@@ -90,7 +99,8 @@ def prepare(args: CompleteArgs, settings: Settings, catalog: Catalog) -> Prepare
         models = tuple(dict.fromkeys(refs))
     tag = _clean_label(args.tag, "tag")
     task_type = _clean_label(args.task_type, "task_type")
-    pairs = [(m.role, m.content) for m in messages]
+    rich = request.rich or request.stop or request.top_p is not None or request.seed is not None
+    pairs = hashed_turns(messages) if rich else [(m.role, m.content) for m in messages]
     route = RouteRequest(
         models=models,
         task_type=task_type or None,
@@ -101,6 +111,8 @@ def prepare(args: CompleteArgs, settings: Settings, catalog: Catalog) -> Prepare
         input_tokens_bound=worst_case_input_tokens(text_bytes, len(messages)),
         input_tokens_typical=prompt_tokens_by_chars(request),
         max_tokens=request.max_tokens,
+        needs=needs_of(request) if rich else frozenset(),
+        images=tuple(image for m in messages for image in m.images()) if rich else (),
     )
     return Prepared(
         request=request,
@@ -109,10 +121,11 @@ def prepare(args: CompleteArgs, settings: Settings, catalog: Catalog) -> Prepare
         task_type=task_type,
         deadline_s=(deadline_s := args.deadline_s or settings.resilience.deadline_s),
         ttl_s=max(settings.budget.reservation_ttl_s, deadline_s + 60),
-        prompt_hash=prompt_hash(request.system, pairs),
+        prompt_hash=prompt_hash(request.system, pairs, extra=rich_extra(request) if rich else None),
         prompt_text=json.dumps({"system": request.system, "messages": pairs}, ensure_ascii=False)
         if settings.ledger.store_prompts
         else None,
+        checks=checks,
     )
 
 
@@ -148,6 +161,9 @@ def _first_not_text(args: CompleteArgs) -> str:
     if args.prompt is not None:
         return "prompt"
     for i, m in enumerate(args.messages or ()):
-        if not _is_text(m.content):
+        if isinstance(m.content, str) and not _is_text(m.content):
             return f"messages[{i}].content"
+        for j, part in enumerate(m.content if isinstance(m.content, list) else ()):
+            if isinstance(part.get("text"), str) and not _is_text(part["text"]):
+                return f"messages[{i}].content[{j}].text"
     return "prompt"

@@ -27,6 +27,8 @@ from typing import Any
 
 from .budget import BudgetSnapshot, LimitState, Tier
 from .catalog import Catalog, ModelEntry
+from .content import ImagePart
+from .images import image_tokens
 from .types import QUALITIES, BudgetExceeded, NoRoute, Quality, RouterError, Strategy, usd_str
 
 __all__ = ["RouteRequest", "Candidate", "Excluded", "Decision", "decide", "TYPICAL_OUTPUT_TOKENS"]
@@ -49,6 +51,10 @@ class RouteRequest:
     input_tokens_typical: int = 0
     """A realistic estimate of input tokens (context fit, typical cost)."""
     max_tokens: int = 1024
+    needs: frozenset[str] = frozenset()
+    """The capabilities a model must have to take the call (``rich_args.needs_of``)."""
+    images: tuple[ImagePart, ...] = ()
+    """The call's images, counted in each model's input tokens by its provider's estimate."""
 
 
 @dataclass(slots=True)
@@ -75,6 +81,7 @@ class Candidate:
             "budget_tier": self.budget_tier,
             "context_window": self.entry.context_window,
             "context_source": self.entry.context_source,
+            "capabilities": self.entry.capabilities.listed(),
         }
 
 
@@ -82,8 +89,8 @@ class Candidate:
 class Excluded:
     model: str
     reason: str
-    """One of: no_key, disabled, circuit_open, context_too_small, output_limit, below_quality,
-    no_price, over_max_cost, over_budget, budget_restricted."""
+    """One of: no_key, disabled, circuit_open, capability_missing, context_too_small, output_limit,
+    below_quality, no_price, over_max_cost, over_budget, budget_restricted."""
     detail: str
     retry: dict[str, Any] | None = None
     """For an open circuit: ``retry_at`` (ISO 8601) and ``retry_in_s``."""
@@ -93,11 +100,15 @@ class Excluded:
     limit: LimitState | None = None
     """For a budget exclusion: the least any limit on the model's provider allows beyond what is
     spent, and that limit (``BudgetSnapshot.headroom``; None: no limit applies)."""
+    missing: tuple[str, ...] = ()
+    """For capability_missing: what the request needs that the model lacks."""
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"model": self.model, "reason": self.reason, "detail": self.detail}
+        out: dict[str, Any] = {"model": self.model, "reason": self.reason, "detail": self.detail}
         if self.retry:
             out |= self.retry
+        if self.missing:
+            out["missing"] = list(self.missing)
         return out
 
 
@@ -234,13 +245,27 @@ def decide(
         kept.append(e)
     steps.append(f"availability: {len(kept)} of {len(entries)} usable")
 
+    # 3b. Capabilities: what the request asks of a model (tools, images, a schema, parameters).
+    if req.needs:
+        able: list[ModelEntry] = []
+        for e in kept:
+            lacks = e.capabilities.missing(req.needs)
+            if lacks:
+                exclude(Excluded(e.ref, "capability_missing", f"it cannot take {', '.join(lacks)} ({e.capabilities.source})",
+                                 missing=tuple(lacks)))
+            else:
+                able.append(e)
+        steps.append(f"capabilities ({', '.join(sorted(req.needs))}): {len(able)} of {len(kept)} can take the request")
+        kept = able
+
     # 4. Fit.
     fitting: list[ModelEntry] = []
     guessed: list[str] = []
-    need = req.input_tokens_typical + req.max_tokens
+    seen_by = _image_tokens(req.images, kept) if req.images else {}
     for e in kept:
+        need = req.input_tokens_typical + seen_by.get(e.ref, 0) + req.max_tokens
         if need > e.context_window and e.context_known:
-            out = Excluded(e.ref, "context_too_small", f"about {req.input_tokens_typical} input + {req.max_tokens} output tokens exceed its {e.context_window}-token window ({e.context_source})")
+            out = Excluded(e.ref, "context_too_small", f"about {need - req.max_tokens} input + {req.max_tokens} output tokens exceed its {e.context_window}-token window ({e.context_source})")
         elif e.max_output_tokens is not None and req.max_tokens > e.max_output_tokens:
             out = Excluded(e.ref, "output_limit", f"max_tokens {req.max_tokens} is above its output limit of {e.max_output_tokens}")
         elif not ordered and _RANK[e.tier] < _RANK[quality]:
@@ -258,8 +283,9 @@ def decide(
     # 5. Budget.
     candidates: list[Candidate] = []
     for e in fitting:
-        worst = e.worst_case_nusd(req.input_tokens_bound, req.max_tokens)
-        typical = e.typical_nusd(req.input_tokens_typical, min(req.max_tokens, TYPICAL_OUTPUT_TOKENS))
+        seen = seen_by.get(e.ref, 0)
+        worst = e.worst_case_nusd(req.input_tokens_bound + seen, req.max_tokens)
+        typical = e.typical_nusd(req.input_tokens_typical + seen, min(req.max_tokens, TYPICAL_OUTPUT_TOKENS))
         if worst is None or typical is None:
             exclude(Excluded(e.ref, "no_price", f"no price known ({e.price_source}); it cannot be budgeted"))
             continue
@@ -301,6 +327,12 @@ def decide(
         steps.append(f"first choice: {candidates[0].ref}")
     return Decision(req, source, strategy, quality, candidates, excluded, steps, overall_tier, budget,
                     _walk(candidates, listed, entries if ordered and not reordered else None))
+
+
+def _image_tokens(images: tuple[ImagePart, ...], entries: list[ModelEntry]) -> dict[str, int]:
+    """The input tokens the call's images may take on each model (``images.image_tokens``: an
+    upper bound per image, from its provider's documentation)."""
+    return {e.ref: sum(image_tokens(e.kind, image, model=e.model) for image in images) for e in entries}
 
 
 def _walk(chain: list[Candidate], listed: list[Excluded], order: list[ModelEntry] | None) -> Sequence[Candidate | Excluded]:

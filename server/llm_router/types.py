@@ -475,8 +475,8 @@ class InvalidOutput(ProviderError):
 @dataclass
 class AttemptRecord:
     """One try at one model, as the ledger and the tool result show it. The ledger keeps every
-    field (``to_dict``); ``complete`` publishes it without ``status`` and ``cost_usd`` (marked
-    ``exclude``), leaving out what is None (``calls.CompleteResult``)."""
+    field (``to_dict``); ``complete`` publishes it without ``status`` (marked ``exclude``),
+    leaving out what is None (``calls.CompleteResult``)."""
 
     model: str
     outcome: Literal["ok", "error", "skipped", "cancelled"]
@@ -484,8 +484,11 @@ class AttemptRecord:
     error: str | SkipJsonSchema[None] = None
     latency_ms: int = 0
     status: Annotated[int | None, Field(exclude=True)] = None
-    cost_usd: Annotated[str | None, Field(exclude=True)] = None
-    """What a failed attempt still cost, when the provider reported billed usage for it."""
+    cost_usd: Annotated[
+        str | SkipJsonSchema[None],
+        Field(description="what this attempt cost: the answer's, or a failed answer's the provider billed"),
+    ] = None
+    """What the attempt cost: the answer's, or a failed one's when the provider reported billed usage."""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
