@@ -119,7 +119,8 @@ class GeminiProvider(HttpAdapter):
         }
         if request.system:
             body["systemInstruction"] = {"parts": [{"text": request.system}]}
-        if request.rich or request.stop or request.top_p is not None or request.seed is not None:
+        if (request.rich or request.stop or request.top_p is not None or request.seed is not None
+                or request.tool_choice != "auto"):
             enrich(body, request, provider=self.name, model=model)
         name = model.removeprefix("models/")
 

@@ -52,9 +52,6 @@ def enrich(body: dict[str, Any], request: CompletionRequest, *, provider: str, m
         if request.tools:
             body["tools"] = [{"functionDeclarations": [_declaration(t.name, t.description, t.input_schema, refuse)
                                                         for t in request.tools]}]
-        choice = _tool_config(request, refuse)
-        if choice is not None:
-            body["toolConfig"] = choice
         fmt = request.response_format
         if fmt is not None:
             config["responseMimeType"] = "application/json"
@@ -63,6 +60,9 @@ def enrich(body: dict[str, Any], request: CompletionRequest, *, provider: str, m
                     config["responseSchema"] = response_schema(fmt.schema)
                 except UnsendableSchema as exc:
                     raise refuse(f"the response_format schema: {exc}") from None
+    choice = _tool_config(request, refuse)
+    if choice is not None:
+        body["toolConfig"] = choice
     if request.stop:
         if len(request.stop) > MAX_STOP_SEQUENCES:
             raise refuse(f"{len(request.stop)} stop sequences (at most {MAX_STOP_SEQUENCES})")
