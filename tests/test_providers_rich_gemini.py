@@ -470,3 +470,12 @@ async def test_a_rich_answer_never_fails_the_process_whatever_the_call_holds(
     with pytest.raises(ProviderError) as info:
         await complete(gemini, ask(tools=(WEATHER,)))
     assert type(info.value) is InvalidOutput and info.value.usage == USAGE
+
+
+async def test_tool_arguments_holding_lone_surrogates_come_out_valid_text(
+    fake: FakeProvider, gemini: GeminiProvider
+) -> None:
+    fake.fault("tool_call", tool_calls=(("get_weather", {"city": "Par\ud83dis"}),))
+    result = await complete(gemini, ask(tools=(WEATHER,)))
+    assert result.tool_calls[0].arguments == {"city": "Par\ufffdis"}
+    result.tool_calls[0].arguments["city"].encode("utf-8")
