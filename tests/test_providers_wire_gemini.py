@@ -66,7 +66,7 @@ async def test_gemini_json_reply_counts_thinking_as_output() -> None:
     assert (result.text, result.model, result.finish_reason, result.response_id) == (
         "Four.",
         "gemini-x-001",
-        "STOP",
+        "stop",
         "resp-1",
     )
     assert result.usage == Usage(input_tokens=1200, output_tokens=45, cached_tokens=1024)
@@ -78,7 +78,7 @@ async def test_gemini_stream_reply_takes_last_usage() -> None:
     assert (result.text, result.model, result.finish_reason, result.response_id) == (
         "Four.",
         "gemini-x-001",
-        "STOP",
+        "stop",
         "resp-2",
     )
     assert result.usage == Usage(input_tokens=20, output_tokens=3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any, ClassVar
 
@@ -16,6 +18,59 @@ from .dialect import (
     dumps,
     text_of,
 )
+
+BAD_IMAGE_MESSAGE = "Unable to process input image. Please retry or report in https://developers.generativeai.google/guide/troubleshooting"
+"""What Gemini answers (400 INVALID_ARGUMENT) for image bytes it cannot read: the message of a
+``Step(fault="status", status=400, message=BAD_IMAGE_MESSAGE)``."""
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"})
+"""The image types the image-understanding guide lists (no image/gif)."""
+GENERATION_CONFIG = frozenset({
+    "stopSequences", "responseMimeType", "responseSchema", "responseJsonSchema", "responseModalities",
+    "candidateCount", "maxOutputTokens", "temperature", "topP", "topK", "seed", "presencePenalty",
+    "frequencyPenalty", "responseLogprobs", "logprobs", "enableEnhancedCivicAnswers", "speechConfig",
+    "thinkingConfig", "mediaResolution",
+})
+"""``GenerationConfig``'s fields (API reference, 'Generating content')."""
+SCHEMA_FIELDS = frozenset({
+    "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems", "properties",
+    "required", "minProperties", "maxProperties", "minLength", "maxLength", "pattern", "example", "anyOf",
+    "propertyOrdering", "default", "items", "minimum", "maximum",
+})
+"""``Schema``'s fields (API reference, 'Caching' / 'Schema'): anything else is an unknown name."""
+SCHEMA_TYPES = frozenset({"TYPE_UNSPECIFIED", "STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"})
+PART_DATA = ("text", "inlineData", "functionCall", "functionResponse", "fileData", "executableCode",
+             "codeExecutionResult")
+CALLING_MODES = frozenset({"MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED"})
+FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
+
+
+def _schema_problem(schema: Any, where: str) -> str | None:
+    """The 400 message for a ``Schema`` Gemini would refuse, or None."""
+    if not isinstance(schema, dict):
+        return f"Invalid value at '{where}' (type.googleapis.com/google.ai.generativelanguage.v1beta.Schema)"
+    for key in schema:
+        if key not in SCHEMA_FIELDS:
+            return f'Invalid JSON payload received. Unknown name "{key}" at \'{where}\': Cannot find field.'
+    if "type" in schema and schema["type"] not in SCHEMA_TYPES:
+        return f"Invalid value at '{where}.type' (type.googleapis.com/google.ai.generativelanguage.v1beta.Type), {json_str(schema['type'])}"
+    if "enum" in schema and not (isinstance(schema["enum"], list) and all(isinstance(v, str) for v in schema["enum"])):
+        return f"Invalid value at '{where}.enum' (TYPE_STRING)"
+    subs: list[tuple[Any, str]] = []
+    if isinstance(schema.get("properties"), dict):
+        subs += [(v, f"{where}.properties[{k}].value") for k, v in schema["properties"].items()]
+    if "items" in schema:
+        subs.append((schema["items"], f"{where}.items"))
+    if isinstance(schema.get("anyOf"), list):
+        subs += [(v, f"{where}.any_of[{i}]") for i, v in enumerate(schema["anyOf"])]
+    for sub, at in subs:
+        problem = _schema_problem(sub, at)
+        if problem:
+            return problem
+    return None
+
+
+def json_str(value: Any) -> str:
+    return dumps(value).decode()
 
 
 class GeminiDialect(Dialect):
@@ -116,6 +171,85 @@ class GeminiDialect(Dialect):
         temperature = config.get("temperature") if isinstance(config, dict) else None
         if temperature is not None and not (isinstance(temperature, (int, float)) and 0 <= temperature <= 2):
             return bad("* GenerateContentRequest.generation_config.temperature: must be in [0, 2]")
+        problem = self._rich_problem(body, contents, config if isinstance(config, dict) else {})
+        return None if problem is None else bad(problem)
+
+    def _rich_problem(self, body: dict[str, Any], contents: list[Any], config: dict[str, Any]) -> str | None:
+        """What Gemini refuses in the parts, tools and generation config of a request (400)."""
+        for key in config:
+            if key not in GENERATION_CONFIG and "_" not in key:
+                return f'Invalid JSON payload received. Unknown name "{key}" at \'generation_config\': Cannot find field.'
+        stops = config.get("stopSequences")
+        if stops is not None and (not isinstance(stops, list) or len(stops) > 5):
+            return "* GenerateContentRequest.generation_config.stop_sequences: at most 5 stop sequences are allowed"
+        if "responseSchema" in config:
+            if config.get("responseMimeType") != "application/json":
+                return ("* GenerateContentRequest.generation_config.response_mime_type: response_mime_type must be "
+                        "application/json when response_schema is set")
+            problem = _schema_problem(config["responseSchema"], "generation_config.response_schema")
+            if problem:
+                return problem
+        for ci, c in enumerate(contents):
+            for pi, part in enumerate(c["parts"]):
+                problem = self._part_problem(part, c.get("role", "user"), f"contents[{ci}].parts[{pi}]")
+                if problem:
+                    return problem
+        declared: set[str] = set()
+        for ti, tool in enumerate(body.get("tools") or ()):
+            for di, decl in enumerate((tool or {}).get("functionDeclarations") or ()):
+                where = f"tools[{ti}].function_declarations[{di}]"
+                name = decl.get("name") if isinstance(decl, dict) else None
+                if not isinstance(name, str) or not FUNCTION_NAME.match(name):
+                    return f"* GenerateContentRequest.{where}.name: Invalid function name."
+                declared.add(name)
+                unknown = sorted(set(decl) - {"name", "description", "parameters", "parametersJsonSchema",
+                                              "behavior", "response", "responseJsonSchema"})
+                if unknown:
+                    return f'Invalid JSON payload received. Unknown name "{unknown[0]}" at \'{where}\': Cannot find field.'
+                if "parameters" in decl:
+                    problem = _schema_problem(decl["parameters"], f"{where}.parameters")
+                    if problem:
+                        return problem
+        calling = ((body.get("toolConfig") or {}).get("functionCallingConfig")) or {}
+        if calling:
+            if calling.get("mode") not in CALLING_MODES:
+                return "Invalid value at 'tool_config.function_calling_config.mode'"
+            allowed = calling.get("allowedFunctionNames")
+            if allowed is not None:
+                if calling.get("mode") not in ("ANY", "VALIDATED"):
+                    return ("* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
+                            "only set allowed_function_names when mode is ANY or VALIDATED.")
+                if not set(allowed) <= declared:
+                    return ("* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
+                            "function names must be declared in tools.")
+        return None
+
+    @staticmethod
+    def _part_problem(part: Any, role: str, where: str) -> str | None:
+        """A part carries exactly one kind of data; images of a type and an encoding Gemini reads;
+        calls in model turns and their results in user turns."""
+        if not isinstance(part, dict):
+            return f"Invalid value at '{where}'"
+        kinds = [k for k in PART_DATA if k in part]
+        if len(kinds) != 1:
+            return f"* GenerateContentRequest.{where}.data: required oneof field 'data' must have one initialized field"
+        if "inlineData" in part:
+            blob = part["inlineData"] or {}
+            mime = blob.get("mimeType")
+            if mime not in IMAGE_TYPES:
+                return f"Unsupported MIME type: {mime}"
+            try:
+                base64.b64decode(blob.get("data") or "", validate=True)
+            except (binascii.Error, ValueError):
+                return f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed"
+        if "functionCall" in part and role != "model":
+            return f"* GenerateContentRequest.{where}: a function call must be in a model turn"
+        if "functionResponse" in part:
+            fr = part["functionResponse"] or {}
+            if role != "user":
+                return f"* GenerateContentRequest.{where}: a function response must be in a user turn"
+            if not isinstance(fr.get("name"), str) or not isinstance(fr.get("response"), dict):
+                return f"* GenerateContentRequest.{where}.function_response: name and response (an object) are required"
         return None
 
     def wants_stream(self, req: RecordedRequest) -> bool:
@@ -216,17 +350,46 @@ class GeminiDialect(Dialect):
     def malformed_frame(self) -> bytes:
         return b'data: {"candidates": [{"content": \r\n\r\n'
 
-    def _tool_response(self, t: Turn, text: str) -> dict[str, Any]:
-        body = self._response(t, text, "STOP", final=True)
-        parts = ([{"text": text}] if text else []) + [{"functionCall": {"name": t.step.tool_name, "args": TOOL_ARGS}}]
-        body["candidates"][0]["content"]["parts"] = parts
+    @staticmethod
+    def _calls(t: Turn) -> list[tuple[str, Any]]:
+        return list(t.step.tool_calls) if t.step.tool_calls is not None else [(t.step.tool_name, TOOL_ARGS)]
+
+    def _malformed_call(self, t: Turn, raw: str) -> dict[str, Any]:
+        """Arguments that are no JSON object: Gemini sends no call at all but ends the candidate
+        with ``MALFORMED_FUNCTION_CALL`` and a ``finishMessage`` quoting what the model wrote."""
+        body = self._response(t, "", None, final=True)
+        body["candidates"] = [
+            {"finishReason": "MALFORMED_FUNCTION_CALL", "finishMessage": f"Malformed function call: {raw}", "index": 0}
+        ]
+        return body
+
+    def _call_chunk(self, t: Turn, calls: list[tuple[str, Any]], finish: str | None, final: bool) -> dict[str, Any]:
+        body = self._response(t, "", finish, final=final)
+        body["candidates"][0]["content"]["parts"] = [{"functionCall": {"name": n, "args": a}} for n, a in calls]
         return body
 
     def tool_reply(self, t: Turn) -> Any:
-        return self._tool_response(t, t.text)
+        calls = self._calls(t)
+        broken = next((a for _, a in calls if not isinstance(a, dict)), None)
+        if broken is not None:
+            return self._malformed_call(t, str(broken))
+        body = self._call_chunk(t, calls, "STOP", final=True)
+        if t.text:
+            body["candidates"][0]["content"]["parts"].insert(0, {"text": t.text})
+        return body
 
     def tool_stream(self, t: Turn) -> Frames:
-        events = [self._response(t, c, None, final=False) for c in t.chunks] + [self._tool_response(t, "")]
+        # Gemini streams a function call whole, its arguments never in pieces: each call comes
+        # in a chunk of its own after the text, and a last chunk holds the finishReason and the
+        # complete usage (cut the stream with after_chunks = text chunks + calls sent).
+        calls = self._calls(t)
+        events = [self._response(t, c, None, final=False) for c in t.chunks]
+        broken = next((a for _, a in calls if not isinstance(a, dict)), None)
+        if broken is not None:
+            events.append(self._malformed_call(t, str(broken)))
+        else:
+            events += [self._call_chunk(t, [call], None, final=False) for call in calls]
+            events.append(self._response(t, "", "STOP", final=True))
         frames = [b"data: " + dumps(e) + b"\r\n\r\n" for e in events]
         return Frames([], frames[:-1], frames[-1:])
 

@@ -9,12 +9,14 @@ from typing import Any
 import httpx
 
 from .. import timings
+from ..content import FinishReason, ToolCall
 from ..types import (
     AuthError,
     Completion,
     CompletionRequest,
     ContentFiltered,
     ContextTooLong,
+    InvalidOutput,
     ProviderError,
     Usage,
 )
@@ -24,6 +26,8 @@ from .base import (
     TextCallback,
 )
 from .errors import error_detail, error_from_status, reclassify
+from .gemini_request import enrich
+from .translate import finish_of, new_call_id, tool_arguments
 from .wire import (
     SHAPE_ERRORS,
     EventStream,
@@ -43,8 +47,10 @@ _MODELS_PATH = "/v1beta/models?pageSize=1000"
 _FILTERED = frozenset(
     {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "MODEL_ARMOR"}
 )
-# Finish reasons that mean the model went for a tool instead of answering.
+# Finish reasons that mean the model went for a tool and failed at it (with tools offered: a
+# call it got wrong; without: a call instead of an answer).
 _TOOL_FINISH = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
+_FINISH: dict[str, FinishReason] = {"STOP": "stop", "MAX_TOKENS": "length", **dict.fromkeys(_FILTERED, "content_filter")}
 _SSE_TYPES = frozenset({"text/event-stream", "text/plain", ""})
 _DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
 _NO_HEADERS = httpx.Headers()
@@ -66,6 +72,18 @@ def _usage(raw: Any) -> Usage | None:
     return usage if usage.input_tokens or usage.output_tokens else None
 
 
+def _valid_text(value: Any) -> Any:
+    """``value`` (decoded JSON) with every string made valid Unicode: JSON may carry lone
+    surrogate halves, which would end the stdio writer once they reach MCP."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(k): _valid_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_valid_text(v) for v in value]
+    return value
+
+
 def _retry_delay(detail: dict[str, Any]) -> float | None:
     """``RetryInfo.retryDelay`` (e.g. ``"37s"``) from a 429's details, when no header says."""
     details = detail.get("details")
@@ -82,11 +100,13 @@ class _Answer:
     model: str
     parts: list[str] = field(default_factory=list)
     joiner: TextJoiner = field(default_factory=TextJoiner)
-    tools: list[str] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    """The ``functionCall`` objects, as sent."""
     usage: Any = None
     response_id: str | None = None
     finish_reason: str | None = None
     candidates: bool = False
+    finish_message: str | None = None
 
 
 class GeminiProvider(HttpAdapter):
@@ -111,18 +131,22 @@ class GeminiProvider(HttpAdapter):
         }
         if request.system:
             body["systemInstruction"] = {"parts": [{"text": request.system}]}
+        if (request.rich or request.stop or request.top_p is not None or request.seed is not None
+                or request.tool_choice != "auto"):
+            enrich(body, request, provider=self.name, model=model)
         name = model.removeprefix("models/")
 
         answer = _Answer(model)
+        offered = bool(request.tools)
         if on_text is None:
             path = f"/v1beta/models/{name}:generateContent"
             data = await self._post(path, body, model)
-            return self._whole(answer, data, model)
+            return self._whole(answer, data, model, offered)
         path = f"/v1beta/models/{name}:streamGenerateContent?alt=sse"
         async with self._stream(path, body, model) as response:
             ctype = content_type(response)
             if is_json_type(ctype):  # a whole answer, or the JSON-array form of a stream
-                completion = self._whole(answer, await self._read_json(response, model), model)
+                completion = self._whole(answer, await self._read_json(response, model), model, offered)
                 if completion.text:
                     await on_text(completion.text)
                 return completion
@@ -141,15 +165,15 @@ class GeminiProvider(HttpAdapter):
         if answer.finish_reason is None:
             # Gemini streams have no terminator: the chunk with a finishReason is the end.
             raise events.ended_early("a chunk with a finishReason", len(answer.parts), secrets=self._secrets)
-        return self._finish(answer, model)
+        return self._finish(answer, model, offered)
 
-    def _whole(self, answer: _Answer, data: Any, model: str) -> Completion:
+    def _whole(self, answer: _Answer, data: Any, model: str, offered: bool) -> Completion:
         """A whole answer: one response object, or a list of stream chunks."""
         for chunk in data if isinstance(data, list) else (data,):
             answer.parts.append(self._absorb(answer, chunk, model))
         if not answer.candidates:
             raise self._malformed("an answer with no candidates and no block reason", model)
-        return self._finish(answer, model)
+        return self._finish(answer, model, offered)
 
     def _absorb(self, answer: _Answer, chunk: Any, model: str, headers: httpx.Headers = _NO_HEADERS) -> str:
         """Fold one response (or stream chunk) into ``answer``; return its text, if any."""
@@ -175,19 +199,20 @@ class GeminiProvider(HttpAdapter):
             answer.candidates = True
             candidate = candidates[0]
             answer.finish_reason = self._field(candidate.get("finishReason"), answer.finish_reason)
+            answer.finish_message = self._field(candidate.get("finishMessage"), answer.finish_message)
             parts = (candidate.get("content") or {}).get("parts") or ()
             texts: list[str] = []
             for part in parts:
                 if "functionCall" in part:
-                    name = (part["functionCall"] or {}).get("name")
-                    answer.tools.append(name if isinstance(name, str) else "")
+                    call = part["functionCall"]
+                    answer.calls.append(call if isinstance(call, dict) else {})
                 elif not part.get("thought"):
                     texts.append(part.get("text", ""))
             return "".join(texts)
         except SHAPE_ERRORS:
             raise self._malformed(f"an unreadable response: {self._quote(chunk)}", model) from None
 
-    def _finish(self, answer: _Answer, model: str) -> Completion:
+    def _finish(self, answer: _Answer, model: str, offered: bool) -> Completion:
         try:
             usage = _usage(answer.usage)
         except SHAPE_ERRORS:
@@ -200,9 +225,40 @@ class GeminiProvider(HttpAdapter):
                 usage=usage,
             )
         text = clean_text("".join(answer.parts))
-        if answer.finish_reason in _TOOL_FINISH or (answer.tools and not text.strip()):
-            raise self._tool_call_only(answer.tools or [answer.finish_reason or ""], model, usage)
-        return Completion(text, answer.model, usage, answer.finish_reason, answer.response_id)
+        if offered:
+            calls = self._tool_calls(answer, model, usage)
+        elif answer.finish_reason in _TOOL_FINISH or (answer.calls and not text.strip()):
+            names = [self._field(c.get("name"), "") for c in answer.calls] or [answer.finish_reason or ""]
+            raise self._tool_call_only(names, model, usage)
+        else:
+            calls = ()
+        finish = finish_of(answer.finish_reason, _FINISH, tool_calls=bool(calls))
+        return Completion(text, answer.model, usage, finish, answer.response_id, calls)
+
+    def _tool_calls(self, answer: _Answer, model: str, usage: Usage | None) -> tuple[ToolCall, ...]:
+        """The answer's ``functionCall`` parts as tool calls (ids made for those sent without); a
+        call Gemini itself found malformed is the model's mistake, billed (``InvalidOutput``)."""
+        if answer.finish_reason in _TOOL_FINISH:
+            said = f": {self._quote(answer.finish_message)}" if answer.finish_message else ""
+            raise InvalidOutput(
+                f"{self.name} ended its answer with finishReason {answer.finish_reason}{said}",
+                provider=self.name, model=model, usage=usage,
+            )
+        calls: list[ToolCall] = []
+        for call in answer.calls:
+            name = self._field(call.get("name"))
+            if name is None:
+                raise self._malformed(f"a functionCall without a name: {self._quote(call)}", model)
+            arguments = tool_arguments(call.get("args"), tool=name, provider=self.name, model=model, usage=usage)
+            try:
+                arguments = _valid_text(arguments)
+            except RecursionError:
+                raise InvalidOutput(
+                    f"{self.name} called {name} with arguments nested too deep to read",
+                    provider=self.name, model=model, usage=usage,
+                ) from None
+            calls.append(ToolCall(self._field(call.get("id")) or new_call_id(), name, arguments))
+        return tuple(calls)
 
     def _model_names(self, data: Any) -> list[str]:
         return [m["name"].removeprefix("models/") for m in data["models"]]
