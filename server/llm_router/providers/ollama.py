@@ -25,7 +25,7 @@ import httpx
 from .. import timings
 from ..content import FinishReason, ToolCall
 from ..defaults import KIND_CAPABILITIES
-from ..types import Completion, CompletionRequest, ProviderError, Usage
+from ..types import Completion, CompletionRequest, Message, ProviderError, Usage
 from . import base, ollama_request, wire
 from .base import (
     _NOT_OFFERED,
@@ -93,6 +93,17 @@ def _capabilities(said: Any) -> frozenset[str] | None:
     if "completion" not in words:
         return frozenset()
     return KIND_CAPABILITIES["ollama"] | {ours for theirs, ours in _CAPABILITIES.items() if theirs in words}
+
+
+def _plain_messages(turns: tuple[Message, ...]) -> list[dict[str, Any]] | None:
+    """The turns as plain ``/api/chat`` messages; None as soon as one holds more than text
+    (images, tool calls, a tool result): those are ``ollama_request``'s."""
+    out = []
+    for m in turns:
+        if m.parts or m.tool_calls or m.role == "tool":
+            return None
+        out.append({"role": m.role, "content": m.content})
+    return out
 
 
 def _num_ctx(parameters: Any) -> int | None:
@@ -171,11 +182,11 @@ class OllamaProvider(HttpAdapter):
     def _body(self, model: str, request: CompletionRequest, *, stream: bool) -> dict[str, Any]:
         """The ``/api/chat`` body. A plain text request's is what it always was; the sampling
         parameters go in ``options`` (Ollama has a field for each: ``stop``, ``top_p``, ``seed``)."""
-        rich = request.rich
-        if rich:
+        # ``request.rich`` in one pass with the plain messages, which a plain request needs anyway.
+        messages = _plain_messages(request.messages)
+        rich = messages is None or bool(request.tools) or request.response_format is not None
+        if messages is None:
             messages = ollama_request.messages(request.messages, provider=self.name, model=model)
-        else:
-            messages = [{"role": m.role, "content": m.content} for m in request.messages]
         if request.system:
             messages.insert(0, {"role": "system", "content": request.system})
         options: dict[str, Any] = {"num_predict": request.max_tokens}
