@@ -22,7 +22,7 @@ import itertools
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -104,6 +104,7 @@ class FakeProvider:
         context_length: int = 131072,
         num_ctx: int | None = None,
         default_num_ctx: int = 4096,
+        show_capabilities: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if kind not in _DIALECTS:
             raise ValueError(f"unknown provider kind {kind!r}; expected one of {KINDS}")
@@ -140,6 +141,8 @@ class FakeProvider:
         """Ollama: the server's default context, what a loaded model without num_ctx runs with."""
         self.loaded: dict[str, int] = {}
         """Ollama: models in memory (after answering a chat) and their context, as /api/ps lists them."""
+        self.show_capabilities: Mapping[str, Sequence[str]] = show_capabilities or {}
+        """Ollama: each model's /api/show ``capabilities`` by name; a model not named: completion, tools."""
         self._cond = threading.Condition()
         self._requests: list[RecordedRequest] = []
         self._script: list[_Entry] = []
@@ -464,7 +467,9 @@ class FakeProvider:
         name = body.get("model") or body.get("name")
         if not isinstance(name, str) or side.ollama_name(name) not in {side.ollama_name(m) for m in self.models}:
             return 404, {"error": f"model '{name}' not found"}
-        return 200, side.ollama_show(name, context_length=self.context_length, num_ctx=self.num_ctx)
+        shown = side.ollama_show(name, context_length=self.context_length, num_ctx=self.num_ctx)
+        shown["capabilities"] = side.ollama_capabilities(name, self.show_capabilities)
+        return 200, shown
 
     def _turn(self, req: RecordedRequest, step: Step, seq: int, model: str) -> Turn:
         blocked = step.fault == "blocked"

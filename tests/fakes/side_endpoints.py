@@ -7,6 +7,7 @@ handlers, llama-cpp-python's ``llama_cpp/server/app.py`` and ``types.py``, and O
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -100,6 +101,16 @@ def ollama_show(model: str, *, context_length: int, num_ctx: int | None) -> dict
         "capabilities": ["completion", "tools"],
         "modified_at": "2025-01-01T00:00:00Z",
     }
+
+
+def ollama_capabilities(model: str, given: Mapping[str, Sequence[str]]) -> list[str]:
+    """``/api/show``'s ``capabilities`` for ``model``: as ``given`` for it (named with or without its
+    tag), else ``completion`` and ``tools``. Ollama's words: ``completion``, ``tools``, ``vision``,
+    ``thinking``, ``insert``, ``embedding``."""
+    for name, capabilities in given.items():
+        if ollama_name(name) == ollama_name(model):
+            return list(capabilities)
+    return ["completion", "tools"]
 
 
 def ollama_ps(loaded: dict[str, int]) -> dict[str, Any]:
