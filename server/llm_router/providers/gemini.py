@@ -72,18 +72,6 @@ def _usage(raw: Any) -> Usage | None:
     return usage if usage.input_tokens or usage.output_tokens else None
 
 
-def _valid_text(value: Any) -> Any:
-    """``value`` (decoded JSON) with every string made valid Unicode: JSON may carry lone
-    surrogate halves, which would end the stdio writer once they reach MCP."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean_text(k): _valid_text(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_valid_text(v) for v in value]
-    return value
-
-
 def _retry_delay(detail: dict[str, Any]) -> float | None:
     """``RetryInfo.retryDelay`` (e.g. ``"37s"``) from a 429's details, when no header says."""
     details = detail.get("details")
@@ -250,13 +238,6 @@ class GeminiProvider(HttpAdapter):
             if name is None:
                 raise self._malformed(f"a functionCall without a name: {self._quote(call)}", model)
             arguments = tool_arguments(call.get("args"), tool=name, provider=self.name, model=model, usage=usage)
-            try:
-                arguments = _valid_text(arguments)
-            except RecursionError:
-                raise InvalidOutput(
-                    f"{self.name} called {name} with arguments nested too deep to read",
-                    provider=self.name, model=model, usage=usage,
-                ) from None
             calls.append(ToolCall(self._field(call.get("id")) or new_call_id(), name, arguments))
         return tuple(calls)
 

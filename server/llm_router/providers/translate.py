@@ -12,7 +12,7 @@ from ..content import FinishReason, ImagePart
 from ..types import InvalidOutput, Usage
 from .wire import clean_text
 
-__all__ = ["new_call_id", "tool_arguments", "data_url", "finish_of"]
+__all__ = ["new_call_id", "tool_arguments", "valid_text", "data_url", "finish_of"]
 
 
 def new_call_id() -> str:
@@ -21,14 +21,35 @@ def new_call_id() -> str:
     return "call_" + os.urandom(12).hex()
 
 
+def valid_text(value: Any) -> Any:
+    """``value`` (decoded JSON) with every string made valid Unicode: JSON may carry lone
+    surrogate halves, which would end the stdio writer once they reach MCP."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(k): valid_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [valid_text(v) for v in value]
+    return value
+
+
 def tool_arguments(
     raw: Any, *, tool: str, provider: str, model: str, usage: Usage | None
 ) -> dict[str, Any]:
-    """A tool call's arguments as an object: a JSON object already decoded, or text holding one
-    (OpenAI sends a string). Anything else is the model's mistake, an ``InvalidOutput`` (billed):
-    an empty string counts as no arguments, as the APIs send for a tool without parameters."""
+    """A tool call's arguments as an object of valid text: a JSON object already decoded, or text
+    holding one (OpenAI sends a string). Anything else is the model's mistake, an
+    ``InvalidOutput`` (billed): an empty string counts as no arguments, as the APIs send for a
+    tool without parameters; arguments nested too deep to read are one too."""
+    try:
+        return _arguments(raw, tool=tool, provider=provider, model=model, usage=usage)
+    except RecursionError:
+        raise InvalidOutput(f"{provider} called {tool} with arguments nested too deep to read",
+                            provider=provider, model=model, usage=usage) from None
+
+
+def _arguments(raw: Any, *, tool: str, provider: str, model: str, usage: Usage | None) -> dict[str, Any]:
     if isinstance(raw, dict):
-        return raw
+        return valid_text(raw)  # type: ignore[no-any-return]  # a dict in, a dict out
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return {}
     if isinstance(raw, str):
@@ -40,7 +61,7 @@ def tool_arguments(
                 provider=provider, model=model, usage=usage,
             ) from None
         if isinstance(value, dict):
-            return value
+            return valid_text(value)  # type: ignore[no-any-return]  # a dict in, a dict out
         raw = value
     raise InvalidOutput(
         f"{provider} called {tool} with arguments that are a JSON {type(raw).__name__}, not an object",
