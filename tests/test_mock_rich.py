@@ -4,8 +4,10 @@ structured output, images, stop strings, streaming, and answers a test scripts."
 
 from __future__ import annotations
 
+import json
 import random
 import re
+from collections import deque
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -17,8 +19,13 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, Field
 
+from llm_router.content import FINISH_REASONS, ImagePart, ResponseFormat, TextPart, ToolCall, ToolSpec
+from llm_router.providers.mock import IMAGE_TOKENS, MockProvider, Scripted
 from llm_router.providers.mock_patterns import from_pattern
 from llm_router.providers.mock_values import value_for
+from llm_router.types import Completion, CompletionRequest, InvalidRequest, Message, ServerError, Usage
+
+pytestmark = pytest.mark.anyio
 
 
 def assert_valid(schema: Any, *values: Any) -> None:
@@ -259,3 +266,260 @@ def _containers(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrateg
 @given(st.recursive(_leaves, _containers, max_leaves=12), st.integers(0, 2**32))
 def test_values_made_for_any_simple_schema_pass_validation(schema: dict[str, Any], seed: int) -> None:
     assert_valid(schema, value_for(schema, random.Random(seed)))
+
+
+# --- the provider's answers -----------------------------------------------------------------------
+
+WEATHER = ToolSpec("get_weather", "The weather in a city", {
+    "type": "object",
+    "properties": {"city": {"type": "string", "minLength": 2}, "unit": {"enum": ["celsius", "fahrenheit"]},
+                   "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+    "required": ["city", "unit"], "additionalProperties": False,
+})
+SEARCH = ToolSpec("search", "Search the web", Extraction.model_json_schema())
+PNG = ImagePart("image/png", data="iVBORw0KGgo=", size_bytes=812, width=64, height=48)
+JPEG = ImagePart("image/jpeg", url="https://example.com/cat.jpg")
+
+
+def ask(text: str = "hello", **fields: Any) -> CompletionRequest:
+    return CompletionRequest(messages=(Message("user", text),), **{"max_tokens": 400, **fields})
+
+
+async def run(request: CompletionRequest, provider: MockProvider | None = None, model: str = "m") -> tuple[Completion, list[str]]:
+    """The answer and, asked again as a stream by a fresh provider, the pieces it streamed."""
+    pieces: list[str] = []
+
+    async def on_text(piece: str) -> None:
+        pieces.append(piece)
+
+    done = await (provider or MockProvider("openai")).complete(model, request)
+    streamed = await MockProvider("openai").complete(model, request, on_text=on_text)
+    assert streamed == done or provider is not None
+    return done, pieces
+
+
+def assert_call_is_valid(completion: Completion, tool: ToolSpec) -> ToolCall:
+    assert completion.finish_reason == "tool_calls" and completion.text == ""
+    (call,) = completion.tool_calls
+    assert call.name == tool.name and re.fullmatch(r"call_[0-9a-f]{24}", call.id)
+    assert_valid(tool.input_schema, call.arguments)
+    return call
+
+
+async def test_a_plain_text_answer_is_the_one_the_mock_always_gave() -> None:
+    """The text, usage and stream of a plain request, as before rich requests were answered."""
+    done, pieces = await run(CompletionRequest(messages=(Message("user", "hello"),), max_tokens=50, system="be brief"))
+
+    assert done == Completion(
+        text="[mock openai:m] a key first key key key the them then reply answer them of uncertain on the uncertain "
+             "facts short each short with answer clear note a reply the and then what each gives the facts the the "
+             "the with supports first clear the supports part remains note with remains key",
+        model="m", usage=Usage(input_tokens=8, output_tokens=50), finish_reason="length", response_id=None,
+    )
+    assert "".join(pieces) == done.text and len(pieces) == len(done.text.split(" "))
+
+
+@pytest.mark.parametrize("choice", ["required", "get_weather"])
+async def test_a_forced_tool_is_called_with_arguments_valid_for_its_schema(choice: str) -> None:
+    done, pieces = await run(ask("plan my trip", tools=(WEATHER, SEARCH), tool_choice=choice))
+
+    assert_call_is_valid(done, WEATHER)
+    assert pieces == []  # a tool call comes whole, nothing streams
+
+
+async def test_required_calls_the_tool_the_user_names_and_a_named_choice_that_tool() -> None:
+    done, _ = await run(ask("please search for it", tools=(WEATHER, SEARCH), tool_choice="required"))
+    assert_call_is_valid(done, SEARCH)
+    done, _ = await run(ask("please search for it", tools=(WEATHER, SEARCH), tool_choice="get_weather"))
+    assert_call_is_valid(done, WEATHER)
+
+
+async def test_auto_calls_a_tool_the_last_user_turn_mentions_and_otherwise_answers_in_text() -> None:
+    called, _ = await run(ask("What does GET_WEATHER say for Lyon?", tools=(WEATHER, SEARCH)))
+    assert_call_is_valid(called, WEATHER)
+
+    for text in ("what is the weather like?", "research this", "get_weather_now"):
+        done, pieces = await run(ask(text, tools=(WEATHER, SEARCH)))
+        assert done.tool_calls == () and done.finish_reason == "stop" and done.text.startswith("[mock openai:m]")
+        assert "".join(pieces) == done.text
+
+
+async def test_none_answers_in_text_even_when_a_tool_is_named() -> None:
+    done, _ = await run(ask("call get_weather", tools=(WEATHER,), tool_choice="none"))
+    assert done.tool_calls == () and done.text
+
+
+async def test_after_a_tool_turn_the_answer_is_text_that_quotes_the_result() -> None:
+    first, _ = await run(ask("get_weather in Lyon", tools=(WEATHER,)))
+    (call,) = first.tool_calls
+    request = CompletionRequest(
+        messages=(Message("user", "get_weather in Lyon"), Message("assistant", "", tool_calls=(call,)),
+                  Message("tool", '{"temp": 21, "sky": "clear"}', tool_call_id=call.id, name="get_weather")),
+        max_tokens=400, tools=(WEATHER,),
+    )
+    done, _ = await run(request)
+
+    assert done.tool_calls == () and done.finish_reason == "stop"
+    assert 'the tool get_weather returned: {"temp": 21, "sky": "clear"}' in done.text
+
+
+async def test_a_named_choice_that_is_not_offered_is_refused_before_answering() -> None:
+    with pytest.raises(InvalidRequest, match="'lookup'.*get_weather"):
+        await MockProvider("openai").complete("m", ask(tools=(WEATHER,), tool_choice="lookup"))
+
+
+async def test_tool_call_ids_come_from_the_request_the_same_each_time_and_differ_between_requests() -> None:
+    a, _ = await run(ask("get_weather in Lyon", tools=(WEATHER,)))
+    b, _ = await run(ask("get_weather in Lyon", tools=(WEATHER,)))
+    c, _ = await run(ask("get_weather in Nice", tools=(WEATHER,)))
+    assert a == b and a.tool_calls[0].id != c.tool_calls[0].id
+
+
+@pytest.mark.parametrize("model", PYDANTIC_MODELS, ids=lambda m: m.__name__)
+async def test_structured_output_is_json_valid_for_the_schema_and_streams_in_pieces(model: type[BaseModel]) -> None:
+    schema = model.model_json_schema()
+    done, pieces = await run(ask("extract", max_tokens=4000, response_format=ResponseFormat("json_schema", schema)))
+
+    assert done.finish_reason == "stop" and done.tool_calls == ()
+    assert_valid(schema, json.loads(done.text))
+    assert "".join(pieces) == done.text and (len(pieces) > 1 or len(done.text) <= 16)
+
+
+async def test_json_object_is_a_small_object_that_says_which_images_it_saw() -> None:
+    message = Message("user", "describe", parts=(TextPart("describe"), PNG))
+    done, _ = await run(CompletionRequest(messages=(message,), max_tokens=400, response_format=ResponseFormat("json_object")))
+
+    value = json.loads(done.text)
+    assert isinstance(value, dict) and value["answer"] and "saw 1 image" in value["seen"]
+
+
+async def test_structured_output_past_max_tokens_is_cut_and_ends_with_length() -> None:
+    schema = Invoice.model_json_schema()
+    done, pieces = await run(ask("extract", max_tokens=10, response_format=ResponseFormat("json_schema", schema)))
+
+    assert done.finish_reason == "length" and len(done.text) == 40
+    assert done.usage is not None and done.usage.output_tokens == 10
+    assert "".join(pieces) == done.text
+
+
+async def test_the_answer_says_how_many_images_it_saw_and_counts_each_in_its_usage() -> None:
+    text_only = Message("user", "compare these")
+    with_images = Message("user", "compare these", parts=(TextPart("compare "), PNG, TextPart("these"), JPEG))
+    plain, _ = await run(CompletionRequest(messages=(text_only,), max_tokens=400))
+    seen, _ = await run(CompletionRequest(messages=(with_images,), max_tokens=400))
+
+    assert "(saw 2 images: image/png 64x48 812 bytes, image/jpeg by URL)" in seen.text
+    assert seen.usage is not None and plain.usage is not None
+    assert seen.usage.input_tokens == plain.usage.input_tokens + 2 * IMAGE_TOKENS == plain.usage.input_tokens + 170
+
+
+async def test_tools_and_schemas_offered_count_as_input_tokens() -> None:
+    plain, _ = await run(ask("hi"))
+    offered, _ = await run(ask("hi", tools=(WEATHER, SEARCH)))
+    assert plain.usage is not None and offered.usage is not None
+    assert offered.usage.input_tokens > plain.usage.input_tokens + 100
+
+
+@pytest.mark.parametrize("fields", [{}, {"tools": (WEATHER,)}, {"response_format": ResponseFormat("json_object")}],
+                         ids=["plain", "rich text", "json"])
+async def test_the_answer_ends_before_the_first_stop_string_it_holds(fields: dict[str, Any]) -> None:
+    whole, _ = await run(ask("tell me", **fields))
+    stop = whole.text.split(" ")[4]
+    done, pieces = await run(ask("tell me", stop=("never there", stop), **fields))
+
+    assert done.text == whole.text[:whole.text.index(stop)] and stop not in done.text
+    assert done.finish_reason == "stop" and "".join(pieces) == done.text
+    assert done.usage is not None and done.usage.output_tokens == max(1, (len(done.text) + 3) // 4)
+
+
+async def test_stop_strings_that_never_occur_change_nothing() -> None:
+    whole, _ = await run(ask("tell me"))
+    done, _ = await run(ask("tell me", stop=("zzz",), top_p=0.5))
+    assert done == whole
+
+
+async def test_a_seed_changes_the_words_and_the_same_seed_gives_the_same_answer() -> None:
+    unseeded, _ = await run(ask("tell me"))
+    one, _ = await run(ask("tell me", seed=1))
+    again, _ = await run(ask("tell me", seed=1))
+    two, _ = await run(ask("tell me", seed=2))
+    assert one == again and len({unseeded.text, one.text, two.text}) == 3
+
+
+@pytest.mark.parametrize("max_tokens", [1, 3, 20, 400])
+async def test_every_finish_reason_is_one_the_router_knows(max_tokens: int) -> None:
+    provider = MockProvider("openai")
+    for fields in ({}, {"tools": (WEATHER,), "tool_choice": "required"}, {"stop": ("the",)},
+                   {"response_format": ResponseFormat("json_schema", Invoice.model_json_schema())}):
+        done = await provider.complete("m", ask("go", **{**fields, "max_tokens": max_tokens}))
+        assert done.finish_reason in FINISH_REASONS
+
+
+# --- scripted outcomes ----------------------------------------------------------------------------
+
+
+async def test_scripted_answers_come_in_order_with_errors_and_then_the_mock_answers_again() -> None:
+    provider = MockProvider("openai")
+    given_answer = Completion(text="as scripted", model="other-model", usage=Usage(3, 4), finish_reason="content_filter")
+    provider.fail_next(ServerError("boom", provider="openai", status=500))
+    provider.answer_next('{"name": ', given_answer)
+    provider.fail_next(None)
+    request = ask("extract", response_format=ResponseFormat("json_object"))
+
+    with pytest.raises(ServerError) as info:
+        await provider.complete("m", request)
+    invalid = await provider.complete("m", request)
+    kept = await provider.complete("m", request)
+    own = await provider.complete("m", request)
+
+    assert info.value.model == "m"
+    assert invalid.text == '{"name": ' and invalid.model == "m" and invalid.finish_reason == "stop"
+    assert kept is given_answer
+    assert json.loads(own.text)["answer"] and provider.calls == 4 and provider.script == deque()
+
+
+async def test_a_scripted_answer_counts_usage_as_given_or_as_the_mock_counts() -> None:
+    provider = MockProvider("openai")
+    provider.answer_next(Scripted("twelve chars", usage=Usage(100, 7)), Scripted("twelve chars", usage=None),
+                         Scripted("twelve chars"))
+    given_usage = await provider.complete("m", ask("hello"))
+    none = await provider.complete("m", ask("hello"))
+    counted = await provider.complete("m", ask("hello"))
+    own = await provider.complete("m", ask("hello"))
+
+    assert given_usage.usage == Usage(100, 7) and none.usage is None
+    assert own.usage is not None and counted.usage == Usage(own.usage.input_tokens, 3)
+
+
+async def test_a_scripted_tool_call_gets_an_id_from_the_request_and_finishes_with_tool_calls() -> None:
+    provider = MockProvider("openai")
+    kept = ToolCall("call_given", "search", {"q": "x"})
+    provider.answer_next(Scripted(tool_calls=(("get_weather", {"city": 1}), kept)),
+                         Scripted(tool_calls=(("get_weather", {"city": 1}),), finish="length"))
+    request = ask("go", tools=(WEATHER, SEARCH))
+    done = await provider.complete("m", request)
+    cut = await provider.complete("m", request)
+
+    assert done.finish_reason == "tool_calls" and done.text == ""
+    assert re.fullmatch(r"call_[0-9a-f]{24}", done.tool_calls[0].id) and done.tool_calls[1] is kept
+    assert done.tool_calls[0].arguments == {"city": 1}  # as scripted, even when it breaks the schema
+    assert cut.finish_reason == "length"
+
+
+async def test_a_scripted_answer_streams_its_text() -> None:
+    provider = MockProvider("openai")
+    provider.answer_next("one two three")
+    pieces: list[str] = []
+
+    async def on_text(piece: str) -> None:
+        pieces.append(piece)
+
+    done = await provider.complete("m", ask(), on_text=on_text)
+    assert pieces == ["one", " two", " three"] and done.text == "one two three"
+
+
+async def test_the_provider_keeps_the_last_request_it_was_asked() -> None:
+    provider = MockProvider("openai")
+    request = ask("get_weather", tools=(WEATHER,))
+    await provider.complete("m", request)
+    assert provider.last_request is request
