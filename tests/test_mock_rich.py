@@ -523,3 +523,38 @@ async def test_the_provider_keeps_the_last_request_it_was_asked() -> None:
     request = ask("get_weather", tools=(WEATHER,))
     await provider.complete("m", request)
     assert provider.last_request is request
+
+
+_KEYWORDS = ["type", "properties", "required", "items", "prefixItems", "enum", "const", "anyOf", "oneOf", "allOf",
+             "$ref", "minimum", "maximum", "exclusiveMinimum", "multipleOf", "minLength", "maxLength", "pattern",
+             "format", "minItems", "maxItems", "uniqueItems", "contains", "additionalProperties", "minProperties", "$defs"]
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False) | st.text(max_size=8)
+    | st.sampled_from(["string", "integer", "object", "array", "#", "#/$defs/a", "^(a|b)*$", "(", "date", ".{2000}"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_KEYWORDS + ["a", "b"]), inner, max_size=4),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=150)
+@given(st.dictionaries(st.sampled_from(_KEYWORDS), _json_values, max_size=6), st.integers(0, 2**32))
+def test_any_schema_at_all_gives_a_value_without_raising(schema: dict[str, Any], seed: int) -> None:
+    json.dumps(value_for(schema, random.Random(seed)))
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "array", "minItems": 10**9, "items": {"type": "array", "minItems": 10**9}},
+    {"type": "string", "minLength": 10**12},
+    {"type": "object", "minProperties": 10**9},
+    {"type": "string", "pattern": "^((a{1000}){1000}){1000}$"},
+    {"type": "string", "pattern": "^(){1000000000}$"},
+    {"type": "number", "minimum": 1e308, "maximum": float("inf")},
+])
+def test_a_schema_asking_for_a_huge_value_is_answered_quickly_with_a_bounded_one(schema: dict[str, Any]) -> None:
+    assert len(json.dumps(value_for(schema, random.Random(0)))) < 1_000_000
+
+
+@given(st.text(alphabet="ab()[]{}|*+?^$\\.-,019dws:=!<>P", max_size=14), st.integers(0, 99))
+def test_any_pattern_at_all_gives_a_matching_string_or_none(pattern: str, seed: int) -> None:
+    text = from_pattern(pattern, random.Random(seed), 0, None)
+    assert text is None or re.search(pattern, text)

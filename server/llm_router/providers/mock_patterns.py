@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import random
 import re
+import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -30,6 +31,8 @@ _CATEGORY_CHARS = {
     "CATEGORY_NOT_WORD": "-. ",
 }
 _PLAIN = "abcdefghijklmnopqrstuvwxyz0123456789"
+_MOST_STEPS = 4096
+"""Steps (characters, repeats) one string may take: ``(a{1000}){1000}`` is refused, not made."""
 
 
 def from_pattern(pattern: str, rng: random.Random, least: int, most: int | None) -> str | None:
@@ -41,7 +44,7 @@ def from_pattern(pattern: str, rng: random.Random, least: int, most: int | None)
     tree, compiled = parsed
     for _ in range(12):
         try:
-            text = _emit(tree, rng, {})
+            text = _emit(tree, rng, {}, [_MOST_STEPS])
         except (ValueError, KeyError, RecursionError):
             return None
         if least <= len(text) and (most is None or len(text) <= most) and compiled.search(text):
@@ -53,14 +56,23 @@ def from_pattern(pattern: str, rng: random.Random, least: int, most: int | None)
 def _parsed(pattern: str) -> tuple[Any, re.Pattern[str]] | None:
     """An expression parsed once (a tool's schema is offered again on every turn)."""
     try:
-        return _PARSER.parse(pattern), re.compile(pattern)
+        with warnings.catch_warnings():
+            # "possible nested set" and the like: Python's hints about its own syntax, not ours to show
+            warnings.simplefilter("ignore")
+            return _PARSER.parse(pattern), re.compile(pattern)
     except (re.error, RecursionError, OverflowError):
         return None
 
 
-def _emit(tree: Any, rng: random.Random, groups: dict[int, str]) -> str:
+def _emit(tree: Any, rng: random.Random, groups: dict[int, str], left: list[int]) -> str:
+    """A string the parsed expression ``tree`` matches; ``left`` counts down the steps allowed
+    (ValueError past them)."""
     out: list[str] = []
+    left[0] -= 1  # a call costs a step too: ``(){1000000000}`` repeats nothing, endlessly
     for op, arg in tree:
+        left[0] -= 1
+        if left[0] < 0:
+            raise ValueError("the expression asks for too long a string")
         name = str(op)
         if name == "LITERAL":
             out.append(chr(arg))
@@ -73,18 +85,19 @@ def _emit(tree: Any, rng: random.Random, groups: dict[int, str]) -> str:
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             low, high, sub = arg
             high = low + 3 if high == _CONSTANTS.MAXREPEAT else min(high, low + 3)
-            out.extend(_emit(sub, rng, groups) for _ in range(rng.randint(low, high)))
+            out.extend(_emit(sub, rng, groups, left) for _ in range(rng.randint(low, high)))
         elif name == "SUBPATTERN":
             group, _, _, sub = arg
-            text = _emit(sub, rng, groups)
+            text = _emit(sub, rng, groups, left)
             if group is not None:
                 groups[group] = text
             out.append(text)
         elif name == "ATOMIC_GROUP":
-            out.append(_emit(arg, rng, groups))
+            out.append(_emit(arg, rng, groups, left))
         elif name == "BRANCH":
-            out.append(_emit(rng.choice(arg[1]), rng, groups))
+            out.append(_emit(rng.choice(arg[1]), rng, groups, left))
         elif name == "GROUPREF":
+            left[0] -= len(groups[arg])
             out.append(groups[arg])
         elif name in ("AT", "ASSERT", "ASSERT_NOT"):
             continue  # anchors and lookarounds: the final search says whether the string passes

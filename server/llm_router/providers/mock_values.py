@@ -50,6 +50,12 @@ _NEST_DEPTH = 12
 """Nesting past which only required properties are made, whatever the ``$ref``s."""
 _GIVE_UP_DEPTH = 48
 """A schema that requires nesting this deep has no finite value worth making: ``null`` there."""
+_MOST_VALUES = 20_000
+"""Values made for one schema at most (every string, number and container counts one): a schema
+that asks for more (a thousand items of a thousand items) gets ``null`` past it, an answer made
+in bounded time that the router's validation then refuses, rather than a stalled call."""
+_LONGEST = 10_000
+"""Characters, items or properties made at most for a ``min`` bound larger than this."""
 _NUMERIC = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
 _TYPES = {"string": str, "boolean": bool, "object": dict, "array": list, "null": type(None)}
 _MERGED_MIN = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties", "minContains")
@@ -58,8 +64,13 @@ _MERGED_MAX = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxPrope
 
 def value_for(schema: Any, rng: random.Random) -> Any:
     """A JSON value (dicts, lists, str, int, float, bool, None) valid for ``schema``, as far as
-    the keywords above go. Never raises for a schema that is a dict or a bool."""
-    return _Maker(schema, rng).make(schema, 0, 0)
+    the keywords above go. Never raises, whatever ``schema`` holds: past what it can make
+    (a schema nested beyond Python's recursion, or asking for more than ``_MOST_VALUES``) the
+    value is simply not valid."""
+    try:
+        return _Maker(schema, rng).make(schema, 0, 0)
+    except RecursionError:
+        return None
 
 
 def _words(rng: random.Random, n: int) -> str:
@@ -80,7 +91,7 @@ def _members(schema: dict[str, Any]) -> list[Any]:
     """An enum's members of the schema's type (all of them when none is, or no type is named)."""
     members: list[Any] = schema["enum"]
     kind = schema.get("type")
-    kinds = kind if isinstance(kind, list) else [kind] if isinstance(kind, str) else []
+    kinds = [k for k in kind if isinstance(k, str)] if isinstance(kind, list) else [kind] if isinstance(kind, str) else []
     return [m for m in members if not kinds or any(_is_type(m, k) for k in kinds)] or members
 
 
@@ -126,9 +137,11 @@ class _Maker:
     def __init__(self, root: Any, rng: random.Random) -> None:
         self.root = root
         self.rng = rng
+        self.left = _MOST_VALUES
 
     def make(self, schema: Any, depth: int, refs: int) -> Any:
-        if depth > _GIVE_UP_DEPTH or refs > _GIVE_UP_DEPTH:
+        self.left -= 1
+        if depth > _GIVE_UP_DEPTH or refs > _GIVE_UP_DEPTH or self.left < 0:
             return None
         if schema is True or not isinstance(schema, dict):
             return _words(self.rng, 2)
@@ -226,7 +239,8 @@ class _Maker:
     def _object(self, schema: dict[str, Any], depth: int, refs: int, minimal: bool) -> dict[str, Any]:
         found = schema.get("properties")
         props: dict[str, Any] = found if isinstance(found, dict) else {}
-        required = [r for r in schema.get("required", []) if isinstance(r, str)]
+        listed = schema.get("required")
+        required = list(dict.fromkeys(r for r in listed if isinstance(r, str))) if isinstance(listed, list) else []
         extra = schema.get("additionalProperties", True)
         optional = [] if minimal else [p for p in props if p not in required]
         most = _count(schema, "maxProperties")
@@ -327,7 +341,7 @@ class _Maker:
         if high is None:
             high = low + 99
         found = schema.get("multipleOf")
-        step = float(found) if _number(found) and found > 0 else None
+        step = float(found) if _number(found) and 0 < found < math.inf else None
         if integer or step is not None:
             return self._multiple(low, low_open, high, high_open, step, integer=integer)
         value = low + (high - low) * Fraction(self.rng.choice([1, 2, 3]), 4)
@@ -385,8 +399,9 @@ class _Maker:
 
 
 def _count(schema: dict[str, Any], key: str) -> int | None:
+    """A length or count keyword's value (at most ``_LONGEST``), None when absent or not a count."""
     value = schema.get(key)
-    return value if type(value) is int and value >= 0 else None
+    return min(value, _LONGEST) if type(value) is int and value >= 0 else None
 
 
 def _bound(schema: dict[str, Any], inclusive: str, exclusive: str, tighter: Any) -> tuple[Fraction | None, bool]:
@@ -395,9 +410,9 @@ def _bound(schema: dict[str, Any], inclusive: str, exclusive: str, tighter: Any)
     closed = schema.get(inclusive)
     opened = schema.get(exclusive)
     found: list[tuple[Fraction, bool]] = []
-    if _number(closed):
+    if _number(closed) and math.isfinite(closed):
         found.append((Fraction(str(closed)), opened is True))
-    if _number(opened):
+    if _number(opened) and math.isfinite(opened):
         found.append((Fraction(str(opened)), True))
     if not found:
         return None, False
