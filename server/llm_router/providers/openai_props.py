@@ -24,8 +24,9 @@ def read_props(status: int | None, data: Any) -> Props:
     """The per-slot ``n_ctx`` (``default_generation_settings.n_ctx``; older servers put it at the
     top) and the capabilities: the protocol's local defaults, with ``vision`` where
     ``modalities.vision`` is true (a multimodal projector is loaded) and ``tools`` where
-    ``chat_template_caps.supports_tools`` is (the chat template renders tools, under ``--jinja``).
-    Capabilities are None when the server states neither."""
+    ``chat_template_caps.supports_tools`` is (the chat template renders tools, under ``--jinja``)
+    and ``supports_tool_calls`` is not false (a template that renders tools but not the model's
+    calls back cannot carry a tool conversation). None when the server states neither."""
     if status != 200 or not isinstance(data, dict):
         return Props(status)
     settings = data.get("default_generation_settings")
@@ -43,6 +44,6 @@ def _capabilities(data: dict[str, Any]) -> frozenset[str] | None:
         value = section.get(key) if isinstance(section, dict) else None
         if isinstance(value, bool):
             stated = True
-            if value:
+            if value and (name != "tools" or section.get("supports_tool_calls") is not False):
                 extra.add(name)
     return KIND_CAPABILITIES["openai-local"] | extra if stated else None
