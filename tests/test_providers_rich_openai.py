@@ -16,6 +16,7 @@ from llm_router.content import ImagePart, ResponseFormat, TextPart, ToolCall, To
 from llm_router.defaults import KIND_CAPABILITIES
 from llm_router.providers.base import HttpSettings
 from llm_router.providers.openai import OpenAIProvider
+from llm_router.providers.openai_props import Props, read_props
 from llm_router.providers.openai_request import JSON_LINE, strict_ok
 from llm_router.types import (
     Completion,
@@ -474,3 +475,20 @@ async def test_a_hosted_api_is_never_asked_for_capabilities() -> None:
         assert await provider.capabilities("gpt-4o") is None
     finally:
         await provider.aclose()
+
+
+@STREAMS
+async def test_tool_arguments_holding_lone_surrogate_halves_come_back_as_valid_text(
+    fake: FakeProvider, stream: bool
+) -> None:
+    fake.fault("tool_call", tool_calls=(("get_weather", '{"city": "Par\\ud83dis"}'),))
+    (call,) = (await complete(fake, TOOLS, stream=stream)).tool_calls
+    assert call.arguments == {"city": "Par\ufffdis"}
+    call.arguments["city"].encode()
+
+
+def test_a_template_that_renders_tools_but_not_the_calls_back_does_not_take_tools() -> None:
+    props = read_props(200, {"chat_template_caps": {"supports_tools": True, "supports_tool_calls": False}})
+    assert props.capabilities == KIND_CAPABILITIES["openai-local"]
+    assert read_props(200, {"default_generation_settings": {"n_ctx": 8192}}) == Props(200, 8192, None)
+    assert read_props(404, None) == Props(404)

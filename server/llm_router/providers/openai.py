@@ -2,9 +2,14 @@
 
 The base URL already ends in ``/v1``. Keyless local servers (vLLM, llama.cpp, LM Studio) get no
 ``Authorization`` header. Where the base URL is not a known hosted API, the server may be asked
-two side questions that llama.cpp answers: the window it runs a model with (``GET /props``; vLLM's
-``max_model_len`` in its model list otherwise) and a token count (llama.cpp's ``POST /tokenize``,
-else llama-cpp-python's ``POST /extras/tokenize``).
+side questions that llama.cpp answers: the window it runs a model with and what the model takes
+(``GET /props``, one answer for both; vLLM's ``max_model_len`` in its model list otherwise) and a
+token count (llama.cpp's ``POST /tokenize``, else llama-cpp-python's ``POST /extras/tokenize``).
+
+A rich request (tools, images, structured output, tool turns) is translated by
+``openai_request``; a plain text one is built here, as small as ever. Tool calls in the answer
+(``openai_calls`` assembles streamed ones) are the answer when the request offered tools, and a
+``ToolCallOnly`` failure when it did not.
 
 A 2xx stream that ends cleanly before any event at all is asked once more without streaming,
 within the same attempt: llama-cpp-python's server answers a stream request over its window that
@@ -42,7 +47,7 @@ from .base import (
     TextCallback,
 )
 from .errors import error_detail, error_from_status, reclassify
-from .openai_calls import Call, RawCall, fold_calls, raw_calls
+from .openai_calls import Call, RawCall, clean_value, fold_calls, raw_calls
 from .openai_props import Props, read_props
 from .openai_request import FINISH, add_format, add_sampling, add_tools, rich_messages
 from .translate import finish_of, new_call_id, tool_arguments
@@ -323,6 +328,11 @@ class OpenAIProvider(HttpAdapter):
             value = tool_arguments(arguments, tool=tool, provider=self.name, model=model, usage=usage)
         except InvalidOutput as exc:  # its message quotes the arguments: upstream text, redacted here
             raise InvalidOutput(redact(str(exc), self._secrets), provider=self.name, model=model, usage=usage) from None
+        try:
+            value = clean_value(value)
+        except RecursionError:
+            raise InvalidOutput(f"{self.name} called {tool} with arguments nested too deep to read", provider=self.name,
+                                model=model, usage=usage) from None
         return ToolCall(self._field(call_id) or new_call_id(), tool, value)
 
     def _model_names(self, data: Any) -> list[str]:

@@ -41,9 +41,9 @@ def _capabilities(data: dict[str, Any]) -> frozenset[str] | None:
     extra: set[str] = set()
     for holder, key, name in (("modalities", "vision", "vision"), ("chat_template_caps", "supports_tools", "tools")):
         section = data.get(holder)
-        value = section.get(key) if isinstance(section, dict) else None
-        if isinstance(value, bool):
-            stated = True
-            if value and (name != "tools" or section.get("supports_tool_calls") is not False):
-                extra.add(name)
+        if not isinstance(section, dict) or not isinstance(section.get(key), bool):
+            continue
+        stated = True
+        if section[key] and (name != "tools" or section.get("supports_tool_calls") is not False):
+            extra.add(name)
     return KIND_CAPABILITIES["openai-local"] | extra if stated else None
