@@ -191,7 +191,7 @@ class OpenAIProvider(HttpAdapter):
         if request.tools or request.tool_choice != "auto":
             add_tools(body, request, provider=self.name, model=model)
         if request.response_format is not None:
-            add_format(body, request.response_format)
+            add_format(body, request.response_format, provider=self.name, model=model)
         offered = bool(request.tools)
 
         if on_text is None:

@@ -145,14 +145,16 @@ def _tool(tool: ToolSpec) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def add_format(body: dict[str, Any], fmt: ResponseFormat) -> None:
+def add_format(body: dict[str, Any], fmt: ResponseFormat, *, provider: str, model: str) -> None:
     """OpenAI's native structured output. A schema goes with ``strict: true`` only when it keeps
     strict mode's rules (``strict_ok``): OpenAI refuses a non-conforming schema under strict with
     a 400 instead of answering, while with ``strict: false`` it follows the schema as well as it
     can, and the router validates what comes back either way."""
-    if fmt.type == "json_object" or fmt.schema is None:
+    if fmt.type == "json_object":
         body["response_format"] = {"type": "json_object"}
         return
+    if fmt.schema is None:
+        raise _Refusal(provider, model)("a json_schema response_format without its schema")
     body["response_format"] = {
         "type": "json_schema",
         "json_schema": {"name": fmt.name, "schema": fmt.schema, "strict": strict_ok(fmt.schema)},
