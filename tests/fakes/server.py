@@ -129,6 +129,8 @@ class FakeProvider:
         self.llama_cpp = llama_cpp or llama_cpp_python
         """Serve llama.cpp's GET /props and POST /tokenize at the root, send no usage in streams,
         and refuse a prompt of ``n_ctx`` tokens or more as llama.cpp does."""
+        self.props: dict[str, Any] = {}
+        """llama.cpp: fields laid over ``GET /props``'s answer, e.g. ``{"modalities": {"vision": True}}``."""
         if isinstance(self._dialect, OpenAIDialect):
             self._dialect.llama_cpp = self.llama_cpp
             self._dialect.llama_cpp_python = llama_cpp_python
@@ -455,6 +457,8 @@ class FakeProvider:
 
     def _side(self, req: RecordedRequest) -> tuple[int, Any]:
         """llama.cpp's /props and /tokenize, Ollama's /api/show and /api/ps."""
+        if req.path == "/props" and self.props:
+            return 200, {**side.llama_props(self.n_ctx, f"/models/{self.models[0]}.gguf"), **self.props}
         if req.path == "/props":
             return 200, side.llama_props(self.n_ctx, f"/models/{self.models[0]}.gguf")
         if req.path == "/tokenize":

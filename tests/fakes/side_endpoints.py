@@ -43,6 +43,8 @@ def llama_props(n_ctx: int, model_path: str) -> dict[str, Any]:
         "model_path": model_path,
         "chat_template": "{{ messages }}",
         "modalities": {"vision": False, "audio": False},
+        "chat_template_caps": {"supports_tools": False, "supports_tool_calls": False, "supports_system_role": True,
+                               "supports_parallel_tool_calls": False},
         "build_info": "b0000-fake",
         "is_sleeping": False,
     }

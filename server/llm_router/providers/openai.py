@@ -2,9 +2,14 @@
 
 The base URL already ends in ``/v1``. Keyless local servers (vLLM, llama.cpp, LM Studio) get no
 ``Authorization`` header. Where the base URL is not a known hosted API, the server may be asked
-two side questions that llama.cpp answers: the window it runs a model with (``GET /props``; vLLM's
-``max_model_len`` in its model list otherwise) and a token count (llama.cpp's ``POST /tokenize``,
-else llama-cpp-python's ``POST /extras/tokenize``).
+side questions that llama.cpp answers: the window it runs a model with and what the model takes
+(``GET /props``, one answer for both; vLLM's ``max_model_len`` in its model list otherwise) and a
+token count (llama.cpp's ``POST /tokenize``, else llama-cpp-python's ``POST /extras/tokenize``).
+
+A rich request (tools, images, structured output, tool turns) is translated by
+``openai_request``; a plain text one is built here, as small as ever. Tool calls in the answer
+(``openai_calls`` assembles streamed ones) are the answer when the request offered tools, and a
+``ToolCallOnly`` failure when it did not.
 
 A 2xx stream that ends cleanly before any event at all is asked once more without streaming,
 within the same attempt: llama-cpp-python's server answers a stream request over its window that
@@ -13,22 +18,28 @@ way, and only the plain request gets its real error (see ``_asked_again_whole``)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import anyio
 import httpx
 
+from .. import timings
+from ..content import FinishReason, ToolCall
 from ..types import (
     AuthError,
     Completion,
     CompletionRequest,
     ContentFiltered,
     ContextTooLong,
+    InvalidOutput,
     ProviderError,
     Usage,
 )
+from . import base
 from .base import (
     _NOT_OFFERED,
     HttpAdapter,
@@ -36,6 +47,10 @@ from .base import (
     TextCallback,
 )
 from .errors import error_detail, error_from_status, reclassify
+from .openai_calls import Call, RawCall, clean_value, fold_calls, raw_calls
+from .openai_props import Props, read_props
+from .openai_request import FINISH, add_format, add_sampling, add_tools, rich_messages
+from .translate import finish_of, new_call_id, tool_arguments
 from .wire import (
     SHAPE_ERRORS,
     EventStream,
@@ -45,6 +60,7 @@ from .wire import (
     dumps_or_empty,
     is_json_type,
     json_or_malformed,
+    redact,
     token_count,
 )
 
@@ -117,28 +133,12 @@ def _text(value: Any) -> str | None:
     raise TypeError(f"text is a {type(value).__name__}")
 
 
-def _tool_names(holder: dict[str, Any]) -> list[str]:
-    """Names of the tool calls in a message or a stream delta (``tool_calls``, or the legacy
-    ``function_call``)."""
-    names: list[str] = []
-    calls = holder.get("tool_calls")
-    if calls:
-        for call in calls:
-            name = (call.get("function") or {}).get("name")
-            names.append(name if isinstance(name, str) else "")
-    legacy = holder.get("function_call")
-    if legacy:
-        name = legacy.get("name")
-        names.append(name if isinstance(name, str) else "")
-    return names
-
-
 @dataclass(slots=True)
 class _Stream:
     model: str
     parts: list[str] = field(default_factory=list)
     joiner: TextJoiner = field(default_factory=TextJoiner)
-    tools: list[str] = field(default_factory=list)
+    calls: dict[int, Call] = field(default_factory=dict)
     usage: Any = None
     response_id: str | None = None
     finish_reason: str | None = None
@@ -158,19 +158,27 @@ class OpenAIProvider(HttpAdapter):
         # mostly know only ``max_tokens``.
         self._max_tokens_field = "max_completion_tokens" if host == "api.openai.com" else "max_tokens"
         self._hosted = _is_hosted(host)
+        self._openai = host == "api.openai.com"
+        """OpenAI's own API, whose documented limits (images per request) are checked before sending."""
         # llama.cpp serves /props and /tokenize at its root, beside /v1.
         self._root = settings.base_url.rstrip("/").removesuffix("/v1")
         self._tokenizer: int | None = None
         """Which of ``_TOKENIZERS`` the server offers (None until one has answered)."""
         self._lacks: set[int] = set()
         """Which of ``_TOKENIZERS`` the server has said it does not offer."""
+        self._props: dict[str, tuple[Props, float]] = {}
+        """Each model's ``/props`` answer, and until when it holds (as ``_remember_window`` keeps windows)."""
+        self._props_lock: anyio.Lock | None = None
 
     async def complete(
         self, model: str, request: CompletionRequest, *, on_text: TextCallback | None = None
     ) -> Completion:
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        if request.system:
-            messages.insert(0, {"role": "system", "content": request.system})
+        if request.rich:
+            messages = rich_messages(request, provider=self.name, model=model, limits=self._openai)
+        else:
+            messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            if request.system:
+                messages.insert(0, {"role": "system", "content": request.system})
         body: dict[str, Any] = {
             "model": model,
             "messages": messages,
@@ -178,16 +186,23 @@ class OpenAIProvider(HttpAdapter):
         }
         if request.temperature is not None:
             body["temperature"] = request.temperature
+        if request.stop or request.top_p is not None or request.seed is not None:
+            add_sampling(body, request, provider=self.name, model=model)
+        if request.tools or request.tool_choice != "auto":
+            add_tools(body, request, provider=self.name, model=model)
+        if request.response_format is not None:
+            add_format(body, request.response_format, provider=self.name, model=model)
+        offered = bool(request.tools)
 
         if on_text is None:
             data = await self._post(_PATH, body, model)
-            return self._parse(data, model)
+            return self._parse(data, model, offered)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         async with self._stream(_PATH, body, model) as response:
             ctype = content_type(response)
             if is_json_type(ctype):  # a server that ignores "stream" answers as it would without it
-                completion = self._parse(await self._read_json(response, model), model)
+                completion = self._parse(await self._read_json(response, model), model, offered)
                 if completion.text:
                     await on_text(completion.text)
                 return completion
@@ -207,17 +222,20 @@ class OpenAIProvider(HttpAdapter):
                 await on_text(tail)
         if not state.done:
             if events.events == 0 and events.stray is None:
-                return await self._asked_again_whole(body, model, on_text)
+                return await self._asked_again_whole(body, model, on_text, offered)
             raise events.ended_early("[DONE]", len(state.parts), secrets=self._secrets)
         try:
             usage = _usage(state.usage)
+            raw = [call.raw() for call in state.calls.values()]
         except SHAPE_ERRORS:
-            raise self._malformed(f"unreadable usage: {self._quote(state.usage)}", model) from None
+            raise self._malformed(f"unreadable usage or tool calls: {self._quote(state.usage)}", model) from None
         text = "".join(state.parts)
-        self._check(text, state.finish_reason, state.refusal, state.tools, model, usage)
-        return Completion(text, state.model, usage, state.finish_reason, state.response_id)
+        finish, calls = self._finish(text, state.finish_reason, state.refusal, raw, model, usage, offered)
+        return Completion(text, state.model, usage, finish, state.response_id, calls)
 
-    async def _asked_again_whole(self, body: dict[str, Any], model: str, on_text: TextCallback) -> Completion:
+    async def _asked_again_whole(
+        self, body: dict[str, Any], model: str, on_text: TextCallback, offered: bool
+    ) -> Completion:
         """The same request without streaming, after a 2xx stream that ended cleanly before any
         event at all. llama-cpp-python's server answers a stream request whose prompt is over its
         window that way (its log says "Requested tokens (N) exceed context window of W"), while
@@ -228,7 +246,7 @@ class OpenAIProvider(HttpAdapter):
         on a new connection: the server closes the stream's own just after ending it (uvicorn, on
         the exception behind the empty stream), and a request sent on it first is lost."""
         whole = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        completion = self._parse(await self._post_on_a_new_connection(_PATH, whole, model), model)
+        completion = self._parse(await self._post_on_a_new_connection(_PATH, whole, model), model, offered)
         if completion.text:
             await on_text(completion.text)
         return completion
@@ -256,43 +274,66 @@ class OpenAIProvider(HttpAdapter):
                 state.finish_reason = self._field(finish, state.finish_reason)
             delta = choice.get("delta") or {}
             state.refusal = state.refusal or bool(delta.get("refusal"))
-            state.tools.extend(_tool_names(delta))
+            if delta.get("tool_calls") or delta.get("function_call"):
+                fold_calls(state.calls, delta)
             return _text(delta.get("content"))
         except SHAPE_ERRORS:
             raise self._malformed(f"an unreadable stream chunk: {self._quote(data)}", model) from None
 
-    def _parse(self, data: Any, model: str) -> Completion:
+    def _parse(self, data: Any, model: str, offered: bool) -> Completion:
         if isinstance(data, dict) and "error" in data and "choices" not in data:
             raise self._error(model, _status_of(data["error"]), dumps_or_empty(data), httpx.Headers())
         try:
             choice = data["choices"][0]
             message = choice["message"]
-            finish = self._field(choice.get("finish_reason"))
+            native = self._field(choice.get("finish_reason"))
             refusal = bool(message.get("refusal"))
-            tools = _tool_names(message)
-            completion = Completion(
-                clean_text(_text(message.get("content")) or ""),
-                self._field(data.get("model"), model),
-                _usage(data.get("usage")),
-                finish,
-                self._field(data.get("id")),
-            )
+            raw = raw_calls(message)
+            text = clean_text(_text(message.get("content")) or "")
+            answered = self._field(data.get("model"), model)
+            usage = _usage(data.get("usage"))
+            response_id = self._field(data.get("id"))
         except SHAPE_ERRORS:
             raise self._malformed("an answer without a readable choices[0].message", model) from None
-        self._check(completion.text, finish, refusal, tools, model, completion.usage)
-        return completion
+        finish, calls = self._finish(text, native, refusal, raw, model, usage, offered)
+        return Completion(text, answered, usage, finish, response_id, calls)
 
-    def _check(
-        self, text: str, finish: str | None, refusal: bool, tools: list[str], model: str, usage: Usage | None
-    ) -> None:
-        """An answer withheld by a filter, or one that is only a tool call, is no answer."""
-        if finish == "content_filter" or refusal:
-            why = "finish_reason content_filter" if finish == "content_filter" else "the model refused"
+    def _finish(
+        self, text: str, native: str | None, refusal: bool, raw: list[RawCall], model: str, usage: Usage | None,
+        offered: bool,
+    ) -> tuple[FinishReason, tuple[ToolCall, ...]]:
+        """The answer's finish reason in the router's words, and its tool calls. An answer
+        withheld by a filter (or refused: a structured answer's ``refusal``) is no answer; nor,
+        when the request offered no tools, is one that is only a tool call."""
+        if native == "content_filter" or refusal:
+            why = "finish_reason content_filter" if native == "content_filter" else "the model refused"
             raise ContentFiltered(
                 f"{self.name} withheld the answer ({why})", provider=self.name, model=model, usage=usage
             )
-        if finish in _TOOL_FINISH or (tools and not text.strip()):
-            raise self._tool_call_only(tools, model, usage)
+        if not offered:
+            if native in _TOOL_FINISH or (raw and not text.strip()):
+                raise self._tool_call_only([n if isinstance(n, str) else "" for _, n, _ in raw], model, usage)
+            return finish_of(native, FINISH, tool_calls=False), ()
+        calls = tuple(self._call(call, model, usage) for call in raw)
+        if not calls and native in _TOOL_FINISH:
+            raise self._malformed(f"finish_reason {native} without any tool call", model)
+        return finish_of(native, FINISH, tool_calls=bool(calls)), calls
+
+    def _call(self, raw: RawCall, model: str, usage: Usage | None) -> ToolCall:
+        call_id, name, arguments = raw
+        tool = self._field(name)
+        if tool is None:
+            raise self._malformed(f"a tool call without a name: {self._quote(raw)}", model)
+        try:
+            value = tool_arguments(arguments, tool=tool, provider=self.name, model=model, usage=usage)
+        except InvalidOutput as exc:  # its message quotes the arguments: upstream text, redacted here
+            raise InvalidOutput(redact(str(exc), self._secrets), provider=self.name, model=model, usage=usage) from None
+        try:
+            value = clean_value(value)
+        except RecursionError:
+            raise InvalidOutput(f"{self.name} called {tool} with arguments nested too deep to read", provider=self.name,
+                                model=model, usage=usage) from None
+        return ToolCall(self._field(call_id) or new_call_id(), tool, value)
 
     def _model_names(self, data: Any) -> list[str]:
         return [m["id"] for m in data["data"]]
@@ -330,16 +371,10 @@ class OpenAIProvider(HttpAdapter):
         return await self._remember_window(model, self._ask_window)
 
     async def _ask_window(self, model: str) -> tuple[int | None, bool]:
-        # ``autoload=false``: a llama.cpp router must not load (and evict for) a model just to say.
-        status, data = await self._side_json("GET", f"{self._root}/props?model={quote(model, safe='')}&autoload=false")
-        if status == 200 and isinstance(data, dict):
-            settings = data.get("default_generation_settings")
-            n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
-            if n_ctx is None:
-                n_ctx = data.get("n_ctx")  # older servers put it at the top
-            if type(n_ctx) is int and n_ctx > 0:
-                return n_ctx, True
-        elif status not in _NOT_OFFERED:
+        props = await self._props_of(model)
+        if props.n_ctx is not None:
+            return props.n_ctx, True
+        if props.status != 200 and props.status not in _NOT_OFFERED:
             return None, False  # unreachable, loading, or a router without the model loaded yet
         status, data = await self._side_json("GET", _MODELS_PATH)
         if status == 200 and isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -347,6 +382,34 @@ class OpenAIProvider(HttpAdapter):
                 if isinstance(entry, dict) and entry.get("id") == model and type(entry.get("max_model_len")) is int:
                     return entry["max_model_len"], True
         return None, status == 200 or status in _NOT_OFFERED
+
+    async def capabilities(self, model: str) -> frozenset[str] | None:
+        """What llama.cpp's ``GET /props`` states (``openai_props.read_props``): its answer is the
+        one the window is read from, asked once. Never asked of a hosted API."""
+        if self._hosted:
+            return None
+        return (await self._props_of(model)).capabilities
+
+    async def _props_of(self, model: str) -> Props:
+        """``GET /props`` for ``model``, remembered: an answer (or "not offered") for good, a
+        passing failure for ``timings.UNKNOWN_RETRY_S``. Concurrent callers share one question."""
+        hit = self._props.get(model)
+        if hit is not None and hit[1] > base._clock():
+            return hit[0]
+        if self._props_lock is None:
+            self._props_lock = anyio.Lock()
+        async with self._props_lock:
+            hit = self._props.get(model)
+            if hit is not None and hit[1] > base._clock():
+                return hit[0]
+            # ``autoload=false``: a llama.cpp router must not load (and evict for) a model just to say.
+            status, data = await self._side_json(
+                "GET", f"{self._root}/props?model={quote(model, safe='')}&autoload=false"
+            )
+            props = read_props(status, data)
+            final = status == 200 or status in _NOT_OFFERED
+            self._props[model] = (props, math.inf if final else base._clock() + timings.UNKNOWN_RETRY_S)
+            return props
 
     async def count_tokens(self, model: str, text: str) -> int | None:
         """Tokens in ``text`` by the server's own tokenizer: llama.cpp's ``POST /tokenize``, else
