@@ -440,6 +440,13 @@ async def test_broken_tool_arguments_are_invalid_output_and_billed(fake: FakePro
     assert err.usage == USAGE and "get_weather" in str(err)
 
 
+async def test_broken_arguments_that_echo_the_key_are_quoted_without_it(fake: FakeProvider) -> None:
+    assert fake.api_key
+    fake.fault("tool_call", tool_calls=(("get_weather", '{"echo": "' + fake.api_key + '"'),))
+    err = await fails(fake, request(tools=(WEATHER,)), InvalidOutput)
+    assert fake.api_key not in str(err) and "not JSON" in str(err)
+
+
 async def test_a_tool_call_without_an_id_gets_one(fake: FakeProvider) -> None:
     fake.fault("tool_call", tool_calls=(("get_weather", {"city": "Rome"}),),
                wire_replace={b'"toolu_fake000001"': b"null"})

@@ -18,6 +18,7 @@ from ..types import (
     Completion,
     CompletionRequest,
     ContentFiltered,
+    InvalidOutput,
     Overloaded,
     ProviderError,
     Usage,
@@ -39,6 +40,7 @@ from .wire import (
     dumps_or_empty,
     is_json_type,
     json_or_malformed,
+    redact,
     token_count,
 )
 
@@ -303,7 +305,10 @@ class AnthropicProvider(HttpAdapter):
             forced = next((c for c in calls if c[1] == want.forced), None)
             if forced is not None:
                 raw = forced[2]
-                text = clean_text(raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False))
+                try:
+                    text = clean_text(raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False))
+                except (ValueError, TypeError, RecursionError):
+                    raise self._malformed(f"a {want.forced} call whose input cannot be read back", model) from None
             return Completion(text, answered, usage, finish_of(stop_reason, _FORCED_FINISH, tool_calls=False),
                               response_id)
         tool_calls = []
@@ -311,8 +316,14 @@ class AnthropicProvider(HttpAdapter):
             if not name:
                 raise self._malformed("a tool_use block without a name", model)
             shown = self._field(name, "")
-            arguments = tool_arguments(raw, tool=shown, provider=self.name, model=model, usage=usage)
-            tool_calls.append(ToolCall(self._field(call_id) or new_call_id(), shown, _clean(arguments)))
+            try:
+                arguments = _clean(tool_arguments(raw, tool=shown, provider=self.name, model=model, usage=usage))
+            except InvalidOutput as exc:  # it quotes the arguments, which may echo a credential
+                raise InvalidOutput(redact(str(exc), self._secrets), provider=self.name, model=model,
+                                    usage=usage) from None
+            except RecursionError:
+                raise self._malformed(f"{shown} arguments nested too deep to read", model) from None
+            tool_calls.append(ToolCall(self._field(call_id) or new_call_id(), shown, arguments))
         if stop_reason == "tool_use" and not tool_calls:
             raise self._malformed("stop_reason tool_use without a tool_use block", model)
         finish = finish_of(stop_reason, _FINISH, tool_calls=bool(tool_calls))
