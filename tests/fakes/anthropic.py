@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import re
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from .dialect import (
@@ -195,8 +196,6 @@ class AnthropicDialect(Dialect):
         return f"event: {name}\ndata: ".encode() + dumps(data) + b"\n\n"
 
     def stream(self, t: Turn) -> Frames:
-        # message_start carries input usage and a provisional output count; message_delta's
-        # usage is cumulative (docs), so a client must replace, not add.
         forced = _forced_tool(t)
         if forced is not None:
             return self._forced_stream(t, forced)
@@ -205,6 +204,8 @@ class AnthropicDialect(Dialect):
         return self._text_stream(t, t.finish)
 
     def _text_stream(self, t: Turn, finish: str) -> Frames:
+        # message_start carries input usage and a provisional output count; message_delta's
+        # usage is cumulative (docs), so a client must replace, not add.
         start_out = min(1, t.usage.output_tokens) if t.usage else 0
         head = [
             self._event(
@@ -239,7 +240,7 @@ class AnthropicDialect(Dialect):
     def _forced_stream(self, t: Turn, name: str) -> Frames:
         """The forced tool's call streamed: its input arrives as ``input_json_delta`` pieces, one
         per chunk of the step's text (so a cut after N chunks is a cut inside the call)."""
-        frames = self._text_stream(replace_chunks(t), self._tool_finish(t))
+        frames = self._text_stream(replace(t, text="", chunks=[]), self._tool_finish(t))  # no text block
         block = {**self._forced_block(t, name), "input": {}}
         head = frames.head + [self._block_start(0, block)]
         pieces = ["{}"] if _unscripted(t) else t.chunks
@@ -306,11 +307,6 @@ class AnthropicDialect(Dialect):
             "first_id": names[0] if names else None,
             "last_id": names[-1] if names else None,
         }
-
-
-def replace_chunks(t: Turn) -> Turn:
-    """``t`` without text chunks: what opens and closes a stream whose only block is a tool call."""
-    return Turn(t.req, t.seq, t.model, "", [], t.usage, t.finish, t.blocked, t.step)
 
 
 def _unscripted(t: Turn) -> bool:

@@ -144,10 +144,11 @@ class AnthropicProvider(HttpAdapter):
     async def complete(
         self, model: str, request: CompletionRequest, *, on_text: TextCallback | None = None
     ) -> Completion:
+        rich = request.rich
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": request.max_tokens,
-            "messages": rich_messages(request, provider=self.name, model=model) if request.rich
+            "messages": rich_messages(request, provider=self.name, model=model) if rich
             else [{"role": m.role, "content": m.content} for m in request.messages],
         }
         if request.system:
@@ -155,7 +156,7 @@ class AnthropicProvider(HttpAdapter):
         if request.temperature is not None:
             body["temperature"] = request.temperature
         want = _PLAIN
-        if request.rich or request.tool_choice != "auto":
+        if rich or request.tool_choice != "auto":
             forced = add_tools(body, request, provider=self.name, model=model)
             if forced is not None or request.tools:
                 want = _Want(bool(request.tools), forced)
