@@ -371,16 +371,48 @@ async def test_structured_output_cut_inside_the_forced_call_is_malformed(fake: F
     ("fields", "said"),
     [
         ({"tools": (WEATHER,), "response_format": ResponseFormat("json_object")}, "structured output and tools"),
-        ({"response_format": ResponseFormat("json_schema", {"type": "array"})}, "'array'"),
-        ({"response_format": ResponseFormat("json_schema", {"anyOf": [{"type": "object"}]})}, "anyOf"),
+        ({"response_format": ResponseFormat("json_schema", SCHEMA, name="a.b")}, "response_format name"),
     ],
-    ids=["with-tools", "array-schema", "anyOf-schema"],
+    ids=["with-tools", "bad-name"],
 )
 async def test_structured_output_the_api_cannot_force_is_refused_before_sending(
     fake: FakeProvider, fields: dict[str, Any], said: str
 ) -> None:
     err = await fails(fake, request(**fields), InvalidRequest)
     assert said in str(err) and fake.requests == []
+
+
+LIST = {"type": "array", "items": {"$ref": "#/$defs/person"}, "$defs": {"person": SCHEMA}}
+
+
+async def test_a_schema_whose_top_is_no_object_is_wrapped_in_one_with_its_defs_at_the_root(fake: FakeProvider) -> None:
+    await ask(fake, request(response_format=ResponseFormat("json_schema", LIST, name="people")))
+    (tool,) = sent(fake)["tools"]
+    assert tool["input_schema"] == {
+        "type": "object",
+        "properties": {"value": {"type": "array", "items": {"$ref": "#/$defs/person"}}},
+        "required": ["value"],
+        "$defs": {"person": SCHEMA},
+    }
+    assert sent(fake)["tool_choice"] == {"type": "tool", "name": "people"}
+
+
+@STREAM
+async def test_a_wrapped_answer_is_unwrapped(fake: FakeProvider, stream: bool) -> None:
+    fake.reply(chunks=('{"value": [{"name": "Ada", ', '"age": 36}]}'))
+    result, deltas = await ask(fake, request(response_format=ResponseFormat("json_schema", LIST)), stream=stream)
+    assert json.loads(result.text) == [{"name": "Ada", "age": 36}] and result.finish_reason == "stop"
+    assert deltas == ([result.text] if stream else [])
+
+
+@STREAM
+@pytest.mark.parametrize("text", ['[{"name": "Ada"}]', '{"value": [{"name": '], ids=["unwrapped", "not-json"])
+async def test_a_wrapped_answer_without_its_wrapper_is_passed_on_as_it_came(
+    fake: FakeProvider, stream: bool, text: str
+) -> None:
+    fake.reply(text=text)
+    result, _ = await ask(fake, request(response_format=ResponseFormat("json_schema", {"anyOf": [LIST]})), stream=stream)
+    assert result.text == text
 
 
 async def test_a_schema_without_a_top_level_type_is_sent_as_an_object_schema(fake: FakeProvider) -> None:

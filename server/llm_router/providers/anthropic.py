@@ -23,7 +23,7 @@ from ..types import (
     ProviderError,
     Usage,
 )
-from .anthropic_request import add_sampling, add_tools, rich_messages
+from .anthropic_request import WRAPPED, add_sampling, add_tools, rich_messages
 from .base import (
     HttpAdapter,
     HttpSettings,
@@ -89,6 +89,8 @@ class _Want:
 
     tools: bool = False
     forced: str | None = None
+    wrapped: bool = False
+    """The answer is the forced input's ``WRAPPED`` property (a schema whose top is no object)."""
 
 
 _PLAIN = _Want()
@@ -158,8 +160,10 @@ class AnthropicProvider(HttpAdapter):
         want = _PLAIN
         if rich or request.tool_choice != "auto":
             forced = add_tools(body, request, provider=self.name, model=model)
-            if forced is not None or request.tools:
-                want = _Want(bool(request.tools), forced)
+            if forced is not None:
+                want = _Want(forced=forced.name, wrapped=forced.wrapped)
+            elif request.tools:
+                want = _Want(tools=True)
         if request.stop or request.top_p is not None or request.seed is not None:
             add_sampling(body, request, provider=self.name, model=model)
 
@@ -200,7 +204,11 @@ class AnthropicProvider(HttpAdapter):
             return Completion(text, state.model, usage, finish_of(state.stop_reason, _FINISH, tool_calls=False),
                               state.response_id)
         if want.forced is not None:
-            if any(b.name == want.forced for b in state.blocks.values()):
+            block = next((b for b in state.blocks.values() if b.name == want.forced), None)
+            if block is not None and want.wrapped:  # held back whole, to be unwrapped
+                if text := self._structured_text("".join(block.pieces), want, model):
+                    await on_text(text)
+            elif block is not None:
                 if not text:  # the forced tool's input was streamed as the text; none at all is an empty object
                     text = "{}"
                     await on_text(text)
@@ -258,7 +266,7 @@ class AnthropicProvider(HttpAdapter):
         block = state.blocks.get(index)
         if block is None or not isinstance(piece, str):
             raise TypeError("input_json_delta outside a tool_use block, or without partial_json")
-        if state.want.forced is not None and block.name == state.want.forced:
+        if state.want.forced is not None and block.name == state.want.forced and not state.want.wrapped:
             return piece
         block.pieces.append(piece)
         return None
@@ -305,11 +313,7 @@ class AnthropicProvider(HttpAdapter):
         if want.forced is not None:
             forced = next((c for c in calls if c[1] == want.forced), None)
             if forced is not None:
-                raw = forced[2]
-                try:
-                    text = clean_text(raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False))
-                except (ValueError, TypeError, RecursionError):
-                    raise self._malformed(f"a {want.forced} call whose input cannot be read back", model) from None
+                text = self._structured_text(forced[2], want, model)
             return Completion(text, answered, usage, finish_of(stop_reason, _FORCED_FINISH, tool_calls=False),
                               response_id)
         tool_calls = []
@@ -329,6 +333,25 @@ class AnthropicProvider(HttpAdapter):
             raise self._malformed("stop_reason tool_use without a tool_use block", model)
         finish = finish_of(stop_reason, _FINISH, tool_calls=bool(tool_calls))
         return Completion(text, answered, usage, finish, response_id, tuple(tool_calls))
+
+    def _structured_text(self, raw: Any, want: _Want, model: str) -> str:
+        """The forced call's input as the answer's JSON text: an object as JSON, text (a stream's
+        pieces joined) as it is; for a wrapped schema, its ``WRAPPED`` property, where it has
+        one (else all of it, for the router to find wrong)."""
+        value = raw
+        if isinstance(raw, str):
+            if not want.wrapped:
+                return clean_text(raw)
+            try:
+                value = json.loads(raw)
+            except (ValueError, RecursionError):
+                return clean_text(raw)
+        if want.wrapped and isinstance(value, dict) and WRAPPED in value:
+            value = value[WRAPPED]
+        try:
+            return clean_text(json.dumps(value, ensure_ascii=False))
+        except (ValueError, TypeError, RecursionError):
+            raise self._malformed(f"a {want.forced} call whose input cannot be read back", model) from None
 
     def _check(self, text: str, stop_reason: str | None, tools: list[str], model: str, usage: Usage | None) -> None:
         """A refusal, or an answer that is only a tool call (no tools were offered), is no

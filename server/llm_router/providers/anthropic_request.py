@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..content import ImagePart, Part, ResponseFormat, TextPart, ToolSpec
 from ..types import CompletionRequest, InvalidRequest, Message
 
-__all__ = ["MAX_IMAGE_BYTES", "MAX_IMAGE_SIDE", "MEDIA_TYPES", "rich_messages", "add_tools", "add_sampling"]
+__all__ = [
+    "MAX_IMAGE_BYTES", "MAX_IMAGE_SIDE", "MEDIA_TYPES", "WRAPPED", "Forced", "rich_messages", "add_tools", "add_sampling",
+]
 
 MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 """The image types the Messages API takes (its vision guide)."""
@@ -30,6 +33,20 @@ _ID = re.compile(r"[a-zA-Z0-9_-]+")
 """What the API takes as a tool call's id."""
 _COMBINED = ("anyOf", "oneOf", "allOf")
 """Not allowed at the top of a tool's input schema."""
+_DEFS = ("$defs", "definitions")
+"""Where a schema keeps what its ``$ref``s point to, from its root."""
+WRAPPED = "value"
+"""The one property of the forced tool's input that holds the answer, when the schema's top level
+is no object: a tool's input is always one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forced:
+    """The tool forced for structured output: its name, and whether the answer is its input's
+    ``WRAPPED`` property (``wrapped``) or the input itself."""
+
+    name: str
+    wrapped: bool = False
 
 
 class _Refuse:
@@ -133,12 +150,13 @@ def _image(image: ImagePart, i: int, refuse: _Refuse) -> dict[str, Any]:
     raise refuse(f"messages[{i}] holds an image with neither bytes nor a URL")
 
 
-def add_tools(body: dict[str, Any], request: CompletionRequest, *, provider: str, model: str) -> str | None:
-    """Add ``tools`` and ``tool_choice`` to ``body``; return the name of the tool forced for
-    structured output, if ``response_format`` asked for it.
+def add_tools(body: dict[str, Any], request: CompletionRequest, *, provider: str, model: str) -> Forced | None:
+    """Add ``tools`` and ``tool_choice`` to ``body``; return the tool forced for structured
+    output, if ``response_format`` asked for it.
 
     Structured output forces a tool: one tool, named after the format, whose input schema is the
-    format's schema, and ``tool_choice`` naming it; its call's input is the answer. The API's own
+    format's schema (wrapped in an object where it is none), and ``tool_choice`` naming it; its
+    call's input is the answer. The API's own
     structured-output feature would be the other way, but it needs a beta header and only some
     models take it, where a forced tool works on every Claude model.
 
@@ -146,9 +164,9 @@ def add_tools(body: dict[str, Any], request: CompletionRequest, *, provider: str
     tool's name ``{"type": "tool", "name"}``, ``none`` ``{"type": "none"}``.
 
     Raises:
-        InvalidRequest: a format with tools as well (both cannot be forced at once), a schema
-            whose top level is no object (a tool's input is one), a choice naming a tool not
-            offered, or forcing a tool when none is offered.
+        InvalidRequest: a format with tools as well (both cannot be forced at once), a choice
+            naming a tool not offered, forcing a tool when none is offered, a tool name the API
+            does not take.
     """
     refuse = _Refuse(provider, model)
     fmt = request.response_format
@@ -158,9 +176,10 @@ def add_tools(body: dict[str, Any], request: CompletionRequest, *, provider: str
                 "structured output and tools in one request: structured output is a forced tool call here, "
                 "and the model cannot be forced to call that and leave the other tools free"
             )
-        body["tools"] = [_format_tool(fmt, refuse)]
+        tool, wrapped = _format_tool(fmt, refuse)
+        body["tools"] = [tool]
         body["tool_choice"] = {"type": "tool", "name": fmt.name}
-        return fmt.name
+        return Forced(fmt.name, wrapped)
     choice = request.tool_choice
     if not request.tools:
         if choice not in ("auto", "none"):
@@ -188,25 +207,27 @@ def _tool(tool: ToolSpec, refuse: _Refuse) -> dict[str, Any]:
     return out
 
 
-def _format_tool(fmt: ResponseFormat, refuse: _Refuse) -> dict[str, Any]:
-    """The tool forced for structured output. A schema without a top-level ``type`` is given
-    ``"type": "object"`` (the API wants it; a tool's input is an object whatever the schema)."""
+def _format_tool(fmt: ResponseFormat, refuse: _Refuse) -> tuple[dict[str, Any], bool]:
+    """The tool forced for structured output, and whether its schema is wrapped.
+
+    A tool's input schema must be an object type, without ``anyOf``/``oneOf``/``allOf`` at its
+    top. An object schema is sent as it is (given ``"type": "object"`` when it has properties
+    and no type); any other (an array, a string, a union) becomes the one required property
+    ``WRAPPED`` of an object, its ``$defs`` kept at the root where its ``$ref``s look."""
     schema = fmt.schema if fmt.type == "json_schema" and fmt.schema is not None else {"type": "object"}
-    if "type" not in schema:
+    combined = any(k in schema for k in _COMBINED)
+    if "type" not in schema and "properties" in schema and not combined:
         schema = {"type": "object", **schema}
-    if schema["type"] != "object" or any(k in schema for k in _COMBINED):
-        what = f"type {schema['type']!r}" if schema["type"] != "object" else "anyOf/oneOf/allOf"
-        raise refuse(
-            "structured output here is a forced tool call, whose input schema must be one object type, and "
-            f"the schema's top level has {what}"
-        )
     if not _NAME.fullmatch(fmt.name):
         raise refuse(f"the response_format name {fmt.name!r}: the API takes 1 to 64 letters, digits, '_' or '-'")
-    return {
-        "name": fmt.name,
-        "description": "Give your answer as this tool's input, a JSON value matching its input schema.",
-        "input_schema": schema,
-    }
+    if schema.get("type") == "object" and not combined:
+        description = "Give your answer as this tool's input, a JSON value matching its input schema."
+        return {"name": fmt.name, "description": description, "input_schema": schema}, False
+    inner = {k: v for k, v in schema.items() if k not in _DEFS}
+    wrapper: dict[str, Any] = {"type": "object", "properties": {WRAPPED: inner}, "required": [WRAPPED]}
+    wrapper.update({k: schema[k] for k in _DEFS if k in schema})
+    description = f"Give your answer as this tool's input: an object whose {WRAPPED!r} is the answer, matching its schema."
+    return {"name": fmt.name, "description": description, "input_schema": wrapper}, True
 
 
 def add_sampling(body: dict[str, Any], request: CompletionRequest, *, provider: str, model: str) -> None:
