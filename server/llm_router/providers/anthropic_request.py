@@ -87,8 +87,9 @@ def rich_messages(request: CompletionRequest, *, provider: str, model: str) -> l
                 results.append(block)
             continue
         if m.role == "user":
-            if results is not None:
-                results.extend(_blocks(m.parts, i, refuse) if m.parts else [{"type": "text", "text": m.content}])
+            if results is not None:  # an empty text block would be refused: the results are the turn then
+                results.extend(_blocks(m.parts, i, refuse) if m.parts else
+                               [{"type": "text", "text": m.content}] if m.content else [])
                 results = None
                 continue
             out.append({"role": "user", "content": _blocks(m.parts, i, refuse) if m.parts else m.content})
