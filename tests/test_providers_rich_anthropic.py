@@ -197,6 +197,21 @@ async def test_a_tool_conversation_puts_consecutive_results_in_one_user_turn_aft
     assert result.text.startswith("echo:")  # the fake accepted the conversation
 
 
+async def test_an_empty_user_turn_after_tool_results_adds_no_empty_text_block(fake: FakeProvider) -> None:
+    conversation = (
+        Message("user", "Weather?"),
+        Message("assistant", "", tool_calls=(ToolCall("toolu_01", "get_weather", {"city": "Oslo"}),)),
+        Message("tool", "cold", tool_call_id="toolu_01", name="get_weather"),
+        Message("user", ""),
+    )
+    await ask(fake, request(messages=conversation, tools=(WEATHER,)))
+    assert sent(fake)["messages"][1:] == [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01", "name": "get_weather",
+                                           "input": {"city": "Oslo"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "cold"}]},
+    ]
+
+
 async def test_a_call_id_the_api_would_refuse_becomes_one_stable_id_for_the_call_and_its_result(
     fake: FakeProvider,
 ) -> None:
