@@ -71,7 +71,7 @@ async def test_anthropic_json_reply_counts_cache_tokens_as_input() -> None:
     result, _ = await run(make(AnthropicProvider, Wire(js(ANTHROPIC_REPLY))))
     assert result.text == "Four."
     assert result.model == "claude-x-20250101"
-    assert result.finish_reason == "end_turn"
+    assert result.finish_reason == "stop"  # end_turn, in the router's words
     assert result.response_id == "msg_01"
     assert result.usage == Usage(
         input_tokens=130, output_tokens=3, cached_tokens=100, cache_write_tokens=20
@@ -84,7 +84,7 @@ async def test_anthropic_stream_reply() -> None:
     assert result.text == "Four."
     assert result.model == "claude-x-20250101"
     assert result.response_id == "msg_02"
-    assert result.finish_reason == "end_turn"
+    assert result.finish_reason == "stop"  # end_turn, in the router's words
     # message_delta's output count is cumulative: it replaces message_start's, it is not added.
     assert result.usage == Usage(
         input_tokens=130, output_tokens=7, cached_tokens=100, cache_write_tokens=20

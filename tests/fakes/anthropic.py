@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -17,6 +21,19 @@ from .dialect import (
     dumps,
     text_blocks,
 )
+
+BAD_IMAGE = "Could not process image"
+"""The API's message for image bytes it cannot read (HTTP 400, ``invalid_request_error``):
+``fault("status", status=400, message=BAD_IMAGE)`` answers as it does."""
+MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+_MAGIC = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png", b"GIF8": "image/gif"}
+_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_FIELDS = frozenset({
+    "model", "messages", "max_tokens", "system", "temperature", "top_p", "top_k", "stop_sequences", "stream",
+    "tools", "tool_choice", "metadata", "thinking", "service_tier", "container", "mcp_servers",
+})
+"""The Messages API's request fields; any other is refused ("Extra inputs are not permitted")."""
+_CHOICES = ("auto", "any", "tool", "none")
 
 
 class AnthropicDialect(Dialect):
@@ -88,7 +105,11 @@ class AnthropicDialect(Dialect):
         temperature = body.get("temperature")
         if temperature is not None and not (isinstance(temperature, (int, float)) and 0 <= temperature <= 1):
             return bad("temperature: Input should be less than or equal to 1")
-        return None
+        extra = sorted(set(body) - _FIELDS)
+        if extra:
+            return bad(f"{extra[0]}: Extra inputs are not permitted")
+        problem = _sampling_problem(body) or _tools_problem(body) or _messages_problem(messages)
+        return bad(problem) if problem else None
 
     def error(
         self,
@@ -137,8 +158,35 @@ class AnthropicDialect(Dialect):
         return msg
 
     def reply(self, t: Turn) -> Any:
+        forced = _forced_tool(t)
+        if forced is not None:
+            return self._message(t, [self._forced_block(t, forced)], self._tool_finish(t), self._out(t))
+        if t.step.tool_calls is not None:
+            return self.tool_reply(t)
         content = [{"type": "text", "text": t.text}] if t.text else []
-        return self._message(t, content, t.finish, t.usage.output_tokens if t.usage else 0)
+        return self._message(t, content, t.finish, self._out(t))
+
+    @staticmethod
+    def _out(t: Turn) -> int:
+        return t.usage.output_tokens if t.usage else 0
+
+    @staticmethod
+    def _tool_finish(t: Turn) -> str:
+        """A tool call ends the turn with ``tool_use``, unless the step says otherwise (``length``)."""
+        return "tool_use" if t.step.finish is None else t.finish
+
+    def _forced_block(self, t: Turn, name: str) -> dict[str, Any]:
+        """Structured output as the API returns it when a tool is forced: the model's JSON is the
+        call's input (an object; text that is none, such as invalid JSON, is sent as given).
+        With no text scripted, the input is ``{}``."""
+        if _unscripted(t):
+            return {"type": "tool_use", "id": f"toolu_fake{t.seq:06d}", "name": name, "input": {}}
+        try:
+            value = json.loads(t.text)
+        except ValueError:
+            value = t.text
+        return {"type": "tool_use", "id": f"toolu_fake{t.seq:06d}", "name": name,
+                "input": value if isinstance(value, dict) else t.text}
 
     def missing_fields(self, t: Turn) -> Any:
         return {"id": f"msg_fake{t.seq:06d}", "type": "message"}
@@ -148,6 +196,14 @@ class AnthropicDialect(Dialect):
         return f"event: {name}\ndata: ".encode() + dumps(data) + b"\n\n"
 
     def stream(self, t: Turn) -> Frames:
+        forced = _forced_tool(t)
+        if forced is not None:
+            return self._forced_stream(t, forced)
+        if t.step.tool_calls is not None:
+            return self.tool_stream(t)
+        return self._text_stream(t, t.finish)
+
+    def _text_stream(self, t: Turn, finish: str) -> Frames:
         # message_start carries input usage and a provisional output count; message_delta's
         # usage is cumulative (docs), so a client must replace, not add.
         start_out = min(1, t.usage.output_tokens) if t.usage else 0
@@ -159,59 +215,74 @@ class AnthropicDialect(Dialect):
         deltas: list[bytes] = []
         tail: list[bytes] = []
         if t.chunks:
-            head.append(
-                self._event(
-                    "content_block_start",
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {"type": "text", "text": ""},
-                    },
-                )
-            )
+            head.append(self._block_start(0, {"type": "text", "text": ""}))
             head.append(self._event("ping", {"type": "ping"}))
-            deltas = [
-                self._event(
-                    "content_block_delta",
-                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": c}},
-                )
-                for c in t.chunks
-            ]
-            tail.append(self._event("content_block_stop", {"type": "content_block_stop", "index": 0}))
-        delta: dict[str, Any] = {
-            "type": "message_delta",
-            "delta": {"stop_reason": t.finish, "stop_sequence": None},
-        }
+            deltas = [self._delta(0, {"type": "text_delta", "text": c}) for c in t.chunks]
+            tail.append(self._block_stop(0))
+        tail += self._end(t, finish)
+        return Frames(head, deltas, tail)
+
+    def _end(self, t: Turn, finish: str) -> list[bytes]:
+        delta: dict[str, Any] = {"type": "message_delta", "delta": {"stop_reason": finish, "stop_sequence": None}}
         if t.usage is not None:
             delta["usage"] = {"output_tokens": t.usage.output_tokens}
-        tail.append(self._event("message_delta", delta))
-        tail.append(self._event("message_stop", {"type": "message_stop"}))
-        return Frames(head, deltas, tail)
+        return [self._event("message_delta", delta), self._event("message_stop", {"type": "message_stop"})]
+
+    def _block_start(self, index: int, block: dict[str, Any]) -> bytes:
+        return self._event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return self._event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+    def _block_stop(self, index: int) -> bytes:
+        return self._event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+    def _forced_stream(self, t: Turn, name: str) -> Frames:
+        """The forced tool's call streamed: its input arrives as ``input_json_delta`` pieces, one
+        per chunk of the step's text (so a cut after N chunks is a cut inside the call)."""
+        frames = self._text_stream(replace(t, text="", chunks=[]), self._tool_finish(t))  # no text block
+        block = {**self._forced_block(t, name), "input": {}}
+        head = frames.head + [self._block_start(0, block)]
+        pieces = ["{}"] if _unscripted(t) else t.chunks
+        deltas = [self._delta(0, {"type": "input_json_delta", "partial_json": c}) for c in pieces]
+        return Frames(head, deltas, [self._block_stop(0), *frames.tail])
 
     def malformed_frame(self) -> bytes:
         return b'event: message_start\ndata: {"type": "message_start", "message": \n\n'
 
-    def _tool_block(self, t: Turn) -> dict[str, Any]:
-        return {"type": "tool_use", "id": f"toolu_fake{t.seq:06d}", "name": t.step.tool_name, "input": TOOL_ARGS}
+    @staticmethod
+    def _calls(t: Turn) -> list[tuple[str, Any]]:
+        return list(t.step.tool_calls) if t.step.tool_calls is not None else [(t.step.tool_name, TOOL_ARGS)]
+
+    @staticmethod
+    def _call_id(t: Turn, i: int) -> str:
+        return f"toolu_fake{t.seq:06d}" + (f"_{i}" if i else "")
 
     def tool_reply(self, t: Turn) -> Any:
-        content = ([{"type": "text", "text": t.text}] if t.text else []) + [self._tool_block(t)]
-        return self._message(t, content, "tool_use", t.usage.output_tokens if t.usage else 0)
+        content: list[Any] = [{"type": "text", "text": t.text}] if t.text else []
+        content += [
+            {"type": "tool_use", "id": self._call_id(t, i), "name": name, "input": args}
+            for i, (name, args) in enumerate(self._calls(t))
+        ]
+        return self._message(t, content, self._tool_finish(t), self._out(t))
 
     def tool_stream(self, t: Turn) -> Frames:
-        frames = self.stream(replace(t, finish="tool_use"))
-        index = 1 if t.chunks else 0
-        block = {**self._tool_block(t), "input": {}}
-        tool = [self._event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})]
-        tool += [
-            self._event(
-                "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": p}},
-            )
-            for p in TOOL_ARGS_PIECES
-        ]
-        tool.append(self._event("content_block_stop", {"type": "content_block_stop", "index": index}))
-        return Frames(frames.head, frames.deltas, frames.tail[:-2] + tool + frames.tail[-2:])
+        """Each call as its own content block after the text: ``content_block_start`` with an empty
+        input, the input's JSON in ``input_json_delta`` pieces (an empty one first, as the API
+        often sends, when the step gives the calls), ``content_block_stop``. Every frame of the
+        calls counts as a delta, so ``after_chunks`` can cut a stream inside one."""
+        frames = self._text_stream(t, self._tool_finish(t))
+        first = 1 if t.chunks else 0
+        calls: list[bytes] = []
+        for i, (name, args) in enumerate(self._calls(t)):
+            index = first + i
+            block = {"type": "tool_use", "id": self._call_id(t, i), "name": name, "input": {}}
+            calls.append(self._block_start(index, block))
+            calls += [self._delta(index, {"type": "input_json_delta", "partial_json": p}) for p in _pieces(t, args)]
+            calls.append(self._block_stop(index))
+        if t.chunks:  # the text block closes before the calls open
+            return Frames(frames.head, frames.deltas + [frames.tail[0], *calls], frames.tail[1:])
+        return Frames(frames.head, calls, frames.tail)
 
     def context_error(self, window: int, prompt: int, flavor: str | None, max_tokens: int = 0) -> Any:
         return self.error(400, message=f"prompt is too long: {prompt} tokens > {window} maximum")
@@ -236,3 +307,163 @@ class AnthropicDialect(Dialect):
             "first_id": names[0] if names else None,
             "last_id": names[-1] if names else None,
         }
+
+
+def _unscripted(t: Turn) -> bool:
+    return t.step.text is None and t.step.chunks is None
+
+
+def _pieces(t: Turn, args: Any) -> list[str]:
+    """A call's input as the stream sends it: JSON text in pieces (raw text as given)."""
+    if t.step.tool_calls is None:
+        return list(TOOL_ARGS_PIECES)
+    text = args if isinstance(args, str) else json.dumps(args)
+    half = len(text) // 2
+    return ["", text[:half], text[half:]]
+
+
+def _forced_tool(t: Turn) -> str | None:
+    """The tool the request forces (``tool_choice`` ``{"type": "tool", "name"}``), whose call
+    carries the step's text as its input; None where the step scripts the calls itself or a
+    refusal, or the request forces none."""
+    if t.step.tool_calls is not None or t.step.fault in ("tool_call", "blocked"):
+        return None
+    body = t.req.json if isinstance(t.req.json, dict) else {}
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "tool" and isinstance(choice.get("name"), str):
+        return choice["name"]
+    return None
+
+
+def _sampling_problem(body: dict[str, Any]) -> str | None:
+    top_p = body.get("top_p")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 <= top_p <= 1):
+        return "top_p: Input should be less than or equal to 1"
+    stop = body.get("stop_sequences")
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(x, str) for x in stop)):
+        return "stop_sequences: Input should be a valid list of strings"
+    return None
+
+
+def _tools_problem(body: dict[str, Any]) -> str | None:
+    tools = body.get("tools")
+    names: list[str] = []
+    if tools is not None:
+        if not isinstance(tools, list):
+            return "tools: Input should be a valid list"
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not _NAME.fullmatch(tool["name"]):
+                return f"tools.{i}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+            schema = tool.get("input_schema")
+            if not isinstance(schema, dict) or schema.get("type") != "object":
+                return f"tools.{i}.custom.input_schema.type: Input should be 'object'"
+            if any(k in schema for k in ("anyOf", "oneOf", "allOf")):
+                return f"tools.{i}.custom.input_schema: input_schema does not support oneOf, allOf, or anyOf at the top level"
+            if "description" in tool and not isinstance(tool["description"], str):
+                return f"tools.{i}.custom.description: Input should be a valid string"
+            names.append(tool["name"])
+    choice = body.get("tool_choice")
+    if choice is None:
+        return None
+    if not isinstance(choice, dict) or choice.get("type") not in _CHOICES:
+        return "tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'"
+    if choice["type"] == "tool" and choice.get("name") not in names:
+        return f"tool_choice.tool.name: Tool '{choice.get('name')}' not found in provided tools"
+    if choice["type"] in ("any", "tool") and not names:
+        return "tool_choice: tool_choice may only be specified while providing tools"
+    return None
+
+
+def _messages_problem(messages: list[Any]) -> str | None:
+    """Content blocks as the API checks them: the types each role may send, images, and tool
+    results that answer exactly the calls of the assistant turn before them, first in the turn."""
+    calls: list[str] = []  # the tool_use ids of the previous assistant turn, still to be answered
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        if isinstance(content, str):
+            blocks: list[Any] = []
+        elif isinstance(content, list) and content:
+            blocks = content
+        else:
+            return f"messages.{i}.content: Input should be a valid string or a non-empty list"
+        if m["role"] == "user":
+            answered = [b.get("tool_use_id") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"]
+            first = [b.get("tool_use_id") if isinstance(b, dict) and b.get("type") == "tool_result" else None
+                     for b in blocks[: len(calls)]]
+            if calls and sorted(map(str, first)) != sorted(calls):
+                missing = ", ".join(c for c in calls if c not in answered) or ", ".join(calls)
+                return (f"messages.{i - 1}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+                        f"{missing}. Each `tool_use` block must have a corresponding `tool_result` block in the next message.")
+            stray = [a for a in answered if a not in calls]
+            if stray:
+                return (f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: {stray[0]}. "
+                        "Each `tool_result` block must have a corresponding `tool_use` block in the previous message.")
+            calls = []
+        elif calls:
+            return (f"messages.{i - 1}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+                    f"{', '.join(calls)}. Each `tool_use` block must have a corresponding `tool_result` block in the next message.")
+        allowed = ("text", "image", "tool_result") if m["role"] == "user" else ("text", "tool_use")
+        for j, block in enumerate(blocks):
+            where = f"messages.{i}.content.{j}"
+            problem = _block_problem(block, where, allowed)
+            if problem:
+                return problem
+            if block["type"] == "tool_use":
+                calls.append(block["id"])
+    return None
+
+
+def _block_problem(block: Any, where: str, allowed: tuple[str, ...]) -> str | None:
+    if not isinstance(block, dict) or block.get("type") not in allowed:
+        kind = block.get("type") if isinstance(block, dict) else block
+        return f"{where}: Input tag {kind!r} found using 'type' does not match any of the expected tags: {allowed}"
+    kind = block["type"]
+    if kind == "text" and not isinstance(block.get("text"), str):
+        return f"{where}.text.text: Field required"
+    if kind == "image":
+        return _image_problem(block.get("source"), f"{where}.image.source")
+    if kind == "tool_use":
+        if not isinstance(block.get("id"), str) or not re.fullmatch(r"[a-zA-Z0-9_-]+", block["id"]):
+            return f"{where}.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
+        if not isinstance(block.get("name"), str) or not isinstance(block.get("input"), dict):
+            return f"{where}.tool_use: name and an input object are required"
+    if kind == "tool_result":
+        if not isinstance(block.get("tool_use_id"), str):
+            return f"{where}.tool_result.tool_use_id: Field required"
+        inner = block.get("content")
+        if isinstance(inner, list):
+            for k, part in enumerate(inner):
+                problem = _block_problem(part, f"{where}.tool_result.content.{k}", ("text", "image"))
+                if problem:
+                    return problem
+        elif inner is not None and not isinstance(inner, str):
+            return f"{where}.tool_result.content: Input should be a valid string or list"
+    return None
+
+
+def _image_problem(source: Any, where: str) -> str | None:
+    """An image source as the API checks it: ``base64`` bytes of the type they claim, or a ``url``."""
+    if not isinstance(source, dict) or source.get("type") not in ("base64", "url"):
+        return f"{where}: Input tag does not match any of the expected tags: 'base64', 'url'"
+    if source["type"] == "url":
+        url = source.get("url")
+        return None if isinstance(url, str) and url.startswith(("https://", "http://")) else f"{where}.url.url: invalid URL"
+    media = source.get("media_type")
+    if media not in MEDIA_TYPES:
+        return f"{where}.base64.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"
+    data = source.get("data")
+    if not isinstance(data, str) or not data:
+        return f"{where}.base64: image cannot be empty"
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return BAD_IMAGE
+    found = next((t for magic, t in _MAGIC.items() if raw.startswith(magic)), None)
+    if found is None and raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        found = "image/webp"
+    if found is None:
+        return BAD_IMAGE
+    if found != media:
+        return (f"{where}.base64.data: The image was specified using the {media} media type, but the image "
+                f"appears to be a {found} image")
+    return None

@@ -1,27 +1,36 @@
-"""Anthropic Messages API: ``POST /v1/messages``, one JSON answer or a server-sent event stream."""
+"""Anthropic Messages API: ``POST /v1/messages``, one JSON answer or a server-sent event stream.
+
+A rich request (tools, images, structured output, sampling fields) is translated by
+``anthropic_request``; the answer, text and tool calls alike, is read here.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from ..content import FinishReason, ToolCall
 from ..types import (
     AuthError,
     Completion,
     CompletionRequest,
     ContentFiltered,
+    InvalidOutput,
     Overloaded,
     ProviderError,
     Usage,
 )
+from .anthropic_request import WRAPPED, add_sampling, add_tools, rich_messages
 from .base import (
     HttpAdapter,
     HttpSettings,
     TextCallback,
 )
 from .errors import error_detail, error_from_status, reclassify
+from .translate import finish_of, new_call_id, tool_arguments
 from .wire import (
     SHAPE_ERRORS,
     EventStream,
@@ -31,6 +40,7 @@ from .wire import (
     dumps_or_empty,
     is_json_type,
     json_or_malformed,
+    redact,
     token_count,
 )
 
@@ -58,6 +68,42 @@ _TYPE_STATUS = {
 _TYPE_CLASS: dict[str, type[ProviderError]] = {"overloaded_error": Overloaded, "billing_error": AuthError}
 _SSE_TYPES = frozenset({"text/event-stream", "text/plain", ""})
 
+_FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+"""Each documented ``stop_reason`` in the router's words."""
+_FORCED_FINISH: dict[str, FinishReason] = {**_FINISH, "tool_use": "stop"}
+"""For structured output, where calling the forced tool is how the model gives its answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Want:
+    """What the request asked of the answer: tool calls may be the answer (``tools``), or the
+    forced tool's input is (``forced``, structured output); neither for plain text."""
+
+    tools: bool = False
+    forced: str | None = None
+    wrapped: bool = False
+    """The answer is the forced input's ``WRAPPED`` property (a schema whose top is no object)."""
+
+
+_PLAIN = _Want()
+
+
+@dataclass(slots=True)
+class _Block:
+    """A ``tool_use`` block of a stream, its input arriving in pieces of JSON text."""
+
+    id: str | None
+    name: str
+    pieces: list[str] = field(default_factory=list)
+
 
 def _usage(raw: Any) -> Usage | None:
     """Anthropic's ``input_tokens`` leaves out cache reads and writes; ours counts them. No input
@@ -80,6 +126,11 @@ class _Stream:
     response_id: str | None = None
     stop_reason: str | None = None
     done: bool = False
+    want: _Want = _PLAIN
+    blocks: dict[int, _Block] = field(default_factory=dict)
+    """The tool_use blocks by their index, in the order they came."""
+    held: list[str] = field(default_factory=list)
+    """Structured output: text deltas, the answer only if the forced tool is never called."""
 
 
 class AnthropicProvider(HttpAdapter):
@@ -95,30 +146,41 @@ class AnthropicProvider(HttpAdapter):
     async def complete(
         self, model: str, request: CompletionRequest, *, on_text: TextCallback | None = None
     ) -> Completion:
+        rich = request.rich
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": request.max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": rich_messages(request, provider=self.name, model=model) if rich
+            else [{"role": m.role, "content": m.content} for m in request.messages],
         }
         if request.system:
             body["system"] = request.system
         if request.temperature is not None:
             body["temperature"] = request.temperature
+        want = _PLAIN
+        if rich or request.tool_choice != "auto":
+            forced = add_tools(body, request, provider=self.name, model=model)
+            if forced is not None:
+                want = _Want(forced=forced.name, wrapped=forced.wrapped)
+            elif request.tools:
+                want = _Want(tools=True)
+        if request.stop or request.top_p is not None or request.seed is not None:
+            add_sampling(body, request, provider=self.name, model=model)
 
         if on_text is None:
             data = await self._post(_PATH, body, model)
-            return self._parse(data, model)
+            return self._parse(data, model, want)
         body["stream"] = True
         async with self._stream(_PATH, body, model) as response:
             ctype = content_type(response)
             if is_json_type(ctype):  # a proxy that ignores "stream" answers as it would without it
-                completion = self._parse(await self._read_json(response, model), model)
+                completion = self._parse(await self._read_json(response, model), model, want)
                 if completion.text:
                     await on_text(completion.text)
                 return completion
             if ctype not in _SSE_TYPES:
                 raise await self._not_a_stream(response, "an event stream", model)
-            state = _Stream(model)
+            state = _Stream(model, want=want)
             events = EventStream(response, provider=self.name, model=model)
             async for _event, data in events:
                 if state.done:
@@ -137,8 +199,24 @@ class AnthropicProvider(HttpAdapter):
         except SHAPE_ERRORS:
             raise self._malformed(f"unreadable usage: {self._quote(state.usage)}", model) from None
         text = "".join(state.parts)
-        self._check(text, state.stop_reason, state.tools, model, usage)
-        return Completion(text, state.model, usage, state.stop_reason, state.response_id)
+        if want is _PLAIN:
+            self._check(text, state.stop_reason, state.tools, model, usage)
+            return Completion(text, state.model, usage, finish_of(state.stop_reason, _FINISH, tool_calls=False),
+                              state.response_id)
+        if want.forced is not None:
+            block = next((b for b in state.blocks.values() if b.name == want.forced), None)
+            if block is not None and want.wrapped:  # held back whole, to be unwrapped
+                if text := self._structured_text("".join(block.pieces), want, model):
+                    await on_text(text)
+            elif block is not None:
+                if not text:  # the forced tool's input was streamed as the text; none at all is an empty object
+                    text = "{}"
+                    await on_text(text)
+            elif text := clean_text("".join(state.held)):
+                await on_text(text)  # no forced call: the answer is what the model wrote as text
+            return self._answer(text, [], state.stop_reason, state.model, usage, state.response_id, model, want)
+        calls = [(b.id, b.name, "".join(b.pieces)) for b in state.blocks.values()]
+        return self._answer(text, calls, state.stop_reason, state.model, usage, state.response_id, model, want)
 
     def _absorb(self, state: _Stream, data: str, model: str, headers: httpx.Headers) -> str | None:
         """Fold one event into ``state``; return its text delta, if any."""
@@ -147,15 +225,24 @@ class AnthropicProvider(HttpAdapter):
             kind = event["type"]
             if kind == "content_block_delta":
                 delta = event["delta"]
-                if delta.get("type") != "text_delta":
-                    return None  # thinking and tool-input deltas are not answer text
-                if not isinstance(delta["text"], str):
-                    raise TypeError("text_delta without text")
-                return delta["text"]
+                dtype = delta.get("type")
+                if dtype == "text_delta":
+                    if not isinstance(delta["text"], str):
+                        raise TypeError("text_delta without text")
+                    if state.want.forced is None:
+                        return delta["text"]
+                    state.held.append(delta["text"])  # structured output: text besides the forced call is held
+                    return None
+                if dtype == "input_json_delta" and state.want is not _PLAIN:
+                    return self._tool_piece(state, event["index"], delta["partial_json"])
+                return None  # thinking deltas are not answer text, nor a call's input when no tools were offered
             if kind == "content_block_start":
                 block = event["content_block"]
                 if block.get("type") == "tool_use":
-                    state.tools.append(block.get("name") if isinstance(block.get("name"), str) else "")
+                    name = block.get("name") if isinstance(block.get("name"), str) else ""
+                    state.tools.append(name)
+                    if state.want is not _PLAIN:
+                        state.blocks[event["index"]] = _Block(block.get("id"), name)
             elif kind == "message_start":
                 message = event["message"]
                 state.model = self._field(message.get("model"), state.model)
@@ -173,27 +260,107 @@ class AnthropicProvider(HttpAdapter):
             raise self._malformed(f"an unreadable stream event: {self._quote(data)}", model) from None
         return None
 
-    def _parse(self, data: Any, model: str) -> Completion:
+    def _tool_piece(self, state: _Stream, index: Any, piece: Any) -> str | None:
+        """One piece of a tool call's input: kept for the call, or, for the forced tool of
+        structured output, returned as the answer's text as it comes."""
+        block = state.blocks.get(index)
+        if block is None or not isinstance(piece, str):
+            raise TypeError("input_json_delta outside a tool_use block, or without partial_json")
+        if state.want.forced is not None and block.name == state.want.forced and not state.want.wrapped:
+            return piece
+        block.pieces.append(piece)
+        return None
+
+    def _parse(self, data: Any, model: str, want: _Want = _PLAIN) -> Completion:
         if isinstance(data, dict) and data.get("type") == "error":
             raise self._error(model, 200, dumps_or_empty(data), httpx.Headers(), in_stream=True)
         try:
             blocks = data["content"]
             text = "".join(block["text"] for block in blocks if block.get("type") == "text")
-            tools = [b.get("name") if isinstance(b.get("name"), str) else "" for b in blocks if b.get("type") == "tool_use"]
-            completion = Completion(
-                clean_text(text),
-                self._field(data.get("model"), model),
-                _usage(data.get("usage")),
-                self._field(data.get("stop_reason")),
-                self._field(data.get("id")),
-            )
+            uses = [b for b in blocks if b.get("type") == "tool_use"]
+            tools = [b.get("name") if isinstance(b.get("name"), str) else "" for b in uses]
+            answered = self._field(data.get("model"), model)
+            usage = _usage(data.get("usage"))
+            stop_reason = self._field(data.get("stop_reason"))
+            response_id = self._field(data.get("id"))
         except SHAPE_ERRORS:
             raise self._malformed("an answer without a readable content list", model) from None
-        self._check(completion.text, completion.finish_reason, tools, model, completion.usage)
-        return completion
+        text = clean_text(text)
+        if want is _PLAIN:
+            self._check(text, stop_reason, tools, model, usage)
+            return Completion(text, answered, usage, finish_of(stop_reason, _FINISH, tool_calls=False), response_id)
+        calls = [(b.get("id"), name, b.get("input")) for b, name in zip(uses, tools, strict=True)]
+        return self._answer(text, calls, stop_reason, answered, usage, response_id, model, want)
+
+    def _answer(
+        self,
+        text: str,
+        calls: list[tuple[Any, str, Any]],
+        stop_reason: str | None,
+        answered: str,
+        usage: Usage | None,
+        response_id: str | None,
+        model: str,
+        want: _Want,
+    ) -> Completion:
+        """The answer to a request that offered tools or asked for structured output.
+
+        ``calls`` are ``(id, name, input)``, the input an object (JSON answers) or JSON text
+        (streams). With tools offered, calls are the answer. For structured output the forced
+        tool's input is the text (the router validates it, not this adapter); an answer that
+        did not call it keeps its text for the router to judge."""
+        self._refused(stop_reason, model, usage)
+        if want.forced is not None:
+            forced = next((c for c in calls if c[1] == want.forced), None)
+            if forced is not None:
+                text = self._structured_text(forced[2], want, model)
+            return Completion(text, answered, usage, finish_of(stop_reason, _FORCED_FINISH, tool_calls=False),
+                              response_id)
+        tool_calls = []
+        for call_id, name, raw in calls:
+            if not name:
+                raise self._malformed("a tool_use block without a name", model)
+            shown = self._field(name, "")
+            try:
+                arguments = _clean(tool_arguments(raw, tool=shown, provider=self.name, model=model, usage=usage))
+            except InvalidOutput as exc:  # it quotes the arguments, which may echo a credential
+                raise InvalidOutput(redact(str(exc), self._secrets), provider=self.name, model=model,
+                                    usage=usage) from None
+            except RecursionError:
+                raise self._malformed(f"{shown} arguments nested too deep to read", model) from None
+            tool_calls.append(ToolCall(self._field(call_id) or new_call_id(), shown, arguments))
+        if stop_reason == "tool_use" and not tool_calls:
+            raise self._malformed("stop_reason tool_use without a tool_use block", model)
+        finish = finish_of(stop_reason, _FINISH, tool_calls=bool(tool_calls))
+        return Completion(text, answered, usage, finish, response_id, tuple(tool_calls))
+
+    def _structured_text(self, raw: Any, want: _Want, model: str) -> str:
+        """The forced call's input as the answer's JSON text: an object as JSON, text (a stream's
+        pieces joined) as it is; for a wrapped schema, its ``WRAPPED`` property, where it has
+        one (else all of it, for the router to find wrong)."""
+        value = raw
+        if isinstance(raw, str):
+            if not want.wrapped:
+                return clean_text(raw)
+            try:
+                value = json.loads(raw)
+            except (ValueError, RecursionError):
+                return clean_text(raw)
+        if want.wrapped and isinstance(value, dict) and WRAPPED in value:
+            value = value[WRAPPED]
+        try:
+            return clean_text(json.dumps(value, ensure_ascii=False))
+        except (ValueError, TypeError, RecursionError):
+            raise self._malformed(f"a {want.forced} call whose input cannot be read back", model) from None
 
     def _check(self, text: str, stop_reason: str | None, tools: list[str], model: str, usage: Usage | None) -> None:
-        """A refusal, or an answer that is only a tool call, is no answer (both are billed)."""
+        """A refusal, or an answer that is only a tool call (no tools were offered), is no
+        answer (both are billed)."""
+        self._refused(stop_reason, model, usage)
+        if stop_reason == "tool_use" or (tools and not text.strip()):
+            raise self._tool_call_only(tools, model, usage)
+
+    def _refused(self, stop_reason: str | None, model: str, usage: Usage | None) -> None:
         if stop_reason == "refusal":
             raise ContentFiltered(
                 f"{self.name} refused to answer (stop_reason refusal): a safety classifier intervened",
@@ -201,8 +368,6 @@ class AnthropicProvider(HttpAdapter):
                 model=model,
                 usage=usage,
             )
-        if stop_reason == "tool_use" or (tools and not text.strip()):
-            raise self._tool_call_only(tools, model, usage)
 
     def _model_names(self, data: Any) -> list[str]:
         return [m["id"] for m in data["data"]]
@@ -221,3 +386,15 @@ class AnthropicProvider(HttpAdapter):
         )
         cls = _TYPE_CLASS.get(etype) if isinstance(etype, str) else None
         return reclassify(err, cls) if cls else err
+
+
+def _clean(value: Any) -> Any:
+    """A decoded JSON value with every string in it (keys too) valid Unicode: JSON may carry lone
+    UTF-16 halves, which cannot be written out as UTF-8 later."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
