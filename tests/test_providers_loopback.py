@@ -125,7 +125,7 @@ async def test_reply_with_exact_usage(fake: FakeProvider, stream: bool) -> None:
     assert deltas == (["Hel", "lo, ", "world"] if stream else [])
     assert result.model == MODEL[fake.kind]
     assert result.usage == EXPECTED_USAGE[fake.kind]
-    assert result.finish_reason in ("end_turn", "stop", "STOP")
+    assert result.finish_reason == "stop"
     assert fake.last_request.method == "POST"
 
 

@@ -385,7 +385,7 @@ async def test_structured_output_cut_inside_the_forced_call_is_malformed(fake: F
 @pytest.mark.parametrize(
     ("fields", "said"),
     [
-        ({"tools": (WEATHER,), "response_format": ResponseFormat("json_object")}, "structured output and tools"),
+        ({"tools": (WEATHER,), "response_format": ResponseFormat("json_object", name="get_weather")}, "like one of the tools"),
         ({"response_format": ResponseFormat("json_schema", SCHEMA, name="a.b")}, "response_format name"),
     ],
     ids=["with-tools", "bad-name"],
@@ -398,6 +398,44 @@ async def test_structured_output_the_api_cannot_force_is_refused_before_sending(
 
 
 LIST = {"type": "array", "items": {"$ref": "#/$defs/person"}, "$defs": {"person": SCHEMA}}
+
+
+async def test_structured_output_beside_tools_offers_the_formats_tool_among_them_and_any_must_be_called(
+    fake: FakeProvider,
+) -> None:
+    await ask(fake, request(tools=(WEATHER,), response_format=ResponseFormat("json_schema", SCHEMA, name="person")))
+    body = sent(fake)
+    assert [t["name"] for t in body["tools"]] == ["get_weather", "person"]
+    assert body["tools"][1]["input_schema"] == SCHEMA and body["tool_choice"] == {"type": "any"}
+
+
+@pytest.mark.parametrize(("choice", "tools", "forced"), [("none", ["person"], {"type": "tool", "name": "person"}),
+                                                         ("required", ["get_weather"], {"type": "any"})])
+async def test_structured_output_beside_tools_follows_the_tool_choice(
+    fake: FakeProvider, choice: str, tools: list[str], forced: dict[str, Any]
+) -> None:
+    await ask(fake, request(tools=(WEATHER,), tool_choice=choice,
+                            response_format=ResponseFormat("json_schema", SCHEMA, name="person")))
+    body = sent(fake)
+    assert [t["name"] for t in body["tools"]] == tools and body["tool_choice"] == forced
+
+
+@STREAM
+async def test_beside_tools_a_call_of_the_formats_tool_is_the_json_answer(fake: FakeProvider, stream: bool) -> None:
+    fake.fault("tool_call", tool_calls=(("person", {"name": "Ada", "age": 36}),))
+    result, _ = await ask(fake, request(tools=(WEATHER,), response_format=ResponseFormat("json_schema", SCHEMA, name="person")),
+                          stream=stream)
+    assert json.loads(result.text) == {"name": "Ada", "age": 36}
+    assert result.tool_calls == () and result.finish_reason == "stop"
+
+
+@STREAM
+async def test_beside_tools_a_call_of_the_callers_tool_is_the_answer(fake: FakeProvider, stream: bool) -> None:
+    fake.fault("tool_call", tool_calls=(("get_weather", {"city": "Paris"}),))
+    result, _ = await ask(fake, request(tools=(WEATHER,), response_format=ResponseFormat("json_schema", SCHEMA, name="person")),
+                          stream=stream)
+    assert [(c.name, c.arguments) for c in result.tool_calls] == [("get_weather", {"city": "Paris"})]
+    assert result.finish_reason == "tool_calls"
 
 
 async def test_a_schema_whose_top_is_no_object_is_wrapped_in_one_with_its_defs_at_the_root(fake: FakeProvider) -> None:

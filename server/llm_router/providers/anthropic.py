@@ -88,6 +88,7 @@ class _Want:
     forced tool's input is (``forced``, structured output); neither for plain text."""
 
     tools: bool = False
+    """Tool calls may be the answer (with ``forced`` as well: a call of any tool but that one)."""
     forced: str | None = None
     wrapped: bool = False
     """The answer is the forced input's ``WRAPPED`` property (a schema whose top is no object)."""
@@ -161,7 +162,7 @@ class AnthropicProvider(HttpAdapter):
         if rich or request.tool_choice != "auto":
             forced = add_tools(body, request, provider=self.name, model=model)
             if forced is not None:
-                want = _Want(forced=forced.name, wrapped=forced.wrapped)
+                want = _Want(tools=forced.beside_tools, forced=forced.name, wrapped=forced.wrapped)
             elif request.tools:
                 want = _Want(tools=True)
         if request.stop or request.top_p is not None or request.seed is not None:
@@ -203,7 +204,8 @@ class AnthropicProvider(HttpAdapter):
             self._check(text, state.stop_reason, state.tools, model, usage)
             return Completion(text, state.model, usage, finish_of(state.stop_reason, _FINISH, tool_calls=False),
                               state.response_id)
-        if want.forced is not None:
+        others = want.forced is not None and want.tools and any(b.name != want.forced for b in state.blocks.values())
+        if want.forced is not None and not others:
             block = next((b for b in state.blocks.values() if b.name == want.forced), None)
             if block is not None and want.wrapped:  # held back whole, to be unwrapped
                 if text := self._structured_text("".join(block.pieces), want, model):
@@ -216,6 +218,10 @@ class AnthropicProvider(HttpAdapter):
                 await on_text(text)  # no forced call: the answer is what the model wrote as text
             return self._answer(text, [], state.stop_reason, state.model, usage, state.response_id, model, want)
         calls = [(b.id, b.name, "".join(b.pieces)) for b in state.blocks.values()]
+        if others:  # beside the caller's tools, it called one of them: the text held is the text besides the calls
+            text = clean_text("".join(state.held))
+            if text:
+                await on_text(text)
         return self._answer(text, calls, state.stop_reason, state.model, usage, state.response_id, model, want)
 
     def _absorb(self, state: _Stream, data: str, model: str, headers: httpx.Headers) -> str | None:
@@ -310,7 +316,9 @@ class AnthropicProvider(HttpAdapter):
         tool's input is the text (the router validates it, not this adapter); an answer that
         did not call it keeps its text for the router to judge."""
         self._refused(stop_reason, model, usage)
-        if want.forced is not None:
+        if want.forced is not None and want.tools and any(c[1] != want.forced for c in calls):
+            calls = [c for c in calls if c[1] != want.forced]  # it called the caller's tools: those are the answer
+        elif want.forced is not None:
             forced = next((c for c in calls if c[1] == want.forced), None)
             if forced is not None:
                 text = self._structured_text(forced[2], want, model)
@@ -322,7 +330,7 @@ class AnthropicProvider(HttpAdapter):
                 raise self._malformed("a tool_use block without a name", model)
             shown = self._field(name, "")
             try:
-                arguments = _clean(tool_arguments(raw, tool=shown, provider=self.name, model=model, usage=usage))
+                arguments = _clean(tool_arguments(raw, tool=shown, provider=self.name, model=model, usage=usage, secrets=self._secrets))
             except InvalidOutput as exc:  # it quotes the arguments, which may echo a credential
                 raise InvalidOutput(redact(str(exc), self._secrets), provider=self.name, model=model,
                                     usage=usage) from None

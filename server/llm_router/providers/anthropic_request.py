@@ -47,6 +47,8 @@ class Forced:
 
     name: str
     wrapped: bool = False
+    beside_tools: bool = False
+    """Offered beside the caller's tools (any one to be called): a call of another is the answer."""
 
 
 class _Refuse:
@@ -159,25 +161,30 @@ def add_tools(body: dict[str, Any], request: CompletionRequest, *, provider: str
     format's schema (wrapped in an object where it is none), and ``tool_choice`` naming it; its
     call's input is the answer. The API's own
     structured-output feature would be the other way, but it needs a beta header and only some
-    models take it, where a forced tool works on every Claude model.
+    models take it, where a forced tool works on every Claude model. With tools as well, under
+    ``tool_choice`` ``auto``, the format's tool is offered beside them and ``any`` tool must be
+    called: the model either calls one of the caller's tools or answers through the format's
+    (``Forced.beside_tools``). Under ``none`` only the format's tool goes; under ``required`` or a
+    named tool the answer is a tool call, and the format does not come into it.
 
     ``tool_choice``: ``auto`` is the API's default and is left out; ``required`` is ``any``, a
     tool's name ``{"type": "tool", "name"}``, ``none`` ``{"type": "none"}``.
 
     Raises:
-        InvalidRequest: a format with tools as well (both cannot be forced at once), a choice
-            naming a tool not offered, forcing a tool when none is offered, a tool name the API
-            does not take.
+        InvalidRequest: a format named like one of the tools, a choice naming a tool not offered,
+            forcing a tool when none is offered, a tool name the API does not take.
     """
     refuse = _Refuse(provider, model)
     fmt = request.response_format
-    if fmt is not None:
-        if request.tools:
-            raise refuse(
-                "structured output and tools in one request: structured output is a forced tool call here, "
-                "and the model cannot be forced to call that and leave the other tools free"
-            )
+    choice = request.tool_choice
+    if fmt is not None and (not request.tools or choice in ("auto", "none")):
         tool, wrapped = _format_tool(fmt, refuse)
+        if request.tools and choice == "auto":
+            if any(t.name == fmt.name for t in request.tools):
+                raise refuse(f"response_format is named {fmt.name!r}, like one of the tools: name it otherwise")
+            body["tools"] = [*(_tool(t, refuse) for t in request.tools), tool]
+            body["tool_choice"] = {"type": "any"}
+            return Forced(fmt.name, wrapped, beside_tools=True)
         body["tools"] = [tool]
         body["tool_choice"] = {"type": "tool", "name": fmt.name}
         return Forced(fmt.name, wrapped)

@@ -237,7 +237,7 @@ class GeminiProvider(HttpAdapter):
             name = self._field(call.get("name"))
             if name is None:
                 raise self._malformed(f"a functionCall without a name: {self._quote(call)}", model)
-            arguments = tool_arguments(call.get("args"), tool=name, provider=self.name, model=model, usage=usage)
+            arguments = tool_arguments(call.get("args"), tool=name, provider=self.name, model=model, usage=usage, secrets=self._secrets)
             calls.append(ToolCall(self._field(call.get("id")) or new_call_id(), name, arguments))
         return tuple(calls)
 

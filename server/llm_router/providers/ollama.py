@@ -250,7 +250,7 @@ class OllamaProvider(HttpAdapter):
         if not name:
             raise self._malformed(f"a tool call without a function name: {self._quote(raw)}", model)
         name = self._field(name, "")
-        args = tool_arguments(function.get("arguments"), tool=name, provider=self.name, model=model, usage=usage)
+        args = tool_arguments(function.get("arguments"), tool=name, provider=self.name, model=model, usage=usage, secrets=self._secrets)
         return ToolCall(self._field(raw.get("id")) or new_call_id(), name, args)
 
     def _model_names(self, data: Any) -> list[str]:

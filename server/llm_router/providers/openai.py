@@ -325,7 +325,7 @@ class OpenAIProvider(HttpAdapter):
         if tool is None:
             raise self._malformed(f"a tool call without a name: {self._quote(raw)}", model)
         try:
-            value = tool_arguments(arguments, tool=tool, provider=self.name, model=model, usage=usage)
+            value = tool_arguments(arguments, tool=tool, provider=self.name, model=model, usage=usage, secrets=self._secrets)
         except InvalidOutput as exc:  # its message quotes the arguments: upstream text, redacted here
             raise InvalidOutput(redact(str(exc), self._secrets), provider=self.name, model=model, usage=usage) from None
         try:

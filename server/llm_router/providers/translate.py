@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from ..content import FinishReason, ImagePart
 from ..types import InvalidOutput, Usage
-from .wire import clean_text
+from .wire import clean_text, redact
 
 __all__ = ["new_call_id", "tool_arguments", "valid_text", "data_url", "finish_of"]
 
@@ -34,20 +35,23 @@ def valid_text(value: Any) -> Any:
 
 
 def tool_arguments(
-    raw: Any, *, tool: str, provider: str, model: str, usage: Usage | None
+    raw: Any, *, tool: str, provider: str, model: str, usage: Usage | None, secrets: Sequence[str] = ()
 ) -> dict[str, Any]:
     """A tool call's arguments as an object of valid text: a JSON object already decoded, or text
     holding one (OpenAI sends a string). Anything else is the model's mistake, an
     ``InvalidOutput`` (billed): an empty string counts as no arguments, as the APIs send for a
-    tool without parameters; arguments nested too deep to read are one too."""
+    tool without parameters; arguments nested too deep to read are one too. What it quotes of
+    broken arguments is without ``secrets`` (the adapter's credentials, which an upstream may echo)."""
     try:
-        return _arguments(raw, tool=tool, provider=provider, model=model, usage=usage)
+        return _arguments(raw, tool=tool, provider=provider, model=model, usage=usage, secrets=secrets)
     except RecursionError:
         raise InvalidOutput(f"{provider} called {tool} with arguments nested too deep to read",
                             provider=provider, model=model, usage=usage) from None
 
 
-def _arguments(raw: Any, *, tool: str, provider: str, model: str, usage: Usage | None) -> dict[str, Any]:
+def _arguments(
+    raw: Any, *, tool: str, provider: str, model: str, usage: Usage | None, secrets: Sequence[str]
+) -> dict[str, Any]:
     if isinstance(raw, dict):
         return valid_text(raw)  # type: ignore[no-any-return]  # a dict in, a dict out
     if raw is None or (isinstance(raw, str) and not raw.strip()):
@@ -57,7 +61,8 @@ def _arguments(raw: Any, *, tool: str, provider: str, model: str, usage: Usage |
             value = json.loads(raw)
         except (ValueError, RecursionError) as exc:
             raise InvalidOutput(
-                f"{provider} called {tool} with arguments that are not JSON ({exc}): {clean_text(raw[:200])!r}",
+                f"{provider} called {tool} with arguments that are not JSON ({exc}): "
+                f"{redact(clean_text(raw[:200]), secrets)!r}",
                 provider=provider, model=model, usage=usage,
             ) from None
         if isinstance(value, dict):
