@@ -6,10 +6,13 @@ No keys, no network: the providers are mocks named after real ones, priced like 
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import sys
 import tempfile
 import textwrap
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +134,30 @@ async def _drive(ledger: str) -> int:
         _say("complete with an explicit model")
         await call("complete", {"model": "ollama:llama3.1", "prompt": "Say hello in French."})
 
+        _say("complete with response_format — the answer is JSON checked against your schema")
+        person = {"type": "object", "additionalProperties": False, "required": ["name", "born", "fields"],
+                  "properties": {"name": {"type": "string"}, "born": {"type": "integer"},
+                                 "fields": {"type": "array", "items": {"enum": ["mathematics", "computing", "poetry"]}}}}
+        extracted = await call("complete", {"prompt": "Ada Lovelace (1815) wrote the first published program.",
+                                            "response_format": {"type": "json_schema", "schema": person}, "tag": "demo"})
+        print(f"   json: {json.dumps(extracted.get('json'))}")
+
+        _say("complete with tools — the model asks for a function call; the conversation goes on with its result")
+        weather = {"name": "get_weather", "description": "Current weather for a city",
+                   "inputSchema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+        asked = await call("complete", {"prompt": "What's the weather in Oslo?", "tools": [weather], "tool_choice": "required"})
+        for c in asked.get("tool_calls") or []:
+            print(f"   tool call {c['id']}: {c['name']}({json.dumps(c['arguments'])})")
+            await call("complete", {"tools": [weather], "messages": [
+                {"role": "user", "content": "What's the weather in Oslo?"},
+                {"role": "assistant", "tool_calls": [c]},
+                {"role": "tool", "tool_call_id": c["id"], "content": "-3 C, light snow"}]})
+
+        _say("complete with an image — only models with vision are asked")
+        await call("complete", {"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image", "data": _tiny_png(), "mimeType": "image/png"}]}]})
+
         _say("set_budget — cap today's spend at $0.002, then ask for a critical-quality answer")
         await call("set_budget", {"scope": "global", "period": "daily", "limit_usd": 0.002})
         await call("complete", {"prompt": "Draft a detailed migration plan.", "quality": "critical", "max_tokens": 4000}, expect_error=True)
@@ -167,6 +194,16 @@ async def _drive(ledger: str) -> int:
 
     print("\nDemo finished" + (f" with {plural(failures, 'unexpected outcome')}." if failures else ": every tool and resource answered as expected."))
     return 1 if failures else 0
+
+
+def _tiny_png() -> str:
+    """A 2x2 PNG, as base64: an image to send without a file."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    pixels = zlib.compress(b"\x00\xff\x00\x00\x00\x00\xff\x00" * 2)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return base64.b64encode(png).decode()
 
 
 def run_demo(ledger: str | None = None) -> int:

@@ -10,6 +10,7 @@ tool is a JSON-RPC error (-32602), as the spec says.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -112,8 +113,12 @@ async def complete(state: ServerState, ctx: Ctx, access: Access, args: CompleteA
             budget=budget)
     u = result.usage
     tokens = f"{u.input_tokens} in / {u.output_tokens} out" + (" (estimated)" if u.estimated else "")
+    answer = result.text
+    if result.tool_calls:  # a client that reads only the text sees the calls too
+        calls = "\n".join(f"- {c.name} {json.dumps(c.arguments, ensure_ascii=False)} (id {c.id})" for c in result.tool_calls)
+        answer = f"{answer}\n\ntool calls:\n{calls}" if answer else f"tool calls:\n{calls}"
     summary = (
-        f"{result.text}\n\n— {result.model}, {tokens}, "
+        f"{answer}\n\n— {result.model}, {tokens}, "
         f"${result.cost_usd}{' after fallback' if failed else ''}; request {result.request_id}{note}"
     )
     if result.notes:
