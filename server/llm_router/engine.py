@@ -10,6 +10,7 @@ connection pool each), the ledger connection, the budget and the health board.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -355,7 +356,7 @@ class Engine:
             # Shielded, and bounded: a call cancelled now still gets its row and frees its hold.
             with anyio.CancelScope(shield=True):
                 answer, method = await estimate_usage(
-                    self.providers[entry.provider], entry.model, prepared.request, completion.text,
+                    self.providers[entry.provider], entry.model, prepared.request, answer_text(completion),
                     wait_s=min(timings.COUNT_TOKENS_S, deadline - anyio.current_time()),
                 )
         ref_cost = self.reference.cost_nusd(answer) if self.reference is not None else None
@@ -497,6 +498,14 @@ class Engine:
         day = views.ledger_day(day) if day is not None else None
         rows = await self.ledger.run(self.ledger.rows, day=day, limit=limit, tag=tag)
         return [views.ledger_row_view(r) for r in rows]
+
+
+def answer_text(completion: Completion) -> str:
+    """What the model wrote, as a token count sees it: its text, and its tool calls' names and arguments."""
+    if not completion.tool_calls:
+        return completion.text
+    calls = "".join(f"{c.name}{json.dumps(c.arguments, ensure_ascii=False)}" for c in completion.tool_calls)
+    return completion.text + calls
 
 
 def finish_reason(completion: Completion) -> FinishReason:

@@ -15,7 +15,7 @@ from .calls import CompleteArgs, prompt_hash
 from .catalog import Catalog, worst_case_input_tokens
 from .config import Settings
 from .estimates import prompt_tokens_by_chars
-from .rich_args import conversation, format_of, hashed_turns, needs_of, rich_extra, tools_of
+from .rich_args import conversation, format_of, hashed_turns, needs_of, rich_extra, rich_tokens, tools_of
 from .routing import RouteRequest
 from .structured import OutputCheck
 from .types import CompletionRequest, InvalidInput, Message, parse_model_ref, usd_to_nusd
@@ -109,7 +109,7 @@ def prepare(args: CompleteArgs, settings: Settings, catalog: Catalog) -> Prepare
         max_cost_nusd=usd_to_nusd(args.max_cost_usd) if args.max_cost_usd is not None else None,
         tag=tag,
         input_tokens_bound=worst_case_input_tokens(text_bytes, len(messages)),
-        input_tokens_typical=prompt_tokens_by_chars(request),
+        input_tokens_typical=prompt_tokens_by_chars(request) + (rich_tokens(request) if rich else 0),
         max_tokens=request.max_tokens,
         needs=needs_of(request) if rich else frozenset(),
         images=tuple(image for m in messages for image in m.images()) if rich else (),

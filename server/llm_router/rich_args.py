@@ -18,7 +18,7 @@ from .content import ImagePart, Part, ResponseFormat, TextPart, ToolCall, ToolCh
 from .images import read_image
 from .types import CompletionRequest, InvalidInput, Message
 
-__all__ = ["conversation", "tools_of", "format_of", "needs_of", "hashed_turns", "rich_extra"]
+__all__ = ["conversation", "tools_of", "format_of", "needs_of", "hashed_turns", "rich_extra", "rich_tokens"]
 
 _PART_KEYS = {"text": frozenset({"type", "text"}), "image": frozenset({"type", "data", "mimeType", "url"})}
 
@@ -201,3 +201,11 @@ def rich_extra(request: CompletionRequest) -> dict[str, Any]:
         if value is not None and value != ():
             extra[key] = list(value) if key == "stop" else value
     return extra
+
+
+def rich_tokens(request: CompletionRequest) -> int:
+    """About how many input tokens a rich call's tool definitions, schema and earlier tool calls
+    add to its text (four characters a token, as for the text; images are counted apart)."""
+    text_bytes = request.text_bytes()
+    plain = (len(request.system.encode()) if request.system else 0) + sum(len(m.content.encode()) for m in request.messages)
+    return max(text_bytes - plain, 0) // 4
