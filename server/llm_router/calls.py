@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, PrivateAttr, TypeAdapter
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -70,13 +70,26 @@ _CONTENT_SCHEMA = {
 def _content(value: Any) -> Any:
     """A turn's content: a non-empty string, a list of part objects (each checked by ``prepare``,
     which names the part that is wrong), or absent (an assistant turn that only made tool calls)."""
-    if value is None or isinstance(value, list):
+    if isinstance(value, list):
+        if not value:
+            raise PydanticCustomError("too_short", "no parts")
+        return value
+    if value is None:
         return value
     if isinstance(value, str):
         if not value:
             raise PydanticCustomError("string_too_short", "empty")
         return value
     raise PydanticCustomError("content_type", "not text or parts")
+
+
+def _object_text(value: Any) -> Any:
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):
+            return value
+    return value
 
 
 class ToolCallIn(BaseModel):
@@ -86,7 +99,8 @@ class ToolCallIn(BaseModel):
 
     id: str = Field(min_length=1, max_length=256)
     name: str = Field(min_length=1, max_length=128)
-    arguments: dict[str, Any] = Field(default_factory=dict)
+    arguments: Annotated[dict[str, Any], BeforeValidator(_object_text)] = Field(default_factory=dict)
+    """An object; JSON text holding one is read (OpenAI's clients keep arguments as text)."""
 
 
 class MessageIn(BaseModel):

@@ -87,6 +87,10 @@ STEERING_ALLOWED = {
     "tool_choice": '"auto", "required", "none", or {"name": "<one of the tools>"}',
     "messages.*.content": 'a non-empty string, or a list of parts: {"type": "text", "text"}, '
     '{"type": "image", "data", "mimeType"} or {"type": "image", "url"}',
+    "tools.*.name": 'letters, digits, "_" and "-", 1 to 64 of them (what every provider takes)',
+    "response_format.name": 'letters, digits, "_" and "-", 1 to 64 of them',
+    "response_format.type": "json_object, json_schema",
+    "stop": "a list of 1 to 16 strings",
 }
 """What the steering parameters ``complete`` and ``route_explain`` share may be, in words, where the
 schema alone would say it less well."""
