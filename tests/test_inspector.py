@@ -59,7 +59,7 @@ class Inspector:
 
     def _result(self, out: str) -> dict[str, Any]:
         # 2.12 prints {"result": ...} (and, for an error result, an error line on stderr); 0.15 the result itself.
-        data = json.loads(out) if self.version == "0.15" else json.loads(out.splitlines()[0])["result"]
+        data: dict[str, Any] = json.loads(out) if self.version == "0.15" else json.loads(out.splitlines()[0])["result"]
         return data
 
     def tools(self) -> dict[str, Any]:
