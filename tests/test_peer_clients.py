@@ -22,6 +22,7 @@ import pytest
 
 from .node_peers import (
     INVOICE_SCHEMA,
+    PNG_B64,
     TOKEN,
     TOOLS,
     demo_server_command,
@@ -136,7 +137,7 @@ PLAN: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({"tool": "complete", "arguments": {"prompt": "hi", "response_format": {"type": "json_schema", "schema": {"type": "nonsense"}}}},
      {"error": "response_format.schema: is not a valid JSON Schema", "field": "response_format.schema"}),
     ({"tool": "complete", "arguments": {"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "hi"}, {"type": "image", "data": image_turn("")["content"][1]["data"], "mimeType": "image/jpg"}]}]}},
+        {"type": "text", "text": "hi"}, {"type": "image", "data": PNG_B64, "mimeType": "image/jpg"}]}]}},
      {"error": "messages[0].content[1].mimeType: ", "field": "messages[0].content[1].mimeType"}),
     ({"tool": "complete", "arguments": {"messages": [{"role": "user", "content": "hi"},
                                                      {"role": "tool", "tool_call_id": "call_none", "content": "42"}]}},
