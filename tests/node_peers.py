@@ -9,12 +9,15 @@ install can never pass for a green run.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +25,10 @@ from typing import Any
 
 import pytest
 
-__all__ = ["NODE_DIR", "TOKEN", "demo_server_command", "http_server", "node", "require", "run_node", "server_env"]
+__all__ = [
+    "NODE_DIR", "TOKEN", "demo_server_command", "http_server", "node", "require", "run_node", "server_env",
+    "INVOICE_SCHEMA", "PNG_B64", "TOOLS", "image_turn", "tiny_png",
+]
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 TOKEN = "peer-clients-ci-token-5f4e3d2c1b0a"
@@ -114,3 +120,70 @@ def http_server(ledger: Path, *, token: str | None = TOKEN) -> Iterator[str]:
         reader.join(5)
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+# What the peers ask in rich calls: a schema, tools and an image, as a caller would send them.
+
+INVOICE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "vendor": {
+            "type": "object",
+            "properties": {"name": {"type": "string", "minLength": 1}, "country": {"type": "string", "enum": ["FR", "DE", "US"]}},
+            "required": ["name", "country"],
+            "additionalProperties": False,
+        },
+        "lines": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 4,
+            "items": {
+                "type": "object",
+                "properties": {"item": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1},
+                               "unit_price": {"type": "number", "minimum": 0}},
+                "required": ["item", "quantity", "unit_price"],
+                "additionalProperties": False,
+            },
+        },
+        "currency": {"enum": ["EUR", "USD"]},
+        "paid": {"type": "boolean"},
+        "notes": {"type": ["string", "null"]},
+    },
+    "required": ["vendor", "lines", "currency", "paid"],
+    "additionalProperties": False,
+}
+"""A real extraction schema: nested objects, an array of objects, enums, required fields."""
+
+TOOLS: list[dict[str, Any]] = [
+    {"name": "get_weather", "description": "The current weather in a city.",
+     "inputSchema": {"type": "object", "properties": {"city": {"type": "string", "minLength": 1},
+                                                      "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                     "required": ["city", "unit"], "additionalProperties": False}},
+    {"name": "get_time", "description": "The local time at a place.",
+     "inputSchema": {"type": "object",
+                     "properties": {"place": {"type": "object", "properties": {"city": {"type": "string"},
+                                                                                "country": {"type": "string"}},
+                                              "required": ["city"]},
+                                    "format": {"enum": ["12h", "24h"]}},
+                     "required": ["place"]}},
+]
+"""Two tools in MCP's shape (``name``, ``description``, ``inputSchema``)."""
+
+
+def tiny_png(width: int = 3, height: int = 2) -> bytes:
+    """A real PNG (signature, IHDR, one zlib IDAT of red RGB pixels, IEND; PNG spec, 5.2-5.6)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))  # filter byte 0, then pixels
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit truecolour
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+PNG_B64 = base64.b64encode(tiny_png()).decode("ascii")
+
+
+def image_turn(text: str) -> dict[str, Any]:
+    """A user turn of text and the tiny PNG, in MCP's image content shape."""
+    return {"role": "user", "content": [{"type": "text", "text": text},
+                                        {"type": "image", "data": PNG_B64, "mimeType": "image/png"}]}

@@ -5,6 +5,13 @@ header, so it talks to a loopback server without tokens). They are written in Ty
 other official SDK, validate structured content against each tool's output schema even on an
 error result, and negotiate their own protocol version, which is the point: every answer and
 every error message must reach the person running them.
+
+Rich calls too (over stdio with both, over HTTP with 2.12 and its token): a tool call asked for
+beside a schema and an image, then the conversation that answers it, its JSON read from the
+structured result and checked against the schema with ``jsonschema``. 0.15 sends each argument as
+``key=value`` text and parses it as JSON only where the property's schema says ``object`` or
+``array`` outright, which ours (each optional, so ``anyOf`` with ``null``) do not: the server
+takes those texts as the JSON they hold, and these calls show it does.
 """
 
 from __future__ import annotations
@@ -13,9 +20,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
-from .node_peers import NODE_DIR, TOKEN, demo_server_command, http_server, require, run_node
+from .node_peers import (
+    INVOICE_SCHEMA,
+    NODE_DIR,
+    TOKEN,
+    TOOLS,
+    demo_server_command,
+    http_server,
+    image_turn,
+    require,
+    run_node,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +59,7 @@ class Inspector:
 
     def _result(self, out: str) -> dict[str, Any]:
         # 2.12 prints {"result": ...} (and, for an error result, an error line on stderr); 0.15 the result itself.
-        data = json.loads(out) if self.version == "0.15" else json.loads(out.splitlines()[0])["result"]
+        data: dict[str, Any] = json.loads(out) if self.version == "0.15" else json.loads(out.splitlines()[0])["result"]
         return data
 
     def tools(self) -> dict[str, Any]:
@@ -82,7 +100,37 @@ def text_of(result: dict[str, Any]) -> str:
     return "".join(block.get("text", "") for block in result["content"])
 
 
-def exercise(inspector: Inspector, *, expected_tag: str) -> None:
+RECEIPT = "Extract this receipt as the schema says; look up the local time with get_time first."
+FORMAT = {"type": "json_schema", "schema": INVOICE_SCHEMA, "name": "invoice"}
+RICH_ASK = {"quality": "low", "tag": "inspector"}
+"""As ``ASK``: on the demo the cheapest models are free, which the later $0 limit relies on."""
+
+
+def exercise_rich(inspector: Inspector, tools: dict[str, Any]) -> None:
+    """A call with tools, a schema and an image, and the turn that answers its tool call: what
+    each gives back is read from the structured result, as a client would use it."""
+    offered = tools["complete"]["inputSchema"]["properties"]
+    assert {"response_format", "tools", "tool_choice", "stop", "top_p", "seed"} <= set(offered)
+    asked = inspector.call("complete", {"messages": [image_turn(RECEIPT)], "tools": TOOLS, "tool_choice": "required",
+                                        "response_format": FORMAT, **RICH_ASK})
+    called = asked["structuredContent"]
+    assert not asked.get("isError") and called["finish_reason"] == "tool_calls", text_of(asked)
+    [call] = called["tool_calls"]
+    assert call["name"] == "get_time" and call["id"]
+    jsonschema.Draft202012Validator(TOOLS[1]["inputSchema"]).validate(call["arguments"])
+
+    turns = [image_turn(RECEIPT), {"role": "assistant", "tool_calls": [call]},
+             {"role": "tool", "tool_call_id": call["id"], "content": "14:05"}]
+    done = inspector.call("complete", {"messages": turns, "tools": TOOLS, "response_format": FORMAT, **RICH_ASK})
+    answer = done["structuredContent"]
+    assert not done.get("isError") and answer["finish_reason"] == "stop", text_of(done)
+    jsonschema.Draft202012Validator(INVOICE_SCHEMA).validate(answer["json"])
+    assert json.loads(answer["text"]) == answer["json"] and text_of(done).startswith(answer["text"])
+    assert [a["outcome"] for a in answer["attempts"]] == ["ok"]
+
+
+def exercise(inspector: Inspector, *, expected_tag: str, rich: bool = False) -> None:
+    """Every tool's answer and errors, and (``rich``) the rich calls, before the budget is set to $0."""
     tools = inspector.tools()
     assert sorted(tools) == ["complete", "cost_report", "route_explain", "set_budget"]
     assert tools["route_explain"]["annotations"]["readOnlyHint"] is True
@@ -97,6 +145,8 @@ def exercise(inspector: Inspector, *, expected_tag: str) -> None:
     assert answer["text"] and answer["request_id"] in text_of(done)
     row = next(e for e in inspector.read("llm-router://ledger")["entries"] if e["id"] == answer["request_id"])
     assert (row["status"], row["tag"], row["cost_usd"]) == ("ok", expected_tag, answer["cost_usd"])
+    if rich:
+        exercise_rich(inspector, tools)
 
     # Errors: each message reaches the user, with its code.
     typo = inspector.call("complete", {"prompt": "hi", "max_token": 50})
@@ -117,7 +167,7 @@ def exercise(inspector: Inspector, *, expected_tag: str) -> None:
 @pytest.mark.parametrize("version", ["0.15", "2.12"])
 def test_the_inspector_cli_shows_every_answer_and_every_error_over_stdio(version: str, tmp_path: Path) -> None:
     inspector = Inspector(version, demo_server_command(tmp_path / "ledger.db"))
-    exercise(inspector, expected_tag="inspector")
+    exercise(inspector, expected_tag="inspector", rich=True)
     if version == "2.12":
         templates = run_node([*CLI[version], *inspector.target, "--method", "resources/templates/list"]).stdout
         assert [t["uriTemplate"] for t in json.loads(templates.splitlines()[0])["result"]["resourceTemplates"]] == [
@@ -133,7 +183,7 @@ def test_the_inspector_2_12_cli_shows_every_answer_and_every_error_over_http_wit
     with http_server(tmp_path / "http.db") as url:
         target = ["--transport", "http", "--server-url", url, "--header", f"Authorization: Bearer {TOKEN}"]
         # The token's tag, not the "inspector" tag argument, is what the ledger row carries.
-        exercise(Inspector("2.12", target), expected_tag="ci")
+        exercise(Inspector("2.12", target), expected_tag="ci", rich=True)
         # The newest protocol era works too.
         modern = Inspector("2.12", [*target, "--protocol-era", "modern"])
         assert sorted(modern.tools()) == ["complete", "cost_report", "route_explain", "set_budget"]

@@ -8,6 +8,10 @@
 //   node sdk_client.mjs http <url> [bearer-token] < plan.json
 //
 // plan.json: {"steps": [{"tool": "complete", "arguments": {...}} | {"read": "llm-router://..."}]}
+//
+// A value {"$from": [i, "structuredContent", "tool_calls"]} anywhere in a step's arguments is
+// replaced by what step i gave back at that path, so a conversation goes on with what the server
+// answered (its tool calls, their ids), as a client's agent loop does.
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport, getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js";
@@ -37,13 +41,23 @@ const out = {
   steps: [],
 };
 
+function resolve(value) {
+  if (Array.isArray(value)) return value.map(resolve);
+  if (value === null || typeof value !== "object") return value;
+  if (Array.isArray(value.$from)) {
+    const [index, ...path] = value.$from;
+    return path.reduce((at, key) => (at == null ? at : at[key]), out.steps[index]);
+  }
+  return Object.fromEntries(Object.entries(value).map(([key, inner]) => [key, resolve(inner)]));
+}
+
 for (const step of plan.steps) {
   try {
     if (step.read !== undefined) {
       const result = await client.readResource({ uri: step.read });
       out.steps.push({ outcome: "result", text: result.contents[0]?.text ?? null });
     } else {
-      const result = await client.callTool({ name: step.tool, arguments: step.arguments });
+      const result = await client.callTool({ name: step.tool, arguments: resolve(step.arguments) });
       out.steps.push({
         outcome: "result",
         isError: result.isError === true,
