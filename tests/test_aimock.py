@@ -60,13 +60,10 @@ ADAPTERS: dict[str, tuple[type[Any], str, str]] = {  # kind → (adapter, base p
 }
 MODES = pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 KINDS = pytest.mark.parametrize("kind", list(ADAPTERS))
-RICH_PENDING = {
-    "openai": "the openai adapter does not send tools or response_format yet (its rich support is merged separately)",
-    "anthropic": "the anthropic adapter does not send tools or structured output yet (its rich support is merged separately)",
-}
-"""Adapters whose rich support is not on this branch: their rich tests skip, saying so, only while
-the adapter shows it (a tool call it cannot take, a fixture that needs what it did not send);
-once the support is merged they run, and this entry can go."""
+RICH_PENDING: dict[str, str] = {}
+"""Adapters whose rich support is still to come: their rich tests skip, saying so, only while the
+adapter shows it (a tool call it cannot take, a fixture that needs what it did not send). Every
+adapter has it now."""
 OFFERED = tuple(ToolSpec(t["name"], t["description"], t["inputSchema"]) for t in TOOLS)
 INVOICE = {"vendor": {"name": "ACME \u00e9t\u00e9 \U0001f600", "country": "FR"},
            "lines": [{"item": "chair", "quantity": 2, "unit_price": 40.5}], "currency": "EUR", "paid": False, "notes": None}

@@ -337,3 +337,17 @@ async def test_a_plain_text_call_asks_for_nothing_rich(make: Callable[..., Engin
     request = provider.requests[0]
     assert not request.rich and request.stop == () and request.seed is None
     assert "json" not in result.to_json() and "tool_calls" not in result.to_json()
+
+
+async def test_an_assistant_turn_may_echo_the_empty_text_of_a_tool_call_answer(make: Callable[..., Engine]) -> None:
+    """Regression: a client that put complete's text ("" for a tool-call answer) back as the
+    assistant turn's content was refused with "messages[1].content: is empty"."""
+    engine = make(Scripted("first", "mock", text("Snowing.")))
+    result = await engine.complete(CompleteArgs.model_validate({"messages": [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "name": "get_weather", "arguments": {"city": "Oslo"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "snow"}], "tools": [WEATHER]}))
+    assert result.text == "Snowing."
+    with pytest.raises(InvalidInput, match="is empty") as caught:
+        await engine.complete(CompleteArgs.model_validate({"messages": [{"role": "user", "content": ""}]}))
+    assert caught.value.field == "messages[0].content"

@@ -60,7 +60,7 @@ _IMAGE_PART_SCHEMA = {
 }
 _CONTENT_SCHEMA = {
     "anyOf": [
-        {"type": "string", "minLength": 1},
+        {"type": "string"},
         {"type": "array", "items": {"anyOf": [_TEXT_PART_SCHEMA, _IMAGE_PART_SCHEMA]}, "minItems": 1},
     ],
     "description": "the text of the turn, or a list of parts (text and images)",
@@ -68,8 +68,10 @@ _CONTENT_SCHEMA = {
 
 
 def _content(value: Any) -> Any:
-    """A turn's content: a non-empty string, a list of part objects (each checked by ``prepare``,
-    which names the part that is wrong), or absent (an assistant turn that only made tool calls)."""
+    """A turn's content: a string, a list of part objects (each checked by ``prepare``, which names
+    the part that is wrong), or absent (an assistant turn that only made tool calls). An empty
+    string is refused by ``prepare`` unless the turn made tool calls: a client that echoes back
+    ``complete``'s text for a tool-call answer sends ``""`` there."""
     if isinstance(value, list):
         if not value:
             raise PydanticCustomError("too_short", "no parts")
@@ -77,9 +79,7 @@ def _content(value: Any) -> Any:
     if value is None:
         return value
     if isinstance(value, str):
-        if not value:
-            raise PydanticCustomError("string_too_short", "empty")
-        return value
+        return value  # an empty one is refused by prepare, but beside tool_calls (complete's text for them)
     raise PydanticCustomError("content_type", "not text or parts")
 
 

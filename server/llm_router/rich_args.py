@@ -20,6 +20,8 @@ from .types import CompletionRequest, InvalidInput, Message
 
 __all__ = ["conversation", "tools_of", "format_of", "needs_of", "hashed_turns", "rich_extra", "rich_tokens"]
 
+_CONTENT_ALLOWED = ('a non-empty string, or a list of parts: {"type": "text", "text"}, '
+                    '{"type": "image", "data", "mimeType"} or {"type": "image", "url"}')
 _PART_KEYS = {"text": frozenset({"type", "text"}), "image": frozenset({"type", "data", "mimeType", "url"})}
 
 
@@ -40,6 +42,8 @@ def conversation(turns: Sequence[MessageIn], limits: LimitsConfig) -> tuple[Mess
         if turn.tool_call_id is not None and turn.role != "tool":
             raise InvalidInput(f"{where}.tool_call_id", f"is only for a tool turn, not a {turn.role} turn",
                                allowed="tool_call_id on role tool")
+        if turn.content == "" and not turn.tool_calls:
+            raise InvalidInput(f"{where}.content", "is empty", allowed=_CONTENT_ALLOWED)
         text, parts = _content(turn.content, f"{where}.content", limits, images)
         images += sum(isinstance(p, ImagePart) for p in parts)
         if turn.role == "tool":
