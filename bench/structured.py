@@ -196,6 +196,11 @@ async def in_process(base_url: str, folder: Path, n: int, warmup: int) -> dict[s
             out["tools"] = await interleaved(
                 n, with_tools, plain, ("Engine.complete, 3 tools → tool call", "Engine.complete, plain")
             )
+            with cached_compile():
+                await with_tools()
+                out["tools_cached"] = await interleaved(
+                    n, with_tools, plain, ("the same, schemas kept (what-if)", "Engine.complete, plain")
+                )
     finally:
         await engine.aclose()
     return out
@@ -249,7 +254,7 @@ def validation_alone(loops: int = 300, repeats: int = 7) -> list[tuple[str, floa
     out = [(name, _per_call_us(fn, loops, repeats)) for name, fn in steps]
     with cached_compile():
         kept = _per_call_us(lambda: OutputCheck.build(fmt, (), "auto"), loops, repeats)
-    out.insert(2, ("  with schemas kept (what-if)", kept))
+    out.insert(2, ("OutputCheck.build, schema kept (what-if)", kept))
     return out
 
 
@@ -263,8 +268,11 @@ def print_section(r: dict[str, Any], alone: list[tuple[str, float]], title: str)
         ("schema", "structured output"),
         ("cached", "it with schemas kept"),
         ("tools", "3 tools and a tool call"),
+        ("tools_cached", "them with schemas kept"),
     )
     for key, what in parts:
+        if key not in r:
+            continue
         pair = r[key]
         if isinstance(pair, str):
             print(f"  {what}: skipped, the call failed: {pair}")
