@@ -8,6 +8,8 @@ prints, side by side:
 * in-process: ``Engine.complete`` (route → reserve in SQLite → call → settle + ledger row) versus
   one pooled ``httpx.AsyncClient`` posting the same JSON — p50/p99 and the difference;
 * the same, streamed (what the MCP ``complete`` tool asks the engine for);
+* structured calls (``bench/structured.py``): the same call with a json_schema
+  ``response_format``, or with 3 tools, against it plain, and the checks alone;
 * over MCP (stdio): our ``complete`` tool versus a bare MCPServer tool (``bench/bare_server.py``),
   and versus the same bare server on the router's stdio transport (so the router's own work shows
   apart from what its transport saves), the calls spread over S processes of each (default 3);
@@ -126,13 +128,20 @@ def upstream() -> Iterator[str]:
 
 
 def write_config(
-    folder: Path, name: str, base_url: str, *, model: str = MODEL, genai_priced: bool = False
+    folder: Path,
+    name: str,
+    base_url: str,
+    *,
+    model: str = MODEL,
+    genai_priced: bool = False,
+    capabilities: tuple[str, ...] = (),
 ) -> Path:
     """One openai-kind provider on the upstream, priced, with daily and monthly limits (so every
     call reserves), and its own ledger file.
 
     ``genai_priced``: give no ``[providers.prices]`` and price ``model`` from genai-prices (as
-    every hosted model is priced), with ``pricing_provider = "openai"``."""
+    every hosted model is priced), with ``pricing_provider = "openai"``. ``capabilities``: what
+    the model is configured to take beyond the loopback (openai-local) default."""
     path = folder / f"{name}.toml"
     pricing = (
         'pricing_provider = "openai"\n'
@@ -153,7 +162,7 @@ timeout_s = 30
 {pricing}[providers.model_overrides."{model}"]
 tier = "medium"
 context_window = 128000
-
+{_capabilities_line(capabilities)}
 [budget]
 daily_usd = 1000.0
 monthly_usd = 10000.0
@@ -162,6 +171,11 @@ per_request_usd = 1.0
         encoding="utf-8",
     )
     return path
+
+
+def _capabilities_line(names: tuple[str, ...]) -> str:
+    """Capabilities added to the model's default (the table form adds; a list would replace)."""
+    return "capabilities = {" + ", ".join(f"{n} = true" for n in names) + "}\n" if names else ""
 
 
 def ledger_file(config: Path) -> Path:
@@ -613,6 +627,12 @@ def main() -> int:
         print(
             f"  ledger: {r['rows']} rows written (expected {r['expected_rows']}), {r['held']} reservations left open\n"
         )
+
+        # 1b. Structured calls (bench/structured.py, also run alone).
+        import structured
+
+        sr = anyio.run(phase, structured.in_process, base_url, folder, n, warmup)
+        structured.print_section(sr, structured.validation_alone(), f"1b. {structured.SECTION_TITLE}")
 
         # 2. litellm.
         if not a.no_litellm:

@@ -11,6 +11,10 @@ prints ``PORT <n>`` on stdout once it listens on 127.0.0.1, then serves until st
 Endpoints:
     POST /v1/chat/completions   JSON answer with ``usage``; ``"stream": true`` gives SSE chunks,
                                 a usage chunk and ``[DONE]`` (sent with Content-Length, keep-alive).
+                                A request with ``tools`` is answered with one call of
+                                ``TOOL_CALL_NAME``; one with ``response_format``, or for
+                                ``JSON_MODEL`` (so a plain call can get the same text), with
+                                ``JSON_ANSWER`` (valid for ``bench/structured.py``'s schema).
     GET  /v1/models             the one model list.
 """
 
@@ -27,6 +31,29 @@ import time
 ANSWER = "The quick brown fox jumps over the lazy dog."
 ANSWER_TOKENS = 10
 _STREAM_PIECES = ("The quick brown ", "fox jumps over ", "the lazy dog.")
+
+JSON_MODEL = "bench-json"
+"""The model whose every answer is ``JSON_ANSWER``, with or without ``response_format``."""
+JSON_ANSWER = json.dumps(
+    {
+        "invoice_number": "INV-2026-0042",
+        "vendor": {"name": "Acme Tools Ltd", "country": "GB", "vat_id": "GB123456789"},
+        "issue_date": "2026-11-30",
+        "currency": "GBP",
+        "status": "due",
+        "line_items": [
+            {"description": "Cordless drill", "quantity": 2, "unit_price": 89.5, "category": "hardware"},
+            {"description": "Drill bit set", "quantity": 1, "unit_price": 24.0, "category": "hardware"},
+            {"description": "Delivery", "quantity": 1, "unit_price": 6.95, "category": "shipping"},
+        ],
+        "total": 209.95,
+        "notes": None,
+    }
+)
+TOOL_CALL_NAME = "create_ticket"
+TOOL_CALL_ARGUMENTS = json.dumps(
+    {"title": "Checkout fails on Safari", "priority": "high", "labels": ["web", "payments"], "assignee": None}
+)
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found"}
 
@@ -52,14 +79,26 @@ def _completion(req: dict, n: int) -> bytes:
     rid = f"chatcmpl-bench-{n}"
     created = int(time.time())
     if not req.get("stream"):
+        message: dict = {"role": "assistant", "content": ANSWER}
+        finish = "stop"
+        if req.get("tools"):
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": f"call_bench_{n}",
+                    "type": "function",
+                    "function": {"name": TOOL_CALL_NAME, "arguments": TOOL_CALL_ARGUMENTS},
+                }
+            ]
+            finish = "tool_calls"
+        elif req.get("response_format") or model == JSON_MODEL:
+            message["content"] = JSON_ANSWER
         body = {
             "id": rid,
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}
-            ],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage,
         }
         return _response(200, json.dumps(body).encode())
