@@ -351,3 +351,21 @@ async def test_an_assistant_turn_may_echo_the_empty_text_of_a_tool_call_answer(m
     with pytest.raises(InvalidInput, match="is empty") as caught:
         await engine.complete(CompleteArgs.model_validate({"messages": [{"role": "user", "content": ""}]}))
     assert caught.value.field == "messages[0].content"
+
+
+def test_a_schema_sent_again_is_not_checked_against_its_metaschema_again() -> None:
+    """Checking a schema costs milliseconds (bench/structured.py): the same schema, sent again in
+    a later call, gets the validator compiled the first time; a wrong one is refused every time."""
+    from llm_router.structured import compile_schema
+
+    first = compile_schema(dict(SCHEMA), "response_format.schema")
+    assert compile_schema(json_copy(SCHEMA), "response_format.schema") is first
+    for _ in range(2):
+        with pytest.raises(InvalidInput, match="not a valid JSON Schema"):
+            compile_schema({"type": "objekt"}, "tools[0].inputSchema")
+
+
+def json_copy(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
