@@ -5,7 +5,9 @@ does (HTTP 400, ``invalid_request_error``)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +15,7 @@ import httpx
 import pytest
 
 from .fakes import FakeProvider
+from .fakes.anthropic import BOTH_SAMPLERS
 from .fakes.test_fake_servers import make_client, post, sse_events
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -95,11 +98,33 @@ def image(source: dict[str, Any]) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": [{"type": "image", "source": source}]}]}
 
 
+def png_of(width: int, height: int, padding: int = 0) -> str:
+    """A PNG's signature and IHDR saying ``width`` x ``height``, then ``padding`` bytes, as base64."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    raw = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + b"\0" * (4 + padding)
+    return base64.b64encode(raw).decode()
+
+
+def images(*datas: str) -> dict[str, Any]:
+    blocks = [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": d}} for d in datas]
+    return {"messages": [{"role": "user", "content": blocks}]}
+
+
+BIG = png_of(100, 100, padding=4_500_000)
+"""4.5 MB of image, over 6 MB as base64: too big, as the API counts."""
+
+
 @pytest.mark.parametrize(
     ("extra", "said"),
     [
         ({"seed": 1}, "seed: Extra inputs are not permitted"),
         ({"top_p": 2}, "top_p"),
+        ({"top_p": 0.9, "temperature": 0.3}, BOTH_SAMPLERS),
+        ({"tools": [TOOL], "tool_choice": {"type": "any", "disable_parallel_tool_use": "yes"}}, "valid boolean"),
+        ({"tool_choice": {"type": "none", "disable_parallel_tool_use": True}}, "Extra inputs"),
+        (images(BIG), f"image exceeds 5 MB maximum: {len(BIG)} bytes > 5242880 bytes"),
+        (images(*[PNG] * 101), "too many images in the request: 101 > 100"),
+        (images(*[PNG] * 20, png_of(2001, 10)), "exceed max allowed size for many-image requests: 2000 pixels"),
         ({"tool_choice": {"type": "any"}}, "only be specified while providing tools"),
         ({"tools": [TOOL], "tool_choice": {"type": "tool", "name": "nope"}}, "not found in provided tools"),
         ({"tools": [{"name": "a.b", "input_schema": {"type": "object"}}]}, "name"),
@@ -130,6 +155,24 @@ def test_requests_the_api_refuses_are_refused_with_its_error_body(
     body = resp.json()
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
     assert said in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": [TOOL], "tool_choice": {"type": "any", "disable_parallel_tool_use": True}},
+        {"top_p": 0.9},
+        images(png_of(100, 100, padding=5 * 1024 * 1024 * 3 // 4 - 40)),
+        images(*[PNG] * 100),
+        images(*[PNG] * 19, png_of(8000, 10)),
+    ],
+    ids=["one-tool-call", "top_p-alone", "5MB-as-base64", "100-images", "20-images-8000px"],
+)
+def test_requests_at_the_documented_limits_are_accepted(
+    fake: FakeProvider, client: httpx.Client, extra: dict[str, Any]
+) -> None:
+    resp = post(client, fake, stream=False, **extra)
+    assert resp.status_code == 200, resp.text
 
 
 def test_an_image_by_url_and_tool_results_in_order_are_accepted(fake: FakeProvider, client: httpx.Client) -> None:

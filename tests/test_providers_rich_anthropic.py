@@ -5,7 +5,9 @@ calls, structured output and every stop reason, JSON and streamed."""
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 
 from llm_router.content import ImagePart, ResponseFormat, TextPart, ToolCall, ToolSpec
 from llm_router.providers.anthropic import AnthropicProvider
+from llm_router.providers.anthropic_request import MAX_IMAGE_BYTES
 from llm_router.providers.base import HttpSettings
 from llm_router.types import (
     Completion,
@@ -249,6 +252,57 @@ def png(**kw: Any) -> ImagePart:
     return ImagePart("image/png", data=PNG, size_bytes=68, width=1, height=1, **kw)
 
 
+def png_of(width: int, height: int, padding: int = 0) -> str:
+    """A PNG's signature and IHDR saying ``width`` x ``height``, then ``padding`` bytes, as base64."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    raw = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + b"\0" * (4 + padding)
+    return base64.b64encode(raw).decode()
+
+
+def sized(width: int, height: int, padding: int = 0) -> ImagePart:
+    data = png_of(width, height, padding)
+    return ImagePart("image/png", data=data, size_bytes=len(base64.b64decode(data)), width=width, height=height)
+
+
+async def test_an_image_under_5_mb_decoded_but_over_it_as_base64_is_refused_before_sending(fake: FakeProvider) -> None:
+    # The API counts the base64 text: 4.5 MB of image is over 6 MB of it, and answered with a 400.
+    image = sized(1000, 1000, padding=4_500_000)
+    assert image.size_bytes < MAX_IMAGE_BYTES < len(image.data or "")
+    err = await fails(fake, request(messages=(Message("user", "x", parts=(TextPart("x"), image)),)), InvalidRequest)
+    assert f"{len(image.data or '')} bytes as base64" in str(err) and "5 MB" in str(err) and fake.requests == []
+
+
+async def test_an_image_of_just_under_5_mb_as_base64_is_sent_and_the_api_takes_it(fake: FakeProvider) -> None:
+    image = sized(1000, 1000, padding=MAX_IMAGE_BYTES * 3 // 4 - 40)
+    assert len(image.data or "") <= MAX_IMAGE_BYTES
+    result, _ = await ask(fake, request(messages=(Message("user", "x", parts=(TextPart("x"), image)),)))
+    assert result.text and sent(fake)["messages"][0]["content"][1]["source"]["data"] == image.data
+
+
+async def test_more_than_100_images_in_a_request_are_refused_before_sending(fake: FakeProvider) -> None:
+    turns = (Message("user", "x", parts=(png(),) * 60), Message("assistant", "ok"),
+             Message("user", "y", parts=(png(),) * 41))
+    err = await fails(fake, request(messages=turns), InvalidRequest)
+    assert "101 images" in str(err) and "at most 100" in str(err) and fake.requests == []
+
+
+async def test_100_images_in_a_request_are_sent(fake: FakeProvider) -> None:
+    await ask(fake, request(messages=(Message("user", "x", parts=(png(),) * 100),)))
+    assert len(sent(fake)["messages"][0]["content"]) == 100
+
+
+async def test_past_20_images_one_wider_than_2000_pixels_is_refused_before_sending(fake: FakeProvider) -> None:
+    turn = Message("user", "x", parts=(*(png(),) * 20, sized(2001, 10)))
+    err = await fails(fake, request(messages=(turn,)), InvalidRequest)
+    assert "2001x10 pixels" in str(err) and "at most 2000 a side when a request holds more than 20 images" in str(err)
+    assert fake.requests == []
+
+
+async def test_with_20_images_or_fewer_an_image_up_to_8000_pixels_a_side_is_sent(fake: FakeProvider) -> None:
+    await ask(fake, request(messages=(Message("user", "x", parts=(*(png(),) * 19, sized(8000, 10))),)))
+    assert len(sent(fake)["messages"][0]["content"]) == 20
+
+
 async def test_an_image_by_its_bytes_is_a_base64_source_in_order_with_the_text(fake: FakeProvider) -> None:
     turn = Message("user", "What is this? And this?", parts=(
         TextPart("What is this?"), png(), TextPart("And this?"), ImagePart("image/jpeg", data=JPEG, size_bytes=125),
@@ -291,7 +345,8 @@ async def test_an_image_a_tool_returned_goes_inside_its_tool_result(fake: FakePr
     ("turn", "said"),
     [
         (Message("assistant", "x", parts=(TextPart("x"), png())), "assistant turn"),
-        (Message("user", "x", parts=(ImagePart("image/png", data=PNG, size_bytes=6 * 1024 * 1024),)), "bytes"),
+        (Message("user", "x", parts=(ImagePart("image/png", data=png_of(10, 10, 4_000_000), size_bytes=68),)),
+         "bytes as base64"),
         (Message("user", "x", parts=(ImagePart("image/png", data=PNG, size_bytes=68, width=9000, height=10),)), "pixels"),
         (Message("user", "x", parts=(ImagePart("image/bmp", data=PNG, size_bytes=68),)), "image/bmp"),
     ],
@@ -406,7 +461,9 @@ async def test_structured_output_beside_tools_offers_the_formats_tool_among_them
     await ask(fake, request(tools=(WEATHER,), response_format=ResponseFormat("json_schema", SCHEMA, name="person")))
     body = sent(fake)
     assert [t["name"] for t in body["tools"]] == ["get_weather", "person"]
-    assert body["tools"][1]["input_schema"] == SCHEMA and body["tool_choice"] == {"type": "any"}
+    # Exactly one call: the format's or one of the caller's, never both in one turn.
+    assert body["tools"][1]["input_schema"] == SCHEMA
+    assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
 
 
 @pytest.mark.parametrize(("choice", "tools", "forced"), [("none", ["person"], {"type": "tool", "name": "person"}),
@@ -436,6 +493,29 @@ async def test_beside_tools_a_call_of_the_callers_tool_is_the_answer(fake: FakeP
                           stream=stream)
     assert [(c.name, c.arguments) for c in result.tool_calls] == [("get_weather", {"city": "Paris"})]
     assert result.finish_reason == "tool_calls"
+
+
+async def test_streamed_beside_tools_the_formats_input_is_held_and_given_whole_when_it_is_the_answer(
+    fake: FakeProvider,
+) -> None:
+    fake.fault("tool_call", tool_calls=(("person", {"name": "Ada", "age": 36}),))
+    result, deltas = await ask(
+        fake, request(tools=(WEATHER,), response_format=ResponseFormat("json_schema", SCHEMA, name="person")), stream=True
+    )
+    assert json.loads(result.text) == {"name": "Ada", "age": 36} and deltas == [result.text]
+
+
+async def test_streamed_beside_tools_a_call_of_the_callers_tool_too_leaves_nothing_of_the_format_streamed(
+    fake: FakeProvider,
+) -> None:
+    # Should the model call both in one turn anyway, the caller's call is the answer, and no piece
+    # of the format's input may have gone to on_text as if it were.
+    fake.fault("tool_call", tool_calls=(("person", {"name": "Ada", "age": 36}), ("get_weather", {"city": "Paris"})))
+    result, deltas = await ask(
+        fake, request(tools=(WEATHER,), response_format=ResponseFormat("json_schema", SCHEMA, name="person")), stream=True
+    )
+    assert [(c.name, c.arguments) for c in result.tool_calls] == [("get_weather", {"city": "Paris"})]
+    assert deltas == [] and result.text == "" and result.finish_reason == "tool_calls"
 
 
 async def test_a_schema_whose_top_is_no_object_is_wrapped_in_one_with_its_defs_at_the_root(fake: FakeProvider) -> None:
@@ -478,15 +558,21 @@ async def test_a_schema_without_a_top_level_type_is_sent_as_an_object_schema(fak
 
 
 async def test_stop_and_top_p_are_stop_sequences_and_top_p(fake: FakeProvider) -> None:
-    await ask(fake, request(stop=("\n\n", "END"), top_p=0.9, temperature=0.3))
+    await ask(fake, request(stop=("\n\n", "END"), top_p=0.9))
     assert sent(fake) == {
         "model": MODEL,
         "max_tokens": 50,
         "messages": [{"role": "user", "content": "Weather in Paris?"}],
-        "temperature": 0.3,
         "top_p": 0.9,
         "stop_sequences": ["\n\n", "END"],
     }
+
+
+async def test_temperature_and_top_p_together_are_refused_before_sending_claude_4_5_takes_only_one(
+    fake: FakeProvider,
+) -> None:
+    err = await fails(fake, request(top_p=0.9, temperature=0.3), InvalidRequest)
+    assert "temperature and top_p" in str(err) and "give one" in str(err) and fake.requests == []
 
 
 async def test_a_seed_is_refused_before_sending_the_api_has_no_field_for_it(fake: FakeProvider) -> None:

@@ -25,7 +25,15 @@ from .dialect import (
 BAD_IMAGE = "Could not process image"
 """The API's message for image bytes it cannot read (HTTP 400, ``invalid_request_error``):
 ``fault("status", status=400, message=BAD_IMAGE)`` answers as it does."""
+BOTH_SAMPLERS = "temperature and top_p cannot both be specified for this model. Please use only one."
+"""The API's 400 for a request with both (Claude 4.5 models and later; "Migrating to Claude 4.5")."""
 MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+MAX_IMAGE_BASE64 = 5 * 1024 * 1024
+"""Per image, counted on the base64 text as the API counts it (vision guide: 5 MB)."""
+MAX_IMAGES = 100
+MANY_IMAGES = 20
+MANY_IMAGES_SIDE = 2000
+"""The vision guide: at most 100 images a request, and past 20 at most 2000 px a side."""
 _MAGIC = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png", b"GIF8": "image/gif"}
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _FIELDS = frozenset({
@@ -34,6 +42,9 @@ _FIELDS = frozenset({
 })
 """The Messages API's request fields; any other is refused ("Extra inputs are not permitted")."""
 _CHOICES = ("auto", "any", "tool", "none")
+_CHOICE_FIELDS = {"auto": {"type", "disable_parallel_tool_use"}, "any": {"type", "disable_parallel_tool_use"},
+                  "tool": {"type", "name", "disable_parallel_tool_use"}, "none": {"type"}}
+"""What each ``tool_choice`` takes (docs 'Messages': ``disable_parallel_tool_use`` but for ``none``)."""
 
 
 class AnthropicDialect(Dialect):
@@ -337,6 +348,8 @@ def _forced_tool(t: Turn) -> str | None:
 
 def _sampling_problem(body: dict[str, Any]) -> str | None:
     top_p = body.get("top_p")
+    if top_p is not None and body.get("temperature") is not None:
+        return BOTH_SAMPLERS
     if top_p is not None and not (isinstance(top_p, (int, float)) and 0 <= top_p <= 1):
         return "top_p: Input should be less than or equal to 1"
     stop = body.get("stop_sequences")
@@ -367,6 +380,11 @@ def _tools_problem(body: dict[str, Any]) -> str | None:
         return None
     if not isinstance(choice, dict) or choice.get("type") not in _CHOICES:
         return "tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'"
+    extra = sorted(set(choice) - _CHOICE_FIELDS[choice["type"]])
+    if extra:
+        return f"tool_choice.{choice['type']}.{extra[0]}: Extra inputs are not permitted"
+    if not isinstance(choice.get("disable_parallel_tool_use", False), bool):
+        return f"tool_choice.{choice['type']}.disable_parallel_tool_use: Input should be a valid boolean"
     if choice["type"] == "tool" and choice.get("name") not in names:
         return f"tool_choice.tool.name: Tool '{choice.get('name')}' not found in provided tools"
     if choice["type"] in ("any", "tool") and not names:
@@ -377,6 +395,10 @@ def _tools_problem(body: dict[str, Any]) -> str | None:
 def _messages_problem(messages: list[Any]) -> str | None:
     """Content blocks as the API checks them: the types each role may send, images, and tool
     results that answer exactly the calls of the assistant turn before them, first in the turn."""
+    images = sum(1 for m in messages for _ in _images(m.get("content")))
+    if images > MAX_IMAGES:
+        return f"messages: too many images in the request: {images} > {MAX_IMAGES}"
+    side = MANY_IMAGES_SIDE if images > MANY_IMAGES else None
     calls: list[str] = []  # the tool_use ids of the previous assistant turn, still to be answered
     for i, m in enumerate(messages):
         content = m.get("content")
@@ -405,7 +427,7 @@ def _messages_problem(messages: list[Any]) -> str | None:
         allowed = ("text", "image", "tool_result") if m["role"] == "user" else ("text", "tool_use")
         for j, block in enumerate(blocks):
             where = f"messages.{i}.content.{j}"
-            problem = _block_problem(block, where, allowed)
+            problem = _block_problem(block, where, allowed, side)
             if problem:
                 return problem
             if block["type"] == "tool_use":
@@ -413,7 +435,20 @@ def _messages_problem(messages: list[Any]) -> str | None:
     return None
 
 
-def _block_problem(block: Any, where: str, allowed: tuple[str, ...]) -> str | None:
+def _images(content: Any) -> list[Any]:
+    """The image blocks of a turn's content, those inside its tool results too."""
+    if not isinstance(content, list):
+        return []
+    found: list[Any] = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "image":
+            found.append(block)
+        elif isinstance(block, dict) and block.get("type") == "tool_result":
+            found += _images(block.get("content"))
+    return found
+
+
+def _block_problem(block: Any, where: str, allowed: tuple[str, ...], side: int | None = None) -> str | None:
     if not isinstance(block, dict) or block.get("type") not in allowed:
         kind = block.get("type") if isinstance(block, dict) else block
         return f"{where}: Input tag {kind!r} found using 'type' does not match any of the expected tags: {allowed}"
@@ -421,7 +456,7 @@ def _block_problem(block: Any, where: str, allowed: tuple[str, ...]) -> str | No
     if kind == "text" and not isinstance(block.get("text"), str):
         return f"{where}.text.text: Field required"
     if kind == "image":
-        return _image_problem(block.get("source"), f"{where}.image.source")
+        return _image_problem(block.get("source"), f"{where}.image.source", side)
     if kind == "tool_use":
         if not isinstance(block.get("id"), str) or not re.fullmatch(r"[a-zA-Z0-9_-]+", block["id"]):
             return f"{where}.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
@@ -433,7 +468,7 @@ def _block_problem(block: Any, where: str, allowed: tuple[str, ...]) -> str | No
         inner = block.get("content")
         if isinstance(inner, list):
             for k, part in enumerate(inner):
-                problem = _block_problem(part, f"{where}.tool_result.content.{k}", ("text", "image"))
+                problem = _block_problem(part, f"{where}.tool_result.content.{k}", ("text", "image"), side)
                 if problem:
                     return problem
         elif inner is not None and not isinstance(inner, str):
@@ -441,8 +476,10 @@ def _block_problem(block: Any, where: str, allowed: tuple[str, ...]) -> str | No
     return None
 
 
-def _image_problem(source: Any, where: str) -> str | None:
-    """An image source as the API checks it: ``base64`` bytes of the type they claim, or a ``url``."""
+def _image_problem(source: Any, where: str, side: int | None = None) -> str | None:
+    """An image source as the API checks it: ``base64`` bytes of the type they claim, at most
+    5 MB of base64 text, or a ``url``; in a request of many images (``side``), no wider or
+    taller than that (read from a PNG's or GIF's header; other types are not measured here)."""
     if not isinstance(source, dict) or source.get("type") not in ("base64", "url"):
         return f"{where}: Input tag does not match any of the expected tags: 'base64', 'url'"
     if source["type"] == "url":
@@ -454,6 +491,8 @@ def _image_problem(source: Any, where: str) -> str | None:
     data = source.get("data")
     if not isinstance(data, str) or not data:
         return f"{where}.base64: image cannot be empty"
+    if len(data) > MAX_IMAGE_BASE64:
+        return f"{where}.base64: image exceeds 5 MB maximum: {len(data)} bytes > {MAX_IMAGE_BASE64} bytes"
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -466,4 +505,17 @@ def _image_problem(source: Any, where: str) -> str | None:
     if found != media:
         return (f"{where}.base64.data: The image was specified using the {media} media type, but the image "
                 f"appears to be a {found} image")
+    dims = _dimensions(raw)
+    if side is not None and dims is not None and max(dims) > side:
+        return (f"{where}.base64.data: At least one of the image dimensions exceed max allowed size for "
+                f"many-image requests: {side} pixels")
+    return None
+
+
+def _dimensions(raw: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's IHDR or a GIF's screen descriptor; None for other types."""
+    if raw.startswith(b"\x89PNG\r\n\x1a\n") and len(raw) >= 24:
+        return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+    if raw.startswith(b"GIF8") and len(raw) >= 10:
+        return int.from_bytes(raw[6:8], "little"), int.from_bytes(raw[8:10], "little")
     return None

@@ -207,8 +207,8 @@ class AnthropicProvider(HttpAdapter):
         others = want.forced is not None and want.tools and any(b.name != want.forced for b in state.blocks.values())
         if want.forced is not None and not others:
             block = next((b for b in state.blocks.values() if b.name == want.forced), None)
-            if block is not None and want.wrapped:  # held back whole, to be unwrapped
-                if text := self._structured_text("".join(block.pieces), want, model):
+            if block is not None and (want.wrapped or want.tools):  # held back whole, now known to be the answer
+                if text := self._structured_text("".join(block.pieces), want, model) or "{}":
                     await on_text(text)
             elif block is not None:
                 if not text:  # the forced tool's input was streamed as the text; none at all is an empty object
@@ -268,11 +268,15 @@ class AnthropicProvider(HttpAdapter):
 
     def _tool_piece(self, state: _Stream, index: Any, piece: Any) -> str | None:
         """One piece of a tool call's input: kept for the call, or, for the forced tool of
-        structured output, returned as the answer's text as it comes."""
+        structured output, returned as the answer's text as it comes. Beside the caller's tools
+        the forced tool's pieces are kept too: whether its call is the answer is known only at
+        the end (a call of another tool in the same turn is), and what was streamed must agree
+        with the result."""
         block = state.blocks.get(index)
         if block is None or not isinstance(piece, str):
             raise TypeError("input_json_delta outside a tool_use block, or without partial_json")
-        if state.want.forced is not None and block.name == state.want.forced and not state.want.wrapped:
+        want = state.want
+        if want.forced is not None and block.name == want.forced and not want.wrapped and not want.tools:
             return piece
         block.pieces.append(piece)
         return None

@@ -18,15 +18,24 @@ from ..content import ImagePart, Part, ResponseFormat, TextPart, ToolSpec
 from ..types import CompletionRequest, InvalidRequest, Message
 
 __all__ = [
-    "MAX_IMAGE_BYTES", "MAX_IMAGE_SIDE", "MEDIA_TYPES", "WRAPPED", "Forced", "rich_messages", "add_tools", "add_sampling",
+    "MAX_IMAGE_BYTES", "MAX_IMAGE_SIDE", "MAX_IMAGES", "MANY_IMAGES", "MANY_IMAGES_SIDE", "MEDIA_TYPES", "WRAPPED",
+    "Forced", "rich_messages", "add_tools", "add_sampling",
 ]
 
 MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 """The image types the Messages API takes (its vision guide)."""
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
-"""The largest image the API takes, per image (its vision guide: 5 MB)."""
+"""The largest image the API takes, per image (its vision guide: 5 MB), measured as the API
+measures it: the length of the base64 text, not of the bytes it decodes to."""
 MAX_IMAGE_SIDE = 8000
 """Wider or taller than this, in pixels, an image is rejected (its vision guide)."""
+MAX_IMAGES = 100
+"""The most images one request may hold (its vision guide: 100 for models with a 200k-token
+context window, more for some others; the lower figure holds for every model)."""
+MANY_IMAGES = 20
+"""With more images than this in a request, each may be at most ``MANY_IMAGES_SIDE`` a side."""
+MANY_IMAGES_SIDE = 2000
+"""Wider or taller than this, in pixels, an image is rejected in a request of many images."""
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 """What the API takes as a tool's name."""
 _ID = re.compile(r"[a-zA-Z0-9_-]+")
@@ -74,14 +83,16 @@ def rich_messages(request: CompletionRequest, *, provider: str, model: str) -> l
 
     Raises:
         InvalidRequest: an image in an assistant turn (the API takes images from the user and in
-            tool results only), an image the API does not take, a tool turn without its call's id.
+            tool results only), an image the API does not take, more images than it takes in one
+            request, a tool turn without its call's id.
     """
     refuse = _Refuse(provider, model)
+    side = _largest_side(request.messages, refuse)
     out: list[dict[str, Any]] = []
     results: list[dict[str, Any]] | None = None  # the open user turn of tool results, if any
     for i, m in enumerate(request.messages):
         if m.role == "tool":
-            block = _tool_result(m, i, refuse)
+            block = _tool_result(m, i, refuse, side)
             if results is None:
                 results = [block]
                 out.append({"role": "user", "content": results})
@@ -90,15 +101,27 @@ def rich_messages(request: CompletionRequest, *, provider: str, model: str) -> l
             continue
         if m.role == "user":
             if results is not None:  # an empty text block would be refused: the results are the turn then
-                results.extend(_blocks(m.parts, i, refuse) if m.parts else
+                results.extend(_blocks(m.parts, i, refuse, side) if m.parts else
                                [{"type": "text", "text": m.content}] if m.content else [])
                 results = None
                 continue
-            out.append({"role": "user", "content": _blocks(m.parts, i, refuse) if m.parts else m.content})
+            out.append({"role": "user", "content": _blocks(m.parts, i, refuse, side) if m.parts else m.content})
             continue
         results = None
         out.append({"role": "assistant", "content": _assistant(m, i, refuse)})
     return out
+
+
+def _largest_side(messages: Sequence[Message], refuse: _Refuse) -> int:
+    """The most pixels a side an image of this request may have: fewer with many images.
+
+    Raises:
+        InvalidRequest: more than ``MAX_IMAGES`` images in the request.
+    """
+    count = sum(isinstance(p, ImagePart) for m in messages if m.parts for p in m.parts)
+    if count > MAX_IMAGES:
+        raise refuse(f"the request holds {count} images; the API takes at most {MAX_IMAGES} in one request")
+    return MANY_IMAGES_SIDE if count > MANY_IMAGES else MAX_IMAGE_SIDE
 
 
 def _assistant(m: Message, i: int, refuse: _Refuse) -> str | list[dict[str, Any]]:
@@ -120,32 +143,38 @@ def _call_id(call_id: str) -> str:
     return "toolu_" + hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
-def _tool_result(m: Message, i: int, refuse: _Refuse) -> dict[str, Any]:
+def _tool_result(m: Message, i: int, refuse: _Refuse, side: int) -> dict[str, Any]:
     if not m.tool_call_id:
         raise refuse(f"messages[{i}] is a tool turn without the tool_call_id of the call it answers")
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _call_id(m.tool_call_id)}
     if m.parts:
-        block["content"] = _blocks(m.parts, i, refuse)
+        block["content"] = _blocks(m.parts, i, refuse, side)
     elif m.content:
         block["content"] = m.content
     return block
 
 
-def _blocks(parts: Sequence[Part], i: int, refuse: _Refuse) -> list[dict[str, Any]]:
-    return [{"type": "text", "text": p.text} if isinstance(p, TextPart) else _image(p, i, refuse) for p in parts]
+def _blocks(parts: Sequence[Part], i: int, refuse: _Refuse, side: int) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": p.text} if isinstance(p, TextPart) else _image(p, i, refuse, side) for p in parts]
 
 
-def _image(image: ImagePart, i: int, refuse: _Refuse) -> dict[str, Any]:
-    """An image block: its bytes (``base64``) or its URL (``url``: the API fetches it itself)."""
+def _image(image: ImagePart, i: int, refuse: _Refuse, side: int) -> dict[str, Any]:
+    """An image block: its bytes (``base64``) or its URL (``url``: the API fetches it itself).
+    ``side`` is the most pixels a side it may have (fewer when the request holds many); a URL's
+    size is not known here, and the API judges it."""
     if image.mime_type not in MEDIA_TYPES:
         raise refuse(f"messages[{i}] holds an image of type {image.mime_type}; the API takes {', '.join(sorted(MEDIA_TYPES))}")
     if image.data is not None:
-        if image.size_bytes > MAX_IMAGE_BYTES:
-            raise refuse(f"messages[{i}] holds an image of {image.size_bytes} bytes; the API takes at most {MAX_IMAGE_BYTES}")
-        if max(image.width or 0, image.height or 0) > MAX_IMAGE_SIDE:
+        if len(image.data) > MAX_IMAGE_BYTES:
+            raise refuse(
+                f"messages[{i}] holds an image of {len(image.data)} bytes as base64; the API takes at most "
+                f"{MAX_IMAGE_BYTES} (5 MB) of base64 text per image"
+            )
+        if max(image.width or 0, image.height or 0) > side:
+            many = f" when a request holds more than {MANY_IMAGES} images" if side < MAX_IMAGE_SIDE else ""
             raise refuse(
                 f"messages[{i}] holds an image of {image.width}x{image.height} pixels; the API takes at most "
-                f"{MAX_IMAGE_SIDE} a side"
+                f"{side} a side{many}"
             )
         return {"type": "image", "source": {"type": "base64", "media_type": image.mime_type, "data": image.data}}
     if image.url is not None:
@@ -163,8 +192,9 @@ def add_tools(body: dict[str, Any], request: CompletionRequest, *, provider: str
     structured-output feature would be the other way, but it needs a beta header and only some
     models take it, where a forced tool works on every Claude model. With tools as well, under
     ``tool_choice`` ``auto``, the format's tool is offered beside them and ``any`` tool must be
-    called: the model either calls one of the caller's tools or answers through the format's
-    (``Forced.beside_tools``). Under ``none`` only the format's tool goes; under ``required`` or a
+    called, exactly one (``disable_parallel_tool_use``): the model either calls one of the
+    caller's tools or answers through the format's (``Forced.beside_tools``), never both in one
+    turn, which would leave no one answer. Under ``none`` only the format's tool goes; under ``required`` or a
     named tool the answer is a tool call, and the format does not come into it.
 
     ``tool_choice``: ``auto`` is the API's default and is left out; ``required`` is ``any``, a
@@ -183,7 +213,7 @@ def add_tools(body: dict[str, Any], request: CompletionRequest, *, provider: str
             if any(t.name == fmt.name for t in request.tools):
                 raise refuse(f"response_format is named {fmt.name!r}, like one of the tools: name it otherwise")
             body["tools"] = [*(_tool(t, refuse) for t in request.tools), tool]
-            body["tool_choice"] = {"type": "any"}
+            body["tool_choice"] = {"type": "any", "disable_parallel_tool_use": True}
             return Forced(fmt.name, wrapped, beside_tools=True)
         body["tools"] = [tool]
         body["tool_choice"] = {"type": "tool", "name": fmt.name}
@@ -242,10 +272,16 @@ def add_sampling(body: dict[str, Any], request: CompletionRequest, *, provider: 
     """``top_p`` and ``stop`` (as ``stop_sequences``); ``seed`` the API has no field for.
 
     Raises:
-        InvalidRequest: a ``seed`` (it cannot be sent, and dropping it would break its promise).
+        InvalidRequest: a ``seed`` (it cannot be sent, and dropping it would break its promise);
+            ``top_p`` with ``temperature`` (Claude 4.5 models and later answer 400 "temperature and
+            top_p cannot both be specified for this model"; which to drop is the caller's choice).
     """
     if request.seed is not None:
         raise _Refuse(provider, model)("seed: the Messages API has no seed parameter")
+    if request.top_p is not None and request.temperature is not None:
+        raise _Refuse(provider, model)(
+            "temperature and top_p together: Claude models from 4.5 on take only one of them; give one, not both"
+        )
     if request.top_p is not None:
         body["top_p"] = request.top_p
     if request.stop:
