@@ -284,7 +284,8 @@ def test_the_config_names_the_same_capabilities_routing_knows() -> None:
         ({"tools": [WEATHER], "tool_choice": {"name": "get_time"}}, "tool_choice.name", "not one of the tools"),
         ({"tool_choice": "required"}, "tool_choice", "without tools"),
         ({"tools": [WEATHER, WEATHER]}, "tools[1].name", "offered twice"),
-        ({"tools": [{**WEATHER, "inputSchema": {"type": 5}}]}, "tools[0].inputSchema", "not a valid JSON Schema"),
+        ({"tools": [{**WEATHER, "inputSchema": {"type": "object", "properties": 5}}]}, "tools[0].inputSchema",
+         "not a valid JSON Schema"),
     ],
 )
 async def test_a_wrong_rich_argument_is_refused_naming_its_field(
@@ -369,3 +370,83 @@ def json_copy(value: Any) -> Any:
     import json
 
     return json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize(
+    ("messages", "field", "says"),
+    [
+        ([{"role": "user", "content": "a"},
+          {"role": "assistant", "tool_calls": [{"id": "c", "name": "f"}, {"id": "c", "name": "g"}]},
+          {"role": "tool", "tool_call_id": "c", "content": "r"}], "messages[1].tool_calls[1].id", "the id of an earlier call"),
+        ([{"role": "user", "content": "a"}, {"role": "assistant", "tool_calls": [{"id": "c", "name": "f"}]},
+          {"role": "user", "content": "and?"}], "messages[2]", "waiting: c"),
+        ([{"role": "user", "content": "a"}, {"role": "assistant", "tool_calls": [{"id": "c", "name": "f"}]},
+          {"role": "tool", "tool_call_id": "c", "content": "r"}, {"role": "tool", "tool_call_id": "c", "content": "r"}],
+         "messages[3].tool_call_id", "answered already"),
+        ([{"role": "user", "content": "a"},
+          {"role": "assistant", "tool_calls": [{"id": "c", "name": "f"}, {"id": "d", "name": "f"}]},
+          {"role": "tool", "tool_call_id": "c", "content": "r"}], "messages", "waiting: d"),
+    ],
+    ids=["same-id-twice", "unanswered", "answered-twice", "ends-unanswered"],
+)
+async def test_a_tool_conversation_out_of_order_is_refused_before_any_provider_is_asked(
+    make: Callable[..., Engine], messages: list[dict[str, Any]], field: str, says: str
+) -> None:
+    """Regression: a repeated call id, a call left unanswered and a call answered twice were sent
+    on, for every provider to refuse in turn (OpenAI and Anthropic want one result a call)."""
+    provider = Scripted("first", "mock")
+    engine = make(provider)
+    with pytest.raises(InvalidInput, match=says) as caught:
+        await engine.complete(CompleteArgs.model_validate({"messages": messages}))
+    assert caught.value.field == field and provider.requests == [] and engine.ledger.rows() == []
+
+
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, r"a \$ref loop"),
+        ({"$ref": "#"}, r"a \$ref loop"),
+        ({"type": "object", "properties": {"a": {"type": "string", "pattern": "(a)\\1"}}}, "cannot be checked in linear time"),
+    ],
+    ids=["loop", "self", "backreference"],
+)
+async def test_a_schema_that_could_not_be_checked_safely_is_the_callers_error(
+    make: Callable[..., Engine], schema: dict[str, Any], says: str
+) -> None:
+    """Regression: a $ref loop was accepted, then failed every model's answer as malformed (the
+    provider's fault, unbilled); a backtracking pattern could hold the event loop for minutes."""
+    provider = Scripted("first", "mock")
+    engine = make(provider)
+    with pytest.raises(InvalidInput, match=says) as caught:
+        await engine.complete(args(response_format={"type": "json_schema", "schema": schema}))
+    assert caught.value.field == "response_format.schema" and provider.requests == []
+
+
+async def test_a_backtracking_pattern_checks_an_answer_in_linear_time(make: Callable[..., Engine]) -> None:
+    """Regression: ``^(a+)+$`` against 32 characters held the event loop (Python's re backtracks)."""
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+$"}}, "required": ["a"]}
+    engine = make(Scripted("first", "mock", text('{"a": "' + "a" * 5000 + '!"}')), Scripted("second", "mock", text('{"a": "aaa"}')))
+    with anyio_fail_after(5):
+        result = await engine.complete(args(model=["first:m", "second:m"], response_format={"type": "json_schema", "schema": schema}))
+    assert result.json_ == {"a": "aaa"} and "does not match" in (result.attempts[0].error or "")
+
+
+async def test_a_tool_whose_input_schema_is_no_object_is_refused(make: Callable[..., Engine]) -> None:
+    engine = make(Scripted("first", "mock"))
+    with pytest.raises(InvalidInput, match="arguments are an object") as caught:
+        await engine.complete(args(tools=[{**WEATHER, "inputSchema": {"type": "array"}}]))
+    assert caught.value.field == "tools[0].inputSchema"
+
+
+async def test_a_seed_of_true_is_refused_not_taken_as_one(make: Callable[..., Engine]) -> None:
+    from llm_router.mcp_surface import COMPLETE_ARGS
+
+    with pytest.raises(InvalidInput) as caught:
+        COMPLETE_ARGS.parse({"prompt": "x", "seed": True})
+    assert caught.value.field == "seed"
+
+
+def anyio_fail_after(seconds: float) -> Any:
+    import anyio
+
+    return anyio.fail_after(seconds)

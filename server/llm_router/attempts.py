@@ -28,7 +28,7 @@ from .providers.mock import estimate_tokens
 from .redaction import Redactor
 from .resilience import HealthBoard, Window, counts_against_circuit
 from .routing import Excluded
-from .types import AttemptRecord, Completion, MalformedResponse, ProviderError, Timeout, Usage, usd_str
+from .types import AttemptRecord, Completion, InvalidOutput, MalformedResponse, ProviderError, Timeout, Usage, usd_str
 
 __all__ = ["Answer", "ModelCaller", "Progress", "backoff", "elapsed_ms", "passed_over", "skipped", "streamer"]
 
@@ -120,6 +120,7 @@ class ModelCaller:
             is not what was asked (billed: usage as reported, or estimated from the text).
         """
         with anyio.CancelScope(deadline=window.end):
+            completion: Completion | None = None
             try:
                 completion = await provider.complete(entry.model, prepared.request, on_text=on_text)
                 if prepared.checks is None:
@@ -131,8 +132,12 @@ class ModelCaller:
                 raise
             except Exception as e:
                 log.warning("%s: the adapter failed on the answer", entry.ref, exc_info=True)
+                why = f"{type(e).__name__}: {self.redact.clip(str(e), 200)}"
+                if completion is not None:  # it answered, and the answer could not be checked: billed, not retried
+                    raise InvalidOutput(f"the answer could not be checked ({why})", provider=entry.provider,
+                                        model=entry.model, usage=completion.usage or _estimated(prepared, completion)) from e
                 raise MalformedResponse(
-                    f"{entry.provider} sent an answer that could not be read ({type(e).__name__}: {self.redact.clip(str(e), 200)})",
+                    f"{entry.provider} sent an answer that could not be read ({why})",
                     provider=entry.provider, model=entry.model,
                 ) from e
         if window.later:

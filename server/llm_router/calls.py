@@ -197,7 +197,17 @@ Stop = Annotated[
     Field(min_length=1, max_length=16, description="Strings that end the answer where the model writes them."),
 ]
 TopP = Annotated[float | None, Field(gt=0, le=1, allow_inf_nan=False, description="Nucleus sampling, above 0 and at most 1.")]
-Seed = Annotated[int | None, Field(ge=0, le=2**31 - 1, description="A seed for repeatable sampling, where the model offers it.")]
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # lax mode would take true for 1
+        raise PydanticCustomError("int_type", "a boolean")
+    return value
+
+
+Seed = Annotated[
+    int | None,
+    BeforeValidator(_not_bool),
+    Field(ge=0, le=2**31 - 1, description="A seed for repeatable sampling, where the model offers it."),
+]
 DeadlineS = Annotated[float | None, Field(gt=0, le=3600, allow_inf_nan=False, description="Give up (with an error listing what was tried) after this many seconds.")]
 
 

@@ -91,6 +91,7 @@ STEERING_ALLOWED = {
     "response_format.name": 'letters, digits, "_" and "-", 1 to 64 of them',
     "response_format.type": "json_object, json_schema",
     "stop": "a list of 1 to 16 strings",
+    "messages.*.tool_calls.*.arguments": "an object (or JSON text of one)",
 }
 """What the steering parameters ``complete`` and ``route_explain`` share may be, in words, where the
 schema alone would say it less well."""

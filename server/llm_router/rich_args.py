@@ -33,9 +33,14 @@ def conversation(turns: Sequence[MessageIn], limits: LimitsConfig) -> tuple[Mess
     """
     out: list[Message] = []
     calls: dict[str, str] = {}  # id → name of every call an assistant turn made
+    waiting: list[str] = []  # the calls of the last assistant turn not yet answered by a tool turn
     images = 0
     for i, turn in enumerate(turns):
         where = f"messages[{i}]"
+        if waiting and turn.role != "tool":
+            raise InvalidInput(where, f"comes before every call of the assistant turn before it was answered "
+                               f"(waiting: {', '.join(waiting)})",
+                               allowed="one tool turn for each call, right after the assistant turn that made them")
         if turn.tool_calls and turn.role != "assistant":
             raise InvalidInput(f"{where}.tool_calls", f"is only for an assistant turn, not a {turn.role} turn",
                                allowed="tool_calls on role assistant")
@@ -54,6 +59,10 @@ def conversation(turns: Sequence[MessageIn], limits: LimitsConfig) -> tuple[Mess
             if name is None:
                 raise InvalidInput(f"{where}.tool_call_id", f"{turn.tool_call_id!r} is no call an earlier assistant turn made",
                                    allowed=", ".join(calls) or "none: no assistant turn before it made a tool call")
+            if turn.tool_call_id not in waiting:
+                raise InvalidInput(f"{where}.tool_call_id", f"{turn.tool_call_id!r} was answered already, or not by the "
+                                   "assistant turn just before", allowed=", ".join(waiting) or "none: every call is answered")
+            waiting.remove(turn.tool_call_id)
             if parts:
                 raise InvalidInput(f"{where}.content", "a tool turn's result is text", allowed="a string, or text parts")
             out.append(Message(role="tool", content=text, tool_call_id=turn.tool_call_id, name=name))
@@ -61,12 +70,19 @@ def conversation(turns: Sequence[MessageIn], limits: LimitsConfig) -> tuple[Mess
         made: tuple[ToolCall, ...] = ()
         if turn.tool_calls:
             made = tuple(ToolCall(c.id, c.name, c.arguments) for c in turn.tool_calls)
-            for c in made:
+            for j, c in enumerate(made):
+                if c.id in calls:
+                    raise InvalidInput(f"{where}.tool_calls[{j}].id", f"{c.id!r} is the id of an earlier call",
+                                       allowed="an id of its own for each call")
                 calls[c.id] = c.name
+            waiting = [c.id for c in made]
         elif turn.content is None:
             raise InvalidInput(f"{where}.content", "is required", allowed="a string or a list of parts"
                                + (" (or tool_calls, on an assistant turn)" if turn.role == "assistant" else ""))
         out.append(Message(role=turn.role, content=text, parts=parts, tool_calls=made))
+    if waiting:
+        raise InvalidInput("messages", f"ends before every call was answered (waiting: {', '.join(waiting)})",
+                           allowed="one tool turn for each call of the last assistant turn")
     if out[-1].role not in ("user", "tool"):
         raise InvalidInput("messages", "the last turn must be the user's (or a tool's result)",
                            allowed="a list ending with role user or tool")
@@ -117,6 +133,11 @@ def tools_of(args: CompleteArgs) -> tuple[tuple[ToolSpec, ...], ToolChoice]:
         InvalidInput: two tools of one name, a choice naming no tool offered, a choice without tools.
     """
     tools = tuple(ToolSpec(t.name, t.description, t.inputSchema) for t in args.tools or ())
+    for i, t in enumerate(tools):
+        kind = t.input_schema.get("type")
+        if kind not in (None, "object"):
+            raise InvalidInput(f"tools[{i}].inputSchema", f"has type {kind!r}, but a tool's arguments are an object",
+                               allowed='an object schema: {"type": "object", "properties": {...}}')
     names = [t.name for t in tools]
     for i, name in enumerate(names):
         if name in names[:i]:

@@ -11,12 +11,14 @@ valid answer at all learns what each model returned wrong.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import re2
 from jsonschema import FormatChecker, ValidationError, validators
 from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
@@ -54,18 +56,34 @@ def compile_schema(schema: Any, field: str) -> Validator:
         key = None
     if key is not None and (kept := _COMPILED.get(key)) is not None:
         return kept
-    for ref in _refs(schema):
+    try:
+        refs, patterns = _walk(schema)
+    except RecursionError:
+        raise InvalidInput(field, "is nested too deep", allowed="a JSON Schema nested less deeply") from None
+    for ref in refs:
         if not ref.startswith("#"):
             raise InvalidInput(field, f"refers to {ref!r}, outside the schema", allowed="$ref only into the schema itself (#/$defs/...)")
-    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+    base = validators.validator_for(schema, default=validators.Draft202012Validator)
     try:
-        cls.check_schema(schema)
+        base.check_schema(schema)
     except SchemaError as e:
         where = "/".join(str(p) for p in e.absolute_path) or "the top"
         raise InvalidInput(field, f"is not a valid JSON Schema: at {where}, {_short(e.message)}",
                            allowed="a JSON Schema (draft 2020-12 unless $schema says another)") from None
+    for pattern in patterns:
+        try:
+            _linear(pattern)
+        except re2.error:
+            raise InvalidInput(field, f"has the pattern {pattern[:80]!r}, which cannot be checked in linear time",
+                               allowed="patterns without backreferences or lookaround (RE2 syntax)") from None
     # Compiled from a copy: a caller who changes its dict later changes nothing kept.
-    validator: Validator = cls(json.loads(key) if key is not None else schema, format_checker=_FORMATS)
+    validator: Validator = _linear_patterns(base)(json.loads(key) if key is not None else schema, format_checker=_FORMATS)
+    try:
+        for sample in _SAMPLES:  # a $ref loop that never goes down into the value recurses on anything
+            validator.is_valid(sample)
+    except RecursionError:
+        raise InvalidInput(field, "has a $ref loop that never goes down into the value",
+                           allowed="$ref that descends into the value (a property or item)") from None
     if key is not None:
         if len(_COMPILED) >= _MAX_COMPILED:
             _COMPILED.pop(next(iter(_COMPILED)))
@@ -73,16 +91,68 @@ def compile_schema(schema: Any, field: str) -> Validator:
     return validator
 
 
-def _refs(node: Any) -> Iterable[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "$ref" and isinstance(value, str):
-                yield value
-            else:
-                yield from _refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _refs(value)
+_SAMPLES: tuple[Any, ...] = ({}, [], "", 0, None)
+
+
+def _walk(node: Any) -> tuple[list[str], list[str]]:
+    """Every ``$ref`` in a schema, and every regular expression it checks values with (``pattern``
+    values, ``patternProperties`` keys)."""
+    refs: list[str] = []
+    patterns: list[str] = []
+
+    def visit(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "$ref" and isinstance(item, str):
+                    refs.append(item)
+                elif key == "pattern" and isinstance(item, str):
+                    patterns.append(item)
+                else:
+                    if key == "patternProperties" and isinstance(item, dict):
+                        patterns.extend(k for k in item if isinstance(k, str))
+                    visit(item)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+
+    visit(node)
+    return refs, patterns
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a pattern refused is the caller's error, not a line on stderr
+
+
+@functools.lru_cache(maxsize=1024)
+def _linear(pattern: str) -> Any:
+    """``pattern`` compiled by RE2, which matches in time linear in the text: Python's ``re``
+    backtracks, and a pattern such as ``^(a+)+$`` against a model's answer of 32 characters held
+    the event loop (and every other call) for minutes.
+
+    Raises:
+        re2.error: a pattern RE2 cannot run (a backreference, lookaround).
+    """
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _linear(pattern).search(instance):
+        yield ValidationError(f"{instance[:80]!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if _linear(pattern).search(key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+@functools.cache
+def _linear_patterns(cls: Any) -> Any:
+    """``cls`` (a draft's validator class) with ``pattern`` and ``patternProperties`` checked by RE2."""
+    return validators.extend(cls, {"pattern": _pattern, "patternProperties": _pattern_properties})  # type: ignore[no-untyped-call]  # the stubs leave it untyped
 
 
 def parse_json_answer(text: str) -> Any:
@@ -170,7 +240,10 @@ class OutputCheck:
 
 def _errors(validator: Validator, value: Any) -> str:
     """The first few ways ``value`` fails ``validator`` ("" when it does not), each with where."""
-    found = sorted(validator.iter_errors(value), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    try:
+        found = sorted(validator.iter_errors(value), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    except RecursionError:
+        return "at $: nested too deep to check"
     shown = [f"at {_path(e)}: {_short(e.message)}" for e in found[:_MAX_ERRORS]]
     if len(found) > _MAX_ERRORS:
         shown.append(f"and {len(found) - _MAX_ERRORS} more")
