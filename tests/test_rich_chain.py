@@ -6,10 +6,7 @@ upstreams reported."""
 
 from __future__ import annotations
 
-import base64
 import json
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ from llm_router.types import Usage, usd_str
 from .conftest import FAKE_MODELS, held_by_calls
 from .fakes import FakeProvider
 from .fakes import Usage as WireUsage
+from .pngs import png
 
 pytestmark = pytest.mark.anyio
 
@@ -40,15 +38,6 @@ SCHEMA = {
 }
 WEATHER = {"name": "get_weather", "description": "Current weather for a city",
            "inputSchema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-
-
-def png(width: int = 8, height: int = 8) -> str:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    raw = b"".join(b"\x00" + b"\x00" * (width * 3) for _ in range(height))
-    body = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-    return base64.b64encode(body).decode()
 
 
 IMAGE = png()

@@ -6,9 +6,6 @@ wire tests; the ledger is a real SQLite file."""
 
 from __future__ import annotations
 
-import base64
-import struct
-import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -31,6 +28,7 @@ from llm_router.types import (
 )
 
 from .conftest import held_by_calls
+from .pngs import png
 
 pytestmark = pytest.mark.anyio
 
@@ -42,16 +40,6 @@ SCHEMA = {
 }
 WEATHER = {"name": "get_weather", "description": "The weather in a city",
            "inputSchema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-
-
-def png(width: int = 4, height: int = 3) -> str:
-    """A real (tiny) PNG, as base64."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    raw = b"".join(b"\x00" + b"\x00" * (width * 3) for _ in range(height))
-    body = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-    return base64.b64encode(body).decode()
 
 
 class Scripted:

@@ -18,7 +18,6 @@ from ..types import (
     Completion,
     CompletionRequest,
     ContentFiltered,
-    InvalidOutput,
     Overloaded,
     ProviderError,
     Usage,
@@ -40,7 +39,6 @@ from .wire import (
     dumps_or_empty,
     is_json_type,
     json_or_malformed,
-    redact,
     token_count,
 )
 
@@ -333,13 +331,8 @@ class AnthropicProvider(HttpAdapter):
             if not name:
                 raise self._malformed("a tool_use block without a name", model)
             shown = self._field(name, "")
-            try:
-                arguments = _clean(tool_arguments(raw, tool=shown, provider=self.name, model=model, usage=usage, secrets=self._secrets))
-            except InvalidOutput as exc:  # it quotes the arguments, which may echo a credential
-                raise InvalidOutput(redact(str(exc), self._secrets), provider=self.name, model=model,
-                                    usage=usage) from None
-            except RecursionError:
-                raise self._malformed(f"{shown} arguments nested too deep to read", model) from None
+            # Read strictly, made valid text, quoted without this adapter's credentials (translate).
+            arguments = tool_arguments(raw, tool=shown, provider=self.name, model=model, usage=usage, secrets=self._secrets)
             tool_calls.append(ToolCall(self._field(call_id) or new_call_id(), shown, arguments))
         if stop_reason == "tool_use" and not tool_calls:
             raise self._malformed("stop_reason tool_use without a tool_use block", model)
@@ -398,15 +391,3 @@ class AnthropicProvider(HttpAdapter):
         )
         cls = _TYPE_CLASS.get(etype) if isinstance(etype, str) else None
         return reclassify(err, cls) if cls else err
-
-
-def _clean(value: Any) -> Any:
-    """A decoded JSON value with every string in it (keys too) valid Unicode: JSON may carry lone
-    UTF-16 halves, which cannot be written out as UTF-8 later."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean_text(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value

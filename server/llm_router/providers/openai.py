@@ -35,7 +35,6 @@ from ..types import (
     CompletionRequest,
     ContentFiltered,
     ContextTooLong,
-    InvalidOutput,
     ProviderError,
     Usage,
 )
@@ -47,7 +46,7 @@ from .base import (
     TextCallback,
 )
 from .errors import error_detail, error_from_status, reclassify
-from .openai_calls import Call, RawCall, clean_value, fold_calls, raw_calls
+from .openai_calls import Call, RawCall, fold_calls, raw_calls
 from .openai_props import Props, read_props
 from .openai_request import FINISH, add_format, add_sampling, add_tools, rich_messages
 from .translate import finish_of, new_call_id, tool_arguments
@@ -60,7 +59,6 @@ from .wire import (
     dumps_or_empty,
     is_json_type,
     json_or_malformed,
-    redact,
     token_count,
 )
 
@@ -324,15 +322,8 @@ class OpenAIProvider(HttpAdapter):
         tool = self._field(name)
         if tool is None:
             raise self._malformed(f"a tool call without a name: {self._quote(raw)}", model)
-        try:
-            value = tool_arguments(arguments, tool=tool, provider=self.name, model=model, usage=usage, secrets=self._secrets)
-        except InvalidOutput as exc:  # its message quotes the arguments: upstream text, redacted here
-            raise InvalidOutput(redact(str(exc), self._secrets), provider=self.name, model=model, usage=usage) from None
-        try:
-            value = clean_value(value)
-        except RecursionError:
-            raise InvalidOutput(f"{self.name} called {tool} with arguments nested too deep to read", provider=self.name,
-                                model=model, usage=usage) from None
+        # Read strictly, made valid text, quoted without this adapter's credentials (translate).
+        value = tool_arguments(arguments, tool=tool, provider=self.name, model=model, usage=usage, secrets=self._secrets)
         return ToolCall(self._field(call_id) or new_call_id(), tool, value)
 
     def _model_names(self, data: Any) -> list[str]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .wire import clean_text
-
-__all__ = ["RawCall", "raw_calls", "Call", "fold_calls", "clean_value"]
+__all__ = ["RawCall", "raw_calls", "Call", "fold_calls"]
 
 RawCall = tuple[Any, Any, Any]
 """A tool call as upstream sent it: ``(id, name, arguments)``, none of them checked yet."""
@@ -61,17 +59,3 @@ def _fold(call: Call, call_id: Any, function: dict[str, Any]) -> None:
         call.name = name  # some servers repeat the name in every piece
     if (arguments := function.get("arguments")) is not None and arguments != "":
         call.pieces.append(arguments)
-
-
-def clean_value(value: Any) -> Any:
-    """A decoded JSON value with every string in it (keys too) made valid Unicode: arguments may
-    carry lone surrogate halves as ``\\uXXXX`` escapes, which no writer downstream can encode.
-    Raises ``RecursionError`` for a value nested too deep to walk."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean_text(k): clean_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [clean_value(v) for v in value]
-    return value
-
