@@ -55,6 +55,13 @@ def _schema_problem(schema: Any, where: str) -> str | None:
         return f"Invalid value at '{where}.type' (type.googleapis.com/google.ai.generativelanguage.v1beta.Type), {json_str(schema['type'])}"
     if "enum" in schema and not (isinstance(schema["enum"], list) and all(isinstance(v, str) for v in schema["enum"])):
         return f"Invalid value at '{where}.enum' (TYPE_STRING)"
+    # Three shapes the API refuses though each field is known (its schema validation).
+    if "type" not in schema and "anyOf" not in schema:
+        return f"* GenerateContentRequest.{where}.type: must be specified"
+    if schema.get("type") == "ARRAY" and "items" not in schema:
+        return f"* GenerateContentRequest.{where}.items: missing field."
+    if schema.get("type") == "OBJECT" and not schema.get("properties"):
+        return f"* GenerateContentRequest.{where}.properties: should be non-empty for OBJECT type"
     subs: list[tuple[Any, str]] = []
     if isinstance(schema.get("properties"), dict):
         subs += [(v, f"{where}.properties[{k}].value") for k, v in schema["properties"].items()]
