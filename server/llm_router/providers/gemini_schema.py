@@ -165,7 +165,7 @@ class _Converter:
         infer = not kinds and "anyOf" not in out
         self._values(schema, out, infer=infer)
         if isinstance(schema.get("properties"), dict):
-            required = schema.get("required") if isinstance(schema.get("required"), list) else ()
+            required: list[Any] = schema["required"] if isinstance(schema.get("required"), list) else []
             props: dict[str, Any] = {}
             for name, sub in schema["properties"].items():
                 try:
