@@ -69,6 +69,25 @@ def refusal(fake: FakeProvider, body: dict[str, Any]) -> str:
           "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["g"]}}},
          "must be declared"),
         ({"contents": ASK, "toolConfig": {"functionCallingConfig": {"mode": "SOMETIMES"}}}, "mode"),
+        # Function calling and JSON mode together, on a Gemini 2.x model (modes AUTO and ANY).
+        ({"contents": ASK, "tools": [{"functionDeclarations": [{"name": "f"}]}],
+          "generationConfig": {"responseMimeType": "application/json"}},
+         "Function calling with a response mime type: 'application/json' is unsupported"),
+        ({"contents": ASK, "tools": [{"functionDeclarations": [{"name": "f"}]}],
+          "toolConfig": {"functionCallingConfig": {"mode": "ANY"}}, "generationConfig": {"responseMimeType": "application/json"}},
+         "Function calling with a response mime type"),
+        # Schema shapes refused though every field is known.
+        ({"contents": ASK, "generationConfig": {"responseMimeType": "application/json", "responseSchema": {
+            "type": "OBJECT", "properties": {"tags": {"type": "ARRAY"}}}}}, "items: missing field"),
+        ({"contents": ASK, "generationConfig": {"responseMimeType": "application/json", "responseSchema": {
+            "type": "OBJECT", "properties": {"x": {}}}}}, "type: must be specified"),
+        ({"contents": ASK, "tools": [{"functionDeclarations": [{"name": "f", "parameters": {
+            "type": "OBJECT", "properties": {"meta": {"type": "OBJECT"}}}}]}]}, "properties: should be non-empty for OBJECT"),
+        # Images by URL: a definite type, HTTPS.
+        ({"contents": [{"role": "user", "parts": [{"fileData": {"fileUri": "https://example.com/a.png"}}]}]},
+         "mime_type: missing field"),
+        ({"contents": [{"role": "user", "parts": [{"fileData": {"mimeType": "image/png", "fileUri": "ftp://x/a.png"}}]}]},
+         "Unsupported file uri"),
     ],
 )
 def test_the_fake_refuses_what_gemini_refuses(fake: FakeProvider, body: dict[str, Any], said: str) -> None:
@@ -89,6 +108,10 @@ def test_the_fake_takes_a_well_formed_rich_request(fake: FakeProvider) -> None:
                              "responseSchema": {"type": "OBJECT", "properties": {"a": {"type": "STRING", "enum": ["x"]}},
                                                 "propertyOrdering": ["a"]}},
     }
+    resp = post(fake, body, "/v1beta/models/gemini-3-flash-preview:generateContent")  # (Gemini 3 takes tools and JSON mode)
+    assert resp.status_code == 200, resp.text
+    body["contents"][0]["parts"].append({"fileData": {"mimeType": "image/jpeg", "fileUri": "https://example.com/a.jpg"}})
+    del body["generationConfig"]["responseMimeType"], body["generationConfig"]["responseSchema"]
     assert post(fake, body).status_code == 200
 
 

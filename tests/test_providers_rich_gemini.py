@@ -262,10 +262,23 @@ async def test_an_image_by_data_is_sent_as_inline_data_in_its_place(fake: FakePr
     }
 
 
-async def test_an_image_by_url_is_refused_before_sending(fake: FakeProvider, gemini: GeminiProvider) -> None:
+async def test_an_image_by_url_is_sent_as_file_data(fake: FakeProvider, gemini: GeminiProvider) -> None:
     turn = Message(role="user", content="What is this?",
                    parts=(TextPart("What is this?"), ImagePart("image/png", url="https://example.com/a.png")))
-    assert "image by URL" in await refused(gemini, ask(messages=(turn,)), fake)
+    fake.reply(text="A cat.")
+    assert (await complete(gemini, ask(messages=(turn,)))).text == "A cat."
+    assert sent(fake)["contents"][0]["parts"] == [
+        {"text": "What is this?"}, {"fileData": {"mimeType": "image/png", "fileUri": "https://example.com/a.png"}},
+    ]
+
+
+@pytest.mark.parametrize("image", [ImagePart("image/*", url="https://example.com/a"),
+                                   ImagePart("image/png", url="http://example.com/a.png")], ids=["no-type", "http"])
+async def test_an_image_by_url_of_no_known_type_or_not_https_is_refused(
+    fake: FakeProvider, gemini: GeminiProvider, image: ImagePart
+) -> None:
+    turn = Message(role="user", content="", parts=(image,))
+    assert "image by" in await refused(gemini, ask(messages=(turn,)), fake)
 
 
 async def test_a_gif_is_refused_before_sending(fake: FakeProvider, gemini: GeminiProvider) -> None:
@@ -443,7 +456,7 @@ async def test_structured_output_is_the_json_text_as_written_left_to_the_router_
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize(
     ("native", "normalised"),
-    [("STOP", "stop"), ("MAX_TOKENS", "length"), ("OTHER", "stop"), ("FINISH_REASON_UNSPECIFIED", "stop")],
+    [("STOP", "stop"), ("MAX_TOKENS", "length"), ("FINISH_REASON_UNSPECIFIED", "stop")],
 )
 async def test_finish_reasons_are_normalised(
     fake: FakeProvider, gemini: GeminiProvider, stream: bool, native: str, normalised: str
@@ -453,7 +466,19 @@ async def test_finish_reasons_are_normalised(
     assert (result.text, result.finish_reason) == ("Four.", normalised)
 
 
-@pytest.mark.parametrize("native", ["SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_an_answer_stopped_for_another_reason_is_a_failed_attempt_not_a_normal_end(
+    fake: FakeProvider, gemini: GeminiProvider, stream: bool
+) -> None:
+    fake.reply(text="Four and", finish="OTHER")
+    with pytest.raises(MalformedResponse) as info:
+        await complete(gemini, ask(), stream=stream)
+    assert "OTHER" in str(info.value) and info.value.usage == USAGE
+
+
+@pytest.mark.parametrize(
+    "native", ["SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"]
+)
 async def test_a_withheld_answer_stays_content_filtered(fake: FakeProvider, gemini: GeminiProvider, native: str) -> None:
     fake.reply(text="", finish=native)
     with pytest.raises(ContentFiltered) as info:
@@ -479,3 +504,85 @@ async def test_tool_arguments_holding_lone_surrogates_come_out_valid_text(
     result = await complete(gemini, ask(tools=(WEATHER,)))
     assert result.tool_calls[0].arguments == {"city": "Par\ufffdis"}
     result.tool_calls[0].arguments["city"].encode("utf-8")
+
+
+# -- structured output beside tools (Gemini 2.x refuses function calling with JSON mode) ----------
+
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+CITY_PARAMS = {"type": "OBJECT", "properties": {"city": {"type": "STRING"}}, "required": ["city"]}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_tools_and_a_schema_declare_the_format_as_a_function_whose_call_is_the_json_answer(
+    fake: FakeProvider, gemini: GeminiProvider, stream: bool
+) -> None:
+    fake.fault("tool_call", tool_calls=(("place", {"city": "Paris"}),))
+    request = ask(tools=(WEATHER,), response_format=ResponseFormat("json_schema", CITY, name="place"))
+    result = await complete(gemini, request, stream=stream)
+    assert (json.loads(result.text), result.tool_calls, result.finish_reason) == ({"city": "Paris"}, (), "stop")
+    body = sent(fake)
+    declared = body["tools"][0]["functionDeclarations"]
+    assert [d["name"] for d in declared] == ["get_weather", "place"] and declared[1]["parameters"] == CITY_PARAMS
+    assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
+    assert "responseMimeType" not in body["generationConfig"] and "responseSchema" not in body["generationConfig"]
+
+
+async def test_beside_tools_a_call_of_the_caller_s_tool_is_the_tool_call(fake: FakeProvider, gemini: GeminiProvider) -> None:
+    fake.fault("tool_call", tool_calls=(("get_weather", {"city": "Paris"}),))
+    request = ask(tools=(WEATHER,), response_format=ResponseFormat("json_schema", CITY, name="place"))
+    result = await complete(gemini, request)
+    assert [(c.name, c.arguments) for c in result.tool_calls] == [("get_weather", {"city": "Paris"})]
+    assert result.finish_reason == "tool_calls"
+
+
+async def test_a_format_whose_top_is_no_object_is_wrapped_in_a_value_argument(
+    fake: FakeProvider, gemini: GeminiProvider
+) -> None:
+    fake.fault("tool_call", tool_calls=(("response", {"value": ["a", "b"]}),))
+    schema = {"type": "array", "items": {"type": "string"}}
+    result = await complete(gemini, ask(tools=(WEATHER,), response_format=ResponseFormat("json_schema", schema)))
+    assert json.loads(result.text) == ["a", "b"]
+    params = sent(fake)["tools"][0]["functionDeclarations"][1]["parameters"]
+    assert params == {"type": "OBJECT", "properties": {"value": {"type": "ARRAY", "items": {"type": "STRING"}}},
+                      "required": ["value"]}
+
+
+async def test_with_tool_choice_none_only_the_format_is_sent(fake: FakeProvider, gemini: GeminiProvider) -> None:
+    fake.reply(text='{"city": "Paris"}')
+    request = ask(tools=(WEATHER,), tool_choice="none", response_format=ResponseFormat("json_schema", CITY))
+    assert (await complete(gemini, request)).text == '{"city": "Paris"}'
+    body = sent(fake)
+    assert "tools" not in body and "toolConfig" not in body
+    assert body["generationConfig"]["responseSchema"] == CITY_PARAMS
+
+
+@pytest.mark.parametrize("choice", ["required", "get_weather"])
+async def test_with_a_forced_tool_only_the_tools_are_sent(fake: FakeProvider, gemini: GeminiProvider, choice: str) -> None:
+    fake.fault("tool_call", tool_calls=(("get_weather", {"city": "Paris"}),))
+    request = ask(tools=(WEATHER,), tool_choice=choice, response_format=ResponseFormat("json_schema", CITY))
+    assert [c.name for c in (await complete(gemini, request)).tool_calls] == ["get_weather"]
+    body = sent(fake)
+    assert [d["name"] for d in body["tools"][0]["functionDeclarations"]] == ["get_weather"]
+    assert "responseMimeType" not in body["generationConfig"]
+
+
+async def test_a_json_object_format_beside_tools_is_refused(fake: FakeProvider, gemini: GeminiProvider) -> None:
+    assert "json_object" in await refused(gemini, ask(tools=(WEATHER,), response_format=ResponseFormat("json_object")), fake)
+
+
+# -- schemas Gemini refuses --------------------------------------------------------------------------
+
+
+async def test_a_schema_of_no_safe_conversion_is_sent_as_json_mode_only(fake: FakeProvider, gemini: GeminiProvider) -> None:
+    fake.reply(text='{"meta": {"a": "b"}}')
+    schema = {"type": "object", "properties": {"meta": {"type": "object", "additionalProperties": {"type": "string"}}},
+              "required": ["meta"]}
+    await complete(gemini, ask(response_format=ResponseFormat("json_schema", schema)))
+    assert sent(fake)["generationConfig"] == {"maxOutputTokens": 64, "responseMimeType": "application/json"}
+
+
+async def test_a_tool_taking_a_required_free_form_object_is_refused_naming_where(
+    fake: FakeProvider, gemini: GeminiProvider
+) -> None:
+    tool = ToolSpec("tag", "Tag it.", {"type": "object", "properties": {"meta": {"type": "object"}}, "required": ["meta"]})
+    assert "#/properties/meta" in await refused(gemini, ask(tools=(tool,)), fake)

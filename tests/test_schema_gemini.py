@@ -10,7 +10,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from llm_router.providers.gemini_schema import UnsendableSchema, parameters, response_schema
+from llm_router.providers.gemini_schema import NoSafeSchema, UnsendableSchema, parameters, response_schema
 
 from .fakes.gemini import _schema_problem
 
@@ -43,8 +43,7 @@ def converted(schema: dict[str, Any]) -> dict[str, Any]:
          {"type": "STRING", "minLength": 1, "maxLength": 5, "pattern": "^[a-z]+$"}),
         ({"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3, "uniqueItems": True},
          {"type": "ARRAY", "items": {"type": "STRING"}, "minItems": 1, "maxItems": 3}),
-        ({"type": "array", "prefixItems": [{"type": "string"}]}, {"type": "ARRAY"}),
-        ({}, {}),
+        ({}, {"type": "STRING"}),
         ({"items": {"type": "string"}}, {"type": "ARRAY", "items": {"type": "STRING"}}),
         ({"examples": ["x"], "$comment": "c", "type": "string", "not": {"const": "y"}}, {"type": "STRING"}),
     ],
@@ -198,9 +197,8 @@ def test_a_pydantic_model_with_defs_optionals_enums_and_literals_converts() -> N
             "home": address,
             "previous": {"type": "ARRAY", "items": address, "title": "Previous", "default": []},
             "work": {**address, "default": None, "nullable": True},
-            "tags": {"type": "OBJECT", "title": "Tags", "default": {}},
-        },
-        "propertyOrdering": ["name", "age", "favourite", "mood", "home", "previous", "work", "tags"],
+        },  # tags, a free-form dict, is optional: left out (Gemini refuses an object of no properties)
+        "propertyOrdering": ["name", "age", "favourite", "mood", "home", "previous", "work"],
         "required": ["name", "favourite", "home"],
     }
 
@@ -230,3 +228,75 @@ def test_the_original_schema_is_never_changed() -> None:
     response_schema(schema)
     parameters(schema)
     assert repr(schema) == before
+
+
+# Shapes Gemini refuses (400) though each keyword is its own: narrowed where every answer to the
+# narrowed schema is valid for the original, else no safe conversion (NoSafeSchema, naming where).
+
+
+def test_an_array_without_items_gets_string_items_gemini_takes() -> None:
+    schema = {"type": "object", "properties": {"tags": {"type": "array"}}, "required": ["tags"]}
+    assert converted(schema)["properties"]["tags"] == {"type": "ARRAY", "items": {"type": "STRING"}}
+    assert parameters(schema) == {"type": "OBJECT", "properties": {"tags": {"type": "ARRAY", "items": {"type": "STRING"}}},
+                                  "required": ["tags"]}
+
+
+def test_an_untyped_property_becomes_a_string_gemini_takes() -> None:
+    schema = {"type": "object", "properties": {"x": {}, "y": True, "z": {"description": "any"}}}
+    assert converted(schema)["properties"] == {
+        "x": {"type": "STRING"}, "y": {"type": "STRING"}, "z": {"type": "STRING", "description": "any"},
+    }
+
+
+def test_an_untyped_branch_of_an_any_of_becomes_a_string() -> None:
+    assert converted({"anyOf": [{"type": "integer"}, {}]}) == {"anyOf": [{"type": "INTEGER"}, {"type": "STRING"}]}
+
+
+def test_a_ref_s_description_does_not_bring_a_type_over_its_target() -> None:
+    schema = {"$defs": {"N": {"type": "integer"}}, "$ref": "#/$defs/N", "description": "count"}
+    assert converted(schema) == {"type": "INTEGER", "description": "count"}
+
+
+def test_a_required_free_form_object_has_no_safe_conversion_naming_where() -> None:
+    schema = {"type": "object", "properties": {"meta": {"type": "object", "additionalProperties": {"type": "string"}}},
+              "required": ["meta"]}
+    with pytest.raises(NoSafeSchema) as info:
+        response_schema(schema)
+    assert info.value.path == "#/properties/meta"
+    with pytest.raises(NoSafeSchema):
+        parameters(schema)
+
+
+def test_an_optional_free_form_object_is_left_out() -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "meta": {"type": "object"}}}
+    assert converted(schema) == {"type": "OBJECT", "properties": {"name": {"type": "STRING"}}}
+
+
+def test_a_top_level_free_form_object_has_no_safe_conversion_as_a_response_schema() -> None:
+    with pytest.raises(NoSafeSchema) as info:
+        response_schema({"type": "object", "additionalProperties": True})
+    assert info.value.path == "#"
+
+
+def test_a_tool_taking_a_free_form_object_sends_no_parameters() -> None:
+    assert parameters({"type": "object", "additionalProperties": True}) is None
+
+
+def test_a_tuple_has_no_safe_conversion() -> None:
+    with pytest.raises(NoSafeSchema) as info:
+        response_schema({"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}]})
+    assert "prefixItems" in str(info.value)
+
+
+@pytest.mark.parametrize("schema", [{"not": {"type": "string"}}, {"enum": [1, "a"]}, {"const": {"a": 1}}])
+def test_an_untyped_schema_constraining_its_values_has_no_safe_conversion(schema: dict[str, Any]) -> None:
+    with pytest.raises(NoSafeSchema):
+        response_schema({"type": "object", "properties": {"v": schema}, "required": ["v"]})
+
+
+def test_several_types_give_an_array_branch_items_and_leave_out_an_object_branch_of_no_properties() -> None:
+    assert converted({"type": ["object", "array", "string"]}) == {
+        "anyOf": [{"type": "ARRAY", "items": {"type": "STRING"}}, {"type": "STRING"}],
+    }
+    with pytest.raises(NoSafeSchema):
+        response_schema({"type": ["object", "null"]})

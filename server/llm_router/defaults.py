@@ -53,8 +53,9 @@ KIND_CAPABILITIES: dict[str, frozenset[str]] = {
     # The same protocol served locally (llama.cpp, vLLM, LM Studio): tools and images depend on
     # how the model was loaded, so only what the server says (llama.cpp's /props) or the config.
     "openai-local": _COMMON | {"seed"},
-    # generateContent: tools, images (as bytes only: a URL must be a Files API upload), seed.
-    "gemini": _COMMON | {"tools", "tool_choice", "vision", "seed"},
+    # generateContent: tools, images (as bytes, or by a public or signed HTTPS URL Gemini
+    # fetches itself, since January 2026), seed.
+    "gemini": _COMMON | {"tools", "tool_choice", "vision", "image_url", "seed"},
     # /api/chat: images as bytes only, no way to force a tool; tools and images as /api/show's
     # ``capabilities`` say for the model (until asked: neither).
     "ollama": _COMMON | {"seed"},

@@ -55,6 +55,13 @@ def _schema_problem(schema: Any, where: str) -> str | None:
         return f"Invalid value at '{where}.type' (type.googleapis.com/google.ai.generativelanguage.v1beta.Type), {json_str(schema['type'])}"
     if "enum" in schema and not (isinstance(schema["enum"], list) and all(isinstance(v, str) for v in schema["enum"])):
         return f"Invalid value at '{where}.enum' (TYPE_STRING)"
+    # Three shapes the API refuses though each field is known (its schema validation).
+    if "type" not in schema and "anyOf" not in schema:
+        return f"* GenerateContentRequest.{where}.type: must be specified"
+    if schema.get("type") == "ARRAY" and "items" not in schema:
+        return f"* GenerateContentRequest.{where}.items: missing field."
+    if schema.get("type") == "OBJECT" and not schema.get("properties"):
+        return f"* GenerateContentRequest.{where}.properties: should be non-empty for OBJECT type"
     subs: list[tuple[Any, str]] = []
     if isinstance(schema.get("properties"), dict):
         subs += [(v, f"{where}.properties[{k}].value") for k, v in schema["properties"].items()]
@@ -171,10 +178,10 @@ class GeminiDialect(Dialect):
         temperature = config.get("temperature") if isinstance(config, dict) else None
         if temperature is not None and not (isinstance(temperature, (int, float)) and 0 <= temperature <= 2):
             return bad("* GenerateContentRequest.generation_config.temperature: must be in [0, 2]")
-        problem = self._rich_problem(body, contents, config if isinstance(config, dict) else {})
+        problem = self._rich_problem(body, contents, config if isinstance(config, dict) else {}, self.model(req))
         return None if problem is None else bad(problem)
 
-    def _rich_problem(self, body: dict[str, Any], contents: list[Any], config: dict[str, Any]) -> str | None:
+    def _rich_problem(self, body: dict[str, Any], contents: list[Any], config: dict[str, Any], model: str) -> str | None:
         """What Gemini refuses in the parts, tools and generation config of a request (400)."""
         for key in config:
             if key not in GENERATION_CONFIG and "_" not in key:
@@ -211,6 +218,10 @@ class GeminiDialect(Dialect):
                     if problem:
                         return problem
         calling = ((body.get("toolConfig") or {}).get("functionCallingConfig")) or {}
+        # Gemini 2.x refuses function calling (modes AUTO and ANY) with JSON mode; Gemini 3 takes both.
+        if (declared and config.get("responseMimeType") == "application/json" and calling.get("mode") != "NONE"
+                and not model.startswith("gemini-3")):
+            return "Function calling with a response mime type: 'application/json' is unsupported"
         if calling:
             if calling.get("mode") not in CALLING_MODES:
                 return "Invalid value at 'tool_config.function_calling_config.mode'"
@@ -242,6 +253,17 @@ class GeminiDialect(Dialect):
                 base64.b64decode(blob.get("data") or "", validate=True)
             except (binascii.Error, ValueError):
                 return f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed"
+        if "fileData" in part:
+            data = part["fileData"] or {}
+            uri = data.get("fileUri")
+            if not isinstance(uri, str) or not uri:
+                return f"* GenerateContentRequest.{where}.file_data.file_uri: missing field."
+            if not isinstance(data.get("mimeType"), str):
+                return f"* GenerateContentRequest.{where}.file_data.mime_type: missing field."
+            if data["mimeType"] not in IMAGE_TYPES:
+                return f"Unsupported MIME type: {data['mimeType']}"
+            if not uri.startswith("https://"):  # a Files API upload's URI is https too
+                return f"* GenerateContentRequest.{where}.file_data.file_uri: Unsupported file uri: {uri}"
         if "functionCall" in part and role != "model":
             return f"* GenerateContentRequest.{where}: a function call must be in a model turn"
         if "functionResponse" in part:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from ..types import (
     ContentFiltered,
     ContextTooLong,
     InvalidOutput,
+    MalformedResponse,
     ProviderError,
     Usage,
 )
@@ -26,7 +28,7 @@ from .base import (
     TextCallback,
 )
 from .errors import error_detail, error_from_status, reclassify
-from .gemini_request import enrich
+from .gemini_request import WRAPPED, FormatCall, enrich
 from .translate import finish_of, new_call_id, tool_arguments
 from .wire import (
     SHAPE_ERRORS,
@@ -44,9 +46,15 @@ __all__ = ["GeminiProvider"]
 
 _MODELS_PATH = "/v1beta/models?pageSize=1000"
 # Finish reasons that mean a filter withheld (part of) the answer.
+# LANGUAGE is one: the docs say the answer was flagged for a language it does not support, and
+# cut there.
 _FILTERED = frozenset(
-    {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "MODEL_ARMOR"}
+    {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "MODEL_ARMOR", "LANGUAGE"}
 )
+# Generation stopped for a reason the docs leave unknown ("OTHER"): what came may be cut anywhere,
+# so it is no answer to return as if it ended normally; a failed attempt, billed, that another
+# try may get right (MalformedResponse is retryable).
+_UNFINISHED = frozenset({"OTHER"})
 # Finish reasons that mean the model went for a tool and failed at it (with tools offered: a
 # call it got wrong; without: a call instead of an answer).
 _TOOL_FINISH = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
@@ -119,9 +127,10 @@ class GeminiProvider(HttpAdapter):
         }
         if request.system:
             body["systemInstruction"] = {"parts": [{"text": request.system}]}
+        forced: FormatCall | None = None
         if (request.rich or request.stop or request.top_p is not None or request.seed is not None
                 or request.tool_choice != "auto"):
-            enrich(body, request, provider=self.name, model=model)
+            forced = enrich(body, request, provider=self.name, model=model)
         name = model.removeprefix("models/")
 
         answer = _Answer(model)
@@ -129,12 +138,12 @@ class GeminiProvider(HttpAdapter):
         if on_text is None:
             path = f"/v1beta/models/{name}:generateContent"
             data = await self._post(path, body, model)
-            return self._whole(answer, data, model, offered)
+            return self._whole(answer, data, model, offered, forced)
         path = f"/v1beta/models/{name}:streamGenerateContent?alt=sse"
         async with self._stream(path, body, model) as response:
             ctype = content_type(response)
             if is_json_type(ctype):  # a whole answer, or the JSON-array form of a stream
-                completion = self._whole(answer, await self._read_json(response, model), model, offered)
+                completion = self._whole(answer, await self._read_json(response, model), model, offered, forced)
                 if completion.text:
                     await on_text(completion.text)
                 return completion
@@ -146,22 +155,27 @@ class GeminiProvider(HttpAdapter):
                 text = self._absorb(answer, chunk, model, response.headers)
                 if text and (text := answer.joiner.feed(text)):
                     answer.parts.append(text)
-                    await on_text(text)
+                    if forced is None:  # with a format's function, the answer is known at the end
+                        await on_text(text)
             if answer.finish_reason is not None and (tail := answer.joiner.flush()):
                 answer.parts.append(tail)
-                await on_text(tail)
+                if forced is None:
+                    await on_text(tail)
         if answer.finish_reason is None:
             # Gemini streams have no terminator: the chunk with a finishReason is the end.
             raise events.ended_early("a chunk with a finishReason", len(answer.parts), secrets=self._secrets)
-        return self._finish(answer, model, offered)
+        completion = self._finish(answer, model, offered, forced)
+        if forced is not None and completion.text:
+            await on_text(completion.text)
+        return completion
 
-    def _whole(self, answer: _Answer, data: Any, model: str, offered: bool) -> Completion:
+    def _whole(self, answer: _Answer, data: Any, model: str, offered: bool, forced: FormatCall | None) -> Completion:
         """A whole answer: one response object, or a list of stream chunks."""
         for chunk in data if isinstance(data, list) else (data,):
             answer.parts.append(self._absorb(answer, chunk, model))
         if not answer.candidates:
             raise self._malformed("an answer with no candidates and no block reason", model)
-        return self._finish(answer, model, offered)
+        return self._finish(answer, model, offered, forced)
 
     def _absorb(self, answer: _Answer, chunk: Any, model: str, headers: httpx.Headers = _NO_HEADERS) -> str:
         """Fold one response (or stream chunk) into ``answer``; return its text, if any."""
@@ -200,7 +214,7 @@ class GeminiProvider(HttpAdapter):
         except SHAPE_ERRORS:
             raise self._malformed(f"an unreadable response: {self._quote(chunk)}", model) from None
 
-    def _finish(self, answer: _Answer, model: str, offered: bool) -> Completion:
+    def _finish(self, answer: _Answer, model: str, offered: bool, forced: FormatCall | None = None) -> Completion:
         try:
             usage = _usage(answer.usage)
         except SHAPE_ERRORS:
@@ -212,7 +226,18 @@ class GeminiProvider(HttpAdapter):
                 model=model,
                 usage=usage,
             )
+        if answer.finish_reason in _UNFINISHED:
+            raise MalformedResponse(
+                f"{self.name} stopped the answer unfinished (finishReason {answer.finish_reason})",
+                provider=self.name, model=model, usage=usage,
+            )
         text = clean_text("".join(answer.parts))
+        if forced is not None and answer.finish_reason not in _TOOL_FINISH:
+            mine = [c for c in answer.calls if c.get("name") == forced.name]
+            if mine and len(mine) == len(answer.calls):  # the format's function called: the answer
+                text = self._format_text(mine[0], forced, model, usage)
+                return Completion(text, answer.model, usage, "stop", answer.response_id, ())
+            answer.calls = [c for c in answer.calls if c.get("name") != forced.name]  # the caller's tools
         if offered:
             calls = self._tool_calls(answer, model, usage)
         elif answer.finish_reason in _TOOL_FINISH or (answer.calls and not text.strip()):
@@ -240,6 +265,20 @@ class GeminiProvider(HttpAdapter):
             arguments = tool_arguments(call.get("args"), tool=name, provider=self.name, model=model, usage=usage, secrets=self._secrets)
             calls.append(ToolCall(self._field(call.get("id")) or new_call_id(), name, arguments))
         return tuple(calls)
+
+    def _format_text(self, call: dict[str, Any], forced: FormatCall, model: str, usage: Usage | None) -> str:
+        """A call of the format's function as the answer's JSON text: its arguments, or their
+        ``WRAPPED`` property."""
+        args = tool_arguments(call.get("args"), tool=forced.name, provider=self.name, model=model, usage=usage,
+                              secrets=self._secrets)
+        if forced.wrapped:
+            if WRAPPED not in args:
+                raise InvalidOutput(
+                    f"{self.name} called {forced.name} without its {WRAPPED!r} argument: {self._quote(args)}",
+                    provider=self.name, model=model, usage=usage,
+                )
+            return json.dumps(args[WRAPPED], ensure_ascii=False)
+        return json.dumps(args, ensure_ascii=False)
 
     def _model_names(self, data: Any) -> list[str]:
         return [m["name"].removeprefix("models/") for m in data["models"]]

@@ -3,9 +3,20 @@ calls and their results, images, structured output, and the sampling fields beyo
 
 Only a request that asks for one of these comes here (``GeminiProvider.complete`` builds a plain
 text body itself, unchanged). What Gemini's format cannot carry is refused before sending, with
-``InvalidRequest``: an image by URL (Gemini takes bytes, or a Files API upload this router does
-not make), an image type Gemini does not read, more than 5 stop sequences, a forced tool choice
-with no tools, a schema that cannot be put in Gemini's form (``gemini_schema``).
+``InvalidRequest``: an image by URL of no definite type or not HTTPS, an image type Gemini does
+not read, more than 5 stop sequences, a forced tool choice with no tools, a tool's schema that
+cannot be put in Gemini's form (``gemini_schema``), a format beside tools that cannot be a
+function's parameters.
+
+Structured output beside tools: Gemini 2.x answers a request holding both function
+declarations and ``responseMimeType: application/json`` with a 400 ("Function calling with a
+response mime type: 'application/json' is unsupported", modes AUTO and ANY alike). So under
+``tool_choice`` ``auto`` the format is declared as one more function (named after the format,
+its parameters the format's schema, wrapped in an object's ``value`` where the schema's top is
+none) and mode ``ANY`` makes the model call one: a call of the format's function is the answer,
+a call of the caller's tools the tool calls (``FormatCall``). Under ``none`` only the format is
+sent (no tools), under ``required`` or a named tool only the tools. Gemini 3 takes the
+combination natively, but one way for every model keeps a fallback between models alike.
 """
 
 from __future__ import annotations
@@ -13,13 +24,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from ..content import ImagePart, TextPart, ToolCall
+from ..content import ImagePart, ResponseFormat, TextPart, ToolCall, ToolSpec
 from ..types import CompletionRequest, InvalidRequest, Message
-from .gemini_schema import UnsendableSchema, parameters, response_schema
+from .gemini_schema import NoSafeSchema, UnsendableSchema, parameters, response_schema
 
-__all__ = ["enrich", "IMAGE_TYPES", "MAX_STOP_SEQUENCES", "SKIP_SIGNATURE"]
+__all__ = ["enrich", "FormatCall", "IMAGE_TYPES", "MAX_STOP_SEQUENCES", "SKIP_SIGNATURE", "WRAPPED"]
 
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"})
 """The image types Gemini reads (its image-understanding guide); not image/gif."""
@@ -33,12 +45,28 @@ Gemini's thought-signature guide documents for history it did not produce."""
 _OUR_IDS = re.compile(r"^call_[0-9a-f]{24}$")
 """The ids ``translate.new_call_id`` makes for calls Gemini sent without one: never sent back."""
 _CHOICE_MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
+_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
+"""What Gemini takes as a function's name."""
+WRAPPED = "value"
+"""The one property of the format function's parameters that holds the answer, when the format's
+schema is no object with properties (a function's parameters are always one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FormatCall:
+    """The function standing for the response format beside tools: its name, and whether the
+    answer is its arguments' ``WRAPPED`` property or the arguments themselves."""
+
+    name: str
+    wrapped: bool
 
 _Refuse = Callable[[str], InvalidRequest]
 
 
-def enrich(body: dict[str, Any], request: CompletionRequest, *, provider: str, model: str) -> None:
-    """Add to ``body`` (the plain-text body already built) what ``request`` asks beyond text.
+def enrich(body: dict[str, Any], request: CompletionRequest, *, provider: str, model: str) -> FormatCall | None:
+    """Add to ``body`` (the plain-text body already built) what ``request`` asks beyond text;
+    return the format's function when structured output goes beside tools (see the module's
+    docstring).
 
     Raises:
         InvalidRequest: for what Gemini cannot carry (see the module's docstring).
@@ -47,22 +75,26 @@ def enrich(body: dict[str, Any], request: CompletionRequest, *, provider: str, m
         return InvalidRequest(f"{provider} cannot take {problem}", provider=provider, model=model)
 
     config: dict[str, Any] = body["generationConfig"]
+    fmt = request.response_format
+    choice = request.tool_choice
+    forced: FormatCall | None = None
     if request.rich:
         body["contents"] = _contents(request.messages, refuse)
-        if request.tools:
-            body["tools"] = [{"functionDeclarations": [_declaration(t.name, t.description, t.input_schema, refuse)
-                                                        for t in request.tools]}]
-        fmt = request.response_format
-        if fmt is not None:
-            config["responseMimeType"] = "application/json"
-            if fmt.type == "json_schema" and fmt.schema is not None:
-                try:
-                    config["responseSchema"] = response_schema(fmt.schema)
-                except UnsendableSchema as exc:
-                    raise refuse(f"the response_format schema: {exc}") from None
-    choice = _tool_config(request, refuse)
-    if choice is not None:
-        body["toolConfig"] = choice
+        tools = request.tools if fmt is None or choice != "none" else ()
+        if tools:
+            declarations = [_declaration(t.name, t.description, t.input_schema, refuse) for t in tools]
+            if fmt is not None and choice == "auto":
+                forced, declaration = _format_declaration(fmt, tools, refuse)
+                declarations.append(declaration)
+            body["tools"] = [{"functionDeclarations": declarations}]
+        elif fmt is not None:
+            _response_format(config, fmt, refuse)
+    if forced is not None:
+        body["toolConfig"] = {"functionCallingConfig": {"mode": "ANY"}}
+    elif fmt is None or choice != "none":
+        choice_config = _tool_config(request, refuse)
+        if choice_config is not None:
+            body["toolConfig"] = choice_config
     if request.stop:
         if len(request.stop) > MAX_STOP_SEQUENCES:
             raise refuse(f"{len(request.stop)} stop sequences (at most {MAX_STOP_SEQUENCES})")
@@ -71,6 +103,48 @@ def enrich(body: dict[str, Any], request: CompletionRequest, *, provider: str, m
         config["topP"] = request.top_p
     if request.seed is not None:
         config["seed"] = request.seed
+    return forced
+
+
+def _response_format(config: dict[str, Any], fmt: ResponseFormat, refuse: _Refuse) -> None:
+    """JSON mode, with the schema as ``responseSchema``; where the schema has no safe conversion
+    (``NoSafeSchema``), JSON mode only: any JSON, which the router validates against the schema."""
+    config["responseMimeType"] = "application/json"
+    if fmt.type == "json_schema" and fmt.schema is not None:
+        try:
+            config["responseSchema"] = response_schema(fmt.schema)
+        except NoSafeSchema:
+            pass
+        except UnsendableSchema as exc:
+            raise refuse(f"the response_format schema: {exc}") from None
+
+
+def _format_declaration(
+    fmt: ResponseFormat, tools: tuple[ToolSpec, ...], refuse: _Refuse
+) -> tuple[FormatCall, dict[str, Any]]:
+    """The function standing for the format beside the caller's tools."""
+    if any(t.name == fmt.name for t in tools):
+        raise refuse(f"response_format named {fmt.name!r}, like one of the tools: name it otherwise")
+    if not _FUNCTION_NAME.match(fmt.name):
+        raise refuse(f"response_format named {fmt.name!r} beside tools: a function's name starts with a letter or _")
+    if fmt.type != "json_schema" or fmt.schema is None:
+        raise refuse("a json_object response_format beside tools: Gemini takes no JSON mode with function calling, "
+                     "and a function's parameters cannot be free-form; give a json_schema")
+    try:
+        params = parameters(fmt.schema)
+        wrapped = params is None or params.get("type") != "OBJECT"
+        if wrapped:
+            params = {"type": "OBJECT", "properties": {WRAPPED: response_schema(fmt.schema)}, "required": [WRAPPED]}
+    except UnsendableSchema as exc:
+        raise refuse(f"the response_format schema beside tools (sent as a function's parameters): {exc}") from None
+    answer = f"its {WRAPPED!r} argument is the answer" if wrapped else "its arguments are the answer"
+    declaration = {
+        "name": fmt.name,
+        "description": f"Give your final answer by calling this function: {answer}. Call another function only "
+                       "to use that tool.",
+        "parameters": params,
+    }
+    return FormatCall(fmt.name, wrapped), declaration
 
 
 def _declaration(name: str, description: str, schema: dict[str, Any], refuse: _Refuse) -> dict[str, Any]:
@@ -169,8 +243,18 @@ def _parts(m: Message, refuse: _Refuse) -> list[dict[str, Any]]:
 
 
 def _image(image: ImagePart, refuse: _Refuse) -> dict[str, Any]:
+    """Bytes as ``inlineData``; a URL as ``fileData`` (Gemini fetches a public or signed HTTPS URL
+    itself, its file input methods guide), whose ``mimeType`` is required: a URL of no known
+    image type (``image/*``) is refused."""
     if image.data is None:
-        raise refuse("an image by URL: Gemini takes images as bytes (send its data, base64) only")
+        if image.url is None:
+            raise refuse("an image with neither bytes nor a URL")
+        if not image.url.startswith("https://"):
+            raise refuse("an image by a URL other than https://: Gemini fetches public or signed HTTPS URLs only")
+        if image.mime_type not in IMAGE_TYPES:
+            raise refuse(f"an image by URL of type {image.mime_type}: Gemini needs its type, one of "
+                         f"{', '.join(sorted(IMAGE_TYPES))} (send the bytes instead)")
+        return {"fileData": {"mimeType": image.mime_type, "fileUri": image.url}}
     if image.mime_type not in IMAGE_TYPES:
         raise refuse(f"a {image.mime_type} image: Gemini reads {', '.join(sorted(IMAGE_TYPES))} only")
     return {"inlineData": {"mimeType": image.mime_type, "data": image.data}}

@@ -18,6 +18,23 @@ What the conversion does:
   ``examples``, ``not``, ``if``/``then``, ``prefixItems``, ``dependentRequired`` ...) is left out,
   since Gemini answers an unknown field with a 400.
 
+Gemini refuses three shapes outright (400), so none is ever sent; each is narrowed instead, to a
+schema every answer to which is also valid for the original:
+
+- a schema of no type (``{}``, ``true``, or only keywords of other types' values) becomes
+  ``STRING`` (a string is valid for it);
+- an array without ``items`` gets ``items: STRING`` (an array of strings is valid for it);
+- an object of no ``properties`` (free-form: ``additionalProperties`` only) has no narrowing
+  that keeps every answer valid, nor has a tuple (``prefixItems``), nor an untyped schema whose
+  values are constrained (``not``, ``if``, an ``enum`` of mixed types): converting one raises
+  ``NoSafeSchema`` naming where it is. ``response_schema``'s caller then sends the request in
+  JSON mode only (``responseMimeType`` without ``responseSchema``: any JSON, which the router
+  still validates), a tool's ``parameters`` is refused. Where several types are allowed
+  (``type: ["object", "string"]``), an object branch of no properties is left out instead
+  (narrowing), unless it is the only one; so is an optional property of no safe conversion (an
+  answer without it is valid). A tool's top-level object of no properties is no
+  problem: ``parameters`` is left out then, and the call's arguments are ``{}``.
+
 Leaving a constraint out is safe here: it only makes what Gemini is told looser, and the router
 validates every answer against the caller's ORIGINAL schema afterwards (an answer that breaks a
 dropped constraint is an ``invalid_output`` attempt, never returned).
@@ -33,7 +50,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["UnsendableSchema", "response_schema", "parameters"]
+__all__ = ["NoSafeSchema", "UnsendableSchema", "response_schema", "parameters"]
 
 _TYPES = {
     "string": "STRING", "number": "NUMBER", "integer": "INTEGER", "boolean": "BOOLEAN",
@@ -46,6 +63,9 @@ _FORMATS = {
     "INTEGER": frozenset({"int32", "int64"}),
     "NUMBER": frozenset({"float", "double"}),
 }
+_UNTYPED_VALUES = ("not", "if", "then", "else", "enum", "const")
+"""Keywords that constrain the values of an untyped schema beyond what STRING keeps valid."""
+_STRING: dict[str, Any] = {"type": "STRING"}
 _MAX_NODES = 5000
 """Inlining ``$ref``s can multiply a schema's size; past this many nodes it is refused."""
 
@@ -53,6 +73,15 @@ _MAX_NODES = 5000
 class UnsendableSchema(ValueError):
     """A schema that cannot be put in Gemini's form (a recursive ``$ref``, one that points nowhere,
     one too large once inlined). The message says where in the schema."""
+
+
+class NoSafeSchema(UnsendableSchema):
+    """A schema Gemini would refuse and that has no narrowing keeping every answer valid for the
+    original (see the module's docstring); ``path`` is where in the schema."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 def response_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +102,7 @@ def parameters(schema: dict[str, Any]) -> dict[str, Any] | None:
     Raises:
         UnsendableSchema: see the module's docstring.
     """
-    converted = _Converter(schema, ordered=False).convert(schema, "#")
+    converted = _Converter(schema, ordered=False).convert(schema, "#", bare_root=True)
     return converted if converted.get("properties") or converted.get("anyOf") else None
 
 
@@ -87,13 +116,23 @@ class _Converter:
         """The references being inlined, outermost first (the root is "#")."""
         self._nodes = 0
 
-    def convert(self, schema: Any, path: str) -> dict[str, Any]:
+    def convert(self, schema: Any, path: str, *, bare_root: bool = False) -> dict[str, Any]:
+        """``bare_root``: a top-level object of no properties is let through (a tool's)."""
         try:
-            return self._node(schema, path)
+            return self._node(schema, path, bare=bare_root)
         except RecursionError:
             raise UnsendableSchema("the schema is nested too deep to convert") from None
 
-    def _node(self, schema: Any, path: str) -> dict[str, Any]:
+    def _node(self, schema: Any, path: str, *, whole: bool = True, bare: bool = False) -> dict[str, Any]:
+        """``schema`` converted. ``whole``: it is a whole schema, so it is made one Gemini takes
+        (see the module's docstring); not for the parts laid over another (``allOf`` members,
+        a ``$ref``'s siblings), which would otherwise bring a type of their own."""
+        out = self._convert(schema, path)
+        if whole:
+            _sendable(out, schema, path, bare=bare)
+        return out
+
+    def _convert(self, schema: Any, path: str) -> dict[str, Any]:
         self._nodes += 1
         if self._nodes > _MAX_NODES:
             raise UnsendableSchema(f"the schema has over {_MAX_NODES} parts once its $refs are inlined (at {path})")
@@ -105,6 +144,7 @@ class _Converter:
             return self._ref(schema, path)
         out: dict[str, Any] = {}
         nullable = False
+        several = False
         for key in ("anyOf", "oneOf"):
             if isinstance(schema.get(key), list):
                 branches, null = self._branches(schema[key], f"{path}/{key}")
@@ -114,20 +154,27 @@ class _Converter:
                 elif branches:
                     out["anyOf"] = branches
         for i, sub in enumerate(schema.get("allOf") or ()):
-            _merge(out, self._node(sub, f"{path}/allOf/{i}"))
+            _merge(out, self._node(sub, f"{path}/allOf/{i}", whole=False))
         kinds, null = self._type(schema)
         nullable |= null
         if len(kinds) == 1:
             out["type"] = kinds[0]
         elif kinds:  # several types: Gemini's Schema has one, so an anyOf of them
             out["anyOf"] = [*out.get("anyOf", ()), *({"type": k} for k in kinds)]
+            several = True
         infer = not kinds and "anyOf" not in out
         self._values(schema, out, infer=infer)
         if isinstance(schema.get("properties"), dict):
-            props = {
-                name: self._node(sub, f"{path}/properties/{_escape(name)}")
-                for name, sub in schema["properties"].items()
-            }
+            required: list[Any] = schema["required"] if isinstance(schema.get("required"), list) else []
+            props: dict[str, Any] = {}
+            for name, sub in schema["properties"].items():
+                try:
+                    props[name] = self._node(sub, f"{path}/properties/{_escape(name)}")
+                except NoSafeSchema:
+                    if name in required:
+                        raise
+                    # An optional property Gemini cannot be told of is left out: never written
+                    # then, which keeps the answer valid (narrowing).
             _merge(out, {"properties": props})
             if infer:
                 out.setdefault("type", "OBJECT")
@@ -149,6 +196,8 @@ class _Converter:
             if type(schema.get(key)) is int:
                 out[key] = schema[key]
         self._bounds(schema, out)
+        if several:
+            _fill_branches(out, path)
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt in _FORMATS.get(out.get("type", ""), ()):
             out["format"] = fmt
@@ -174,7 +223,7 @@ class _Converter:
             self._inlining.pop()
         siblings = {k: v for k, v in schema.items() if k not in ("$ref", "$defs", "definitions")}
         if siblings:
-            _merge(out, self._node(siblings, path))
+            _merge(out, self._node(siblings, path, whole=False))
         return out
 
     def _target(self, ref: str, path: str) -> Any:
@@ -241,6 +290,39 @@ class _Converter:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     out[key] = value
                     break
+
+
+def _sendable(out: dict[str, Any], schema: Any, path: str, *, bare: bool) -> None:
+    """Make ``out`` (``schema`` converted) one Gemini takes, by narrowing (see the module's
+    docstring), or raise ``NoSafeSchema``."""
+    kind = out.get("type")
+    if kind is None and "anyOf" not in out:
+        if isinstance(schema, dict) and any(k in schema for k in _UNTYPED_VALUES):
+            raise NoSafeSchema(f"{path} gives no type and constrains its values in a way Gemini's schema cannot say", path)
+        out.update(_STRING)
+    elif kind == "ARRAY" and "items" not in out:
+        if isinstance(schema, dict) and schema.get("prefixItems"):
+            raise NoSafeSchema(f"{path} is a tuple (prefixItems), which Gemini's schema cannot say", path)
+        out["items"] = dict(_STRING)
+    elif kind == "OBJECT" and not out.get("properties") and not bare:
+        raise NoSafeSchema(f"{path} is an object of no properties (free-form), which Gemini refuses", path)
+
+
+def _fill_branches(out: dict[str, Any], path: str) -> None:
+    """The branches of several types made sendable: an array's gets the items, an object's the
+    properties; an object branch of none is left out (narrowing), unless none would be left."""
+    branches: list[dict[str, Any]] = []
+    for branch in out["anyOf"]:
+        if set(branch) == {"type"} and branch["type"] == "ARRAY":
+            branch = {**branch, "items": out.get("items", _STRING)}
+        elif set(branch) == {"type"} and branch["type"] == "OBJECT":
+            if not out.get("properties"):
+                continue
+            branch = {**branch, **{k: out[k] for k in ("properties", "required") if k in out}}
+        branches.append(branch)
+    if not branches:
+        raise NoSafeSchema(f"{path} allows only an object of no properties (free-form), which Gemini refuses", path)
+    out["anyOf"] = branches
 
 
 def _type_of(value: Any) -> str | None:
