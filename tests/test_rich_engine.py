@@ -225,7 +225,8 @@ async def test_route_explain_with_an_image_and_a_schema_excludes_every_text_only
     excluded = {e["model"]: e for e in explained["excluded"]}
     assert {m: e["reason"] for m, e in excluded.items()} == {"local:m": "capability_missing", "llama:m": "capability_missing"}
     assert excluded["local:m"]["missing"] == ["vision"]
-    assert "default of the openai-local API" in excluded["local:m"]["detail"]
+    assert "default of an OpenAI-compatible server on this machine" in excluded["local:m"]["detail"]
+    assert 'set [providers.model_overrides."m"] capabilities' in excluded["local:m"]["detail"]
     assert "vision" in explained["candidates"][0]["capabilities"]
 
 

@@ -17,11 +17,23 @@ from .config import ModelOverride, ProviderConfig
 from .content import CAPABILITY_NAMES
 from .defaults import KIND_CAPABILITIES, is_local_url
 
-__all__ = ["Capabilities", "capabilities_for", "learned", "SERVER_SAYS"]
+__all__ = ["Capabilities", "capabilities_for", "learned", "how_to_change", "SERVER_SAYS"]
 
 SERVER_SAYS = frozenset({"tools", "vision"})
 """What a server's own answer decides (the rest of a protocol's capabilities are the protocol's)."""
 _ORDER = {name: i for i, name in enumerate(CAPABILITY_NAMES)}
+_DEFAULT_SOURCE = {
+    "openai-local": "default of an OpenAI-compatible server on this machine or a private network, whose /props "
+                    "has not said it takes tools or images",
+    "ollama": "default of the ollama API, until /api/show says",
+}
+"""Where the default of a protocol whose servers may say more came from, in words a user knows."""
+_HINT = 'set [providers.model_overrides."{model}"] capabilities to say what it can do'
+
+
+def how_to_change(entry_model: str, capabilities: Capabilities) -> str:
+    """What a user can do about a capability a model lacks by default."""
+    return "" if capabilities.source == "config" else "; " + _HINT.format(model=entry_model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +61,7 @@ def capabilities_for(cfg: ProviderConfig, model: str) -> Capabilities:
     protocol = _protocol(cfg)
     base = KIND_CAPABILITIES.get(protocol, frozenset({"text", "streaming", "system_prompt"}))
     askable = protocol in ("ollama", "openai-local")
-    source = f"default of the {protocol} API" + (" until its server says" if askable else "")
+    source = _DEFAULT_SOURCE.get(protocol, f"default of the {protocol} API")
     override: ModelOverride | None = cfg.model_overrides.get(model)
     wanted = override.capabilities if override is not None else None
     if wanted is None:
@@ -59,7 +71,7 @@ def capabilities_for(cfg: ProviderConfig, model: str) -> Capabilities:
     switched: dict[str, bool] = {str(n): on for n, on in wanted.items()}
     names = {n for n in base if switched.get(n, True)} | {n for n, on in switched.items() if on}
     changed = ", ".join(f"{n} {'on' if on else 'off'}" for n, on in switched.items())
-    return Capabilities(frozenset(names), f"default of the {protocol} API, changed by config ({changed})",
+    return Capabilities(frozenset(names), f"{_DEFAULT_SOURCE.get(protocol, f'default of the {protocol} API')}, changed by config ({changed})",
                         askable and not SERVER_SAYS & set(wanted))
 
 

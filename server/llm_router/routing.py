@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budget import BudgetSnapshot, LimitState, Tier
+from .capabilities import how_to_change
 from .catalog import Catalog, ModelEntry
 from .content import ImagePart
 from .images import image_tokens
@@ -251,8 +252,8 @@ def decide(
         for e in kept:
             lacks = e.capabilities.missing(req.needs)
             if lacks:
-                exclude(Excluded(e.ref, "capability_missing", f"it cannot take {', '.join(lacks)} ({e.capabilities.source})",
-                                 missing=tuple(lacks)))
+                exclude(Excluded(e.ref, "capability_missing", f"it cannot take {', '.join(lacks)} ({e.capabilities.source}"
+                                 f"{how_to_change(e.model, e.capabilities)})", missing=tuple(lacks)))
             else:
                 able.append(e)
         steps.append(f"capabilities ({', '.join(sorted(req.needs))}): {len(able)} of {len(kept)} can take the request")
