@@ -34,6 +34,7 @@ from llm_router.types import (
 from .fakes import FakeProvider
 from .fakes import Usage as WireUsage
 from .fakes.anthropic import BAD_IMAGE
+from .providers_rich import complete_collecting
 
 pytestmark = pytest.mark.anyio
 
@@ -81,14 +82,8 @@ async def adapter(fake: FakeProvider) -> AsyncIterator[AnthropicProvider]:
 
 
 async def ask(fake: FakeProvider, request: CompletionRequest, *, stream: bool = False) -> tuple[Completion, list[str]]:
-    deltas: list[str] = []
-
-    async def on_text(text: str) -> None:
-        deltas.append(text)
-
     async with adapter(fake) as provider:
-        result = await provider.complete(MODEL, request, on_text=on_text if stream else None)
-    return result, deltas
+        return await complete_collecting(provider, MODEL, request, stream=stream)
 
 
 async def fails(fake: FakeProvider, request: CompletionRequest, cls: type[ProviderError], *,

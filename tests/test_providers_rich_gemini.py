@@ -33,6 +33,7 @@ from .fakes import FakeProvider, Step
 from .fakes import Usage as WireUsage
 from .fakes.dialect import TOOL_ARGS
 from .fakes.gemini import BAD_IMAGE_MESSAGE
+from .providers_rich import complete_collecting
 from .providers_wire import CutStream, Wire, js, make, run
 
 pytestmark = pytest.mark.anyio
@@ -101,12 +102,7 @@ def ask(**fields: Any) -> CompletionRequest:
 
 
 async def complete(provider: GeminiProvider, request: CompletionRequest, *, stream: bool = False) -> Completion:
-    deltas: list[str] = []
-
-    async def on_text(text: str) -> None:
-        deltas.append(text)
-
-    result = await provider.complete(MODEL, request, on_text=on_text if stream else None)
+    result, deltas = await complete_collecting(provider, MODEL, request, stream=stream)
     if stream:
         assert "".join(deltas) == result.text
     return result

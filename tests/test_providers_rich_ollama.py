@@ -30,6 +30,7 @@ from llm_router.types import (
 
 from .fakes import FakeProvider, Step
 from .fakes import Usage as WireUsage
+from .providers_rich import complete_collecting
 from .providers_wire import REQ as PLAIN
 
 pytestmark = pytest.mark.anyio
@@ -71,14 +72,8 @@ async def adapter(fake: FakeProvider) -> AsyncIterator[OllamaProvider]:
 
 
 async def call(fake: FakeProvider, request: CompletionRequest, *, stream: bool = False) -> tuple[Completion, list[str]]:
-    deltas: list[str] = []
-
-    async def on_text(text: str) -> None:
-        deltas.append(text)
-
     async with adapter(fake) as provider:
-        result = await provider.complete(MODEL, request, on_text=on_text if stream else None)
-    return result, deltas
+        return await complete_collecting(provider, MODEL, request, stream=stream)
 
 
 async def fails(fake: FakeProvider, request: CompletionRequest, cls: type[ProviderError], *, stream: bool = False) -> Any:

@@ -33,6 +33,7 @@ from llm_router.types import (
 from .fakes import FakeProvider, Step
 from .fakes import Usage as WireUsage
 from .fakes.openai import IMAGE_ERRORS, _strict_problem
+from .providers_rich import complete_collecting
 
 pytestmark = pytest.mark.anyio
 
@@ -66,13 +67,8 @@ def adapter(fake: FakeProvider) -> OpenAIProvider:
 
 async def complete(fake: FakeProvider, request: CompletionRequest, *, stream: bool = False) -> Completion:
     provider = adapter(fake)
-    deltas: list[str] = []
-
-    async def on_text(text: str) -> None:
-        deltas.append(text)
-
     try:
-        result = await provider.complete(MODEL, request, on_text=on_text if stream else None)
+        result, deltas = await complete_collecting(provider, MODEL, request, stream=stream)
     finally:
         await provider.aclose()
     assert "".join(deltas) == (result.text if stream else "")
