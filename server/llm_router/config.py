@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from . import timings
 from .config_problems import NOT_KEYS, ConfigProblems, keys_at, unknown_key, validation_problems
-from .types import ConfigError, InvalidInput, Quality, Strategy, parse_model_ref
+from .types import ConfigError, InvalidInput, Quality, QualityChoice, Strategy, parse_model_ref
 
 __all__ = [
     "ProviderKind",
@@ -30,6 +30,7 @@ __all__ = [
     "ProviderConfig",
     "RoutingRule",
     "RoutingConfig",
+    "QualityConfig",
     "ScopeLimits",
     "BudgetConfig",
     "LedgerConfig",
@@ -172,8 +173,9 @@ class RoutingRule(_Strict):
 
 class RoutingConfig(_Strict):
     strategy: Strategy = "balanced"
-    default_quality: Quality = "medium"
-    """The quality floor when a call names none."""
+    default_quality: QualityChoice = "medium"
+    """The quality floor when a call names none; ``auto``: estimated from each request
+    (``complexity.assess``)."""
     default_max_tokens: int = Field(default=1024, gt=0, le=1_000_000)
     max_attempts: int = Field(default=4, ge=1, le=16)
     """How many models one ``complete`` call may try, fallbacks included."""
@@ -194,6 +196,33 @@ class RoutingConfig(_Strict):
                 problems.append(f"reference_model: {e}")
         _raise_all(problems)
         return self
+
+
+class QualityConfig(_Strict):
+    """``[quality]``: what the router learns of its models' answers, and how ``adaptive`` uses it."""
+
+    judge_model: str | None = None
+    """A model ("provider:model") that scores a sample of answers, after they are returned."""
+    judge_sample_rate: float = Field(default=0.05, ge=0, le=1)
+    """The share of answers the judge scores."""
+    judge_tag: str = Field(default="judge", min_length=1, max_length=128)
+    """The tag the judge's own calls are billed to (and capped by)."""
+    judge_daily_usd: Usd | None = Decimal("1")
+    """The judge's daily cap, applied as ``[budget.tags.<judge_tag>] daily_usd`` unless that is set."""
+    target: float = Field(default=0.95, gt=0, le=1)
+    """adaptive: keep the traffic's expected quality at this share of always using the best
+    candidate, at the least cost."""
+    explore_share: float = Field(default=0.05, ge=0, le=0.5)
+    """adaptive: at most this share of calls (and of spend) goes to models tried to learn them."""
+    half_life_days: float = Field(default=14, gt=0, le=3650)
+    """A rating counts half as much after this many days (a model that changed is re-learned)."""
+
+    @field_validator("judge_model")
+    @classmethod
+    def _judge_ref(cls, ref: str | None) -> str | None:
+        if ref is not None:
+            _check_ref(ref)
+        return ref
 
 
 class ScopeLimits(_Strict):
@@ -331,6 +360,7 @@ class Settings(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     source: str = "built-in defaults"
     """Where these settings were read from (not a config key)."""
 
@@ -357,7 +387,15 @@ class Settings(_Strict):
         for name in self.budget.providers:
             if name not in known:
                 problems.append(f"budget.providers: {name!r} is not a configured provider ({_hint(name, known)})")
+        judge = self.quality.judge_model
+        if judge and judge not in models:
+            problems.append(f"quality.judge_model: {judge!r} is not a configured model ({_hint(judge, models)})")
         _raise_all(problems)
+        if judge and self.quality.judge_daily_usd is not None:
+            # The judge's cap is a tag limit like any other: shown in budgets, held like any call's.
+            own = self.budget.tags.get(self.quality.judge_tag) or ScopeLimits()
+            if own.daily_usd is None:
+                self.budget.tags[self.quality.judge_tag] = own.model_copy(update={"daily_usd": self.quality.judge_daily_usd})
         return self
 
     def provider(self, name: str) -> ProviderConfig | None:

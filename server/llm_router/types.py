@@ -23,6 +23,7 @@ __all__ = [
     "Quality",
     "QUALITIES",
     "Strategy",
+    "QualityChoice",
     "Message",
     "CompletionRequest",
     "Usage",
@@ -61,7 +62,10 @@ NUSD_PER_USD = 1_000_000_000
 
 Quality = Literal["low", "medium", "high", "critical"]
 QUALITIES: tuple[Quality, ...] = ("low", "medium", "high", "critical")
-Strategy = Literal["cheapest", "best", "fastest", "balanced"]
+Strategy = Literal["cheapest", "best", "fastest", "balanced", "adaptive"]
+QualityChoice = Literal["low", "medium", "high", "critical", "auto"]
+"""What a call (or ``[routing] default_quality``) may ask: a tier, or ``auto`` (``complexity.assess``
+picks the tier from the request itself)."""
 
 
 def usd_to_nusd(amount: Decimal | int | str, *, round_up: bool = False) -> int:

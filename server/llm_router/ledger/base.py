@@ -45,6 +45,8 @@ from .records import (
     LimitCheck,
     LimitsMoved,
     Overrides,
+    RatedRequest,
+    RatingRow,
     Refusal,
     RequestRow,
     ScopeKind,
@@ -373,6 +375,23 @@ class LedgerBase(ABC):
         where = {k: v for k, v in (("tag", tag), ("day", day), ("id", request_id)) if v is not None}
         sql = "SELECT * FROM requests" + (" WHERE " + " AND ".join(f"{k} = ?" for k in where) if where else "")
         return self.query(sql + f" ORDER BY ts DESC, {self.dialect.row_key} DESC LIMIT ?", [*where.values(), limit])
+
+    # -- ratings (``rate`` and the judge) ---------------------------------------------------------
+
+    def rated_request(self, request_id: str) -> RatedRequest | None:
+        """What a rating needs of request ``request_id``: its tag, task type, model and status
+        (None: no such request in the ledger)."""
+        raise NotImplementedError
+
+    def put_rating(self, row: RatingRow) -> RatingRow | None:
+        """Store ``row``, replacing the request's earlier rating of the same source; return the
+        one replaced (None when it is the first)."""
+        raise NotImplementedError
+
+    def ratings(self, *, since_ts: str | None = None, limit: int = 200_000) -> list[RatingRow]:
+        """Ratings oldest first (those from ``since_ts`` on, when given), at most ``limit`` of the
+        newest: what the quality estimates are rebuilt from when a server starts."""
+        raise NotImplementedError
 
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
         """What the ledger itself did (reclaims, prunes, rebuilds), newest first."""

@@ -16,7 +16,8 @@ from ..types import RouterError
 
 __all__ = [
     "DIMENSIONS", "GROUPINGS", "HOST", "ROW_COLUMNS", "SUM_COLUMNS", "WRITER_SCHEMA", "LedgerStorageError",
-    "LedgerUnavailable", "LimitCheck", "LimitsMoved", "Overrides", "Refusal", "RequestRow", "ScopeKind",
+    "LedgerUnavailable", "LimitCheck", "LimitsMoved", "Overrides", "RatedRequest", "RatingRow", "Refusal", "RequestRow",
+    "ScopeKind",
     "SpareRequest", "alive", "check_grouping", "check_writer_schema", "now_iso",
 ]
 
@@ -217,3 +218,45 @@ def check_grouping(group_by: str, where: dict[str, str] | None) -> None:
             raise ValueError(f"cannot filter on {column!r}")
 
 
+
+
+RatingSource = Literal["caller", "judge"]
+
+
+@dataclass(frozen=True, slots=True)
+class RatedRequest:
+    """What a rating needs to know of the request it rates (``LedgerBase.rated_request``)."""
+
+    id: str
+    tag: str
+    task_type: str
+    provider: str | None
+    model: str | None
+    """The model name as the row has it (without the provider)."""
+    status: str
+
+    @property
+    def ref(self) -> str | None:
+        return f"{self.provider}:{self.model}" if self.provider and self.model else None
+
+
+@dataclass(frozen=True, slots=True)
+class RatingRow:
+    """One rating of one answered request: by the caller (``rate``) or by the judge. A request has
+    at most one of each source; a later one replaces it. ``model`` is the ref that answered and
+    ``task_type`` the request's, copied here so estimates survive the request rows' pruning."""
+
+    request_id: str
+    source: RatingSource
+    ts: str
+    """UTC, ISO 8601 with milliseconds (``now_iso``)."""
+    tag: str
+    model: str
+    task_type: str
+    score: float
+    """1 to 5 (a caller's is whole; the judge's is the mean of its criteria)."""
+    comment: str | None = None
+    criteria: str | None = None
+    """The judge's scores by criterion, as JSON (None for a caller's rating)."""
+    rater: str = ""
+    """Who rated: the judge model's ref, or empty for the caller."""
