@@ -153,7 +153,7 @@ def exercise(inspector: Inspector, *, expected_tag: str, rich: bool = False) -> 
     assert text_of(typo) == "max_token: is not an argument of complete; did you mean 'max_tokens'?\n\n(invalid_input)"
     assert typo["_meta"]["llm-router/error"]["field"] == "max_token"
     assert text_of(inspector.call("complete", {"prompt": "hi", "quality": "hgih"})).startswith(
-        "quality: 'hgih' is not allowed (allowed: low, medium, high, critical)")
+        "quality: 'hgih' is not allowed (allowed: low, medium, high, critical, auto)")
     assert text_of(inspector.call("cost_report", {"period": "fortnight"})).startswith("period: 'fortnight' is not allowed")
     assert not inspector.call("set_budget", {"scope": "global", "period": "daily", "limit_usd": 0}).get("isError")
     refused = inspector.call("complete", {"prompt": "hello", "model": "openai:gpt-4o"})

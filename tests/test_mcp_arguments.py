@@ -91,7 +91,7 @@ async def test_a_misspelt_max_cost_never_silently_removes_the_spending_cap(clien
 @pytest.mark.parametrize(
     ("tool", "args", "text"),
     [
-        ("complete", {"prompt": "x", "quality": "hgih"}, "quality: 'hgih' is not allowed (allowed: low, medium, high, critical)"),
+        ("complete", {"prompt": "x", "quality": "hgih"}, "quality: 'hgih' is not allowed (allowed: low, medium, high, critical, auto)"),
         ("complete", {"prompt": "x", "max_tokens": 0}, "max_tokens: 0 is too small (allowed: an integer from 1 to 1000000)"),
         ("complete", {"prompt": "x", "max_tokens": 10**9},
          "max_tokens: 1000000000 is too large (allowed: an integer from 1 to 1000000)"),

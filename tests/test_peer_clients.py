@@ -95,6 +95,18 @@ def _explained(got: dict[str, Any], _: Steps) -> None:
     assert "capabilities (json_schema, vision)" in got["text"]
 
 
+def _rated(got: dict[str, Any], steps: Steps) -> None:
+    rating, estimate = got["structuredContent"]["rating"], got["structuredContent"]["estimate"]
+    assert rating["request_id"] == steps[1]["structuredContent"]["request_id"] and rating["score"] == 4
+    assert estimate["model"] == steps[1]["structuredContent"]["model"] and estimate["ratings"] == 1
+
+
+def _adaptive_explained(got: dict[str, Any], _: Steps) -> None:
+    explained = got["structuredContent"]
+    assert explained["strategy"] == "adaptive" and explained["adaptive"]["mode"] in ("exploit", "explore", "balanced")
+    assert explained["quality_auto"]["verdict"] == explained["quality"]
+
+
 WEATHER = "What is the weather in Paris? Ask get_weather."
 RECEIPT = "Extract this receipt as the schema says; look up the local time with get_time first."
 FORMAT = {"type": "json_schema", "schema": INVOICE_SCHEMA, "name": "invoice"}
@@ -124,12 +136,18 @@ PLAN: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({"tool": "complete", "arguments": ASK}, {"ok": True}),
     ({"tool": "cost_report", "arguments": {"period": "today", "group_by": "tag"}}, {"ok": True}),
     *RICH,
+    ({"tool": "rate", "arguments": {"request_id": _from(1, "structuredContent", "request_id"), "score": 4,
+                                    "comment": "right, and short"}}, {"ok": True, "check": _rated}),
+    ({"tool": "route_explain", "arguments": {**ASK, "strategy": "adaptive", "quality": "auto"}},
+     {"ok": True, "check": _adaptive_explained}),
+    ({"tool": "rate", "arguments": {"request_id": _from(1, "structuredContent", "request_id"), "score": 9}},
+     {"error": "score: ", "field": "score"}),
     ({"tool": "complete", "arguments": {"prompt": "hi", "max_token": 50}},
      {"error": "max_token: is not an argument of complete; did you mean 'max_tokens'?", "field": "max_token"}),
     ({"tool": "complete", "arguments": {"prompt": "hi", "max_cost": 0.01}},
      {"error": "max_cost: is not an argument of complete; did you mean 'max_cost_usd'?", "field": "max_cost"}),
     ({"tool": "complete", "arguments": {"prompt": "hi", "quality": "hgih"}},
-     {"error": "quality: 'hgih' is not allowed (allowed: low, medium, high, critical)", "field": "quality"}),
+     {"error": "quality: 'hgih' is not allowed (allowed: low, medium, high, critical, auto)", "field": "quality"}),
     ({"tool": "complete", "arguments": {"prompt": "hi", "model": "anthropic:claude-haiku-9"}}, {"error": "model: ", "field": "model"}),
     ({"tool": "route_explain", "arguments": {"prompt": ""}}, {"error": "prompt: is empty", "field": "prompt"}),
     ({"tool": "route_explain", "arguments": {"prompt": "hi", "tool_choice": "required"}},

@@ -45,6 +45,7 @@ __all__ = [
     "Access",
     "Role",
     "check_budget_change",
+    "check_rating",
     "check_mcp",
     "close_role",
     "error_view",
@@ -94,7 +95,8 @@ def may(access: Access) -> str:
         return "only read /metrics (GET); MCP needs a member or admin token"
     if access.role == "member":
         own = f"tag:{access.tag}"
-        return (f"call complete and route_explain (billed to its own tag {access.tag!r}); read cost_report, "
+        return (f"call complete and route_explain (billed to its own tag {access.tag!r}) and rate its own tag's "
+                f"requests; read cost_report, "
                 f"llm-router://ledger and llm-router://budgets for its own tag only (limits every tag shares by "
                 f"their tier, not their spend); and lower, never raise or remove, its own tag's daily or monthly "
                 f"limit (set_budget scope {own!r}). An admin token may do the rest")
@@ -120,6 +122,16 @@ def check_mcp(access: Access, what: str) -> None:
     """
     if access.role == "metrics":
         raise _refuse(access, what)
+
+
+def check_rating(access: Access, request_tag: str) -> None:
+    """A member rates only the requests billed to its own tag (an admin, any).
+
+    Raises:
+        Forbidden: for another tag's request.
+    """
+    if access.role != "admin" and access.tag is not None and request_tag != access.tag:
+        raise _refuse(access, "rating a request billed to another tag", "request_id")
 
 
 def rows_tag(access: Access) -> str | None:

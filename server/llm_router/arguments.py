@@ -5,7 +5,7 @@ the published schema says ``additionalProperties: false`` and an unknown argumen
 silently dropped). A validation failure becomes an ``InvalidInput`` naming the field and what it
 may be, in the same form as the engine's own errors::
 
-    quality: 'hgih' is not allowed (allowed: low, medium, high, critical)
+    quality: 'hgih' is not allowed (allowed: low, medium, high, critical, auto)
     max_token: is not an argument of complete; did you mean 'max_tokens'?
 
 never pydantic's text. The "allowed" part is worked out once per field from the published schema

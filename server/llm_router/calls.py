@@ -17,7 +17,7 @@ from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from .content import FinishReason, ToolCall
-from .types import AttemptRecord, Quality, Strategy, Usage
+from .types import AttemptRecord, QualityChoice, Strategy, Usage
 
 __all__ = [
     "MessageIn",
@@ -28,6 +28,8 @@ __all__ = [
     "CompleteArgs",
     "ReportArgs",
     "BudgetArgs",
+    "RateArgs",
+    "RateResult",
     "BudgetPeriod",
     "DATE_PATTERN",
     "Period",
@@ -167,8 +169,12 @@ TaskType = Annotated[
     str | None,
     Field(max_length=64, description="What kind of work this is (e.g. code_generation, summarize); rules may route by it."),
 ]
-QualityArg = Annotated[Quality | None, Field(description="The least model quality acceptable: low, medium, high or critical.")]
-StrategyArg = Annotated[Strategy | None, Field(description="How to rank candidates: cheapest, best, fastest or balanced.")]
+QualityArg = Annotated[QualityChoice | None, Field(
+    description="The least model quality acceptable: low, medium, high or critical; auto: judged from the request "
+    "(its length, code, reasoning asked, output length, structured output).")]
+StrategyArg = Annotated[Strategy | None, Field(
+    description="How to rank candidates: cheapest, best, fastest, balanced, or adaptive (learns from ratings which "
+    "cheaper model is good enough for each task_type, keeping overall quality near the best model's).")]
 # Dollars are Decimals (never floats) and may come as a number or as a decimal string; the schema
 # asks for a number, the form an assistant writes.
 _Dollars = Annotated[Decimal, WithJsonSchema({"type": "number", "minimum": 0})]
@@ -266,6 +272,17 @@ class BudgetArgs(BaseModel):
     scope: str = Field(max_length=140, description='"global", "provider:NAME" or "tag:NAME".')
     period: BudgetPeriod = Field(description="daily, monthly or per_request.")
     limit_usd: _Dollars | None = Field(ge=0, description="The limit in USD; null removes it.")
+
+
+class RateArgs(BaseModel):
+    """Arguments of ``rate``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=64, description="The request_id complete returned.")
+    score: Annotated[int, BeforeValidator(_not_bool)] = Field(
+        ge=1, le=5, description="1 (wrong or useless) to 5 (right and complete, nothing to fix).")
+    comment: str | None = Field(default=None, max_length=2000, description="What was good or wrong, in a few words.")
 
 
 def prompt_hash(system: str | None, messages: Sequence[Sequence[Any]], *, extra: dict[str, Any] | None = None) -> str:
@@ -367,6 +384,10 @@ class ExplainResult(_Result):
     steps: list[str]
     input_tokens_estimate: int
     needs: list[str] = Field(default_factory=list, description="what the call asks of a model beyond text (tools, vision, json_schema, ...)")
+    adaptive: dict[str, Any] | None = Field(default=None, description="strategy adaptive: explore or exploit, the "
+                                            "estimates, the task type's gain per dollar, the cut-off, and why")
+    quality_auto: dict[str, Any] | None = Field(default=None, description="quality auto: the request's features and "
+                                                "the tier they gave")
 
 
 class ReportResult(_Result):
@@ -379,6 +400,13 @@ class ReportResult(_Result):
     savings: dict[str, Any] | None
     filters: dict[str, str] = Field(default_factory=dict, description="the tag and provider the report is limited to, if any")
     notes: list[str] = Field(default_factory=list, description="what the caller should know about the report")
+
+
+class RateResult(_Result):
+    rating: dict[str, Any] = Field(description="the rating as stored (request_id, score, comment, model, task_type, "
+                                   "ts, replaced)")
+    estimate: dict[str, Any] = Field(description="the model's quality estimate for that task type after this rating "
+                                     "(estimate 0..1, ratings, confidence), and overall")
 
 
 class BudgetResult(_Result):

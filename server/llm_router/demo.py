@@ -67,7 +67,9 @@ async def _drive(ledger: str) -> int:
 
     async with Client(params, logging_callback=on_log, log_level="warning") as client:
 
-        async def call(name: str, arguments: dict[str, Any], *, expect_error: bool = False) -> dict[str, Any]:
+        async def call(name: str, arguments: dict[str, Any], *, expect_error: bool = False,
+                       quiet: bool = False) -> dict[str, Any]:
+            """Call a tool and print what an assistant sees (``quiet``: only the call, and an error)."""
             nonlocal failures
             seen: list[str] = []
 
@@ -81,7 +83,8 @@ async def _drive(ledger: str) -> int:
             for msg in seen:
                 print(f"   progress: {msg}")
             text = "".join(getattr(block, "text", "") for block in result.content)
-            _show(("ERROR: " if result.is_error else "") + text.rstrip())
+            if not quiet or result.is_error:
+                _show(("ERROR: " if result.is_error else "") + text.rstrip())
             if result.is_error:
                 # What a program reads instead of the text: the code, and the field or request it concerns.
                 err = _error_of(result)
@@ -157,6 +160,26 @@ async def _drive(ledger: str) -> int:
         await call("complete", {"messages": [{"role": "user", "content": [
             {"type": "text", "text": "What is in this picture?"},
             {"type": "image", "data": _tiny_png(), "mimeType": "image/png"}]}]})
+
+        _say("rate — the assistant checked a delegated answer; the router learns from it")
+        for task, prompt, score in (("classify", "Is this review positive? 'Loved it.'", 5),
+                                    ("classify", "Is this review positive? 'Meh, fine.'", 4),
+                                    ("math", "Solve 3x + 7 = 22, showing the steps.", 2)):
+            asked = await call("complete", {"prompt": prompt, "task_type": task, "model": "openai:gpt-4o-mini",
+                                            "max_tokens": 60}, quiet=True)
+            if asked.get("request_id"):
+                await call("rate", {"request_id": asked["request_id"], "score": score})
+
+        _say("route_explain with strategy adaptive — the cheap model is good enough for classify, not for math")
+        for task in ("classify", "math"):
+            plan = (await call("route_explain", {"prompt": "…", "task_type": task, "strategy": "adaptive"},
+                               quiet=True)).get("adaptive") or {}
+            print(f"   {task}: {plan.get('mode')} → {plan.get('why')}")
+
+        _say("route_explain with quality auto — the tier is judged from the request itself")
+        judged = (await call("route_explain", {"prompt": "Prove that there are infinitely many primes, step by step.",
+                                               "quality": "auto"}, quiet=True)).get("quality_auto") or {}
+        print(f"   verdict {judged.get('verdict')} (score {judged.get('score')}): {', '.join(judged.get('reasons', []))}")
 
         _say("set_budget — cap today's spend at $0.002, then ask for a critical-quality answer")
         await call("set_budget", {"scope": "global", "period": "daily", "limit_usd": 0.002})

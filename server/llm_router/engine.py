@@ -22,17 +22,21 @@ from typing import Any
 import anyio
 
 from . import timings, views
+from .adaptive import Planner
 from .attempts import Answer, ModelCaller, Progress, passed_over, skipped
 from .budget import Budget, BudgetSnapshot, limit_to_store
-from .calls import BudgetResult, CompleteArgs, CompleteResult, ExplainResult, ReportResult
+from .calls import BudgetResult, CompleteArgs, CompleteResult, ExplainResult, RateResult, ReportResult
 from .catalog import Catalog, ModelEntry
 from .config import Settings
 from .content import FINISH_REASONS, FinishReason
 from .estimates import estimate_usage
+from .feedback import Feedback
 from .holds import Holds
 from .ledger import Ledger, LedgerUnavailable, RequestRow, open_ledger
+from .ledger.records import RatedRequest
 from .prepare import Prepared, prepare
 from .providers import Provider, availability, build_provider
+from .quality import QualityBoard
 from .redaction import Redactor
 from .resilience import HealthBoard, Window
 from .routing import Candidate, Decision, Excluded, RouteRequest, decide
@@ -45,6 +49,7 @@ from .types import (
     ContextTooLong,
     LedgerBusy,
     ProviderError,
+    Quality,
     RouterError,
     SpendNotRecorded,
     usd_str,
@@ -107,6 +112,14 @@ class Engine:
         self.windows = WindowAsker(self.catalog, self.providers)
         self._check_timezone()
         self.ledger.reclaim()
+        # What was learned of the models' answers: rebuilt from the ledger's ratings, then kept in step.
+        self.board = QualityBoard(half_life_days=settings.quality.half_life_days,
+                                  tiers={e.ref: e.tier for e in self.catalog})
+        self.feedback = Feedback(self.ledger, self.board)
+        self.feedback.load()
+        self.planner = Planner(settings.quality, self.board)
+        self._answered_as: dict[str, str] = {}
+        """model ref → the model name its provider last reported: a new one means a new version."""
 
     def _check_timezone(self) -> None:
         """Days are stored in the budget's time zone; if it changed, re-file every row."""
@@ -133,10 +146,16 @@ class Engine:
     def _decide(self, route: RouteRequest, snapshot: BudgetSnapshot, *, explain: bool = True) -> Decision:
         return decide(
             route, catalog=self.catalog, rules=self.rules, default_strategy=self.settings.routing.strategy,
-            default_quality=self.settings.routing.default_quality, availability=self.availability,
+            default_quality=self._default_quality, availability=self.availability,
             circuit=self.health.allows, latency_of=self.health.p50_ms, error_rate_of=self.health.error_rate,
-            budget=snapshot, explain=explain,
+            budget=snapshot, explain=explain, adaptive=self.planner,
         )
+
+    @property
+    def _default_quality(self) -> Quality:
+        """The floor routing applies when a call names none (``auto`` is resolved by ``prepare``)."""
+        default = self.settings.routing.default_quality
+        return "medium" if default == "auto" else default
 
     async def decision(self, prepared: Prepared, *, explain: bool = True, wait_s: float | None = None) -> Decision:
         """Route the call on the budget as the ledger has it now, waiting for the ledger at most
@@ -158,6 +177,16 @@ class Engine:
         decision = await self.decision(prepared)
         return ExplainResult(**decision.explain(), input_tokens_estimate=prepared.route.input_tokens_typical,
                              needs=sorted(prepared.route.needs))
+
+    # -- quality feedback -----------------------------------------------------------------------
+
+    async def rated_request(self, request_id: str) -> RatedRequest:
+        """See ``Feedback.subject``."""
+        return await self.feedback.subject(request_id)
+
+    async def rate(self, subject: RatedRequest, score: int, comment: str | None) -> RateResult:
+        """See ``Feedback.rate``."""
+        return await self.feedback.rate(subject, score, comment)
 
     # -- the call -------------------------------------------------------------------------------
 
@@ -186,6 +215,9 @@ class Engine:
             e.request_id = request_id
             await self._record_failure(prepared, request_id, None, [], e, started, wait_s=0.0)
             raise
+        if decision.strategy == "adaptive" and decision.source == "catalog" and decision.chain:
+            # Committed before any await: concurrent calls each see the split the one before left.
+            self.planner.routed(decision.adaptive, prepared.route.task_type, decision.chain[0].typical_nusd)
         if not decision.chain:
             error = decision.refusal()
             error.request_id = request_id
@@ -366,6 +398,12 @@ class Engine:
             call.attempts[-1].cost_usd = usd_str(answer_nusd)
         usage = answer + billed.usage
         cost_nusd = answer_nusd + billed.nusd
+        self.planner.observed(prepared.route.task_type, answer)
+        if completion.model and self._answered_as.setdefault(entry.ref, completion.model) != completion.model:
+            log.info("%s now answers as %r (was %r): its ratings count less until it is re-learned", entry.ref,
+                     completion.model, self._answered_as[entry.ref])
+            self._answered_as[entry.ref] = completion.model
+            self.board.forget_some(entry.ref)
         row = request_row(
             prepared, call.request_id, self.budget.clock, status="ok", attempts=call.attempts, started=call.started,
             strategy=decision.strategy, answered_by=entry, usage=usage, cost_nusd=cost_nusd,
@@ -490,7 +528,7 @@ class Engine:
         return await self.holds.limit_in_force(scope, period)
 
     def providers_status(self) -> list[dict[str, Any]]:
-        return views.providers_view(self.settings.providers, self.availability, self.catalog, self.health)
+        return views.providers_view(self.settings.providers, self.availability, self.catalog, self.health, self.board)
 
     async def ledger_rows(self, *, day: str | None = None, limit: int = 50, tag: str | None = None) -> list[dict[str, Any]]:
         """The newest rows (of one day), newest first; only ``tag``'s when one is given (a member's

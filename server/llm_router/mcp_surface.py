@@ -30,6 +30,8 @@ from .calls import (
     CompleteArgs,
     CompleteResult,
     ExplainResult,
+    RateArgs,
+    RateResult,
     ReportArgs,
     ReportResult,
 )
@@ -47,6 +49,8 @@ __all__ = [
     "INSTRUCTIONS",
     "LEDGER_URI",
     "PROVIDERS_URI",
+    "RATE_ARGS",
+    "RATE_TOOL",
     "REPORT_ARGS",
     "REPORT_TOOL",
     "RESOURCES",
@@ -65,7 +69,8 @@ model, `task_type` so routing rules apply, `tag` to bill it. Use `route_explain`
 to know which model would answer and what it may cost, or afterwards to explain a choice. Use
 `cost_report` for questions about spend ("what did I spend this week on Anthropic?") and
 `set_budget` to cap it ("set a $2 daily cap"). Every call is within a hard budget; a refusal says
-which limit and when it resets."""
+which limit and when it resets. After you check a delegated answer, `rate` it (1-5): with
+`strategy: "adaptive"` the router learns, per task_type, which cheaper model is good enough."""
 
 PROVIDERS_URI = "llm-router://providers"
 LEDGER_URI = "llm-router://ledger"
@@ -99,6 +104,7 @@ schema alone would say it less well."""
 COMPLETE_ARGS = ToolArguments("complete", CompleteArgs, allowed=STEERING_ALLOWED)
 EXPLAIN_ARGS = ToolArguments("route_explain", CompleteArgs, allowed=STEERING_ALLOWED)
 REPORT_ARGS = ToolArguments("cost_report", ReportArgs)
+RATE_ARGS = ToolArguments("rate", RateArgs, allowed={"score": "a whole number from 1 to 5"})
 BUDGET_ARGS = ToolArguments("set_budget", BudgetArgs, allowed={
     "scope": '"global", "provider:NAME" or "tag:NAME"', "limit_usd": "a number of dollars >= 0, or null to remove the limit",
 })
@@ -143,6 +149,18 @@ BUDGET_TOOL = Tool(
     description="Set, change or remove (limit_usd null) a spending limit. Persisted; applies to every later call.",
     input_schema=BUDGET_ARGS.schema,
     output_schema=BudgetResult.model_json_schema(),
+    annotations=_annotations(read_only=False, idempotent=True, open_world=False),
+)
+RATE_TOOL = Tool(
+    name="rate",
+    description="Rate a delegated answer once you have checked it: score 1 (wrong or useless) to 5 (right and "
+    "complete), with the request_id complete returned and an optional comment. Rate when you actually checked "
+    "the answer (you used it, verified it, or had to redo it), especially for cheap models and recurring "
+    "task_types: the router learns from it which model is good enough for each task_type (strategy adaptive). "
+    "A later rating of the same request replaces the earlier one. Returns the rating and the model's updated "
+    "quality estimate.",
+    input_schema=RATE_ARGS.schema,
+    output_schema=RateResult.model_json_schema(),
     annotations=_annotations(read_only=False, idempotent=True, open_world=False),
 )
 """Each tool's listing. What serves them, and so what ``tools/list`` shows, is ``mcp_tools.TOOLS``:

@@ -1,4 +1,4 @@
-"""The four tools, served: ``tools/list`` and ``tools/call``, each tool a function of the server's
+"""The five tools, served: ``tools/list`` and ``tools/call``, each tool a function of the server's
 state, the request, the caller's access and its parsed arguments.
 
 Around each call, and only in MCP's own terms: who to bill when the transport identified the
@@ -21,9 +21,9 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, CallToolRequestParams, ListToolsResult, PaginatedRequestParams, Tool
 from pydantic import BaseModel
 
-from .access import Access, check_budget_change, check_mcp, error_view, report_tag, result_view
+from .access import Access, check_budget_change, check_mcp, check_rating, error_view, report_tag, result_view
 from .arguments import ToolArguments
-from .calls import BudgetArgs, CompleteArgs, ReportArgs
+from .calls import BudgetArgs, CompleteArgs, RateArgs, ReportArgs
 from .mcp_notify import wants_progress
 from .mcp_state import Ctx, ServerState, Wire, caller_access, error, ok
 from .mcp_surface import (
@@ -34,6 +34,8 @@ from .mcp_surface import (
     COMPLETE_TOOL,
     EXPLAIN_ARGS,
     EXPLAIN_TOOL,
+    RATE_ARGS,
+    RATE_TOOL,
     REPORT_ARGS,
     REPORT_TOOL,
 )
@@ -165,6 +167,19 @@ async def set_budget(state: ServerState, ctx: Ctx, access: Access, args: BudgetA
     return result, ok(state, result_view(access, "set_budget", result.to_json()), f"{args.scope} {args.period} limit {what}.")
 
 
+async def rate(state: ServerState, ctx: Ctx, access: Access, args: RateArgs) -> tuple[Any, Wire]:
+    engine = state.engine
+    subject = await engine.rated_request(args.request_id)
+    check_rating(access, subject.tag)
+    result = await engine.rate(subject, args.score, args.comment)
+    e = result.estimate
+    where = f" on {e['task_type']}" if e["task_type"] else ""
+    replaced = f" (replacing {result.rating['previous_score']})" if result.rating["replaced"] else ""
+    return result, ok(state, result.to_json(), (
+        f"Rated {result.rating['score']}/5{replaced}: {e['model']}{where} is now estimated at {e['estimate']:.0%} "
+        f"good ({plural(e['ratings'], 'rating')}, confidence {e['confidence']:.0%})."))
+
+
 @dataclass(frozen=True, slots=True)
 class ServedTool(Generic[A]):
     """One tool as served: its listing, how its arguments are parsed, and its handler, side by side."""
@@ -181,6 +196,7 @@ TOOLS: dict[str, ServedTool[Any]] = {
         ServedTool(EXPLAIN_TOOL, EXPLAIN_ARGS, route_explain),
         ServedTool(REPORT_TOOL, REPORT_ARGS, cost_report),
         ServedTool(BUDGET_TOOL, BUDGET_ARGS, set_budget),
+        ServedTool(RATE_TOOL, RATE_ARGS, rate),
     )
 }
 """Every tool this server offers, by name: the one table both ``tools/list`` and ``tools/call`` read.

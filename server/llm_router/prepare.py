@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from . import timings
 from .calls import CompleteArgs, prompt_hash
 from .catalog import Catalog, worst_case_input_tokens
+from .complexity import assess
 from .config import Settings
 from .estimates import prompt_tokens_by_chars
 from .rich_args import conversation, format_of, hashed_turns, needs_of, rich_extra, rich_tokens, tools_of
 from .routing import RouteRequest
 from .structured import OutputCheck
-from .types import CompletionRequest, InvalidInput, Message, parse_model_ref, usd_to_nusd
+from .types import CompletionRequest, InvalidInput, Message, Quality, parse_model_ref, usd_to_nusd
 
 __all__ = ["Prepared", "prepare"]
 
@@ -100,11 +101,14 @@ def prepare(args: CompleteArgs, settings: Settings, catalog: Catalog) -> Prepare
     tag = _clean_label(args.tag, "tag")
     task_type = _clean_label(args.task_type, "task_type")
     rich = request.rich or request.stop or request.top_p is not None or request.seed is not None
+    asked = args.quality or (settings.routing.default_quality if settings.routing.default_quality == "auto" else None)
+    judged = assess(request) if asked == "auto" else None
+    quality: Quality | None = judged.quality if judged is not None else asked if asked != "auto" else None
     pairs = hashed_turns(messages) if rich else [(m.role, m.content) for m in messages]
     route = RouteRequest(
         models=models,
         task_type=task_type or None,
-        quality=args.quality,
+        quality=quality,
         strategy=args.strategy,
         max_cost_nusd=usd_to_nusd(args.max_cost_usd) if args.max_cost_usd is not None else None,
         tag=tag,
@@ -113,6 +117,7 @@ def prepare(args: CompleteArgs, settings: Settings, catalog: Catalog) -> Prepare
         max_tokens=request.max_tokens,
         needs=needs_of(request) if rich else frozenset(),
         images=tuple(image for m in messages for image in m.images()) if rich else (),
+        quality_auto=judged.to_dict() if judged is not None else None,
     )
     return Prepared(
         request=request,

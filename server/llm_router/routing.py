@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .budget import BudgetSnapshot, LimitState, Tier
 from .capabilities import how_to_change
@@ -31,6 +31,9 @@ from .catalog import Catalog, ModelEntry
 from .content import ImagePart
 from .images import image_tokens
 from .types import QUALITIES, BudgetExceeded, NoRoute, Quality, RouterError, Strategy, usd_str
+
+if TYPE_CHECKING:
+    from .adaptive import AdaptiveChoice
 
 __all__ = ["RouteRequest", "Candidate", "Excluded", "Decision", "decide", "TYPICAL_OUTPUT_TOKENS"]
 
@@ -56,6 +59,8 @@ class RouteRequest:
     """The capabilities a model must have to take the call (``rich_args.needs_of``)."""
     images: tuple[ImagePart, ...] = ()
     """The call's images, counted in each model's input tokens by its provider's estimate."""
+    quality_auto: dict[str, Any] | None = None
+    """When the caller asked quality auto: what ``complexity.assess`` saw and decided."""
 
 
 @dataclass(slots=True)
@@ -124,6 +129,8 @@ class Decision:
     steps: list[str]
     budget_tier: Tier
     budget: BudgetSnapshot
+    adaptive: AdaptiveChoice | None = None
+    """What the adaptive strategy chose, and why (None for the other strategies)."""
     walk: Sequence[Candidate | Excluded] = field(default_factory=list)
     """What ``complete`` goes through, in order: each candidate of the chain, and each model it
     should say it skipped (see the module docstring). The chain itself when nothing is skipped
@@ -150,6 +157,8 @@ class Decision:
             "candidates": [c.to_dict() for c in self.chain],
             "excluded": [e.to_dict() for e in self.excluded],
             "steps": self.steps,
+            **({"adaptive": self.adaptive.explain} if self.adaptive is not None else {}),
+            **({"quality_auto": self.request.quality_auto} if self.request.quality_auto is not None else {}),
         }
 
     def refusal(self) -> RouterError:
@@ -183,6 +192,12 @@ LatencyOf = Callable[[str], float | None]
 """model ref → recent median latency in ms (None when unknown); also used for error rates (0..1)."""
 
 
+class Chooser(Protocol):
+    """What ranks candidates for ``adaptive`` (``adaptive.Planner``): reads what was learned, changes nothing."""
+
+    def choose(self, task_type: str | None, candidates: Sequence[Candidate], tier: str) -> AdaptiveChoice | None: ...
+
+
 def decide(
     req: RouteRequest,
     *,
@@ -196,6 +211,7 @@ def decide(
     budget: BudgetSnapshot,
     error_rate_of: LatencyOf = lambda ref: None,
     explain: bool = True,
+    adaptive: Chooser | None = None,
 ) -> Decision:
     """``explain=False`` (what ``complete`` asks): a lone candidate is not scored, since its score
     changes nothing and is only ever shown by ``route_explain``."""
@@ -203,6 +219,9 @@ def decide(
     quality = req.quality or default_quality
     steps: list[str] = []
     excluded: list[Excluded] = []
+    if req.quality_auto is not None:
+        steps.append(f"quality auto: {quality} (complexity {req.quality_auto['score']}"
+                     f"{': ' + ', '.join(req.quality_auto['reasons']) if req.quality_auto.get('reasons') else ''})")
 
     # 1-2. Where the candidates come from.
     if req.models:
@@ -314,11 +333,21 @@ def decide(
     # 6. Score.
     if explain or len(candidates) > 1:
         _score(candidates, strategy, quality, latency_of, error_rate_of)
+    chosen: AdaptiveChoice | None = None
     if ordered:
         steps.append("order kept as given; scores shown for information")
     else:
         candidates.sort(key=lambda c: (-c.score, c.typical_nusd, c.ref))
-        steps.append(f"ranked by strategy {strategy}")
+        if strategy == "adaptive" and adaptive is not None:
+            chosen = adaptive.choose(req.task_type, candidates, overall_tier)
+            first = next((c for c in candidates if chosen is not None and c.ref == chosen.ref), None)
+            if first is not None:
+                candidates.remove(first)
+                candidates.insert(0, first)
+            steps.append(f"ranked by strategy adaptive ({chosen.mode if chosen else 'one candidate'}): "
+                         f"{chosen.explain['why'] if chosen else 'nothing to choose'}; the rest as balanced ranks them")
+        else:
+            steps.append(f"ranked by strategy {strategy}")
     reordered = False
     if any(c.budget_tier == "cautious" for c in candidates):
         candidates.sort(key=lambda c: (c.worst_case_nusd, -c.score))
@@ -326,7 +355,7 @@ def decide(
         reordered = True
     if candidates:
         steps.append(f"first choice: {candidates[0].ref}")
-    return Decision(req, source, strategy, quality, candidates, excluded, steps, overall_tier, budget,
+    return Decision(req, source, strategy, quality, candidates, excluded, steps, overall_tier, budget, chosen,
                     _walk(candidates, listed, entries if ordered and not reordered else None))
 
 

@@ -15,6 +15,7 @@ from .catalog import Catalog
 from .config import ProviderConfig
 from .estimates import note_for
 from .ledger import RequestRow
+from .quality import QualityBoard
 from .resilience import HealthBoard
 from .routing import RouteRequest
 from .types import InvalidInput, usd_str
@@ -33,9 +34,11 @@ __all__ = [
 
 def providers_view(
     providers: Iterable[ProviderConfig], availability: Mapping[str, tuple[bool, str]], catalog: Catalog,
-    health: HealthBoard,
+    health: HealthBoard, board: QualityBoard | None = None,
 ) -> list[dict[str, Any]]:
-    """``llm-router://providers``: each provider, usable or not and why, its models with their health."""
+    """``llm-router://providers``: each provider, usable or not and why, its models with their health
+    and what was learned of their answers (``quality``: estimate, ratings and confidence, overall
+    and by task type)."""
     out = []
     for cfg in providers:
         usable, why = availability[cfg.name]
@@ -48,7 +51,8 @@ def providers_view(
                 "base_url": cfg.base_url,
                 "usable": usable,
                 "why": why,
-                "models": [{**e.describe(), "health": health.describe(e.ref)} for e in models],
+                "models": [{**e.describe(), "health": health.describe(e.ref),
+                            **({"quality": board.view(e.ref)} if board is not None else {})} for e in models],
             }
         )
     return out
