@@ -30,7 +30,9 @@ from .config import Settings
 from .content import FINISH_REASONS, FinishReason
 from .estimates import estimate_usage
 from .holds import Holds
+from .judge import Judge, JudgeCase
 from .ledger import Ledger, LedgerUnavailable, RequestRow, open_ledger
+from .ledger.records import RatingRow
 from .prepare import Prepared, prepare
 from .providers import Provider, availability, build_provider
 from .redaction import Redactor
@@ -107,6 +109,13 @@ class Engine:
         self.windows = WindowAsker(self.catalog, self.providers)
         self._check_timezone()
         self.ledger.reclaim()
+        self.judge: Judge | None = None
+        if (judge := settings.quality.judge_model) is not None:
+            formats = "json_schema" in self.catalog.entries[judge].capabilities.names
+            self.judge = Judge(settings.quality, self.complete, self._put_rating, can_format=formats)
+
+    async def _put_rating(self, row: RatingRow) -> None:
+        await self.ledger.run(self.ledger.put_rating, row)
 
     def _check_timezone(self) -> None:
         """Days are stored in the budget's time zone; if it changed, re-file every row."""
@@ -118,6 +127,8 @@ class Engine:
             self.ledger.set_meta("timezone", tz)
 
     async def aclose(self) -> None:
+        if self.judge is not None:  # first: its call in flight still has its providers and ledger
+            await self.judge.aclose()
         for p in self.providers.values():
             await p.aclose()
         self.ledger.close()
@@ -228,7 +239,10 @@ class Engine:
             await self._interrupted(call, e)
             raise
         if answered is not None:
-            return await self._settle(call, *answered)
+            result = await self._settle(call, *answered)
+            if self.judge is not None and self.judge.sampled(request_id, prepared.tag):  # judged after it is returned
+                self.judge.offer(JudgeCase.of(prepared, request_id, answered[0].entry, answered[1].completion))
+            return result
         raise await self._chain_failed(call)
 
     async def _given_up(self, call: _Call, entry: ModelEntry, e: ProviderError, progress: Progress | None) -> bool:
