@@ -27,9 +27,10 @@ MIGRATION_NAMES = [
     "011_record_writer_schema",
     "012_writers_keep_limits_version_and_journal",
     "013_name_the_ledger",
+    "014_create_ratings",
 ]
-TABLES = ["_migrations", "budgets", "day_totals", "estimated_rollups", "events", "meta", "requests", "reservations",
-          "rollups"]
+TABLES = ["_migrations", "budgets", "day_totals", "estimated_rollups", "events", "meta", "ratings", "requests",
+          "reservations", "rollups"]
 
 
 _ids = itertools.count(1)

@@ -223,7 +223,7 @@ def test_holds_in_flight_survive_the_move_to_a_table_without_rowid(ledger_file: 
 def test_a_failing_migration_leaves_nothing_half_applied(
     ledger_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broken = ("014_broken", ("CREATE TABLE half (x INTEGER)", "SELECT no_such_function()"))
+    broken = (f"{len(MIGRATIONS) + 1:03d}_broken", ("CREATE TABLE half (x INTEGER)", "SELECT no_such_function()"))
     monkeypatch.setattr("llm_router.ledger.schema.MIGRATIONS", [*MIGRATIONS, broken])
     with pytest.raises(sqlite3.OperationalError, match="no_such_function"):
         Ledger(ledger_file)
@@ -243,7 +243,7 @@ def test_a_failing_postgres_migration_leaves_nothing_half_applied(
 
     from llm_router.ledger import postgres
 
-    broken = ("014_broken", ("CREATE TABLE half (x bigint)", "SELECT no_such_function()"))
+    broken = (f"{len(MIGRATIONS) + 1:03d}_broken", ("CREATE TABLE half (x bigint)", "SELECT no_such_function()"))
     monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, broken])
     with pytest.raises(psycopg.errors.UndefinedFunction):
         postgres.PostgresLedger(pg_url)
@@ -322,23 +322,24 @@ def test_a_ledger_migrated_from_any_earlier_step_has_the_same_shape_on_both_back
     assert _sqlite_schema(tmp_path / "ledger.db") == fresh
 
 
-@pytest.mark.parametrize("steps", range(len(MIGRATION_NAMES) + 1))
+@pytest.mark.parametrize("steps", range(len(before_sqlite.MIGRATIONS) + 1))
 def test_each_step_of_the_history_leaves_a_sqlite_ledger_exactly_as_the_earlier_builds_did(
     steps: int, tmp_path: Path,
 ) -> None:
     """SQLite keeps each ``CREATE`` as written: the same text, table by table and index by index,
-    and the same ``meta`` keys, after every step (so a ledger made today reads as one made before)."""
+    and the same ``meta`` keys, after every step the earlier builds had (so a ledger made today reads
+    as one made before; the steps after them were never written but by this history)."""
     before = _sqlite_schema(_sqlite_made_by("an earlier build", tmp_path / "before.db", steps))
     assert _sqlite_schema(_sqlite_made_by("this history", tmp_path / "now.db", steps)) == before
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("steps", range(len(MIGRATION_NAMES) + 1))
+@pytest.mark.parametrize("steps", range(len(before_sqlite.MIGRATIONS) + 1))  # the .sql files: as many
 def test_each_step_of_the_history_leaves_a_postgresql_ledger_exactly_as_the_earlier_builds_did(
     steps: int, pg_url: str, pg_server_url: str,
 ) -> None:
     """Column by column (types, nullability, defaults, identity), index by index and key by key,
-    and the same ``meta`` keys, after every step, as the ``.sql`` files of the earlier builds."""
+    and the same ``meta`` keys, after every step the earlier builds had, as their ``.sql`` files."""
     import psycopg
 
     other = f"{_current_schema(pg_url)}_now"

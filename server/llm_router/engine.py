@@ -32,6 +32,7 @@ from .content import FINISH_REASONS, FinishReason
 from .estimates import estimate_usage
 from .feedback import Feedback
 from .holds import Holds
+from .judge import Judge, JudgeCase
 from .ledger import Ledger, LedgerUnavailable, RequestRow, open_ledger
 from .ledger.records import RatedRequest
 from .prepare import Prepared, prepare
@@ -120,6 +121,11 @@ class Engine:
         self.planner = Planner(settings.quality, self.board)
         self._answered_as: dict[str, str] = {}
         """model ref → the model name its provider last reported: a new one means a new version."""
+        self.judge: Judge | None = None
+        """Scores a sample of answers after they are returned, when ``[quality] judge_model`` is set."""
+        if (judge := settings.quality.judge_model) is not None:
+            formats = "json_schema" in self.catalog.entries[judge].capabilities.names
+            self.judge = Judge(settings.quality, self.complete, self.feedback.judged, can_format=formats)
 
     def _check_timezone(self) -> None:
         """Days are stored in the budget's time zone; if it changed, re-file every row."""
@@ -131,6 +137,8 @@ class Engine:
             self.ledger.set_meta("timezone", tz)
 
     async def aclose(self) -> None:
+        if self.judge is not None:  # first: its call in flight still has its providers and ledger
+            await self.judge.aclose()
         for p in self.providers.values():
             await p.aclose()
         self.ledger.close()
@@ -260,7 +268,10 @@ class Engine:
             await self._interrupted(call, e)
             raise
         if answered is not None:
-            return await self._settle(call, *answered)
+            result = await self._settle(call, *answered)
+            if self.judge is not None and self.judge.sampled(request_id, prepared.tag):  # judged after it is returned
+                self.judge.offer(JudgeCase.of(prepared, request_id, answered[0].entry, answered[1].completion))
+            return result
         raise await self._chain_failed(call)
 
     async def _given_up(self, call: _Call, entry: ModelEntry, e: ProviderError, progress: Progress | None) -> bool:

@@ -381,17 +381,21 @@ class LedgerBase(ABC):
     def rated_request(self, request_id: str) -> RatedRequest | None:
         """What a rating needs of request ``request_id``: its tag, task type, model and status
         (None: no such request in the ledger)."""
-        raise NotImplementedError
+        return self._read(lambda c: statements.rated_request(c, self.dialect, request_id))
 
     def put_rating(self, row: RatingRow) -> RatingRow | None:
         """Store ``row``, replacing the request's earlier rating of the same source; return the
-        one replaced (None when it is the first)."""
-        raise NotImplementedError
+        one replaced (None when it is the first), read in the same transaction."""
+        return self._write(lambda c: statements.put_rating(c, self.dialect, row))
 
     def ratings(self, *, since_ts: str | None = None, limit: int = 200_000) -> list[RatingRow]:
         """Ratings oldest first (those from ``since_ts`` on, when given), at most ``limit`` of the
-        newest: what the quality estimates are rebuilt from when a server starts."""
-        raise NotImplementedError
+        newest: what the quality estimates are rebuilt from when a server starts.
+
+        Raises:
+            InvalidInput: ``limit`` below 0.
+        """
+        return self._read(lambda c: statements.ratings(c, self.dialect, since_ts, limit))
 
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
         """What the ledger itself did (reclaims, prunes, rebuilds), newest first."""

@@ -231,6 +231,29 @@ def name_the_ledger(d: Dialect) -> list[str]:
     return [f"INSERT INTO meta (key, value) VALUES ('ledger_id', {d.random_id}) ON CONFLICT (key) DO NOTHING"]
 
 
+RATINGS = Table("ratings", (
+    text("request_id", not_null=True),
+    text("source", not_null=True),  # caller | judge
+    text("ts", not_null=True),  # UTC, ISO 8601 with milliseconds
+    text("tag", not_null=True, default="''"),
+    text("model", not_null=True),  # the ref that answered (provider:model)
+    text("task_type", not_null=True, default="''"),
+    Column("score", "real", not_null=True),  # 1 to 5
+    text("comment"),
+    text("criteria"),  # JSON: the judge's scores by criterion
+    text("rater", not_null=True, default="''"),  # the judge model's ref; empty for the caller
+), key=("request_id", "source"))
+
+
+@_migration
+def create_ratings(d: Dialect) -> list[str]:
+    """Scores of answered requests, at most one per request and source (the caller's ``rate``, the
+    judge): what quality estimates are made from. Each copies the tag, model and task type it needs,
+    so no join with ``requests`` and no prune of its rows loses one; pruning never deletes these.
+    Ratings are not spend: writers that do not keep them miss no budget, so the writer schema stays."""
+    return [create_table(RATINGS, d), create_index("ratings", "ts")]
+
+
 MIGRATIONS: list[tuple[str, Statements]] = render(SQLITE)
 """The history as the SQLite ledger runs it."""
 

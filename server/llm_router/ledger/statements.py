@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..types import InvalidInput
 from .dialect import Dialect
 from .records import (
     DIMENSIONS,
@@ -21,6 +22,8 @@ from .records import (
     ROW_COLUMNS,
     SUM_COLUMNS,
     Overrides,
+    RatedRequest,
+    RatingRow,
     RequestRow,
     alive,
     check_grouping,
@@ -33,8 +36,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DAY_TOTALS_FROM_ROLLUPS", "INSERT_RESERVATION", "LIMITS_VERSION", "PRUNE_BATCH", "REFILE_ROLLUPS",
     "RESERVATION_COLUMNS", "Connection", "RowStatements", "estimated", "events", "late_settle", "meta", "prune_batch",
-    "read_overrides", "rebuild_rollups", "reclaim", "reclaimed", "renew", "report", "reservations_total", "set_budget",
-    "set_meta", "totals",
+    "put_rating", "rated_request", "ratings", "read_overrides", "rebuild_rollups", "reclaim", "reclaimed", "renew",
+    "report", "reservations_total", "set_budget", "set_meta", "totals",
 ]
 
 
@@ -296,7 +299,7 @@ def rebuild_rollups(
     executemany: Callable[[str, Sequence[tuple[str, str]]], object],
 ) -> None:
     """Recompute ``day`` of every row and the sums from the rows. Days whose rows were pruned keep
-    their rollups: there is nothing left to recompute them from."""
+    their rollups: there is nothing left to recompute them from. Ratings are no sums and stay as they are."""
     sql = d.sql
     pruned_before = meta(c, d, "pruned_before")
     executemany(sql("UPDATE requests SET day = ? WHERE id = ?"),
@@ -317,7 +320,10 @@ def rebuild_rollups(
 def prune_batch(c: Connection, d: Dialect, before_day: str, deleted_before: int) -> int:
     """Delete up to ``PRUNE_BATCH`` raw rows of days before ``before_day`` (their rollups stay).
     The last batch (fewer rows) notes how far rows were pruned and logs the prune, in its own
-    transaction. Returns rows deleted."""
+    transaction. Returns rows deleted.
+
+    Only ``requests`` rows go: ratings are never pruned (``retain_days`` neither). They are small,
+    carry what they need of their request, and the quality estimates are made from all of them."""
     sql = d.sql
     n = c.execute(
         sql(f"DELETE FROM requests WHERE {d.row_key} IN (SELECT {d.row_key} FROM requests WHERE day < ? LIMIT ?)"),
@@ -332,3 +338,59 @@ def prune_batch(c: Connection, d: Dialect, before_day: str, deleted_before: int)
         if deleted_before + n:
             _event(c, d, "rows_pruned", {"before_day": before_day, "rows": deleted_before + n})
     return n
+
+
+# -- ratings --------------------------------------------------------------------------------------
+
+_RATING_COLUMNS = ", ".join(RatingRow.__dataclass_fields__)
+_RATING_VALUES = ", ".join("?" * len(RatingRow.__dataclass_fields__))
+_RATING_KEY = "WHERE request_id = ? AND source = ?"
+_LOCK_RATING = f"UPDATE ratings SET source = source {_RATING_KEY} RETURNING {_RATING_COLUMNS}"
+"""The rating there now, locked until the transaction ends (a no-op update: its values are the old ones)."""
+_FIRST_RATING = f"INSERT INTO ratings ({_RATING_COLUMNS}) VALUES ({_RATING_VALUES}) ON CONFLICT (request_id, source) DO NOTHING"
+_REPLACE_RATING = (
+    f"INSERT INTO ratings ({_RATING_COLUMNS}) VALUES ({_RATING_VALUES}) ON CONFLICT (request_id, source) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in RatingRow.__dataclass_fields__ if c not in ("request_id", "source"))
+)
+
+
+def _rating(values: Sequence[Any]) -> RatingRow:
+    request_id, source, ts, tag, model, task_type, score, comment, criteria, rater = values
+    return RatingRow(request_id, source, ts, tag, model, task_type, float(score), comment, criteria, rater)
+
+
+def rated_request(c: Connection, d: Dialect, request_id: str) -> RatedRequest | None:
+    r = c.execute(d.sql("SELECT id, tag, task_type, provider, model, status FROM requests WHERE id = ?"),
+                  (request_id,)).fetchone()
+    return None if r is None else RatedRequest(*r)
+
+
+def put_rating(c: Connection, d: Dialect, row: RatingRow) -> RatingRow | None:
+    """Inside a write transaction: store ``row`` in place of the request's rating of the same source,
+    and return the one it replaced (None: the first). The old one is read locked, so the one
+    returned is the one replaced even when two servers rate the same request at once; when none
+    was there and another's first insert wins the race, its row is the one replaced."""
+    values = tuple(getattr(row, c) for c in RatingRow.__dataclass_fields__)
+    for _ in range(2):
+        old = c.execute(d.sql(_LOCK_RATING), (row.request_id, row.source)).fetchall()
+        if old:
+            c.execute(d.sql(_REPLACE_RATING), values)
+            return _rating(old[0])
+        if c.execute(d.sql(_FIRST_RATING), values).rowcount == 1:
+            return None
+    raise AssertionError(f"rating of {row.request_id!r} by {row.source!r} neither found nor inserted")
+
+
+def ratings(c: Connection, d: Dialect, since_ts: str | None, limit: int) -> list[RatingRow]:
+    """The newest ``limit`` ratings (from ``since_ts`` on, when given), oldest first; ties by key.
+
+    Raises:
+        InvalidInput: ``limit`` below 0.
+    """
+    if limit < 0:
+        raise InvalidInput("limit", f"must not be negative, got {limit}", allowed="0 or more")
+    where, params = ("WHERE ts >= ?", [since_ts]) if since_ts is not None else ("", [])
+    key = [f"{column}{d.collate}" for column in ("ts", "request_id", "source")]
+    newest = f"SELECT {_RATING_COLUMNS} FROM ratings {where} ORDER BY {' DESC, '.join(key)} DESC LIMIT ?"
+    rows = c.execute(d.sql(f"SELECT * FROM ({newest}) AS newest ORDER BY {', '.join(key)}"), [*params, limit]).fetchall()
+    return [_rating(r) for r in rows]
