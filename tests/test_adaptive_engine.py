@@ -58,7 +58,7 @@ async def test_nothing_rated_ranks_as_balanced(engine: Engine) -> None:
 
 
 async def test_dear_model_for_the_task_type_where_the_cheap_one_fails(engine: Engine) -> None:
-    await teach(engine, CHEAP, "summarize", 5, 12)
+    await teach(engine, CHEAP, "summarize", 5, 40)
     await teach(engine, CHEAP, "algebra", 1, 12)
     await teach(engine, DEAR, "algebra", 5, 6)
     await teach(engine, DEAR, "summarize", 5, 6)

@@ -219,7 +219,7 @@ MISTAKES = [
         "bad strategy",
         EXAMPLE.replace('strategy = "balanced"', 'strategy = "cheap"'),
         "routing.strategy",
-        "'cheap' is not allowed (allowed: 'cheapest', 'best', 'fastest' or 'balanced') (did you mean 'cheapest'?)",
+        "'cheap' is not allowed (allowed: 'cheapest', 'best', 'fastest', 'balanced' or 'adaptive') (did you mean 'cheapest'?)",
     ),
     (
         "unknown time zone",
@@ -285,7 +285,7 @@ MISTAKES = [
         "the loader's own fields are not config keys",
         'source = "elsewhere"\n' + EXAMPLE,
         "source",
-        "unknown key (allowed: ledger, providers, routing, budget, limits, resilience, http)",
+        "unknown key (allowed: ledger, providers, routing, budget, limits, resilience, http, quality)",
     ),
     (
         "reference model is not a model reference",
@@ -335,7 +335,7 @@ def test_every_config_mistake_is_listed_at_once_each_naming_the_file_and_its_key
     assert error.problems == [
         ("providers[0] (name = 'a').models", "'m' listed twice"),
         ("providers[0] (name = 'a').timout_s", "unknown key (did you mean 'timeout_s'?)"),
-        ("routing.strategy", "'x' is not allowed (allowed: 'cheapest', 'best', 'fastest' or 'balanced')"),
+        ("routing.strategy", "'x' is not allowed (allowed: 'cheapest', 'best', 'fastest', 'balanced' or 'adaptive')"),
         ("routing.max_attempts", "0 is too small (allowed: at least 1)"),
         ("limits.max_messages", "0 is too small (allowed: more than 0)"),
     ]
@@ -511,7 +511,7 @@ def test_the_demo_keeps_its_own_ledger_whatever_the_ledger_variables_say(
 def test_demo_is_not_a_key_a_config_file_can_set(tmp_path: Path) -> None:
     error, _ = load_error(tmp_path, "demo = true\n")
 
-    assert error.problems == [("demo", "unknown key (allowed: ledger, providers, routing, budget, limits, resilience, http)")]
+    assert error.problems == [("demo", "unknown key (allowed: ledger, providers, routing, budget, limits, resilience, http, quality)")]
 
 
 # -- the ledger path ----------------------------------------------------------------------------

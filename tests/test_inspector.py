@@ -132,7 +132,7 @@ def exercise_rich(inspector: Inspector, tools: dict[str, Any]) -> None:
 def exercise(inspector: Inspector, *, expected_tag: str, rich: bool = False) -> None:
     """Every tool's answer and errors, and (``rich``) the rich calls, before the budget is set to $0."""
     tools = inspector.tools()
-    assert sorted(tools) == ["complete", "cost_report", "route_explain", "set_budget"]
+    assert sorted(tools) == ["complete", "cost_report", "rate", "route_explain", "set_budget"]
     assert tools["route_explain"]["annotations"]["readOnlyHint"] is True
     assert tools["complete"]["inputSchema"]["additionalProperties"] is False
 
@@ -186,7 +186,7 @@ def test_the_inspector_2_12_cli_shows_every_answer_and_every_error_over_http_wit
         exercise(Inspector("2.12", target), expected_tag="ci", rich=True)
         # The newest protocol era works too.
         modern = Inspector("2.12", [*target, "--protocol-era", "modern"])
-        assert sorted(modern.tools()) == ["complete", "cost_report", "route_explain", "set_budget"]
+        assert sorted(modern.tools()) == ["complete", "cost_report", "rate", "route_explain", "set_budget"]
         done = modern.call("complete", {"prompt": "hello", "model": "ollama:llama3.1"})
         assert done["structuredContent"]["model"] == "ollama:llama3.1"
         typo = modern.call("complete", {"prompt": "hello", "temprature": 0})

@@ -100,7 +100,7 @@ async def test_a_misspelt_max_cost_never_silently_removes_the_spending_cap(clien
         ("complete", {"prompt": 42}, "prompt: 42 is not a string"),
         ("complete", {"prompt": "x", "temperature": 9}, "temperature: 9 is too large (allowed: a number from 0 to 2)"),
         ("complete", {"prompt": "x", "strategy": "random"},
-         "strategy: 'random' is not allowed (allowed: cheapest, best, fastest, balanced)"),
+         "strategy: 'random' is not allowed (allowed: cheapest, best, fastest, balanced, adaptive)"),
         ("complete", {"prompt": "x", "deadline_s": 0}, "deadline_s: 0 is too small (allowed: a number above 0, at most 3600)"),
         ("complete", {"prompt": "x", "max_cost_usd": "lots"},
          "max_cost_usd: 'lots' is not a number (allowed: a number of dollars from 0 to 10000)"),

@@ -211,7 +211,7 @@ def test_the_typescript_sdk_client_reads_every_answer_and_every_error_over_stdio
     out = run_json(["sdk_client.mjs", "stdio", *demo_server_command(tmp_path / "ledger.db")],
                    stdin=json.dumps({"steps": [step for step, _ in PLAN]}))
     assert out["server"]["name"] == "llm-router"
-    assert sorted(out["tools"]) == ["complete", "cost_report", "route_explain", "set_budget"]
+    assert sorted(out["tools"]) == ["complete", "cost_report", "rate", "route_explain", "set_budget"]
     assert "prompts" not in out["capabilities"]
     check(out["steps"])
 

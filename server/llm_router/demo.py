@@ -170,11 +170,13 @@ async def _drive(ledger: str) -> int:
             if asked.get("request_id"):
                 await call("rate", {"request_id": asked["request_id"], "score": score})
 
-        _say("route_explain with strategy adaptive — the cheap model is good enough for classify, not for math")
+        _say("route_explain with strategy adaptive — what it learned, and the models it still has to try")
         for task in ("classify", "math"):
             plan = (await call("route_explain", {"prompt": "…", "task_type": task, "strategy": "adaptive"},
                                quiet=True)).get("adaptive") or {}
-            print(f"   {task}: {plan.get('mode')} → {plan.get('why')}")
+            known = (plan.get("estimates") or {}).get("openai:gpt-4o-mini", {})
+            print(f"   {task}: gpt-4o-mini estimated {known.get('estimate')} ({known.get('ratings')} ratings); "
+                  f"{plan.get('mode')}: {plan.get('why')}")
 
         _say("route_explain with quality auto — the tier is judged from the request itself")
         judged = (await call("route_explain", {"prompt": "Prove that there are infinitely many primes, step by step.",

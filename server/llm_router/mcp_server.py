@@ -1,4 +1,4 @@
-"""The MCP surface: four tools and four resources, translated to and from the engine. Nothing else.
+"""The MCP surface: five tools and four resources, translated to and from the engine. Nothing else.
 
 Served from the SDK's low-level ``Server``, with every handler ours: the tools' input schemas,
 their validation and the shape of their errors are the router's own (``arguments``), and only

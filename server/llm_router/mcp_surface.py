@@ -1,4 +1,4 @@
-"""What the MCP server offers, as its clients see it: the instructions, the four tools (names,
+"""What the MCP server offers, as its clients see it: the instructions, the five tools (names,
 descriptions, input and output schemas, annotations) and the resources, all worked out once, at
 import. Only data here; ``mcp_tools`` and ``mcp_resources`` serve it (``mcp_tools.TOOLS`` puts each
 tool's listing beside its handler).

@@ -8,8 +8,10 @@ quality ``q = (score - 1) / 4`` between 0 and 1. An estimate is a weighted mean 
   of a caller's (the caller has usually checked the answer itself);
 * a model's overall estimate starts from a prior by its tier (``TIER_PRIOR``), worth
   ``PRIOR_WEIGHT`` ratings; its estimate for one task type starts from its overall estimate, worth
-  as much. So one rating moves an estimate, a few dozen settle it, and a task type nobody rated
-  takes what the model is known for elsewhere;
+  as many ratings as the model's spread between task types says (``_spread_weight``, empirical
+  Bayes: firm for a model as good at everything, light for one that varies by type). So one rating
+  moves an estimate, a few dozen settle it, and a task type nobody rated takes what the model is
+  known for elsewhere;
 * ``confidence`` is ``w / (w + PRIOR_WEIGHT)`` for the weight ``w`` of its own ratings: 0 with
   none, 0.5 with two fresh ones, near 1 with many.
 
