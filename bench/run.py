@@ -10,6 +10,8 @@ prints, side by side:
 * the same, streamed (what the MCP ``complete`` tool asks the engine for);
 * structured calls (``bench/structured.py``): the same call with a json_schema
   ``response_format``, or with 3 tools, against it plain, and the checks alone;
+* adaptive routing (``bench/adaptive.py``): the same call ranked by ``adaptive`` (with estimates to
+  plan from) and by ``balanced``, and the choice alone;
 * over MCP (stdio): our ``complete`` tool versus a bare MCPServer tool (``bench/bare_server.py``),
   and versus the same bare server on the router's stdio transport (so the router's own work shows
   apart from what its transport saves), the calls spread over S processes of each (default 3);
@@ -633,6 +635,12 @@ def main() -> int:
 
         sr = anyio.run(phase, structured.in_process, base_url, folder, n, warmup)
         structured.print_section(sr, structured.validation_alone(), f"1b. {structured.SECTION_TITLE}")
+
+        # 1c. Adaptive routing against balanced (bench/adaptive.py, also run alone).
+        import adaptive
+
+        ar = anyio.run(phase, adaptive.in_process, base_url, folder, n, warmup)
+        adaptive.print_section(ar, f"1c. {adaptive.SECTION_TITLE}")
 
         # 2. litellm.
         if not a.no_litellm:

@@ -97,3 +97,49 @@ def test_free_models_and_single_options() -> None:
     assert p.types["a"].upgrade == "m:dear"
     p = plan({"a": 1.0}, {"a": [Option("m:only", 7, 0.3)]}, 0.95)
     assert p.types["a"].base == "m:only" and p.reached == 1.0
+
+
+def test_the_cut_off_types_calls_are_split_at_its_share_and_route_explain_commits_nothing() -> None:
+    from dataclasses import dataclass
+    from datetime import UTC, datetime
+
+    from llm_router.adaptive import Planner
+    from llm_router.config import QualityConfig
+    from llm_router.ledger.records import RatingRow
+    from llm_router.quality import QualityBoard
+    from llm_router.types import Usage
+
+    @dataclass
+    class Entry:
+        cost: int
+
+        def typical_nusd(self, _in: int, _out: int) -> int:
+            return self.cost
+
+    @dataclass
+    class Cand:
+        ref: str
+        typical_nusd: int
+        entry: Entry
+
+    board = QualityBoard(half_life_days=14, tiers={"m:cheap": "medium", "m:dear": "high"})
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    for i in range(40):  # the cheap model is right 60% of the time, the dear one always
+        board.observe(RatingRow(f"c{i}", "caller", now, "", "m:cheap", "t", 5 if i % 5 < 3 else 1))
+        board.observe(RatingRow(f"d{i}", "caller", now, "", "m:dear", "t", 5))
+    planner = Planner(QualityConfig(target=0.9, explore_share=0.0), board)
+    cands = [Cand("m:cheap", 1_000, Entry(1_000)), Cand("m:dear", 20_000, Entry(20_000))]
+    first = planner.choose("t", cands, "normal")
+    assert first is not None and planner.choose("t", cands, "normal") == first  # reading changes nothing
+    picks = []
+    for _ in range(400):
+        choice = planner.choose("t", cands, "normal")
+        assert choice is not None and choice.mode == "exploit"
+        planner.routed(choice, "t", 1_000)
+        planner.observed("t", Usage(100, 50))
+        picks.append(choice.ref)
+    share = planner._cache[1].types["t"].fraction if planner._cache else None
+    assert share is not None and 0 < share < 1
+    assert abs(picks.count("m:dear") / len(picks) - share) < 0.01
+    json_text = __import__("json").dumps(first.explain, allow_nan=False)
+    assert "cut_off_share" in json_text
