@@ -52,7 +52,10 @@ async def test_rate_stores_returns_and_replaces(client: Client, engine: Engine) 
     assert second.structured_content["estimate"]["estimate"] > estimate["estimate"]
     rows = engine.ledger.query("SELECT source, score, comment FROM ratings WHERE request_id = ?", [rid])
     assert rows == [{"source": "caller", "score": 5.0, "comment": None}]
-    providers = json.loads((await client.read_resource(PROVIDERS_URI)).contents[0].text)["providers"]
+    shown = json.loads((await client.read_resource(PROVIDERS_URI)).contents[0].text)
+    assert shown["quality"]["judge"] is None and shown["quality"]["target"] == 0.95
+    assert set(shown["quality"]["adaptive"]) >= {"calls", "explored"}
+    providers = shown["providers"]
     quality = {m["model"]: m["quality"] for p in providers for m in p["models"]}
     assert quality["openai:gpt-4o-mini"]["by_task_type"]["listing"]["ratings"] == 1
     assert quality["openai:gpt-4o"]["overall"]["ratings"] == 0

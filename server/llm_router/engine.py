@@ -538,6 +538,12 @@ class Engine:
         """See ``Holds.limit_in_force``."""
         return await self.holds.limit_in_force(scope, period)
 
+    def quality_status(self) -> dict[str, Any]:
+        """What the router does with what it learns: the adaptive strategy's counts and the judge's."""
+        q = self.settings.quality
+        return {"target": q.target, "explore_share": q.explore_share, "half_life_days": q.half_life_days,
+                "adaptive": self.planner.status(), "judge": self.judge.status() if self.judge is not None else None}
+
     def providers_status(self) -> list[dict[str, Any]]:
         return views.providers_view(self.settings.providers, self.availability, self.catalog, self.health, self.board)
 

@@ -34,6 +34,7 @@ from .mcp_surface import (
     COMPLETE_TOOL,
     EXPLAIN_ARGS,
     EXPLAIN_TOOL,
+    PROVIDERS_URI,
     RATE_ARGS,
     RATE_TOOL,
     REPORT_ARGS,
@@ -172,6 +173,7 @@ async def rate(state: ServerState, ctx: Ctx, access: Access, args: RateArgs) -> 
     subject = await engine.rated_request(args.request_id)
     check_rating(access, subject.tag)
     result = await engine.rate(subject, args.score, args.comment)
+    await state.notifier.updated(PROVIDERS_URI)  # its estimates changed
     e = result.estimate
     where = f" on {e['task_type']}" if e["task_type"] else ""
     replaced = f" (replacing {result.rating['previous_score']})" if result.rating["replaced"] else ""
