@@ -8,8 +8,8 @@ import random
 import sqlite3
 import sys
 from collections import Counter
-from fractions import Fraction
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
