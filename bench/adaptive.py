@@ -19,19 +19,13 @@ once per change of the estimates or of the traffic), in µs. Timings are reporte
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import MAX_TOKENS, MODEL, PROMPT, Series, interleaved, paired_median_ms, upstream
+from run import MAX_TOKENS, MODEL, PROMPT, interleaved, paired_median_ms, standalone
+from structured import _line, _per_call_us
 
 TASK = "summarize"
 SECTION_TITLE = "Adaptive routing, in-process: the same plain call ranked by adaptive (with estimates) or balanced"
@@ -105,17 +99,6 @@ async def in_process(base_url: str, folder: Path, n: int, warmup: int) -> dict[s
     return out
 
 
-def _per_call_us(fn: Callable[[], Any], loops: int = 2000, repeats: int = 7) -> float:
-    fn()
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        runs.append((time.perf_counter() - t0) / loops * 1e6)
-    return statistics.median(runs)
-
-
 async def choice_alone(engine: Any, args: Any) -> list[tuple[str, float]]:
     """µs per call of the choice on this call's candidates, and of a fresh plan."""
     prepared = engine.prepare(args)
@@ -128,13 +111,9 @@ async def choice_alone(engine: Any, args: Any) -> list[tuple[str, float]]:
         return planner.choose(TASK, candidates, tier)
 
     return [
-        ("Planner.choose (plan cached)", _per_call_us(lambda: planner.choose(TASK, candidates, tier))),
-        ("Planner.choose, plan made afresh", _per_call_us(fresh, loops=500)),
+        ("Planner.choose (plan cached)", _per_call_us(lambda: planner.choose(TASK, candidates, tier), 2000, 7)),
+        ("Planner.choose, plan made afresh", _per_call_us(fresh, 500, 7)),
     ]
-
-
-def _line(s: Series) -> str:
-    return f"  {s.name:<40} p50 {s.p50:8.3f} ms   p99 {s.p99:8.3f} ms   mean {s.mean:8.3f} ms"
 
 
 def print_section(r: dict[str, Any], title: str) -> None:
@@ -151,19 +130,7 @@ def print_section(r: dict[str, Any], title: str) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description="what adaptive routing costs per call (loopback only)")
-    p.add_argument("--calls", type=int, default=None, help="calls per series (default 400; 100 with --quick)")
-    p.add_argument("--quick", action="store_true")
-    a = p.parse_args()
-    n = max(10, min(a.calls or (100 if a.quick else 400), 5000))
-    warmup = 20 if a.quick else 50
-    with tempfile.TemporaryDirectory(prefix="llm-router-bench-") as tmp, upstream() as base_url:
-
-        async def phase() -> dict[str, Any]:
-            with anyio.fail_after(120):
-                return await in_process(base_url, Path(tmp), n, warmup)
-
-        r = anyio.run(phase)
+    r, n = standalone("what adaptive routing costs per call (loopback only)", in_process)
     print_section(r, f"{SECTION_TITLE}; N={n}")
     return 0
 

@@ -230,6 +230,24 @@ def floor_calls(
     return plain, streamed
 
 
+def standalone(description: str, in_process: Callable[[str, Path, int, int], Awaitable[Any]]) -> tuple[Any, int]:
+    """Run one in-process section alone (``bench/structured.py``, ``bench/adaptive.py``): its
+    ``--calls``/``--quick`` flags, the loopback upstream, a temporary folder; its result and N."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--calls", type=int, default=None, help="calls per series (default 400; 100 with --quick)")
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args()
+    n = max(10, min(a.calls or (100 if a.quick else 400), 5000))
+    warmup = 20 if a.quick else 50
+    with tempfile.TemporaryDirectory(prefix="llm-router-bench-") as tmp, upstream() as base_url:
+
+        async def phase() -> Any:
+            with anyio.fail_after(PHASE_TIMEOUT_S):
+                return await in_process(base_url, Path(tmp), n, warmup)
+
+        return anyio.run(phase), n
+
+
 # -- phases ---------------------------------------------------------------------------------------
 
 

@@ -25,21 +25,17 @@ Timings are reported, never asserted.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import MAX_TOKENS, PROVIDER, Series, interleaved, paired_median_ms, upstream, write_config
+from run import MAX_TOKENS, PROVIDER, Series, interleaved, paired_median_ms, standalone, write_config
 from upstream import JSON_ANSWER, JSON_MODEL, TOOL_CALL_ARGUMENTS, TOOL_CALL_NAME
 
 PROMPT = "Extract the invoice in the attached text as JSON: Acme Tools Ltd, INV-2026-0042, 30 Nov 2026, ..."
@@ -297,19 +293,7 @@ SECTION_TITLE = (
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description="what structured output and tools cost per call (loopback only)")
-    p.add_argument("--calls", type=int, default=None, help="calls per series (default 400; 100 with --quick)")
-    p.add_argument("--quick", action="store_true")
-    a = p.parse_args()
-    n = max(10, min(a.calls or (100 if a.quick else 400), 5000))
-    warmup = 20 if a.quick else 50
-    with tempfile.TemporaryDirectory(prefix="llm-router-bench-") as tmp, upstream() as base_url:
-
-        async def phase() -> dict[str, Any]:
-            with anyio.fail_after(120):
-                return await in_process(base_url, Path(tmp), n, warmup)
-
-        r = anyio.run(phase)
+    r, n = standalone("what structured output and tools cost per call (loopback only)", in_process)
     print_section(r, validation_alone(), f"{SECTION_TITLE}; N={n}")
     return 0
 

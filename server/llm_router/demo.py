@@ -175,7 +175,7 @@ async def _drive(ledger: str) -> int:
             plan = (await call("route_explain", {"prompt": "…", "task_type": task, "strategy": "adaptive"},
                                quiet=True)).get("adaptive") or {}
             known = (plan.get("estimates") or {}).get("openai:gpt-4o-mini", {})
-            print(f"   {task}: gpt-4o-mini estimated {known.get('estimate')} ({known.get('ratings')} ratings); "
+            print(f"   {task}: gpt-4o-mini estimated {known.get('estimate')} ({plural(known.get('ratings') or 0, 'rating')}); "
                   f"{plan.get('mode')}: {plan.get('why')}")
 
         _say("route_explain with quality auto — the tier is judged from the request itself")
