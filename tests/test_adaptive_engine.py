@@ -148,3 +148,22 @@ async def test_other_strategies_and_forced_models_are_untouched(engine: Engine) 
     explained = await engine.explain(CompleteArgs(prompt="x", task_type="algebra", strategy="cheapest"))
     assert explained.adaptive is None
     assert engine.planner.calls == 0  # forced and cheapest calls are not adaptive traffic
+
+
+async def test_a_server_folds_in_what_another_server_on_its_ledger_rated(tmp_path: Path) -> None:
+    settings = settings_from_dict(config(tmp_path), source="test")
+    one, two = Engine(settings), Engine(settings)
+    try:
+        await teach(one, CHEAP, "algebra", 1, 3)
+        result = await ask(two, "algebra", model=CHEAP)
+        await rate(two, result.request_id, 5)
+        await rate(one, result.request_id, 1)  # replaces two's rating in the ledger
+        assert two.board.estimate(CHEAP, "algebra").ratings == 1
+        two.feedback._next_refresh = 0.0  # as if REFRESH_S had passed
+        await two.explain(CompleteArgs(prompt="x", task_type="algebra"))
+        seen = two.board.estimate(CHEAP, "algebra")
+        assert seen.ratings == 4 == one.board.estimate(CHEAP, "algebra").ratings
+        assert seen.value == pytest.approx(one.board.estimate(CHEAP, "algebra").value, abs=1e-6)
+    finally:
+        await one.aclose()
+        await two.aclose()

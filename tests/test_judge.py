@@ -283,3 +283,18 @@ async def test_aclose_with_cases_queued_ends_promptly_and_leaves_no_hold(make: C
     assert (status["judged"], status["dropped"], status["queued"]) == (0, 5, 0)
     assert held_by_calls(j.engine) == 0
     assert [r["status"] for r in j.engine.ledger.rows(tag="judge")] == ["cancelled"]
+
+
+async def test_closing_right_after_offers_ends_at_once_and_judges_none_of_them(make: Any) -> None:
+    """Regression: closed before its worker had started, the judge waited its whole close timeout
+    and then judged (and billed) the cases it had counted as dropped."""
+    j = make(latency_ms=0)
+    for _ in range(3):
+        j.grader.answer_next(GOOD)
+    for _ in range(3):
+        await ask(j.engine)
+    t0 = time.perf_counter()
+    await j.judge.aclose()
+    assert time.perf_counter() - t0 < 1.0
+    status = j.judge.status()
+    assert (status["judged"], status["dropped"], j.grader.calls) == (0, 3, 0), status

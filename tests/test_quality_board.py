@@ -76,7 +76,7 @@ def test_a_replaced_rating_is_taken_out() -> None:
     first = rating("r", 1)
     b.observe(first)
     again = rating("r", 5, ts=NOW + 60)
-    b.observe(again, replaces=first)
+    b.observe(again)
     e = b.estimate("m:cheap", "summarize", now=NOW + 60)
     assert e.ratings == 1
     assert e.value == pytest.approx((PRIOR_WEIGHT * b.overall("m:cheap", now=NOW + 60).value + e.weight) / (PRIOR_WEIGHT + e.weight))
@@ -117,3 +117,35 @@ def test_view_lists_rated_types() -> None:
     view = b.view("m:cheap", now=NOW)
     assert set(view["by_task_type"]) == {"translate"}
     assert view["overall"]["ratings"] == 1 and view["prior"] == TIER_PRIOR["low"]
+
+
+def test_re_rating_any_way_round_keeps_estimates_those_of_the_ratings_held() -> None:
+    """Regression: a replacement subtracted the ledger's earlier row, which another server (or a
+    forgotten version) had folded in, not this board: estimates went above 1 and counts to 0."""
+    import random
+
+    rng = random.Random(3)
+    b = board()
+    latest: dict[str, RatingRow] = {}
+    for i in range(400):
+        rid = f"r{rng.randrange(30)}"
+        row = rating(rid, rng.choice([1, 2, 3, 4, 5]), task=rng.choice(["a", "b"]), ts=NOW + i)
+        b.observe(row)
+        latest[rid] = row
+        if i % 97 == 0:
+            b.forget_some("m:cheap")
+        e = b.estimate("m:cheap", "a", now=NOW + i)
+        assert 0.0 <= e.value <= 1.0
+    fresh = board()
+    fresh.load(latest.values())
+    for t in ("a", "b", None):
+        assert b.estimate("m:cheap", t, now=NOW + 400).ratings == fresh.estimate("m:cheap", t, now=NOW + 400).ratings
+
+
+def test_loading_a_rating_already_folded_in_changes_nothing() -> None:
+    b = board()
+    row = rating("r", 5)
+    b.observe(row)
+    v = b.version
+    assert b.load([row]) == 0 and b.version == v
+    assert b.load([rating("r", 1, ts=NOW + 5)]) == 1 and b.estimate("m:cheap", "summarize", now=NOW).ratings == 1

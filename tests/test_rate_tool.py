@@ -111,3 +111,30 @@ async def test_rate_over_stdio_like_session_uses_the_same_engine(engine: Engine)
         result = await c.call_tool("rate", {"request_id": rid.upper(), "score": 4})
         assert not result.is_error, result.content
     assert engine.board.estimate("anthropic:claude-haiku-4-5", "listing").ratings == 1
+
+
+async def test_a_member_sees_no_task_type_another_tag_rated(tmp_path: Path) -> None:
+    async with role_engine({"path": str(tmp_path / "ledger.db")}) as engine:
+        with serve(engine, tokens=tokens()) as url:
+            async with mcp_client(url, ALICE) as alice, mcp_client(url, BOB) as bob, mcp_client(url, OPS) as ops:
+                secret = await answered(bob, task_type="acme-merger-review")
+                assert not (await bob.call_tool("rate", {"request_id": secret, "score": 4})).is_error
+                seen_by_alice = (await alice.read_resource(PROVIDERS_URI)).contents[0].text
+                seen_by_ops = (await ops.read_resource(PROVIDERS_URI)).contents[0].text
+    assert "acme-merger-review" not in seen_by_alice
+    assert "acme-merger-review" in seen_by_ops
+    models = [m for p in json.loads(seen_by_alice)["providers"] for m in p["models"]]
+    assert all("by_task_type" not in m["quality"] and "overall" in m["quality"] for m in models)
+
+
+@pytest.mark.parametrize("comment", ["a\x00b", "bell\x07", "lone \ud800 half"])
+async def test_a_comment_that_cannot_be_stored_as_text_is_refused_by_name(client: Client, engine: Engine,
+                                                                          comment: str) -> None:
+    rid = await answered(client)
+    result = await engine.rate(await engine.rated_request(rid), 3, "fine\nand\ttabbed")
+    assert result.rating["comment"] == "fine\nand\ttabbed"
+    from llm_router.types import InvalidInput
+
+    with pytest.raises(InvalidInput) as refused:
+        await engine.rate(await engine.rated_request(rid), 3, comment)
+    assert refused.value.field == "comment"

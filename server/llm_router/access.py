@@ -51,6 +51,7 @@ __all__ = [
     "error_view",
     "limits_view",
     "mask",
+    "providers_view",
     "may",
     "parse_role",
     "report_tag",
@@ -260,6 +261,17 @@ def result_view(access: Access, tool: str, structured: dict[str, Any]) -> dict[s
     elif tool in ("cost_report", "set_budget"):
         out["budgets"] = limits_view(access, out.get("budgets") or [])
     return out
+
+
+def providers_view(access: Access, providers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``llm-router://providers`` as this caller may see it: what was learned of each model is
+    everyone's (like its latency and error rate), but the task types it was learned on are the
+    callers' own labels, which may name another tag's work: a member sees the overall estimates
+    only."""
+    if access.role == "admin":
+        return providers
+    return [{**p, "models": [{**m, "quality": {k: v for k, v in m["quality"].items() if k != "by_task_type"}}
+                             if "quality" in m else m for m in p["models"]]} for p in providers]
 
 
 def rows_view(access: Access, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

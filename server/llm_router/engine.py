@@ -177,6 +177,7 @@ class Engine:
             LedgerBusy: the ledger could not be read within the wait.
         """
         await self.windows.ask_if_due()
+        await self.feedback.refresh_if_due()
         snapshot = await self.holds.snapshot(tag=prepared.tag, wait_s=prepared.deadline_s if wait_s is None else wait_s)
         return self._decide(prepared.route, snapshot, explain=explain)
 
@@ -409,7 +410,8 @@ class Engine:
             call.attempts[-1].cost_usd = usd_str(answer_nusd)
         usage = answer + billed.usage
         cost_nusd = answer_nusd + billed.nusd
-        self.planner.observed(prepared.route.task_type, answer)
+        if decision.strategy == "adaptive" and decision.source == "catalog":  # adaptive traffic's typical tokens
+            self.planner.observed(prepared.route.task_type, answer)
         if completion.model and self._answered_as.setdefault(entry.ref, completion.model) != completion.model:
             log.info("%s now answers as %r (was %r): its ratings count less until it is re-learned", entry.ref,
                      completion.model, self._answered_as[entry.ref])

@@ -8,29 +8,68 @@ from the ledger. The caller's right to rate a request (its tag) is ``access.chec
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from .calls import RateResult
 from .ledger import LedgerBase
 from .ledger.records import RatedRequest, RatingRow, now_iso
 from .quality import QualityBoard
-from .types import InvalidInput
+from .types import InvalidInput, RouterError
 
-__all__ = ["Feedback"]
+__all__ = ["Feedback", "printable"]
 
 log = logging.getLogger("llm_router.quality")
 
+REFRESH_S = 30.0
+"""How often a server folds in the ratings other servers on its ledger stored."""
+CLOCK_SLACK_S = 300.0
 _REQUEST_ID = "the request_id a complete call returned (32 hex digits)"
+_CONTROL = {c: None for c in range(32) if chr(c) not in "\n\t"} | {0x7F: None}
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters (new lines and tabs kept): what a stored comment may hold
+    (PostgreSQL refuses NUL in text)."""
+    return text.translate(_CONTROL)
 
 
 class Feedback:
     def __init__(self, ledger: LedgerBase, board: QualityBoard) -> None:
         self.ledger = ledger
         self.board = board
+        self._newest: str | None = None
+        self._next_refresh = 0.0
 
     def load(self) -> int:
         """Rebuild the board from the ledger's ratings (at start-up, before any call)."""
-        return self.board.load(self.ledger.ratings())
+        rows = self.ledger.ratings()
+        self._seen(rows)
+        return self.board.load(rows)
+
+    def _seen(self, rows: list[RatingRow]) -> None:
+        if rows:
+            self._newest = max(self._newest or rows[-1].ts, max(r.ts for r in rows))
+        self._next_refresh = time.monotonic() + REFRESH_S
+
+    async def refresh_if_due(self) -> None:
+        """Fold in what other servers on the same ledger rated since the last look (every
+        ``REFRESH_S``; from a little before the newest rating seen, as their clocks may lag)."""
+        if time.monotonic() < self._next_refresh:
+            return
+        self._next_refresh = time.monotonic() + REFRESH_S
+        since = None
+        if self._newest is not None:
+            since = (datetime.fromisoformat(self._newest) - timedelta(seconds=CLOCK_SLACK_S)).isoformat(
+                timespec="milliseconds")
+        try:
+            rows = await self.ledger.run(self.ledger.ratings, since_ts=since)
+        except RouterError as e:  # a busy or unreachable ledger: the next look tries again
+            log.info("ratings not refreshed: %s", e)
+            return
+        self._seen(rows)
+        self.board.load(rows)
 
     async def subject(self, request_id: str) -> RatedRequest:
         """The request a rating is about, if it can be rated.
@@ -54,10 +93,14 @@ class Feedback:
         """Store the caller's rating of ``subject`` (replacing an earlier one) and return it with
         the model's updated estimate for the request's task type."""
         assert subject.ref is not None  # subject() refuses a request without a model
+        if comment is not None and printable(comment) != comment:
+            raise InvalidInput("comment", "contains control characters", allowed="text; new lines and tabs are kept")
+        if comment is not None and not _is_text(comment):
+            raise InvalidInput("comment", "holds a lone UTF-16 surrogate, which is not text", allowed="valid Unicode text")
         row = RatingRow(request_id=subject.id, source="caller", ts=now_iso(), tag=subject.tag, model=subject.ref,
                         task_type=subject.task_type, score=float(score), comment=comment or None)
         replaced = await self.ledger.run(self.ledger.put_rating, row)
-        self.board.observe(row, replaces=replaced)
+        self.board.observe(row)
         return RateResult(
             rating={"request_id": row.request_id, "score": score, "comment": row.comment, "model": row.model,
                     "task_type": row.task_type or None, "ts": row.ts, "replaced": replaced is not None,
@@ -67,10 +110,18 @@ class Feedback:
 
     async def judged(self, row: RatingRow) -> None:
         """Store the judge's score of one answer and fold it in (the judge's ``store``)."""
-        replaced = await self.ledger.run(self.ledger.put_rating, row)
-        self.board.observe(row, replaces=replaced)
+        await self.ledger.run(self.ledger.put_rating, row)
+        self.board.observe(row)
 
     def estimate_view(self, ref: str, task_type: str) -> dict[str, Any]:
         by_type = self.board.estimate(ref, task_type or None)
         return {"model": ref, "task_type": task_type or None, **by_type.to_dict(),
                 "overall": self.board.overall(ref).to_dict()}
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -33,6 +33,7 @@ from .calls import CompleteArgs, CompleteResult, ResponseFormatIn
 from .catalog import ModelEntry
 from .config import QualityConfig
 from .content import ImagePart
+from .feedback import printable
 from .ledger.records import RatingRow, now_iso
 from .prepare import Prepared
 from .types import AllAttemptsFailed, BudgetExceeded, Completion, CompletionRequest, Message, RouterError
@@ -258,6 +259,8 @@ class Judge:
             return
         if self._scope is not None:
             self._scope.cancel()
+        else:  # not started yet: nothing of ours runs in it, so the task itself is cancelled
+            worker.cancel()
         with anyio.CancelScope(shield=True):
             done, _ = await asyncio.wait({worker}, timeout=CLOSE_WAIT_S)
             if not done:
@@ -276,6 +279,8 @@ class Judge:
             self._scope = scope
             while True:
                 case = await queue.get()
+                if self._closed:  # counted as dropped by aclose
+                    break
                 await self.judge(case)
 
     async def judge(self, case: JudgeCase) -> RatingRow | None:
@@ -285,7 +290,7 @@ class Judge:
             row = RatingRow(
                 request_id=case.request_id, source="judge", ts=now_iso(), tag=case.tag, model=case.model,
                 task_type=case.task_type, score=sum(scores[n] for n in CRITERIA) / len(CRITERIA),
-                comment=scores["reason"] or None,
+                comment=printable(scores["reason"]) or None,
                 criteria=json.dumps({n: scores[n] for n in CRITERIA}), rater=self.model,
             )
             try:

@@ -22,7 +22,7 @@ from mcp_types import (
     TextResourceContents,
 )
 
-from .access import check_mcp, limits_view, rows_tag, rows_view
+from .access import check_mcp, limits_view, providers_view, rows_tag, rows_view
 from .mcp_state import Ctx, ServerState, caller_access
 from .mcp_surface import (
     BUDGETS_URI,
@@ -68,7 +68,8 @@ async def read_resource(state: ServerState, ctx: Ctx, params: ReadResourceReques
     except Forbidden as e:
         raise MCPError(INVALID_REQUEST, str(e), data=e.to_dict()) from None
     if uri == PROVIDERS_URI:
-        text = _json({"providers": engine.providers_status(), "quality": engine.quality_status()})
+        text = _json({"providers": providers_view(access, engine.providers_status()),
+                      "quality": engine.quality_status()})
     elif uri == LEDGER_URI:
         rows = await engine.ledger_rows(limit=50, tag=rows_tag(access))
         text = _json(_with_journal({"entries": rows_view(access, rows)},

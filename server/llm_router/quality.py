@@ -17,7 +17,8 @@ quality ``q = (score - 1) / 4`` between 0 and 1. An estimate is a weighted mean 
 
 Sums are kept incrementally (O(1) per rating, and per read): each rating's weight is stored as
 ``2 ** ((t - t0) / half_life)`` against a fixed origin ``t0`` and the sums scaled down to now when
-read. A rating that replaces an earlier one of the same request takes that one's weight out first.
+read. A rating that replaces an earlier one of the same request takes out what the board folded in
+for that one (never what another server's ledger row said: a board only subtracts its own).
 ``version`` grows with every change, for whoever caches what it derives from the estimates.
 """
 
@@ -79,6 +80,17 @@ class Estimate:
         return {"estimate": round(self.value, 4), "ratings": self.ratings, "confidence": round(self.confidence, 3)}
 
 
+@dataclass(frozen=True, slots=True)
+class _Folded:
+    """What the board folded in for one rating: enough to take it out again exactly."""
+
+    model: str
+    task_type: str
+    ts: str
+    w: float
+    q: float
+
+
 class _Sums:
     __slots__ = ("n", "w", "wq")
 
@@ -88,10 +100,12 @@ class _Sums:
         self.wq = 0.0
 
     def add(self, sign: int, w: float, q: float) -> None:
+        """Add (sign +1) or take out (-1) one rating this board folded in itself, so the sums
+        stay those of the ratings it holds; none left, no rounding dust either."""
         self.n += sign
-        self.w = max(self.w + sign * w, 0.0)
-        self.wq = max(self.wq + sign * w * q, 0.0)
-        if self.n <= 0:  # nothing left: no rounding dust either
+        self.w += sign * w
+        self.wq += sign * w * q
+        if self.n <= 0:
             self.n, self.w, self.wq = 0, 0.0, 0.0
 
 
@@ -106,6 +120,8 @@ class QualityBoard:
         self._models: dict[str, _Sums] = {}
         self._types: dict[tuple[str, str], _Sums] = {}
         self._spread: dict[str, tuple[int, float]] = {}
+        self._folded: dict[tuple[str, str], _Folded] = {}
+        """(request id, source) → what this board folded in for it."""
         self.version = 0
 
     # -- learning -------------------------------------------------------------------------------
@@ -122,29 +138,39 @@ class QualityBoard:
         for sums in (*self._models.values(), *self._types.values()):
             sums.w *= scale
             sums.wq *= scale
+        self._folded = {k: _Folded(f.model, f.task_type, f.ts, f.w * scale, f.q) for k, f in self._folded.items()}
         self._t0 = ts
 
-    def _apply(self, row: RatingRow, sign: int) -> None:
-        w = self._weight(_epoch(row.ts), row.source)
-        q = score_quality(row.score)
-        self._models.setdefault(row.model, _Sums()).add(sign, w, q)
-        if row.task_type:
-            self._types.setdefault((row.model, row.task_type), _Sums()).add(sign, w, q)
+    def _add(self, model: str, task_type: str, sign: int, w: float, q: float) -> None:
+        self._models.setdefault(model, _Sums()).add(sign, w, q)
+        if task_type:
+            self._types.setdefault((model, task_type), _Sums()).add(sign, w, q)
 
-    def observe(self, row: RatingRow, *, replaces: RatingRow | None = None) -> None:
-        """Fold in one rating (taking out the earlier one of the same request and source it replaces)."""
-        if replaces is not None:
-            self._apply(replaces, -1)
-        self._apply(row, +1)
-        self.version += 1
+    def _fold(self, row: RatingRow) -> bool:
+        """Fold in one rating, taking out what this board folded in for the same request and
+        source before; False when it had folded in this very rating already."""
+        key = (row.request_id, row.source)
+        before = self._folded.get(key)
+        if before is not None:
+            if before.ts == row.ts and before.q == score_quality(row.score):
+                return False
+            self._add(before.model, before.task_type, -1, before.w, before.q)
+        w, q = self._weight(_epoch(row.ts), row.source), score_quality(row.score)
+        self._add(row.model, row.task_type, +1, w, q)
+        self._folded[key] = _Folded(row.model, row.task_type, row.ts, w, q)
+        return True
+
+    def observe(self, row: RatingRow) -> None:
+        """Fold in one rating (replacing the one of the same request and source this board had)."""
+        if self._fold(row):
+            self.version += 1
 
     def load(self, rows: Iterable[RatingRow]) -> int:
-        """Fold in the ledger's ratings at start-up (each request's latest per source); return how many."""
-        n = 0
-        for row in rows:
-            self._apply(row, +1)
-            n += 1
-        self.version += 1
+        """Fold in ratings read from the ledger (at start-up, and those other servers wrote since);
+        return how many changed anything."""
+        n = sum(self._fold(row) for row in rows)
+        if n:
+            self.version += 1
         return n
 
     def forget_some(self, ref: str, keep: float = 0.25) -> None:
@@ -156,6 +182,9 @@ class QualityBoard:
         for sums in targets:
             sums.w *= keep
             sums.wq *= keep
+        for key, f in self._folded.items():
+            if f.model == ref:
+                self._folded[key] = _Folded(f.model, f.task_type, f.ts, f.w * keep, f.q)
         self.version += 1
 
     # -- reading --------------------------------------------------------------------------------
