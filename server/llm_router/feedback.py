@@ -15,6 +15,7 @@ from typing import Any
 from .calls import RateResult
 from .ledger import LedgerBase
 from .ledger.records import RatedRequest, RatingRow, now_iso
+from .prepare import is_text
 from .quality import QualityBoard
 from .types import InvalidInput, RouterError
 
@@ -95,7 +96,7 @@ class Feedback:
         assert subject.ref is not None  # subject() refuses a request without a model
         if comment is not None and printable(comment) != comment:
             raise InvalidInput("comment", "contains control characters", allowed="text; new lines and tabs are kept")
-        if comment is not None and not _is_text(comment):
+        if comment is not None and not is_text(comment):
             raise InvalidInput("comment", "holds a lone UTF-16 surrogate, which is not text", allowed="valid Unicode text")
         row = RatingRow(request_id=subject.id, source="caller", ts=now_iso(), tag=subject.tag, model=subject.ref,
                         task_type=subject.task_type, score=float(score), comment=comment or None)
@@ -118,10 +119,3 @@ class Feedback:
         return {"model": ref, "task_type": task_type or None, **by_type.to_dict(),
                 "overall": self.board.overall(ref).to_dict()}
 
-
-def _is_text(value: str) -> bool:
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True

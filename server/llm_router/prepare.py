@@ -140,12 +140,12 @@ def _clean_label(value: str | None, field_name: str) -> str:
     value = value.strip()
     if any(ord(ch) < 32 for ch in value):
         raise InvalidInput(field_name, "contains control characters", allowed="printable text")
-    if not value.isascii() and not _is_text(value):
+    if not value.isascii() and not is_text(value):
         raise _not_text(field_name)
     return value
 
 
-def _is_text(value: str) -> bool:
+def is_text(value: str) -> bool:
     """False for a string holding a lone UTF-16 surrogate: it cannot be encoded, sent or stored."""
     try:
         value.encode()
@@ -161,14 +161,14 @@ def _not_text(field_name: str) -> InvalidInput:
 
 def _first_not_text(args: CompleteArgs) -> str:
     """Which of a call's texts holds a lone surrogate."""
-    if args.system and not _is_text(args.system):
+    if args.system and not is_text(args.system):
         return "system"
     if args.prompt is not None:
         return "prompt"
     for i, m in enumerate(args.messages or ()):
-        if isinstance(m.content, str) and not _is_text(m.content):
+        if isinstance(m.content, str) and not is_text(m.content):
             return f"messages[{i}].content"
         for j, part in enumerate(m.content if isinstance(m.content, list) else ()):
-            if isinstance(part.get("text"), str) and not _is_text(part["text"]):
+            if isinstance(part.get("text"), str) and not is_text(part["text"]):
                 return f"messages[{i}].content[{j}].text"
     return "prompt"
