@@ -167,3 +167,22 @@ async def test_a_server_folds_in_what_another_server_on_its_ledger_rated(tmp_pat
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_adaptive_weighs_a_low_tier_model_unless_the_caller_names_a_quality(tmp_path: Path) -> None:
+    """A user's trial: with the default quality (medium), a cheap model of tier low was left out
+    before adaptive could weigh it, so every call went to the dear one."""
+    data = config(tmp_path)
+    del data["routing"]["default_quality"]
+    data["providers"][0]["model_overrides"] = {"gpt-4o-mini": {"tier": "low"}}
+    eng = Engine(settings_from_dict(data, source="test"))
+    try:
+        await teach(eng, CHEAP, "summarize", 5, 30)
+        explained = await eng.explain(CompleteArgs(prompt="x", task_type="summarize"))
+        assert CHEAP in explained.chain and explained.adaptive is not None and explained.chain[0] == CHEAP
+        named = await eng.explain(CompleteArgs(prompt="x", task_type="summarize", quality="medium"))
+        assert named.chain == [DEAR] and {"model": CHEAP, "reason": "below_quality"}.items() <= named.excluded[0].items()
+        balanced = await eng.explain(CompleteArgs(prompt="x", task_type="summarize", strategy="balanced"))
+        assert CHEAP not in balanced.chain
+    finally:
+        await eng.aclose()

@@ -278,7 +278,9 @@ def decide(
         steps.append(f"capabilities ({', '.join(sorted(req.needs))}): {len(able)} of {len(kept)} can take the request")
         kept = able
 
-    # 4. Fit.
+    # 4. Fit. The quality floor applies to the catalog's models, but not for adaptive when the
+    # caller named no quality: adaptive's own measure of quality is what it learned.
+    floor = not ordered and (req.quality is not None or strategy != "adaptive")
     fitting: list[ModelEntry] = []
     guessed: list[str] = []
     seen_by = _image_tokens(req.images, kept) if req.images else {}
@@ -288,7 +290,7 @@ def decide(
             out = Excluded(e.ref, "context_too_small", f"about {need - req.max_tokens} input + {req.max_tokens} output tokens exceed its {e.context_window}-token window ({e.context_source})")
         elif e.max_output_tokens is not None and req.max_tokens > e.max_output_tokens:
             out = Excluded(e.ref, "output_limit", f"max_tokens {req.max_tokens} is above its output limit of {e.max_output_tokens}")
-        elif not ordered and _RANK[e.tier] < _RANK[quality]:
+        elif floor and _RANK[e.tier] < _RANK[quality]:
             out = Excluded(e.ref, "below_quality", f"tier {e.tier} is below the requested quality {quality}")
         else:
             if need > e.context_window:
@@ -296,7 +298,7 @@ def decide(
             fitting.append(e)
             continue
         exclude(out)
-    steps.append(f"fit (context window, output limit{'' if ordered else ', quality ≥ ' + quality}): {len(fitting)} left")
+    steps.append(f"fit (context window, output limit{', quality ≥ ' + quality if floor else ''}): {len(fitting)} left")
     if guessed:
         steps.append(f"kept though the call may not fit, since their windows are only assumed: {', '.join(guessed)}")
 
