@@ -240,6 +240,11 @@ class BudgetConfig(_Strict):
     tags: dict[str, ScopeLimits] = Field(default_factory=dict)
     reservation_ttl_s: float = Field(default=900, ge=10, le=86_400)
     """A reservation whose process stopped renewing it is reclaimed after this long."""
+    ask_to_raise: bool = True
+    """Before refusing a call over a daily or monthly limit, ask an admin whose client can show a form
+    whether to raise it (``limit_ask``)."""
+    ask_timeout_s: float = Field(default=120, gt=0, le=3600)
+    """How long such a question waits for its answer (2025-11-25 clients); no answer is a no."""
 
     @field_validator("timezone")
     @classmethod

@@ -12,6 +12,7 @@ Where each part lives:
 * ``mcp_resources``: ``resources/list``, the template and ``resources/read``;
 * ``mcp_notify``: log messages, progress and resource-updated notifications, for clients of both
   eras (``subscriptions/listen``; ``resources/subscribe`` and ``logging/setLevel``);
+* ``limit_ask``: asking an admin to raise a limit before a call is refused (both eras);
 * ``mcp_state``: the state every handler works over, and the wire shape of a result and an error;
 * ``sdk_seams``: the little the SDK keeps private that the router needs, each use tested.
 
@@ -30,11 +31,14 @@ from mcp_types import CallToolRequestParams, SetLevelRequestParams
 
 from . import __version__
 from .engine import Engine
+from .icons import SERVER_ICONS
+from .limit_ask import Asker, state_boundary
 from .mcp_notify import Notifier
 from .mcp_resources import list_resources, list_templates, read_resource
 from .mcp_state import Observer, ServerState
 from .mcp_surface import (
     BUDGETS_URI,
+    CACHE_HINTS,
     ERROR_META_KEY,
     INSTRUCTIONS,
     LEDGER_URI,
@@ -65,7 +69,9 @@ def create_server(
     rather than taken for the local user."""
     redact = redact if redact is not None else Redactor.from_environment(engine.settings)
     notifier = Notifier(redact, lambda: engine.budget.clock.today().isoformat())
-    state = ServerState(engine, redact, notifier, tokens=tokens, observer=observer)
+    budget = engine.settings.budget
+    asker = Asker(enabled=budget.ask_to_raise, timeout_s=budget.ask_timeout_s)
+    state = ServerState(engine, redact, notifier, tokens=tokens, observer=observer, asker=asker)
     if not logging.getLogger().handlers:
         # What the server logs (a tool that failed unexpectedly, a malformed message) goes to
         # stderr, and through the redacting filter cli installs on the root logger's handlers.
@@ -75,6 +81,8 @@ def create_server(
         "llm-router",
         version=__version__,
         instructions=INSTRUCTIONS,
+        icons=SERVER_ICONS,
+        cache_hints=CACHE_HINTS,
         on_list_tools=partial(list_tools, state),
         on_list_resources=partial(list_resources, state),
         on_list_resource_templates=partial(list_templates, state),
@@ -86,6 +94,9 @@ def create_server(
     # A tool's result goes out in its wire form (``mcp_state.Wire``), which a handler registered
     # this way may return; the constructor's on_call_tool is typed for the SDK's result models.
     server.add_request_handler("tools/call", CallToolRequestParams, partial(call_tool, state))
+    # The request state a 2026-07-28 client brings back to answer a question (limit_ask): sealed
+    # on the way out, verified on the way in, before any handler sees it.
+    server.middleware.append(state_boundary(tokens))
     # The constructor's on_set_logging_level warns that logging is deprecated from 2026-07-28 on;
     # handshake-era clients still set their level, so it is served all the same.
     server.add_request_handler("logging/setLevel", SetLevelRequestParams, notifier.subscribers.set_level)

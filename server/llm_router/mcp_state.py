@@ -29,6 +29,7 @@ from .types import Forbidden, RouterError
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .limit_ask import Asker
     from .redaction import Redactor
 
 __all__ = ["Ctx", "Observer", "ServerState", "Wire", "caller_access", "error", "ok"]
@@ -56,6 +57,8 @@ class ServerState:
     notifier: Notifier
     tokens: bool = False
     observer: Observer | None = None
+    asker: Asker | None = None
+    """Asks an admin whether to raise a limit before a ``complete`` is refused (``limit_ask``)."""
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from mcp.server.caching import CacheableMethod, CacheHint
 from mcp_types import (
     ListResourcesResult,
     ListResourceTemplatesResult,
@@ -35,9 +36,11 @@ from .calls import (
     ReportArgs,
     ReportResult,
 )
+from .icons import TOOL_ICONS
 
 __all__ = [
     "BUDGETS_URI",
+    "CACHE_HINTS",
     "BUDGET_ARGS",
     "BUDGET_TOOL",
     "COMPLETE_ARGS",
@@ -127,6 +130,7 @@ COMPLETE_TOOL = Tool(
     input_schema=COMPLETE_ARGS.schema,
     output_schema=CompleteResult.model_json_schema(),
     annotations=_annotations(read_only=False, idempotent=False, open_world=True),
+    icons=TOOL_ICONS["complete"],
 )
 EXPLAIN_TOOL = Tool(
     name="route_explain",
@@ -135,6 +139,7 @@ EXPLAIN_TOOL = Tool(
     input_schema=EXPLAIN_ARGS.schema,
     output_schema=ExplainResult.model_json_schema(),
     annotations=_READ_ONLY,
+    icons=TOOL_ICONS["route_explain"],
 )
 REPORT_TOOL = Tool(
     name="cost_report",
@@ -143,6 +148,7 @@ REPORT_TOOL = Tool(
     input_schema=REPORT_ARGS.schema,
     output_schema=ReportResult.model_json_schema(),
     annotations=_READ_ONLY,
+    icons=TOOL_ICONS["cost_report"],
 )
 BUDGET_TOOL = Tool(
     name="set_budget",
@@ -150,6 +156,7 @@ BUDGET_TOOL = Tool(
     input_schema=BUDGET_ARGS.schema,
     output_schema=BudgetResult.model_json_schema(),
     annotations=_annotations(read_only=False, idempotent=True, open_world=False),
+    icons=TOOL_ICONS["set_budget"],
 )
 RATE_TOOL = Tool(
     name="rate",
@@ -162,6 +169,7 @@ RATE_TOOL = Tool(
     input_schema=RATE_ARGS.schema,
     output_schema=RateResult.model_json_schema(),
     annotations=_annotations(read_only=False, idempotent=True, open_world=False),
+    icons=TOOL_ICONS["rate"],
 )
 """Each tool's listing. What serves them, and so what ``tools/list`` shows, is ``mcp_tools.TOOLS``:
 one table with each listing beside its handler, so no tool can be listed and not served."""
@@ -181,3 +189,18 @@ TEMPLATES = ListResourceTemplatesResult(resource_templates=[
                      description="Every ledger entry of one day (YYYY-MM-DD, budget time zone)."),
 ])
 RESOURCE_NAMES = ", ".join([*(r.uri for r in RESOURCES.resources), LEDGER_URI + "/YYYY-MM-DD"])
+
+
+# -- caching hints (2026-07-28) --------------------------------------------------------------------
+
+CACHE_HINTS: dict[CacheableMethod, CacheHint] = {
+    # Made once at import and the same for every caller: they change only with a new version of
+    # the server, which a client meets on a new connection.
+    "tools/list": CacheHint(ttl_ms=3_600_000, scope="public"),
+    "resources/list": CacheHint(ttl_ms=3_600_000, scope="public"),
+    "resources/templates/list": CacheHint(ttl_ms=3_600_000, scope="public"),
+    # Spend, holds, circuits and ledger rows move with every call, and each caller sees its own view.
+    "resources/read": CacheHint(ttl_ms=0, scope="private"),
+}
+"""How long a 2026-07-28 client may keep each list (``ttlMs``, ``cacheScope``); none is ever stale:
+the lists are fixed for the server's life, and what changes (``resources/read``) is never cached."""

@@ -15,6 +15,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from mcp.shared.exceptions import MCPError
@@ -92,12 +94,21 @@ async def complete(state: ServerState, ctx: Ctx, access: Access, args: CompleteA
         step += 1  # MCP progress must increase with every notification
         await ctx.session.report_progress(step, None, state.redact(message))
 
-    try:
-        # Streaming from the provider and reporting it costs a little: only when asked for.
-        result = await state.engine.complete(args, progress=progress if wants_progress(ctx) else None)
-    except RouterError as e:
-        await _refused(state, ctx, access, e)
-        raise
+    async def run() -> Any:
+        try:
+            # Streaming from the provider and reporting it costs a little: only when asked for.
+            return await state.engine.complete(args, progress=progress if wants_progress(ctx) else None)
+        except RouterError as e:
+            await _refused(state, ctx, access, e)
+            raise
+
+    raised: list[str] = []
+    if state.asker is None:
+        result = await run()
+    else:  # an admin may be asked to raise a limit that refuses the call (limit_ask)
+        result = await state.asker.complete(ctx, access, run, partial(_raise_limit, state, access, raised))
+        if isinstance(result, dict):  # 2026-07-28: input_required, the question for the client
+            return None, result
     await state.notifier.ledger_written()
     structured = result_view(access, "complete", result.to_json())
     failed = [a for a in result.attempts if a.outcome != "ok"]
@@ -126,7 +137,17 @@ async def complete(state: ServerState, ctx: Ctx, access: Access, args: CompleteA
     )
     if result.notes:
         summary += "".join(f"\n{line}" for line in result.notes)
+    summary += "".join(f"\n{line}" for line in raised)
     return result, ok(state, structured, summary)
+
+
+async def _raise_limit(state: ServerState, access: Access, said: list[str], scope: str, period: str,
+                       limit_usd: Decimal) -> None:
+    """What ``set_budget`` does, for a raise an admin agreed to when asked (said in ``said``)."""
+    await check_budget_change(access, scope, period, limit_usd, state.engine.limit_in_force)
+    result = await state.engine.set_budget(scope, period, limit_usd)
+    await state.notifier.updated(BUDGETS_URI)
+    said.append(f"{scope} {period} limit raised to ${result.changed['limit_usd']}, as asked, before this call.")
 
 
 async def route_explain(state: ServerState, ctx: Ctx, access: Access, args: CompleteArgs) -> tuple[Any, Wire]:
@@ -230,6 +251,8 @@ async def call_tool(state: ServerState, ctx: Ctx, params: CallToolRequestParams)
     try:
         check_mcp(access, f"the tool {params.name}")
         result, wire = await served.run(state, ctx, access, served.arguments.parse(params.arguments))
+    except MCPError:  # a request state that cannot be used (limit_ask): a JSON-RPC error, as the spec has it
+        raise
     except RouterError as e:
         if observer is not None:
             observer.tool_done(params.name, time.perf_counter() - t0, None, e)
@@ -240,6 +263,6 @@ async def call_tool(state: ServerState, ctx: Ctx, params: CallToolRequestParams)
         if observer is not None:
             observer.tool_done(params.name, time.perf_counter() - t0, None, failure)
         return error(state, failure)
-    if observer is not None:
+    if observer is not None and wire.get("resultType") != "input_required":  # counted once answered
         observer.tool_done(params.name, time.perf_counter() - t0, result, None)
     return wire

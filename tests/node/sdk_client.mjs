@@ -7,7 +7,10 @@
 //   node sdk_client.mjs stdio <command> [args...] < plan.json
 //   node sdk_client.mjs http <url> [bearer-token] < plan.json
 //
-// plan.json: {"steps": [{"tool": "complete", "arguments": {...}} | {"read": "llm-router://..."}]}
+// plan.json: {"steps": [{"tool": "complete", "arguments": {...}} | {"read": "llm-router://..."}],
+//             "elicit": {"action": "accept" | "decline" | "cancel", "content": {...}}}
+// With "elicit", the client declares form elicitation and answers every elicitation/create so
+// (an accept without "content" takes each field's default); what it was asked is in "elicited".
 //
 // A value {"$from": [i, "structuredContent", "tool_calls"]} anywhere in a step's arguments is
 // replaced by what step i gave back at that path, so a conversation goes on with what the server
@@ -16,6 +19,7 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport, getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 import { readFileSync } from "node:fs";
 
 const [mode, target, ...rest] = process.argv.slice(2);
@@ -32,13 +36,26 @@ if (mode === "stdio") {
   throw new Error(`unknown mode ${mode}: stdio or http`);
 }
 
-const client = new Client({ name: "llm-router-peer-test", version: "1.0.0" });
+const elicited = [];
+const client = new Client({ name: "llm-router-peer-test", version: "1.0.0" },
+  plan.elicit ? { capabilities: { elicitation: { form: {} } } } : undefined);
+if (plan.elicit) {
+  client.setRequestHandler(ElicitRequestSchema, async (request) => {
+    elicited.push(request.params);
+    const { action, content } = plan.elicit;
+    if (action !== "accept") return { action };
+    const defaults = Object.fromEntries(Object.entries(request.params.requestedSchema.properties)
+      .map(([key, field]) => [key, field.default]));
+    return { action, content: content ?? defaults };
+  });
+}
 await client.connect(transport);
 const out = {
   server: client.getServerVersion(),
   capabilities: client.getServerCapabilities(),
   tools: (await client.listTools()).tools.map((t) => t.name),
   steps: [],
+  elicited,
 };
 
 function resolve(value) {
