@@ -147,6 +147,8 @@ def test_design_example_file_loads_into_the_settings_it_describes(tmp_path: Path
             "providers": {},
             "tags": {},
             "reservation_ttl_s": 900.0,
+            "ask_to_raise": True,
+            "ask_timeout_s": 120.0,
         },
         "source": str(path),
     }

@@ -294,6 +294,7 @@ async def test_a_retry_without_an_answer_is_the_refusal(engine: Engine) -> None:
 # -- an independent peer: the TypeScript SDK 1.x client (2025-11-25) -------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("action", "proceeds"), [("accept", True), ("decline", False)])
 def test_the_typescript_sdk_client_answers_the_question(tmp_path: Path, action: str, proceeds: bool) -> None:
     require("@modelcontextprotocol/sdk")
