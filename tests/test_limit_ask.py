@@ -29,7 +29,7 @@ from llm_router.types import NUSD_PER_USD, BudgetExceeded
 
 from .conftest import held_by_calls, make_settings
 from .http_server import mcp_client, serve
-from .node_peers import demo_server_command, require, run_json
+from .node_peers import TOKEN, demo_server_command, http_server, require, run_json
 
 pytestmark = pytest.mark.anyio
 
@@ -269,6 +269,20 @@ async def test_a_tampered_state_or_one_for_other_arguments_raises_nothing(engine
     assert sorted(s for s, _ in statuses(engine)) == ["ok", "refused"]
 
 
+async def test_an_answer_raises_only_the_limit_it_was_asked_about(engine: Engine) -> None:
+    async with Client(create_server(engine), mode="2026-07-28", elicitation_callback=Asked()) as c:
+        for scope in ("global", "provider:anthropic"):
+            await c.call_tool("set_budget", {"scope": scope, "period": "daily", "limit_usd": 0})
+        first = await _first_round(c, DEAR)
+        other = {ASK_KEY: ElicitResult(action="accept", content={
+            "raise": True, "limit_usd": 5, "scope": "provider:anthropic", "period": "monthly"})}
+        done = await c.session.call_tool("complete", DEAR, input_responses=other, request_state=first.request_state)
+    assert not done.is_error
+    assert await daily_limit(engine) == 5 * NUSD_PER_USD
+    assert await engine.limit_in_force("provider:anthropic", "daily") == 0
+    assert await engine.limit_in_force("provider:anthropic", "monthly") is None
+
+
 async def test_a_state_minted_for_one_token_is_refused_for_another(engine: Engine) -> None:
     tokens = Tokens([("ops", ADMIN, "admin"), ("ops2", "ops2-admin-token-0123456789", "admin")])
     with serve(engine, tokens=tokens) as url:
@@ -295,15 +309,22 @@ async def test_a_retry_without_an_answer_is_the_refusal(engine: Engine) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("transport", ["stdio", "http"])
 @pytest.mark.parametrize(("action", "proceeds"), [("accept", True), ("decline", False)])
-def test_the_typescript_sdk_client_answers_the_question(tmp_path: Path, action: str, proceeds: bool) -> None:
+def test_the_typescript_sdk_client_answers_the_question(tmp_path: Path, action: str, proceeds: bool,
+                                                        transport: str) -> None:
     require("@modelcontextprotocol/sdk")
     plan = {"elicit": {"action": action}, "steps": [
         {"tool": "set_budget", "arguments": {"scope": "global", "period": "daily", "limit_usd": 0}},
         {"tool": "complete", "arguments": {"prompt": "hello", "model": "openai:gpt-4o"}},
         {"read": BUDGETS_URI},
     ]}
-    out = run_json(["sdk_client.mjs", "stdio", *demo_server_command(tmp_path / "ledger.db")], stdin=json.dumps(plan))
+    ledger = tmp_path / "ledger.db"
+    if transport == "stdio":
+        out = run_json(["sdk_client.mjs", "stdio", *demo_server_command(ledger)], stdin=json.dumps(plan))
+    else:  # over Streamable HTTP, with an admin token: the question rides the call's SSE stream
+        with http_server(ledger) as url:
+            out = run_json(["sdk_client.mjs", "http", url, TOKEN], stdin=json.dumps(plan))
     [question] = out["elicited"]
     assert question["mode"] == "form" and "global daily" in question["message"]
     proposal = question["requestedSchema"]["properties"]["limit_usd"]["default"]
