@@ -36,13 +36,15 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
 from .types import NUSD_PER_USD, BudgetExceeded, usd_str, usd_to_nusd
 
 if TYPE_CHECKING:
     from .access import Access
     from .mcp_state import Ctx, Wire
 
-__all__ = ["ASK_KEY", "MAX_ASKS", "STATE_TTL_S", "Asker", "Question", "question_for"]
+__all__ = ["ASK_KEY", "MAX_ASKS", "STATE_TTL_S", "Asker", "Question", "question_for", "state_boundary", "with_outcome"]
 
 ASK_KEY = "raise_limit"
 """The key of the one input request (``inputRequests``) and its response (``inputResponses``)."""
@@ -169,8 +171,6 @@ RaiseLimit = Callable[[str, str, Decimal], Awaitable[None]]
 
 
 def _modern(ctx: Ctx) -> bool:
-    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-
     return ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
 
 
