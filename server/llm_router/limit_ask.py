@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from .types import NUSD_PER_USD, BudgetExceeded, usd_str, usd_to_nusd
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
     from .access import Access
     from .mcp_state import Ctx, Wire
 
-__all__ = ["ASK_KEY", "MAX_ASKS", "STATE_TTL_S", "Asker", "Question", "question_for", "state_boundary", "with_outcome"]
+__all__ = ["ASK_KEY", "MAX_ASKS", "STATE_TTL_S", "Asker", "Question", "StateRefused", "question_for", "state_boundary", "with_outcome"]
 
 ASK_KEY = "raise_limit"
 """The key of the one input request (``inputRequests``) and its response (``inputResponses``)."""
@@ -55,6 +57,14 @@ MAX_ASKS = 3
 _STATE_VERSION = 1
 _CENT = NUSD_PER_USD // 100
 _MAX_LIMIT_NUSD = 10_000_000 * NUSD_PER_USD
+
+
+class StateRefused(MCPError):
+    """A request state this server cannot use (not its own, or answered before): a JSON-RPC
+    invalid-params error, as the spec has it, never a tool error."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(INVALID_PARAMS, message, data={"reason": reason})
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +242,6 @@ class Asker:
     async def _ask_now(self, ctx: Ctx, question: Question) -> tuple[str, Any]:
         """2025-11-25: ask with ``elicitation/create`` and wait; a failure or a timeout is no answer."""
         import anyio
-        from mcp.shared.exceptions import MCPError
         from mcp_types import ElicitRequestFormParams
         from pydantic import ValidationError
 
@@ -267,9 +276,6 @@ class Asker:
         raw = params.get("requestState")
         if raw is None:
             return None
-        from mcp.shared.exceptions import MCPError
-        from mcp_types import INVALID_PARAMS
-
         try:
             state = json.loads(raw)
             question = Question(**state["question"])
@@ -277,13 +283,12 @@ class Asker:
             if state["v"] != _STATE_VERSION:
                 raise ValueError("version")
         except (TypeError, ValueError, KeyError) as e:
-            raise MCPError(INVALID_PARAMS, "requestState is not one this tool wrote",
-                           data={"reason": "invalid_request_state"}) from e
+            raise StateRefused("requestState is not one this tool wrote", "invalid_request_state") from e
         now = time.monotonic()
         self._answered = {n: t for n, t in self._answered.items() if t > now}
         if nonce in self._answered:
-            raise MCPError(INVALID_PARAMS, "requestState was already answered: an answer is used once; call complete "
-                           "again without it", data={"reason": "request_state_replayed"})
+            raise StateRefused("requestState was already answered: an answer is used once; call complete again "
+                               "without it", "request_state_replayed")
         self._answered[nonce] = now + STATE_TTL_S
         responses = params.get("inputResponses")
         response = responses.get(ASK_KEY) if isinstance(responses, dict) else None
@@ -300,8 +305,6 @@ def state_boundary(tokens: bool) -> Any:
     bound to the caller (its token's role and tag; over stdio and without tokens, the one local
     user), and a refusal that says what went wrong."""
     from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
-    from mcp.shared.exceptions import MCPError
-    from mcp_types import INVALID_PARAMS
 
     from .mcp_state import caller_access
 
@@ -321,9 +324,8 @@ def state_boundary(tokens: bool) -> Any:
             return await boundary(ctx, call_next)
         except MCPError as e:
             if e.error.data == {"reason": "invalid_request_state"} and ctx.method == "tools/call":
-                raise MCPError(INVALID_PARAMS, "requestState is invalid, expired, or for another call or caller: "
-                               "nothing was raised nor called; call the tool again without it",
-                               data={"reason": "invalid_request_state"}) from None
+                raise StateRefused("requestState is invalid, expired, or for another call or caller: nothing was "
+                                   "raised nor called; call the tool again without it", "invalid_request_state") from None
             raise
 
     return guarded

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from .access import Access, check_budget_change, check_mcp, check_rating, error_view, report_tag, result_view
 from .arguments import ToolArguments
 from .calls import BudgetArgs, CompleteArgs, RateArgs, ReportArgs
+from .limit_ask import StateRefused
 from .mcp_notify import wants_progress
 from .mcp_state import Ctx, ServerState, Wire, caller_access, error, ok
 from .mcp_surface import (
@@ -251,7 +252,7 @@ async def call_tool(state: ServerState, ctx: Ctx, params: CallToolRequestParams)
     try:
         check_mcp(access, f"the tool {params.name}")
         result, wire = await served.run(state, ctx, access, served.arguments.parse(params.arguments))
-    except MCPError:  # a request state that cannot be used (limit_ask): a JSON-RPC error, as the spec has it
+    except StateRefused:  # a request state that cannot be used: a JSON-RPC error, as the spec has it
         raise
     except RouterError as e:
         if observer is not None:
