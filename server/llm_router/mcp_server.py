@@ -1,4 +1,4 @@
-"""The MCP surface: five tools and four resources, translated to and from the engine. Nothing else.
+"""The MCP surface: six tools and four resources (and a dashboard page for MCP Apps hosts), translated to and from the engine. Nothing else.
 
 Served from the SDK's low-level ``Server``, with every handler ours: the tools' input schemas,
 their validation and the shape of their errors are the router's own (``arguments``), and only
@@ -86,6 +86,10 @@ def create_server(
     # A tool's result goes out in its wire form (``mcp_state.Wire``), which a handler registered
     # this way may return; the constructor's on_call_tool is typed for the SDK's result models.
     server.add_request_handler("tools/call", CallToolRequestParams, partial(call_tool, state))
+    # MCP Apps: the dashboard page, linked from dashboard and cost_report for hosts that negotiate it.
+    from mcp.server.apps import EXTENSION_ID
+
+    server.extensions[EXTENSION_ID] = {}
     # The constructor's on_set_logging_level warns that logging is deprecated from 2026-07-28 on;
     # handshake-era clients still set their level, so it is served all the same.
     server.add_request_handler("logging/setLevel", SetLevelRequestParams, notifier.subscribers.set_level)
