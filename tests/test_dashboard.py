@@ -77,7 +77,9 @@ async def _expected(url: str, token: str) -> dict[str, str]:
         if report["savings"] is not None:
             want["savings.saved_usd"] = report["savings"]["saved_usd"]
         for b in (await _read_json(client, BUDGETS_URI))["budgets"]:
-            for field in ("limit_usd", "spent_usd", "remaining_usd"):  # held moves with the spare hold
+            # What is held, and so what is left, moves when the spare hold is let go (after 2 s idle):
+            # those two are checked against the page's own limit and spend (``_budgets_add_up``).
+            for field in ("limit_usd", "spent_usd"):
                 if field in b:
                     want[f"budget.{b['scope']} {b['period']}.{field}"] = b[field]
         for row in (await _read_json(client, LEDGER_URI))["entries"][:20]:
@@ -90,6 +92,19 @@ def _embedded(html: str) -> Any:
     found = re.search(r'<script type="application/json" id="dashboard-data">(.*?)</script>', html)
     assert found, "the page has its data tag"
     return json.loads(found.group(1))
+
+
+def _budgets_add_up(hooks: browser.Hooks) -> int:
+    """Every budget the page shows with its spend: left = limit - spent - held, to the nano-dollar.
+    Returns how many there were."""
+    from decimal import Decimal
+
+    names = {k.rsplit(".", 1)[0] for k in hooks.keys_under("budget.") if k.endswith(".spent_usd")}
+    for name in names:
+        limit, spent, held, left = (Decimal(hooks.value(f"{name}.{f}")) for f in
+                                    ("limit_usd", "spent_usd", "reserved_usd", "remaining_usd"))
+        assert left == max(limit - spent - held, Decimal(0)), name
+    return len(names)
 
 
 def _shown(hooks: browser.Hooks, want: dict[str, str]) -> dict[str, str]:
@@ -227,6 +242,7 @@ async def test_the_page_shows_what_cost_report_and_the_budgets_resource_say(site
     dom, urls = browser.requested_urls(f"{site}/dashboard#token={RESEARCH}")
     hooks = browser.hooks(dom, inside="main")
     assert _shown(hooks, want) == want
+    assert _budgets_add_up(hooks) == 5
     # every day of the period is shown, the ones without calls as $0
     days = sorted({k.split(".")[1] for k in hooks.keys_under("day.")})
     assert len(days) == 7 and hooks.value(f"day.{days[0]}.cost_usd") == "0" and hooks.value(f"day.{days[0]}.requests") == "0"
@@ -242,6 +258,7 @@ async def test_a_member_token_sees_only_its_own_tag_on_the_page(site: str) -> No
     want = await _expected(site, ALICE)
     hooks = browser.hooks(browser.dump_dom(f"{site}/dashboard#token={ALICE}"), inside="main")
     assert _shown(hooks, want) == want
+    assert _budgets_add_up(hooks) == 1  # its own tag's; the shared ones by limit and tier only
     assert {hooks.value(k) for k in hooks.keys_under("call.") if k.endswith(".tag")} == {"alice"}
     budgets = {k.rsplit(".", 1)[0] for k in hooks.keys_under("budget.")}
     assert "budget.tag:research monthly" not in budgets and "budget.tag:alice monthly" in budgets
@@ -353,6 +370,7 @@ async def test_as_an_mcp_app_the_page_renders_the_tool_result_the_host_sends(sit
             assert all(u.startswith(host + "/") for u in urls if u.startswith(("http:", "https:", "ws:", "wss:"))), urls
     for name, (out, log, _) in runs.items():
         assert _shown(browser.hooks(out["html"]), want) == want, name
+        assert _budgets_add_up(browser.hooks(out["html"])) == 5, name
         methods = [m.get("method") for m in log]
         assert methods[:2] == ["ui/initialize", "ui/notifications/initialized"], methods
         init = next(m for m in log if m.get("method") == "ui/initialize")["params"]

@@ -153,7 +153,10 @@ def summary(d: DashboardResult) -> str:
     only = ", ".join(f"{k} {v!r}" for k, v in d.filters.items())
     lines = [f"Dashboard, {p['name']} ({p['first_day']}..{p['last_day']}){f', only {only}' if only else ''}: "
              f"${t['cost_usd']} over {plural(t['requests'], 'call')}, {plural(t['errors'], 'error')}"]
-    lines.append("per day: " + ", ".join(f"{r['day']} ${r['cost_usd']}" for r in d.by_day))
+    busy = [r for r in d.by_day if r["requests"]]
+    if busy:  # the days without calls are $0: said once, not listed
+        lines.append("per day: " + ", ".join(f"{r['day']} ${r['cost_usd']}" for r in busy)
+                     + (f" (no calls on the other {plural(len(d.by_day) - len(busy), 'day')})" if len(busy) < len(d.by_day) else ""))
     for title, rows, key in (("by provider", d.by_provider, "provider"), ("by model", d.by_model, "model")):
         if rows:
             lines.append(f"{title}: " + ", ".join(f"{r[key] or '(none)'} ${r['cost_usd']} ({plural(r['requests'], 'call')})"
