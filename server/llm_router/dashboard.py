@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .access import Access, limits_view, report_tag, rows_tag, rows_view
 from .calls import DATE_PATTERN, Period
-from .types import InvalidInput, plural
+from .types import EMPTY_GROUP, InvalidInput, plural
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -159,7 +159,7 @@ def summary(d: DashboardResult) -> str:
                      + (f" (no calls on the other {plural(len(d.by_day) - len(busy), 'day')})" if len(busy) < len(d.by_day) else ""))
     for title, rows, key in (("by provider", d.by_provider, "provider"), ("by model", d.by_model, "model")):
         if rows:
-            lines.append(f"{title}: " + ", ".join(f"{r[key] or '(none)'} ${r['cost_usd']} ({plural(r['requests'], 'call')})"
+            lines.append(f"{title}: " + ", ".join(f"{r[key] or EMPTY_GROUP[key]} ${r['cost_usd']} ({plural(r['requests'], 'call')})"
                                                    for r in rows))
     for b in d.budgets:
         name = f"{b['scope']} {b['period']}"
