@@ -70,7 +70,7 @@ async def test_an_example_entry_starts_a_server_a_client_can_use(name: str, tmp_
         args += ["--ledger", str(tmp_path / "demo.db")]
     env = {"LLM_ROUTER_DB": str(tmp_path / "ledger.db"), **entry.get("env", {})}
     async with Client(StdioServerParameters(command=str(script), args=args, env=env), mode="legacy") as client:
-        assert len((await client.list_tools()).tools) == 5
+        assert len((await client.list_tools()).tools) == 6
         providers = json.loads((await client.read_resource("llm-router://providers")).contents[0].text)["providers"]
     usable = {p["name"] for p in providers if p["usable"]}
     if name == "llm-router":

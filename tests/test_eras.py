@@ -105,12 +105,12 @@ async def test_each_era_over_each_transport(era: str, transport: str, tmp_path: 
 
         # tools/list: each tool's icon; on 2026-07-28 the hint that the list is the server's for an hour
         listed = await client.list_tools()
-        assert sorted(t.name for t in listed.tools) == ["complete", "cost_report", "rate", "route_explain",
-                                                         "set_budget"]
+        assert sorted(t.name for t in listed.tools) == ["complete", "cost_report", "dashboard", "rate",
+                                                         "route_explain", "set_budget"]
         for tool in listed.tools:
             _is_our_svg(tool.icons)
         icons = {t.icons[0].src for t in listed.tools if t.icons}
-        assert len(icons) == 5, "each tool has its own icon"
+        assert len(icons) == len(listed.tools), "each tool has its own icon"
         if era == "2026-07-28":
             assert (listed.ttl_ms, listed.cache_scope) == (HOUR_MS, "public")
             resources = await client.list_resources()
@@ -194,7 +194,7 @@ def test_a_handshake_era_list_carries_no_caching_hints_on_the_wire(http_url: str
                         headers=headers | session, timeout=30)
     body = _json_rpc(listed)
     tools = body["result"]["tools"]
-    assert len(tools) == 5 and all(t["icons"][0]["mimeType"] == "image/svg+xml" for t in tools)
+    assert len(tools) == 6 and all(t["icons"][0]["mimeType"] == "image/svg+xml" for t in tools)
     assert "ttlMs" not in body["result"] and "cacheScope" not in body["result"]
 
 

@@ -132,7 +132,7 @@ def exercise_rich(inspector: Inspector, tools: dict[str, Any]) -> None:
 def exercise(inspector: Inspector, *, expected_tag: str, rich: bool = False) -> None:
     """Every tool's answer and errors, and (``rich``) the rich calls, before the budget is set to $0."""
     tools = inspector.tools()
-    assert sorted(tools) == ["complete", "cost_report", "rate", "route_explain", "set_budget"]
+    assert sorted(tools) == ["complete", "cost_report", "dashboard", "rate", "route_explain", "set_budget"]
     assert tools["route_explain"]["annotations"]["readOnlyHint"] is True
     assert tools["complete"]["inputSchema"]["additionalProperties"] is False
 
@@ -145,6 +145,9 @@ def exercise(inspector: Inspector, *, expected_tag: str, rich: bool = False) -> 
     assert answer["text"] and answer["request_id"] in text_of(done)
     row = next(e for e in inspector.read("llm-router://ledger")["entries"] if e["id"] == answer["request_id"])
     assert (row["status"], row["tag"], row["cost_usd"]) == ("ok", expected_tag, answer["cost_usd"])
+    shown = inspector.call("dashboard", {"period": "today"})
+    assert not shown.get("isError") and text_of(shown).startswith("Dashboard, today")
+    assert [c["id"] for c in shown["structuredContent"]["calls"]][:1] == [answer["request_id"]]
     if rich:
         exercise_rich(inspector, tools)
 
@@ -186,7 +189,7 @@ def test_the_inspector_2_12_cli_shows_every_answer_and_every_error_over_http_wit
         exercise(Inspector("2.12", target), expected_tag="ci", rich=True)
         # The newest protocol era works too.
         modern = Inspector("2.12", [*target, "--protocol-era", "modern"])
-        assert sorted(modern.tools()) == ["complete", "cost_report", "rate", "route_explain", "set_budget"]
+        assert sorted(modern.tools()) == ["complete", "cost_report", "dashboard", "rate", "route_explain", "set_budget"]
         done = modern.call("complete", {"prompt": "hello", "model": "ollama:llama3.1"})
         assert done["structuredContent"]["model"] == "ollama:llama3.1"
         typo = modern.call("complete", {"prompt": "hello", "temprature": 0})

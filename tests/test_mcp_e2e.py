@@ -29,9 +29,9 @@ async def read(client: Client, uri: str) -> Any:
     return json.loads(result.contents[0].text)
 
 
-async def test_the_server_offers_five_tools_with_input_and_output_schemas(client: Client) -> None:
+async def test_the_server_offers_six_tools_with_input_and_output_schemas(client: Client) -> None:
     tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert sorted(tools) == ["complete", "cost_report", "rate", "route_explain", "set_budget"]
+    assert sorted(tools) == ["complete", "cost_report", "dashboard", "rate", "route_explain", "set_budget"]
     for tool in tools.values():
         assert tool.description and tool.output_schema and tool.input_schema["type"] == "object"
     assert {"prompt", "messages", "model", "quality", "strategy", "max_cost_usd", "tag", "task_type"} <= set(
@@ -166,7 +166,7 @@ async def test_the_whole_surface_over_stdio(tmp_path: Path) -> None:
         args=["-m", "llm_router", "serve", "--demo", "--ledger", str(tmp_path / "stdio.db")],
     )
     async with Client(params) as client:
-        assert len((await client.list_tools()).tools) == 5
+        assert len((await client.list_tools()).tools) == 6
         explained = payload(await client.call_tool("route_explain", {"prompt": "hi", "quality": "medium"}))
         done = payload(await client.call_tool("complete", {"prompt": "hi", "quality": "medium", "model": explained["chain"][:2]}))
         assert done["model"] in explained["chain"][:2]

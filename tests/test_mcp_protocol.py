@@ -41,7 +41,7 @@ async def test_every_listed_tool_is_served_none_answers_unknown_tool(engine: Eng
                 assert (await client.call_tool(name, {})).content, f"{name} answered as a tool"
             except MCPError as e:
                 unserved.append(f"{name}: {e.message}")
-    assert listed == ["complete", "route_explain", "cost_report", "set_budget", "rate"]
+    assert listed == ["complete", "route_explain", "cost_report", "set_budget", "rate", "dashboard"]
     assert unserved == []
     assert engine.ledger.rows() == []
 

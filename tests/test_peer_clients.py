@@ -138,6 +138,9 @@ PLAN: list[tuple[dict[str, Any], dict[str, Any]]] = [
     *RICH,
     ({"tool": "rate", "arguments": {"request_id": _from(1, "structuredContent", "request_id"), "score": 4,
                                     "comment": "right, and short"}}, {"ok": True, "check": _rated}),
+    # The dashboard's result is checked against its output schema by the client, like every other.
+    ({"tool": "dashboard", "arguments": {"period": "today"}}, {"ok": True}),
+    ({"tool": "dashboard", "arguments": {"period": "fortnight"}}, {"error": "period: 'fortnight' is not allowed", "field": "period"}),
     ({"tool": "route_explain", "arguments": {**ASK, "strategy": "adaptive", "quality": "auto"}},
      {"ok": True, "check": _adaptive_explained}),
     ({"tool": "rate", "arguments": {"request_id": _from(1, "structuredContent", "request_id"), "score": 9}},
@@ -211,7 +214,7 @@ def test_the_typescript_sdk_client_reads_every_answer_and_every_error_over_stdio
     out = run_json(["sdk_client.mjs", "stdio", *demo_server_command(tmp_path / "ledger.db")],
                    stdin=json.dumps({"steps": [step for step, _ in PLAN]}))
     assert out["server"]["name"] == "llm-router"
-    assert sorted(out["tools"]) == ["complete", "cost_report", "rate", "route_explain", "set_budget"]
+    assert sorted(out["tools"]) == ["complete", "cost_report", "dashboard", "rate", "route_explain", "set_budget"]
     assert "prompts" not in out["capabilities"]
     check(out["steps"])
 

@@ -183,7 +183,7 @@ async def test_serve_answers_a_client_over_pipes_with_its_own_transport(tmp_path
         args=["-c", SERVE_WITHOUT_THE_SDK_TRANSPORT, "serve", "--demo", "--ledger", str(tmp_path / "pipes.db")],
     )
     async with Client(params) as client:
-        assert len((await client.list_tools()).tools) == 5
+        assert len((await client.list_tools()).tools) == 6
         for _ in range(3):
             done = await client.call_tool("complete", {"prompt": "hi " * 30_000, "quality": "low"})  # more than a pipe holds
             assert not done.is_error, done.content

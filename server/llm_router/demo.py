@@ -199,6 +199,9 @@ async def _drive(ledger: str) -> int:
             s = report["savings"]
             print(f"   savings: ${s['saved_usd']} against always using {s['reference_model']} (${s['reference_cost_usd']})")
 
+        _say("dashboard — today (a page in hosts with MCP Apps; this text elsewhere)")
+        await call("dashboard", {"period": "today"})
+
         _say("resource llm-router://ledger — the rows behind the report")
         for row in (await read("llm-router://ledger"))["entries"][:8]:
             # A call refused before any model was asked has no model: say what stopped it instead.

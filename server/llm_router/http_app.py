@@ -1,5 +1,6 @@
 """``serve --transport http``: the MCP endpoint at ``/mcp`` behind bearer tokens and Host/Origin
-checks, ``/metrics`` for Prometheus, and ``/healthz``.
+checks, ``/metrics`` for Prometheus, the spend dashboard at ``/dashboard`` (``dashboard_http``),
+and ``/healthz``.
 
 Imported only in HTTP mode, so the stdio path never loads Starlette, uvicorn or prometheus-client.
 
@@ -64,6 +65,7 @@ TOKENS_ENV = "LLM_ROUTER_HTTP_TOKENS"
 TOKENS_FILE_ENV = "LLM_ROUTER_HTTP_TOKENS_FILE"
 MIN_TOKEN_CHARS = 16
 MCP_PATH = "/mcp"
+DASHBOARD_PATHS = ("/dashboard", "/dashboard/data")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:/+-]{0,127}$")
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: what an HTTP header carries intact
 _ROLE_WORD = re.compile(r"^[A-Za-z]*$")
@@ -335,7 +337,7 @@ class _Guard:
             else:
                 await _respond(send, 200, {"status": "ok"})
             return
-        if path.rstrip("/") not in (MCP_PATH, "/metrics"):
+        if path.rstrip("/") not in (MCP_PATH, "/metrics", *DASHBOARD_PATHS):
             await _respond(send, 404, {"error": "not found"})
             return
         host = _header(scope, b"host")
@@ -352,6 +354,11 @@ class _Guard:
         access = LOCAL  # without tokens: loopback only, one local user
         if self.tokens:
             presented = _bearer(scope)
+            if presented is None and path.rstrip("/") == DASHBOARD_PATHS[0]:
+                # A person opening the page: it comes without data, and asks for the token
+                # (dashboard_http), which then goes with each fetch of the data.
+                await self.app(scope, receive, send)
+                return
             caller = self.tokens.match(presented)
             if caller is None:
                 why = "the bearer token is not valid" if presented else "send Authorization: Bearer <token>"
@@ -378,6 +385,9 @@ class _Guard:
 
 def _role_refusal(access: Access, path: str) -> str | None:
     """Why this role may not use this path, or None when it may."""
+    if path in DASHBOARD_PATHS and access.role == "metrics":
+        return (f"the token of tag {access.tag!r} has the role metrics: it may only read /metrics (GET); the "
+                "dashboard needs a member or admin token")
     if path == MCP_PATH and access.role == "metrics":
         return (f"the token of tag {access.tag!r} has the role metrics: it may only read /metrics (GET); MCP needs a "
                 "member or admin token")
@@ -422,6 +432,10 @@ def build_app(engine: Engine, *, tokens: Tokens, http: HttpConfig, metrics: Metr
             return Response(body, media_type=content_type)
 
         routes.append(Route("/metrics", endpoint=_metrics, methods=["GET"], include_in_schema=False))
+    from .dashboard_http import routes as dashboard_routes
+    from .redaction import Redactor
+
+    routes += dashboard_routes(engine, redact if redact is not None else Redactor.from_environment(engine.settings))
 
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,

@@ -28,6 +28,8 @@ _DRAWINGS = {
     "cost_report": '<path d="M4 20h16"/><path d="M7 16v-5M12 16V7M17 16v-8"/>',
     # a gauge with its needle: a limit
     "set_budget": '<path d="M4 16a8 8 0 0 1 16 0"/><path d="M12 16l4-5"/><path d="M4 20h16"/>',
+    # a window with a chart in it: the dashboard page
+    "dashboard": '<rect x="3" y="4" width="18" height="16" rx="2"/><path d="M3 8h18M7 17v-3M11 17v-6M15 17v-4"/>',
     # a star: a rating
     "rate": '<path d="M12 3l2.6 5.6 6 .7-4.5 4.1 1.2 6L12 16.5 6.7 19.4l1.2-6L3.4 9.3l6-.7z"/>',
 }

@@ -1,5 +1,8 @@
-"""The four resources, served: the providers, the ledger (its 50 latest entries, or one day's), and
-the budgets, each as JSON and each filtered by the caller's role (``access``) and redacted.
+"""The four resources, and the dashboard page for MCP Apps hosts, served: the providers, the ledger (its 50 latest entries, or one day's), and
+the budgets, each as JSON and each filtered by the caller's role (``access``) and redacted. The
+dashboard page (``ui://llm-router/dashboard.html``, ``text/html;profile=mcp-app``) holds no data
+(the host hands it the tool's result): it is listed to clients that negotiated MCP Apps, and
+readable by any caller that may read resources.
 
 An unknown resource is -32002 and a malformed ``llm-router://ledger/{date}`` -32602, as the spec
 says; a caller whose role may not read is refused with -32600.
@@ -26,6 +29,7 @@ from .access import check_mcp, limits_view, providers_view, rows_tag, rows_view
 from .mcp_state import Ctx, ServerState, caller_access
 from .mcp_surface import (
     BUDGETS_URI,
+    DASHBOARD_URI,
     DAY,
     LEDGER_URI,
     PROVIDERS_URI,
@@ -33,6 +37,7 @@ from .mcp_surface import (
     RESOURCE_NOT_FOUND,
     RESOURCES,
     TEMPLATES,
+    UI_RESOURCES,
 )
 from .types import Forbidden, InvalidInput
 
@@ -51,8 +56,23 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
 
 
+_RESOURCES_APPS = ListResourcesResult(resources=[*RESOURCES.resources, *UI_RESOURCES])
+
+
 async def list_resources(state: ServerState, ctx: Ctx, params: PaginatedRequestParams | None) -> ListResourcesResult:
-    return RESOURCES
+    from mcp.server.apps import client_supports_apps
+
+    return _RESOURCES_APPS if client_supports_apps(ctx) else RESOURCES
+
+
+def _dashboard_page() -> ReadResourceResult:
+    from mcp.server.apps import APP_MIME_TYPE
+
+    from .dashboard import page
+
+    # No data in it, and no network: the host's default CSP for an app (no connect-src) fits.
+    return ReadResourceResult(contents=[TextResourceContents(uri=DASHBOARD_URI, text=page().html, mime_type=APP_MIME_TYPE,
+                                                             _meta={"ui": {"prefersBorder": True}})])
 
 
 async def list_templates(state: ServerState, ctx: Ctx, params: PaginatedRequestParams | None) -> ListResourceTemplatesResult:
@@ -77,6 +97,8 @@ async def read_resource(state: ServerState, ctx: Ctx, params: ReadResourceReques
     elif uri == BUDGETS_URI:
         text = _json(_with_journal({"budgets": limits_view(access, await engine.budgets())},
                                    await engine.journaled(tag=rows_tag(access))))
+    elif uri == DASHBOARD_URI:
+        return _dashboard_page()
     elif uri.startswith(LEDGER_URI + "/"):
         day = uri[len(LEDGER_URI) + 1:]
         try:

@@ -1,4 +1,4 @@
-"""The MCP surface: five tools and four resources, translated to and from the engine. Nothing else.
+"""The MCP surface: six tools and four resources (and a dashboard page for MCP Apps hosts), translated to and from the engine. Nothing else.
 
 Served from the SDK's low-level ``Server``, with every handler ours: the tools' input schemas,
 their validation and the shape of their errors are the router's own (``arguments``), and only
@@ -97,6 +97,10 @@ def create_server(
     # The request state a 2026-07-28 client brings back to answer a question (limit_ask): sealed
     # on the way out, verified on the way in, before any handler sees it.
     server.middleware.append(state_boundary(tokens))
+    # MCP Apps: the dashboard page, linked from dashboard and cost_report for hosts that negotiate it.
+    from mcp.server.apps import EXTENSION_ID
+
+    server.extensions[EXTENSION_ID] = {}
     # The constructor's on_set_logging_level warns that logging is deprecated from 2026-07-28 on;
     # handshake-era clients still set their level, so it is served all the same.
     server.add_request_handler("logging/setLevel", SetLevelRequestParams, notifier.subscribers.set_level)

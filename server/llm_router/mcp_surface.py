@@ -1,4 +1,4 @@
-"""What the MCP server offers, as its clients see it: the instructions, the five tools (names,
+"""What the MCP server offers, as its clients see it: the instructions, the six tools (names,
 descriptions, input and output schemas, annotations) and the resources, all worked out once, at
 import. Only data here; ``mcp_tools`` and ``mcp_resources`` serve it (``mcp_tools.TOOLS`` puts each
 tool's listing beside its handler).
@@ -36,6 +36,7 @@ from .calls import (
     ReportArgs,
     ReportResult,
 )
+from .dashboard import DashboardArgs, DashboardResult
 from .icons import TOOL_ICONS
 
 __all__ = [
@@ -45,6 +46,9 @@ __all__ = [
     "BUDGET_TOOL",
     "COMPLETE_ARGS",
     "COMPLETE_TOOL",
+    "DASHBOARD_ARGS",
+    "DASHBOARD_TOOL",
+    "DASHBOARD_URI",
     "DAY",
     "ERROR_META_KEY",
     "EXPLAIN_ARGS",
@@ -62,6 +66,8 @@ __all__ = [
     "STEERING_ALLOWED",
     "SUBSCRIBABLE",
     "TEMPLATES",
+    "UI_RESOURCES",
+    "with_apps",
 ]
 
 INSTRUCTIONS = """\
@@ -188,7 +194,7 @@ TEMPLATES = ListResourceTemplatesResult(resource_templates=[
     ResourceTemplate(uri_template=LEDGER_URI + "/{date}", name="ledger_day", mime_type="application/json",
                      description="Every ledger entry of one day (YYYY-MM-DD, budget time zone)."),
 ])
-RESOURCE_NAMES = ", ".join([*(r.uri for r in RESOURCES.resources), LEDGER_URI + "/YYYY-MM-DD"])
+RESOURCE_NAMES = ", ".join([*(r.uri for r in RESOURCES.resources), LEDGER_URI + "/YYYY-MM-DD", "ui://llm-router/dashboard.html"])
 
 
 # -- caching hints (2026-07-28) --------------------------------------------------------------------
@@ -204,3 +210,34 @@ CACHE_HINTS: dict[CacheableMethod, CacheHint] = {
 }
 """How long a 2026-07-28 client may keep each list (``ttlMs``, ``cacheScope``); none is ever stale:
 the lists are fixed for the server's life, and what changes (``resources/read``) is never cached."""
+
+
+# -- the dashboard, and what an MCP Apps host is shown besides -----------------------------------
+
+DASHBOARD_URI = "ui://llm-router/dashboard.html"
+"""The spend dashboard as an MCP App (``text/html;profile=mcp-app``): the ``dashboard`` and
+``cost_report`` results render in it on hosts that negotiated the Apps extension."""
+DASHBOARD_ARGS = ToolArguments("dashboard", DashboardArgs)
+DASHBOARD_TOOL = Tool(
+    name="dashboard",
+    description="The spend dashboard for a period (default last_7_days): spend per day, by provider and by model, "
+    "every budget as spent / held / left, savings against the reference model, and the latest calls with their "
+    "attempts. Hosts that render MCP Apps show it as a page; others get the same facts as text.",
+    input_schema=DASHBOARD_ARGS.schema,
+    output_schema=DashboardResult.model_json_schema(),
+    annotations=_READ_ONLY,
+    icons=TOOL_ICONS["dashboard"],
+)
+_UI = {"ui": {"resourceUri": DASHBOARD_URI}}
+UI_RESOURCES = [
+    Resource(uri=DASHBOARD_URI, name="dashboard", title="Spend dashboard", mime_type="text/html;profile=mcp-app",
+             description="The spend dashboard (MCP App): what the dashboard and cost_report tools return, drawn.",
+             _meta={"ui": {"prefersBorder": True}}),
+]
+
+
+def with_apps(tools: list[Tool]) -> list[Tool]:
+    """The tools as an MCP Apps host is shown them: ``dashboard`` and ``cost_report`` linked to the
+    dashboard page (``_meta.ui.resourceUri``), the rest as every client sees them."""
+    return [t.model_copy(update={"meta": {**(t.meta or {}), **_UI}}) if t.name in ("dashboard", "cost_report") else t
+            for t in tools]

@@ -1,4 +1,4 @@
-"""The five tools, served: ``tools/list`` and ``tools/call``, each tool a function of the server's
+"""The six tools, served: ``tools/list`` and ``tools/call``, each tool a function of the server's
 state, the request, the caller's access and its parsed arguments.
 
 Around each call, and only in MCP's own terms: who to bill when the transport identified the
@@ -26,6 +26,8 @@ from pydantic import BaseModel
 from .access import Access, check_budget_change, check_mcp, check_rating, error_view, report_tag, result_view
 from .arguments import ToolArguments
 from .calls import BudgetArgs, CompleteArgs, RateArgs, ReportArgs
+from .dashboard import DashboardArgs, dashboard_data
+from .dashboard import summary as dashboard_summary
 from .limit_ask import StateRefused
 from .mcp_notify import wants_progress
 from .mcp_state import Ctx, ServerState, Wire, caller_access, error, ok
@@ -35,6 +37,8 @@ from .mcp_surface import (
     BUDGETS_URI,
     COMPLETE_ARGS,
     COMPLETE_TOOL,
+    DASHBOARD_ARGS,
+    DASHBOARD_TOOL,
     EXPLAIN_ARGS,
     EXPLAIN_TOOL,
     PROVIDERS_URI,
@@ -42,6 +46,7 @@ from .mcp_surface import (
     RATE_TOOL,
     REPORT_ARGS,
     REPORT_TOOL,
+    with_apps,
 )
 from .types import EMPTY_GROUP, AllAttemptsFailed, BudgetExceeded, Forbidden, InvalidInput, RouterError, plural
 
@@ -204,6 +209,11 @@ async def rate(state: ServerState, ctx: Ctx, access: Access, args: RateArgs) -> 
         f"good ({plural(e['ratings'], 'rating')}, confidence {e['confidence']:.0%})."))
 
 
+async def dashboard(state: ServerState, ctx: Ctx, access: Access, args: DashboardArgs) -> tuple[Any, Wire]:
+    result = await dashboard_data(state.engine, access, args)
+    return result, ok(state, result.to_json(), dashboard_summary(result))
+
+
 @dataclass(frozen=True, slots=True)
 class ServedTool(Generic[A]):
     """One tool as served: its listing, how its arguments are parsed, and its handler, side by side."""
@@ -221,6 +231,7 @@ TOOLS: dict[str, ServedTool[Any]] = {
         ServedTool(REPORT_TOOL, REPORT_ARGS, cost_report),
         ServedTool(BUDGET_TOOL, BUDGET_ARGS, set_budget),
         ServedTool(RATE_TOOL, RATE_ARGS, rate),
+        ServedTool(DASHBOARD_TOOL, DASHBOARD_ARGS, dashboard),
     )
 }
 """Every tool this server offers, by name: the one table both ``tools/list`` and ``tools/call`` read.
@@ -229,11 +240,16 @@ Regression: the listings and the handlers were two tables keyed by name, with no
 a tool whose handler was dropped stayed listed and answered "Unknown tool" when called. Here a
 tool is listed only with its handler, and a handler is typed against its arguments' parser."""
 TOOL_LIST = ListToolsResult(tools=[served.listing for served in TOOLS.values()])
+TOOL_LIST_APPS = ListToolsResult(tools=with_apps(TOOL_LIST.tools))
+"""What a client that negotiated MCP Apps is listed: the same tools, ``dashboard`` and
+``cost_report`` linked to the dashboard page."""
 TOOL_NAMES = ", ".join(TOOLS)
 
 
 async def list_tools(state: ServerState, ctx: Ctx, params: PaginatedRequestParams | None) -> ListToolsResult:
-    return TOOL_LIST
+    from mcp.server.apps import client_supports_apps
+
+    return TOOL_LIST_APPS if client_supports_apps(ctx) else TOOL_LIST
 
 
 async def call_tool(state: ServerState, ctx: Ctx, params: CallToolRequestParams) -> Wire:
