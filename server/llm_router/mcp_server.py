@@ -12,6 +12,8 @@ Where each part lives:
 * ``mcp_resources``: ``resources/list``, the template and ``resources/read``;
 * ``mcp_notify``: log messages, progress and resource-updated notifications, for clients of both
   eras (``subscriptions/listen``; ``resources/subscribe`` and ``logging/setLevel``);
+* ``mcp_calls``: a ``complete`` run in the background, its outcome kept, and what a cancellation does;
+* ``mcp_tasks``: the Tasks extension (``io.modelcontextprotocol/tasks``) for ``complete``;
 * ``mcp_state``: the state every handler works over, and the wire shape of a result and an error;
 * ``sdk_seams``: the little the SDK keeps private that the router needs, each use tested.
 
@@ -41,6 +43,7 @@ from .mcp_surface import (
     PROVIDERS_URI,
     RESOURCE_NOT_FOUND,
 )
+from .mcp_tasks import install as install_tasks
 from .mcp_tools import TOOLS, call_tool, list_tools
 from .redaction import Redactor
 
@@ -86,6 +89,8 @@ def create_server(
     # A tool's result goes out in its wire form (``mcp_state.Wire``), which a handler registered
     # this way may return; the constructor's on_call_tool is typed for the SDK's result models.
     server.add_request_handler("tools/call", CallToolRequestParams, partial(call_tool, state))
+    # The Tasks extension: its methods, its capability, and its interceptor around tools/call.
+    install_tasks(server, state, partial(call_tool, state))
     # The constructor's on_set_logging_level warns that logging is deprecated from 2026-07-28 on;
     # handshake-era clients still set their level, so it is served all the same.
     server.add_request_handler("logging/setLevel", SetLevelRequestParams, notifier.subscribers.set_level)
