@@ -167,8 +167,10 @@ class Http:
 
     def __call__(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         self.n += 1
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json, text/event-stream",
-                   "Content-Type": "application/json", "MCP-Protocol-Version": VERSION, "Mcp-Method": method}
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+                   "MCP-Protocol-Version": VERSION, "Mcp-Method": method}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         name = params.get("name") if method == "tools/call" else params.get("taskId")
         if name is not None:
             headers["Mcp-Name"] = name
@@ -217,3 +219,31 @@ def test_over_stateless_http_tasks_cancel_frees_the_hold_leaves_one_row_and_othe
     finally:
         anyio.run(engine.aclose)
     assert ledger_rows(tmp_path / "ledger.db", task_id) == [("cancelled", "alice", 0)]
+
+
+def test_over_stateless_http_a_client_that_drops_the_connection_leaves_the_call_to_finish_or_abort(
+        tmp_path: Path, fakes: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """2026-07-28 over HTTP has no notifications/cancelled: a client gives up by closing its
+    response stream, which cancels the request. Without the extension declared, as most clients."""
+    fakes["openai"].reply(text="finished anyway", delay=SLOW_S)
+    fakes["openai"].reply(text="never seen", delay=30)
+    engine = Engine(settings_for_fakes(tmp_path, fakes, monkeypatch, timeout_s=60))
+    try:
+        with serve(engine) as base, httpx2.Client(timeout=httpx2.Timeout(60, read=0.3)) as impatient:
+            rpc = Http(impatient, f"{base}/mcp", "")
+            ids = []
+            for on_cancel in ("finish", "abort"):
+                with pytest.raises(httpx2.ReadTimeout):
+                    rpc("tools/call", call_params({"prompt": "slow", "model": OPENAI, "on_cancel": on_cancel}, tasks=False))
+                deadline = time.monotonic() + WAIT_S
+                while not ((calls := engine.answers.listing(tag=None)) and len(calls) == len(ids) + 1
+                           and calls[0].ended) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                ids.append((calls[0].request_id, calls[0].status))
+            assert held_by_calls(engine) == 0
+    finally:
+        anyio.run(engine.aclose)
+    (finished, ok), (aborted, cancelled) = ids
+    assert (ok, cancelled) == ("ok", "cancelled")
+    assert [r[0] for r in ledger_rows(tmp_path / "ledger.db", finished)] == ["ok"]
+    assert [r[0] for r in ledger_rows(tmp_path / "ledger.db", aborted)] == ["cancelled"]
