@@ -6,8 +6,8 @@ their tag's only."""
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +188,43 @@ async def test_a_member_reads_only_its_own_tags_answers(settings: Any) -> None:
                 assert messages[0] == messages[1]
     finally:
         await engine.aclose()
+
+
+async def test_a_cancellation_before_any_model_is_asked_aborts_the_call_with_nothing_spent(
+        slow_engine_settings: Any, tmp_path: Path, fakes: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = Engine(slow_engine_settings)
+    routing = anyio.Event()
+
+    async def routing_never_ends(*args: Any, **kwargs: Any) -> Any:
+        routing.set()
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(engine, "decision", routing_never_ends)
+    try:
+        async with Client(create_server(engine)) as client:
+            with pytest.raises(Exception):  # noqa: B017
+                await client.call_tool("complete", {"prompt": "never routed", "model": OPENAI},
+                                       read_timeout_seconds=TIMEOUT_S)
+            assert routing.is_set()
+            kept = await only_kept(engine)
+    finally:
+        await engine.aclose()
+    assert (kept.status, kept.asked) == ("cancelled", False)
+    assert "no model was asked" in kept.message
+    assert fakes["openai"].requests == [] and ledger_rows(tmp_path / "ledger.db", kept.request_id) == []
+
+
+async def test_shutdown_lets_a_call_its_client_gave_up_on_finish_and_record_its_row(
+        slow_engine_settings: Any, tmp_path: Path) -> None:
+    engine = Engine(slow_engine_settings)
+    try:
+        async with Client(create_server(engine)) as client:
+            with pytest.raises(Exception):  # noqa: B017
+                await client.call_tool("complete", {"prompt": "take your time", "model": OPENAI},
+                                       read_timeout_seconds=TIMEOUT_S)
+        assert len(engine.background) == 1  # the client is gone; the call is not
+    finally:
+        await engine.aclose()
+    (kept,) = engine.answers.listing(tag=None)
+    assert kept.status == "ok" and len(engine.background) == 0
+    assert [r["status"] for r in ledger_rows(tmp_path / "ledger.db", kept.request_id)] == ["ok"]
