@@ -228,3 +228,18 @@ async def test_shutdown_lets_a_call_its_client_gave_up_on_finish_and_record_its_
     (kept,) = engine.answers.listing(tag=None)
     assert kept.status == "ok" and len(engine.background) == 0
     assert [r["status"] for r in ledger_rows(tmp_path / "ledger.db", kept.request_id)] == ["ok"]
+
+
+async def test_a_kept_failure_holds_no_traceback_and_keeps_its_facts() -> None:
+    answers = Answers(60)
+    try:
+        raise NoRoute("nothing fits", {"openai:gpt-4o-mini": "no key"})
+    except NoRoute as e:
+        e.request_id = "r" * 32
+        error = e
+        kept = answers.start(e.request_id, "t")
+        answers.failed(kept, e)
+    assert error.__traceback__ is not None
+    assert kept.failure is not None and kept.failure.__traceback__ is None
+    assert kept.failure.to_dict() == error.to_dict() and str(kept.failure) == str(error)
+    assert (kept.status, kept.first_line()) == ("error", str(error).split("\n")[0])

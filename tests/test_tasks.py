@@ -109,7 +109,7 @@ class Rpc:
 
 def test_over_stdio_a_long_call_is_a_task_fetched_by_tasks_get_and_refusals_are_the_specs(
         tmp_path: Path, slow_fake: FakeProvider) -> None:
-    slow_fake.reply(text="the long answer", delay=SLOW_S)
+    slow_fake.reply(chunks=("the long ", "answer"), delay=SLOW_S / 2, chunk_delay=SLOW_S / 2)
     peer = RawPeer(["-m", "llm_router", "serve", "--config", str(config_file(tmp_path, slow_fake))])
     rpc = Rpc(peer)
     try:
@@ -124,7 +124,9 @@ def test_over_stdio_a_long_call_is_a_task_fetched_by_tasks_get_and_refusals_are_
 
         seen = poll(lambda: rpc("tasks/get", task_params(task_id))["result"], lambda r: r["status"] != "working")
         assert all(r["resultType"] == "complete" and r["taskId"] == task_id for r in seen)
-        assert f"asking {OPENAI} (1/1)" in [r.get("statusMessage") for r in seen], "progress is in statusMessage"
+        said = [r.get("statusMessage") for r in seen]
+        assert f"asking {OPENAI} (1/1)" in said, "progress is in statusMessage"
+        assert any(m and m.startswith(f"streaming from {OPENAI}: ") for m in said), said
         done = seen[-1]
         assert done["status"] == "completed", done
         result = done["result"]

@@ -83,6 +83,15 @@ class Kept:
         return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def _without_traceback(error: RouterError) -> RouterError:
+    """A copy of ``error`` with its attributes but no traceback or chained errors: what is kept
+    holds no frames (and so none of the call's locals) for an hour."""
+    copy = type(error).__new__(type(error))
+    copy.__dict__.update(error.__dict__)
+    copy.args = error.args
+    return copy
+
+
 class Answers:
     """The kept calls of one engine (see the module's docstring). ``keep_s`` 0 keeps nothing."""
 
@@ -126,7 +135,7 @@ class Answers:
         self._end(kept, "ok", "answered by " + model)
 
     def failed(self, kept: Kept, error: RouterError) -> None:
-        kept.failure = error
+        kept.failure = _without_traceback(error)
         kept.size = ENTRY_BYTES + len(str(error))
         refused = isinstance(error, BudgetExceeded)
         self._end(kept, "refused" if refused else "error", f"{'refused' if refused else 'failed'} ({error.code})")
