@@ -271,7 +271,9 @@ async def test_cancelling_a_call_through_a_real_mcp_client_aborts_the_upstream_r
     params = StdioServerParameters(command=sys.executable, args=["-m", "llm_router", "serve", "--config", str(config)])
     async with Client(params) as client:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(client.call_tool, "complete", {"prompt": "take your time", "model": "local:qwen2.5-7b"})
+            # A cancellation lets a call already under way finish, unless it asks to be aborted.
+            tg.start_soon(client.call_tool, "complete",
+                          {"prompt": "take your time", "model": "local:qwen2.5-7b", "on_cancel": "abort"})
             with anyio.fail_after(10):
                 while not hanging.received.is_set():
                     await anyio.sleep(0.02)

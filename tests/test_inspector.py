@@ -174,7 +174,7 @@ def test_the_inspector_cli_shows_every_answer_and_every_error_over_stdio(version
     if version == "2.12":
         templates = run_node([*CLI[version], *inspector.target, "--method", "resources/templates/list"]).stdout
         assert [t["uriTemplate"] for t in json.loads(templates.splitlines()[0])["result"]["resourceTemplates"]] == [
-            "llm-router://ledger/{date}"]
+            "llm-router://ledger/{date}", "llm-router://answers/{request_id}"]
 
 
 def test_the_inspector_0_15_cli_shows_every_answer_and_every_error_over_http(tmp_path: Path) -> None:

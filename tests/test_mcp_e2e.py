@@ -55,7 +55,7 @@ async def test_complete_streams_progress_and_returns_text_usage_cost_and_attempt
     assert set(data) >= {"request_id", "text", "provider", "model", "usage", "cost_usd", "latency_ms", "attempts", "budget"}
     assert data["text"] and data["attempts"][-1]["outcome"] == "ok"
     assert data["text"] in result.content[0].text
-    assert progress[0].startswith("asking ")
+    assert progress[0].startswith(f"request {data['request_id']}: asking ")  # where a timed-out answer is found
     assert any(data["text"].startswith(p) for p in progress[1:]), "streamed text arrives as progress"
 
 
@@ -93,9 +93,9 @@ async def test_set_budget_changes_the_limits_and_the_budgets_resource_shows_them
 
 async def test_resources_list_providers_ledger_and_one_day(client: Client) -> None:
     listed = {r.uri for r in (await client.list_resources()).resources}
-    assert listed == {"llm-router://providers", "llm-router://ledger", "llm-router://budgets"}
+    assert listed == {"llm-router://providers", "llm-router://ledger", "llm-router://budgets", "llm-router://answers"}
     templates = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
-    assert templates == ["llm-router://ledger/{date}"]
+    assert templates == ["llm-router://ledger/{date}", "llm-router://answers/{request_id}"]
 
     providers = (await read(client, "llm-router://providers"))["providers"]
     assert {p["name"] for p in providers} == {"anthropic", "openai", "gemini", "ollama"}

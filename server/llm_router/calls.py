@@ -214,6 +214,10 @@ Seed = Annotated[
     BeforeValidator(_not_bool),
     Field(ge=0, le=2**31 - 1, description="A seed for repeatable sampling, where the model offers it."),
 ]
+OnCancel = Annotated[Literal["finish", "abort"] | None, Field(
+    description='What a cancellation (your client giving up, its tool timeout) does once a model has been asked: '
+    '"finish" (default) lets the call end, billed as usual, its answer kept at llm-router://answers/{request_id}; '
+    '"abort" stops it (what was streamed is billed). Before any model is asked, a cancellation always aborts.')]
 DeadlineS = Annotated[float | None, Field(gt=0, le=3600, allow_inf_nan=False, description="Give up (with an error listing what was tried) after this many seconds.")]
 
 
@@ -240,6 +244,7 @@ class CompleteArgs(BaseModel):
     stop: Stop = None
     top_p: TopP = None
     seed: Seed = None
+    on_cancel: OnCancel = None
 
 
 Period = Literal["today", "yesterday", "this_week", "this_month", "last_7_days", "last_30_days"]

@@ -280,6 +280,9 @@ class LedgerConfig(_Strict):
     """Where rows the ledger cannot take yet wait (locked, disk full, PostgreSQL unreachable):
     default beside the SQLite file (``ledger.db.journal``), or for PostgreSQL a file in the
     platform's state folder. Every server sharing a ledger on one machine must use the same one."""
+    keep_answers_s: float = Field(default=3600, ge=0, le=7 * 86_400, allow_inf_nan=False)
+    """How long a ``complete`` call's outcome stays readable at ``llm-router://answers/{request_id}``
+    (and as its task) after the call ends, in this server's memory; 0 keeps none."""
 
     @model_validator(mode="after")
     def _check(self) -> LedgerConfig:

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -23,7 +23,9 @@ import anyio
 
 from . import timings, views
 from .adaptive import Planner
+from .answers import Answers
 from .attempts import Answer, ModelCaller, Progress, passed_over, skipped
+from .background import Background
 from .budget import Budget, BudgetSnapshot, limit_to_store
 from .calls import BudgetResult, CompleteArgs, CompleteResult, ExplainResult, RateResult, ReportResult
 from .catalog import Catalog, ModelEntry
@@ -57,7 +59,7 @@ from .types import (
 )
 from .windows import WindowAsker
 
-__all__ = ["Engine", "Progress"]
+__all__ = ["Engine", "Progress", "new_request_id"]
 
 log = logging.getLogger("llm_router.engine")
 
@@ -82,6 +84,8 @@ class _Call:
     budget_error: BudgetExceeded | None = None
     context_floor: int = 0
     """After a context-length error, only models with a larger known window are asked."""
+    status: Callable[[str, str], None] | None = None
+    """Told (message, model) before each model is asked and at each fallback."""
 
 
 class Engine:
@@ -121,6 +125,10 @@ class Engine:
         self.planner = Planner(settings.quality, self.board)
         self._answered_as: dict[str, str] = {}
         """model ref → the model name its provider last reported: a new one means a new version."""
+        self.answers = Answers(settings.ledger.keep_answers_s)
+        """Every call's outcome for ``keep_answers_s`` after it ends (``answers``)."""
+        self.background = Background()
+        """Calls that outlive their request (``background``): closed first, they need everything else."""
         self.judge: Judge | None = None
         """Scores a sample of answers after they are returned, when ``[quality] judge_model`` is set."""
         if (judge := settings.quality.judge_model) is not None:
@@ -137,6 +145,7 @@ class Engine:
             self.ledger.set_meta("timezone", tz)
 
     async def aclose(self) -> None:
+        await self.background.aclose()  # a call finishing may still offer its answer to the judge
         if self.judge is not None:  # first: its call in flight still has its providers and ledger
             await self.judge.aclose()
         for p in self.providers.values():
@@ -199,7 +208,8 @@ class Engine:
 
     # -- the call -------------------------------------------------------------------------------
 
-    async def complete(self, args: CompleteArgs, *, progress: Progress | None = None) -> CompleteResult:
+    async def complete(self, args: CompleteArgs, *, progress: Progress | None = None, request_id: str | None = None,
+                       status: Callable[[str, str], None] | None = None) -> CompleteResult:
         """Route, then walk the chain: reserve the worst case, call, settle to the actual cost.
 
         Exactly one ledger row is written per call that passed validation, before this returns
@@ -208,14 +218,16 @@ class Engine:
         included), but a journaled call's, which counts until its row is written.
         Every model routing or the walk passed over is in the attempts, as ``skipped`` with why.
         The deadline is shared along the chain (``resilience.model_window``): a slow first model
-        cannot leave a healthy later one no time.
+        cannot leave a healthy later one no time. ``request_id``: the caller's (so it can say it
+        before the call ends), else a new one; ``status`` is told (message, model) before each model
+        is asked and at each fallback: once it was told, a model has been asked.
 
         Raises:
             InvalidInput, NoRoute, BudgetExceeded, AllAttemptsFailed (all but the first carrying
             the call's ``request_id``).
         """
         prepared = self.prepare(args)
-        request_id = os.urandom(16).hex()
+        request_id = request_id or new_request_id()
         started = time.perf_counter()
         deadline = anyio.current_time() + prepared.deadline_s  # routing's wait for the ledger included
         try:
@@ -235,7 +247,7 @@ class Engine:
             raise error
 
         call = _Call(prepared, request_id, decision, started, deadline,
-                     to_try=min(len(decision.chain), self.settings.routing.max_attempts))
+                     to_try=min(len(decision.chain), self.settings.routing.max_attempts), status=status)
         answered: tuple[Candidate, Answer] | None = None
         try:
             for item in decision.walk:
@@ -257,6 +269,8 @@ class Engine:
                     call.budget_error = e
                     call.attempts.append(AttemptRecord(item.entry.ref, "skipped", e.code, str(e)))
                     continue
+                if status is not None:
+                    status(f"asking {item.entry.ref} ({call.tried}/{call.to_try})", item.entry.ref)
                 if progress is not None:
                     await progress(0, None, f"asking {item.entry.ref} ({call.tried}/{call.to_try})")
                 try:
@@ -286,6 +300,8 @@ class Engine:
             call.context_floor = max(call.context_floor, entry.context_window)
         if not e.fallback_ok:
             return False
+        if call.status is not None and call.tried < call.to_try:
+            call.status(f"{entry.ref} failed ({e.code}); falling back", entry.ref)
         if progress is not None and call.tried < call.to_try:
             await progress(0, None, f"{entry.ref} failed ({e.code}); falling back")
         return True
@@ -555,6 +571,11 @@ class Engine:
         day = views.ledger_day(day) if day is not None else None
         rows = await self.ledger.run(self.ledger.rows, day=day, limit=limit, tag=tag)
         return [views.ledger_row_view(r) for r in rows]
+
+
+def new_request_id() -> str:
+    """A call's id: 128 random bits, as hex."""
+    return os.urandom(16).hex()
 
 
 def answer_text(completion: Completion) -> str:

@@ -1,8 +1,9 @@
-"""The four resources, and the dashboard page for MCP Apps hosts, served: the providers, the ledger (its 50 latest entries, or one day's), and
-the budgets, each as JSON and each filtered by the caller's role (``access``) and redacted. The
-dashboard page (``ui://llm-router/dashboard.html``, ``text/html;profile=mcp-app``) holds no data
-(the host hands it the tool's result): it is listed to clients that negotiated MCP Apps, and
-readable by any caller that may read resources.
+"""The resources, served: the providers, the ledger (its 50 latest entries, or one day's), the
+budgets, and the kept answers (``mcp_answers``), each as JSON and each filtered by the caller's
+role (``access``) and redacted; and the dashboard page for MCP Apps hosts. The dashboard page
+(``ui://llm-router/dashboard.html``, ``text/html;profile=mcp-app``) holds no data (the host hands
+it the tool's result): it is listed to clients that negotiated MCP Apps, and readable by any
+caller that may read resources.
 
 An unknown resource is -32002 and a malformed ``llm-router://ledger/{date}`` -32602, as the spec
 says; a caller whose role may not read is refused with -32600.
@@ -26,8 +27,10 @@ from mcp_types import (
 )
 
 from .access import check_mcp, limits_view, providers_view, rows_tag, rows_view
+from .mcp_answers import answers_resource
 from .mcp_state import Ctx, ServerState, caller_access
 from .mcp_surface import (
+    ANSWERS_URI,
     BUDGETS_URI,
     DASHBOARD_URI,
     DAY,
@@ -109,6 +112,8 @@ async def read_resource(state: ServerState, ctx: Ctx, params: ReadResourceReques
             raise MCPError(INVALID_PARAMS, redact(str(e)), data={"uri": redact(uri[:200])}) from None
         text = _json(_with_journal({"date": day, "entries": rows_view(access, rows)},
                                    await engine.journaled(tag=rows_tag(access), day=day, entries=True)))
+    elif uri == ANSWERS_URI or uri.startswith(ANSWERS_URI + "/"):
+        text = _json(answers_resource(state, access, uri[len(ANSWERS_URI) + 1:] if uri != ANSWERS_URI else None))
     else:
         raise MCPError(RESOURCE_NOT_FOUND, f"no such resource: {uri[:200]!r}; this server has {RESOURCE_NAMES}",
                        data={"uri": uri[:200]})

@@ -13,6 +13,8 @@ Where each part lives:
 * ``mcp_notify``: log messages, progress and resource-updated notifications, for clients of both
   eras (``subscriptions/listen``; ``resources/subscribe`` and ``logging/setLevel``);
 * ``limit_ask``: asking an admin to raise a limit before a call is refused (both eras);
+* ``mcp_calls``: a ``complete`` run in the background, its outcome kept, and what a cancellation does;
+* ``mcp_tasks``: the Tasks extension (``io.modelcontextprotocol/tasks``) for ``complete``;
 * ``mcp_state``: the state every handler works over, and the wire shape of a result and an error;
 * ``sdk_seams``: the little the SDK keeps private that the router needs, each use tested.
 
@@ -45,6 +47,7 @@ from .mcp_surface import (
     PROVIDERS_URI,
     RESOURCE_NOT_FOUND,
 )
+from .mcp_tasks import install as install_tasks
 from .mcp_tools import TOOLS, call_tool, list_tools
 from .redaction import Redactor
 
@@ -101,6 +104,8 @@ def create_server(
     from mcp.server.apps import EXTENSION_ID
 
     server.extensions[EXTENSION_ID] = {}
+    # The Tasks extension: its methods, its capability, and its interceptor around tools/call.
+    install_tasks(server, state, partial(call_tool, state))
     # The constructor's on_set_logging_level warns that logging is deprecated from 2026-07-28 on;
     # handshake-era clients still set their level, so it is served all the same.
     server.add_request_handler("logging/setLevel", SetLevelRequestParams, notifier.subscribers.set_level)

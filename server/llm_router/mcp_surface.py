@@ -40,6 +40,7 @@ from .dashboard import DashboardArgs, DashboardResult
 from .icons import TOOL_ICONS
 
 __all__ = [
+    "ANSWERS_URI",
     "BUDGETS_URI",
     "CACHE_HINTS",
     "BUDGET_ARGS",
@@ -79,11 +80,15 @@ to know which model would answer and what it may cost, or afterwards to explain 
 `cost_report` for questions about spend ("what did I spend this week on Anthropic?") and
 `set_budget` to cap it ("set a $2 daily cap"). Every call is within a hard budget; a refusal says
 which limit and when it resets. After you check a delegated answer, `rate` it (1-5): with
-`strategy: "adaptive"` the router learns, per task_type, which cheaper model is good enough."""
+`strategy: "adaptive"` the router learns, per task_type, which cheaper model is good enough.
+If your client gives up on a `complete` (its tool timeout) after a model was asked, the call still
+finishes and is billed: read its answer at `llm-router://answers/{request_id}` (the first progress
+message and the answer's text give the request id; `llm-router://answers` lists your recent calls)."""
 
 PROVIDERS_URI = "llm-router://providers"
 LEDGER_URI = "llm-router://ledger"
 BUDGETS_URI = "llm-router://budgets"
+ANSWERS_URI = "llm-router://answers"
 ERROR_META_KEY = "llm-router/error"
 """Where an error result carries its machine-readable facts (``RouterError.to_dict``), in ``_meta``."""
 RESOURCE_NOT_FOUND = -32002
@@ -132,7 +137,8 @@ COMPLETE_TOOL = Tool(
     "For structured work: response_format gets JSON valid for your schema (returned parsed as json; a model "
     "whose answer does not match is passed over for the next), tools lets the model call functions "
     "(tool_calls come back for you to run; answer them in a tool turn), and messages may hold images. Only "
-    "models that can do what the call asks are tried.",
+    "models that can do what the call asks are tried. If your client times out, the call still ends (billed): its "
+    "answer is kept at llm-router://answers/{request_id} (on_cancel: \"abort\" stops it instead).",
     input_schema=COMPLETE_ARGS.schema,
     output_schema=CompleteResult.model_json_schema(),
     annotations=_annotations(read_only=False, idempotent=False, open_world=True),
@@ -189,12 +195,19 @@ RESOURCES = ListResourcesResult(resources=[
     Resource(uri=LEDGER_URI, name="ledger", mime_type="application/json", description="The 50 most recent ledger entries."),
     Resource(uri=BUDGETS_URI, name="budgets", mime_type="application/json",
              description="Every limit with spent, reserved and remaining, and when it resets."),
+    Resource(uri=ANSWERS_URI, name="answers", mime_type="application/json",
+             description="Your recent complete calls, newest first (id, model, status, first line), running or kept "
+             "after they ended: find a request_id your client never saw."),
 ])
 TEMPLATES = ListResourceTemplatesResult(resource_templates=[
     ResourceTemplate(uri_template=LEDGER_URI + "/{date}", name="ledger_day", mime_type="application/json",
                      description="Every ledger entry of one day (YYYY-MM-DD, budget time zone)."),
+    ResourceTemplate(uri_template=ANSWERS_URI + "/{request_id}", name="answer", mime_type="application/json",
+                     description="One complete call's outcome, kept after it ends (also when your client timed out): "
+                     "its result as the tool returned it, model, status, created and expires."),
 ])
-RESOURCE_NAMES = ", ".join([*(r.uri for r in RESOURCES.resources), LEDGER_URI + "/YYYY-MM-DD", "ui://llm-router/dashboard.html"])
+RESOURCE_NAMES = ", ".join([*(r.uri for r in RESOURCES.resources), LEDGER_URI + "/YYYY-MM-DD",
+                            ANSWERS_URI + "/{request_id}", "ui://llm-router/dashboard.html"])
 
 
 # -- caching hints (2026-07-28) --------------------------------------------------------------------

@@ -10,7 +10,6 @@ tool is a JSON-RPC error (-32602), as the spec says.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,11 +23,14 @@ from mcp_types import INVALID_PARAMS, CallToolRequestParams, ListToolsResult, Pa
 from pydantic import BaseModel
 
 from .access import Access, check_budget_change, check_mcp, check_rating, error_view, report_tag, result_view
+from .answers import Kept
 from .arguments import ToolArguments
-from .calls import BudgetArgs, CompleteArgs, RateArgs, ReportArgs
+from .calls import BudgetArgs, CompleteArgs, CompleteResult, RateArgs, ReportArgs
 from .dashboard import DashboardArgs, dashboard_data
 from .dashboard import summary as dashboard_summary
+from .engine import new_request_id
 from .limit_ask import StateRefused
+from .mcp_calls import AS_TASK, KeptCall
 from .mcp_notify import wants_progress
 from .mcp_state import Ctx, ServerState, Wire, caller_access, error, ok
 from .mcp_surface import (
@@ -48,6 +50,7 @@ from .mcp_surface import (
     REPORT_TOOL,
     with_apps,
 )
+from .mcp_tasks import task_created
 from .types import EMPTY_GROUP, AllAttemptsFailed, BudgetExceeded, Forbidden, InvalidInput, RouterError, plural
 
 __all__ = ["TOOLS", "TOOL_LIST", "ServedTool", "ToolRun", "call_tool", "list_tools"]
@@ -79,10 +82,8 @@ def _billing_tag(access: Access, args: CompleteArgs) -> str:
 
 
 async def _refused(state: ServerState, ctx: Ctx, access: Access, e: RouterError) -> None:
-    """What a failed ``complete`` tells besides its error: the ledger changed, and a log message
-    for a budget refusal or for every attempt failing."""
-    if not isinstance(e, InvalidInput):  # past validation, every call leaves a ledger row
-        await state.notifier.ledger_written()
+    """What a failed ``complete`` tells besides its error: a log message for a budget refusal or for
+    every attempt failing (the call already said the ledger changed)."""
     shown = error_view(access, e)
     if isinstance(shown, BudgetExceeded):
         await state.notifier.log(ctx, "warning", f"budget refusal: {shown}", limit=shown.limit_name,
@@ -93,6 +94,15 @@ async def _refused(state: ServerState, ctx: Ctx, access: Access, e: RouterError)
 
 async def complete(state: ServerState, ctx: Ctx, access: Access, args: CompleteArgs) -> tuple[Any, Wire]:
     note = _billing_tag(access, args)
+    call = KeptCall(state, access, args, note, new_request_id())
+    if AS_TASK.get():  # the Tasks extension runs it as a task: validated first, then not waited for
+        try:
+            state.engine.prepare(args)
+        except InvalidInput:
+            state.engine.answers.discard(call.kept)
+            raise
+        if call.start_task():
+            return call.kept, task_created(call.kept, state.engine.answers.keep_s)
     step = 0
 
     async def progress(_value: float, _total: float | None, message: str) -> None:
@@ -100,23 +110,27 @@ async def complete(state: ServerState, ctx: Ctx, access: Access, args: CompleteA
         step += 1  # MCP progress must increase with every notification
         await ctx.session.report_progress(step, None, state.redact(message))
 
-    async def run() -> Any:
+    raised: list[str] = []
+    first = [call]
+
+    async def run() -> tuple[CompleteResult, dict[str, Any], str]:
+        # A call made again after a limit was raised (limit_ask) is a new request, with its own id.
+        this = first.pop() if first else KeptCall(state, access, args, note, new_request_id())
         try:
             # Streaming from the provider and reporting it costs a little: only when asked for.
-            return await state.engine.complete(args, progress=progress if wants_progress(ctx) else None)
+            return await this.run(progress if wants_progress(ctx) else None, args.on_cancel or "finish")
         except RouterError as e:
             await _refused(state, ctx, access, e)
             raise
 
-    raised: list[str] = []
     if state.asker is None:
-        result = await run()
+        result, raw, summary = await run()
     else:  # an admin may be asked to raise a limit that refuses the call (limit_ask)
-        result = await state.asker.complete(ctx, access, run, partial(_raise_limit, state, access, raised))
-        if isinstance(result, dict):  # 2026-07-28: input_required, the question for the client
-            return None, result
-    await state.notifier.ledger_written()
-    structured = result_view(access, "complete", result.to_json())
+        outcome = await state.asker.complete(ctx, access, run, partial(_raise_limit, state, access, raised))
+        if isinstance(outcome, dict):  # 2026-07-28: input_required, the question for the client
+            return None, outcome
+        result, raw, summary = outcome
+    structured = result_view(access, "complete", raw)
     failed = [a for a in result.attempts if a.outcome != "ok"]
     if failed:
         what = "; ".join(f"{a.model} {a.outcome} ({a.error_code})" for a in failed)
@@ -131,18 +145,6 @@ async def complete(state: ServerState, ctx: Ctx, access: Access, args: CompleteA
             f"(tier {budget['tier']}): " + ("cheaper models go first" if budget["tier"] == "cautious"
                                             else "only free models are used"),
             budget=budget)
-    u = result.usage
-    tokens = f"{u.input_tokens} in / {u.output_tokens} out" + (" (estimated)" if u.estimated else "")
-    answer = result.text
-    if result.tool_calls:  # a client that reads only the text sees the calls too
-        calls = "\n".join(f"- {c.name} {json.dumps(c.arguments, ensure_ascii=False)} (id {c.id})" for c in result.tool_calls)
-        answer = f"{answer}\n\ntool calls:\n{calls}" if answer else f"tool calls:\n{calls}"
-    summary = (
-        f"{answer}\n\n— {result.model}, {tokens}, "
-        f"${result.cost_usd}{' after fallback' if failed else ''}; request {result.request_id}{note}"
-    )
-    if result.notes:
-        summary += "".join(f"\n{line}" for line in result.notes)
     summary += "".join(f"\n{line}" for line in raised)
     return result, ok(state, structured, summary)
 
@@ -156,6 +158,13 @@ async def _raise_limit(state: ServerState, access: Access, said: list[str], scop
     said.append(f"{scope} {period} limit raised to ${result.changed['limit_usd']}, as asked, before this call.")
 
 
+ON_CANCEL_STEP = {
+    "finish": "on_cancel finish: if your client gives up after a model is asked, the call still ends, billed, "
+              "its answer kept at llm-router://answers/{request_id}",
+    "abort": "on_cancel abort: if your client gives up, the call stops (what was streamed is billed)",
+}
+
+
 async def route_explain(state: ServerState, ctx: Ctx, access: Access, args: CompleteArgs) -> tuple[Any, Wire]:
     note = _billing_tag(access, args)
     result = await state.engine.explain(args)
@@ -165,6 +174,10 @@ async def route_explain(state: ServerState, ctx: Ctx, access: Access, args: Comp
                f"{note}.\n" + "\n".join(structured["steps"]))
     if result.excluded:
         summary += "\nexcluded: " + "; ".join(f"{x['model']} ({x['reason']})" for x in result.excluded)
+    if args.on_cancel is not None:  # not routing's, but what complete would do with it is said
+        step = ON_CANCEL_STEP[args.on_cancel]
+        structured["steps"] = [*structured["steps"], step]
+        summary += "\n" + step
     return result, ok(state, structured, summary)
 
 
@@ -280,6 +293,7 @@ async def call_tool(state: ServerState, ctx: Ctx, params: CallToolRequestParams)
         if observer is not None:
             observer.tool_done(params.name, time.perf_counter() - t0, None, failure)
         return error(state, failure)
-    if observer is not None and wire.get("resultType") != "input_required":  # counted once answered
+    # A task's call tells the observer when it ends; a question (input_required) is counted once answered.
+    if observer is not None and not isinstance(result, Kept) and wire.get("resultType") != "input_required":
         observer.tool_done(params.name, time.perf_counter() - t0, result, None)
     return wire

@@ -7,7 +7,8 @@
 //   node sdk_client.mjs stdio <command> [args...] < plan.json
 //   node sdk_client.mjs http <url> [bearer-token] < plan.json
 //
-// plan.json: {"steps": [{"tool": "complete", "arguments": {...}} | {"read": "llm-router://..."}],
+// plan.json: {"steps": [{"tool": "complete", "arguments": {...}, "timeout"?: ms} | {"read": "llm-router://..."}
+//                       | {"read": "llm-router://...", "until": "text", "within": ms}],
 //             "elicit": {"action": "accept" | "decline" | "cancel", "content": {...}}}
 // With "elicit", the client declares form elicitation and answers every elicitation/create so
 // (an accept without "content" takes each field's default); what it was asked is in "elicited".
@@ -70,11 +71,27 @@ function resolve(value) {
 
 for (const step of plan.steps) {
   try {
-    if (step.read !== undefined) {
-      const result = await client.readResource({ uri: step.read });
+    if (step.read !== undefined && step.until !== undefined) {
+      // Read again (every 100 ms, for at most step.within ms) until the text holds step.until.
+      const deadline = Date.now() + (step.within ?? 60000);
+      let text = null;
+      for (;;) {
+        try {
+          text = (await client.readResource({ uri: resolve(step.read) })).contents[0]?.text ?? null;
+        } catch (error) {
+          text = `threw ${error.code ?? ""} ${error.message ?? error}`;
+        }
+        if ((text ?? "").includes(step.until) || Date.now() > deadline) break;
+        await new Promise((done) => setTimeout(done, 100));
+      }
+      out.steps.push({ outcome: "result", text });
+    } else if (step.read !== undefined) {
+      const result = await client.readResource({ uri: resolve(step.read) });
       out.steps.push({ outcome: "result", text: result.contents[0]?.text ?? null });
     } else {
-      const result = await client.callTool({ name: step.tool, arguments: resolve(step.arguments) });
+      // step.timeout (ms): the client gives up on the call, as its tool timeout does (sending notifications/cancelled).
+      const options = step.timeout !== undefined ? { timeout: step.timeout } : undefined;
+      const result = await client.callTool({ name: step.tool, arguments: resolve(step.arguments) }, undefined, options);
       out.steps.push({
         outcome: "result",
         isError: result.isError === true,
