@@ -97,9 +97,22 @@ def _configure_logging(level_name: str, redact: Redactor) -> None:
     if not root.handlers:
         logging.basicConfig(level=level, format=fmt)
     root.setLevel(level)
+    for handler in root.handlers:
+        if handler.formatter is None or type(handler.formatter) is logging.Formatter:
+            handler.setFormatter(_EventsBare(handler.formatter._fmt if handler.formatter else fmt))
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
     redact.install(root)
+
+
+class _EventsBare(logging.Formatter):
+    """Events (fallbacks, budget warnings: ``mcp_notify.EVENTS_LOGGER``) as their one line of JSON
+    at every level; every other record as the format says."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "llm_router.events":
+            return record.getMessage()
+        return super().format(record)
 
 
 def _say_waiting(settings: Settings) -> None:

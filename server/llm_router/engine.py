@@ -42,6 +42,7 @@ from .redaction import Redactor
 from .resilience import HealthBoard, Window
 from .routing import Candidate, Decision, Excluded, RouteRequest, decide
 from .rows import Billed, request_row
+from .telemetry import CallTrace, Telemetry, build_telemetry
 from .types import (
     AllAttemptsFailed,
     AttemptRecord,
@@ -92,6 +93,7 @@ class Engine:
         env: Mapping[str, str] = os.environ,
         ledger: Ledger | None = None,
         providers: Mapping[str, Provider] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = Catalog(settings)
@@ -105,7 +107,9 @@ class Engine:
         self.providers: dict[str, Provider] = dict(providers) if providers is not None else {
             p.name: build_provider(p, env) for p in settings.providers if self.availability[p.name][0]
         }
-        self.caller = ModelCaller(self.providers, self.health, self.redact, settings.resilience)
+        self.telemetry = telemetry if telemetry is not None else build_telemetry(settings, env, self.redact)
+        """Spans of every call when an exporter is configured; else ``telemetry.OFF``, which does nothing."""
+        self.caller = ModelCaller(self.providers, self.health, self.redact, settings.resilience, self.telemetry)
         self.rules = {r.task_type: tuple(r.chain) for r in settings.routing.rules}
         ref = settings.routing.reference_model
         self.reference: ModelEntry | None = self.catalog.entries.get(ref) if ref else None
@@ -142,6 +146,7 @@ class Engine:
         for p in self.providers.values():
             await p.aclose()
         self.ledger.close()
+        await self.telemetry.aclose()  # last: the judge's spans too
 
     # -- validation -----------------------------------------------------------------------------
 
@@ -216,6 +221,12 @@ class Engine:
         """
         prepared = self.prepare(args)
         request_id = os.urandom(16).hex()
+        with self.telemetry.call(prepared, request_id) as trace:
+            result = await self._complete(prepared, request_id, progress, trace)
+            trace.answered(result)
+            return result
+
+    async def _complete(self, prepared: Prepared, request_id: str, progress: Progress | None, trace: CallTrace) -> CompleteResult:
         started = time.perf_counter()
         deadline = anyio.current_time() + prepared.deadline_s  # routing's wait for the ledger included
         try:
@@ -231,11 +242,13 @@ class Engine:
             error = decision.refusal()
             error.request_id = request_id
             said = [skipped(x) for x in decision.walk if isinstance(x, Excluded)]
+            trace.routed(decision, said)
             await self._record_failure(prepared, request_id, decision, said, error, started, status="refused")
             raise error
 
         call = _Call(prepared, request_id, decision, started, deadline,
                      to_try=min(len(decision.chain), self.settings.routing.max_attempts))
+        trace.routed(decision, call.attempts)
         answered: tuple[Candidate, Answer] | None = None
         try:
             for item in decision.walk:
