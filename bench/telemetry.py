@@ -8,8 +8,9 @@ endpoint: the no-op hooks), one exporting its spans over OTLP/HTTP through the b
 processor to a collector in its own process (``bench/collector.py``, which decodes what it is
 sent). Interleaved, p50/p99 of each and their paired median difference: what a call's two spans
 (the call's and its one try's) cost, export included (the processor's worker thread shares the
-process with the calls). Then the spans the collector received against those made. Timings are
-reported, never asserted.
+process with the calls). Then the spans the collector received against those made, and the hooks
+alone: one call's two spans made, filled and ended outside any call (µs), queued to a batch
+processor of their own whose exporter drops them, and with telemetry off. Timings are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import HERE, MAX_TOKENS, PROMPT, interleaved, paired_median_ms, standalone, write_config
-from structured import _line
+from structured import _line, _per_call_us
 
 SECTION_TITLE = "Telemetry, in-process: the same plain call with spans exported over OTLP/HTTP, or telemetry off"
 
@@ -76,10 +77,55 @@ async def in_process(base_url: str, folder: Path, n: int, warmup: int) -> dict[s
                 await traced()
                 await untraced()
             pair = await interleaved(n, traced, untraced, ("Engine.complete, telemetry on", "Engine.complete, off"))
+            alone = await hooks_alone(on, off, args)
+            calls += 1  # hooks_alone's own call (its hooks' spans go elsewhere)
         finally:
             await on.aclose()  # flushes what the batch still holds
             await off.aclose()
-    return {"pair": pair, "made": 2 * calls, "received": received[0] if received else None}
+    return {"pair": pair, "alone": alone, "made": 2 * calls, "received": received[0] if received else None}
+
+
+async def hooks_alone(on: Any, off: Any, args: Any) -> list[tuple[str, float]]:
+    """µs per call of the hooks a plain call runs (a call's span, one try's), on and off."""
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from llm_router.telemetry import Tracing
+    from llm_router.types import AttemptRecord, Completion
+
+    class Dropping(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    result = await on.complete(args)
+    prepared = on.prepare(args)
+    decision = await on.decision(prepared)
+    entry = decision.chain[0].entry
+    completion = Completion(result.text, result.provider_model, result.usage, "stop")
+    record = AttemptRecord(entry.ref, "ok", latency_ms=1)
+
+    def one(telemetry: Any) -> Any:
+        def run() -> None:
+            attempts: list[AttemptRecord] = []
+            with telemetry.call(prepared, result.request_id) as trace:
+                trace.routed(decision, attempts)
+                span = telemetry.attempt(entry, prepared, attempts)
+                attempts.append(record)
+                span.end(record, completion)
+                trace.answered(result)
+
+        return run
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    tracing = Tracing(provider.get_tracer("bench"), on.settings, on.redact, provider=provider)
+    try:
+        return [("the hooks of one call, telemetry on", _per_call_us(one(tracing), 2000, 7)),
+                ("the same, telemetry off", _per_call_us(one(off.telemetry), 2000, 7))]
+    finally:
+        await tracing.aclose()
 
 
 def print_section(r: dict[str, Any], title: str) -> None:
@@ -89,6 +135,9 @@ def print_section(r: dict[str, Any], title: str) -> None:
     print(_line(floor))
     print(f"  {'→ what tracing adds':<40} p50 {ours.p50 - floor.p50:8.3f} ms   p99 {ours.p99 - floor.p99:8.3f} ms"
           f"   paired median {paired_median_ms(ours, floor):.3f} ms")
+    print("  the hooks alone (µs per call):")
+    for name, us in r["alone"]:
+        print(f"    {name:<40} {us:9.2f} µs")
     print(f"  spans: {r['made']} made, {r['received']} received by the collector\n")
 
 

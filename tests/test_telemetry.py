@@ -301,3 +301,18 @@ async def test_off_every_hook_is_the_same_constant_doing_nothing(engine: Engine)
     entry = next(iter(engine.catalog))
     assert OFF.call(prepared, "r1") is OFF.call(prepared, "r2")
     assert OFF.attempt(entry, prepared, []) is OFF.attempt(entry, prepared, [])
+
+
+async def test_a_span_hook_that_breaks_fails_no_call(
+    traced_engine: Engine, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: Tracing, text: str | None) -> str | None:
+        raise RuntimeError("a bug in the tracing")
+
+    monkeypatch.setattr(Tracing, "upstream", broken)  # used by both the call's and the try's ending
+    async with Client(create_server(traced_engine)) as client:
+        done = await client.call_tool("complete", {"prompt": "hello", "model": "openai:gpt-4o-mini"})
+    assert not done.is_error, done
+    ended = {(s.name, s.kind) for s in spans.get_finished_spans()}
+    assert {("tools/call complete", SpanKind.SERVER), ("chat gpt-4o-mini", SpanKind.INTERNAL),
+            ("chat gpt-4o-mini", SpanKind.CLIENT)} <= ended  # ended all the same

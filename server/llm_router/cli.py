@@ -96,10 +96,9 @@ def _configure_logging(level_name: str, redact: Redactor) -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=level, format=fmt)
+        for handler in root.handlers:
+            handler.setFormatter(_EventsBare(fmt))
     root.setLevel(level)
-    for handler in root.handlers:
-        if handler.formatter is None or type(handler.formatter) is logging.Formatter:
-            handler.setFormatter(_EventsBare(handler.formatter._fmt if handler.formatter else fmt))
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
     redact.install(root)

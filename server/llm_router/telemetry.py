@@ -24,10 +24,11 @@ and that is said once on stderr. ``aclose`` flushes what is left (the engine's o
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 from urllib.parse import urlsplit
 
 import anyio
@@ -65,6 +66,21 @@ CLOSE_WAIT_S = 5.0
 
 _UPSTREAM_TEXT = 200
 """The longest string taken from an upstream (a model name, a response id)."""
+
+P = ParamSpec("P")
+
+
+def _never_fails(hook: Callable[P, None]) -> Callable[P, None]:
+    """A hook of the spans that, whatever goes wrong in it, leaves the call alone (logged at debug)."""
+
+    @functools.wraps(hook)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            hook(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - telemetry never fails a call
+            log.debug("telemetry: %s failed", hook.__qualname__, exc_info=True)
+
+    return guarded
 
 
 class AttemptTrace:
@@ -232,10 +248,18 @@ class Tracing(Telemetry):
             self._servers[p.name] = attrs
 
     def call(self, prepared: Prepared, request_id: str) -> CallTrace:
-        return _CallSpan(self, prepared, request_id)
+        try:
+            return _CallSpan(self, prepared, request_id)
+        except Exception:  # noqa: BLE001 - telemetry never fails a call: this one goes untraced
+            log.debug("telemetry: the call's span could not be made", exc_info=True)
+            return _NO_CALL
 
     def attempt(self, entry: ModelEntry, prepared: Prepared, attempts: Sequence[AttemptRecord]) -> AttemptTrace:
-        return _AttemptSpan(self, entry, prepared, attempts)
+        try:
+            return _AttemptSpan(self, entry, prepared, attempts)
+        except Exception:  # noqa: BLE001 - as above
+            log.debug("telemetry: a try's span could not be made", exc_info=True)
+            return _NO_ATTEMPT
 
     def upstream(self, text: str | None) -> str | None:
         """A string an upstream sent, as a span may carry it."""
@@ -305,6 +329,7 @@ class _CallSpan(CallTrace):
         self._token = otel_context.attach(otel_trace.set_span_in_context(self._span))
         return self
 
+    @_never_fails
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         span = self._span
         try:
@@ -331,6 +356,7 @@ class _CallSpan(CallTrace):
                 otel_context.detach(self._token)  # type: ignore[arg-type]
             span.end()
 
+    @_never_fails
     def routed(self, decision: Decision, attempts: list[AttemptRecord]) -> None:
         self._attempts = attempts
         self._span.set_attributes({
@@ -338,6 +364,7 @@ class _CallSpan(CallTrace):
             "llm_router.route.chain": [c.entry.ref for c in decision.chain], "llm_router.budget.tier": decision.budget_tier,
         })
 
+    @_never_fails
     def answered(self, result: CompleteResult) -> None:
         tracing = self._tracing
         attrs = _usage_attributes(result.usage)
@@ -369,11 +396,24 @@ class _AttemptSpan(AttemptTrace):
             attrs["llm_router.retry"] = previous.model == entry.ref
         self._span: Span = tracing.tracer.start_span(f"chat {entry.model}", kind=SpanKind.CLIENT, attributes=attrs)
 
+    @_never_fails
     def end(self, record: AttemptRecord, completion: Completion | None = None, usage: Usage | None = None) -> None:
         span = self._span
         if not span.is_recording():  # ended already
             return
+        try:
+            self._fill(span, record, completion, usage)
+        finally:
+            span.end()
+
+    def _fill(self, span: Span, record: AttemptRecord, completion: Completion | None, usage: Usage | None) -> None:
         attrs: dict[str, Any] = {"llm_router.attempt.outcome": record.outcome, "llm_router.latency_ms": record.latency_ms}
+        if record.outcome != "ok":  # first: what a try's span must say, whatever comes after
+            span.set_status(StatusCode.ERROR)  # no description: the error's text may quote the upstream
+            attrs["error.type"] = record.error_code or record.outcome
+            if record.status is not None:
+                attrs["http.response.status_code"] = record.status
+            span.set_attributes(attrs)
         if completion is not None:
             usage = completion.usage
             if (model := self._tracing.upstream(completion.model)) is not None:
@@ -386,11 +426,4 @@ class _AttemptSpan(AttemptTrace):
             attrs |= _usage_attributes(usage)
             if (cost := self._entry.cost_nusd(usage)) is not None:
                 attrs["llm_router.cost_usd"] = usd_str(cost)
-        if record.outcome != "ok":
-            attrs["error.type"] = record.error_code or record.outcome
-            if record.status is not None:
-                attrs["http.response.status_code"] = record.status
-            span.set_status(StatusCode.ERROR)  # no description: the error's text may quote the upstream
         span.set_attributes(attrs)
-        span.end()
-
