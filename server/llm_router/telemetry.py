@@ -301,28 +301,27 @@ def _usage_attributes(usage: Usage) -> dict[str, Any]:
 
 
 class _CallSpan(CallTrace):
-    __slots__ = ("_attempts", "_span", "_token", "_tracing")
+    """The call's span. Its attributes are gathered here and set once, when it ends: the SDK checks
+    each attribute on every set, and a span set once costs least."""
+
+    __slots__ = ("_attempts", "_attrs", "_span", "_token", "_tracing")
 
     def __init__(self, tracing: Tracing, prepared: Prepared, request_id: str) -> None:
         self._tracing = tracing
         self._attempts: list[AttemptRecord] = []
         models = prepared.route.models
-        attrs = _request_attributes(prepared)
+        start: dict[str, Any] = {"gen_ai.operation.name": "chat"}
         name = "chat"
         if len(models) == 1:
-            attrs["gen_ai.request.model"] = models[0].partition(":")[2]
-            name = f"chat {attrs['gen_ai.request.model']}"
-        if models:
-            attrs["llm_router.request.models"] = list(models)
-        attrs["llm_router.request_id"] = request_id
+            start["gen_ai.request.model"] = model = models[0].partition(":")[2]
+            name = f"chat {model}"
+        attrs: dict[str, Any] = {"llm_router.request_id": request_id}
         if prepared.task_type:
             attrs["llm_router.task_type"] = prepared.task_type
         if prepared.tag:
             attrs["llm_router.tag"] = prepared.tag
-        route = prepared.route
-        if route.quality is not None:
-            attrs["llm_router.request.quality"] = route.quality
-        self._span: Span = tracing.tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attrs)
+        self._attrs = attrs
+        self._span: Span = tracing.tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=start)
         self._token: object = None
 
     def __enter__(self) -> CallTrace:
@@ -331,52 +330,51 @@ class _CallSpan(CallTrace):
 
     @_never_fails
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        span = self._span
+        span, attrs = self._span, self._attrs
         try:
+            asked = 0
             for a in self._attempts:
                 if a.outcome == "skipped":
                     span.add_event("llm_router.skipped", {"llm_router.model": a.model, "llm_router.reason": a.error_code or ""})
+                else:
+                    asked += 1
+            attrs["llm_router.attempts"] = asked
             if exc is not None:
                 if isinstance(exc, RouterError):
-                    code = exc.code
-                    span.set_attribute("llm_router.outcome", "refused" if isinstance(exc, BudgetExceeded | NoRoute) else "error")
+                    attrs["error.type"] = exc.code
+                    attrs["llm_router.outcome"] = "refused" if isinstance(exc, BudgetExceeded | NoRoute) else "error"
                     if isinstance(exc, BudgetExceeded) and exc.limit_name:
-                        span.set_attribute("llm_router.budget.limit", exc.limit_name)
+                        attrs["llm_router.budget.limit"] = exc.limit_name
                 elif isinstance(exc, anyio.get_cancelled_exc_class()):
-                    code = "cancelled"
-                    span.set_attribute("llm_router.outcome", "cancelled")
+                    attrs["error.type"] = attrs["llm_router.outcome"] = "cancelled"
                 else:
-                    code = type(exc).__qualname__
-                    span.set_attribute("llm_router.outcome", "error")
-                span.set_attribute("error.type", code)
+                    attrs["error.type"], attrs["llm_router.outcome"] = type(exc).__qualname__, "error"
                 span.set_status(StatusCode.ERROR)  # no description: an error's text may quote an upstream
-            span.set_attribute("llm_router.attempts", sum(a.outcome != "skipped" for a in self._attempts))
+            span.set_attributes(attrs)
         finally:
             if self._token is not None:
                 otel_context.detach(self._token)  # type: ignore[arg-type]
             span.end()
 
-    @_never_fails
     def routed(self, decision: Decision, attempts: list[AttemptRecord]) -> None:
         self._attempts = attempts
-        self._span.set_attributes({
-            "llm_router.route.strategy": decision.strategy, "llm_router.route.source": decision.source,
-            "llm_router.route.chain": [c.entry.ref for c in decision.chain], "llm_router.budget.tier": decision.budget_tier,
-        })
+        attrs = self._attrs
+        attrs["llm_router.route.strategy"] = decision.strategy
+        attrs["llm_router.route.chain"] = ",".join(c.entry.ref for c in decision.chain)
+        attrs["llm_router.budget.tier"] = decision.budget_tier
 
     @_never_fails
     def answered(self, result: CompleteResult) -> None:
         tracing = self._tracing
-        attrs = _usage_attributes(result.usage)
-        attrs |= {
-            "gen_ai.provider.name": tracing._servers.get(result.provider, {}).get("gen_ai.provider.name", result.provider),
-            "gen_ai.response.finish_reasons": [result.finish_reason],
-            "llm_router.model": result.model, "llm_router.cost_usd": result.cost_usd, "llm_router.outcome": "ok",
-            "llm_router.budget.tier_after": result.budget.get("tier", "normal"),
-        }
+        attrs = self._attrs
+        attrs |= _usage_attributes(result.usage)
+        attrs["gen_ai.provider.name"] = tracing._servers.get(result.provider, {}).get("gen_ai.provider.name", result.provider)
+        attrs["llm_router.model"] = result.model
+        attrs["llm_router.cost_usd"] = result.cost_usd
+        attrs["llm_router.outcome"] = "ok"
+        attrs["llm_router.budget.tier_after"] = result.budget.get("tier", "normal")
         if (model := tracing.upstream(result.provider_model)) is not None:
             attrs["gen_ai.response.model"] = model
-        self._span.set_attributes(attrs)
 
 
 class _AttemptSpan(AttemptTrace):
