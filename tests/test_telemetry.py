@@ -316,3 +316,24 @@ async def test_a_span_hook_that_breaks_fails_no_call(
     ended = {(s.name, s.kind) for s in spans.get_finished_spans()}
     assert {("tools/call complete", SpanKind.SERVER), ("chat gpt-4o-mini", SpanKind.INTERNAL),
             ("chat gpt-4o-mini", SpanKind.CLIENT)} <= ended  # ended all the same
+
+
+async def test_the_judges_calls_are_traces_of_their_own_not_children_of_the_call_it_judges(
+    tmp_path: Path, _process_tracing: Any, spans: InMemorySpanExporter,
+) -> None:
+    from .test_judge import ask, judged_settings, settled
+
+    engine = _traced(judged_settings(tmp_path), _process_tracing[0])
+    assert engine.judge is not None
+    try:
+        first = await ask(engine)
+        second = await ask(engine)
+        await settled(engine.judge, 2)
+    finally:
+        await engine.aclose()
+    calls = {(s.attributes or {})["llm_router.request_id"]: s for s in spans.get_finished_spans() if s.kind is SpanKind.INTERNAL}
+    judging = [s for rid, s in calls.items() if rid not in (first.request_id, second.request_id)]
+    assert len(judging) == 2 and all((s.attributes or {})["llm_router.tag"] == "judge" for s in judging)
+    assert all(s.parent is None for s in judging)  # roots: not under the call that started the judge's worker
+    asked = {calls[first.request_id].context.trace_id, calls[second.request_id].context.trace_id}
+    assert not asked & {s.context.trace_id for s in judging}
