@@ -10,8 +10,9 @@ Where each part lives:
 * ``mcp_tools``: ``tools/list`` and ``tools/call``, one function per tool, each beside its listing
   in one table (``TOOLS``);
 * ``mcp_resources``: ``resources/list``, the template and ``resources/read``;
-* ``mcp_notify``: log messages, progress and resource-updated notifications, for clients of both
-  eras (``subscriptions/listen``; ``resources/subscribe`` and ``logging/setLevel``);
+* ``mcp_notify``: events (a JSON line on stderr, a span event, a log message for handshake-era
+  clients), progress and resource-updated notifications, for clients of both eras
+  (``subscriptions/listen``; ``resources/subscribe`` and ``logging/setLevel``);
 * ``mcp_state``: the state every handler works over, and the wire shape of a result and an error;
 * ``sdk_seams``: the little the SDK keeps private that the router needs, each use tested.
 
