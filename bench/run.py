@@ -12,6 +12,8 @@ prints, side by side:
   ``response_format``, or with 3 tools, against it plain, and the checks alone;
 * adaptive routing (``bench/adaptive.py``): the same call ranked by ``adaptive`` (with estimates to
   plan from) and by ``balanced``, and the choice alone;
+* telemetry (``bench/telemetry.py``): the same call with spans exported over OTLP/HTTP to a
+  loopback collector, and with telemetry off;
 * over MCP (stdio): our ``complete`` tool versus a bare MCPServer tool (``bench/bare_server.py``),
   and versus the same bare server on the router's stdio transport (so the router's own work shows
   apart from what its transport saves), the calls spread over S processes of each (default 3);
@@ -659,6 +661,12 @@ def main() -> int:
 
         ar = anyio.run(phase, adaptive.in_process, base_url, folder, n, warmup)
         adaptive.print_section(ar, f"1c. {adaptive.SECTION_TITLE}")
+
+        # 1d. Telemetry on against off (bench/telemetry.py, also run alone).
+        import telemetry
+
+        tr = anyio.run(phase, telemetry.in_process, base_url, folder, n, warmup)
+        telemetry.print_section(tr, f"1d. {telemetry.SECTION_TITLE}")
 
         # 2. litellm.
         if not a.no_litellm:

@@ -287,7 +287,7 @@ MISTAKES = [
         "the loader's own fields are not config keys",
         'source = "elsewhere"\n' + EXAMPLE,
         "source",
-        "unknown key (allowed: ledger, providers, routing, budget, limits, resilience, http, quality)",
+        "unknown key (allowed: ledger, providers, routing, budget, limits, resilience, http, quality, telemetry)",
     ),
     (
         "reference model is not a model reference",
@@ -513,7 +513,7 @@ def test_the_demo_keeps_its_own_ledger_whatever_the_ledger_variables_say(
 def test_demo_is_not_a_key_a_config_file_can_set(tmp_path: Path) -> None:
     error, _ = load_error(tmp_path, "demo = true\n")
 
-    assert error.problems == [("demo", "unknown key (allowed: ledger, providers, routing, budget, limits, resilience, http, quality)")]
+    assert error.problems == [("demo", "unknown key (allowed: ledger, providers, routing, budget, limits, resilience, http, quality, telemetry)")]
 
 
 # -- the ledger path ----------------------------------------------------------------------------

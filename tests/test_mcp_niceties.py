@@ -15,6 +15,7 @@ from llm_router.engine import Engine
 from llm_router.mcp_server import BUDGETS_URI, LEDGER_URI, create_server
 from llm_router.types import RateLimited
 
+from .handshake import ping, set_level, subscribe, unsubscribe
 from .http_server import mcp_client, serve
 
 pytestmark = pytest.mark.anyio
@@ -78,20 +79,21 @@ async def test_a_fallback_and_a_budget_warning_are_logged_to_a_handshake_era_cli
 async def test_a_handshake_era_client_that_set_a_higher_level_gets_no_warnings(engine: Engine) -> None:
     seen = Seen()
     async with Client(create_server(engine), mode="legacy", logging_callback=seen.on_log) as client:
-        await client.set_logging_level("error")
+        await set_level(client, "error")
         fail_haiku_once(engine)
         assert not (await client.call_tool("complete", {"prompt": "hello", "model": FALLBACK_CHAIN})).is_error
     assert seen.logs == []
 
 
 @pytest.mark.parametrize("log_level", ["warning", None])
-async def test_a_2026_client_gets_log_messages_only_when_it_opts_in(engine: Engine, log_level: str | None) -> None:
+async def test_a_2026_client_gets_no_log_messages_even_when_it_opts_in(engine: Engine, log_level: str | None) -> None:
+    """MCP logging is deprecated at 2026-07-28: its events go to stderr and the request's span."""
     seen = Seen()
     async with Client(create_server(engine), logging_callback=seen.on_log, log_level=log_level) as client:
         assert client.protocol_version == "2026-07-28"
         fail_haiku_once(engine)
         assert not (await client.call_tool("complete", {"prompt": "hello", "model": FALLBACK_CHAIN})).is_error
-    assert bool(seen.messages("warning")) == (log_level is not None)
+    assert seen.logs == []
 
 
 async def test_a_handshake_era_subscriber_hears_when_the_ledger_and_budgets_change(engine: Engine) -> None:
@@ -99,15 +101,15 @@ async def test_a_handshake_era_subscriber_hears_when_the_ledger_and_budgets_chan
     async with Client(create_server(engine), mode="legacy", message_handler=seen.on_message) as client:
         day = (await client.call_tool("cost_report", {"period": "today"})).structured_content["period"]["first_day"]
         for uri in (LEDGER_URI, BUDGETS_URI, f"{LEDGER_URI}/{day}"):
-            await client.subscribe_resource(uri)
+            await subscribe(client, uri)
         await client.call_tool("complete", {"prompt": "hello"})
         await client.call_tool("set_budget", {"scope": "global", "period": "daily", "limit_usd": 3})
-        await client.unsubscribe_resource(BUDGETS_URI)
+        await unsubscribe(client, BUDGETS_URI)
         await client.call_tool("set_budget", {"scope": "global", "period": "daily", "limit_usd": 4})
         await client.call_tool("complete", {"prompt": ""})  # invalid: nothing written, nothing to say
         with pytest.raises(Exception, match="no such resource"):
-            await client.subscribe_resource("file:///etc/passwd")
-        await client.send_ping()  # notifications sent before the answer to this have arrived
+            await subscribe(client, "file:///etc/passwd")
+        await ping(client)  # notifications sent before the answer to this have arrived
     assert seen.updated == [LEDGER_URI, f"{LEDGER_URI}/{day}", BUDGETS_URI, BUDGETS_URI]
 
 
@@ -172,12 +174,12 @@ async def test_a_subscriber_over_http_hears_another_clients_spend(engine: Engine
     seen = Seen()
     with serve(engine) as url:
         async with mcp_client(url, mode="legacy", message_handler=seen.on_message) as watcher:
-            await watcher.subscribe_resource(BUDGETS_URI)
+            await subscribe(watcher, BUDGETS_URI)
             async with mcp_client(url, mode="legacy") as spender:
                 await spender.call_tool("set_budget", {"scope": "global", "period": "monthly", "limit_usd": 30})
             with anyio.fail_after(5):
                 while not seen.updated:
-                    await watcher.send_ping()
+                    await ping(watcher)
     assert seen.updated == [BUDGETS_URI]
 
 

@@ -12,6 +12,8 @@ from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND
 from llm_router.engine import Engine
 from llm_router.mcp_server import RESOURCE_NOT_FOUND, create_server
 
+from .handshake import subscribe
+
 pytestmark = pytest.mark.anyio
 
 
@@ -82,5 +84,5 @@ async def test_no_prompts_capability_is_advertised_while_there_are_no_prompts(en
 async def test_a_subscription_to_an_unknown_resource_is_resource_not_found(engine: Engine) -> None:
     async with Client(create_server(engine), mode="legacy") as client:
         with pytest.raises(MCPError) as caught:
-            await client.subscribe_resource("llm-router://nothing")
+            await subscribe(client, "llm-router://nothing")
     assert caught.value.code == RESOURCE_NOT_FOUND

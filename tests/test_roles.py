@@ -31,6 +31,7 @@ from llm_router.mcp_server import BUDGETS_URI, LEDGER_URI, PROVIDERS_URI, create
 from llm_router.types import BudgetExceeded, ConfigError, LedgerBusy, SpendNotRecorded
 
 from .backends import Store
+from .handshake import ping, subscribe
 from .http_server import mcp_client, serve
 
 pytestmark = pytest.mark.anyio
@@ -294,12 +295,12 @@ async def test_a_member_subscribed_to_the_ledger_reads_only_its_own_rows_after_a
     with serve(engine, tokens=tokens()) as url:
         async with mcp_client(url, ALICE, mode="legacy", message_handler=on_message) as alice:
             assert not (await alice.call_tool("complete", {"prompt": "alice asks"})).is_error
-            await alice.subscribe_resource(LEDGER_URI)
+            await subscribe(alice, LEDGER_URI)
             async with mcp_client(url, BOB) as bob:
                 assert not (await bob.call_tool("complete", {"prompt": BOB_PROMPT})).is_error
             with anyio.fail_after(10):
                 while LEDGER_URI not in updates:
-                    await alice.send_ping()
+                    await ping(alice)
             (entries, text) = await read(alice, LEDGER_URI)
     assert [r["tag"] for r in entries["entries"]] == ["alice"]
     assert "bob" not in text and "Initech" not in text

@@ -17,12 +17,12 @@ from llm_router.mcp_server import create_server
 engine = Engine(load_settings(sys.argv[1]))
 create_server(engine)
 engine.ledger.close()
-print(",".join(m for m in ("genai_prices", "sqlite_utils") if m in sys.modules))
+print(",".join(m for m in ("genai_prices", "sqlite_utils", "opentelemetry.sdk") if m in sys.modules))
 """
 
 
-def _loaded(config: Path) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(config)], capture_output=True, text=True, timeout=120)
+def _loaded(config: Path, env: dict[str, str] | None = None) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(config)], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     return set(filter(None, out.stdout.strip().split(",")))
 
@@ -58,3 +58,15 @@ kind = "openai"
 models = ["gpt-4o-mini"]
 """)
     assert "genai_prices" in _loaded(config)
+
+
+def test_telemetry_off_leaves_the_opentelemetry_sdk_unloaded_and_on_loads_it(tmp_path: Path) -> None:
+    """Off (no endpoint) the SDK is never imported; the API is, by the MCP SDK itself."""
+    import os
+
+    config = _config(tmp_path, "")
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    assert "opentelemetry.sdk" not in _loaded(config, bare)
+    assert "opentelemetry.sdk" in _loaded(config, bare | {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    assert "opentelemetry.sdk" not in _loaded(config, bare | {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+                                                             "OTEL_SDK_DISABLED": "true"})

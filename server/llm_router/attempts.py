@@ -28,6 +28,7 @@ from .providers.mock import estimate_tokens
 from .redaction import Redactor
 from .resilience import HealthBoard, Window, counts_against_circuit
 from .routing import Excluded
+from .telemetry import OFF, Telemetry
 from .types import AttemptRecord, Completion, InvalidOutput, MalformedResponse, ProviderError, Timeout, Usage, usd_str
 
 __all__ = ["Answer", "ModelCaller", "Progress", "backoff", "elapsed_ms", "passed_over", "skipped", "streamer"]
@@ -51,13 +52,14 @@ class Answer:
 @dataclass
 class ModelCaller:
     """What asking a model needs: the providers (the engine's own mapping, so a provider swapped
-    in it is the one asked), the health board, the redactor and the retry policy. (No slots: one
-    per engine, and a profiler may wrap its ``call``.)"""
+    in it is the one asked), the health board, the redactor, the retry policy and the telemetry
+    (a span per try). (No slots: one per engine, and a profiler may wrap its ``call``.)"""
 
     providers: Mapping[str, Provider]
     health: HealthBoard
     redact: Redactor
     policy: ResilienceConfig
+    telemetry: Telemetry = OFF
 
     async def call(
         self, entry: ModelEntry, prepared: Prepared, attempts: list[AttemptRecord], window: Window,
@@ -75,6 +77,7 @@ class ModelCaller:
         retries = 0
         t0 = time.perf_counter()
         self.health.before_call(entry.ref)
+        span = self.telemetry.attempt(entry, prepared, attempts)
         try:
             while True:
                 t0 = time.perf_counter()
@@ -85,6 +88,7 @@ class ModelCaller:
                     ms = elapsed_ms(t0)
                     cost = None if e.usage is None else usd_str(entry.cost_nusd(e.usage) or 0)
                     attempts.append(AttemptRecord(entry.ref, "error", e.code, self.redact.quote(str(e)), ms, e.status, cost))
+                    span.end(attempts[-1], usage=e.usage)
                     wait = self.retry_wait(e, retries, ms / 1000, window.end)
                     if wait is None:
                         self.health.record(entry.ref, ok=False, latency_ms=ms, counts_against_circuit=counts_against_circuit(e))
@@ -94,10 +98,12 @@ class ModelCaller:
                     t0 = time.perf_counter()
                     await anyio.sleep(wait)
                     retries += 1
+                    span = self.telemetry.attempt(entry, prepared, attempts)
                     continue
                 ms = elapsed_ms(t0)
                 self.health.record(entry.ref, ok=True, latency_ms=ms)
                 attempts.append(AttemptRecord(entry.ref, "ok", latency_ms=ms))
+                span.end(attempts[-1], answer.completion)
                 return answer
         except ProviderError:
             raise
@@ -105,6 +111,9 @@ class ModelCaller:
             self.health.record(entry.ref, ok=False, latency_ms=elapsed_ms(t0), counts_against_circuit=False)
             if isinstance(e, anyio.get_cancelled_exc_class()):
                 attempts.append(AttemptRecord(entry.ref, "cancelled", "cancelled", latency_ms=elapsed_ms(t0)))
+                span.end(attempts[-1])
+            else:  # a bug: the try's span says what escaped (a span already ended ignores it)
+                span.end(AttemptRecord(entry.ref, "error", type(e).__qualname__, latency_ms=elapsed_ms(t0)))
             raise
 
     async def _try_once(

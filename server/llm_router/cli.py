@@ -96,10 +96,22 @@ def _configure_logging(level_name: str, redact: Redactor) -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=level, format=fmt)
+        for handler in root.handlers:
+            handler.setFormatter(_EventsBare(fmt))
     root.setLevel(level)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
     redact.install(root)
+
+
+class _EventsBare(logging.Formatter):
+    """Events (fallbacks, budget warnings: ``mcp_notify.EVENTS_LOGGER``) as their one line of JSON
+    at every level; every other record as the format says."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "llm_router.events":
+            return record.getMessage()
+        return super().format(record)
 
 
 def _say_waiting(settings: Settings) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "RoutingRule",
     "RoutingConfig",
     "QualityConfig",
+    "TelemetryConfig",
     "ScopeLimits",
     "BudgetConfig",
     "LedgerConfig",
@@ -360,6 +361,25 @@ class HttpConfig(_Strict):
         return [o.rstrip("/").lower() for o in origins]
 
 
+class TelemetryConfig(_Strict):
+    """Traces of every ``complete`` (OpenTelemetry, OTLP over HTTP/protobuf). Off unless an endpoint
+    is given here or in ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
+    (which win); ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none`` turn it off."""
+
+    otlp_endpoint: str | None = None
+    """The collector's OTLP/HTTP base URL, e.g. ``http://127.0.0.1:4318`` (``/v1/traces`` is added
+    unless the URL already ends with it)."""
+    service_name: str = Field(default="llm-router-mcp", min_length=1, max_length=200)
+    """The traces' ``service.name`` (``OTEL_SERVICE_NAME`` wins)."""
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, url: str | None) -> str | None:
+        if url is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url):
+            raise ValueError(f"otlp_endpoint: {url[:200]!r} is not an http(s) URL (e.g. http://127.0.0.1:4318)")
+        return url
+
+
 class Settings(_Strict):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     providers: list[ProviderConfig] = Field(default_factory=list)
@@ -369,6 +389,7 @@ class Settings(_Strict):
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     source: str = "built-in defaults"
     """Where these settings were read from (not a config key)."""
 

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import textwrap
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,23 +50,46 @@ def _error_of(result: Any) -> dict[str, Any]:
 
 
 async def _drive(ledger: str) -> int:
-    from mcp import Client
-    from mcp.client.stdio import StdioServerParameters
-    from mcp_types import TextResourceContents
+    from mcp.client.stdio import StdioServerParameters, stdio_client
 
     # The server is started with the SDK's minimal environment (HOME, PATH, ...): no API key
     # reaches it, so every provider is a mock and nothing leaves the machine.
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "llm_router", "serve", "--demo", "--ledger", ledger]
     )
+    # The server's stderr, where it says what happened besides each result (fallbacks, budget
+    # warnings), one JSON object a line: written before the result it goes with, so read after it.
+    folder = tempfile.TemporaryDirectory(prefix="llm-router-demo-")
+    errlog = open(Path(folder.name) / "stderr.log", "a", encoding="utf-8")  # noqa: SIM115 - the server's, for as long as it runs
+    said = open(errlog.name, encoding="utf-8")  # noqa: SIM115 - read as it is written
+
+    def events() -> None:
+        for line in said.read().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None
+            if isinstance(event, dict) and "event" in event:
+                print(f"   stderr ({event.get('level')}): {event.get('message')}")
+            else:
+                print(line, file=sys.stderr)
+
+    try:
+        return await _session(stdio_client(params, errlog=errlog), events)
+    finally:
+        events()
+        said.close()
+        errlog.close()
+        folder.cleanup()
+
+
+async def _session(transport: Any, events: Callable[[], None]) -> int:
+    """Every tool and resource, through ``transport``; ``events`` prints what the server said on stderr."""
+    from mcp import Client
+    from mcp_types import TextResourceContents
+
     failures = 0
-
-    async def on_log(params: Any) -> None:
-        # What a client shows in its log pane: fallbacks and budget warnings.
-        data = params.data
-        print(f"   log ({params.level}): {data.get('message') if isinstance(data, dict) else data}")
-
-    async with Client(params, logging_callback=on_log, log_level="warning") as client:
+    async with Client(transport) as client:
 
         async def call(name: str, arguments: dict[str, Any], *, expect_error: bool = False,
                        quiet: bool = False) -> dict[str, Any]:
@@ -82,6 +106,7 @@ async def _drive(ledger: str) -> int:
             result = await client.call_tool(name, arguments, progress_callback=on_progress)
             for msg in seen:
                 print(f"   progress: {msg}")
+            events()
             text = "".join(getattr(block, "text", "") for block in result.content)
             if not quiet or result.is_error:
                 _show(("ERROR: " if result.is_error else "") + text.rstrip())

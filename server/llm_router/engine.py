@@ -44,6 +44,7 @@ from .redaction import Redactor
 from .resilience import HealthBoard, Window
 from .routing import Candidate, Decision, Excluded, RouteRequest, decide
 from .rows import Billed, request_row
+from .telemetry import CallTrace, Telemetry, build_telemetry
 from .types import (
     AllAttemptsFailed,
     AttemptRecord,
@@ -96,6 +97,7 @@ class Engine:
         env: Mapping[str, str] = os.environ,
         ledger: Ledger | None = None,
         providers: Mapping[str, Provider] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = Catalog(settings)
@@ -109,7 +111,9 @@ class Engine:
         self.providers: dict[str, Provider] = dict(providers) if providers is not None else {
             p.name: build_provider(p, env) for p in settings.providers if self.availability[p.name][0]
         }
-        self.caller = ModelCaller(self.providers, self.health, self.redact, settings.resilience)
+        self.telemetry = telemetry if telemetry is not None else build_telemetry(settings, env, self.redact)
+        """Spans of every call when an exporter is configured; else ``telemetry.OFF``, which does nothing."""
+        self.caller = ModelCaller(self.providers, self.health, self.redact, settings.resilience, self.telemetry)
         self.rules = {r.task_type: tuple(r.chain) for r in settings.routing.rules}
         ref = settings.routing.reference_model
         self.reference: ModelEntry | None = self.catalog.entries.get(ref) if ref else None
@@ -151,6 +155,7 @@ class Engine:
         for p in self.providers.values():
             await p.aclose()
         self.ledger.close()
+        await self.telemetry.aclose()  # last: the judge's spans too
 
     # -- validation -----------------------------------------------------------------------------
 
@@ -228,6 +233,13 @@ class Engine:
         """
         prepared = self.prepare(args)
         request_id = request_id or new_request_id()
+        with self.telemetry.call(prepared, request_id) as trace:
+            result = await self._complete(prepared, request_id, progress, status, trace)
+            trace.answered(result)
+            return result
+
+    async def _complete(self, prepared: Prepared, request_id: str, progress: Progress | None,
+                        status: Callable[[str, str], None] | None, trace: CallTrace) -> CompleteResult:
         started = time.perf_counter()
         deadline = anyio.current_time() + prepared.deadline_s  # routing's wait for the ledger included
         try:
@@ -243,11 +255,13 @@ class Engine:
             error = decision.refusal()
             error.request_id = request_id
             said = [skipped(x) for x in decision.walk if isinstance(x, Excluded)]
+            trace.routed(decision, said)
             await self._record_failure(prepared, request_id, decision, said, error, started, status="refused")
             raise error
 
         call = _Call(prepared, request_id, decision, started, deadline,
                      to_try=min(len(decision.chain), self.settings.routing.max_attempts), status=status)
+        trace.routed(decision, call.attempts)
         answered: tuple[Candidate, Answer] | None = None
         try:
             for item in decision.walk:

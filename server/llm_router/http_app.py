@@ -480,4 +480,12 @@ async def serve_http(engine: Engine, *, host: str, port: int, tokens: Tokens, ht
            else f"no bearer tokens (loopback only, one local user with every right; set {TOKENS_ENV} to require them)")
     print(f"llm-router-mcp: MCP at http://{where}:{port}{MCP_PATH}; {who}; /metrics, /healthz", file=sys.stderr,
           flush=True)
-    await uvicorn.Server(config).serve(sockets=[sock])
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets)
+            # Flushed here: uvicorn then raises again the signal that stopped it, which ends the
+            # process before the caller's Engine.aclose.
+            await engine.telemetry.aclose()
+
+    await Server(config).serve(sockets=[sock])

@@ -19,6 +19,7 @@ waits for it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
@@ -239,7 +240,10 @@ class Judge:
             if self._queue is None:
                 self._queue = asyncio.Queue(QUEUE_SIZE)
             if self._worker is None:
-                self._worker = asyncio.get_running_loop().create_task(self._work(self._queue), name="llm_router.judge")
+                # In a context of its own: not the call's that started it (its span, were it kept, would
+                # be the parent of every judging call's span).
+                self._worker = asyncio.get_running_loop().create_task(self._work(self._queue), name="llm_router.judge",
+                                                                      context=contextvars.Context())
             self._queue.put_nowait(case)
         except asyncio.QueueFull:
             self.dropped += 1

@@ -1,26 +1,39 @@
-"""What the MCP server tells a client besides a tool's result: log messages, progress, and
-resource-updated notifications for subscribers (they carry only the URI: what a subscriber then
-reads is filtered like any read).
+"""What the MCP server tells a client besides a tool's result: events (fallbacks, budget warnings
+and refusals), progress, and resource-updated notifications for subscribers (they carry only the
+URI: what a subscriber then reads is filtered like any read).
 
 Two eras of client are served. Clients of 2026-07-28 and later use ``subscriptions/listen`` (the
-SDK's ``ListenHandler``, fed from ``ListeningBus``) and opt in to log messages per request, which
-the SDK filters itself. Handshake-era clients (Claude Desktop, the Inspector, ...) use
-``resources/subscribe`` and ``logging/setLevel``, served by ``HandshakeSubscribers``.
+SDK's ``ListenHandler``, fed from ``ListeningBus``); MCP logging is deprecated for them, so they
+get no log messages: an event goes to stderr as one JSON line and to the request's span, which is
+where 2026-07-28 observability lives. Handshake-era clients (Claude Desktop, the Inspector, ...)
+use ``resources/subscribe`` and ``logging/setLevel``, served by ``HandshakeSubscribers``, and get
+each event as a log message too, sent as a plain notification (the SDK's ``send_log_message``
+warns of the deprecation on every call, whatever the session's protocol).
 """
 
 from __future__ import annotations
 
-import warnings
+import json
+import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.subscriptions import InMemorySubscriptionBus
-from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated, ServerEvent
-from mcp_types import EmptyResult, LoggingLevel, SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from mcp_types import (
+    EmptyResult,
+    LoggingLevel,
+    LoggingMessageNotification,
+    LoggingMessageNotificationParams,
+    SetLevelRequestParams,
+    SubscribeRequestParams,
+    UnsubscribeRequestParams,
+)
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from opentelemetry.trace import get_current_span
 
 from .mcp_surface import BUDGETS_URI, LEDGER_URI, RESOURCE_NOT_FOUND, SUBSCRIBABLE
 from .sdk_seams import connection_of, progress_callback_given
@@ -32,15 +45,18 @@ if TYPE_CHECKING:
 
     from .redaction import Redactor
 
-__all__ = ["LOG_LEVELS", "HandshakeSubscribers", "ListeningBus", "Notifier", "wants_progress"]
+__all__ = ["EVENTS_LOGGER", "LOG_LEVELS", "HandshakeSubscribers", "ListeningBus", "Notifier", "wants_progress"]
 
 LOG_LEVELS: tuple[LoggingLevel, ...] = (
     "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency",
 )
 
-# Log messages are deprecated from protocol 2026-07-28 on, but handshake-era clients (Claude Desktop
-# among them) show them, and 2026 clients can still opt in per request: sent on purpose.
-warnings.filterwarnings("ignore", category=MCPDeprecationWarning, module=r"llm_router\.mcp_notify")
+EVENTS_LOGGER = "llm_router.events"
+"""The logger of events: each record's message is one JSON object (``cli`` prints it bare)."""
+
+_events = logging.getLogger(EVENTS_LOGGER)
+_PY_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING,
+              "error": logging.ERROR, "critical": logging.CRITICAL, "alert": logging.CRITICAL, "emergency": logging.CRITICAL}
 
 
 class ListeningBus(InMemorySubscriptionBus):
@@ -111,6 +127,19 @@ class HandshakeSubscribers:
                 self.by_uri[uri].discard(connection)
 
 
+class _Line:
+    """An event as one line of JSON, made only if a handler formats the record."""
+
+    __slots__ = ("event", "level", "payload")
+
+    def __init__(self, event: str, level: str, payload: dict[str, Any]) -> None:
+        self.event, self.level, self.payload = event, level, payload
+
+    def __str__(self) -> str:
+        return json.dumps({"event": self.event, "level": self.level, **self.payload}, ensure_ascii=False,
+                          separators=(",", ":"), default=str)
+
+
 def wants_progress(ctx: ServerRequestContext[Any, Any]) -> bool:
     """Whether the caller asked for progress: a JSON-RPC request carries a progress token; the
     in-process transport hands the dispatcher a callback instead."""
@@ -131,14 +160,24 @@ class Notifier:
     bus: ListeningBus = field(default_factory=ListeningBus)
     subscribers: HandshakeSubscribers = field(default_factory=HandshakeSubscribers)
 
-    async def log(self, ctx: ServerRequestContext[Any, Any], level: LoggingLevel, message: str, **data: Any) -> None:
-        """A log message to the client (dropped when it asked for a higher level)."""
-        # The SDK filters 2026-07-28 sessions itself, by each request's opt-in.
-        if (ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS
-                and LOG_LEVELS.index(level) < self.subscribers.level(ctx.session)):
+    async def log(self, ctx: ServerRequestContext[Any, Any], level: LoggingLevel, event: str, message: str, *,
+                  facts: dict[str, str | int | bool] | None = None, **data: Any) -> None:
+        """An event (``event`` names its kind: ``fallback``, ``budget_warning``, ...): one JSON line
+        on stderr, an event of the request's span, and for a handshake-era session a log message
+        (dropped when it asked for a higher level). The span's event carries only ``facts`` (plain
+        values of the router's own: codes, ids, tiers), never the message, which may quote an upstream."""
+        facts = facts or {}
+        payload = self.redact.scrub({"message": message, **facts, **data})
+        _events.log(_PY_LEVELS[level], "%s", _Line(event, level, payload))
+        span = get_current_span()  # the request's (a no-op span when telemetry is off)
+        if span.is_recording():
+            span.add_event(f"llm_router.{event}",
+                           {"llm_router.level": level, **{f"llm_router.{k}": v for k, v in self.redact.scrub(facts).items()}})
+        if (ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS
+                or LOG_LEVELS.index(level) < self.subscribers.level(ctx.session)):
             return
-        payload = self.redact.scrub({"message": message, **data})
-        await ctx.session.send_log_message(level, payload, logger="llm-router", related_request_id=ctx.request_id)
+        notice = LoggingMessageNotification(params=LoggingMessageNotificationParams(level=level, data=payload, logger="llm-router"))
+        await ctx.session.send_notification(notice, related_request_id=ctx.request_id)
 
     async def updated(self, *uris: str) -> None:
         """Tell whoever subscribed to these resources that they changed."""

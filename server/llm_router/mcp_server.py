@@ -10,8 +10,9 @@ Where each part lives:
 * ``mcp_tools``: ``tools/list`` and ``tools/call``, one function per tool, each beside its listing
   in one table (``TOOLS``);
 * ``mcp_resources``: ``resources/list``, the template and ``resources/read``;
-* ``mcp_notify``: log messages, progress and resource-updated notifications, for clients of both
-  eras (``subscriptions/listen``; ``resources/subscribe`` and ``logging/setLevel``);
+* ``mcp_notify``: events (a JSON line on stderr, a span event, a log message for handshake-era
+  clients), progress and resource-updated notifications, for clients of both eras
+  (``subscriptions/listen``; ``resources/subscribe`` and ``logging/setLevel``);
 * ``limit_ask``: asking an admin to raise a limit before a call is refused (both eras);
 * ``mcp_calls``: a ``complete`` run in the background, its outcome kept, and what a cancellation does;
 * ``mcp_tasks``: the Tasks extension (``io.modelcontextprotocol/tasks``) for ``complete``;

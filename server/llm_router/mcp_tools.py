@@ -3,8 +3,9 @@ state, the request, the caller's access and its parsed arguments.
 
 Around each call, and only in MCP's own terms: who to bill when the transport identified the
 caller, what the caller's role lets it do and see (``access``: asked before each tool acts, its
-views applied to every result and error on the way out), log messages for fallbacks and budget
-warnings, resource-updated notifications for subscribers, and the observer (metrics). An unknown
+views applied to every result and error on the way out), events for fallbacks and budget
+warnings (``Notifier.log``: a JSON line on stderr, a span event, a log message for handshake-era
+clients), resource-updated notifications for subscribers, and the observer (metrics). An unknown
 tool is a JSON-RPC error (-32602), as the spec says.
 """
 
@@ -85,11 +86,13 @@ async def _refused(state: ServerState, ctx: Ctx, access: Access, e: RouterError)
     """What a failed ``complete`` tells besides its error: a log message for a budget refusal or for
     every attempt failing (the call already said the ledger changed)."""
     shown = error_view(access, e)
+    facts: dict[str, str | int | bool] = {"request_id": e.request_id} if e.request_id else {}
     if isinstance(shown, BudgetExceeded):
-        await state.notifier.log(ctx, "warning", f"budget refusal: {shown}", limit=shown.limit_name,
-                                 resets_at=shown.resets_at)
+        await state.notifier.log(ctx, "warning", "budget_refusal", f"budget refusal: {shown}",
+                                 facts={**facts, "limit": shown.limit_name or "", "resets_at": shown.resets_at or ""})
     elif isinstance(shown, AllAttemptsFailed):
-        await state.notifier.log(ctx, "error", str(shown), attempts=[a.to_dict() for a in shown.attempts])
+        await state.notifier.log(ctx, "error", "all_failed", str(shown), facts={**facts, "deadline_hit": shown.deadline_hit},
+                                 attempts=[a.to_dict() for a in shown.attempts])
 
 
 async def complete(state: ServerState, ctx: Ctx, access: Access, args: CompleteArgs) -> tuple[Any, Wire]:
@@ -134,16 +137,20 @@ async def complete(state: ServerState, ctx: Ctx, access: Access, args: CompleteA
     failed = [a for a in result.attempts if a.outcome != "ok"]
     if failed:
         what = "; ".join(f"{a.model} {a.outcome} ({a.error_code})" for a in failed)
-        await state.notifier.log(ctx, "warning", f"fallback: {what}; answered by {result.model}",
-                                 request_id=result.request_id, attempts=structured["attempts"])
+        await state.notifier.log(ctx, "warning", "fallback", f"fallback: {what}; answered by {result.model}",
+                                 facts={"request_id": result.request_id, "model": result.model,
+                                        "left": ",".join(f"{a.model} {a.error_code or a.outcome}" for a in failed)},
+                                 attempts=structured["attempts"])
     budget = structured["budget"]
     if budget.get("tier", "normal") != "normal":
         tight = budget.get("tightest") or {}
         used = f"{tight['percent_used']}% used" if "percent_used" in tight else "shared by every tag"
         await state.notifier.log(
-            ctx, "warning", f"budget {tight.get('scope', '')} {tight.get('period', '')} is {used} "
+            ctx, "warning", "budget_warning", f"budget {tight.get('scope', '')} {tight.get('period', '')} is {used} "
             f"(tier {budget['tier']}): " + ("cheaper models go first" if budget["tier"] == "cautious"
                                             else "only free models are used"),
+            facts={"request_id": result.request_id, "tier": budget["tier"], "scope": str(tight.get("scope", "")),
+                   "period": str(tight.get("period", ""))},
             budget=budget)
     summary += "".join(f"\n{line}" for line in raised)
     return result, ok(state, structured, summary)
