@@ -117,6 +117,7 @@ class Engine:
         self.rules = {r.task_type: tuple(r.chain) for r in settings.routing.rules}
         ref = settings.routing.reference_model
         self.reference: ModelEntry | None = self.catalog.entries.get(ref) if ref else None
+        self._closed = False
         self._freed: anyio.Event | None = None  # made on first use: an Event needs a running loop
         self.windows = WindowAsker(self.catalog, self.providers)
         self._check_timezone()
@@ -149,6 +150,10 @@ class Engine:
             self.ledger.set_meta("timezone", tz)
 
     async def aclose(self) -> None:
+        """Close once (HTTP closes it at uvicorn's shutdown, and the caller again after)."""
+        if self._closed:
+            return
+        self._closed = True
         await self.background.aclose()  # a call finishing may still offer its answer to the judge
         if self.judge is not None:  # first: its call in flight still has its providers and ledger
             await self.judge.aclose()

@@ -484,8 +484,10 @@ async def serve_http(engine: Engine, *, host: str, port: int, tokens: Tokens, ht
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             await super().shutdown(sockets)
-            # Flushed here: uvicorn then raises again the signal that stopped it, which ends the
-            # process before the caller's Engine.aclose.
-            await engine.telemetry.aclose()
+            # Closed here: uvicorn then raises again the signal that stopped it, which ends the
+            # process before the caller's Engine.aclose. Calls their clients gave up on (uvicorn's
+            # graceful shutdown cancels the requests still open) finish or are cancelled here,
+            # each recording its row, and the spans are flushed.
+            await engine.aclose()
 
     await Server(config).serve(sockets=[sock])
