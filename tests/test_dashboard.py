@@ -171,6 +171,20 @@ async def test_the_dashboard_tool_refuses_bad_arguments_by_name(engine: Engine) 
     assert bad.meta["llm-router/error"]["field"] == "period"
 
 
+async def test_the_dashboard_draws_at_most_a_year_and_the_last_possible_day_is_no_crash(engine: Engine) -> None:
+    """Regression: every day of the period is drawn, so since=0001-01-01 held the loop for half a
+    minute, and a period ending 9999-12-31 overflowed the date (an internal error)."""
+    async with Client(create_server(engine)) as client:
+        centuries = await client.call_tool("dashboard", {"since": "0001-01-01", "until": "9999-12-30"})
+        open_ended = await client.call_tool("dashboard", {"until": "9999-12-31"})
+        last_year = await client.call_tool("dashboard", {"since": "9999-01-01", "until": "9999-12-31"})
+    assert centuries.is_error and _text(centuries).startswith("since: is more than 366 days from the other end")
+    assert centuries.meta["llm-router/error"]["field"] == "since"
+    assert open_ended.is_error and open_ended.meta["llm-router/error"]["field"] == "until"
+    assert not last_year.is_error, _text(last_year)
+    assert len(last_year.structured_content["by_day"]) == 365
+
+
 async def test_a_member_s_dashboard_tool_shows_only_its_own_tag(site: str) -> None:
     async with mcp_client(site, ALICE) as alice:
         mine = (await alice.call_tool("dashboard", {"period": PERIOD})).structured_content

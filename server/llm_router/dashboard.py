@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .access import Access, limits_view, report_tag, rows_tag, rows_view
 from .calls import DATE_PATTERN, Period
+from .reports import period_days
 from .types import EMPTY_GROUP, InvalidInput, plural
 
 if TYPE_CHECKING:
@@ -81,17 +82,20 @@ class DashboardResult(BaseModel):
         return self.model_dump(mode="json")
 
 
+MAX_DAYS = 366
+"""The longest period the dashboard draws, day by day (a year, a leap day included)."""
+
+
 def _every_day(first: str, last: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The per-day rows with the days that had no call filled in (a chart shows them as zero)."""
     have = {r["day"]: r for r in rows}
     out = []
-    day, end = date.fromisoformat(first), date.fromisoformat(last)
-    while day <= end:
-        key = day.isoformat()
+    start = date.fromisoformat(first)
+    for n in range((date.fromisoformat(last) - start).days + 1):  # not past the last day: it may be date.max
+        key = (start + timedelta(days=n)).isoformat()
         r = have.get(key)
         out.append({"day": key, "requests": r["requests"] if r else 0, "errors": r["errors"] if r else 0,
                     "cost_usd": r["cost_usd"] if r else "0"})
-        day += timedelta(days=1)
     return out
 
 
@@ -114,6 +118,11 @@ async def dashboard_data(engine: Engine, access: Access, args: DashboardArgs) ->
     if args.period is not None and (args.since or args.until):
         raise InvalidInput("period", "give a period or since/until, not both", allowed="one of them")
     period = args.period if args.period or args.since or args.until else DEFAULT_PERIOD
+    first, last, _ = period_days(engine.budget.clock.today(), period, args.since, args.until)
+    if date.fromisoformat(last) - date.fromisoformat(first) >= timedelta(days=MAX_DAYS):
+        # Every day of the period is drawn: a range of centuries would hold the server for minutes.
+        raise InvalidInput("since" if args.since else "until", f"is more than {MAX_DAYS} days from the other end",
+                           allowed=f"since and until at most {MAX_DAYS} days apart")
     tag = report_tag(access, args.tag)
     asked = {"period": period, "since": args.since, "until": args.until, "tag": tag}
     by_day = await engine.cost_report(group_by="day", **asked)
