@@ -243,3 +243,31 @@ async def test_a_kept_failure_holds_no_traceback_and_keeps_its_facts() -> None:
     assert kept.failure is not None and kept.failure.__traceback__ is None
     assert kept.failure.to_dict() == error.to_dict() and str(kept.failure) == str(error)
     assert (kept.status, kept.first_line()) == ("error", str(error).split("\n")[0])
+
+
+async def test_a_call_cancelled_while_its_request_waits_is_a_cancelled_error_not_a_bug(
+        slow_engine_settings: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``tasks/cancel`` on the id, or shutdown, cancels a call whose request still waits: that
+    request ends with the call's cancellation, not with "failed unexpectedly"."""
+    engine = Engine(slow_engine_settings)
+    try:
+        async with Client(create_server(engine)) as client, anyio.create_task_group() as tg:
+            got: list[Any] = []
+
+            async def ask() -> None:
+                got.append(await client.call_tool("complete", {"prompt": "take your time", "model": OPENAI}))
+
+            tg.start_soon(ask)
+            with anyio.fail_after(30):
+                while not (calls := engine.answers.listing(tag=None)) or not calls[0].asked:
+                    await anyio.sleep(0.01)
+            assert calls[0].scope is not None
+            calls[0].scope.cancel()  # what tasks/cancel does with the id
+        (result,) = got
+        assert result.is_error and result.meta["llm-router/error"]["code"] == "cancelled"
+        assert "unexpectedly" not in result.content[0].text
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+        assert [r["status"] for r in ledger_rows(tmp_path / "ledger.db", calls[0].request_id)] == ["cancelled"]
+        assert held_by_calls(engine) == 0
+    finally:
+        await engine.aclose()

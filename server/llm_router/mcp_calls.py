@@ -32,7 +32,7 @@ from .calls import CompleteArgs, CompleteResult
 from .mcp_state import ServerState, Wire, error, ok
 from .types import InvalidInput, RouterError
 
-__all__ = ["ABORT_WAIT_S", "AS_TASK", "KeptCall", "kept_result", "summary_text"]
+__all__ = ["ABORT_WAIT_S", "AS_TASK", "CallCancelled", "KeptCall", "kept_result", "summary_text"]
 
 log = logging.getLogger("llm_router.mcp")
 
@@ -75,6 +75,13 @@ def kept_result(state: ServerState, access: Access, kept: Kept) -> Wire | None:
     if kept.failure is not None:
         return error(state, error_view(access, kept.failure))
     return None
+
+
+class CallCancelled(RouterError):
+    """The call was cancelled while its request still waited: by ``tasks/cancel`` on its id, or
+    by the server shutting down. Its row says ``cancelled``."""
+
+    code = "cancelled"
 
 
 class KeptCall:
@@ -188,6 +195,10 @@ class KeptCall:
                 raise
         if self.error is not None:
             raise self.error
+        if self.result is None:  # cancelled from elsewhere while this request waited
+            error = CallCancelled(f"the call was cancelled before it ended ({self.kept.message})")
+            error.request_id = self.request_id
+            raise error
         assert self.result is not None and self.kept.structured is not None and self.kept.summary is not None
         return self.result, self.kept.structured, self.kept.summary
 

@@ -129,7 +129,11 @@ async def complete(state: ServerState, ctx: Ctx, access: Access, args: CompleteA
     if state.asker is None:
         result, raw, summary = await run()
     else:  # an admin may be asked to raise a limit that refuses the call (limit_ask)
-        outcome = await state.asker.complete(ctx, access, run, partial(_raise_limit, state, access, raised))
+        try:
+            outcome = await state.asker.complete(ctx, access, run, partial(_raise_limit, state, access, raised))
+        finally:
+            if first:  # a retry's answer was refused before the call was made: nothing to keep
+                state.engine.answers.discard(call.kept)
         if isinstance(outcome, dict):  # 2026-07-28: input_required, the question for the client
             return None, outcome
         result, raw, summary = outcome
