@@ -28,6 +28,7 @@ from llm_router.mcp_surface import BUDGETS_URI
 from llm_router.types import NUSD_PER_USD, BudgetExceeded
 
 from .conftest import held_by_calls, make_settings
+from .handshake import subscribe
 from .http_server import mcp_client, serve
 from .node_peers import TOKEN, demo_server_command, http_server, require, run_json
 
@@ -75,7 +76,7 @@ async def test_yes_raises_the_limit_as_set_budget_does_and_the_call_goes_on(engi
 
     async with Client(create_server(engine), mode=mode, elicitation_callback=asked, message_handler=on_message) as c:
         if mode == "legacy":
-            await c.subscribe_resource(BUDGETS_URI)
+            await subscribe(c, BUDGETS_URI)
         await c.call_tool("set_budget", {"scope": "global", "period": "daily", "limit_usd": 0.001})
         done = await c.call_tool("complete", DEAR)
         budgets = json.loads((await c.read_resource(BUDGETS_URI)).contents[0].text)["budgets"]  # type: ignore[union-attr]
@@ -303,6 +304,8 @@ async def test_a_retry_without_an_answer_is_the_refusal(engine: Engine) -> None:
         refused = await c.session.call_tool("complete", DEAR, request_state=first.request_state)
     assert refused.is_error and "Raising the limit was asked about: not answered." in refused.content[0].text  # type: ignore[union-attr]
     assert await daily_limit(engine) == 0 and statuses(engine) == [("refused", "0")]
+    # Regression: the retry's kept call, never made, stayed "working" for ever (one per retry).
+    assert engine.answers.stats()["working"] == 0
 
 
 # -- an independent peer: the TypeScript SDK 1.x client (2025-11-25) -------------------------------
